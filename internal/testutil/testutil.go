@@ -1,0 +1,105 @@
+// Package testutil holds helpers shared by sdx's tests: the privilege gate
+// that turns a skip into a failure under CI, and leak checks.
+package testutil
+
+import (
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// InCI reports whether the tests run under CI (CI=true), where a privileged
+// test that cannot run is a failure, not a skip.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// Privileged skips t when the process cannot use netns, veth, BPF and AF_XDP,
+// and fails it instead under CI.
+func Privileged(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	SkipOrFail(t, "needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN for netns)")
+}
+
+// SkipOrFail skips outside CI and fails under CI, with the same reason.
+func SkipOrFail(t testing.TB, reason string) {
+	t.Helper()
+	if InCI() {
+		t.Fatalf("cannot run under CI=true: %s", reason)
+	}
+	t.Skip(reason)
+}
+
+// Long skips t in -short mode.
+func Long(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("long test skipped in -short mode")
+	}
+}
+
+// CheckGoroutines registers a cleanup that fails t when goroutines started
+// during the test are still running a second after it ends.
+func CheckGoroutines(t testing.TB) {
+	t.Helper()
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(time.Second)
+		for {
+			n := runtime.NumGoroutine()
+			if n <= before {
+				return
+			}
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<16)
+				buf = buf[:runtime.Stack(buf, true)]
+				t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+// CheckFDs registers a cleanup that fails t when the process holds more open
+// file descriptors after the test than before it.
+func CheckFDs(t testing.TB) {
+	t.Helper()
+	before := openFDs()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(time.Second)
+		for {
+			after := openFDs()
+			if len(after) <= len(before) {
+				return
+			}
+			if time.Now().After(deadline) {
+				var leaked []string
+				for fd, target := range after {
+					if _, ok := before[fd]; !ok {
+						leaked = append(leaked, fd+" -> "+target)
+					}
+				}
+				t.Errorf("fd leak: %d before, %d after: %s", len(before), len(after), strings.Join(leaked, ", "))
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+func openFDs() map[string]string {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return nil
+	}
+	m := make(map[string]string, len(ents))
+	for _, e := range ents {
+		target, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		m[e.Name()] = target
+	}
+	return m
+}
