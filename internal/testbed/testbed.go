@@ -1,10 +1,10 @@
 // Package testbed builds the hosts that sdx's tests, benchmarks and demo run
 // on: two network namespaces joined by a veth pair.
 //
-//	  netns A (sdx-<pid>-<n>-a)            netns B (sdx-<pid>-<n>-b)
-//	 +-------------------------+          +-------------------------+
-//	 | veth "a"  198.18.0.1/24 |==========| veth "b"  198.18.0.2/24 |
-//	 +-------------------------+          +-------------------------+
+//	 netns A (sdx-<pid>-<n>-a)            netns B (sdx-<pid>-<n>-b)
+//	+-------------------------+          +-------------------------+
+//	| veth "a"  198.18.0.1/24 |==========| veth "b"  198.18.0.2/24 |
+//	+-------------------------+          +-------------------------+
 //
 // Both ends live inside namespaces the testbed created; addresses come only
 // from 198.18.0.0/15, the range set aside for network benchmarks. Names are
