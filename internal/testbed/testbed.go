@@ -83,15 +83,15 @@ func Create(o Options) (_ *Bed, err error) {
 	cmds := [][]string{
 		{"netns", "add", b.A.NS},
 		{"netns", "add", b.B.NS},
-		{"-n", b.A.NS, "link", "add", b.A.If, "numtxqueues", q, "numrxqueues", q, "type", "veth",
+		{"-n", b.A.NS, "link", "add", "name", b.A.If, "numtxqueues", q, "numrxqueues", q, "type", "veth",
 			"peer", "name", b.B.If, "netns", b.B.NS, "numtxqueues", q, "numrxqueues", q},
 	}
 	for _, h := range []*Host{&b.A, &b.B} {
 		cmds = append(cmds,
 			[]string{"-n", h.NS, "link", "set", "lo", "up"},
-			[]string{"-n", h.NS, "link", "set", h.If, "mtu", fmt.Sprint(o.MTU)},
+			[]string{"-n", h.NS, "link", "set", "dev", h.If, "mtu", fmt.Sprint(o.MTU)},
 			[]string{"-n", h.NS, "addr", "add", fmt.Sprintf("%s/%d", h.Addr, p.Bits()), "dev", h.If},
-			[]string{"-n", h.NS, "link", "set", h.If, "up"},
+			[]string{"-n", h.NS, "link", "set", "dev", h.If, "up"},
 		)
 	}
 	for _, c := range cmds {

@@ -1,0 +1,37 @@
+package testbed_test
+
+import (
+	"os/exec"
+	"testing"
+
+	"github.com/sdx-project/sdx/internal/netns"
+	"github.com/sdx-project/sdx/internal/testbed"
+	"github.com/sdx-project/sdx/internal/testutil"
+)
+
+func TestBedUpAndDown(t *testing.T) {
+	testutil.Privileged(t)
+	b, err := testbed.Create(testbed.Options{Subnet: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !b.Prefix.Contains(b.A.Addr) || !b.Prefix.Contains(b.B.Addr) || b.A.Addr.As4()[0] != 198 || b.A.Addr.As4()[1] != 18 {
+		t.Fatalf("addresses %v %v outside 198.18.0.0/15", b.A.Addr, b.B.Addr)
+	}
+	if b.A.Index == 0 || len(b.B.MAC) != 6 {
+		t.Fatalf("interface facts not filled in: %+v", b.A)
+	}
+	out, err := exec.Command("ip", "netns", "exec", b.A.NS, "ping", "-c1", "-W2", b.B.Addr.String()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ping across the testbed: %v\n%s", err, out)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if netns.Exists(b.A.NS) || netns.Exists(b.B.NS) {
+		t.Fatal("namespaces left behind")
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
