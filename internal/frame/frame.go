@@ -1,0 +1,165 @@
+// Package frame encodes and decodes the Ethernet / IPv4 / UDP headers that
+// carry sdx frames. Encoding writes into a caller's buffer and decoding
+// slices it, so neither allocates.
+package frame
+
+import (
+	"encoding/binary"
+	"errors"
+	"net/netip"
+)
+
+// Header sizes. sdx sends IPv4 without options and no VLAN tag; it accepts
+// both on receive.
+const (
+	EthLen    = 14
+	IPv4Len   = 20
+	UDPLen    = 8
+	HeaderLen = EthLen + IPv4Len + UDPLen // 42
+
+	etherTypeIPv4 = 0x0800
+	etherTypeVLAN = 0x8100
+	etherTypeQinQ = 0x88a8
+	protoUDP      = 17
+	defaultTTL    = 64
+)
+
+// Errors from Parse; each names what was wrong with the frame.
+var (
+	ErrShort    = errors.New("frame: truncated")
+	ErrNotIPv4  = errors.New("frame: not IPv4")
+	ErrNotUDP   = errors.New("frame: not UDP")
+	ErrBadIPv4  = errors.New("frame: bad IPv4 header")
+	ErrFragment = errors.New("frame: IPv4 fragment")
+)
+
+// Endpoint is one side of a UDP flow on an Ethernet link.
+type Endpoint struct {
+	MAC  [6]byte
+	IP   netip.Addr // IPv4
+	Port uint16
+}
+
+// Flow is the header template of a one-way flow: source and destination.
+type Flow struct {
+	Src, Dst Endpoint
+}
+
+// Reverse returns the flow in the other direction.
+func (f Flow) Reverse() Flow { return Flow{Src: f.Dst, Dst: f.Src} }
+
+// Encode writes the Ethernet, IPv4 and UDP headers for a payload of
+// payloadLen bytes into b[:HeaderLen] and returns the full frame length.
+// The IPv4 checksum is filled in; the UDP checksum is left zero (optional
+// in IPv4; sdx carries its own integrity checks above).
+func (f *Flow) Encode(b []byte, payloadLen int, ipID uint16) int {
+	_ = b[HeaderLen-1]
+	copy(b[0:6], f.Dst.MAC[:])
+	copy(b[6:12], f.Src.MAC[:])
+	binary.BigEndian.PutUint16(b[12:14], etherTypeIPv4)
+	ip := b[EthLen : EthLen+IPv4Len]
+	ip[0] = 0x45
+	ip[1] = 0
+	binary.BigEndian.PutUint16(ip[2:4], uint16(IPv4Len+UDPLen+payloadLen))
+	binary.BigEndian.PutUint16(ip[4:6], ipID)
+	binary.BigEndian.PutUint16(ip[6:8], 0x4000) // don't fragment
+	ip[8] = defaultTTL
+	ip[9] = protoUDP
+	ip[10], ip[11] = 0, 0
+	src, dst := f.Src.IP.As4(), f.Dst.IP.As4()
+	copy(ip[12:16], src[:])
+	copy(ip[16:20], dst[:])
+	binary.BigEndian.PutUint16(ip[10:12], Checksum(ip))
+	udp := b[EthLen+IPv4Len : HeaderLen]
+	binary.BigEndian.PutUint16(udp[0:2], f.Src.Port)
+	binary.BigEndian.PutUint16(udp[2:4], f.Dst.Port)
+	binary.BigEndian.PutUint16(udp[4:6], uint16(UDPLen+payloadLen))
+	udp[6], udp[7] = 0, 0
+	return HeaderLen + payloadLen
+}
+
+// Checksum returns the Internet checksum (RFC 1071) of b.
+func Checksum(b []byte) uint16 {
+	var sum uint32
+	for len(b) >= 2 {
+		sum += uint32(b[0])<<8 | uint32(b[1])
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		sum += uint32(b[0]) << 8
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+// Parsed is what Parse found in a frame. Payload aliases the frame.
+type Parsed struct {
+	Flow    Flow
+	Payload []byte
+}
+
+// Parse decodes a frame's Ethernet (one VLAN tag allowed), IPv4 (options
+// allowed, fragments refused) and UDP headers. It checks every length and
+// the IPv4 header checksum, and never panics on any input.
+func Parse(b []byte, p *Parsed) error {
+	if len(b) < EthLen {
+		return ErrShort
+	}
+	copy(p.Flow.Dst.MAC[:], b[0:6])
+	copy(p.Flow.Src.MAC[:], b[6:12])
+	et := binary.BigEndian.Uint16(b[12:14])
+	off := EthLen
+	if et == etherTypeVLAN || et == etherTypeQinQ {
+		if len(b) < off+4 {
+			return ErrShort
+		}
+		et = binary.BigEndian.Uint16(b[off+2 : off+4])
+		off += 4
+	}
+	if et != etherTypeIPv4 {
+		return ErrNotIPv4
+	}
+	if len(b) < off+IPv4Len {
+		return ErrShort
+	}
+	ip := b[off:]
+	if ip[0]>>4 != 4 {
+		return ErrBadIPv4
+	}
+	ihl := int(ip[0]&0x0f) * 4
+	if ihl < IPv4Len {
+		return ErrBadIPv4
+	}
+	if len(ip) < ihl {
+		return ErrShort
+	}
+	total := int(binary.BigEndian.Uint16(ip[2:4]))
+	if total < ihl || total > len(ip) {
+		return ErrShort
+	}
+	if Checksum(ip[:ihl]) != 0 {
+		return ErrBadIPv4
+	}
+	if frag := binary.BigEndian.Uint16(ip[6:8]); frag&0x3fff != 0 {
+		return ErrFragment
+	}
+	if ip[9] != protoUDP {
+		return ErrNotUDP
+	}
+	p.Flow.Src.IP = netip.AddrFrom4([4]byte(ip[12:16]))
+	p.Flow.Dst.IP = netip.AddrFrom4([4]byte(ip[16:20]))
+	udp := ip[ihl:total]
+	if len(udp) < UDPLen {
+		return ErrShort
+	}
+	ulen := int(binary.BigEndian.Uint16(udp[4:6]))
+	if ulen < UDPLen || ulen > len(udp) {
+		return ErrShort
+	}
+	p.Flow.Src.Port = binary.BigEndian.Uint16(udp[0:2])
+	p.Flow.Dst.Port = binary.BigEndian.Uint16(udp[2:4])
+	p.Payload = udp[UDPLen:ulen]
+	return nil
+}
