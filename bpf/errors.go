@@ -1,0 +1,36 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+)
+
+// MinKernel is the oldest upstream Linux release the programs and loaders of
+// this package work on. See the package documentation for why.
+const MinKernel = "5.9"
+
+var (
+	// ErrClosed is returned by the methods of a closed Steer.
+	ErrClosed = errors.New("steer closed")
+	// ErrQueueRange is returned for a queue index outside [0, MaxQueues).
+	ErrQueueRange = errors.New("queue index out of range")
+	// ErrPort is returned by LoadSteer for port 0, which UDP cannot address.
+	ErrPort = errors.New("invalid sdx port")
+)
+
+// KernelFeatureError reports that the running kernel lacks something the
+// programs or loaders need. It matches errors.Is(err, ebpf.ErrNotSupported)
+// and also whatever Err matches.
+type KernelFeatureError struct {
+	Feature string // what is missing, e.g. "XDP attach through bpf_link"
+	Minimum string // the first upstream Linux release that has it
+	Err     error  // what the kernel or the loader said
+}
+
+func (e *KernelFeatureError) Error() string {
+	return fmt.Sprintf("%s needs Linux %s or later: %v", e.Feature, e.Minimum, e.Err)
+}
+
+func (e *KernelFeatureError) Unwrap() []error { return []error{e.Err, ebpf.ErrNotSupported} }

@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The few Linux UAPI definitions the sdx XDP programs need, restated here
+ * so that the build reads nothing from the host's /usr/include and the
+ * committed objects do not change with the installed linux-libc-dev.
+ * Values and layouts are those of <linux/types.h>, <linux/bpf.h>,
+ * <linux/if_ether.h>, <linux/if_vlan.h>, <linux/ip.h>, <linux/in.h> and
+ * <linux/udp.h>; they are kernel ABI and never change.
+ *
+ * The IPv4 version/IHL byte is one plain byte (ver_ihl) rather than the
+ * kernel's endian-dependent bitfields.
+ */
+#ifndef SDX_UAPI_H
+#define SDX_UAPI_H
+
+typedef signed char __s8;
+typedef unsigned char __u8;
+typedef short __s16;
+typedef unsigned short __u16;
+typedef int __s32;
+typedef unsigned int __u32;
+typedef long long __s64;
+typedef unsigned long long __u64;
+
+typedef __u16 __le16;
+typedef __u16 __be16;
+typedef __u32 __le32;
+typedef __u32 __be32;
+typedef __u64 __le64;
+typedef __u64 __be64;
+typedef __u16 __sum16;
+typedef __u32 __wsum;
+
+/* <linux/bpf.h> */
+enum bpf_map_type {
+	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_XSKMAP = 17,
+};
+
+enum xdp_action {
+	XDP_ABORTED = 0,
+	XDP_DROP,
+	XDP_PASS,
+	XDP_TX,
+	XDP_REDIRECT,
+};
+
+/* The context of an XDP program. */
+struct xdp_md {
+	__u32 data;
+	__u32 data_end;
+	__u32 data_meta;
+	__u32 ingress_ifindex;
+	__u32 rx_queue_index;
+	__u32 egress_ifindex;
+};
+
+/* <linux/if_ether.h> */
+#define ETH_ALEN 6
+#define ETH_P_IP 0x0800
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88A8
+
+struct ethhdr {
+	unsigned char h_dest[ETH_ALEN];
+	unsigned char h_source[ETH_ALEN];
+	__be16 h_proto;
+}; /* 14 bytes, 2-aligned: the kernel's packed attribute changes nothing */
+
+/* <linux/if_vlan.h> (kernel-internal there; the wire layout of a tag) */
+struct vlan_hdr {
+	__be16 h_vlan_TCI;
+	__be16 h_vlan_encapsulated_proto;
+};
+
+/* <linux/in.h> */
+#define IPPROTO_UDP 17
+
+/* <linux/ip.h> */
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1FFF
+
+struct iphdr {
+	__u8 ver_ihl; /* version in the high nibble, IHL in the low one */
+	__u8 tos;
+	__be16 tot_len;
+	__be16 id;
+	__be16 frag_off;
+	__u8 ttl;
+	__u8 protocol;
+	__sum16 check;
+	__be32 saddr;
+	__be32 daddr;
+};
+
+/* <linux/udp.h> */
+struct udphdr {
+	__be16 source;
+	__be16 dest;
+	__be16 len;
+	__sum16 check;
+};
+
+#endif /* SDX_UAPI_H */
