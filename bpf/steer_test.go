@@ -536,6 +536,27 @@ func TestSteerClose(t *testing.T) {
 	}
 }
 
+// TestSteerSpec checks the embedded object against the Go side, without
+// loading it.
+func TestSteerSpec(t *testing.T) {
+	spec, err := loadSteer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := spec.Maps[steerMapXsks]; m == nil || m.Type != ebpf.XSKMap || m.MaxEntries != MaxQueues {
+		t.Errorf("xsks: %v; want an XSKMAP of MaxQueues (%d) entries", m, MaxQueues)
+	}
+	if m := spec.Maps[steerMapStats]; m == nil || m.Type != ebpf.PerCPUArray || m.MaxEntries != 1 {
+		t.Errorf("stats: %v; want a one-entry per-CPU array", m)
+	}
+	if v := spec.Variables[steerVarSdxPort]; v == nil || v.Size() != 2 || !v.Constant() {
+		t.Errorf("sdx_port: %v; want a 2-byte constant", v)
+	}
+	if p := spec.Programs[steerProgSdxSteer]; p == nil || p.Type != ebpf.XDP || p.License != "Dual BSD/GPL" {
+		t.Errorf("sdx_steer: %v; want an XDP program, license Dual BSD/GPL", p)
+	}
+}
+
 func TestMode(t *testing.T) {
 	for m, want := range map[Mode]string{ModeNative: "native", ModeGeneric: "generic", 0: "Mode(0)"} {
 		if got := m.String(); got != want {
@@ -825,4 +846,39 @@ func attachChild(ns string) {
 	runtime.KeepAlive(l)
 	runtime.KeepAlive(s)
 	os.Exit(1)
+}
+
+// BenchmarkSteer runs the program through BPF_PROG_TEST_RUN. ns/op includes
+// the syscall; ns/frame is the kernel's own timing of the program alone.
+func BenchmarkSteer(b *testing.B) {
+	testutil.Privileged(b)
+	s, err := LoadSteer(testPort)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	for _, c := range []struct {
+		name string
+		pkt  []byte
+	}{
+		{"sdx", frame{dport: testPort, payload: 64}.bytes()},
+		{"sdx-vlan-options", frame{tags: []uint16{tpidQ}, ihl: 15, dport: testPort, payload: 64}.bytes()},
+		{"other-port", frame{dport: testPort + 1, payload: 64}.bytes()},
+		{"arp", arpFrame()},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			opts := &ebpf.RunOptions{Data: c.pkt, Repeat: 1}
+			for b.Loop() {
+				if _, err := s.Program().Run(opts); err != nil {
+					b.Fatal(err)
+				}
+			}
+			_, perFrame, err := s.Program().Benchmark(c.pkt, 10000, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(perFrame.Nanoseconds()), "ns/frame")
+		})
+	}
 }
