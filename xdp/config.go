@@ -1,0 +1,95 @@
+package xdp
+
+import "math/bits"
+
+// Mode is the copy mode the kernel granted a socket.
+type Mode uint8
+
+const (
+	ModeCopy     Mode = iota + 1 // frames are copied between UMEM and the driver (veth, generic XDP)
+	ModeZeroCopy                 // the driver DMAs straight into UMEM
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeCopy:
+		return "copy"
+	case ModeZeroCopy:
+		return "zero-copy"
+	}
+	return "unknown"
+}
+
+// Config describes an AF_XDP queue. Zero fields take the documented defaults.
+type Config struct {
+	// Netns is the network namespace to open the socket in: a name under
+	// /run/netns or a path. Empty means the caller's namespace.
+	Netns string
+	// Interface is the network interface name inside Netns.
+	Interface string
+	// Queue is the interface's rx/tx queue id (default 0).
+	Queue int
+
+	// FrameSize is the UMEM frame size, 2048 or 4096 (default 2048).
+	FrameSize int
+	// NumFrames is the UMEM frame count, a power of two (default 4096).
+	NumFrames int
+	// FillSize, CompletionSize, RxSize and TxSize are ring sizes in
+	// descriptors, powers of two (defaults 2048, 2048, 2048, 2048). The fill
+	// ring should be at least the rx ring, and the frames should cover the
+	// fill ring plus what the owner keeps in flight.
+	FillSize, CompletionSize, RxSize, TxSize int
+
+	// ForceCopy binds in copy mode even where the driver offers zero-copy.
+	ForceCopy bool
+}
+
+// Defaults used for zero Config fields.
+const (
+	DefaultFrameSize = 2048
+	DefaultNumFrames = 4096
+	DefaultRingSize  = 2048
+)
+
+func (c *Config) setDefaults() {
+	if c.FrameSize == 0 {
+		c.FrameSize = DefaultFrameSize
+	}
+	if c.NumFrames == 0 {
+		c.NumFrames = DefaultNumFrames
+	}
+	for _, p := range []*int{&c.FillSize, &c.CompletionSize, &c.RxSize, &c.TxSize} {
+		if *p == 0 {
+			*p = DefaultRingSize
+		}
+	}
+}
+
+// validate checks the configuration up front, with errors that say what to
+// change.
+func (c *Config) validate() error {
+	if c.Interface == "" {
+		return configErr("Interface is empty; name the interface to open")
+	}
+	if c.Queue < 0 {
+		return configErr("Queue %d is negative", c.Queue)
+	}
+	if c.FrameSize != 2048 && c.FrameSize != 4096 {
+		return configErr("FrameSize %d: use 2048 or 4096", c.FrameSize)
+	}
+	for _, r := range []struct {
+		name string
+		n    int
+	}{{"NumFrames", c.NumFrames}, {"FillSize", c.FillSize}, {"CompletionSize", c.CompletionSize}, {"RxSize", c.RxSize}, {"TxSize", c.TxSize}} {
+		if r.n <= 0 || bits.OnesCount(uint(r.n)) != 1 {
+			return configErr("%s %d: use a power of two", r.name, r.n)
+		}
+		if r.n > 1<<20 {
+			return configErr("%s %d: at most %d", r.name, r.n, 1<<20)
+		}
+	}
+	if c.NumFrames < c.FillSize {
+		return configErr("NumFrames %d is below FillSize %d: raise NumFrames or lower FillSize", c.NumFrames, c.FillSize)
+	}
+	return nil
+}

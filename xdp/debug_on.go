@@ -1,0 +1,5 @@
+//go:build sdxdebug
+
+package xdp
+
+const debug = true

@@ -1,0 +1,398 @@
+package xdp
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sdx-project/sdx/bpf"
+
+	"github.com/sdx-project/sdx/internal/netns"
+	"github.com/sdx-project/sdx/ring"
+)
+
+// Queue is an AF_XDP socket bound to one (interface, queue), with its UMEM,
+// its four rings and a frame pool.
+//
+// A Queue is owned by one goroutine, the poller: it alone calls Refill,
+// Receive, Transmit, Kick, Complete, Wait and Close, and it alone touches the
+// rings and the pool. Wake and Mode may be called from any goroutine.
+type Queue struct {
+	cfg   Config
+	fd    int
+	umem  []byte
+	pool  *Pool
+	mode  Mode
+	shift uint // log2(FrameSize)
+
+	// The rings shared with the kernel. For fill and tx only we update the
+	// producer and only the kernel the consumer; for rx and completion the
+	// other way round.
+	fillMap, compMap, rxMap, txMap mapping
+	fill, tx                       ring.Prod
+	comp, rx                       ring.Cons
+	fillAddrs, compAddrs           []uint64
+	rxDescs, txDescs               []Desc
+
+	// Stopping a poller blocked in poll(2): Wake writes the eventfd.
+	wake *os.File
+	pfds [2]unix.PollFd
+
+	closed atomic.Bool
+	stats  Stats
+}
+
+// Stats are the queue's own counters. Only the owner updates them.
+type Stats struct {
+	RxFrames    uint64 // frames taken from the rx ring
+	TxFrames    uint64 // frames put on the tx ring
+	Completed   uint64 // frames returned on the completion ring
+	Kicks       uint64 // sendto calls that asked the kernel to transmit
+	KickRetries uint64 // kicks the kernel answered with ENOBUFS (no memory for the copy)
+	TxDropped   uint64 // frames the driver dropped on transmit (sendto said EBUSY)
+	RxWakeups   uint64 // recvfrom calls made because the fill ring needed a wakeup
+	TxRingFull  uint64 // Transmit calls that found the tx ring full
+	FillEmpty   uint64 // Refill calls that found no free frame
+}
+
+// Open opens an AF_XDP socket on cfg.Interface queue cfg.Queue inside
+// cfg.Netns and fills its fill ring.
+func Open(cfg Config) (_ *Queue, err error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	q := &Queue{cfg: cfg, fd: -1, pool: newPool(cfg.NumFrames)}
+	for s := cfg.FrameSize; s > 1; s >>= 1 {
+		q.shift++
+	}
+	defer func() {
+		if err != nil {
+			q.release()
+		}
+	}()
+	q.umem, err = unix.Mmap(-1, 0, cfg.NumFrames*cfg.FrameSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+	if err != nil {
+		return nil, fmt.Errorf("xdp: map %d KiB UMEM: %w", cfg.NumFrames*cfg.FrameSize>>10, err)
+	}
+	var ifindex int
+	err = netns.Do(cfg.Netns, func() error {
+		ifi, err := net.InterfaceByName(cfg.Interface)
+		if err != nil {
+			return fmt.Errorf("xdp: interface %q: %w", cfg.Interface, err)
+		}
+		ifindex = ifi.Index
+		q.fd, err = unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			if errors.Is(err, unix.EAFNOSUPPORT) {
+				return &bpf.KernelFeatureError{Feature: "AF_XDP sockets", Minimum: "4.18", Err: err}
+			}
+			return fmt.Errorf("xdp: socket: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := q.setup(ifindex); err != nil {
+		return nil, err
+	}
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("xdp: eventfd: %w", err)
+	}
+	q.wake = os.NewFile(uintptr(efd), "xdp-wake")
+	q.pfds = [2]unix.PollFd{{Fd: int32(q.fd), Events: unix.POLLIN}, {Fd: int32(efd), Events: unix.POLLIN}}
+	q.Refill()
+	return q, nil
+}
+
+func (q *Queue) initRings() {
+	c := &q.cfg
+	q.fill = ring.NewProd(q.fillMap.prod, q.fillMap.cons, uint32(c.FillSize))
+	q.tx = ring.NewProd(q.txMap.prod, q.txMap.cons, uint32(c.TxSize))
+	q.comp = ring.NewCons(q.compMap.prod, q.compMap.cons, uint32(c.CompletionSize))
+	q.rx = ring.NewCons(q.rxMap.prod, q.rxMap.cons, uint32(c.RxSize))
+	q.fillAddrs = q.fillMap.addrs(c.FillSize)
+	q.compAddrs = q.compMap.addrs(c.CompletionSize)
+	q.rxDescs = q.rxMap.descs(c.RxSize)
+	q.txDescs = q.txMap.descs(c.TxSize)
+}
+
+// FD returns the socket's file descriptor, for registering it in an XSKMAP.
+func (q *Queue) FD() int { return q.fd }
+
+// Config returns the queue's configuration with defaults filled in.
+func (q *Queue) Config() Config { return q.cfg }
+
+// Mode reports the copy mode the kernel granted.
+func (q *Queue) Mode() Mode { return q.mode }
+
+// Pool returns the queue's frame pool (owner only).
+func (q *Queue) Pool() *Pool { return q.pool }
+
+// Stats returns the queue's own counters (owner only).
+func (q *Queue) Stats() Stats { return q.stats }
+
+// KernelStats returns the kernel's XDP_STATISTICS for the socket.
+func (q *Queue) KernelStats() (KernelStats, error) { return q.kernelStats() }
+
+// FrameSize returns the UMEM frame size.
+func (q *Queue) FrameSize() int { return q.cfg.FrameSize }
+
+// Frame returns frame f's whole buffer, FrameSize bytes.
+func (q *Queue) Frame(f uint32) []byte {
+	off := int(f) << q.shift
+	return q.umem[off : off+q.cfg.FrameSize : off+q.cfg.FrameSize]
+}
+
+// Data returns the bytes a descriptor points at.
+func (q *Queue) Data(d Desc) []byte {
+	return q.umem[d.Addr : d.Addr+uint64(d.Len) : d.Addr+uint64(d.Len)]
+}
+
+// FrameOf returns the frame a descriptor lies in.
+func (q *Queue) FrameOf(d Desc) uint32 { return uint32(d.Addr >> q.shift) }
+
+// Addr returns the UMEM offset of frame f, for a tx descriptor.
+func (q *Queue) Addr(f uint32) uint64 { return uint64(f) << q.shift }
+
+// Refill moves free frames onto the fill ring, as many as fit, and returns
+// how many it moved.
+func (q *Queue) Refill() int {
+	want := min(uint32(q.pool.Free()), q.fill.Free())
+	if want == 0 {
+		if q.pool.Free() == 0 {
+			q.stats.FillEmpty++
+		}
+		return 0
+	}
+	idx, got := q.fill.Reserve(want)
+	mask := q.fill.Mask()
+	for i := range got {
+		f, _ := q.pool.Get(PlaceFill)
+		q.fillAddrs[(idx+i)&mask] = q.Addr(f)
+	}
+	q.fill.Submit(got)
+	return int(got)
+}
+
+// Receive takes up to len(descs) received frames from the rx ring into descs
+// and returns how many it took. The frames are then held by the owner, who
+// returns each with Release once done with it.
+func (q *Queue) Receive(descs []Desc) int {
+	idx, got := q.rx.Peek(uint32(len(descs)))
+	if got == 0 {
+		// In modes where the kernel waits to be told about new fill
+		// entries, tell it; veth in copy mode never asks.
+		if q.needWakeup(q.fillMap) {
+			q.stats.RxWakeups++
+			q.wakeRx()
+		}
+		return 0
+	}
+	mask := q.rx.Mask()
+	for i := range got {
+		d := q.rxDescs[(idx+i)&mask]
+		descs[i] = d
+		q.pool.Move(q.FrameOf(d), PlaceFill, PlaceHeld)
+	}
+	q.rx.Release(got)
+	q.stats.RxFrames += uint64(got)
+	return int(got)
+}
+
+// Alloc takes a free frame for the owner to build a frame in. It reports
+// false when every frame is in use: back-pressure, not an error.
+func (q *Queue) Alloc() (uint32, bool) { return q.pool.Get(PlaceHeld) }
+
+// Release returns a held frame to the pool.
+func (q *Queue) Release(f uint32) { q.pool.Put(f, PlaceHeld) }
+
+// Transmit puts up to len(descs) held frames on the tx ring and returns how
+// many it queued; the rest stay held. Call Kick to have the kernel send them.
+func (q *Queue) Transmit(descs []Desc) int {
+	idx, got := q.tx.Reserve(uint32(len(descs)))
+	if got < uint32(len(descs)) {
+		q.stats.TxRingFull++
+	}
+	mask := q.tx.Mask()
+	for i := range got {
+		d := descs[i]
+		q.txDescs[(idx+i)&mask] = d
+		q.pool.Move(q.FrameOf(d), PlaceHeld, PlaceTx)
+	}
+	q.tx.Submit(got)
+	q.stats.TxFrames += uint64(got)
+	return int(got)
+}
+
+// Kick asks the kernel to send what is on the tx ring, when it needs asking.
+// The kernel sends a bounded batch per call, so Kick repeats while frames
+// remain, up to a bound. EAGAIN and ENOBUFS mean "try again later" and
+// return nil. EBUSY means the driver dropped a frame the kernel then
+// completed; it is counted in TxDropped. A downed or vanished interface
+// returns a *LinkError, which matches ENETDOWN.
+func (q *Queue) Kick() error {
+	if !q.needWakeup(q.txMap) {
+		return nil
+	}
+	size := uint32(q.cfg.TxSize)
+	for tries := 0; tries < maxKicks && q.tx.Free() < size; tries++ {
+		q.stats.Kicks++
+		switch errno := q.kick(); errno {
+		case 0, unix.EINTR, unix.EAGAIN:
+		case unix.EBUSY:
+			q.stats.TxDropped++
+		case unix.ENOBUFS:
+			q.stats.KickRetries++
+			return nil
+		default:
+			return &LinkError{Op: "transmit", Interface: q.cfg.Interface, Err: errno}
+		}
+	}
+	return nil
+}
+
+// maxKicks bounds the sendto calls of one Kick, so a driver that keeps
+// answering busy cannot hold the poller.
+const maxKicks = 64
+
+// Complete returns frames the kernel has sent to the free pool and reports
+// how many.
+func (q *Queue) Complete() int {
+	idx, got := q.comp.Peek(uint32(q.cfg.CompletionSize))
+	if got == 0 {
+		return 0
+	}
+	mask := q.comp.Mask()
+	for i := range got {
+		f := uint32(q.compAddrs[(idx+i)&mask] >> q.shift)
+		q.pool.Put(f, PlaceTx)
+	}
+	q.comp.Release(got)
+	q.stats.Completed += uint64(got)
+	return int(got)
+}
+
+// TxPending returns how many frames are on the tx ring or in the kernel,
+// not yet completed.
+func (q *Queue) TxPending() int { return q.pool.Count(PlaceTx) }
+
+func (q *Queue) needWakeup(m mapping) bool {
+	return atomic.LoadUint32(m.flag)&unix.XDP_RING_NEED_WAKEUP != 0
+}
+
+// Wait blocks in poll(2) until the rx ring has frames, Wake is called, or the
+// timeout passes (negative: no timeout). It reports whether Wake was called.
+func (q *Queue) Wait(timeout time.Duration) (woken bool, err error) {
+	ms := -1
+	if timeout >= 0 {
+		ms = int((timeout + time.Millisecond - 1) / time.Millisecond)
+	}
+	for {
+		_, errno := q.pollFds(ms)
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 {
+			return false, fmt.Errorf("xdp: poll: %w", errno)
+		}
+		break
+	}
+	if q.pfds[0].Revents&(unix.POLLERR|unix.POLLNVAL) != 0 {
+		return false, &LinkError{Op: "poll", Interface: q.cfg.Interface, Err: unix.ENETDOWN}
+	}
+	if q.pfds[1].Revents&unix.POLLIN != 0 {
+		var buf [8]byte
+		unix.Read(int(q.pfds[1].Fd), buf[:])
+		return true, nil
+	}
+	return false, nil
+}
+
+// Wake makes a Wait in progress, or the next one, return at once. It may be
+// called from any goroutine, also after Close (then it does nothing).
+func (q *Queue) Wake() {
+	if q.closed.Load() {
+		return
+	}
+	one := [8]byte{1}
+	q.wake.Write(one[:]) // a full counter already wakes the poller
+}
+
+// Close drains and accounts for every frame, then releases the socket and
+// the memory: it takes back completed sends (waiting briefly for the kernel
+// to finish those in flight) and unread receives, reclaims what sat in the
+// kernel's rings, checks the accounting, unmaps the rings, closes the socket
+// and unmaps the UMEM. The owner must have stopped using the queue; Close is
+// idempotent. It returns ErrFramesHeld (after reclaiming them) when the
+// owner still held frames.
+func (q *Queue) Close() error {
+	if q.closed.Swap(true) {
+		return nil
+	}
+	var errs []error
+	deadline := time.Now().Add(100 * time.Millisecond)
+	for q.pool.Count(PlaceTx) > 0 && time.Now().Before(deadline) {
+		q.Kick()
+		if q.Complete() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	var descs [64]Desc
+	for {
+		n := q.Receive(descs[:])
+		if n == 0 {
+			break
+		}
+		for _, d := range descs[:n] {
+			q.Release(q.FrameOf(d))
+		}
+	}
+	if n := q.pool.Count(PlaceHeld); n > 0 {
+		errs = append(errs, fmt.Errorf("%w: %d", ErrFramesHeld, n))
+	}
+	// The kernel drops its rings with the socket and returns nothing; what
+	// was on them is ours again.
+	for _, pl := range []Place{PlaceFill, PlaceRx, PlaceHeld, PlaceTx, PlaceCompletion} {
+		q.pool.reclaim(pl)
+	}
+	if err := q.pool.Check(); err != nil {
+		errs = append(errs, err)
+	}
+	if q.pool.Free() != q.pool.Len() {
+		errs = append(errs, fmt.Errorf("xdp: %d of %d frames free after close: %v", q.pool.Free(), q.pool.Len(), q.pool))
+	}
+	errs = append(errs, q.release())
+	return errors.Join(errs...)
+}
+
+// release unmaps the rings, closes the socket and the eventfd, and unmaps
+// the UMEM, in that order.
+func (q *Queue) release() error {
+	var errs []error
+	for _, m := range []*mapping{&q.fillMap, &q.compMap, &q.rxMap, &q.txMap} {
+		if m.mem != nil {
+			errs = append(errs, unix.Munmap(m.mem))
+			*m = mapping{}
+		}
+	}
+	if q.fd >= 0 {
+		errs = append(errs, unix.Close(q.fd))
+		q.fd = -1
+	}
+	if q.wake != nil {
+		errs = append(errs, q.wake.Close())
+	}
+	if q.umem != nil {
+		errs = append(errs, unix.Munmap(q.umem))
+		q.umem = nil
+	}
+	return errors.Join(errs...)
+}

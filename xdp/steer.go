@@ -1,0 +1,108 @@
+package xdp
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/cilium/ebpf/link"
+
+	"github.com/sdx-project/sdx/bpf"
+	"github.com/sdx-project/sdx/internal/netns"
+)
+
+// Steering is the steer program attached to one interface: it sends frames
+// to the sdx UDP port into the AF_XDP queues registered with it and every
+// other frame to the kernel.
+//
+// The attachment is a bpf_link owned by this process: if the process dies,
+// even by SIGKILL, the kernel detaches the program. Methods may be called
+// from any goroutine.
+type Steering struct {
+	prog    *bpf.Steer
+	link    link.Link
+	mode    bpf.Mode
+	ifindex int
+	ifname  string
+}
+
+// SteerConfig says where to attach and which UDP port is sdx's.
+type SteerConfig struct {
+	Netns     string // namespace name or path; empty for the caller's
+	Interface string // interface inside Netns
+	Port      uint16 // UDP destination port of sdx frames
+	// Mode forces native or generic XDP; zero tries native first and falls
+	// back to generic.
+	Mode bpf.Mode
+}
+
+// AttachSteer loads the steer program for c.Port and attaches it to
+// c.Interface inside c.Netns.
+func AttachSteer(c SteerConfig) (_ *Steering, err error) {
+	if c.Interface == "" {
+		return nil, configErr("SteerConfig.Interface is empty")
+	}
+	if c.Port == 0 {
+		return nil, configErr("SteerConfig.Port is 0; pick the sdx UDP port")
+	}
+	prog, err := bpf.LoadSteer(c.Port)
+	if err != nil {
+		return nil, err
+	}
+	s := &Steering{prog: prog, ifname: c.Interface}
+	defer func() {
+		if err != nil {
+			prog.Close()
+		}
+	}()
+	err = netns.Do(c.Netns, func() error {
+		ifi, err := net.InterfaceByName(c.Interface)
+		if err != nil {
+			return fmt.Errorf("xdp: interface %q: %w", c.Interface, err)
+		}
+		s.ifindex = ifi.Index
+		var modes []bpf.Mode
+		if c.Mode != 0 {
+			modes = append(modes, c.Mode)
+		}
+		s.link, s.mode, err = bpf.Attach(prog.Program(), ifi.Index, modes...)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Mode reports whether the kernel granted native or generic XDP.
+func (s *Steering) Mode() bpf.Mode { return s.mode }
+
+// Register steers the queue's frames to q's socket.
+func (s *Steering) Register(q *Queue) error {
+	if err := s.prog.Register(q.cfg.Queue, q.FD()); err != nil {
+		return fmt.Errorf("xdp: register queue %d on %s: %w", q.cfg.Queue, s.ifname, err)
+	}
+	return nil
+}
+
+// Unregister stops steering to queue id; frames for it go to the kernel.
+func (s *Steering) Unregister(queue int) error {
+	return s.prog.Unregister(queue)
+}
+
+// Stats returns the program's counters, summed over CPUs.
+func (s *Steering) Stats() (bpf.SteerStats, error) { return s.prog.Stats() }
+
+// Close detaches the program and releases it.
+func (s *Steering) Close() error {
+	var errs []error
+	if s.link != nil {
+		errs = append(errs, s.link.Close())
+		s.link = nil
+	}
+	if s.prog != nil {
+		errs = append(errs, s.prog.Close())
+		s.prog = nil
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,178 @@
+package xdp
+
+import (
+	"errors"
+	"fmt"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sdx-project/sdx/bpf"
+)
+
+// Desc is an rx/tx ring descriptor, laid out as the kernel's struct xdp_desc.
+type Desc struct {
+	Addr    uint64 // UMEM offset of the first byte of the frame data
+	Len     uint32 // frame length in bytes
+	Options uint32 // XDP_PKT_CONTD etc.; sdx sends single-buffer frames
+}
+
+// mapping is one mmap of a kernel ring.
+type mapping struct {
+	mem  []byte
+	prod *uint32 // producer index
+	cons *uint32 // consumer index
+	flag *uint32 // ring flags (XDP_RING_NEED_WAKEUP)
+	desc unsafe.Pointer
+}
+
+func mapRing(fd int, pgoff int64, off unix.XDPRingOffset, n int, descSize uintptr) (mapping, error) {
+	size := int(off.Desc) + n*int(descSize)
+	mem, err := unix.Mmap(fd, pgoff, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return mapping{}, err
+	}
+	base := unsafe.Pointer(&mem[0])
+	return mapping{
+		mem:  mem,
+		prod: (*uint32)(unsafe.Add(base, off.Producer)),
+		cons: (*uint32)(unsafe.Add(base, off.Consumer)),
+		flag: (*uint32)(unsafe.Add(base, off.Flags)),
+		desc: unsafe.Add(base, off.Desc),
+	}, nil
+}
+
+func (m mapping) addrs(n int) []uint64 { return unsafe.Slice((*uint64)(m.desc), n) }
+func (m mapping) descs(n int) []Desc   { return unsafe.Slice((*Desc)(m.desc), n) }
+
+func setsockoptPtr(fd, opt int, p unsafe.Pointer, size uintptr) error {
+	_, _, errno := unix.Syscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_XDP, uintptr(opt), uintptr(p), size, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+func getsockoptPtr(fd, opt int, p unsafe.Pointer, size uintptr) error {
+	l := uint32(size)
+	_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_XDP, uintptr(opt), uintptr(p), uintptr(unsafe.Pointer(&l)), 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// setup registers the UMEM, sizes and maps the four rings, and binds the
+// socket. The socket was created in the configured namespace already.
+func (q *Queue) setup(ifindex int) error {
+	c := &q.cfg
+	reg := unix.XDPUmemReg{
+		Addr: uint64(uintptr(unsafe.Pointer(&q.umem[0]))),
+		Len:  uint64(len(q.umem)),
+		Size: uint32(c.FrameSize),
+	}
+	if err := setsockoptPtr(q.fd, unix.XDP_UMEM_REG, unsafe.Pointer(&reg), unsafe.Sizeof(reg)); err != nil {
+		if errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("xdp: register %d KiB UMEM: %w (raise the locked-memory limit, ulimit -l, or run with CAP_IPC_LOCK)", len(q.umem)>>10, err)
+		}
+		return fmt.Errorf("xdp: register UMEM: %w", err)
+	}
+	for _, r := range []struct {
+		opt  int
+		size int
+	}{{unix.XDP_UMEM_FILL_RING, c.FillSize}, {unix.XDP_UMEM_COMPLETION_RING, c.CompletionSize}, {unix.XDP_RX_RING, c.RxSize}, {unix.XDP_TX_RING, c.TxSize}} {
+		if err := unix.SetsockoptInt(q.fd, unix.SOL_XDP, r.opt, r.size); err != nil {
+			return fmt.Errorf("xdp: size ring (option %d) to %d: %w", r.opt, r.size, err)
+		}
+	}
+	var off unix.XDPMmapOffsets
+	if err := getsockoptPtr(q.fd, unix.XDP_MMAP_OFFSETS, unsafe.Pointer(&off), unsafe.Sizeof(off)); err != nil {
+		return fmt.Errorf("xdp: ring offsets: %w", err)
+	}
+	var err error
+	if q.fillMap, err = mapRing(q.fd, unix.XDP_UMEM_PGOFF_FILL_RING, off.Fr, c.FillSize, 8); err != nil {
+		return fmt.Errorf("xdp: map fill ring: %w", err)
+	}
+	if q.compMap, err = mapRing(q.fd, unix.XDP_UMEM_PGOFF_COMPLETION_RING, off.Cr, c.CompletionSize, 8); err != nil {
+		return fmt.Errorf("xdp: map completion ring: %w", err)
+	}
+	if q.rxMap, err = mapRing(q.fd, unix.XDP_PGOFF_RX_RING, off.Rx, c.RxSize, unsafe.Sizeof(Desc{})); err != nil {
+		return fmt.Errorf("xdp: map rx ring: %w", err)
+	}
+	if q.txMap, err = mapRing(q.fd, unix.XDP_PGOFF_TX_RING, off.Tx, c.TxSize, unsafe.Sizeof(Desc{})); err != nil {
+		return fmt.Errorf("xdp: map tx ring: %w", err)
+	}
+	q.initRings()
+
+	flags := uint16(unix.XDP_USE_NEED_WAKEUP)
+	if c.ForceCopy {
+		flags |= unix.XDP_COPY
+	}
+	sa := &unix.SockaddrXDP{Flags: flags, Ifindex: uint32(ifindex), QueueID: uint32(c.Queue)}
+	// A queue whose previous socket just closed can refuse the bind with
+	// EBUSY for a moment while the kernel tears the old one down.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		err = unix.Bind(q.fd, sa)
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, unix.EINVAL) && c.Queue > 0:
+		return fmt.Errorf("xdp: bind %s queue %d: %w (does the interface have that many queues?)", c.Interface, c.Queue, err)
+	case errors.Is(err, unix.EINVAL):
+		return &bpf.KernelFeatureError{Feature: "AF_XDP with need_wakeup", Minimum: "5.4", Err: err}
+	default:
+		return fmt.Errorf("xdp: bind %s queue %d: %w", c.Interface, c.Queue, err)
+	}
+
+	var opts uint32
+	if err := getsockoptPtr(q.fd, unix.XDP_OPTIONS, unsafe.Pointer(&opts), unsafe.Sizeof(opts)); err != nil {
+		return fmt.Errorf("xdp: socket options: %w", err)
+	}
+	q.mode = ModeCopy
+	if opts&unix.XDP_OPTIONS_ZEROCOPY != 0 {
+		q.mode = ModeZeroCopy
+	}
+	return nil
+}
+
+// KernelStats are the socket's XDP_STATISTICS counters.
+type KernelStats struct {
+	RxDropped        uint64 // frames dropped for reasons other than invalid descriptors
+	RxInvalid        uint64 // rx frames dropped for invalid descriptors
+	TxInvalid        uint64 // tx descriptors the kernel rejected
+	RxRingFull       uint64 // frames dropped because the rx ring was full (overrun)
+	FillRingEmpty    uint64 // times the kernel found the fill ring empty
+	TxRingEmptyDescs uint64 // times the kernel found the tx ring empty
+}
+
+func (q *Queue) kernelStats() (KernelStats, error) {
+	var s unix.XDPStatistics
+	if err := getsockoptPtr(q.fd, unix.XDP_STATISTICS, unsafe.Pointer(&s), unsafe.Sizeof(s)); err != nil {
+		return KernelStats{}, fmt.Errorf("xdp: statistics: %w", err)
+	}
+	return KernelStats{s.Rx_dropped, s.Rx_invalid_descs, s.Tx_invalid_descs, s.Rx_ring_full, s.Rx_fill_ring_empty_descs, s.Tx_ring_empty_descs}, nil
+}
+
+// kick asks the kernel to process the tx ring, without blocking.
+func (q *Queue) kick() unix.Errno {
+	_, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(q.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+	return errno
+}
+
+// wakeRx asks the kernel to process the fill ring, without blocking.
+func (q *Queue) wakeRx() unix.Errno {
+	_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(q.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+	return errno
+}
+
+// pollFds waits in poll(2) on the socket and the wake eventfd.
+func (q *Queue) pollFds(timeoutMs int) (int, unix.Errno) {
+	n, _, errno := unix.Syscall(unix.SYS_POLL, uintptr(unsafe.Pointer(&q.pfds[0])), uintptr(len(q.pfds)), uintptr(timeoutMs))
+	return int(n), errno
+}
