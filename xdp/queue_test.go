@@ -3,16 +3,16 @@ package xdp_test
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"math/rand/v2"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/sdx-project/sdx/bpf"
 	"github.com/sdx-project/sdx/internal/frame"
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
@@ -362,67 +362,49 @@ func TestOpenInMissingNamespace(t *testing.T) {
 	}
 }
 
-// TestKilledOwnerLeavesNoProgram attaches the steer program from a child
-// process, kills it with SIGKILL, and checks that the kernel detached it.
-func TestKilledOwnerLeavesNoProgram(t *testing.T) {
+// TestSteerRedirectVerdict runs the steer program through BPF_PROG_TEST_RUN
+// with a real AF_XDP socket registered: an sdx frame gets XDP_REDIRECT, any
+// other UDP port XDP_PASS.
+func TestSteerRedirectVerdict(t *testing.T) {
 	testutil.Privileged(t)
 	bed := testbed.New(t, testbed.Options{})
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+bed.B.NS+","+bed.B.If)
-	stdout, err := cmd.StdoutPipe()
+	q, err := xdp.Open(xdp.Config{Netns: bed.B.NS, Interface: bed.B.If})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
+	defer q.Close()
+	s, err := bpf.LoadSteer(testPort)
+	if err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Wait()
-	defer cmd.Process.Kill()
-	buf := make([]byte, 64)
-	n, _ := stdout.Read(buf)
-	if !strings.HasPrefix(string(buf[:n]), "attached") {
-		t.Fatalf("child did not attach: %q", buf[:n])
-	}
-	if !xdpAttached(t, bed.B) {
-		t.Fatal("child reported attached, but the interface shows no XDP program")
-	}
-	if err := cmd.Process.Signal(unix.SIGKILL); err != nil {
+	defer s.Close()
+	if err := s.Register(0, q.FD()); err != nil {
 		t.Fatal(err)
 	}
-	cmd.Wait()
-	deadline := time.Now().Add(5 * time.Second)
-	for xdpAttached(t, bed.B) {
-		if time.Now().After(deadline) {
-			t.Fatal("XDP program still attached after its owner was killed")
-		}
-		time.Sleep(10 * time.Millisecond)
+	buf := make([]byte, 128)
+	flow := frame.Flow{
+		Src: frame.Endpoint{MAC: [6]byte(bed.A.MAC), IP: bed.A.Addr, Port: 40000},
+		Dst: frame.Endpoint{MAC: [6]byte(bed.B.MAC), IP: bed.B.Addr, Port: testPort},
 	}
-}
-
-const childEnv = "SDX_XDP_TEST_CHILD"
-
-// TestMain runs the child of TestKilledOwnerLeavesNoProgram when asked.
-func TestMain(m *testing.M) {
-	if v := os.Getenv(childEnv); v != "" {
-		ns, ifname, _ := strings.Cut(v, ",")
-		_, err := xdp.AttachSteer(xdp.SteerConfig{Netns: ns, Interface: ifname, Port: testPort})
+	for _, c := range []struct {
+		port uint16
+		want uint32
+	}{{testPort, 4 /* XDP_REDIRECT */}, {testPort + 1, 2 /* XDP_PASS */}} {
+		flow.Dst.Port = c.port
+		n := flow.Encode(buf, 32, 1)
+		got, err := s.Program().Run(&ebpf.RunOptions{Data: buf[:n]})
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "child:", err)
-			os.Exit(1)
+			t.Fatal(err)
 		}
-		fmt.Println("attached")
-		time.Sleep(time.Minute)
-		os.Exit(0)
+		if got != c.want {
+			t.Errorf("port %d: verdict %d, want %d", c.port, got, c.want)
+		}
 	}
-	os.Exit(m.Run())
-}
-
-func xdpAttached(t *testing.T, h testbed.Host) bool {
-	t.Helper()
-	out, err := exec.Command("ip", "-n", h.NS, "link", "show", "dev", h.If).CombinedOutput()
+	st, err := s.Stats()
 	if err != nil {
-		t.Fatalf("ip link show: %v: %s", err, out)
+		t.Fatal(err)
 	}
-	return strings.Contains(string(out), "prog/xdp")
+	if st.Redirected != 1 || st.Passed != 1 {
+		t.Fatalf("counters %+v", st)
+	}
 }
