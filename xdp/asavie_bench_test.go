@@ -154,4 +154,3 @@ func reportFrames(b *testing.B, start time.Time) {
 	b.ReportMetric(float64(el.Nanoseconds())/frames, "ns/frame")
 	b.ReportMetric(frames/el.Seconds()/1e6, "Mpps")
 }
-
