@@ -1,0 +1,39 @@
+// Package provider is sdx's SAN service provider: reliable, connection-
+// oriented stream sockets over a datagram Link, with the overlapped SPI of
+// the Windows Sockets Direct model (Startup, Socket, Bind, Listen, Accept,
+// Connect, Send, Recv, EventSelect, Duplicate, CloseSocket) in Go form.
+//
+// The protocol core (wire codec, connection state machine, reliability and
+// flow control) runs on one poller goroutine and talks to the network only
+// through a Link. The AF_XDP data path is one Link; MemNetwork gives an
+// in-memory one with seeded loss, duplication, reordering and delay for
+// tests that need no root.
+package provider
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Link carries sdx datagrams (the UDP payload: sdx header + data) between
+// this host and peers. It is owned by the poller; only Wake may be called
+// from other goroutines.
+//
+// The poller role moves between goroutines (see Provider), so the owner
+// is not always the same goroutine, but its calls never overlap and each
+// hand-over is ordered by an atomic operation: a Link must not depend on
+// being called from one particular goroutine or OS thread.
+type Link interface {
+	LocalAddr() netip.Addr // IPv4 address this host sends from
+	MTU() int              // largest datagram (sdx header + data) one frame carries
+	// Send queues one datagram to peer (copied; payload may be reused on return).
+	// Errors: ENOBUFS (out of tx frames/slots: retry after Flush/poll), ENETDOWN, EHOSTUNREACH.
+	Send(peer netip.Addr, payload []byte) error
+	Flush() error // push queued sends to the wire; ENETDOWN when the link is down
+	// Receive calls fn for up to max received datagrams without blocking and returns how many;
+	// payload is valid only during fn.
+	Receive(max int, fn func(peer netip.Addr, payload []byte)) int
+	Wait(timeout time.Duration) error // block until input may be ready, Wake, or timeout
+	Wake()                            // any goroutine
+	Close() error
+}

@@ -1,0 +1,542 @@
+package provider
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// MemPrefix is the address range of MemNetwork hosts: 198.18.0.0/15, set
+// aside for network benchmarks (RFC 2544), the same range the veth testbed
+// uses.
+var MemPrefix = netip.MustParsePrefix("198.18.0.0/15")
+
+// Defaults of a MemNetwork.
+const (
+	// DefaultMemMTU is the datagram MTU of a MemLink: a 1500-byte Ethernet
+	// frame less the IPv4 and UDP headers.
+	DefaultMemMTU = 1500 - 20 - 8
+	// DefaultMemTxSlots is how many sends a MemLink queues before Flush;
+	// past it Send returns ENOBUFS.
+	DefaultMemTxSlots = 256
+	// DefaultMemRxQueue is how many datagrams wait for a host before the
+	// network drops more (an rx ring overflowing).
+	DefaultMemRxQueue = 4096
+)
+
+// Faults are the misbehaviours of a MemNetwork. Probabilities are per
+// datagram and drawn from each sending link's seeded generator, so a run
+// that sends the same datagrams in the same order sees the same faults.
+type Faults struct {
+	Loss    float64 // probability a datagram is lost
+	Dup     float64 // probability a datagram is delivered twice
+	Reorder float64 // probability a datagram is held back by ReorderDelay, letting later ones pass
+	Corrupt float64 // probability one byte of a datagram is flipped
+
+	Delay        time.Duration // one-way delay of every datagram
+	Jitter       time.Duration // extra delay drawn uniformly from [0, Jitter)
+	ReorderDelay time.Duration // extra delay of a reordered datagram (default 200µs)
+
+	// Drop, if set, is asked about every datagram before the other faults
+	// and drops it when it returns true (see DropOpcodes). It runs with the
+	// network's lock held and must not call back into the network.
+	Drop func(from, to netip.Addr, datagram []byte) bool
+}
+
+// MemStats counts what a MemNetwork did with the datagrams it was given.
+type MemStats struct {
+	Sent        uint64 // datagrams flushed by a link
+	Delivered   uint64 // datagrams handed to a receiver
+	Lost        uint64 // dropped by the Loss fault
+	Filtered    uint64 // dropped by Faults.Drop
+	Duplicated  uint64 // extra copies made by the Dup fault
+	Reordered   uint64 // held back by the Reorder fault
+	Corrupted   uint64 // altered by the Corrupt fault
+	Unreachable uint64 // no such host, host down or closed, or partitioned
+	Overflow    uint64 // the receiver's queue was full
+	DownDrops   uint64 // discarded at Flush because the sending host was down
+}
+
+// MemNetwork is an in-memory network of hosts whose links lose, duplicate,
+// reorder, corrupt and delay datagrams as its Faults say, driven by a seed.
+// Its methods may be called from any goroutine; each MemLink belongs to its
+// poller like any Link.
+type MemNetwork struct {
+	seed uint64
+
+	mu       sync.Mutex // protects everything below
+	hosts    map[netip.Addr]*MemLink
+	nhosts   uint32
+	mtu      int
+	faults   Faults
+	clock    func() time.Duration // nil: real monotonic time since epoch
+	epoch    time.Time
+	cut      map[[2]netip.Addr]bool
+	free     [][]byte // datagram buffers, each with capacity mtu
+	nbufs    int      // buffers allocated, free or not
+	stats    MemStats
+	seqCount uint64 // tie-break for equal delivery times: FIFO
+}
+
+// NewMemNetwork returns an empty network whose faults are drawn from seed.
+func NewMemNetwork(seed uint64) *MemNetwork {
+	return &MemNetwork{
+		seed:  seed,
+		hosts: make(map[netip.Addr]*MemLink),
+		mtu:   DefaultMemMTU,
+		epoch: time.Now(),
+		cut:   make(map[[2]netip.Addr]bool),
+	}
+}
+
+// SetFaults replaces the network's faults; it applies to datagrams flushed
+// from then on.
+func (n *MemNetwork) SetFaults(f Faults) {
+	if f.ReorderDelay == 0 {
+		f.ReorderDelay = 200 * time.Microsecond
+	}
+	n.mu.Lock()
+	n.faults = f
+	n.mu.Unlock()
+}
+
+// SetMTU sets the MTU of links created afterwards (default DefaultMemMTU).
+func (n *MemNetwork) SetMTU(mtu int) {
+	n.mu.Lock()
+	n.mtu = mtu
+	n.mu.Unlock()
+}
+
+// SetClock makes the network read time from now instead of the real
+// monotonic clock, so a test can drive delays with a virtual clock. With a
+// clock set, Wait never sleeps for a delayed datagram: virtual time does
+// not pass while it sleeps.
+func (n *MemNetwork) SetClock(now func() time.Duration) {
+	n.mu.Lock()
+	n.clock = now
+	n.mu.Unlock()
+}
+
+func (n *MemNetwork) nowLocked() time.Duration {
+	if n.clock != nil {
+		return n.clock()
+	}
+	return time.Since(n.epoch)
+}
+
+// NewLink adds a host with the next free address of MemPrefix and returns
+// its link.
+func (n *MemNetwork) NewLink() (*MemLink, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.nhosts++
+	base := MemPrefix.Addr().As4()
+	v := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3])
+	v += n.nhosts
+	addr := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	if !MemPrefix.Contains(addr) || addr == netip.MustParseAddr("198.19.255.255") {
+		return nil, fmt.Errorf("provider: memnetwork: out of addresses in %v", MemPrefix)
+	}
+	l := &MemLink{
+		net:   n,
+		addr:  addr,
+		mtu:   n.mtu,
+		rng:   rand.New(rand.NewPCG(n.seed, uint64(n.nhosts))),
+		txCap: DefaultMemTxSlots,
+		rxCap: DefaultMemRxQueue,
+		wake:  make(chan struct{}, 1),
+		timer: time.NewTimer(time.Hour),
+	}
+	l.timer.Stop()
+	n.hosts[addr] = l
+	return l, nil
+}
+
+// Partition cuts (cut true) or heals the path between a and b, in both
+// directions. Datagrams on a cut path are silently lost.
+func (n *MemNetwork) Partition(a, b netip.Addr, cut bool) {
+	n.mu.Lock()
+	if cut {
+		n.cut[[2]netip.Addr{a, b}] = true
+		n.cut[[2]netip.Addr{b, a}] = true
+	} else {
+		delete(n.cut, [2]netip.Addr{a, b})
+		delete(n.cut, [2]netip.Addr{b, a})
+	}
+	n.mu.Unlock()
+}
+
+// Stats returns the network's counters.
+func (n *MemNetwork) Stats() MemStats {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.stats
+}
+
+// Queued returns how many datagrams wait in hosts' receive queues.
+func (n *MemNetwork) Queued() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	q := 0
+	for _, h := range n.hosts {
+		q += len(h.in)
+	}
+	return q
+}
+
+// NextDelivery returns the earliest time at which a queued datagram
+// becomes deliverable, on the network's clock, and false when none waits.
+func (n *MemNetwork) NextDelivery() (time.Duration, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var t time.Duration
+	ok := false
+	for _, h := range n.hosts {
+		if len(h.in) > 0 && (!ok || h.in[0].at < t) {
+			t, ok = h.in[0].at, true
+		}
+	}
+	return t, ok
+}
+
+// Buffers returns how many datagram buffers the network has allocated and
+// how many of them are free. Every buffer not free holds a datagram that
+// is queued in a link.
+func (n *MemNetwork) Buffers() (total, free int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.nbufs, len(n.free)
+}
+
+func (n *MemNetwork) getBufLocked() []byte {
+	if k := len(n.free); k > 0 {
+		b := n.free[k-1]
+		n.free[k-1] = nil
+		n.free = n.free[:k-1]
+		return b
+	}
+	n.nbufs++
+	return make([]byte, 0, n.mtu)
+}
+
+func (n *MemNetwork) putBufLocked(b []byte) { n.free = append(n.free, b[:0]) }
+
+// memPkt is a datagram in flight.
+type memPkt struct {
+	from netip.Addr
+	to   netip.Addr
+	at   time.Duration // deliverable from this time on
+	seq  uint64
+	buf  []byte
+}
+
+// MemLink is one host's Link on a MemNetwork. It is owned by its poller;
+// Wake, SetDown and the MemNetwork's methods may be called from any
+// goroutine.
+type MemLink struct {
+	net  *MemNetwork
+	addr netip.Addr
+	mtu  int
+
+	// Owned by the poller.
+	rng   *rand.Rand
+	tx    []memPkt // queued by Send, sent by Flush
+	txCap int
+	rx    []memPkt // batch being handed to Receive's fn
+	timer *time.Timer
+
+	wake chan struct{} // Wake and arriving datagrams; any goroutine
+
+	// Protected by net.mu.
+	in     []memPkt // min-heap on (at, seq)
+	rxCap  int
+	down   bool
+	closed bool
+}
+
+var _ Link = (*MemLink)(nil)
+
+// LocalAddr returns the host's address.
+func (l *MemLink) LocalAddr() netip.Addr { return l.addr }
+
+// MTU returns the largest datagram the link carries.
+func (l *MemLink) MTU() int { return l.mtu }
+
+// SetDown takes the host off the network (down true) or back on. While it
+// is down, Send and Flush fail with ENETDOWN and datagrams sent to it are
+// lost.
+func (l *MemLink) SetDown(down bool) {
+	l.net.mu.Lock()
+	l.down = down
+	l.net.mu.Unlock()
+}
+
+// Send queues a copy of payload for peer. It fails with EMSGSIZE when
+// payload exceeds the MTU, ENOBUFS when DefaultMemTxSlots sends are queued,
+// EHOSTUNREACH when peer is outside MemPrefix and ENETDOWN when the host is
+// down or the link closed. A peer inside MemPrefix with no host behind it
+// is not an error: its datagrams are lost, as on a LAN where nobody
+// answers.
+func (l *MemLink) Send(peer netip.Addr, payload []byte) error {
+	if len(payload) > l.mtu {
+		return ErrMsgSize
+	}
+	if !MemPrefix.Contains(peer) {
+		return ErrHostUnreach
+	}
+	if len(l.tx) >= l.txCap {
+		return ErrNoBufs
+	}
+	n := l.net
+	n.mu.Lock()
+	if l.down || l.closed {
+		n.mu.Unlock()
+		return ErrNetDown
+	}
+	b := n.getBufLocked()
+	n.mu.Unlock()
+	l.tx = append(l.tx, memPkt{from: l.addr, to: peer, buf: append(b, payload...)})
+	return nil
+}
+
+// Flush hands the queued datagrams to the network, which applies its
+// faults and queues them at their receivers. When the host is down the
+// queued datagrams are discarded and Flush returns ENETDOWN.
+func (l *MemLink) Flush() error {
+	if len(l.tx) == 0 {
+		l.net.mu.Lock()
+		down := l.down || l.closed
+		l.net.mu.Unlock()
+		if down {
+			return ErrNetDown
+		}
+		return nil
+	}
+	n := l.net
+	n.mu.Lock()
+	var err error
+	if l.down || l.closed {
+		for i := range l.tx {
+			n.putBufLocked(l.tx[i].buf)
+			n.stats.DownDrops++
+		}
+		err = ErrNetDown
+	} else {
+		now := n.nowLocked()
+		for i := range l.tx {
+			l.sendLocked(&l.tx[i], now)
+		}
+	}
+	n.mu.Unlock()
+	clear(l.tx)
+	l.tx = l.tx[:0]
+	return err
+}
+
+// sendLocked applies the faults to p and queues it, or a copy of it, at
+// its receiver. It consumes p.buf.
+func (l *MemLink) sendLocked(p *memPkt, now time.Duration) {
+	n := l.net
+	f := &n.faults
+	n.stats.Sent++
+	// Draw every fault for every datagram, whatever happens to it, so the
+	// faults of later datagrams do not depend on earlier outcomes.
+	loss := l.rng.Float64() < f.Loss
+	dup := l.rng.Float64() < f.Dup
+	reorder := l.rng.Float64() < f.Reorder
+	corrupt := l.rng.Float64() < f.Corrupt
+	pos := l.rng.IntN(l.mtu)
+	jit := [2]time.Duration{}
+	if f.Jitter > 0 {
+		jit[0] = time.Duration(l.rng.Int64N(int64(f.Jitter)))
+		jit[1] = time.Duration(l.rng.Int64N(int64(f.Jitter)))
+	}
+	dst := n.hosts[p.to]
+	switch {
+	case dst == nil || dst.down || dst.closed || n.cut[[2]netip.Addr{p.from, p.to}]:
+		n.stats.Unreachable++
+		n.putBufLocked(p.buf)
+		return
+	case f.Drop != nil && f.Drop(p.from, p.to, p.buf):
+		n.stats.Filtered++
+		n.putBufLocked(p.buf)
+		return
+	case loss:
+		n.stats.Lost++
+		n.putBufLocked(p.buf)
+		return
+	}
+	if corrupt && len(p.buf) > 0 {
+		p.buf[pos%len(p.buf)] ^= 0x5a
+		n.stats.Corrupted++
+	}
+	p.at = now + f.Delay + jit[0]
+	if reorder {
+		p.at += f.ReorderDelay
+		n.stats.Reordered++
+	}
+	if dup {
+		c := *p
+		c.buf = append(n.getBufLocked(), p.buf...)
+		c.at = now + f.Delay + jit[1]
+		n.stats.Duplicated++
+		dst.queueLocked(c)
+	}
+	dst.queueLocked(*p)
+	p.buf = nil
+}
+
+func (l *MemLink) queueLocked(p memPkt) {
+	n := l.net
+	if len(l.in) >= l.rxCap {
+		n.stats.Overflow++
+		n.putBufLocked(p.buf)
+		return
+	}
+	n.seqCount++
+	p.seq = n.seqCount
+	l.in = append(l.in, p)
+	heapUp(l.in, len(l.in)-1)
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Receive hands up to max deliverable datagrams to fn, oldest first.
+func (l *MemLink) Receive(max int, fn func(peer netip.Addr, payload []byte)) int {
+	n := l.net
+	n.mu.Lock()
+	now := n.nowLocked()
+	for len(l.rx) < max && len(l.in) > 0 && l.in[0].at <= now {
+		l.rx = append(l.rx, heapPop(&l.in))
+		n.stats.Delivered++
+	}
+	n.mu.Unlock()
+	if len(l.rx) == 0 {
+		return 0
+	}
+	for i := range l.rx {
+		fn(l.rx[i].from, l.rx[i].buf)
+	}
+	k := len(l.rx)
+	n.mu.Lock()
+	for i := range l.rx {
+		n.putBufLocked(l.rx[i].buf)
+	}
+	n.mu.Unlock()
+	clear(l.rx)
+	l.rx = l.rx[:0]
+	return k
+}
+
+// Wait blocks until a datagram is deliverable, Wake is called, or timeout
+// passes. A datagram that arrives with a delay wakes Wait when it becomes
+// deliverable (on the real clock; with SetClock, Wait returns at once when
+// anything is queued).
+func (l *MemLink) Wait(timeout time.Duration) error {
+	n := l.net
+	n.mu.Lock()
+	if l.closed {
+		n.mu.Unlock()
+		return ErrNetDown
+	}
+	if len(l.in) > 0 {
+		if n.clock != nil {
+			n.mu.Unlock()
+			return nil
+		}
+		if d := l.in[0].at - n.nowLocked(); d < timeout {
+			timeout = d
+		}
+	}
+	n.mu.Unlock()
+	if timeout <= 0 {
+		return nil
+	}
+	l.timer.Reset(timeout)
+	select {
+	case <-l.wake:
+	case <-l.timer.C:
+	}
+	l.timer.Stop()
+	return nil
+}
+
+// Wake makes a blocked or the next Wait return. Any goroutine may call it.
+func (l *MemLink) Wake() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close takes the host off the network for good and frees what it held.
+// It is idempotent.
+func (l *MemLink) Close() error {
+	n := l.net
+	n.mu.Lock()
+	if !l.closed {
+		l.closed = true
+		for i := range l.in {
+			n.putBufLocked(l.in[i].buf)
+		}
+		clear(l.in)
+		l.in = l.in[:0]
+		for i := range l.tx {
+			n.putBufLocked(l.tx[i].buf)
+		}
+		clear(l.tx)
+		l.tx = l.tx[:0]
+	}
+	n.mu.Unlock()
+	l.Wake()
+	return nil
+}
+
+// heapUp and heapPop keep h a min-heap on (at, seq).
+func heapUp(h []memPkt, i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if !pktLess(&h[i], &h[p]) {
+			break
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+}
+
+func heapPop(hp *[]memPkt) memPkt {
+	h := *hp
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h[last] = memPkt{}
+	h = h[:last]
+	i := 0
+	for {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < len(h) && pktLess(&h[l], &h[m]) {
+			m = l
+		}
+		if r < len(h) && pktLess(&h[r], &h[m]) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+	*hp = h
+	return top
+}
+
+func pktLess(a, b *memPkt) bool {
+	if a.at != b.at {
+		return a.at < b.at
+	}
+	return a.seq < b.seq
+}

@@ -1,0 +1,246 @@
+package provider
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/sdx-project/sdx/internal/testutil"
+)
+
+func newMemPair(t testing.TB, seed uint64) (*MemNetwork, *MemLink, *MemLink) {
+	t.Helper()
+	n := NewMemNetwork(seed)
+	a, err := n.NewLink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := n.NewLink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return n, a, b
+}
+
+// drain receives everything deliverable at l and returns the payloads'
+// first bytes.
+func drain(l *MemLink) (got []byte, from []netip.Addr) {
+	for l.Receive(64, func(peer netip.Addr, p []byte) {
+		got = append(got, p[0])
+		from = append(from, peer)
+	}) > 0 {
+	}
+	return got, from
+}
+
+func TestMemLinkDelivers(t *testing.T) {
+	n, a, b := newMemPair(t, 1)
+	if a.LocalAddr() != netip.MustParseAddr("198.18.0.1") || b.LocalAddr() != netip.MustParseAddr("198.18.0.2") {
+		t.Fatalf("addresses %v %v", a.LocalAddr(), b.LocalAddr())
+	}
+	if a.MTU() != DefaultMemMTU {
+		t.Fatalf("mtu %d", a.MTU())
+	}
+	for i := range 10 {
+		if err := a.Send(b.LocalAddr(), []byte{byte(i), 1, 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _ := drain(b); len(got) != 0 {
+		t.Fatalf("delivered before Flush: %v", got)
+	}
+	if err := a.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	got, from := drain(b)
+	if len(got) != 10 {
+		t.Fatalf("got %d datagrams, want 10", len(got))
+	}
+	for i := range got {
+		if got[i] != byte(i) || from[i] != a.LocalAddr() {
+			t.Fatalf("datagram %d: %d from %v", i, got[i], from[i])
+		}
+	}
+	if total, free := n.Buffers(); total != free {
+		t.Fatalf("buffers: %d total, %d free", total, free)
+	}
+}
+
+func TestMemLinkErrors(t *testing.T) {
+	_, a, b := newMemPair(t, 1)
+	if err := a.Send(b.LocalAddr(), make([]byte, a.MTU()+1)); !errors.Is(err, ErrMsgSize) {
+		t.Errorf("oversize send: %v", err)
+	}
+	if err := a.Send(netip.MustParseAddr("10.0.0.1"), []byte{1}); !errors.Is(err, ErrHostUnreach) {
+		t.Errorf("send outside the prefix: %v", err)
+	}
+	for i := range DefaultMemTxSlots {
+		if err := a.Send(b.LocalAddr(), []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Send(b.LocalAddr(), []byte{0}); !errors.Is(err, ErrNoBufs) {
+		t.Errorf("send past the tx slots: %v", err)
+	}
+	if err := a.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Send(b.LocalAddr(), []byte{0}); err != nil {
+		t.Errorf("send after flush: %v", err)
+	}
+	a.SetDown(true)
+	if err := a.Flush(); !errors.Is(err, ErrNetDown) {
+		t.Errorf("flush while down: %v", err)
+	}
+	if err := a.Send(b.LocalAddr(), []byte{0}); !errors.Is(err, ErrNetDown) {
+		t.Errorf("send while down: %v", err)
+	}
+	a.SetDown(false)
+	if err := a.Flush(); err != nil {
+		t.Errorf("flush after up: %v", err)
+	}
+}
+
+func TestMemLinkFaultRates(t *testing.T) {
+	const N = 20000
+	run := func(seed uint64) (MemStats, []byte) {
+		n, a, b := newMemPair(t, seed)
+		n.SetFaults(Faults{Loss: 0.05, Dup: 0.05, Reorder: 0.05})
+		var got []byte
+		for i := range N {
+			a.Send(b.LocalAddr(), []byte{byte(i)})
+			if i%100 == 99 {
+				a.Flush()
+				g, _ := drain(b)
+				got = append(got, g...)
+			}
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for n.Queued() > 0 && time.Now().Before(deadline) {
+			b.Wait(time.Millisecond)
+			g, _ := drain(b)
+			got = append(got, g...)
+		}
+		return n.Stats(), got
+	}
+	s, got := run(7)
+	near := func(name string, v uint64) {
+		if v < N*4/100 || v > N*6/100 {
+			t.Errorf("%s: %d of %d, want about 5%%", name, v, N)
+		}
+	}
+	near("lost", s.Lost)
+	near("duplicated", s.Duplicated)
+	near("reordered", s.Reordered)
+	if want := s.Sent - s.Lost + s.Duplicated; uint64(len(got)) != want || s.Delivered != want {
+		t.Errorf("delivered %d (counted %d), want %d", len(got), s.Delivered, want)
+	}
+	inversions := 0
+	for i := 1; i < len(got); i++ {
+		if got[i] != got[i-1]+1 {
+			inversions++
+		}
+	}
+	if inversions == 0 {
+		t.Error("no reordering seen")
+	}
+	s2, got2 := run(7)
+	if s2 != s || string(got2) != string(got) {
+		t.Error("same seed, different faults")
+	}
+	if s3, _ := run(8); s3 == s {
+		t.Error("different seeds, same faults")
+	}
+}
+
+func TestMemLinkDelayVirtualClock(t *testing.T) {
+	n, a, b := newMemPair(t, 1)
+	var now time.Duration
+	n.SetClock(func() time.Duration { return now })
+	n.SetFaults(Faults{Delay: 100 * time.Microsecond})
+	a.Send(b.LocalAddr(), []byte{1})
+	a.Flush()
+	if got, _ := drain(b); len(got) != 0 {
+		t.Fatal("delivered before its delay")
+	}
+	if at, ok := n.NextDelivery(); !ok || at != 100*time.Microsecond {
+		t.Fatalf("next delivery %v %v", at, ok)
+	}
+	if err := b.Wait(time.Hour); err != nil { // virtual: returns at once
+		t.Fatal(err)
+	}
+	now = 100 * time.Microsecond
+	if got, _ := drain(b); len(got) != 1 {
+		t.Fatal("not delivered after its delay")
+	}
+}
+
+func TestMemLinkDropFilterPartitionDown(t *testing.T) {
+	n, a, b := newMemPair(t, 1)
+	n.SetFaults(Faults{Drop: func(from, to netip.Addr, d []byte) bool { return d[0] == 9 }})
+	for _, v := range []byte{1, 9, 2} {
+		a.Send(b.LocalAddr(), []byte{v})
+	}
+	a.Flush()
+	if got, _ := drain(b); string(got) != "\x01\x02" {
+		t.Fatalf("filter: got %v", got)
+	}
+	n.Partition(a.LocalAddr(), b.LocalAddr(), true)
+	a.Send(b.LocalAddr(), []byte{3})
+	b.Send(a.LocalAddr(), []byte{3})
+	if a.Flush() != nil || b.Flush() != nil {
+		t.Fatal("flush across a partition failed")
+	}
+	if g1, _ := drain(a); len(g1) != 0 {
+		t.Fatal("delivered across a partition")
+	}
+	if g2, _ := drain(b); len(g2) != 0 {
+		t.Fatal("delivered across a partition")
+	}
+	n.Partition(a.LocalAddr(), b.LocalAddr(), false)
+	b.SetDown(true)
+	a.Send(b.LocalAddr(), []byte{4})
+	a.Flush()
+	b.SetDown(false)
+	if got, _ := drain(b); len(got) != 0 {
+		t.Fatal("a down host received")
+	}
+	if s := n.Stats(); s.Filtered != 1 || s.Unreachable != 3 {
+		t.Fatalf("stats %+v", s)
+	}
+	if total, free := n.Buffers(); total != free {
+		t.Fatalf("buffers: %d total, %d free", total, free)
+	}
+}
+
+func TestMemLinkWaitWake(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	_, a, b := newMemPair(t, 1)
+	start := time.Now()
+	if err := b.Wait(5 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 5*time.Millisecond {
+		t.Fatalf("Wait returned after %v, before its timeout", d)
+	}
+	go func() { time.Sleep(time.Millisecond); b.Wake() }()
+	start = time.Now()
+	b.Wait(10 * time.Second)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatal("Wake did not end Wait")
+	}
+	sent := make(chan struct{})
+	go func() { time.Sleep(time.Millisecond); a.Send(b.LocalAddr(), []byte{1}); a.Flush(); close(sent) }()
+	start = time.Now()
+	b.Wait(10 * time.Second)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatal("an arriving datagram did not end Wait")
+	}
+	<-sent
+	b.Close()
+	if err := b.Wait(time.Second); !errors.Is(err, ErrNetDown) {
+		t.Fatalf("Wait on a closed link: %v", err)
+	}
+}
