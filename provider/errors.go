@@ -15,24 +15,24 @@ import (
 // hold. Completions carry these values unwrapped; synchronous verbs may wrap
 // them with a short context. docs/ERRORS.md maps each to its Winsock code.
 var (
-	ErrNotSock       error = syscall.ENOTSOCK      // not a descriptor of a live socket (closed, stale, never issued)
-	ErrConnRefused   error = syscall.ECONNREFUSED  // the peer answered the connect with a reject
-	ErrConnReset     error = syscall.ECONNRESET    // the peer reset the connection
-	ErrTimedOut      error = syscall.ETIMEDOUT     // the peer stopped answering within the keepalive bound
-	ErrNetDown       error = syscall.ENETDOWN      // the link is down
-	ErrHostUnreach   error = syscall.EHOSTUNREACH  // the link has no route or neighbour for the peer
-	ErrAddrInUse     error = syscall.EADDRINUSE    // the port is bound by another socket
-	ErrAddrNotAvail  error = syscall.EADDRNOTAVAIL // the address is not this host's, or the port is zero
-	ErrInvalid       error = syscall.EINVAL        // the verb does not fit the socket's state or its arguments
-	ErrNotConn       error = syscall.ENOTCONN      // the socket is not connected
-	ErrIsConn        error = syscall.EISCONN       // the socket is already connected
-	ErrAlready       error = syscall.EALREADY      // a connect is already in progress
-	ErrMsgSize       error = syscall.EMSGSIZE      // a datagram is larger than the link's MTU
-	ErrNoBufs        error = syscall.ENOBUFS       // out of operations, completion slots or transmit slots
-	ErrMFile         error = syscall.EMFILE        // the socket table is full
-	ErrShutdown      error = syscall.ESHUTDOWN     // send after Shutdown
-	ErrAborted       error = abortedError{}        // the operation was cancelled by CloseSocket or Cleanup
-	ErrConfig              = errors.New("provider: bad configuration")
+	ErrNotSock      error = syscall.ENOTSOCK      // not a descriptor of a live socket (closed, stale, never issued)
+	ErrConnRefused  error = syscall.ECONNREFUSED  // the peer answered the connect with a reject
+	ErrConnReset    error = syscall.ECONNRESET    // the peer reset the connection
+	ErrTimedOut     error = syscall.ETIMEDOUT     // the peer stopped answering within the keepalive bound
+	ErrNetDown      error = syscall.ENETDOWN      // the link is down
+	ErrHostUnreach  error = syscall.EHOSTUNREACH  // the link has no route or neighbour for the peer
+	ErrAddrInUse    error = syscall.EADDRINUSE    // the port is bound by another socket
+	ErrAddrNotAvail error = syscall.EADDRNOTAVAIL // the address is not this host's, or the port is zero
+	ErrInvalid      error = syscall.EINVAL        // the verb does not fit the socket's state or its arguments
+	ErrNotConn      error = syscall.ENOTCONN      // the socket is not connected
+	ErrIsConn       error = syscall.EISCONN       // the socket is already connected
+	ErrAlready      error = syscall.EALREADY      // a connect is already in progress
+	ErrMsgSize      error = syscall.EMSGSIZE      // a datagram is larger than the link's MTU
+	ErrNoBufs       error = syscall.ENOBUFS       // out of operations, completion slots or transmit slots
+	ErrMFile        error = syscall.EMFILE        // the socket table is full
+	ErrShutdown     error = syscall.ESHUTDOWN     // send after Shutdown
+	ErrAborted      error = abortedError{}        // the operation was cancelled by CloseSocket or Cleanup
+	ErrConfig             = errors.New("provider: bad configuration")
 )
 
 // abortedError is WSA_OPERATION_ABORTED: the operation was cancelled
