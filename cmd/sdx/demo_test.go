@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -40,9 +41,13 @@ func namespaces(t *testing.T) string {
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
+	// Only this process's testbeds: other test binaries run alongside.
+	mine := fmt.Sprintf("sdx-%d-", os.Getpid())
 	var names []string
 	for _, e := range ents {
-		names = append(names, e.Name())
+		if strings.HasPrefix(e.Name(), mine) {
+			names = append(names, e.Name())
+		}
 	}
 	return strings.Join(names, ",")
 }
