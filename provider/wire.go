@@ -1,0 +1,250 @@
+package provider
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"net/netip"
+)
+
+// The sdx header follows the UDP header of every sdx frame; docs/PROTOCOL.md
+// gives the layout with byte offsets and the reasons for it. All fields are
+// big-endian.
+//
+//	 0  version      u8    WireVersion
+//	 1  opcode       u8    Opcode
+//	 2  flags        u8    FlagAck, ...
+//	 3  nsack        u8    SACK blocks after the fixed header, 0..MaxSACK
+//	 4  checksum     u32   CRC-32C of the datagram with this field zero
+//	 8  src port     u16   sdx port of the sender's socket
+//	10  dst port     u16   sdx port of the receiver's socket
+//	12  src conn     u32   sender's connection id
+//	16  dst conn     u32   receiver's connection id (0 in a connect request)
+//	20  window       u32   receive credit in bytes beyond ack
+//	24  token        u64   the connection's random token
+//	32  seq          u64   stream offset of the first payload byte
+//	40  ack          u64   cumulative ack: next stream offset expected
+//	48  payload len  u16   bytes of payload after the header
+//	50  reason       u8    Reason, for reject and reset
+//	51  reserved     u8    zero
+//	52  SACK blocks  nsack × (u32 start - ack, u32 length)
+const (
+	// DefaultUDPPort is the UDP port sdx frames go to unless the link is
+	// configured otherwise. All sdx traffic on a link uses this one port;
+	// stream ports live in the sdx header.
+	DefaultUDPPort = 7359
+
+	WireVersion = 1
+	HeaderLen   = 52 // fixed part; a header with n SACK blocks is HeaderLen+8n
+	MaxSACK     = 8
+	sackLen     = 8
+)
+
+// Opcode says what a datagram is.
+type Opcode uint8
+
+const (
+	OpConnect    Opcode = 1 // connect request: opens a connection to a listening port
+	OpAccept     Opcode = 2 // connect accepted: names the acceptor's connection id
+	OpReject     Opcode = 3 // connect refused: no listener, backlog full, out of resources
+	OpData       Opcode = 4 // stream bytes at seq, with a piggybacked ack
+	OpAck        Opcode = 5 // cumulative ack, window and SACK blocks, no data
+	OpReset      Opcode = 6 // the connection is gone: the receiver fails its operations with ECONNRESET
+	OpProbe      Opcode = 7 // keepalive and window probe: the receiver answers with an ack at once
+	OpDisconnect Opcode = 8 // end of the sender's stream at seq (half close)
+	numOpcodes          = 9
+)
+
+var opNames = [numOpcodes]string{"", "connect", "accept", "reject", "data", "ack", "reset", "probe", "disconnect"}
+
+func (o Opcode) String() string {
+	if o > 0 && o < numOpcodes {
+		return opNames[o]
+	}
+	return fmt.Sprintf("Opcode(%d)", uint8(o))
+}
+
+// Flags.
+const (
+	FlagAck uint8 = 1 << 0 // ack and window are valid
+)
+
+// Reason says why a connect was rejected or a connection reset.
+type Reason uint8
+
+const (
+	ReasonNone        Reason = 0
+	ReasonNoListener  Reason = 1 // nothing listens on the destination port
+	ReasonBacklogFull Reason = 2 // the listener's backlog is full
+	ReasonNoResources Reason = 3 // the acceptor is out of sockets or memory
+	ReasonClosed      Reason = 4 // the socket was closed (hard close)
+	ReasonUnknownConn Reason = 5 // no such connection (closed, or never existed)
+	ReasonTimedOut    Reason = 6 // the sender gave up on the connection
+)
+
+var reasonNames = [...]string{"none", "no listener", "backlog full", "no resources", "closed", "unknown connection", "timed out"}
+
+func (r Reason) String() string {
+	if int(r) < len(reasonNames) {
+		return reasonNames[r]
+	}
+	return fmt.Sprintf("Reason(%d)", uint8(r))
+}
+
+// SACKBlock is a range [Start, End) of stream offsets the receiver holds
+// beyond its cumulative ack.
+type SACKBlock struct {
+	Start, End uint64
+}
+
+// Header is a decoded sdx header. The zero value of each field is what an
+// opcode that does not use it carries.
+type Header struct {
+	Op         Opcode
+	Flags      uint8
+	Reason     Reason
+	SrcPort    uint16
+	DstPort    uint16
+	SrcConn    uint32
+	DstConn    uint32
+	Window     uint32
+	Token      uint64
+	Seq        uint64
+	Ack        uint64
+	PayloadLen uint16
+	NSACK      uint8
+	SACK       [MaxSACK]SACKBlock
+}
+
+// Len returns the encoded length of the header with its SACK blocks.
+func (h *Header) Len() int { return HeaderLen + sackLen*int(h.NSACK) }
+
+// Errors from Decode. Every one means the datagram is dropped and counted.
+var (
+	errShort    = errors.New("wire: datagram shorter than its header")
+	errVersion  = errors.New("wire: unknown version")
+	errOpcode   = errors.New("wire: unknown opcode")
+	errLength   = errors.New("wire: length fields disagree with the datagram")
+	errReserved = errors.New("wire: reserved field not zero")
+	errSACK     = errors.New("wire: bad SACK block")
+	errChecksum = errors.New("wire: bad checksum")
+)
+
+var (
+	castagnoli = crc32.MakeTable(crc32.Castagnoli)
+	zero4      [4]byte // stands in for the checksum field while verifying
+)
+
+// Put encodes h into b, whose bytes from h.Len() on already hold
+// payloadLen bytes of payload, fills in the checksum over both, and
+// returns the datagram length h.Len()+payloadLen. It sets h.PayloadLen.
+// b must be at least that long.
+func (h *Header) Put(b []byte, payloadLen int) int {
+	hl := h.Len()
+	n := hl + payloadLen
+	b = b[:n]
+	h.PayloadLen = uint16(payloadLen)
+	b[0] = WireVersion
+	b[1] = byte(h.Op)
+	b[2] = h.Flags
+	b[3] = h.NSACK
+	binary.BigEndian.PutUint32(b[4:], 0)
+	binary.BigEndian.PutUint16(b[8:], h.SrcPort)
+	binary.BigEndian.PutUint16(b[10:], h.DstPort)
+	binary.BigEndian.PutUint32(b[12:], h.SrcConn)
+	binary.BigEndian.PutUint32(b[16:], h.DstConn)
+	binary.BigEndian.PutUint32(b[20:], h.Window)
+	binary.BigEndian.PutUint64(b[24:], h.Token)
+	binary.BigEndian.PutUint64(b[32:], h.Seq)
+	binary.BigEndian.PutUint64(b[40:], h.Ack)
+	binary.BigEndian.PutUint16(b[48:], h.PayloadLen)
+	b[50] = byte(h.Reason)
+	b[51] = 0
+	for i := range int(h.NSACK) {
+		s := &h.SACK[i]
+		o := HeaderLen + sackLen*i
+		binary.BigEndian.PutUint32(b[o:], uint32(s.Start-h.Ack))
+		binary.BigEndian.PutUint32(b[o+4:], uint32(s.End-s.Start))
+	}
+	binary.BigEndian.PutUint32(b[4:], crc32.Checksum(b, castagnoli))
+	return n
+}
+
+// AppendDatagram appends h and payload, encoded, to dst.
+func AppendDatagram(dst []byte, h *Header, payload []byte) []byte {
+	start := len(dst)
+	dst = append(dst, make([]byte, h.Len())...)
+	dst = append(dst, payload...)
+	n := h.Put(dst[start:], len(payload))
+	return dst[:start+n]
+}
+
+// Decode parses the datagram b into h and returns its payload, a subslice
+// of b. It checks the version, the opcode, every length and the checksum;
+// it never panics and never allocates.
+func (h *Header) Decode(b []byte) (payload []byte, err error) {
+	return h.decode(b, true)
+}
+
+// decode is Decode with the checksum check optional, so the fuzz target
+// can reach the parsing behind it.
+func (h *Header) decode(b []byte, verify bool) (payload []byte, err error) {
+	if len(b) < HeaderLen {
+		return nil, errShort
+	}
+	if b[0] != WireVersion {
+		return nil, errVersion
+	}
+	op := Opcode(b[1])
+	if op == 0 || op >= numOpcodes {
+		return nil, errOpcode
+	}
+	nsack := int(b[3])
+	plen := int(binary.BigEndian.Uint16(b[48:]))
+	hl := HeaderLen + sackLen*nsack
+	if nsack > MaxSACK || len(b) != hl+plen {
+		return nil, errLength
+	}
+	if b[51] != 0 {
+		return nil, errReserved
+	}
+	sum := crc32.Update(crc32.Update(crc32.Update(0, castagnoli, b[:4]), castagnoli, zero4[:]), castagnoli, b[8:])
+	if verify && sum != binary.BigEndian.Uint32(b[4:]) {
+		return nil, errChecksum
+	}
+	h.Op = op
+	h.Flags = b[2]
+	h.NSACK = uint8(nsack)
+	h.SrcPort = binary.BigEndian.Uint16(b[8:])
+	h.DstPort = binary.BigEndian.Uint16(b[10:])
+	h.SrcConn = binary.BigEndian.Uint32(b[12:])
+	h.DstConn = binary.BigEndian.Uint32(b[16:])
+	h.Window = binary.BigEndian.Uint32(b[20:])
+	h.Token = binary.BigEndian.Uint64(b[24:])
+	h.Seq = binary.BigEndian.Uint64(b[32:])
+	h.Ack = binary.BigEndian.Uint64(b[40:])
+	h.PayloadLen = uint16(plen)
+	h.Reason = Reason(b[50])
+	for i := range nsack {
+		o := HeaderLen + sackLen*i
+		off := binary.BigEndian.Uint32(b[o:])
+		n := binary.BigEndian.Uint32(b[o+4:])
+		if n == 0 {
+			return nil, errSACK
+		}
+		h.SACK[i].Start = h.Ack + uint64(off)
+		h.SACK[i].End = h.SACK[i].Start + uint64(n)
+	}
+	return b[hl:], nil
+}
+
+// DropOpcodes returns a Faults.Drop filter that drops every datagram
+// carrying one of ops, for example only resets.
+func DropOpcodes(ops ...Opcode) func(from, to netip.Addr, datagram []byte) bool {
+	var set [256]bool
+	for _, o := range ops {
+		set[o] = true
+	}
+	return func(_, _ netip.Addr, d []byte) bool { return len(d) > 1 && set[d[1]] }
+}
