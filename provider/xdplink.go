@@ -1,0 +1,293 @@
+package provider
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/sdx-project/sdx/bpf"
+	"github.com/sdx-project/sdx/internal/frame"
+	"github.com/sdx-project/sdx/internal/netns"
+	"github.com/sdx-project/sdx/xdp"
+)
+
+// XDPLinkConfig places a provider on one AF_XDP queue of an interface.
+type XDPLinkConfig struct {
+	Netns     string   // network namespace name or path; empty for the caller's
+	Interface string   // interface inside Netns
+	Queue     int      // rx/tx queue id (default 0)
+	Port      uint16   // sdx UDP port (default DefaultUDPPort)
+	XDPMode   bpf.Mode // force native or generic XDP; zero tries native first
+	// Frames sizes the UMEM and rings; Netns, Interface and Queue are
+	// taken from above. Zero fields take xdp's defaults.
+	Frames xdp.Config
+}
+
+// XDPLink is the AF_XDP data path as a Link: the steer program on the
+// interface, one AF_XDP queue, and the kernel's neighbour table for peers'
+// Ethernet addresses. Like every Link it is owned by the poller; Wake may
+// be called from any goroutine.
+type XDPLink struct {
+	cfg    XDPLinkConfig
+	steer  *xdp.Steering
+	q      *xdp.Queue
+	res    *xdp.Resolver
+	local  frame.Endpoint
+	mtu    int
+	ipID   uint16
+	peers  map[netip.Addr]peerMAC
+	descs  [64]xdp.Desc // received, being handed to fn
+	txq    [256]xdp.Desc
+	ntx    int
+	parsed frame.Parsed
+	stats  XDPLinkStats
+}
+
+// XDPLinkStats are the link's own counters.
+type XDPLinkStats struct {
+	Sent, Received uint64
+	NotOurs        uint64 // frames on the queue not addressed to this host's sdx port
+	Malformed      uint64 // frames whose headers did not parse
+	Unresolved     uint64 // sends dropped because the peer's address did not resolve in time
+	NoFrames       uint64 // sends refused with ENOBUFS for want of a UMEM frame or tx slot
+}
+
+type peerMAC struct {
+	mac     [6]byte
+	checked time.Time
+}
+
+// neighbourTTL is how long a resolved Ethernet address is used before the
+// kernel's table is asked again; the kernel keeps the entry fresh by ARP.
+const neighbourTTL = 5 * time.Second
+
+// resolveWait bounds how long Send waits for the kernel to resolve a peer
+// it did not know; the frame is dropped after that (the protocol
+// retransmits).
+const resolveWait = 2 * time.Millisecond
+
+// OpenXDPLink attaches the steer program, opens the queue and registers it.
+func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
+	if cfg.Port == 0 {
+		cfg.Port = DefaultUDPPort
+	}
+	l := &XDPLink{cfg: cfg, peers: make(map[netip.Addr]peerMAC)}
+	defer func() {
+		if err != nil {
+			l.Close()
+		}
+	}()
+	var ifindex int
+	err = netns.Do(cfg.Netns, func() error {
+		ifi, err := net.InterfaceByName(cfg.Interface)
+		if err != nil {
+			return err
+		}
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() {
+				l.local.IP = p.Addr()
+				break
+			}
+		}
+		if !l.local.IP.IsValid() {
+			return fmt.Errorf("no IPv4 address on %s", cfg.Interface)
+		}
+		if len(ifi.HardwareAddr) != 6 {
+			return fmt.Errorf("%s is not an Ethernet interface", cfg.Interface)
+		}
+		l.local.MAC = [6]byte(ifi.HardwareAddr)
+		l.local.Port = cfg.Port
+		l.mtu = ifi.MTU - frame.IPv4Len - frame.UDPLen
+		ifindex = ifi.Index
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provider: link %s: %w", cfg.Interface, err)
+	}
+	fc := cfg.Frames
+	fc.Netns, fc.Interface, fc.Queue = cfg.Netns, cfg.Interface, cfg.Queue
+	if l.q, err = xdp.Open(fc); err != nil {
+		return nil, err
+	}
+	if max := l.q.FrameSize() - frame.HeaderLen; l.mtu > max {
+		l.mtu = max
+	}
+	if l.steer, err = xdp.AttachSteer(xdp.SteerConfig{Netns: cfg.Netns, Interface: cfg.Interface, Port: cfg.Port, Mode: cfg.XDPMode}); err != nil {
+		return nil, err
+	}
+	if err = l.steer.Register(l.q); err != nil {
+		return nil, err
+	}
+	if l.res, err = xdp.NewResolver(cfg.Netns, ifindex); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// LocalAddr returns the interface's IPv4 address.
+func (l *XDPLink) LocalAddr() netip.Addr { return l.local.IP }
+
+// MTU returns the largest sdx datagram one frame carries.
+func (l *XDPLink) MTU() int { return l.mtu }
+
+// Stats returns the link's counters (owner only).
+func (l *XDPLink) Stats() XDPLinkStats { return l.stats }
+
+// Queue returns the AF_XDP queue, for its counters and frame accounting
+// (owner only).
+func (l *XDPLink) Queue() *xdp.Queue { return l.q }
+
+// Steering returns the attached steer program, for its counters.
+func (l *XDPLink) Steering() *xdp.Steering { return l.steer }
+
+// Send builds one frame for peer in a UMEM frame and queues it for Flush.
+func (l *XDPLink) Send(peer netip.Addr, payload []byte) error {
+	if len(payload) > l.mtu {
+		return ErrMsgSize
+	}
+	mac, err := l.resolve(peer)
+	if err != nil {
+		return err
+	}
+	if l.ntx == len(l.txq) {
+		if err := l.Flush(); err != nil {
+			return err
+		}
+	}
+	f, ok := l.q.Alloc()
+	if !ok {
+		l.q.Complete()
+		if f, ok = l.q.Alloc(); !ok {
+			l.stats.NoFrames++
+			return ErrNoBufs
+		}
+	}
+	buf := l.q.Frame(f)
+	flow := frame.Flow{Src: l.local, Dst: frame.Endpoint{MAC: mac, IP: peer, Port: l.cfg.Port}}
+	l.ipID++
+	n := flow.Encode(buf, len(payload), l.ipID)
+	copy(buf[frame.HeaderLen:], payload)
+	l.txq[l.ntx] = xdp.Desc{Addr: l.q.Addr(f), Len: uint32(n)}
+	l.ntx++
+	l.stats.Sent++
+	return nil
+}
+
+// resolve returns peer's Ethernet address from the cache or the kernel.
+func (l *XDPLink) resolve(peer netip.Addr) ([6]byte, error) {
+	now := time.Now()
+	if p, ok := l.peers[peer]; ok && now.Sub(p.checked) < neighbourTTL {
+		return p.mac, nil
+	}
+	hop, err := l.res.NextHop(peer)
+	if err != nil {
+		return [6]byte{}, ErrHostUnreach
+	}
+	deadline := now.Add(resolveWait)
+	for solicited := false; ; {
+		mac, ok, err := l.res.Neighbour(hop)
+		if err != nil {
+			return [6]byte{}, fmt.Errorf("provider: neighbour %v: %w", hop, err)
+		}
+		if ok {
+			l.peers[peer] = peerMAC{mac: mac, checked: now}
+			return mac, nil
+		}
+		if time.Now().After(deadline) {
+			l.stats.Unresolved++
+			return [6]byte{}, ErrHostUnreach
+		}
+		if !solicited {
+			if err := l.res.Solicit(hop); err != nil {
+				return [6]byte{}, err
+			}
+			solicited = true
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+}
+
+// Flush puts the queued frames on the tx ring and kicks the kernel. A
+// downed or vanished interface returns an error matching ENETDOWN; frames
+// that did not fit on the ring stay queued for the next Flush.
+func (l *XDPLink) Flush() error {
+	l.q.Complete()
+	if l.ntx > 0 {
+		n := l.q.Transmit(l.txq[:l.ntx])
+		copy(l.txq[:], l.txq[n:l.ntx])
+		l.ntx -= n
+	}
+	if err := l.q.Kick(); err != nil {
+		return err
+	}
+	l.q.Complete()
+	return nil
+}
+
+// Receive hands up to max received sdx datagrams to fn and returns how many
+// it handed over. Frames not for this host's sdx port are counted and
+// dropped.
+func (l *XDPLink) Receive(max int, fn func(peer netip.Addr, payload []byte)) int {
+	got := 0
+	for got < max {
+		n := l.q.Receive(l.descs[:min(max-got, len(l.descs))])
+		if n == 0 {
+			break
+		}
+		for _, d := range l.descs[:n] {
+			switch err := frame.Parse(l.q.Data(d), &l.parsed); {
+			case err != nil:
+				l.stats.Malformed++
+			case l.parsed.Flow.Dst.IP != l.local.IP || l.parsed.Flow.Dst.Port != l.cfg.Port:
+				l.stats.NotOurs++
+			default:
+				l.stats.Received++
+				fn(l.parsed.Flow.Src.IP, l.parsed.Payload)
+				got++
+			}
+			l.q.Release(l.q.FrameOf(d))
+		}
+	}
+	l.q.Refill()
+	return got
+}
+
+// Wait blocks until a frame arrives, Wake is called, or timeout passes.
+func (l *XDPLink) Wait(timeout time.Duration) error {
+	_, err := l.q.Wait(timeout)
+	return err
+}
+
+// Wake makes a Wait return; any goroutine.
+func (l *XDPLink) Wake() { l.q.Wake() }
+
+// Close unregisters and closes the queue (accounting for every frame),
+// detaches the program and closes the netlink socket.
+func (l *XDPLink) Close() error {
+	var errs []error
+	for _, d := range l.txq[:l.ntx] {
+		l.q.Release(l.q.FrameOf(d))
+	}
+	l.ntx = 0
+	if l.steer != nil {
+		errs = append(errs, l.steer.Close())
+		l.steer = nil
+	}
+	if l.q != nil {
+		errs = append(errs, l.q.Close())
+		l.q = nil
+	}
+	if l.res != nil {
+		errs = append(errs, l.res.Close())
+		l.res = nil
+	}
+	return errors.Join(errs...)
+}
+
+var _ Link = (*XDPLink)(nil)

@@ -1,0 +1,105 @@
+package provider
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sdx-project/sdx/internal/testbed"
+	"github.com/sdx-project/sdx/internal/testutil"
+)
+
+// xdpLinks opens an XDPLink on each end of a fresh testbed.
+func xdpLinks(t testing.TB) (*testbed.Bed, *XDPLink, *XDPLink) {
+	t.Helper()
+	testutil.Privileged(t)
+	bed := testbed.New(t, testbed.Options{})
+	open := func(h *testbed.Host) *XDPLink {
+		l, err := OpenXDPLink(XDPLinkConfig{Netns: h.NS, Interface: h.If})
+		if err != nil {
+			t.Fatalf("open link on %s: %v", h.NS, err)
+		}
+		t.Cleanup(func() {
+			if err := l.Close(); err != nil {
+				t.Errorf("close link: %v", err)
+			}
+		})
+		return l
+	}
+	return bed, open(&bed.A), open(&bed.B)
+}
+
+func TestXDPLinkDatagrams(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	testutil.CheckFDs(t)
+	_, a, b := xdpLinks(t)
+	if a.MTU() != 1500-28 {
+		t.Fatalf("MTU %d, want %d", a.MTU(), 1500-28)
+	}
+	// The first send to a peer resolves it through the kernel (ARP).
+	for i, pair := range [][2]*XDPLink{{a, b}, {b, a}} {
+		from, to := pair[0], pair[1]
+		const n = 1000
+		for k := range n {
+			msg := fmt.Appendf(nil, "datagram %d/%d %s", i, k, bytes.Repeat([]byte{byte(k)}, k%1400))
+			if err := from.Send(to.LocalAddr(), msg); err != nil {
+				t.Fatalf("send %d: %v", k, err)
+			}
+			if k%32 == 31 {
+				if err := from.Flush(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if k%128 == 127 || k == n-1 {
+				from.Flush()
+				want := k - k%128
+				if k == n-1 {
+					want = n - n%128
+				}
+				deadline := time.Now().Add(5 * time.Second)
+				for want <= k {
+					to.Receive(64, func(peer netip.Addr, p []byte) {
+						exp := fmt.Appendf(nil, "datagram %d/%d %s", i, want, bytes.Repeat([]byte{byte(want)}, want%1400))
+						if peer != from.LocalAddr() || !bytes.Equal(p, exp) {
+							t.Fatalf("datagram %d from %v differs", want, peer)
+						}
+						want++
+					})
+					if time.Now().After(deadline) {
+						t.Fatalf("datagram %d did not arrive", want)
+					}
+				}
+			}
+		}
+	}
+	if s := a.Stats(); s.Unresolved != 0 || s.Malformed != 0 || s.NotOurs != 0 {
+		t.Fatalf("link counters: %+v", s)
+	}
+	if err := a.Send(b.LocalAddr(), make([]byte, a.MTU()+1)); !errors.Is(err, syscall.EMSGSIZE) {
+		t.Fatalf("oversized send: %v", err)
+	}
+}
+
+func TestXDPLinkErrors(t *testing.T) {
+	bed, a, _ := xdpLinks(t)
+	if err := a.Send(netip.MustParseAddr("198.19.1.1"), []byte("x")); !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Fatalf("send off the link: %v, want EHOSTUNREACH", err)
+	}
+	// An address on the subnet with nobody there never resolves.
+	if err := a.Send(netip.MustParseAddr("198.18.0.99"), []byte("x")); !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Fatalf("send to an absent host: %v, want EHOSTUNREACH", err)
+	}
+	if err := a.Send(bed.B.Addr, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := testbed.IP("-n", bed.A.NS, "link", "set", "dev", bed.A.If, "down"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(); !errors.Is(err, syscall.ENETDOWN) {
+		t.Fatalf("flush on a downed interface: %v, want ENETDOWN", err)
+	}
+}
