@@ -2,8 +2,8 @@
 # Installs what sdx's build, tests and demo need on Debian 12 (run as root):
 #   iproute2       ip(8) for the netns/veth testbed
 #   iputils-ping   ping(8), to prove ICMP still works with XDP attached
-#   clang-14, llvm the pinned eBPF compiler and llvm-strip, for make generate
-#   libbpf-dev     bpf_helpers.h for the XDP programs
+#   clang-14, llvm the pinned eBPF compiler and llvm-strip-14, for make generate
+#                  and the check that the committed objects match their source
 # Go itself must already be installed; Go tools (bpf2go) come from go.mod.
 set -euo pipefail
 
@@ -12,8 +12,7 @@ command -v ip >/dev/null 2>&1 || pkgs+=(iproute2)
 command -v ping >/dev/null 2>&1 || pkgs+=(iputils-ping)
 if [ "${1:-}" != "--runtime" ]; then
 	command -v clang-14 >/dev/null 2>&1 || pkgs+=(clang-14)
-	command -v llvm-strip >/dev/null 2>&1 || pkgs+=(llvm)
-	[ -f /usr/include/bpf/bpf_helpers.h ] || pkgs+=(libbpf-dev)
+	command -v llvm-strip-14 >/dev/null 2>&1 || pkgs+=(llvm)
 fi
 [ ${#pkgs[@]} -eq 0 ] && exit 0
 
