@@ -1,0 +1,1571 @@
+package provider
+
+import (
+	"errors"
+	"math/rand/v2"
+	"net/netip"
+	"sync/atomic"
+	"time"
+)
+
+// engineConfig is the part of Config the protocol core uses, already
+// validated and with defaults filled in.
+type engineConfig struct {
+	SendBuffer int // bytes of unacknowledged plus unsent data per connection
+	RecvBuffer int // bytes of received, unread data per connection: the window
+	Buffers    int // datagram-sized buffers in the pool, shared by all connections
+	MaxConns   int // endpoints (sockets plus not yet accepted connections)
+	MaxBacklog int
+
+	InitialRTO, MinRTO, MaxRTO time.Duration
+	AckDelay                   time.Duration
+	Timeout                    time.Duration // dead-peer bound
+}
+
+func defaultEngineConfig() engineConfig {
+	return engineConfig{
+		SendBuffer: 256 << 10,
+		RecvBuffer: 256 << 10,
+		Buffers:    8192,
+		MaxConns:   4096,
+		MaxBacklog: 1024,
+		InitialRTO: 10 * time.Millisecond,
+		MinRTO:     time.Millisecond,
+		MaxRTO:     time.Second,
+		AckDelay:   200 * time.Microsecond,
+		Timeout:    10 * time.Second,
+	}
+}
+
+// Connection ids: the low idBits index the endpoint table (plus one, so
+// id 0 is never valid), the high bits are the slot's generation.
+const (
+	idBits   = 20
+	idMask   = 1<<idBits - 1
+	maxConns = idMask - 1
+
+	ephemeralLo = 49152
+	ephemeralHi = 65535
+
+	rxBatch = 64 // datagrams taken from the link per Receive call
+)
+
+// Events the engine reports about an endpoint; the SPI reacts to them after
+// each engine step.
+const (
+	evConnected uint8 = 1 << iota // a connect completed (successfully or not: see err)
+	evIncoming                    // a listener got a connection in its backlog
+	evReadable                    // in-order data or end of stream arrived
+	evWritable                    // send space was freed
+	evFailed                      // the connection failed (reset, time-out)
+)
+
+// seg is a segment of send data in its buffer: the payload sits at
+// HeaderLen in the buffer, so the header is encoded in place.
+type seg struct {
+	seq    uint64
+	sentAt int64 // last transmission; 0 before the first
+	buf    uint32
+	n      uint16
+	fin    bool // a disconnect marker: no data, one offset of sequence space
+	sacked bool
+	rtx    bool // marked lost: retransmit at the next output
+	resent bool // retransmitted at least once (no RTT sample: Karn)
+	fast   bool // already fast-retransmitted in this loss episode
+}
+
+func (s *seg) end() uint64 {
+	if s.fin {
+		return s.seq + 1
+	}
+	return s.seq + uint64(s.n)
+}
+
+// rseg is received in-order data in a buffer: bytes [off, end).
+type rseg struct {
+	buf      uint32
+	off, end uint16
+}
+
+// oseg is received data beyond a hole.
+type oseg struct {
+	seq uint64
+	buf uint32
+	n   uint16
+}
+
+// connKey names a connection as its connector sees it.
+type connKey struct {
+	peer  netip.Addr
+	id    uint32
+	token uint64
+}
+
+// endpoint is the engine's side of a socket: unbound, bound, listening or
+// a connection. It is owned by the poller.
+type endpoint struct {
+	id       uint32
+	state    State
+	released bool  // given back to the table; kept only by stale references
+	err      error // why the endpoint failed; nil otherwise
+
+	// Naming.
+	lport   uint16
+	ownPort bool // the endpoint holds lport in the port table
+	raddr   netip.Addr
+	rport   uint16
+	peerID  uint32
+	token   uint64
+	key     connKey // a child's entry in engine.children
+
+	// Listener.
+	backlog    []*endpoint
+	backlogMax int
+	acceptWait int       // accepts the SPI has pending: they take connections at once
+	parent     *endpoint // a child not yet accepted: its listener
+
+	// Send side: segs is a ring; the first sent segments from shead are in
+	// flight, the rest queued.
+	segs     []seg
+	shead    int
+	sent     int // segments transmitted and not yet acknowledged
+	slen     int // segments in the ring
+	sndUna   uint64
+	sndNxt   uint64 // highest offset transmitted + 1
+	sndEnd   uint64 // end of queued data
+	sndRight uint64 // the peer's window edge: we may send below it
+	dupAcks  int
+	finQd    bool // Shutdown called: no more data
+	finAcked bool
+	starved  bool // a write found no buffer; retry when one is freed
+
+	// Retransmission timer, RFC 6298.
+	srtt, rttvar, rto int64
+	rtoAt             int64 // 0: stopped
+	synSent           int64 // when the connect request went out
+	synOnce           bool  // it went out once: its answer is an RTT sample
+
+	// Receive side.
+	rcvNxt     uint64
+	rq         []rseg // ring of in-order data
+	rqHead     int
+	rqLen      int
+	rqBytes    int
+	ooo        []oseg // sorted by seq
+	oooMax     int
+	lastOOO    uint64
+	finPending bool
+	finSeq     uint64
+	eof        bool
+	ackNow     bool
+	ackAt      int64 // delayed ack due; 0: none
+	unacked    int   // in-order segments not yet acknowledged
+	lastEdge   uint64
+
+	// Liveness.
+	lastHeard int64
+	probeAt   int64
+	lastErr   error // last error the link reported sending to the peer
+
+	// Scheduling.
+	ev       uint8
+	changedQ bool
+	outQ     bool
+	heapIdx  int // -1: not in the timer heap
+	wakeAt   int64
+}
+
+// engineStats are the engine's counters, written by the poller and read by
+// anyone.
+type engineStats struct {
+	datagramsIn, datagramsOut                           atomic.Uint64
+	dataOut, retransmits, fastRetransmits, rtoExpiries  atomic.Uint64
+	acksOut, probesOut, resetsOut, resetsIn, rejectsOut atomic.Uint64
+	dropMalformed, dropChecksum, dropBadToken           atomic.Uint64
+	dropUnknownConn, dropOutOfWindow, dropDuplicate     atomic.Uint64
+	dropNoBuffer, dropBadAck                            atomic.Uint64
+	deadPeers, sendErrors                               atomic.Uint64
+}
+
+// engine is the protocol core: endpoints, the connection state machine,
+// reliability and flow control over a Link. It starts no goroutines and
+// reads no clock: every entry point takes now, in nanoseconds from any
+// fixed origin, so tests drive it with a virtual clock. It is owned by one
+// goroutine at a time (the poller role).
+type engine struct {
+	link Link
+	cfg  engineConfig
+	rng  *rand.Rand
+	mtu  int
+	mss  int
+
+	pool    *bufPool
+	reserve int // free buffers sends must leave for receives
+
+	eps     []*endpoint // by index
+	gens    []uint16
+	freeIdx []uint32
+	nEps    int
+
+	ports    map[uint16]*endpoint
+	children map[connKey]*endpoint // accepted-side connections by connector's key
+	quiet    map[connKey]int64     // closed children: duplicate connects ignored until then
+
+	timers  []*endpoint // min-heap on wakeAt
+	changed []*endpoint
+	output  []*endpoint
+	starved []*endpoint
+
+	now         int64
+	linkErr     error // last error of Flush
+	lastSendErr error // error of the last Send, for sendCtl
+	unflushed   int   // datagrams sent since the last Flush
+	hdr         Header
+	rhdr        Header
+	ctl         []byte // control frame scratch
+	inputFn     func(netip.Addr, []byte)
+
+	st engineStats
+}
+
+func newEngine(link Link, cfg engineConfig, seed [32]byte) (*engine, error) {
+	mtu := link.MTU()
+	if mtu < HeaderLen+64 {
+		return nil, configErr("link MTU %d is too small: sdx needs at least %d", mtu, HeaderLen+64)
+	}
+	if mtu > 65535 {
+		mtu = 65535
+	}
+	e := &engine{
+		link:     link,
+		cfg:      cfg,
+		rng:      rand.New(rand.NewChaCha8(seed)),
+		mtu:      mtu,
+		mss:      mtu - HeaderLen,
+		pool:     newBufPool(cfg.Buffers, mtu),
+		reserve:  cfg.Buffers / 4,
+		eps:      make([]*endpoint, 0, 64),
+		ports:    make(map[uint16]*endpoint),
+		children: make(map[connKey]*endpoint),
+		quiet:    make(map[connKey]int64),
+		ctl:      make([]byte, HeaderLen+sackLen*MaxSACK),
+	}
+	e.inputFn = e.input
+	return e, nil
+}
+
+// ---- endpoints -------------------------------------------------------
+
+func (e *engine) newEndpoint() (*endpoint, error) {
+	if e.nEps >= e.cfg.MaxConns {
+		return nil, ErrMFile
+	}
+	var idx uint32
+	if k := len(e.freeIdx); k > 0 {
+		idx = e.freeIdx[k-1]
+		e.freeIdx = e.freeIdx[:k-1]
+	} else {
+		idx = uint32(len(e.eps))
+		e.eps = append(e.eps, nil)
+		e.gens = append(e.gens, 0)
+	}
+	e.gens[idx] = (e.gens[idx] + 1) & (1<<(32-idBits) - 1)
+	ep := &endpoint{
+		id:      uint32(e.gens[idx])<<idBits | (idx + 1),
+		heapIdx: -1,
+	}
+	e.eps[idx] = ep
+	e.nEps++
+	return ep, nil
+}
+
+func (e *engine) lookup(id uint32) *endpoint {
+	idx := id&idMask - 1
+	if id&idMask == 0 || int(idx) >= len(e.eps) {
+		return nil
+	}
+	ep := e.eps[idx]
+	if ep == nil || ep.id != id {
+		return nil
+	}
+	return ep
+}
+
+// release frees everything an endpoint holds and its table slot. The
+// endpoint must not be used afterwards.
+func (e *engine) release(ep *endpoint) {
+	if ep.starved {
+		for i, s := range e.starved {
+			if s == ep {
+				e.starved = append(e.starved[:i], e.starved[i+1:]...)
+				break
+			}
+		}
+		ep.starved = false
+	}
+	e.dropData(ep)
+	e.unschedule(ep)
+	if ep.ownPort && e.ports[ep.lport] == ep {
+		delete(e.ports, ep.lport)
+	}
+	ep.ownPort = false
+	if ep.key.id != 0 {
+		if e.children[ep.key] == ep {
+			delete(e.children, ep.key)
+		}
+		e.quietKey(ep.key)
+		ep.key = connKey{}
+	}
+	if p := ep.parent; p != nil {
+		for i, c := range p.backlog {
+			if c == ep {
+				p.backlog = append(p.backlog[:i], p.backlog[i+1:]...)
+				break
+			}
+		}
+		ep.parent = nil
+	}
+	idx := ep.id&idMask - 1
+	e.eps[idx] = nil
+	e.freeIdx = append(e.freeIdx, idx)
+	e.nEps--
+	ep.state = StateClosed
+	ep.released = true
+	ep.segs, ep.rq, ep.ooo, ep.backlog = nil, nil, nil, nil
+}
+
+// quietKey remembers a closed child's key for the dead-peer bound, so a
+// late duplicate of its connect request does not open a ghost connection.
+func (e *engine) quietKey(k connKey) {
+	if len(e.quiet) >= 4*e.cfg.MaxConns {
+		for q, until := range e.quiet {
+			if until <= e.now {
+				delete(e.quiet, q)
+			}
+		}
+	}
+	e.quiet[k] = e.now + int64(e.cfg.Timeout)
+}
+
+// dropData frees every buffer the endpoint holds.
+func (e *engine) dropData(ep *endpoint) {
+	for i := range ep.slen {
+		s := &ep.segs[(ep.shead+i)&(len(ep.segs)-1)]
+		if s.buf != noBuf {
+			e.freeBuf(s.buf)
+		}
+		*s = seg{}
+	}
+	ep.shead, ep.slen, ep.sent = 0, 0, 0
+	for i := range ep.rqLen {
+		r := &ep.rq[(ep.rqHead+i)&(len(ep.rq)-1)]
+		e.freeBuf(r.buf)
+		*r = rseg{}
+	}
+	ep.rqHead, ep.rqLen, ep.rqBytes = 0, 0, 0
+	for i := range ep.ooo {
+		e.freeBuf(ep.ooo[i].buf)
+	}
+	clear(ep.ooo)
+	ep.ooo = ep.ooo[:0]
+	ep.finPending = false
+}
+
+func (e *engine) bind(ep *endpoint, port uint16) error {
+	if ep.state != StateClosed {
+		return ErrInvalid
+	}
+	if port == 0 {
+		start := ephemeralLo + e.rng.IntN(ephemeralHi-ephemeralLo+1)
+		for i := range ephemeralHi - ephemeralLo + 1 {
+			p := uint16(ephemeralLo + (start-ephemeralLo+i)%(ephemeralHi-ephemeralLo+1))
+			if e.ports[p] == nil {
+				port = p
+				break
+			}
+		}
+		if port == 0 {
+			return ErrAddrInUse
+		}
+	} else if e.ports[port] != nil {
+		return ErrAddrInUse
+	}
+	e.ports[port] = ep
+	ep.lport = port
+	ep.ownPort = true
+	ep.state = StateBound
+	return nil
+}
+
+func (e *engine) listen(ep *endpoint, backlog int) error {
+	switch ep.state {
+	case StateBound:
+	case StateListening:
+	default:
+		return ErrInvalid
+	}
+	ep.backlogMax = min(max(backlog, 1), e.cfg.MaxBacklog)
+	ep.state = StateListening
+	return nil
+}
+
+// connect starts the handshake to raddr:rport, binding an ephemeral port
+// first if needed.
+func (e *engine) connect(ep *endpoint, to netip.AddrPort) error {
+	switch ep.state {
+	case StateClosed:
+		if err := e.bind(ep, 0); err != nil {
+			return err
+		}
+	case StateBound:
+	case StateConnecting:
+		return ErrAlready
+	case StateEstablished:
+		return ErrIsConn
+	default:
+		return ErrInvalid
+	}
+	if !to.Addr().Is4() || to.Port() == 0 || to.Addr().IsUnspecified() {
+		return ErrAddrNotAvail
+	}
+	e.initConn(ep)
+	ep.raddr, ep.rport = to.Addr(), to.Port()
+	ep.token = e.rng.Uint64() | 1
+	ep.state = StateConnecting
+	ep.lastHeard = e.now
+	e.sendCtl(ep, OpConnect, ReasonNone)
+	ep.synSent, ep.synOnce = e.now, true
+	ep.rtoAt = e.now + ep.rto
+	e.schedule(ep, ep.rtoAt)
+	return nil
+}
+
+// initConn gives an endpoint its rings and timers.
+func (e *engine) initConn(ep *endpoint) {
+	nseg := pow2(e.cfg.SendBuffer/e.mss + 2)
+	ep.segs = make([]seg, nseg)
+	ep.oooMax = max(16, 2*(e.cfg.RecvBuffer/e.mss+1))
+	ep.rq = make([]rseg, pow2(e.cfg.RecvBuffer/e.mss+2+ep.oooMax))
+	ep.ooo = make([]oseg, 0, ep.oooMax)
+	ep.rto = int64(e.cfg.InitialRTO)
+	ep.lastEdge = uint64(e.cfg.RecvBuffer)
+}
+
+func pow2(n int) int {
+	p := 1
+	for p < n {
+		p <<= 1
+	}
+	return p
+}
+
+// accept takes the oldest connection from a listener's backlog, nil when
+// there is none.
+func (e *engine) accept(l *endpoint) *endpoint {
+	if l.state != StateListening || len(l.backlog) == 0 {
+		return nil
+	}
+	c := l.backlog[0]
+	copy(l.backlog, l.backlog[1:])
+	l.backlog[len(l.backlog)-1] = nil
+	l.backlog = l.backlog[:len(l.backlog)-1]
+	c.parent = nil
+	return c
+}
+
+// write copies as much of b into the send buffer as fits and returns how
+// many bytes it took.
+func (e *engine) write(ep *endpoint, b []byte) (int, error) {
+	switch {
+	case ep.state == StateFailed:
+		return 0, ep.err
+	case ep.state != StateEstablished:
+		return 0, ErrNotConn
+	case ep.finQd:
+		return 0, ErrShutdown
+	}
+	n := 0
+	mask := len(ep.segs) - 1
+	for n < len(b) && int(ep.sndEnd-ep.sndUna) < e.cfg.SendBuffer {
+		room := e.cfg.SendBuffer - int(ep.sndEnd-ep.sndUna)
+		if ep.slen > ep.sent {
+			// The newest segment is not yet transmitted: fill it up.
+			s := &ep.segs[(ep.shead+ep.slen-1)&mask]
+			if int(s.n) < e.mss {
+				k := copy(e.pool.buf(s.buf)[HeaderLen+int(s.n):HeaderLen+e.mss], b[n:min(len(b), n+room)])
+				s.n += uint16(k)
+				n += k
+				ep.sndEnd += uint64(k)
+				continue
+			}
+		}
+		if ep.slen == len(ep.segs) {
+			break
+		}
+		if e.pool.nfree() <= e.reserve {
+			e.starve(ep)
+			break
+		}
+		buf, _ := e.pool.get(placeSendQueued)
+		k := copy(e.pool.buf(buf)[HeaderLen:HeaderLen+e.mss], b[n:min(len(b), n+room)])
+		ep.segs[(ep.shead+ep.slen)&mask] = seg{seq: ep.sndEnd, buf: buf, n: uint16(k)}
+		ep.slen++
+		n += k
+		ep.sndEnd += uint64(k)
+	}
+	if n > 0 {
+		e.queueOutput(ep)
+	}
+	return n, nil
+}
+
+// writable reports whether write would take at least one byte, or fail.
+func (e *engine) writable(ep *endpoint) bool {
+	if ep.state != StateEstablished || ep.finQd {
+		return true
+	}
+	return int(ep.sndEnd-ep.sndUna) < e.cfg.SendBuffer && (ep.slen < len(ep.segs) || ep.slen > ep.sent) &&
+		e.pool.nfree() > e.reserve
+}
+
+func (e *engine) starve(ep *endpoint) {
+	if !ep.starved {
+		ep.starved = true
+		e.starved = append(e.starved, ep)
+	}
+}
+
+// shutdown ends the send direction: a disconnect marker follows the data.
+func (e *engine) shutdown(ep *endpoint) error {
+	switch {
+	case ep.state == StateFailed:
+		return ep.err
+	case ep.state != StateEstablished:
+		return ErrNotConn
+	case ep.finQd:
+		return nil
+	}
+	if ep.slen == len(ep.segs) {
+		return ErrNoBufs
+	}
+	ep.segs[(ep.shead+ep.slen)&(len(ep.segs)-1)] = seg{seq: ep.sndEnd, buf: noBuf, fin: true}
+	ep.slen++
+	ep.sndEnd++
+	ep.finQd = true
+	e.queueOutput(ep)
+	return nil
+}
+
+// read copies received in-order data into b. It returns 0, nil at the end
+// of the stream and 0, err when the connection failed; 0, nil with
+// readable false means nothing is there yet.
+func (e *engine) read(ep *endpoint, b []byte) (int, error) {
+	if ep.state == StateFailed {
+		return 0, ep.err
+	}
+	if ep.state != StateEstablished {
+		return 0, ErrNotConn
+	}
+	n := 0
+	mask := len(ep.rq) - 1
+	for n < len(b) && ep.rqLen > 0 {
+		r := &ep.rq[ep.rqHead]
+		k := copy(b[n:], e.pool.buf(r.buf)[r.off:r.end])
+		r.off += uint16(k)
+		n += k
+		ep.rqBytes -= k
+		if r.off == r.end {
+			e.freeBuf(r.buf)
+			*r = rseg{}
+			ep.rqHead = (ep.rqHead + 1) & mask
+			ep.rqLen--
+		}
+	}
+	if len(ep.ooo) > 0 && ep.ooo[0].seq <= ep.rcvNxt {
+		e.pullOOO(ep)
+		e.checkFin(ep)
+	}
+	if n > 0 {
+		// Window update: the edge we advertised was less than an MSS
+		// away, or has fallen half a buffer behind.
+		edge := ep.rcvNxt + uint64(e.window(ep))
+		if ep.lastEdge-ep.rcvNxt < uint64(e.mss) && edge-ep.rcvNxt >= uint64(e.mss) ||
+			edge-ep.lastEdge >= uint64(e.cfg.RecvBuffer/2) {
+			e.ackSoon(ep, true)
+		}
+	}
+	return n, nil
+}
+
+// readable reports whether read would return data, end of stream or an
+// error.
+func (e *engine) readable(ep *endpoint) bool {
+	return ep.rqLen > 0 || ep.eof || ep.state == StateFailed
+}
+
+func (e *engine) window(ep *endpoint) uint32 {
+	return uint32(max(e.cfg.RecvBuffer-ep.rqBytes, 0))
+}
+
+// freeBuf returns a buffer and wakes writers that found the pool empty.
+func (e *engine) freeBuf(i uint32) {
+	e.pool.put(i)
+	if len(e.starved) > 0 && e.pool.nfree() > e.reserve {
+		for _, s := range e.starved {
+			s.starved = false
+			e.notify(s, evWritable)
+		}
+		clear(e.starved)
+		e.starved = e.starved[:0]
+	}
+}
+
+// abort is the hard close: a connection sends a reset, a listener resets
+// its backlog, and the endpoint's memory and port are freed at once. It
+// returns ErrNetDown when the link failed to take the reset.
+func (e *engine) abort(ep *endpoint) error {
+	var err error
+	switch ep.state {
+	case StateConnecting, StateEstablished:
+		if e.sendCtl(ep, OpReset, ReasonClosed) == ErrNetDown {
+			err = ErrNetDown
+		}
+	case StateListening:
+		for len(ep.backlog) > 0 {
+			c := ep.backlog[0]
+			if aerr := e.abort(c); aerr != nil {
+				err = aerr
+			}
+		}
+	}
+	e.release(ep)
+	if ferr := e.flush(); ferr == ErrNetDown {
+		err = ErrNetDown
+	}
+	return err
+}
+
+// fail ends a connection with err: its data is discarded, its timers
+// stopped, and its operations will fail with err.
+func (e *engine) fail(ep *endpoint, err error) {
+	if ep.state == StateFailed {
+		return
+	}
+	connecting := ep.state == StateConnecting
+	ep.state = StateFailed
+	ep.err = err
+	e.dropData(ep)
+	e.unschedule(ep)
+	ep.rtoAt, ep.ackAt, ep.ackNow = 0, 0, false
+	if connecting {
+		e.notify(ep, evConnected)
+	}
+	e.notify(ep, evFailed|evReadable|evWritable)
+}
+
+// ---- scheduling -------------------------------------------------------
+
+func (e *engine) notify(ep *endpoint, ev uint8) {
+	ep.ev |= ev
+	if !ep.changedQ {
+		ep.changedQ = true
+		e.changed = append(e.changed, ep)
+	}
+}
+
+func (e *engine) queueOutput(ep *endpoint) {
+	if !ep.outQ {
+		ep.outQ = true
+		e.output = append(e.output, ep)
+	}
+}
+
+// ackSoon asks for an ack: at once (now true) or within AckDelay.
+func (e *engine) ackSoon(ep *endpoint, now bool) {
+	if now {
+		ep.ackNow = true
+		e.queueOutput(ep)
+		return
+	}
+	if ep.ackAt == 0 {
+		ep.ackAt = e.now + int64(e.cfg.AckDelay)
+		e.schedule(ep, ep.ackAt)
+	}
+}
+
+// schedule makes sure the endpoint's timers run at t or earlier. Timers
+// that move later are not rescheduled: the endpoint wakes early and
+// re-arms.
+func (e *engine) schedule(ep *endpoint, t int64) {
+	t = max(t, e.now+1)
+	if ep.heapIdx >= 0 {
+		if t >= ep.wakeAt {
+			return
+		}
+		ep.wakeAt = t
+		e.heapUp(ep.heapIdx)
+		return
+	}
+	ep.wakeAt = t
+	ep.heapIdx = len(e.timers)
+	e.timers = append(e.timers, ep)
+	e.heapUp(ep.heapIdx)
+}
+
+func (e *engine) unschedule(ep *endpoint) {
+	i := ep.heapIdx
+	if i < 0 {
+		return
+	}
+	last := len(e.timers) - 1
+	e.heapSwap(i, last)
+	e.timers[last] = nil
+	e.timers = e.timers[:last]
+	ep.heapIdx = -1
+	if i < last {
+		e.heapDown(i)
+		e.heapUp(i)
+	}
+}
+
+func (e *engine) heapSwap(i, j int) {
+	e.timers[i], e.timers[j] = e.timers[j], e.timers[i]
+	e.timers[i].heapIdx = i
+	e.timers[j].heapIdx = j
+}
+
+func (e *engine) heapUp(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if e.timers[p].wakeAt <= e.timers[i].wakeAt {
+			return
+		}
+		e.heapSwap(i, p)
+		i = p
+	}
+}
+
+func (e *engine) heapDown(i int) {
+	n := len(e.timers)
+	for {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < n && e.timers[l].wakeAt < e.timers[m].wakeAt {
+			m = l
+		}
+		if r < n && e.timers[r].wakeAt < e.timers[m].wakeAt {
+			m = r
+		}
+		if m == i {
+			return
+		}
+		e.heapSwap(i, m)
+		i = m
+	}
+}
+
+// nextTimer returns when the earliest timer is due, and false when none is
+// armed.
+func (e *engine) nextTimer() (int64, bool) {
+	if len(e.timers) == 0 {
+		return 0, false
+	}
+	return e.timers[0].wakeAt, true
+}
+
+// ---- the poll step ----------------------------------------------------
+
+// poll runs one step: receive, timers, output, flush. It reports whether
+// anything happened.
+func (e *engine) poll(now int64) bool {
+	n := e.receive(now)
+	t := e.runTimers(now)
+	o := e.transmit()
+	return n > 0 || t || o
+}
+
+// receive takes up to rxBatch datagrams from the link and processes them.
+func (e *engine) receive(now int64) int {
+	e.now = now
+	return e.link.Receive(rxBatch, e.inputFn)
+}
+
+// runTimers runs the timers that are due.
+func (e *engine) runTimers(now int64) bool {
+	e.now = now
+	fired := false
+	for len(e.timers) > 0 && e.timers[0].wakeAt <= now {
+		ep := e.timers[0]
+		e.unschedule(ep)
+		e.onTimer(ep)
+		fired = true
+	}
+	return fired
+}
+
+// transmit sends what the endpoints in the output list have to send and
+// flushes the link. It reports whether it sent anything.
+func (e *engine) transmit() bool {
+	n := len(e.output)
+	for i := range n {
+		ep := e.output[i]
+		ep.outQ = false
+		if ep.state == StateEstablished {
+			e.sendData(ep)
+		}
+	}
+	// Endpoints queued again (out of transmit slots) wait for the next step.
+	k := copy(e.output, e.output[n:])
+	clear(e.output[k:])
+	e.output = e.output[:k]
+	sent := e.unflushed > 0
+	if sent {
+		e.flush()
+	}
+	return sent
+}
+
+func (e *engine) flush() error {
+	e.unflushed = 0
+	err := e.link.Flush()
+	e.linkErr = err
+	return err
+}
+
+// ---- input ------------------------------------------------------------
+
+func (e *engine) input(from netip.Addr, b []byte) {
+	e.st.datagramsIn.Add(1)
+	h := &e.rhdr
+	payload, err := h.Decode(b)
+	if err != nil {
+		if err == errChecksum {
+			e.st.dropChecksum.Add(1)
+		} else {
+			e.st.dropMalformed.Add(1)
+		}
+		return
+	}
+	if h.Op == OpConnect {
+		e.onConnect(from, h)
+		return
+	}
+	ep := e.lookup(h.DstConn)
+	if ep == nil && h.Op == OpReset && h.DstConn == 0 {
+		// A connector that closed before it learnt our id.
+		ep = e.children[connKey{peer: from, id: h.SrcConn, token: h.Token}]
+		if ep != nil && ep.state == StateEstablished {
+			ep.peerID = h.SrcConn
+		}
+	}
+	if ep == nil || !ep.state.IsConnection() {
+		e.st.dropUnknownConn.Add(1)
+		if h.Op != OpReset && h.Op != OpReject {
+			e.resetUnknown(from, h)
+		}
+		return
+	}
+	if from != ep.raddr || h.Token != ep.token || h.SrcPort != ep.rport || h.DstPort != ep.lport ||
+		(ep.state == StateEstablished && h.SrcConn != ep.peerID) {
+		e.st.dropBadToken.Add(1)
+		return
+	}
+	ep.lastHeard = e.now
+	switch h.Op {
+	case OpReject:
+		if ep.state == StateConnecting {
+			e.fail(ep, ErrConnRefused)
+		}
+		return
+	case OpReset:
+		e.st.resetsIn.Add(1)
+		e.fail(ep, ErrConnReset)
+		return
+	}
+	if ep.state == StateConnecting {
+		// Accept, or any valid frame of the acceptor if the accept was lost.
+		e.established(ep, h)
+	}
+	if h.Flags&FlagAck != 0 {
+		e.onAck(ep, h)
+		if ep.state != StateEstablished {
+			return
+		}
+	}
+	switch h.Op {
+	case OpData:
+		e.onData(ep, h.Seq, payload)
+	case OpDisconnect:
+		e.onFin(ep, h.Seq)
+	case OpProbe:
+		e.ackSoon(ep, true)
+	}
+}
+
+func (e *engine) established(ep *endpoint, h *Header) {
+	ep.peerID = h.SrcConn
+	ep.state = StateEstablished
+	if ep.synOnce {
+		e.rttSample(ep, e.now-ep.synSent)
+	}
+	ep.rto = e.rtoValue(ep)
+	ep.rtoAt = 0
+	ep.synOnce = false
+	e.schedule(ep, e.keepaliveAt(ep))
+	e.notify(ep, evConnected|evWritable)
+}
+
+func (e *engine) onConnect(from netip.Addr, h *Header) {
+	key := connKey{peer: from, id: h.SrcConn, token: h.Token}
+	if c := e.children[key]; c != nil {
+		if c.state == StateEstablished {
+			e.sendCtl(c, OpAccept, ReasonNone) // our accept was lost
+		}
+		return
+	}
+	if until, ok := e.quiet[key]; ok {
+		if until > e.now {
+			return
+		}
+		delete(e.quiet, key)
+	}
+	l := e.ports[h.DstPort]
+	reason := ReasonNone
+	switch {
+	case l == nil || l.state != StateListening:
+		reason = ReasonNoListener
+	case len(l.backlog) >= l.backlogMax+l.acceptWait:
+		reason = ReasonBacklogFull
+	}
+	var c *endpoint
+	if reason == ReasonNone {
+		var err error
+		if c, err = e.newEndpoint(); err != nil {
+			reason = ReasonNoResources
+		}
+	}
+	if reason != ReasonNone {
+		e.st.rejectsOut.Add(1)
+		e.reply(from, h, OpReject, reason)
+		return
+	}
+	e.initConn(c)
+	c.state = StateEstablished
+	c.lport = l.lport
+	c.raddr, c.rport = from, h.SrcPort
+	c.peerID, c.token = h.SrcConn, h.Token
+	c.key = key
+	c.sndRight = uint64(h.Window)
+	c.lastHeard = e.now
+	c.parent = l
+	e.children[key] = c
+	l.backlog = append(l.backlog, c)
+	e.sendCtl(c, OpAccept, ReasonNone)
+	e.schedule(c, e.keepaliveAt(c))
+	e.notify(l, evIncoming)
+}
+
+// resetUnknown answers a frame for a connection we do not have with a
+// reset carrying the frame's own ids and token, so its sender accepts it.
+func (e *engine) resetUnknown(from netip.Addr, h *Header) {
+	e.st.resetsOut.Add(1)
+	e.reply(from, h, OpReset, ReasonUnknownConn)
+}
+
+// reply sends a control frame back to the sender of h.
+func (e *engine) reply(to netip.Addr, h *Header, op Opcode, reason Reason) {
+	r := &e.hdr
+	*r = Header{
+		Op: op, Reason: reason,
+		SrcPort: h.DstPort, DstPort: h.SrcPort,
+		SrcConn: h.DstConn, DstConn: h.SrcConn,
+		Token: h.Token,
+	}
+	n := r.Put(e.ctl, 0)
+	e.sendRaw(nil, to, e.ctl[:n])
+}
+
+// onAck processes the ack, window and SACK blocks of a frame.
+func (e *engine) onAck(ep *endpoint, h *Header) {
+	ack := h.Ack
+	if ack > ep.sndNxt {
+		e.st.dropBadAck.Add(1)
+		return
+	}
+	grew := false
+	if edge := ack + uint64(h.Window); edge > ep.sndRight {
+		ep.sndRight = edge
+		grew = true
+	}
+	mask := len(ep.segs) - 1
+	if ack > ep.sndUna {
+		var sample int64 = -1
+		freed := false
+		for ep.sent > 0 {
+			s := &ep.segs[ep.shead]
+			if s.end() > ack {
+				break
+			}
+			if !s.resent && !s.sacked {
+				// A SACKed segment's cumulative ack comes late, when
+				// the hole before it is filled: no sample from it.
+				sample = e.now - s.sentAt
+			}
+			if s.fin {
+				ep.finAcked = true
+			}
+			if s.buf != noBuf {
+				e.freeBuf(s.buf)
+				freed = true
+			}
+			*s = seg{}
+			ep.shead = (ep.shead + 1) & mask
+			ep.sent--
+			ep.slen--
+		}
+		ep.sndUna = ack
+		ep.dupAcks = 0
+		if sample >= 0 {
+			e.rttSample(ep, sample)
+		}
+		ep.rto = e.rtoValue(ep)
+		if ep.sent > 0 {
+			ep.rtoAt = e.now + ep.rto
+			e.schedule(ep, ep.rtoAt)
+		} else {
+			ep.rtoAt = 0
+		}
+		if freed {
+			e.notify(ep, evWritable)
+		}
+	} else if ack == ep.sndUna && ep.sent > 0 && h.Op == OpAck && !grew {
+		ep.dupAcks++
+		if ep.dupAcks == 3 {
+			for i := range ep.sent {
+				s := &ep.segs[(ep.shead+i)&mask]
+				if !s.sacked {
+					if !s.fast && !s.rtx {
+						s.rtx, s.fast = true, true
+						e.st.fastRetransmits.Add(1)
+						e.queueOutput(ep)
+					}
+					break
+				}
+			}
+		}
+	}
+	if h.NSACK > 0 && ep.sent > 0 {
+		e.onSACK(ep, h)
+	}
+	if ep.slen > ep.sent {
+		e.queueOutput(ep) // new credit, or a persist timer to arm
+	}
+}
+
+// onSACK marks SACKed segments and retransmits, once, each unSACKed
+// segment with three SACKed segments above it.
+func (e *engine) onSACK(ep *endpoint, h *Header) {
+	mask := len(ep.segs) - 1
+	var sample int64 = -1
+	for b := range int(h.NSACK) {
+		blk := h.SACK[b]
+		for i := range ep.sent {
+			s := &ep.segs[(ep.shead+i)&mask]
+			if !s.sacked && s.seq >= blk.Start && s.end() <= blk.End {
+				s.sacked = true
+				if r := e.now - s.sentAt; !s.resent && (sample < 0 || r < sample) {
+					sample = r // the newest segment: the freshest round trip
+				}
+			}
+		}
+	}
+	if sample >= 0 {
+		e.rttSample(ep, sample)
+	}
+	above := 0
+	for i := ep.sent - 1; i >= 0; i-- {
+		s := &ep.segs[(ep.shead+i)&mask]
+		if s.sacked {
+			above++
+			continue
+		}
+		if above >= 3 && !s.fast && !s.rtx {
+			s.rtx, s.fast = true, true
+			e.st.fastRetransmits.Add(1)
+			e.queueOutput(ep)
+		}
+	}
+}
+
+// onData stores a data segment and decides when to ack it.
+func (e *engine) onData(ep *endpoint, seq uint64, p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	end := seq + uint64(len(p))
+	if end <= ep.rcvNxt {
+		e.st.dropDuplicate.Add(1)
+		e.ackSoon(ep, true) // our ack may have been lost
+		return
+	}
+	if seq < ep.rcvNxt {
+		p = p[ep.rcvNxt-seq:]
+		seq = ep.rcvNxt
+	}
+	if end > ep.rcvNxt+uint64(e.window(ep)) || (ep.finPending && end > ep.finSeq) || ep.eof {
+		e.st.dropOutOfWindow.Add(1)
+		e.ackSoon(ep, true)
+		return
+	}
+	if seq == ep.rcvNxt {
+		if !e.appendInOrder(ep, p) {
+			e.st.dropNoBuffer.Add(1)
+			return
+		}
+		ep.rcvNxt = end
+		hadHole := len(ep.ooo) > 0
+		e.pullOOO(ep)
+		e.checkFin(ep)
+		e.notify(ep, evReadable)
+		ep.unacked++
+		e.ackSoon(ep, hadHole || ep.unacked >= 2)
+		return
+	}
+	// Beyond a hole.
+	i := 0
+	for i < len(ep.ooo) && ep.ooo[i].seq < seq {
+		i++
+	}
+	if i > 0 && ep.ooo[i-1].seq+uint64(ep.ooo[i-1].n) >= end ||
+		i < len(ep.ooo) && ep.ooo[i].seq == seq && uint64(ep.ooo[i].n) >= uint64(len(p)) {
+		e.st.dropDuplicate.Add(1)
+		e.ackSoon(ep, true)
+		return
+	}
+	if len(ep.ooo) >= ep.oooMax {
+		e.st.dropNoBuffer.Add(1)
+		e.ackSoon(ep, true)
+		return
+	}
+	buf, ok := e.pool.get(placeOutOfOrder)
+	if !ok {
+		e.st.dropNoBuffer.Add(1)
+		e.ackSoon(ep, true)
+		return
+	}
+	copy(e.pool.buf(buf), p)
+	ep.ooo = append(ep.ooo, oseg{})
+	copy(ep.ooo[i+1:], ep.ooo[i:])
+	ep.ooo[i] = oseg{seq: seq, buf: buf, n: uint16(len(p))}
+	ep.lastOOO = seq
+	e.ackSoon(ep, true)
+}
+
+// appendInOrder copies in-order data into the receive queue, filling the
+// last buffer's free space first.
+func (e *engine) appendInOrder(ep *endpoint, p []byte) bool {
+	mask := len(ep.rq) - 1
+	need := 0
+	if ep.rqLen > 0 {
+		t := &ep.rq[(ep.rqHead+ep.rqLen-1)&mask]
+		need = max(len(p)-(e.pool.size-int(t.end)), 0)
+	} else {
+		need = len(p)
+	}
+	nbufs := (need + e.pool.size - 1) / e.pool.size
+	if nbufs > e.pool.nfree() || ep.rqLen+nbufs > len(ep.rq) {
+		return false
+	}
+	if ep.rqLen > 0 {
+		t := &ep.rq[(ep.rqHead+ep.rqLen-1)&mask]
+		k := copy(e.pool.buf(t.buf)[t.end:], p)
+		t.end += uint16(k)
+		p = p[k:]
+		ep.rqBytes += k
+	}
+	for len(p) > 0 {
+		buf, _ := e.pool.get(placeRecvQueued)
+		k := copy(e.pool.buf(buf), p)
+		ep.rq[(ep.rqHead+ep.rqLen)&mask] = rseg{buf: buf, end: uint16(k)}
+		ep.rqLen++
+		p = p[k:]
+		ep.rqBytes += k
+	}
+	return true
+}
+
+// pullOOO moves out-of-order segments that the cumulative ack has reached
+// into the receive queue.
+func (e *engine) pullOOO(ep *endpoint) {
+	mask := len(ep.rq) - 1
+	k := 0
+	for k < len(ep.ooo) && ep.ooo[k].seq <= ep.rcvNxt {
+		o := ep.ooo[k]
+		end := o.seq + uint64(o.n)
+		if end <= ep.rcvNxt {
+			e.freeBuf(o.buf)
+			k++
+			continue
+		}
+		if ep.rqLen == len(ep.rq) {
+			break // the reader frees room; SACKed data is never dropped
+		}
+		k++
+		off := uint16(ep.rcvNxt - o.seq)
+		e.pool.move(o.buf, placeRecvQueued)
+		ep.rq[(ep.rqHead+ep.rqLen)&mask] = rseg{buf: o.buf, off: off, end: o.n}
+		ep.rqLen++
+		ep.rqBytes += int(o.n - off)
+		ep.rcvNxt = end
+	}
+	if k > 0 {
+		n := copy(ep.ooo, ep.ooo[k:])
+		clear(ep.ooo[n:])
+		ep.ooo = ep.ooo[:n]
+	}
+}
+
+func (e *engine) onFin(ep *endpoint, seq uint64) {
+	if ep.eof || seq < ep.rcvNxt {
+		e.ackSoon(ep, true)
+		return
+	}
+	ep.finPending, ep.finSeq = true, seq
+	e.checkFin(ep)
+	e.ackSoon(ep, true)
+}
+
+func (e *engine) checkFin(ep *endpoint) {
+	if ep.finPending && !ep.eof && ep.rcvNxt == ep.finSeq {
+		ep.eof = true
+		ep.rcvNxt++
+		e.notify(ep, evReadable)
+	}
+}
+
+// ---- output -----------------------------------------------------------
+
+// sendData transmits retransmissions, then new segments within the peer's
+// window, then a pure ack if one is still owed. It reports whether it sent
+// anything.
+func (e *engine) sendData(ep *endpoint) bool {
+	mask := len(ep.segs) - 1
+	sent := false
+	acked := false
+	for i := range ep.sent {
+		s := &ep.segs[(ep.shead+i)&mask]
+		if !s.rtx || s.sacked {
+			s.rtx = false
+			continue
+		}
+		if !e.sendSeg(ep, s) {
+			e.queueOutput(ep)
+			return sent
+		}
+		s.rtx = false
+		s.resent = true
+		e.st.retransmits.Add(1)
+		sent, acked = true, true
+	}
+	for ep.sent < ep.slen {
+		s := &ep.segs[(ep.shead+ep.sent)&mask]
+		if !s.fin && s.seq+uint64(s.n) > ep.sndRight {
+			break
+		}
+		if s.buf != noBuf {
+			e.pool.move(s.buf, placeInFlight)
+		}
+		if !e.sendSeg(ep, s) {
+			if s.buf != noBuf {
+				e.pool.move(s.buf, placeSendQueued)
+			}
+			e.queueOutput(ep)
+			return sent
+		}
+		ep.sent++
+		ep.sndNxt = max(ep.sndNxt, s.end())
+		sent, acked = true, true
+	}
+	if ep.sent > 0 && ep.rtoAt == 0 {
+		ep.rtoAt = e.now + ep.rto
+		e.schedule(ep, ep.rtoAt)
+	}
+	if ep.sent == 0 && ep.slen > 0 && ep.rtoAt == 0 {
+		// Window closed with data waiting: probe with the RTO's backoff.
+		ep.rtoAt = e.now + ep.rto
+		e.schedule(ep, ep.rtoAt)
+	}
+	if ep.ackNow && !acked {
+		e.sendCtl(ep, OpAck, ReasonNone)
+		sent = true
+	}
+	return sent
+}
+
+// sendSeg encodes a segment's header in place and sends it. It reports
+// false when the link is out of transmit slots even after a flush.
+func (e *engine) sendSeg(ep *endpoint, s *seg) bool {
+	if s.fin {
+		e.fillHeader(ep, OpDisconnect, ReasonNone)
+		e.hdr.Seq = s.seq
+		n := e.hdr.Put(e.ctl, 0)
+		if !e.sendRaw(ep, ep.raddr, e.ctl[:n]) {
+			return false
+		}
+	} else {
+		e.fillHeader(ep, OpData, ReasonNone)
+		e.hdr.Seq = s.seq
+		b := e.pool.buf(s.buf)
+		n := e.hdr.Put(b, int(s.n))
+		if !e.sendRaw(ep, ep.raddr, b[:n]) {
+			return false
+		}
+		e.st.dataOut.Add(1)
+	}
+	s.sentAt = e.now
+	e.acked(ep)
+	return true
+}
+
+// fillHeader fills e.hdr for a frame on ep's connection.
+func (e *engine) fillHeader(ep *endpoint, op Opcode, reason Reason) {
+	h := &e.hdr
+	*h = Header{
+		Op:      op,
+		Reason:  reason,
+		SrcPort: ep.lport,
+		DstPort: ep.rport,
+		SrcConn: ep.id,
+		DstConn: ep.peerID,
+		Token:   ep.token,
+		Seq:     ep.sndNxt,
+		Window:  e.window(ep),
+	}
+	if ep.state == StateEstablished && op != OpReset {
+		h.Flags = FlagAck
+		h.Ack = ep.rcvNxt
+	}
+}
+
+// acked records that a frame carrying our ack and window went out.
+func (e *engine) acked(ep *endpoint) {
+	if e.hdr.Flags&FlagAck == 0 {
+		return
+	}
+	ep.ackNow = false
+	ep.ackAt = 0
+	ep.unacked = 0
+	ep.lastEdge = ep.rcvNxt + uint64(e.hdr.Window)
+}
+
+// sendCtl sends a frame without data on ep's connection: connect, accept,
+// ack (with SACK blocks), probe or reset. It returns the link's error.
+func (e *engine) sendCtl(ep *endpoint, op Opcode, reason Reason) error {
+	e.fillHeader(ep, op, reason)
+	h := &e.hdr
+	switch op {
+	case OpConnect:
+		h.DstConn = 0
+	case OpAccept:
+		h.Flags = FlagAck
+	case OpAck:
+		e.fillSACK(ep, h)
+		e.st.acksOut.Add(1)
+	case OpProbe:
+		e.st.probesOut.Add(1)
+	case OpReset:
+		e.st.resetsOut.Add(1)
+	}
+	n := h.Put(e.ctl, 0)
+	e.lastSendErr = nil
+	e.sendRaw(ep, ep.raddr, e.ctl[:n])
+	e.acked(ep)
+	return e.lastSendErr
+}
+
+// fillSACK describes the out-of-order data, the block holding the newest
+// segment first (RFC 2018).
+func (e *engine) fillSACK(ep *endpoint, h *Header) {
+	h.NSACK = 0
+	if len(ep.ooo) == 0 {
+		return
+	}
+	var blocks [2 * MaxSACK]SACKBlock
+	nb := 0
+	first := -1
+	for i := 0; i < len(ep.ooo) && nb < len(blocks); {
+		start := ep.ooo[i].seq
+		end := start + uint64(ep.ooo[i].n)
+		for i++; i < len(ep.ooo) && ep.ooo[i].seq <= end; i++ {
+			end = max(end, ep.ooo[i].seq+uint64(ep.ooo[i].n))
+		}
+		if ep.lastOOO >= start && ep.lastOOO < end {
+			first = nb
+		}
+		blocks[nb] = SACKBlock{Start: start, End: end}
+		nb++
+	}
+	if first > 0 {
+		blocks[0], blocks[first] = blocks[first], blocks[0]
+	}
+	for i := 0; i < nb && i < MaxSACK; i++ {
+		b := blocks[i]
+		b.Start = max(b.Start, h.Ack)
+		if b.End <= b.Start || b.End-h.Ack > 1<<32-1 {
+			continue
+		}
+		blocks[i] = b
+		h.SACK[h.NSACK] = blocks[i]
+		h.NSACK++
+	}
+}
+
+// sendRaw hands a datagram to the link, flushing once if the link is out
+// of transmit slots. It reports false only in that case.
+func (e *engine) sendRaw(ep *endpoint, to netip.Addr, b []byte) bool {
+	err := e.link.Send(to, b)
+	if err == ErrNoBufs || errors.Is(err, ErrNoBufs) {
+		e.flush()
+		err = e.link.Send(to, b)
+		if errors.Is(err, ErrNoBufs) {
+			return false
+		}
+	}
+	e.st.datagramsOut.Add(1)
+	e.unflushed++
+	if err != nil {
+		e.st.sendErrors.Add(1)
+		e.lastSendErr = err
+		if ep != nil {
+			ep.lastErr = err
+		}
+	}
+	return true
+}
+
+// ---- timers -----------------------------------------------------------
+
+func (e *engine) keepaliveAt(ep *endpoint) int64 {
+	idle := int64(e.cfg.Timeout) / 3
+	t := ep.lastHeard + idle
+	if ep.probeAt > t {
+		t = ep.probeAt
+	}
+	return min(t, ep.lastHeard+int64(e.cfg.Timeout))
+}
+
+func (e *engine) onTimer(ep *endpoint) {
+	now := e.now
+	if !ep.state.IsConnection() {
+		return
+	}
+	if now-ep.lastHeard >= int64(e.cfg.Timeout) {
+		e.st.deadPeers.Add(1)
+		err := ErrTimedOut
+		switch {
+		case e.linkErr == ErrNetDown || ep.lastErr == ErrNetDown:
+			err = ErrNetDown
+		case ep.lastErr == ErrHostUnreach:
+			err = ErrHostUnreach
+		}
+		if ep.state == StateEstablished {
+			e.sendCtl(ep, OpReset, ReasonTimedOut)
+		}
+		e.fail(ep, err)
+		return
+	}
+	if ep.state == StateConnecting {
+		if now >= ep.rtoAt {
+			e.sendCtl(ep, OpConnect, ReasonNone)
+			ep.synOnce = false // Karn: no sample from a repeated request
+			ep.rto = min(2*ep.rto, int64(e.cfg.MaxRTO))
+			ep.rtoAt = now + ep.rto
+			e.st.rtoExpiries.Add(1)
+		}
+		e.schedule(ep, min(ep.rtoAt, ep.lastHeard+int64(e.cfg.Timeout)))
+		return
+	}
+	if ep.ackAt != 0 && now >= ep.ackAt {
+		ep.ackAt = 0
+		e.ackSoon(ep, true)
+	}
+	if ep.rtoAt != 0 && now >= ep.rtoAt {
+		e.onRTO(ep)
+	}
+	idle := int64(e.cfg.Timeout) / 3
+	if now-ep.lastHeard >= idle && now >= ep.probeAt {
+		e.sendCtl(ep, OpProbe, ReasonNone)
+		ep.probeAt = now + int64(e.cfg.Timeout)/6
+	}
+	next := e.keepaliveAt(ep)
+	if ep.rtoAt != 0 {
+		next = min(next, ep.rtoAt)
+	}
+	if ep.ackAt != 0 {
+		next = min(next, ep.ackAt)
+	}
+	e.schedule(ep, next)
+}
+
+// onRTO handles the retransmission timer: everything sent more than one
+// RTO ago and not SACKed is presumed lost; the RTO backs off.
+func (e *engine) onRTO(ep *endpoint) {
+	e.st.rtoExpiries.Add(1)
+	mask := len(ep.segs) - 1
+	if ep.sent == 0 {
+		if ep.slen > 0 && ep.segs[ep.shead].seq+uint64(ep.segs[ep.shead].n) > ep.sndRight {
+			// Zero window: probe.
+			e.sendCtl(ep, OpProbe, ReasonNone)
+			ep.rto = min(2*ep.rto, int64(e.cfg.MaxRTO))
+			ep.rtoAt = e.now + ep.rto
+			return
+		}
+		ep.rtoAt = 0
+		e.queueOutput(ep)
+		return
+	}
+	cutoff := e.now - ep.rto
+	marked := false
+	for i := range ep.sent {
+		s := &ep.segs[(ep.shead+i)&mask]
+		s.fast = false
+		if s.sacked {
+			continue
+		}
+		if !marked || s.sentAt <= cutoff {
+			s.rtx = true
+			marked = true
+		}
+	}
+	ep.dupAcks = 0
+	ep.rto = min(2*ep.rto, int64(e.cfg.MaxRTO))
+	ep.rtoAt = e.now + ep.rto
+	e.queueOutput(ep)
+}
+
+// rttSample folds one round-trip measurement into SRTT and RTTVAR
+// (RFC 6298 section 2).
+func (e *engine) rttSample(ep *endpoint, r int64) {
+	if r < 0 {
+		return
+	}
+	if ep.srtt == 0 {
+		ep.srtt = max(r, 1)
+		ep.rttvar = r / 2
+		return
+	}
+	d := ep.srtt - r
+	if d < 0 {
+		d = -d
+	}
+	ep.rttvar = (3*ep.rttvar + d) / 4
+	ep.srtt = max((7*ep.srtt+r)/8, 1)
+}
+
+// rtoValue is SRTT + 4·RTTVAR within [MinRTO, MaxRTO], or InitialRTO
+// before the first sample.
+func (e *engine) rtoValue(ep *endpoint) int64 {
+	if ep.srtt == 0 {
+		return int64(e.cfg.InitialRTO)
+	}
+	return min(max(ep.srtt+4*ep.rttvar, int64(e.cfg.MinRTO)), int64(e.cfg.MaxRTO))
+}

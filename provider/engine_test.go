@@ -1,0 +1,640 @@
+package provider
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// vnet drives engines on a MemNetwork with a virtual clock: it steps every
+// engine until nothing happens, then jumps to the next timer or delayed
+// datagram. Runs are deterministic for a seed.
+type vnet struct {
+	t     testing.TB
+	net   *MemNetwork
+	now   int64
+	hosts []*engine
+	links []*MemLink
+}
+
+func newVNet(t testing.TB, seed uint64, f Faults, cfg engineConfig, nhosts int) *vnet {
+	t.Helper()
+	v := &vnet{t: t, net: NewMemNetwork(seed)}
+	v.net.SetClock(func() time.Duration { return time.Duration(v.now) })
+	v.net.SetFaults(f)
+	for i := range nhosts {
+		l, err := v.net.NewLink()
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := newEngine(l, cfg, [32]byte{byte(seed), byte(seed >> 8), byte(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.hosts = append(v.hosts, e)
+		v.links = append(v.links, l)
+	}
+	return v
+}
+
+// step polls every engine once at the current time, dropping the events
+// meant for the SPI, and reports whether anything happened.
+func (v *vnet) step() bool {
+	any := false
+	for _, e := range v.hosts {
+		if e.poll(v.now) {
+			any = true
+		}
+		for _, ep := range e.changed {
+			ep.changedQ, ep.ev = false, 0
+		}
+		clear(e.changed)
+		e.changed = e.changed[:0]
+	}
+	return any
+}
+
+// advance moves the clock to the next timer or delivery.
+func (v *vnet) advance() {
+	next := int64(1<<62 - 1)
+	for _, e := range v.hosts {
+		if t, ok := e.nextTimer(); ok && t < next {
+			next = t
+		}
+	}
+	if d, ok := v.net.NextDelivery(); ok && int64(d) < next {
+		next = int64(d)
+	}
+	v.now = max(v.now+1, next)
+}
+
+// run steps until cond holds; it fails the test if that takes more than
+// limit of virtual time.
+func (v *vnet) run(limit time.Duration, cond func() bool) {
+	v.t.Helper()
+	deadline := v.now + int64(limit)
+	for !cond() {
+		if v.now > deadline {
+			v.t.Fatalf("condition not met within %v of virtual time", limit)
+		}
+		if !v.step() {
+			v.advance()
+		}
+	}
+}
+
+func (v *vnet) addr(i int) netip.Addr { return v.links[i].LocalAddr() }
+
+// listen makes host i listen on port.
+func (v *vnet) listen(i int, port uint16, backlog int) *endpoint {
+	v.t.Helper()
+	e := v.hosts[i]
+	l, err := e.newEndpoint()
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	if err := e.bind(l, port); err != nil {
+		v.t.Fatal(err)
+	}
+	if err := e.listen(l, backlog); err != nil {
+		v.t.Fatal(err)
+	}
+	return l
+}
+
+// dial connects host i to host j's port and waits for the outcome.
+func (v *vnet) dial(i, j int, port uint16) *endpoint {
+	v.t.Helper()
+	e := v.hosts[i]
+	c, err := e.newEndpoint()
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	e.now = v.now
+	if err := e.connect(c, netip.AddrPortFrom(v.addr(j), port)); err != nil {
+		v.t.Fatal(err)
+	}
+	v.run(time.Minute, func() bool { return c.state != StateConnecting })
+	return c
+}
+
+// pair returns a connection from host 0 to host 1 and its accepted end.
+func (v *vnet) pair() (a, b *endpoint) {
+	v.t.Helper()
+	l := v.listen(1, 80, 16)
+	a = v.dial(0, 1, 80)
+	if a.state != StateEstablished {
+		v.t.Fatalf("connect: %v %v", a.state, a.err)
+	}
+	v.run(time.Minute, func() bool { return len(l.backlog) > 0 })
+	b = v.hosts[1].accept(l)
+	return a, b
+}
+
+func testEngineConfig() engineConfig {
+	c := defaultEngineConfig()
+	c.MaxConns = 64
+	c.Buffers = 2048
+	return c
+}
+
+func checkPool(t testing.TB, e *engine) {
+	t.Helper()
+	var sum int64
+	for pl := range numBufPlaces {
+		sum += e.pool.count(pl)
+	}
+	if sum != int64(e.pool.total()) || e.pool.count(placeFree) != int64(e.pool.nfree()) {
+		t.Fatalf("pool accounting: places add to %d of %d, free %d/%d", sum, e.pool.total(), e.pool.count(placeFree), e.pool.nfree())
+	}
+}
+
+func TestEngineHandshake(t *testing.T) {
+	v := newVNet(t, 1, Faults{Delay: 50 * time.Microsecond}, testEngineConfig(), 2)
+	start := v.now
+	a, b := v.pair()
+	if a.peerID != b.id || b.peerID != a.id || a.token != b.token || a.token == 0 {
+		t.Fatalf("ids %x/%x %x/%x tokens %x %x", a.id, b.peerID, b.id, a.peerID, a.token, b.token)
+	}
+	if a.raddr != v.addr(1) || a.rport != 80 || b.raddr != v.addr(0) || b.rport != a.lport || b.lport != 80 {
+		t.Fatalf("names: %v:%d -> %v:%d", b.raddr, b.rport, a.raddr, a.rport)
+	}
+	if a.lport < ephemeralLo {
+		t.Fatalf("ephemeral port %d", a.lport)
+	}
+	if d := time.Duration(v.now - start); d > time.Millisecond {
+		t.Fatalf("handshake took %v of virtual time with a 50µs delay", d)
+	}
+	// The first connect's round trip is an RTT sample.
+	if a.srtt != int64(100*time.Microsecond) {
+		t.Fatalf("srtt %v after the handshake", time.Duration(a.srtt))
+	}
+}
+
+func TestEngineHandshakeLossy(t *testing.T) {
+	for seed := range uint64(20) {
+		v := newVNet(t, seed, Faults{Loss: 0.3, Dup: 0.3, Reorder: 0.3}, testEngineConfig(), 2)
+		a, b := v.pair()
+		if a.state != StateEstablished || b.state != StateEstablished {
+			t.Fatalf("seed %d: %v %v", seed, a.state, b.state)
+		}
+		// Duplicated connect requests opened no second connection.
+		v.run(time.Second, func() bool { return v.net.Queued() == 0 })
+		if n := v.hosts[1].nEps; n != 2 {
+			t.Fatalf("seed %d: %d endpoints at the acceptor, want listener + 1", seed, n)
+		}
+	}
+}
+
+func TestEngineRefused(t *testing.T) {
+	cfg := testEngineConfig()
+	v := newVNet(t, 1, Faults{Delay: 50 * time.Microsecond}, cfg, 2)
+	start := v.now
+	c := v.dial(0, 1, 81)
+	if c.state != StateFailed || !errors.Is(c.err, ErrConnRefused) {
+		t.Fatalf("no listener: %v %v", c.state, c.err)
+	}
+	if d := time.Duration(v.now - start); d > 200*time.Microsecond {
+		t.Fatalf("refusal took %v", d)
+	}
+
+	l := v.listen(1, 80, 1)
+	if c := v.dial(0, 1, 80); c.state != StateEstablished {
+		t.Fatalf("first connect: %v", c.err)
+	}
+	start = v.now
+	c = v.dial(0, 1, 80)
+	if !errors.Is(c.err, ErrConnRefused) {
+		t.Fatalf("backlog full: %v %v", c.state, c.err)
+	}
+	if d := time.Duration(v.now - start); d > 200*time.Microsecond {
+		t.Fatalf("refusal took %v", d)
+	}
+	if len(l.backlog) != 1 || v.hosts[1].st.rejectsOut.Load() != 2 {
+		t.Fatalf("backlog %d, rejects %d", len(l.backlog), v.hosts[1].st.rejectsOut.Load())
+	}
+	// An accept makes room.
+	v.hosts[1].accept(l)
+	if c := v.dial(0, 1, 80); c.state != StateEstablished {
+		t.Fatalf("after accept: %v", c.err)
+	}
+}
+
+func TestEngineAddrInUse(t *testing.T) {
+	v := newVNet(t, 1, Faults{}, testEngineConfig(), 1)
+	e := v.hosts[0]
+	a, _ := e.newEndpoint()
+	b, _ := e.newEndpoint()
+	if err := e.bind(a, 80); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.bind(b, 80); !errors.Is(err, ErrAddrInUse) {
+		t.Fatalf("second bind: %v", err)
+	}
+	if err := e.bind(a, 81); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("rebind: %v", err)
+	}
+	e.abort(a)
+	if err := e.bind(b, 80); err != nil {
+		t.Fatalf("bind after close: %v", err)
+	}
+}
+
+// transfer sends size seeded bytes from a to b (and, if both, the same
+// amount from b to a) and checks their SHA-256. It returns the virtual
+// time it took.
+func transfer(t testing.TB, v *vnet, a, b *endpoint, size int, seed uint64, both bool) time.Duration {
+	t.Helper()
+	start := v.now
+	type dir struct {
+		se, re    *engine
+		src, dst  *endpoint
+		gen       *rand.ChaCha8
+		pending   []byte
+		chunk     []byte
+		sent, got int
+		sum       [32]byte
+		h         interface{ Write([]byte) (int, error) }
+		hash      func() []byte
+		want      []byte
+	}
+	mk := func(se, re *engine, src, dst *endpoint, s uint64) *dir {
+		h := sha256.New()
+		w := sha256.New()
+		g := rand.NewChaCha8([32]byte{byte(s), byte(s >> 8), 'x'})
+		buf := make([]byte, 1<<16)
+		for n := 0; n < size; n += len(buf) {
+			k := min(len(buf), size-n)
+			g.Read(buf[:k])
+			w.Write(buf[:k])
+		}
+		return &dir{se: se, re: re, src: src, dst: dst, chunk: make([]byte, 1<<16), h: h,
+			hash: func() []byte { return h.Sum(nil) }, want: w.Sum(nil),
+			gen: rand.NewChaCha8([32]byte{byte(s), byte(s >> 8), 'x'})}
+	}
+	dirs := []*dir{mk(v.hosts[0], v.hosts[1], a, b, seed)}
+	if both {
+		dirs = append(dirs, mk(v.hosts[1], v.hosts[0], b, a, seed+1))
+	}
+	rbuf := make([]byte, 1<<16)
+	done := func() bool {
+		for _, d := range dirs {
+			if d.got < size {
+				return false
+			}
+		}
+		return true
+	}
+	for !done() {
+		for _, d := range dirs {
+			for d.sent < size {
+				if len(d.pending) == 0 {
+					k := min(len(d.chunk), size-d.sent-0)
+					d.pending = d.chunk[:k]
+					d.gen.Read(d.pending)
+				}
+				n, err := d.se.write(d.src, d.pending)
+				if err != nil {
+					t.Fatalf("write: %v", err)
+				}
+				if n == 0 {
+					break
+				}
+				d.pending = d.pending[n:]
+				d.sent += n
+			}
+			for {
+				n, err := d.re.read(d.dst, rbuf)
+				if err != nil {
+					t.Fatalf("read: %v", err)
+				}
+				if n == 0 {
+					break
+				}
+				d.h.Write(rbuf[:n])
+				d.got += n
+			}
+		}
+		if !v.step() {
+			v.advance()
+		}
+		if time.Duration(v.now-start) > time.Hour {
+			t.Fatalf("transfer stalled: %d/%d bytes", dirs[0].got, size)
+		}
+	}
+	for _, d := range dirs {
+		if d.got != size || !bytes.Equal(d.hash(), d.want) {
+			t.Fatalf("%d bytes received, SHA-256 %x, want %x", d.got, d.hash(), d.want)
+		}
+	}
+	return time.Duration(v.now - start)
+}
+
+func TestEngineStream(t *testing.T) {
+	size := 256 << 20
+	if testing.Short() {
+		size = 4 << 20
+	}
+	for _, p := range []float64{0, 0.01, 0.05} {
+		t.Run(fmt.Sprintf("loss=%v", p), func(t *testing.T) {
+			v := newVNet(t, 42, Faults{Loss: p, Dup: p, Reorder: p, Delay: 20 * time.Microsecond}, testEngineConfig(), 2)
+			a, b := v.pair()
+			start := time.Now()
+			vt := transfer(t, v, a, b, size, 42, false)
+			e0, e1 := v.hosts[0], v.hosts[1]
+			t.Logf("%d MiB in %v virtual, %v real; retransmits %d (fast %d, rto %d), duplicates dropped %d",
+				size>>20, vt, time.Since(start).Round(time.Millisecond), e0.st.retransmits.Load(),
+				e0.st.fastRetransmits.Load(), e0.st.rtoExpiries.Load(), e1.st.dropDuplicate.Load())
+			if p > 0 && e0.st.retransmits.Load() == 0 {
+				t.Fatal("no retransmissions at a lossy link")
+			}
+			checkPool(t, e0)
+			checkPool(t, e1)
+		})
+	}
+}
+
+func TestEngineStreamBothWays(t *testing.T) {
+	size := 16 << 20
+	if testing.Short() {
+		size = 1 << 20
+	}
+	v := newVNet(t, 3, Faults{Loss: 0.02, Dup: 0.02, Reorder: 0.02, Corrupt: 0.01}, testEngineConfig(), 2)
+	a, b := v.pair()
+	transfer(t, v, a, b, size, 3, true)
+	if v.hosts[0].st.dropChecksum.Load()+v.hosts[1].st.dropChecksum.Load() == 0 {
+		t.Fatal("no corrupted datagram was caught")
+	}
+}
+
+// A slow reader stalls its sender: memory stays within the buffers and
+// nothing is lost.
+func TestEngineSlowReader(t *testing.T) {
+	cfg := testEngineConfig()
+	cfg.SendBuffer = 64 << 10
+	cfg.RecvBuffer = 32 << 10
+	v := newVNet(t, 5, Faults{Loss: 0.01}, cfg, 2)
+	a, b := v.pair()
+	e0, e1 := v.hosts[0], v.hosts[1]
+	size := 2 << 20
+	if testing.Short() {
+		size = 256 << 10
+	}
+	src := make([]byte, size)
+	rand.NewChaCha8([32]byte{5}).Read(src)
+	var got []byte
+	sent := 0
+	buf := make([]byte, 1000)
+	maxHeld := [2]int64{}
+	for len(got) < size {
+		if sent < size {
+			n, err := e0.write(a, src[sent:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			sent += n
+		}
+		// Read 1000 bytes every millisecond: 1 MB/s.
+		if n, _ := e1.read(b, buf); n > 0 {
+			got = append(got, buf[:n]...)
+		}
+		v.step()
+		v.now += int64(time.Millisecond)
+		for i, e := range v.hosts {
+			maxHeld[i] = max(maxHeld[i], int64(e.pool.total()-e.pool.nfree()))
+		}
+		if int(a.sndEnd-a.sndUna) > cfg.SendBuffer || b.rqBytes > cfg.RecvBuffer {
+			t.Fatalf("over the buffers: %d unacked, %d unread", a.sndEnd-a.sndUna, b.rqBytes)
+		}
+	}
+	if !bytes.Equal(got, src) {
+		t.Fatal("data differs")
+	}
+	bound := func(bytes int) int64 { return int64(bytes/e0.mss + 3) }
+	if maxHeld[0] > bound(cfg.SendBuffer) || maxHeld[1] > 2*bound(cfg.RecvBuffer) {
+		t.Fatalf("buffers held: sender %d, receiver %d", maxHeld[0], maxHeld[1])
+	}
+	t.Logf("buffers held at most: sender %d, receiver %d; probes %d", maxHeld[0], maxHeld[1], e0.st.probesOut.Load())
+}
+
+func TestEngineDeadPeer(t *testing.T) {
+	cfg := testEngineConfig()
+	cfg.Timeout = 2 * time.Second
+	for _, withData := range []bool{false, true} {
+		v := newVNet(t, 9, Faults{}, cfg, 2)
+		a, _ := v.pair()
+		v.run(time.Second, func() bool { return v.net.Queued() == 0 })
+		v.step()
+		v.net.Partition(v.addr(0), v.addr(1), true)
+		start := v.now
+		if withData {
+			v.hosts[0].write(a, make([]byte, 100<<10))
+		}
+		v.run(time.Minute, func() bool { return a.state == StateFailed })
+		d := time.Duration(v.now - start)
+		if !errors.Is(a.err, ErrTimedOut) || d > cfg.Timeout {
+			t.Fatalf("data %v: %v after %v, want ETIMEDOUT within %v", withData, a.err, d, cfg.Timeout)
+		}
+		if !withData && v.hosts[0].st.probesOut.Load() == 0 {
+			t.Fatal("no keepalive probe")
+		}
+		checkPool(t, v.hosts[0])
+		if n := v.hosts[0].pool.nfree(); n != v.hosts[0].pool.total() {
+			t.Fatalf("%d buffers held after the failure", v.hosts[0].pool.total()-n)
+		}
+	}
+	// A connect to an address with no host times out within the bound.
+	v := newVNet(t, 9, Faults{}, cfg, 1)
+	start := v.now
+	c, _ := v.hosts[0].newEndpoint()
+	v.hosts[0].connect(c, netip.AddrPortFrom(netip.MustParseAddr("198.18.0.99"), 80))
+	v.run(time.Minute, func() bool { return c.state == StateFailed })
+	if d := time.Duration(v.now - start); !errors.Is(c.err, ErrTimedOut) || d > cfg.Timeout {
+		t.Fatalf("connect to nobody: %v after %v", c.err, d)
+	}
+}
+
+func TestEngineKeepaliveKeepsIdleConnection(t *testing.T) {
+	cfg := testEngineConfig()
+	cfg.Timeout = time.Second
+	v := newVNet(t, 9, Faults{}, cfg, 2)
+	a, b := v.pair()
+	target := v.now + int64(10*time.Second)
+	v.run(time.Minute, func() bool { return v.now >= target })
+	if a.state != StateEstablished || b.state != StateEstablished {
+		t.Fatalf("idle connection died: %v %v", a.err, b.err)
+	}
+	if v.hosts[0].st.probesOut.Load() < 5 {
+		t.Fatalf("%d probes in 10 s", v.hosts[0].st.probesOut.Load())
+	}
+}
+
+func TestEngineReset(t *testing.T) {
+	for _, dropFirst := range []bool{false, true} {
+		v := newVNet(t, 11, Faults{}, testEngineConfig(), 2)
+		dropped := 0
+		if dropFirst {
+			v.net.SetFaults(Faults{Drop: func(_, _ netip.Addr, d []byte) bool {
+				if Opcode(d[1]) == OpReset && dropped == 0 {
+					dropped++
+					return true
+				}
+				return false
+			}})
+		}
+		a, b := v.pair()
+		if err := v.hosts[0].abort(a); err != nil {
+			t.Fatal(err)
+		}
+		v.run(time.Second, func() bool { return v.net.Queued() == 0 })
+		v.step()
+		if dropFirst {
+			if dropped != 1 || b.state != StateEstablished {
+				t.Fatalf("reset not dropped: %d %v", dropped, b.state)
+			}
+			// The peer's next frame is answered with a reset.
+			v.hosts[1].write(b, []byte("anyone there?"))
+		}
+		v.run(time.Second, func() bool { return b.state == StateFailed })
+		if !errors.Is(b.err, ErrConnReset) {
+			t.Fatalf("drop %v: %v", dropFirst, b.err)
+		}
+		if n, err := v.hosts[1].read(b, make([]byte, 10)); n != 0 || !errors.Is(err, ErrConnReset) {
+			t.Fatalf("read after reset: %d %v", n, err)
+		}
+		checkPool(t, v.hosts[1])
+	}
+}
+
+func TestEngineForgedFramesDropped(t *testing.T) {
+	v := newVNet(t, 13, Faults{}, testEngineConfig(), 2)
+	a, b := v.pair()
+	e1 := v.hosts[1]
+	forge := func(op Opcode, token uint64, from netip.Addr) {
+		h := Header{Op: op, Flags: FlagAck, SrcPort: a.lport, DstPort: b.lport, SrcConn: a.id, DstConn: b.id, Token: token, Seq: 0, Ack: 0}
+		e1.input(from, AppendDatagram(nil, &h, []byte("forged")))
+	}
+	forge(OpReset, a.token^1, v.addr(0))
+	forge(OpData, a.token+1, v.addr(0))
+	forge(OpReset, a.token, netip.MustParseAddr("198.18.0.77"))
+	if b.state != StateEstablished || e1.st.dropBadToken.Load() != 3 {
+		t.Fatalf("forged frames: state %v, counted %d", b.state, e1.st.dropBadToken.Load())
+	}
+	if b.rqBytes != 0 {
+		t.Fatal("forged data was queued")
+	}
+	// A malformed frame is counted, not obeyed.
+	e1.input(v.addr(0), []byte{1, 6, 0})
+	if e1.st.dropMalformed.Load() != 1 {
+		t.Fatal("malformed frame not counted")
+	}
+	// The connection still works.
+	transfer(t, v, a, b, 100000, 1, true)
+}
+
+// Losing one data segment in the middle of a window is repaired by
+// SACK-driven fast retransmit, without waiting for the timer.
+func TestEngineFastRetransmit(t *testing.T) {
+	cfg := testEngineConfig()
+	cfg.MinRTO = 50 * time.Millisecond
+	cfg.InitialRTO = 50 * time.Millisecond
+	v := newVNet(t, 17, Faults{Delay: 10 * time.Microsecond}, cfg, 2)
+	a, b := v.pair()
+	dropped := false
+	v.net.SetFaults(Faults{Delay: 10 * time.Microsecond, Drop: func(_, _ netip.Addr, d []byte) bool {
+		var h Header
+		if _, err := h.Decode(d); err == nil && h.Op == OpData && h.Seq == 10*uint64(v.hosts[0].mss) && !dropped {
+			dropped = true
+			return true
+		}
+		return false
+	}})
+	d := transfer(t, v, a, b, 64*v.hosts[0].mss, 1, false)
+	e0 := v.hosts[0]
+	if !dropped || e0.st.fastRetransmits.Load() != 1 || e0.st.retransmits.Load() != 1 || e0.st.rtoExpiries.Load() != 0 {
+		t.Fatalf("dropped %v; fast %d, retransmits %d, rto %d", dropped, e0.st.fastRetransmits.Load(),
+			e0.st.retransmits.Load(), e0.st.rtoExpiries.Load())
+	}
+	if d >= cfg.MinRTO {
+		t.Fatalf("recovery took %v, no faster than the timer", d)
+	}
+}
+
+func TestEngineShutdownEOF(t *testing.T) {
+	v := newVNet(t, 19, Faults{Loss: 0.1, Reorder: 0.1}, testEngineConfig(), 2)
+	a, b := v.pair()
+	e0, e1 := v.hosts[0], v.hosts[1]
+	msg := bytes.Repeat([]byte("sdx"), 3000)
+	e0.write(a, msg)
+	if err := e0.shutdown(a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e0.write(a, msg); !errors.Is(err, ErrShutdown) {
+		t.Fatalf("write after shutdown: %v", err)
+	}
+	var got []byte
+	buf := make([]byte, 4096)
+	v.run(time.Minute, func() bool {
+		n, err := e1.read(b, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf[:n]...)
+		return n == 0 && b.eof
+	})
+	if !bytes.Equal(got, msg) {
+		t.Fatalf("got %d bytes before end of stream, want %d", len(got), len(msg))
+	}
+	v.run(time.Minute, func() bool { return a.finAcked })
+	// The other direction still works.
+	e1.write(b, []byte("reply"))
+	v.run(time.Minute, func() bool { n, _ := e0.read(a, buf); return n == 5 })
+}
+
+func TestRTOEstimator(t *testing.T) {
+	cfg := testEngineConfig()
+	cfg.MinRTO = time.Microsecond
+	v := newVNet(t, 1, Faults{}, cfg, 1)
+	e := v.hosts[0]
+	ep := &endpoint{}
+	if got := e.rtoValue(ep); got != int64(cfg.InitialRTO) {
+		t.Fatalf("initial RTO %d", got)
+	}
+	e.rttSample(ep, 1000)
+	if ep.srtt != 1000 || ep.rttvar != 500 || e.rtoValue(ep) != 3000 {
+		t.Fatalf("first sample: srtt %d rttvar %d rto %d", ep.srtt, ep.rttvar, e.rtoValue(ep))
+	}
+	e.rttSample(ep, 2000)
+	// RTTVAR = 3/4·500 + 1/4·|1000-2000| = 625; SRTT = 7/8·1000 + 1/8·2000 = 1125.
+	if ep.srtt != 1125 || ep.rttvar != 625 || e.rtoValue(ep) != 1125+4*625 {
+		t.Fatalf("second sample: srtt %d rttvar %d rto %d", ep.srtt, ep.rttvar, e.rtoValue(ep))
+	}
+	cfg.MinRTO = time.Millisecond
+	e.cfg = cfg
+	if e.rtoValue(ep) != int64(time.Millisecond) {
+		t.Fatal("MinRTO not applied")
+	}
+	ep.srtt = int64(time.Hour)
+	if e.rtoValue(ep) != int64(cfg.MaxRTO) {
+		t.Fatal("MaxRTO not applied")
+	}
+}
+
+func TestStateString(t *testing.T) {
+	for s := range numStates {
+		if s.String() == "" || s.String()[0] == 'S' {
+			t.Errorf("state %d: %q", s, s.String())
+		}
+	}
+	if State(99).String() != "State(99)" {
+		t.Error(State(99).String())
+	}
+	if !StateEstablished.IsConnected() || StateFailed.IsConnection() || !StateFailed.IsTerminal() || StateClosed.HasPort() {
+		t.Error("predicates")
+	}
+}
