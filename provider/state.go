@@ -5,20 +5,20 @@ import "fmt"
 // State is where an endpoint (the engine's side of a socket) is in its
 // life. Transitions, all made by the poller:
 //
-//	                Bind                  Listen
-//	 Closed ───────────────> Bound ─────────────────> Listening
-//	   │                       │                          │ connect in:
-//	   │ Connect (auto-bind)   │ Connect                  │ child created
-//	   └──────────┐   ┌────────┘                          v
-//	              v   v                             Established (child,
-//	          Connecting ── reject ──> Failed          in the backlog)
-//	              │       ── time-out ─>  │
-//	 accept, or a │                       │
-//	 valid frame  v                       │
-//	          Established ── reset in ──> Failed (ECONNRESET)
-//	              │        ── dead peer ─> Failed (ETIMEDOUT)
-//	              │
-//	  any state ──┴── abort (CloseSocket): reset out, memory freed ──> released
+//	               Bind                  Listen
+//	Closed ───────────────> Bound ─────────────────> Listening
+//	  │                       │                          │ connect in:
+//	  │ Connect (auto-bind)   │ Connect                  │ child created
+//	  └──────────┐   ┌────────┘                          v
+//	             v   v                             Established (child,
+//	         Connecting ── reject ──> Failed          in the backlog)
+//	             │       ── time-out ─>  │
+//	accept, or a │                       │
+//	valid frame  v                       │
+//	         Established ── reset in ──> Failed (ECONNRESET)
+//	             │        ── dead peer ─> Failed (ETIMEDOUT)
+//	             │
+//	 any state ──┴── abort (CloseSocket): reset out, memory freed ──> released
 //
 // Established includes the half-closed cases (Shutdown sent, or the peer's
 // disconnect received); Failed keeps the error until the socket is closed.
