@@ -106,8 +106,9 @@ type connKey struct {
 type endpoint struct {
 	id       uint32
 	state    State
-	released bool  // given back to the table; kept only by stale references
-	err      error // why the endpoint failed; nil otherwise
+	released bool    // given back to the table; kept only by stale references
+	err      error   // why the endpoint failed; nil otherwise
+	sock     *socket // the SPI's socket; nil for a child not yet accepted
 
 	// Naming.
 	lport   uint16

@@ -1,0 +1,173 @@
+package provider
+
+import (
+	"math/bits"
+	"time"
+)
+
+// PollMode says how the poller waits for work.
+type PollMode uint8
+
+const (
+	// PollAdaptive (the default) spins for Config.Spin after the last
+	// work, then sleeps in the link's Wait until input, a submission or a
+	// timer. A goroutine blocked in a blocking verb takes the poller role
+	// itself when it is free, so a ping-pong runs with one spinning
+	// goroutine per process instead of two. Cost: up to one CPU while
+	// traffic flows, none when idle; the first frame after an idle period
+	// pays a wake-up (a few microseconds on veth).
+	PollAdaptive PollMode = iota
+	// PollBusy keeps the dedicated poller spinning on the link forever:
+	// the lowest latency for posted operations, at the price of one full
+	// CPU for the provider's lifetime, busy or not. Blocking verbs hand
+	// their work to it and park, so each one pays a goroutine hand-off.
+	PollBusy
+)
+
+func (m PollMode) String() string {
+	switch m {
+	case PollAdaptive:
+		return "adaptive"
+	case PollBusy:
+		return "busy"
+	}
+	return "PollMode(?)"
+}
+
+// Config configures a Provider. Zero fields take the defaults named in
+// their comments.
+type Config struct {
+	// Link carries the provider's datagrams; the provider owns it from
+	// Startup on and closes it in Cleanup. Required.
+	Link Link
+
+	// Mode is the polling mode (default PollAdaptive).
+	Mode PollMode
+	// Spin is how long an adaptive poller keeps spinning after its last
+	// work before it sleeps (default 50µs).
+	Spin time.Duration
+
+	// MaxSockets is the size of the descriptor table (default 4096).
+	// Socket, Accept and Duplicate fail with EMFILE when it is full.
+	MaxSockets int
+	// MaxConnections bounds the endpoints: sockets plus connections in
+	// listeners' backlogs (default 2×MaxSockets). A connect request past
+	// it is rejected.
+	MaxConnections int
+	// MaxBacklog caps Listen's backlog (default 1024).
+	MaxBacklog int
+
+	// SendBuffer is the unacknowledged plus unsent bytes one connection
+	// may hold (default 256 KiB); RecvBuffer its received, unread bytes,
+	// which is the window it grants (default 256 KiB).
+	SendBuffer, RecvBuffer int
+	// Buffers is the number of datagram-sized buffers shared by all
+	// connections (default 8192: 11.5 MiB at a 1472-byte MTU). It bounds
+	// the provider's memory for data; a quarter is kept for receiving.
+	Buffers int
+
+	// MaxOps bounds the operations posted and not yet completed, all
+	// sockets together (default 16384); a post past it fails with ENOBUFS.
+	MaxOps int
+	// SubmitQueue is the size of the submission ring, a power of two
+	// (default 4096).
+	SubmitQueue int
+
+	// Retransmission timer bounds (defaults 10ms initial, 1ms min, 1s
+	// max) and the longest an ack is delayed (default 200µs).
+	InitialRTO, MinRTO, MaxRTO, AckDelay time.Duration
+	// Timeout is the dead-peer bound (default 10s): a connection that
+	// hears nothing from its peer for this long, or a connect that gets no
+	// answer, fails every pending operation with ETIMEDOUT. Keepalive
+	// probes start after Timeout/3 of silence.
+	Timeout time.Duration
+
+	// Seed seeds the generator of connection tokens and ephemeral ports;
+	// nil draws it from crypto/rand. Tests set it for repeatable runs.
+	Seed *[32]byte
+}
+
+func (c *Config) setDefaults() {
+	d := defaultEngineConfig()
+	def := func(v *int, x int) {
+		if *v == 0 {
+			*v = x
+		}
+	}
+	defd := func(v *time.Duration, x time.Duration) {
+		if *v == 0 {
+			*v = x
+		}
+	}
+	defd(&c.Spin, 50*time.Microsecond)
+	def(&c.MaxSockets, 4096)
+	def(&c.MaxConnections, 2*c.MaxSockets)
+	def(&c.MaxBacklog, d.MaxBacklog)
+	def(&c.SendBuffer, d.SendBuffer)
+	def(&c.RecvBuffer, d.RecvBuffer)
+	def(&c.Buffers, d.Buffers)
+	def(&c.MaxOps, 16384)
+	def(&c.SubmitQueue, 4096)
+	defd(&c.InitialRTO, d.InitialRTO)
+	defd(&c.MinRTO, d.MinRTO)
+	defd(&c.MaxRTO, d.MaxRTO)
+	defd(&c.AckDelay, d.AckDelay)
+	defd(&c.Timeout, d.Timeout)
+}
+
+// validate checks c after defaults; each error says what to change.
+func (c *Config) validate() error {
+	switch {
+	case c.Link == nil:
+		return configErr("Config.Link is nil: pass the Link to send through (OpenXDPLink, or a MemNetwork's NewLink)")
+	case c.Mode != PollAdaptive && c.Mode != PollBusy:
+		return configErr("Config.Mode %d is unknown: use PollAdaptive or PollBusy", c.Mode)
+	case c.Spin < 0:
+		return configErr("Config.Spin %v is negative", c.Spin)
+	case c.MaxSockets < 0 || c.MaxSockets > 1<<24:
+		return configErr("Config.MaxSockets %d is out of range: use 1..%d", c.MaxSockets, 1<<24)
+	case c.MaxConnections < c.MaxSockets || c.MaxConnections > maxConns:
+		return configErr("Config.MaxConnections %d must be between MaxSockets (%d) and %d", c.MaxConnections, c.MaxSockets, maxConns)
+	case c.MaxBacklog < 1:
+		return configErr("Config.MaxBacklog %d must be at least 1", c.MaxBacklog)
+	case c.SendBuffer < 1024 || c.RecvBuffer < 1024:
+		return configErr("Config.SendBuffer %d and RecvBuffer %d must be at least 1024 bytes", c.SendBuffer, c.RecvBuffer)
+	case c.SendBuffer > 1<<30 || c.RecvBuffer > 1<<30:
+		return configErr("Config.SendBuffer %d and RecvBuffer %d must be at most 1 GiB (the window field is 32 bits)", c.SendBuffer, c.RecvBuffer)
+	case c.MaxOps < 1 || c.MaxOps > 1<<30:
+		return configErr("Config.MaxOps %d is out of range: use 1..%d", c.MaxOps, 1<<30)
+	case c.SubmitQueue < 2 || c.SubmitQueue > 1<<24 || bits.OnesCount(uint(c.SubmitQueue)) != 1:
+		return configErr("Config.SubmitQueue %d must be a power of two between 2 and %d", c.SubmitQueue, 1<<24)
+	case c.MinRTO <= 0 || c.MaxRTO < c.MinRTO || c.InitialRTO < c.MinRTO || c.InitialRTO > c.MaxRTO:
+		return configErr("RTO bounds: need 0 < MinRTO (%v) <= InitialRTO (%v) <= MaxRTO (%v)", c.MinRTO, c.InitialRTO, c.MaxRTO)
+	case c.AckDelay < 0 || c.AckDelay >= c.MinRTO:
+		return configErr("Config.AckDelay %v must be below MinRTO %v, or the peer retransmits what we are about to ack", c.AckDelay, c.MinRTO)
+	case c.Timeout < 2*c.MaxRTO && c.Timeout < time.Second || c.Timeout <= c.MinRTO:
+		return configErr("Config.Timeout %v is too short to tell a dead peer from a slow one: use at least 2×MaxRTO (%v) or 1s", c.Timeout, 2*c.MaxRTO)
+	}
+	mtu := c.Link.MTU()
+	if mtu < HeaderLen+64 {
+		return configErr("the link's MTU %d is too small: sdx needs at least %d", mtu, HeaderLen+64)
+	}
+	mss := mtu - HeaderLen
+	need := (c.SendBuffer+c.RecvBuffer)/mss + 4
+	if c.Buffers < 2*need {
+		return configErr("Config.Buffers %d cannot hold one connection's buffers twice over (%d at MTU %d): raise Buffers or lower SendBuffer/RecvBuffer", c.Buffers, 2*need, mtu)
+	}
+	return nil
+}
+
+func (c *Config) engineConfig() engineConfig {
+	return engineConfig{
+		SendBuffer: c.SendBuffer,
+		RecvBuffer: c.RecvBuffer,
+		Buffers:    c.Buffers,
+		MaxConns:   c.MaxConnections,
+		MaxBacklog: c.MaxBacklog,
+		InitialRTO: c.InitialRTO,
+		MinRTO:     c.MinRTO,
+		MaxRTO:     c.MaxRTO,
+		AckDelay:   c.AckDelay,
+		Timeout:    c.Timeout,
+	}
+}

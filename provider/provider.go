@@ -1,0 +1,387 @@
+package provider
+
+import (
+	"crypto/rand"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sdx-project/sdx/ring"
+)
+
+// Provider is a SAN service provider bound to one Link: it owns the
+// link, the protocol engine, the descriptor table and the poller.
+//
+// Threads. Exactly one goroutine at a time holds the poller role (the
+// "poller token"): it alone touches the link (except Wake), the engine and
+// every socket's pending operations. The dedicated goroutine
+// routinePoller holds it when nobody else does. In adaptive mode a
+// goroutine blocked in a blocking verb (or CompletionQueue.Wait) takes the
+// role inline when it is free, and runs the poll loop until its operation
+// completes, so a request-response exchange has one spinning goroutine per
+// process, not two. Every other goroutine hands work to the role holder
+// through a lock-free MPSC submission ring and gets results back through
+// completion queues or its op's done flag.
+//
+// Every exported method may be called from any goroutine, except from an
+// EventSelect callback or a completion notify function, which run on the
+// poller and may only post (PostSend, PostRecv, ...), not block.
+type Provider struct {
+	cfg  Config
+	link Link
+	eng  *engine
+
+	epoch time.Time
+
+	// Submission: any goroutine pushes, the role holder drains.
+	subq *ring.MPSC[*op]
+	ops  *opPool
+
+	// The poller role.
+	token      atomic.Bool  // held by the goroutine running the poll loop
+	want       atomic.Int32 // goroutines blocked in a verb that would take the role
+	sleeping   atomic.Bool  // the holder is (about to be) in link.Wait
+	pollerWake chan struct{}
+	pollerDone chan struct{}
+	parkTimer  *time.Timer // the dedicated poller's; only it uses it
+
+	// Lifecycle: active counts verbs between entry and submission, so
+	// Cleanup can wait for them before it drains the ring.
+	active   atomic.Int64
+	closed   atomic.Bool // Cleanup has begun: verbs fail
+	stopping atomic.Bool // the dedicated poller must exit, holders must yield
+	cleaned  atomic.Bool // Cleanup is done: waiters stop waiting
+
+	// Descriptor table. The state words are atomic (see slot); the free
+	// list belongs to the role holder.
+	slots     []slot
+	freeSlots []uint32
+	nSockets  atomic.Int64
+
+	cqMu sync.Mutex // protects cqs
+	cqs  []*CompletionQueue
+
+	scratch []*op // role holder's: aborted ops of a closing socket
+}
+
+// Startup validates cfg, takes ownership of cfg.Link and starts the
+// poller.
+func Startup(cfg Config) (*Provider, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	var seed [32]byte
+	if cfg.Seed != nil {
+		seed = *cfg.Seed
+	} else if _, err := rand.Read(seed[:]); err != nil {
+		return nil, err
+	}
+	eng, err := newEngine(cfg.Link, cfg.engineConfig(), seed)
+	if err != nil {
+		return nil, err
+	}
+	subq, err := ring.NewMPSC[*op](cfg.SubmitQueue)
+	if err != nil {
+		return nil, configErr("Config.SubmitQueue: %v", err)
+	}
+	p := &Provider{
+		cfg:        cfg,
+		link:       cfg.Link,
+		eng:        eng,
+		epoch:      time.Now(),
+		subq:       subq,
+		ops:        newOpPool(cfg.MaxOps),
+		pollerWake: make(chan struct{}, 1),
+		pollerDone: make(chan struct{}),
+		parkTimer:  time.NewTimer(time.Hour),
+		slots:      make([]slot, cfg.MaxSockets),
+		freeSlots:  make([]uint32, cfg.MaxSockets),
+	}
+	p.parkTimer.Stop()
+	for i := range p.freeSlots {
+		p.freeSlots[i] = uint32(cfg.MaxSockets - 1 - i)
+	}
+	go p.routinePoller()
+	return p, nil
+}
+
+// nanotime is the provider's clock: monotonic nanoseconds since Startup.
+func (p *Provider) nanotime() int64 { return int64(time.Since(p.epoch)) }
+
+// enter registers a verb in progress; it reports false after Cleanup
+// began. Every true enter is paired with leave.
+func (p *Provider) enter() bool {
+	p.active.Add(1)
+	if p.closed.Load() {
+		p.active.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (p *Provider) leave() { p.active.Add(-1) }
+
+// submit hands o to the role holder.
+func (p *Provider) submit(o *op) {
+	for !p.subq.Push(o) {
+		// The ring is full: the holder is draining it.
+		p.kick()
+		runtime.Gosched()
+	}
+	p.kick()
+}
+
+// kick makes a holder sleeping in link.Wait look at the ring.
+func (p *Provider) kick() {
+	if p.sleeping.Load() {
+		p.link.Wake()
+	}
+}
+
+func (p *Provider) tryToken() bool { return !p.token.Load() && p.token.CompareAndSwap(false, true) }
+
+// releaseToken gives up the role taken inline and wakes the dedicated
+// poller to take it back.
+func (p *Provider) releaseToken() {
+	p.token.Store(false)
+	p.wakePoller()
+}
+
+func (p *Provider) wakePoller() {
+	select {
+	case p.pollerWake <- struct{}{}:
+	default:
+	}
+}
+
+// routinePoller is the dedicated poller goroutine. It holds the role
+// whenever no blocked verb does; in adaptive mode it yields to one.
+func (p *Provider) routinePoller() {
+	defer close(p.pollerDone)
+	for !p.stopping.Load() {
+		if p.tryToken() {
+			p.pollLoop(nil, true, 0)
+			p.token.Store(false)
+			if p.want.Load() == 0 && !p.stopping.Load() {
+				continue // the goroutine that wanted the role gave up
+			}
+		}
+		// Someone else holds the role; it wakes us when it lets go.
+		p.parkTimer.Reset(50 * time.Millisecond)
+		select {
+		case <-p.pollerWake:
+		case <-p.parkTimer.C:
+		}
+		p.parkTimer.Stop()
+	}
+}
+
+// waitable is what await waits for: an op's completion, or a completion
+// queue's contents.
+type waitable interface {
+	ready() bool
+	park(timeout time.Duration)
+}
+
+// await blocks until w is ready, or the deadline (nanotime; 0: none)
+// passes. In adaptive mode it takes the poller role when it can and polls
+// until w is ready; otherwise it asks the holder for the role, spins a
+// little, and parks.
+func (p *Provider) await(w waitable, deadline int64) {
+	wanted := false
+	spinUntil := int64(0)
+	for !w.ready() {
+		now := p.nanotime()
+		if deadline != 0 && now >= deadline {
+			break
+		}
+		if p.cfg.Mode == PollAdaptive && !p.stopping.Load() {
+			if p.tryToken() {
+				if wanted {
+					wanted = false
+					p.want.Add(-1)
+				}
+				p.pollLoop(w, false, deadline)
+				p.releaseToken()
+				continue
+			}
+			if !wanted {
+				wanted = true
+				p.want.Add(1)
+				p.kick()
+			}
+		}
+		if spinUntil == 0 {
+			spinUntil = now + int64(p.cfg.Spin)
+		}
+		if now < spinUntil {
+			runtime.Gosched()
+			continue
+		}
+		// Park: give up the claim on the role first, so the holder does
+		// not yield it to a goroutine that is asleep.
+		if wanted {
+			wanted = false
+			p.want.Add(-1)
+			if !p.token.Load() {
+				p.wakePoller()
+			}
+		}
+		timeout := time.Duration(-1)
+		if deadline != 0 {
+			timeout = time.Duration(deadline - now)
+		}
+		w.park(timeout)
+		spinUntil = 0
+	}
+	if wanted {
+		p.want.Add(-1)
+		if !p.token.Load() {
+			p.wakePoller()
+		}
+	}
+}
+
+// parkOn blocks on ch for up to timeout (negative: no limit).
+func (p *Provider) parkOn(ch chan struct{}, timeout time.Duration) { parkChan(ch, timeout) }
+
+func parkChan(ch chan struct{}, timeout time.Duration) {
+	if timeout < 0 {
+		<-ch
+		return
+	}
+	t := time.NewTimer(timeout)
+	select {
+	case <-ch:
+	case <-t.C:
+	}
+	t.Stop()
+}
+
+// pollLoop runs the poll loop as role holder until w is ready (inline),
+// or, for the dedicated poller, until another goroutine wants the role
+// (adaptive) or the provider stops.
+func (p *Provider) pollLoop(w waitable, dedicated bool, deadline int64) {
+	e := p.eng
+	last := p.nanotime()
+	for {
+		if w != nil && w.ready() || p.stopping.Load() {
+			return
+		}
+		if dedicated && p.cfg.Mode == PollAdaptive && p.want.Load() > 0 {
+			return
+		}
+		now := p.nanotime()
+		if p.pollOnce(now) {
+			last = now
+			continue
+		}
+		if deadline != 0 && now >= deadline {
+			return
+		}
+		if p.cfg.Mode == PollBusy || now-last < int64(p.cfg.Spin) {
+			continue
+		}
+		// Idle: sleep in the link until input, a kick or the next timer.
+		timeout := time.Second
+		if t, ok := e.nextTimer(); ok {
+			timeout = min(timeout, time.Duration(t-now))
+		}
+		if deadline != 0 {
+			timeout = min(timeout, time.Duration(deadline-now))
+		}
+		p.sleeping.Store(true)
+		if p.subq.Len() == 0 && (w == nil || !w.ready()) && !(dedicated && p.want.Load() > 0) && !p.stopping.Load() {
+			p.link.Wait(timeout)
+		}
+		p.sleeping.Store(false)
+		last = p.nanotime()
+	}
+}
+
+// pollOnce is one step of the poller: submissions, input, timers, the
+// operations they unblock, output. It reports whether anything happened.
+func (p *Provider) pollOnce(now int64) bool {
+	e := p.eng
+	e.now = now
+	worked := p.drainSubmissions()
+	if e.receive(now) > 0 {
+		worked = true
+	}
+	if e.runTimers(now) {
+		worked = true
+	}
+	if len(e.changed) > 0 {
+		p.processChanged()
+		worked = true
+	}
+	if e.transmit() {
+		worked = true
+	}
+	if len(e.changed) > 0 {
+		p.processChanged()
+	}
+	return worked
+}
+
+func (p *Provider) drainSubmissions() bool {
+	any := false
+	for {
+		o, ok := p.subq.Pop()
+		if !ok {
+			return any
+		}
+		any = true
+		p.apply(o)
+	}
+}
+
+// Cleanup ends the provider: every socket is hard-closed (pending
+// operations complete with ErrAborted), the poller stops and the link is
+// closed. Later verbs fail with ENOTSOCK (ENETDOWN for Socket). It is
+// idempotent; the first call returns the link's Close error.
+func (p *Provider) Cleanup() error {
+	if !p.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	for p.active.Load() > 0 {
+		runtime.Gosched()
+	}
+	p.stopping.Store(true)
+	p.link.Wake()
+	p.wakePoller()
+	<-p.pollerDone
+	for !p.tryToken() {
+		p.link.Wake()
+		runtime.Gosched()
+	}
+	e := p.eng
+	e.now = p.nanotime()
+	p.drainSubmissions()
+	for i := range p.slots {
+		sl := &p.slots[i]
+		w := sl.w.Load()
+		if w&1 == 0 || !sl.w.CompareAndSwap(w, (w|1)+1) {
+			continue
+		}
+		sock := sl.sock.Load()
+		sl.sock.Store(nil)
+		p.nSockets.Add(-1)
+		if sock.refs.Add(-1) == 0 {
+			sock.closing.Store(true)
+			p.closeSocket(sock)
+		}
+	}
+	e.transmit()
+	err := p.link.Close()
+	p.cleaned.Store(true)
+	p.cqMu.Lock()
+	for _, q := range p.cqs {
+		q.signal()
+	}
+	p.cqMu.Unlock()
+	// The role stays taken: nothing runs the poll loop again.
+	return err
+}

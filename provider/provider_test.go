@@ -1,0 +1,272 @@
+package provider
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sdx-project/sdx/internal/testutil"
+)
+
+// testNet is a MemNetwork with a provider on each of its hosts.
+type testNet struct {
+	t     testing.TB
+	net   *MemNetwork
+	links []*MemLink
+	ps    []*Provider
+}
+
+func newTestNet(t testing.TB, seed uint64, f Faults, n int, tweak func(*Config)) *testNet {
+	t.Helper()
+	tn := &testNet{t: t, net: NewMemNetwork(seed)}
+	tn.net.SetFaults(f)
+	for i := range n {
+		l, err := tn.net.NewLink()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := [32]byte{byte(seed), byte(seed >> 8), byte(i), 'p'}
+		cfg := Config{Link: l, Seed: &s, Buffers: 4096, MaxSockets: 256, Timeout: 5 * time.Second}
+		if tweak != nil {
+			tweak(&cfg)
+		}
+		p, err := Startup(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tn.links = append(tn.links, l)
+		tn.ps = append(tn.ps, p)
+	}
+	t.Cleanup(func() {
+		for _, p := range tn.ps {
+			p.Cleanup()
+		}
+	})
+	return tn
+}
+
+func (tn *testNet) addr(i int, port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(tn.links[i].LocalAddr(), port)
+}
+
+func must[T any](t testing.TB) func(v T, err error) T {
+	return func(v T, err error) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
+
+// listener makes host i listen on port.
+func (tn *testNet) listener(i int, port uint16, backlog int) Socket {
+	tn.t.Helper()
+	p := tn.ps[i]
+	l := must[Socket](tn.t)(p.Socket())
+	if err := p.Bind(l, netip.AddrPortFrom(netip.IPv4Unspecified(), port)); err != nil {
+		tn.t.Fatal(err)
+	}
+	if err := p.Listen(l, backlog); err != nil {
+		tn.t.Fatal(err)
+	}
+	return l
+}
+
+// conn connects host 0 to host 1's listener l on port and returns both ends.
+func (tn *testNet) conn(l Socket, port uint16) (a, b Socket) {
+	tn.t.Helper()
+	p0, p1 := tn.ps[0], tn.ps[1]
+	a = must[Socket](tn.t)(p0.Socket())
+	if err := p0.Connect(a, tn.addr(1, port)); err != nil {
+		tn.t.Fatal(err)
+	}
+	b, _, err := p1.Accept(l)
+	if err != nil {
+		tn.t.Fatal(err)
+	}
+	return a, b
+}
+
+func TestStartupValidation(t *testing.T) {
+	n := NewMemNetwork(1)
+	l, _ := n.NewLink()
+	cases := []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{}, "Config.Link is nil"},
+		{Config{Link: l, Mode: 7}, "Config.Mode"},
+		{Config{Link: l, SubmitQueue: 1000}, "power of two"},
+		{Config{Link: l, MinRTO: time.Second, MaxRTO: time.Millisecond}, "RTO bounds"},
+		{Config{Link: l, AckDelay: 5 * time.Millisecond}, "AckDelay"},
+		{Config{Link: l, Buffers: 16}, "raise Buffers"},
+		{Config{Link: l, Timeout: time.Millisecond}, "Config.Timeout"},
+		{Config{Link: l, SendBuffer: 10}, "at least 1024"},
+	}
+	for _, c := range cases {
+		_, err := Startup(c.cfg)
+		if !errors.Is(err, ErrConfig) || !bytes.Contains([]byte(err.Error()), []byte(c.want)) {
+			t.Errorf("%+v: %v, want %q", c.cfg, err, c.want)
+		}
+	}
+}
+
+func TestProviderHandshakeAndNames(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	tn := newTestNet(t, 1, Faults{}, 2, nil)
+	p0, p1 := tn.ps[0], tn.ps[1]
+	l := tn.listener(1, 80, 4)
+	a, b := tn.conn(l, 80)
+	la := must[netip.AddrPort](t)(p0.GetSockName(a))
+	pa := must[netip.AddrPort](t)(p0.GetPeerName(a))
+	lb := must[netip.AddrPort](t)(p1.GetSockName(b))
+	pb := must[netip.AddrPort](t)(p1.GetPeerName(b))
+	if pa != tn.addr(1, 80) || lb != pa || pb != la || la.Addr() != tn.links[0].LocalAddr() {
+		t.Fatalf("names: a %v->%v, b %v->%v", la, pa, lb, pb)
+	}
+	if _, err := p1.GetPeerName(l); !errors.Is(err, ErrNotConn) {
+		t.Fatalf("peer name of a listener: %v", err)
+	}
+	msg := []byte("hello over sdx")
+	if n, err := p0.Send(a, msg); n != len(msg) || err != nil {
+		t.Fatal(n, err)
+	}
+	buf := make([]byte, 100)
+	n, err := p1.Recv(b, buf)
+	if err != nil || !bytes.Equal(buf[:n], msg) {
+		t.Fatalf("recv %q %v", buf[:n], err)
+	}
+}
+
+func TestProviderRefusedFast(t *testing.T) {
+	tn := newTestNet(t, 2, Faults{}, 2, nil)
+	p0 := tn.ps[0]
+	s := must[Socket](t)(p0.Socket())
+	start := time.Now()
+	if err := p0.Connect(s, tn.addr(1, 99)); !errors.Is(err, ErrConnRefused) || !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("no listener: %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Millisecond {
+		t.Fatalf("refusal took %v", d)
+	}
+	tn.listener(1, 80, 1)
+	c1 := must[Socket](t)(p0.Socket())
+	if err := p0.Connect(c1, tn.addr(1, 80)); err != nil {
+		t.Fatal(err)
+	}
+	c2 := must[Socket](t)(p0.Socket())
+	start = time.Now()
+	if err := p0.Connect(c2, tn.addr(1, 80)); !errors.Is(err, ErrConnRefused) {
+		t.Fatalf("full backlog: %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Millisecond {
+		t.Fatalf("refusal took %v", d)
+	}
+}
+
+func TestProviderAddrInUse(t *testing.T) {
+	tn := newTestNet(t, 3, Faults{}, 1, nil)
+	p := tn.ps[0]
+	a := must[Socket](t)(p.Socket())
+	b := must[Socket](t)(p.Socket())
+	if err := p.Bind(a, netip.AddrPortFrom(netip.IPv4Unspecified(), 80)); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Bind(b, netip.AddrPortFrom(netip.IPv4Unspecified(), 80)); !errors.Is(err, ErrAddrInUse) {
+		t.Fatalf("second bind: %v", err)
+	}
+	if err := p.Bind(b, netip.MustParseAddrPort("10.1.2.3:81")); !errors.Is(err, ErrAddrNotAvail) {
+		t.Fatalf("bind to a foreign address: %v", err)
+	}
+	if err := p.Bind(b, tn.addr(0, 81)); err != nil {
+		t.Fatalf("bind to the link's address: %v", err)
+	}
+}
+
+// stream sends size seeded bytes from a (on p0) to b (on p1) with blocking
+// calls, and the same back if both, checking SHA-256.
+func stream(t testing.TB, p0, p1 *Provider, a, b Socket, size int, seed uint64, both bool) {
+	t.Helper()
+	type dir struct {
+		sp, rp *Provider
+		ss, rs Socket
+		seed   uint64
+	}
+	dirs := []dir{{p0, p1, a, b, seed}}
+	if both {
+		dirs = append(dirs, dir{p1, p0, b, a, seed + 1})
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for _, d := range dirs {
+		want := sha256.New()
+		g := rand.NewChaCha8([32]byte{byte(d.seed), 's'})
+		chunk := make([]byte, 100000)
+		for n := 0; n < size; n += len(chunk) {
+			k := min(len(chunk), size-n)
+			g.Read(chunk[:k])
+			want.Write(chunk[:k])
+		}
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			g := rand.NewChaCha8([32]byte{byte(d.seed), 's'})
+			buf := make([]byte, 100000)
+			for n := 0; n < size; n += len(buf) {
+				k := min(len(buf), size-n)
+				g.Read(buf[:k])
+				if m, err := d.sp.Send(d.ss, buf[:k]); m != k || err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			h := sha256.New()
+			buf := make([]byte, 65536)
+			got := 0
+			for got < size {
+				n, err := d.rp.Recv(d.rs, buf)
+				if err != nil || n == 0 {
+					errs <- err
+					return
+				}
+				h.Write(buf[:n])
+				got += n
+			}
+			if !bytes.Equal(h.Sum(nil), want.Sum(nil)) {
+				errs <- errors.New("SHA-256 differs")
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("stream: %v", err)
+	}
+}
+
+func TestProviderStream(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	size := 64 << 20
+	if testing.Short() {
+		size = 2 << 20
+	}
+	for _, loss := range []float64{0, 0.01, 0.05} {
+		tn := newTestNet(t, 4, Faults{Loss: loss, Dup: loss, Reorder: loss}, 2, nil)
+		l := tn.listener(1, 80, 4)
+		a, b := tn.conn(l, 80)
+		start := time.Now()
+		stream(t, tn.ps[0], tn.ps[1], a, b, size, 4, true)
+		s := tn.ps[0].Stats()
+		t.Logf("loss %v: %d MiB each way in %v; retransmits %d", loss, size>>20, time.Since(start).Round(time.Millisecond), s.Retransmits)
+	}
+}

@@ -1,0 +1,778 @@
+package provider
+
+import (
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+)
+
+// Socket is a descriptor: a value naming one reference to a socket. It
+// carries the index of its slot in the descriptor table and the slot's
+// generation, so a descriptor that was closed never reaches the socket
+// that reuses its slot: it fails with ENOTSOCK. The zero Socket is never
+// valid.
+type Socket uint64
+
+func (s Socket) index() int  { return int(uint32(s)) - 1 }
+func (s Socket) gen() uint32 { return uint32(s >> 32) }
+
+func (s Socket) String() string { return fmt.Sprintf("sock#%d.%d", uint32(s), s.gen()) }
+
+// slot is one entry of the descriptor table. w is gen<<1 | live; a
+// descriptor is valid while w == its gen<<1|1. Closing a descriptor moves w
+// to (gen+1)<<1 with one compare-and-swap, so exactly one close wins and
+// every later use fails.
+type slot struct {
+	w    atomic.Uint64
+	sock atomic.Pointer[socket]
+}
+
+// socket is what descriptors refer to. refs and closing are atomic; the
+// rest belongs to the poller role.
+type socket struct {
+	refs    atomic.Int32 // live descriptors
+	closing atomic.Bool  // the last descriptor is being closed: no notifications
+
+	ep *endpoint
+
+	sends, recvs, accepts opList
+	connect               *op
+
+	evMask  Event
+	evFn    func(Socket, Event, error)
+	evDesc  Socket
+	readEv  bool // FD_READ posted and not yet re-enabled by a receive
+	writeEv bool // a send waited for room: post FD_WRITE when there is some
+	closeEv bool // FD_CLOSE posted
+}
+
+// Event is a set of network events for EventSelect; the values are
+// Winsock's.
+type Event uint16
+
+const (
+	FDRead    Event = 0x01 // data (or end of stream) to receive
+	FDWrite   Event = 0x02 // room to send: after connect, and after a send had to wait
+	FDAccept  Event = 0x08 // a connection waits in the backlog
+	FDConnect Event = 0x10 // a connect completed; err says how
+	FDClose   Event = 0x20 // the connection ended: err nil for the peer's disconnect, else why
+)
+
+func (ev Event) String() string {
+	names := []struct {
+		e Event
+		s string
+	}{{FDRead, "FD_READ"}, {FDWrite, "FD_WRITE"}, {FDAccept, "FD_ACCEPT"}, {FDConnect, "FD_CONNECT"}, {FDClose, "FD_CLOSE"}}
+	out := ""
+	for _, n := range names {
+		if ev&n.e != 0 {
+			if out != "" {
+				out += "|"
+			}
+			out += n.s
+		}
+	}
+	if out == "" {
+		return "0"
+	}
+	return out
+}
+
+// slotOf returns the slot of a live descriptor, nil otherwise.
+func (p *Provider) slotOf(s Socket) *slot {
+	i := s.index()
+	if i < 0 || i >= len(p.slots) {
+		return nil
+	}
+	sl := &p.slots[i]
+	if sl.w.Load() != uint64(s.gen())<<1|1 {
+		return nil
+	}
+	return sl
+}
+
+// resolve returns the socket of a live descriptor; poller only.
+func (p *Provider) resolve(s Socket) *socket {
+	sl := p.slotOf(s)
+	if sl == nil {
+		return nil
+	}
+	return sl.sock.Load()
+}
+
+// allocSlot gives sock a new descriptor; poller only.
+func (p *Provider) allocSlot(sock *socket) (Socket, error) {
+	k := len(p.freeSlots)
+	if k == 0 {
+		return 0, ErrMFile
+	}
+	i := p.freeSlots[k-1]
+	p.freeSlots = p.freeSlots[:k-1]
+	sl := &p.slots[i]
+	gen := sl.w.Load() >> 1
+	sl.sock.Store(sock)
+	sl.w.Store(gen<<1 | 1)
+	p.nSockets.Add(1)
+	return Socket(gen<<32 | uint64(i+1)), nil
+}
+
+// ---- synchronous verbs ---------------------------------------------------
+
+// call runs a synchronous verb: it submits o and waits for the poller.
+func (p *Provider) call(o *op) {
+	p.submit(o)
+	p.leave()
+	p.await(o, 0)
+}
+
+// getOp takes an op from the pool for a verb that must not fail for want
+// of one (Socket, Bind, CloseSocket, ...): it falls back to the heap.
+func (p *Provider) getOp(kind opKind, s Socket) *op {
+	o := p.ops.get()
+	if o == nil {
+		o = &op{heap: true, wake: make(chan struct{}, 1)}
+	}
+	o.kind, o.s = kind, s
+	return o
+}
+
+// result reads a finished op's error and returns the op to the pool.
+func (p *Provider) result(o *op) error {
+	err := o.err
+	p.ops.put(o)
+	return err
+}
+
+// Socket creates a stream socket and returns its descriptor.
+func (p *Provider) Socket() (Socket, error) {
+	if !p.enter() {
+		return 0, ErrNetDown
+	}
+	o := p.getOp(opSocket, 0)
+	p.call(o)
+	s := o.res
+	return s, p.result(o)
+}
+
+// Bind gives the socket a local address: the link's address (or the
+// unspecified address) and a port, 0 for an ephemeral one.
+func (p *Provider) Bind(s Socket, addr netip.AddrPort) error {
+	if !p.enter() {
+		return ErrNotSock
+	}
+	if a := addr.Addr(); a.IsValid() && !a.IsUnspecified() && a != p.link.LocalAddr() {
+		p.leave()
+		return ErrAddrNotAvail
+	}
+	o := p.getOp(opBind, s)
+	o.addr = addr
+	p.call(o)
+	return p.result(o)
+}
+
+// Listen makes a bound socket accept connections; backlog (clamped to
+// [1, Config.MaxBacklog]) is how many may wait to be accepted: past it
+// connect requests are rejected at once.
+func (p *Provider) Listen(s Socket, backlog int) error {
+	if !p.enter() {
+		return ErrNotSock
+	}
+	o := p.getOp(opListen, s)
+	o.arg = backlog
+	p.call(o)
+	return p.result(o)
+}
+
+// Shutdown ends the socket's sending direction after the data already
+// sent: the peer's receives return end of stream (0, nil) once they have
+// read everything. It is the half close a graceful disconnect builds on.
+func (p *Provider) Shutdown(s Socket) error {
+	if !p.enter() {
+		return ErrNotSock
+	}
+	o := p.getOp(opShutdown, s)
+	p.call(o)
+	return p.result(o)
+}
+
+// GetSockName returns the socket's local address.
+func (p *Provider) GetSockName(s Socket) (netip.AddrPort, error) {
+	a, _, err := p.names(s)
+	return a, err
+}
+
+// GetPeerName returns the connected socket's peer address; ENOTCONN if
+// there is none.
+func (p *Provider) GetPeerName(s Socket) (netip.AddrPort, error) {
+	_, b, err := p.names(s)
+	if err == nil && !b.IsValid() {
+		err = ErrNotConn
+	}
+	return b, err
+}
+
+func (p *Provider) names(s Socket) (local, peer netip.AddrPort, err error) {
+	if !p.enter() {
+		return local, peer, ErrNotSock
+	}
+	o := p.getOp(opGetName, s)
+	p.call(o)
+	local, peer = o.local, o.peer
+	return local, peer, p.result(o)
+}
+
+// Duplicate returns another descriptor for the same socket. The socket
+// lives until its last descriptor is closed.
+func (p *Provider) Duplicate(s Socket) (Socket, error) {
+	if !p.enter() {
+		return 0, ErrNotSock
+	}
+	sl := p.slotOf(s)
+	if sl == nil {
+		p.leave()
+		return 0, ErrNotSock
+	}
+	sock := sl.sock.Load()
+	for {
+		r := sock.refs.Load()
+		if r <= 0 {
+			p.leave()
+			return 0, ErrNotSock
+		}
+		if sock.refs.CompareAndSwap(r, r+1) {
+			break
+		}
+	}
+	o := p.getOp(opDup, s)
+	o.sock = sock
+	p.call(o)
+	d := o.res
+	return d, p.result(o)
+}
+
+// EventSelect asks for fn to be called with the events of mask as they
+// happen on the socket (0 turns notifications off). Events already true
+// when it is called are reported at once. fn runs on the poller: it must
+// return quickly and must not call blocking verbs. No notification is made
+// once the socket's last descriptor is being closed.
+func (p *Provider) EventSelect(s Socket, mask Event, fn func(s Socket, ev Event, err error)) error {
+	if !p.enter() {
+		return ErrNotSock
+	}
+	if mask != 0 && fn == nil {
+		p.leave()
+		return ErrInvalid
+	}
+	o := p.getOp(opEventSelect, s)
+	o.evSet, o.evFn = mask, fn
+	p.call(o)
+	return p.result(o)
+}
+
+// CloseSocket closes the descriptor. When it is the socket's last one,
+// the socket is hard-closed: its connection is reset, its port freed, its
+// queued data discarded, and every pending operation completes with
+// ErrAborted, all before CloseSocket returns. It returns nil, ENOTSOCK for
+// a descriptor that is not live, or ENETDOWN when the link failed to take
+// the reset; in every case the resources are released. It never blocks
+// for the network and never reports "would block" or "in progress".
+func (p *Provider) CloseSocket(s Socket) error {
+	if !p.enter() {
+		return ErrNotSock
+	}
+	sl := p.slotOf(s)
+	if sl == nil {
+		p.leave()
+		return ErrNotSock
+	}
+	sock := sl.sock.Load()
+	w := uint64(s.gen())<<1 | 1
+	if !sl.w.CompareAndSwap(w, w+1) {
+		p.leave()
+		return ErrNotSock
+	}
+	last := sock.refs.Add(-1) == 0
+	if last {
+		sock.closing.Store(true)
+	}
+	o := p.getOp(opClose, s)
+	o.sock = sock
+	if last {
+		o.arg = 1
+	}
+	p.call(o)
+	return p.result(o)
+}
+
+// ---- overlapped verbs ---------------------------------------------------
+
+// post submits an overlapped op whose completion goes to cq.
+func (p *Provider) post(kind opKind, s Socket, buf []byte, to netip.AddrPort, cq *CompletionQueue, ctx uint64) error {
+	if cq == nil {
+		return ErrInvalid
+	}
+	if !p.enter() {
+		return ErrNotSock
+	}
+	defer p.leave()
+	if p.slotOf(s) == nil {
+		return ErrNotSock
+	}
+	if !cq.reserve() {
+		return ErrNoBufs
+	}
+	o := p.ops.get()
+	if o == nil {
+		cq.reserved.Add(-1)
+		return ErrNoBufs
+	}
+	o.kind, o.s, o.buf, o.addr, o.cq, o.ctx = kind, s, buf, to, cq, ctx
+	p.submit(o)
+	return nil
+}
+
+// PostSend posts a send of b. It completes once all of b is in the
+// socket's send buffer (b must not change until then), with Bytes =
+// len(b). Sends complete in the order posted.
+func (p *Provider) PostSend(s Socket, b []byte, cq *CompletionQueue, ctx uint64) error {
+	return p.post(opSend, s, b, netip.AddrPort{}, cq, ctx)
+}
+
+// PostRecv posts a receive into b (len(b) > 0). It completes when at
+// least one byte is there, with the bytes copied; Bytes 0 and Err nil mean
+// end of stream.
+func (p *Provider) PostRecv(s Socket, b []byte, cq *CompletionQueue, ctx uint64) error {
+	if len(b) == 0 {
+		return ErrInvalid
+	}
+	return p.post(opRecv, s, b, netip.AddrPort{}, cq, ctx)
+}
+
+// PostAccept posts an accept on a listening socket. It completes with the
+// new connection's descriptor in Completion.Accepted.
+func (p *Provider) PostAccept(s Socket, cq *CompletionQueue, ctx uint64) error {
+	return p.post(opAccept, s, nil, netip.AddrPort{}, cq, ctx)
+}
+
+// PostConnect posts a connect to the peer at to. A socket not yet bound
+// gets an ephemeral port. It completes when the peer accepts (Err nil) or
+// refuses (ECONNREFUSED), or after Config.Timeout (ETIMEDOUT).
+func (p *Provider) PostConnect(s Socket, to netip.AddrPort, cq *CompletionQueue, ctx uint64) error {
+	return p.post(opConnect, s, nil, to, cq, ctx)
+}
+
+// blocking runs an overlapped verb in its blocking form: the same op, with
+// the caller waiting on it instead of a completion queue.
+func (p *Provider) blocking(kind opKind, s Socket, buf []byte, to netip.AddrPort) *op {
+	if !p.enter() {
+		return nil
+	}
+	o := p.ops.get()
+	if o == nil {
+		p.leave()
+		return nil
+	}
+	o.kind, o.s, o.buf, o.addr = kind, s, buf, to
+	p.call(o)
+	return o
+}
+
+func (p *Provider) blockingErr() error {
+	if p.closed.Load() {
+		return ErrNotSock
+	}
+	return ErrNoBufs
+}
+
+// Send sends all of b, blocking until it is in the send buffer.
+func (p *Provider) Send(s Socket, b []byte) (int, error) {
+	o := p.blocking(opSend, s, b, netip.AddrPort{})
+	if o == nil {
+		return 0, p.blockingErr()
+	}
+	n := o.n
+	return n, p.result(o)
+}
+
+// Recv receives into b, blocking until at least one byte is there; 0, nil
+// is end of stream.
+func (p *Provider) Recv(s Socket, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, ErrInvalid
+	}
+	o := p.blocking(opRecv, s, b, netip.AddrPort{})
+	if o == nil {
+		return 0, p.blockingErr()
+	}
+	n := o.n
+	return n, p.result(o)
+}
+
+// Accept blocks until a connection arrives on the listening socket and
+// returns its descriptor and peer.
+func (p *Provider) Accept(s Socket) (Socket, netip.AddrPort, error) {
+	o := p.blocking(opAccept, s, nil, netip.AddrPort{})
+	if o == nil {
+		return 0, netip.AddrPort{}, p.blockingErr()
+	}
+	c, peer := o.res, o.peer
+	return c, peer, p.result(o)
+}
+
+// Connect connects the socket to the peer at to and blocks until the
+// outcome.
+func (p *Provider) Connect(s Socket, to netip.AddrPort) error {
+	o := p.blocking(opConnect, s, nil, to)
+	if o == nil {
+		return p.blockingErr()
+	}
+	return p.result(o)
+}
+
+// ---- the poller's side ---------------------------------------------------
+
+// complete finishes o exactly once: a posted op is returned to the pool
+// before its completion is queued; a blocking caller is handed its result.
+func (p *Provider) complete(o *op, n int, err error) {
+	if o.completed {
+		panic("provider: operation completed twice")
+	}
+	o.completed = true
+	o.n, o.err = n, err
+	if q := o.cq; q != nil {
+		c := Completion{Socket: o.s, Context: o.ctx, Bytes: n, Err: err, Accepted: o.res, Peer: o.peer}
+		switch o.kind {
+		case opSend:
+			c.Verb = VerbSend
+		case opRecv:
+			c.Verb = VerbRecv
+		case opAccept:
+			c.Verb = VerbAccept
+		case opConnect:
+			c.Verb = VerbConnect
+		}
+		p.ops.put(o)
+		q.push(c)
+		return
+	}
+	o.done.Store(true)
+	if o.waiting.Load() {
+		select {
+		case o.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// apply carries out a submitted op.
+func (p *Provider) apply(o *op) {
+	e := p.eng
+	switch o.kind {
+	case opSocket:
+		ep, err := e.newEndpoint()
+		if err != nil {
+			p.complete(o, 0, err)
+			return
+		}
+		sock := &socket{ep: ep}
+		sock.refs.Store(1)
+		ep.sock = sock
+		s, err := p.allocSlot(sock)
+		if err != nil {
+			e.release(ep)
+			p.complete(o, 0, err)
+			return
+		}
+		o.res = s
+		p.complete(o, 0, nil)
+		return
+	case opClose:
+		p.freeSlots = append(p.freeSlots, uint32(o.s.index()))
+		p.slots[o.s.index()].sock.CompareAndSwap(o.sock, nil)
+		p.nSockets.Add(-1)
+		var err error
+		if o.arg == 1 {
+			err = p.closeSocket(o.sock)
+		}
+		p.complete(o, 0, err)
+		return
+	case opDup:
+		if p.resolve(o.s) != o.sock {
+			p.dropRef(o.sock)
+			p.complete(o, 0, ErrNotSock)
+			return
+		}
+		s, err := p.allocSlot(o.sock)
+		if err != nil {
+			p.dropRef(o.sock)
+			p.complete(o, 0, err)
+			return
+		}
+		o.res = s
+		p.complete(o, 0, nil)
+		return
+	}
+	sock := p.resolve(o.s)
+	if sock == nil {
+		p.complete(o, 0, ErrNotSock)
+		return
+	}
+	ep := sock.ep
+	switch o.kind {
+	case opBind:
+		p.complete(o, 0, e.bind(ep, o.addr.Port()))
+	case opListen:
+		if ep.state == StateClosed {
+			p.complete(o, 0, ErrInvalid)
+			return
+		}
+		p.complete(o, 0, e.listen(ep, o.arg))
+		if len(ep.backlog) > 0 {
+			p.progress(sock, evIncoming)
+		}
+	case opShutdown:
+		p.complete(o, 0, e.shutdown(ep))
+	case opGetName:
+		if ep.state.HasPort() {
+			o.local = netip.AddrPortFrom(p.link.LocalAddr(), ep.lport)
+		} else {
+			o.local = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+		}
+		if ep.state.HasPeer() {
+			o.peer = netip.AddrPortFrom(ep.raddr, ep.rport)
+		}
+		p.complete(o, 0, nil)
+	case opEventSelect:
+		sock.evMask, sock.evFn, sock.evDesc = o.evSet, o.evFn, o.s
+		sock.readEv, sock.writeEv = false, false
+		p.complete(o, 0, nil)
+		// Report what is already true.
+		switch {
+		case ep.state == StateListening && len(ep.backlog) > 0:
+			p.notify(sock, FDAccept, nil)
+		case ep.state == StateEstablished:
+			p.notify(sock, FDWrite, nil)
+			if e.readable(ep) {
+				sock.readEv = true
+				p.notify(sock, FDRead, nil)
+			}
+		}
+	case opConnect:
+		if sock.connect != nil {
+			p.complete(o, 0, ErrAlready)
+			return
+		}
+		if err := e.connect(ep, o.addr); err != nil {
+			p.complete(o, 0, err)
+			return
+		}
+		sock.connect = o
+	case opAccept:
+		if ep.state != StateListening {
+			p.complete(o, 0, ErrInvalid)
+			return
+		}
+		sock.accepts.push(o)
+		p.progressAccepts(sock)
+	case opSend:
+		if !ep.state.HasPeer() {
+			p.complete(o, 0, ErrNotConn)
+			return
+		}
+		sock.sends.push(o)
+		p.progressSends(sock)
+	case opRecv:
+		if !ep.state.HasPeer() {
+			p.complete(o, 0, ErrNotConn)
+			return
+		}
+		sock.recvs.push(o)
+		sock.readEv = false
+		p.progressRecvs(sock)
+	default:
+		panic("provider: unknown op")
+	}
+}
+
+// dropRef drops a reference taken for a Duplicate that failed; if it was
+// the last, the socket is closed here.
+func (p *Provider) dropRef(sock *socket) {
+	if sock.refs.Add(-1) == 0 {
+		sock.closing.Store(true)
+		p.closeSocket(sock)
+	}
+}
+
+// processChanged reacts to what the engine reported about endpoints.
+func (p *Provider) processChanged() {
+	e := p.eng
+	for len(e.changed) > 0 {
+		ep := e.changed[0]
+		n := copy(e.changed, e.changed[1:])
+		e.changed[n] = nil
+		e.changed = e.changed[:n]
+		ev := ep.ev
+		ep.ev, ep.changedQ = 0, false
+		if ep.released || ep.sock == nil {
+			continue
+		}
+		p.progress(ep.sock, ev)
+	}
+}
+
+// progress moves a socket's pending operations forward after events ev
+// and posts its notifications.
+func (p *Provider) progress(sock *socket, ev uint8) {
+	ep := sock.ep
+	if ev&evConnected != 0 {
+		if o := sock.connect; o != nil {
+			sock.connect = nil
+			p.complete(o, 0, ep.err)
+		}
+		p.notify(sock, FDConnect, ep.err)
+		if ep.state == StateEstablished {
+			p.notify(sock, FDWrite, nil)
+		}
+	}
+	if ev&evIncoming != 0 {
+		p.progressAccepts(sock)
+		if len(ep.backlog) > 0 {
+			p.notify(sock, FDAccept, nil)
+		}
+	}
+	if ev&(evReadable|evConnected) != 0 {
+		p.progressRecvs(sock)
+		if ev&evReadable != 0 && sock.recvs.n == 0 && (ep.rqLen > 0 || ep.eof) && !sock.readEv {
+			sock.readEv = true
+			p.notify(sock, FDRead, nil)
+		}
+	}
+	if ev&(evWritable|evConnected) != 0 {
+		p.progressSends(sock)
+		if ev&evWritable != 0 && sock.writeEv && sock.sends.n == 0 && ep.state == StateEstablished {
+			sock.writeEv = false
+			p.notify(sock, FDWrite, nil)
+		}
+	}
+	if !sock.closeEv {
+		switch {
+		case ep.state == StateFailed && ev&evFailed != 0:
+			sock.closeEv = true
+			if ev&evConnected == 0 { // a failed connect is FD_CONNECT's news
+				p.notify(sock, FDClose, ep.err)
+			}
+		case ep.eof:
+			sock.closeEv = true
+			p.notify(sock, FDClose, nil)
+		}
+	}
+}
+
+func (p *Provider) progressAccepts(sock *socket) {
+	e := p.eng
+	l := sock.ep
+	for sock.accepts.n > 0 {
+		c := e.accept(l)
+		if c == nil {
+			break
+		}
+		o := sock.accepts.pop()
+		ns := &socket{ep: c}
+		ns.refs.Store(1)
+		c.sock = ns
+		s, err := p.allocSlot(ns)
+		if err != nil {
+			c.sock = nil
+			e.abort(c)
+			p.complete(o, 0, err)
+			continue
+		}
+		o.res = s
+		o.peer = netip.AddrPortFrom(c.raddr, c.rport)
+		p.complete(o, 0, nil)
+	}
+	l.acceptWait = sock.accepts.n
+}
+
+func (p *Provider) progressRecvs(sock *socket) {
+	e := p.eng
+	ep := sock.ep
+	for sock.recvs.n > 0 {
+		if ep.state == StateConnecting {
+			return
+		}
+		o := sock.recvs.head
+		n, err := e.read(ep, o.buf)
+		if n == 0 && err == nil && !ep.eof {
+			return
+		}
+		sock.recvs.pop()
+		p.complete(o, n, err)
+	}
+}
+
+func (p *Provider) progressSends(sock *socket) {
+	e := p.eng
+	ep := sock.ep
+	for sock.sends.n > 0 {
+		if ep.state == StateConnecting {
+			return
+		}
+		o := sock.sends.head
+		n, err := e.write(ep, o.buf[o.progress:])
+		o.progress += n
+		if err != nil || o.progress == len(o.buf) {
+			sock.sends.pop()
+			p.complete(o, o.progress, err)
+			continue
+		}
+		sock.writeEv = true
+		return
+	}
+}
+
+// notify posts ev to the socket's EventSelect callback, unless it is not
+// selected or the socket is closing.
+func (p *Provider) notify(sock *socket, ev Event, err error) {
+	if sock.evFn == nil || sock.evMask&ev == 0 || sock.closing.Load() {
+		return
+	}
+	sock.evFn(sock.evDesc, ev, err)
+}
+
+// closeSocket is the hard close of a socket whose last descriptor is
+// gone: the engine resets the connection (or the listener's backlog) and
+// frees its buffers and port; then every pending operation completes with
+// ErrAborted. It returns ENETDOWN when the link failed to take the reset.
+func (p *Provider) closeSocket(sock *socket) error {
+	e := p.eng
+	ep := sock.ep
+	var err error
+	if ep != nil {
+		ep.sock = nil
+		err = e.abort(ep)
+		sock.ep = nil
+	}
+	// Everything tied to the socket is released; now the operations.
+	aborted := p.scratch[:0]
+	if o := sock.connect; o != nil {
+		sock.connect = nil
+		aborted = append(aborted, o)
+	}
+	for _, l := range []*opList{&sock.accepts, &sock.recvs, &sock.sends} {
+		for o := l.pop(); o != nil; o = l.pop() {
+			aborted = append(aborted, o)
+		}
+	}
+	sock.evFn = nil
+	for i, o := range aborted {
+		n := 0
+		if o.kind == opSend {
+			n = o.progress
+		}
+		p.complete(o, n, ErrAborted)
+		aborted[i] = nil
+	}
+	p.scratch = aborted[:0]
+	return err
+}

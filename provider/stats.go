@@ -1,0 +1,89 @@
+package provider
+
+// Stats is a snapshot of a provider's counters and accounting. It may be
+// taken from any goroutine at any time, including from a completion's
+// notify function; each field is read atomically, the whole is not one
+// instant.
+type Stats struct {
+	// Buffer accounting: every buffer is in exactly one place, so
+	// BuffersFree + SendQueued + InFlight + OutOfOrder + RecvQueued ==
+	// Buffers at all times.
+	Buffers           int // total
+	BuffersFree       int
+	BuffersSendQueued int // send data not yet transmitted
+	BuffersInFlight   int // send data transmitted, not yet acknowledged
+	BuffersOutOfOrder int // received data beyond a hole
+	BuffersRecvQueued int // received data not yet read
+
+	Ops      int // the operation pool's size
+	OpsInUse int // operations posted or running and not yet returned
+
+	Sockets int // live descriptors
+
+	DatagramsIn, DatagramsOut       uint64
+	DataOut                         uint64 // data segments, first transmissions and retransmissions
+	Retransmits, FastRetransmits    uint64
+	RTOExpiries                     uint64
+	AcksOut, ProbesOut              uint64
+	ResetsOut, ResetsIn, RejectsOut uint64
+	DeadPeers                       uint64 // connections failed by the dead-peer bound
+	SendErrors                      uint64 // Link.Send errors other than ENOBUFS
+	Drops                           DropStats
+}
+
+// DropStats counts received datagrams dropped, by reason.
+type DropStats struct {
+	Malformed   uint64 // bad version, opcode or lengths
+	Checksum    uint64 // CRC-32C mismatch
+	BadToken    uint64 // wrong token, peer address, ports or ids: forged or stale
+	UnknownConn uint64 // no such connection (answered with a reset)
+	OutOfWindow uint64 // data beyond the granted window
+	Duplicate   uint64 // data already received
+	NoBuffer    uint64 // no buffer to hold data (the sender retransmits)
+	BadAck      uint64 // acks data never sent
+}
+
+// Stats returns the provider's counters.
+func (p *Provider) Stats() Stats {
+	e := p.eng
+	pl := e.pool
+	st := &e.st
+	return Stats{
+		Buffers:           pl.total(),
+		BuffersFree:       int(pl.count(placeFree)),
+		BuffersSendQueued: int(pl.count(placeSendQueued)),
+		BuffersInFlight:   int(pl.count(placeInFlight)),
+		BuffersOutOfOrder: int(pl.count(placeOutOfOrder)),
+		BuffersRecvQueued: int(pl.count(placeRecvQueued)),
+		Ops:               len(p.ops.ops),
+		OpsInUse:          int(p.ops.inUse.Load()),
+		Sockets:           int(p.nSockets.Load()),
+		DatagramsIn:       st.datagramsIn.Load(),
+		DatagramsOut:      st.datagramsOut.Load(),
+		DataOut:           st.dataOut.Load(),
+		Retransmits:       st.retransmits.Load(),
+		FastRetransmits:   st.fastRetransmits.Load(),
+		RTOExpiries:       st.rtoExpiries.Load(),
+		AcksOut:           st.acksOut.Load(),
+		ProbesOut:         st.probesOut.Load(),
+		ResetsOut:         st.resetsOut.Load(),
+		ResetsIn:          st.resetsIn.Load(),
+		RejectsOut:        st.rejectsOut.Load(),
+		DeadPeers:         st.deadPeers.Load(),
+		SendErrors:        st.sendErrors.Load(),
+		Drops: DropStats{
+			Malformed:   st.dropMalformed.Load(),
+			Checksum:    st.dropChecksum.Load(),
+			BadToken:    st.dropBadToken.Load(),
+			UnknownConn: st.dropUnknownConn.Load(),
+			OutOfWindow: st.dropOutOfWindow.Load(),
+			Duplicate:   st.dropDuplicate.Load(),
+			NoBuffer:    st.dropNoBuffer.Load(),
+			BadAck:      st.dropBadAck.Load(),
+		},
+	}
+}
+
+// BuffersHeld returns how many buffers hold data: the total less the free
+// ones.
+func (s Stats) BuffersHeld() int { return s.Buffers - s.BuffersFree }
