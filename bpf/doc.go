@@ -1,6 +1,6 @@
 // Package bpf holds sdx's XDP programs and their loaders. The programs are
-// written in C (steer.c), compiled by bpf2go into steer_bpfel.o and
-// steer_bpfel.go, which are committed. There is no socket logic here: the xdp
+// written in C (steer.c, fault.c), compiled by bpf2go into *_bpfel.o and
+// *_bpfel.go, which are committed. There is no socket logic here: the xdp
 // package creates AF_XDP sockets and registers them with Steer.Register.
 //
 // # sdx_steer
@@ -44,6 +44,67 @@
 // The counters live in a per-CPU array, so the program never contends on
 // them; Stats sums the CPUs.
 //
+// # sdx_fault
+//
+// sdx_fault is a loss injector for tests: it drops sdx frames on the real
+// path, so that the provider's retransmission, time-outs and resets are
+// exercised by frames that really went missing. A frame is eligible when it
+// is an sdx frame by the definition above (the parse is steer.c's, and
+// TestFaultParsesLikeSteer runs both programs on the same frames) to the
+// configured port and, if opcodes are chosen, its opcode (the byte at offset
+// 1 of the UDP payload, docs/PROTOCOL.md) is one of them. An eligible frame
+// is dropped with the configured probability, and the next DropNext eligible
+// frames are dropped whatever the draw; every other frame passes untouched.
+// Every frame bumps Seen and one of Dropped and Passed; an eligible one also
+// bumps Eligible.
+//
+// The settings live in a one-entry array map, not in read-only data, so that
+// Configure can change them while the program is attached. Until the first
+// Configure, every frame passes. DropNext is decremented under the map
+// value's bpf_spin_lock, so a burst drops exactly that many frames however
+// many CPUs run the program.
+//
+// The draws are reproducible, which bpf_get_prandom_u32 is not (it cannot be
+// seeded): each CPU has a splitmix64 generator in a per-CPU array, seeded by
+// Configure from FaultConfig.Seed (CPU i starts at the (i+1)-th output of
+// splitmix64 seeded with Seed). Every eligible frame takes exactly one draw,
+// also when a burst decides, and a frame is dropped when the draw's high 32
+// bits are below DropRate·2^32. So the fate of the n-th eligible frame a CPU
+// sees depends on the seed and n alone, and for one seed a frame dropped at
+// a rate is also dropped at any higher rate. Which CPU judges a frame is up
+// to the kernel (on veth, the CPU that runs the receiving NAPI poll); the
+// per-CPU counters say how many draws each CPU took, and the tests replay
+// them with the Go copy of the generator.
+//
+// Where it runs. The kernel gives an interface one XDP program at a time: on
+// Linux 6.18 a second bpf_link in the same mode fails with EBUSY, and one in
+// the other mode with EEXIST ("Native and generic XDP can't be active at the
+// same time"), so sdx_fault cannot sit beside sdx_steer on an sdx host's
+// interface, natively or generically (TestFaultCoexistence). A veth's XDP
+// sees only what the veth receives, so the sender's side of the pair is no
+// place for it either. Two ways remain: a fault hook inside sdx_steer, or a
+// hop between the hosts. sdx uses the hop: a third namespace whose bridge
+// joins the two hosts' veth pairs, with sdx_fault attached natively to the
+// bridge ports, returning XDP_PASS for the bridge to forward:
+//
+//	A "a" ==== "ra" [bridge] "rb" ==== "b" B
+//	   steer   fault          fault    steer
+//
+// sdx_fault on "ra" judges what A sends to B, on "rb" what B sends to A; one
+// Fault attached to both applies its settings to both directions, two give
+// each direction its own. The hosts keep the production sdx_steer and the
+// provider's own attach path, unchanged and with exact counters; the loss
+// looks to both of them like loss on the wire; the hosts' other traffic
+// (ARP, ICMP, TCP, other UDP ports) crosses the same hop and is checked to
+// be untouched; and the bridge is invisible (one subnet, the peers' own
+// MACs). The price is one namespace, one more veth pair and a bridge, built
+// and removed by the test (TestFaultOnHop), and a bridge traversal in every
+// frame's latency, which only the loss benchmarks see. A hook in sdx_steer
+// would have needed none of that, but would put test code into the program
+// every host runs, and the fault settings into its loader and the xdp
+// package's attach path; chaining the two programs with a tail call would
+// need the same attach-path changes.
+//
 // # Attaching
 //
 // Attach attaches a program through a bpf_link in the calling thread's
@@ -57,9 +118,10 @@
 //
 // The minimum is Linux 5.9 (MinKernel), for XDP attach through a bpf_link
 // (BPF_LINK_CREATE with BPF_XDP). Everything else is older: XDP 4.8,
-// AF_XDP and XSKMAP 4.18, read-only global data 5.2, and a default action
+// AF_XDP and XSKMAP 4.18, read-only global data 5.2, a default action
 // in the low bits of bpf_redirect_map's flags 5.3 (before that a non-zero
-// flags argument aborts the program). A missing feature is reported as a
+// flags argument aborts the program), and sdx_fault's bpf_spin_lock in a
+// map value with BPF_F_LOCK updates 5.1. A missing feature is reported as a
 // *KernelFeatureError, which matches ebpf.ErrNotSupported.
 //
 // # Regenerating

@@ -6,3 +6,4 @@ package bpf
 // installed. scripts/gen-check.sh fails when the committed output is stale.
 //
 //go:generate go tool bpf2go -cc clang-14 -cflags "-O2 -g -Wall -Werror -nostdinc -Iinclude" -target bpfel -type counters steer steer.c
+//go:generate go tool bpf2go -cc clang-14 -cflags "-O2 -g -Wall -Werror -nostdinc -Iinclude" -target bpfel -type counters -type config -type rng_state fault fault.c

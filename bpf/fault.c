@@ -1,0 +1,199 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// sdx_fault drops sdx frames on purpose, for tests: frames to the
+// configured UDP port whose opcode is chosen are dropped with a configured
+// probability, decided by a seeded per-CPU generator, or unconditionally
+// for a configured number of frames. Every other frame passes untouched.
+// It runs on a hop between two sdx hosts, not beside sdx_steer: see doc.go.
+
+#include "uapi.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+// <linux/bpf.h> definitions beyond those include/uapi.h restates for
+// steer.c. The map type gets a name of its own so that it cannot clash with
+// BPF_MAP_TYPE_ARRAY should uapi.h ever list it; struct bpf_spin_lock must
+// keep its name, by which the verifier finds it in BTF, so it moves to
+// uapi.h as soon as a second program needs it.
+#define FAULT_MAP_TYPE_ARRAY 2 // BPF_MAP_TYPE_ARRAY
+
+struct bpf_spin_lock {
+	__u32 val;
+};
+
+// The offset of the opcode in the sdx header, from the start of the UDP
+// payload (docs/PROTOCOL.md, "sdx header").
+#define SDX_OPCODE_OFF 1
+
+// The configuration, written from Go while the program may be running.
+// Only drop_next is read under the lock; a run that races with an update
+// may see some fields old and some new, which is harmless here.
+struct config {
+	struct bpf_spin_lock lock; // guards drop_next
+	__u32 drop_next;           // drop the next drop_next eligible frames whatever the draw
+	__u64 threshold;           // drop when the draw's high 32 bits are below: 0 never, 1<<32 always
+	__u32 opcodes;             // bit N: frames with opcode N are eligible; 0: every frame to port
+	__u16 port;                // sdx UDP port, host byte order; 0: nothing is eligible
+	__u16 _pad;
+};
+
+struct {
+	__uint(type, FAULT_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} settings SEC(".maps");
+
+// The generator of one CPU: a splitmix64 state, seeded from Go.
+struct rng_state {
+	__u64 state;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rng_state);
+} rng SEC(".maps");
+
+// Counters of sdx_fault, one set per CPU. Every run adds one to seen and
+// one to exactly one of dropped and passed; an eligible frame also adds one
+// to eligible.
+struct counters {
+	__u64 seen;     // frames the program ran on
+	__u64 eligible; // sdx frames to the port with a chosen opcode: one draw each
+	__u64 dropped;  // eligible frames dropped
+	__u64 passed;   // every other frame, eligible or not: passed
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct counters);
+} stats SEC(".maps");
+
+// splitmix64 advances *state and returns its next output (Steele, Lea and
+// Flood, "Fast splittable pseudorandom number generators", 2014). fault.go
+// has the same function for seeding and for the tests.
+static __always_inline __u64 splitmix64(__u64 *state)
+{
+	__u64 z = (*state += 0x9e3779b97f4a7c15ULL);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+// eligible reports whether the frame in [data, data_end) is an sdx frame to
+// port whose opcode is in the mask; a mask of 0 takes every sdx frame to
+// port, with an opcode or without. Up to the opcode the parse is steer.c's
+// classify, read for read and bounds check for bounds check, so the frames
+// it considers are exactly those sdx_steer calls CLASS_SDX. Every read is
+// preceded by a bounds check against data_end.
+static __always_inline int eligible(void *data, void *data_end, __u16 port, __u32 mask)
+{
+	if (port == 0)
+		return 0;
+
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return 0;
+
+	void *l3 = eth + 1;
+	__be16 proto = eth->h_proto;
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		struct vlan_hdr *vlan = l3;
+		if ((void *)(vlan + 1) > data_end)
+			return 0;
+		proto = vlan->h_vlan_encapsulated_proto;
+		l3 = vlan + 1;
+	}
+	if (proto != bpf_htons(ETH_P_IP))
+		return 0;
+
+	struct iphdr *ip = l3;
+	if ((void *)(ip + 1) > data_end)
+		return 0;
+	if ((ip->ver_ihl >> 4) != 4)
+		return 0;
+	__u32 hlen = (ip->ver_ihl & 0x0f) * 4;
+	if (hlen < sizeof(*ip))
+		return 0;
+	if ((void *)ip + hlen > data_end)
+		return 0;
+	__u32 tot_len = bpf_ntohs(ip->tot_len);
+	if (tot_len < hlen || (void *)ip + tot_len > data_end)
+		return 0;
+
+	if (ip->protocol != IPPROTO_UDP)
+		return 0;
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return 0;
+
+	struct udphdr *udp = (void *)ip + hlen;
+	if ((void *)(udp + 1) > data_end || tot_len - hlen < sizeof(*udp))
+		return 0;
+	if (udp->dest != bpf_htons(port))
+		return 0;
+	__u32 udp_len = bpf_ntohs(udp->len);
+	if (udp_len < sizeof(*udp) || udp_len > tot_len - hlen)
+		return 0;
+
+	if (mask == 0)
+		return 1;
+	// A datagram too short to hold an opcode has none to choose.
+	__u8 *op = (__u8 *)(udp + 1) + SDX_OPCODE_OFF;
+	if ((void *)(op + 1) > data_end || udp_len < sizeof(*udp) + SDX_OPCODE_OFF + 1)
+		return 0;
+	if (*op >= 32)
+		return 0;
+	return (mask >> *op) & 1;
+}
+
+SEC("xdp")
+int sdx_fault(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+
+	// Never NULL for one-entry arrays; if one were, every frame passes.
+	struct counters *st = bpf_map_lookup_elem(&stats, &zero);
+	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
+	struct rng_state *r = bpf_map_lookup_elem(&rng, &zero);
+	if (!st || !cfg || !r)
+		return XDP_PASS;
+	st->seen++;
+
+	if (!eligible(data, data_end, cfg->port, cfg->opcodes)) {
+		st->passed++;
+		return XDP_PASS;
+	}
+	st->eligible++;
+
+	// Every eligible frame takes one draw, also when drop_next decides, so
+	// the fate the rate gives the n-th eligible frame on a CPU depends on
+	// the seed and n alone.
+	int drop = (splitmix64(&r->state) >> 32) < cfg->threshold;
+
+	// Unlocked peek first: the lock is taken only while a burst is armed.
+	if (cfg->drop_next) {
+		bpf_spin_lock(&cfg->lock);
+		if (cfg->drop_next) {
+			cfg->drop_next--;
+			drop = 1;
+		}
+		bpf_spin_unlock(&cfg->lock);
+	}
+
+	if (drop) {
+		st->dropped++;
+		return XDP_DROP;
+	}
+	st->passed++;
+	return XDP_PASS;
+}
