@@ -12,8 +12,8 @@ import (
 const MinKernel = "5.9"
 
 var (
-	// ErrClosed is returned by the methods of a closed Steer.
-	ErrClosed = errors.New("steer closed")
+	// ErrClosed is returned by the methods of a closed Steer or Fault.
+	ErrClosed = errors.New("closed")
 	// ErrQueueRange is returned for a queue index outside [0, MaxQueues).
 	ErrQueueRange = errors.New("queue index out of range")
 	// ErrPort is returned by LoadSteer for port 0, which UDP cannot address.
