@@ -1461,12 +1461,12 @@ func (e *engine) onTimer(ep *endpoint) {
 	}
 	if now-ep.lastHeard >= int64(e.cfg.Timeout) {
 		e.st.deadPeers.Add(1)
+		// ETIMEDOUT, also when the link could not resolve the peer
+		// (EHOSTUNREACH from Send): no answer is no answer. Only our own
+		// link being down is reported as such.
 		err := ErrTimedOut
-		switch {
-		case e.linkErr == ErrNetDown || ep.lastErr == ErrNetDown:
+		if e.linkErr == ErrNetDown || ep.lastErr == ErrNetDown {
 			err = ErrNetDown
-		case ep.lastErr == ErrHostUnreach:
-			err = ErrHostUnreach
 		}
 		if ep.state == StateEstablished {
 			e.sendCtl(ep, OpReset, ReasonTimedOut)

@@ -282,6 +282,9 @@ func (p *Provider) pollLoop(w waitable, dedicated bool, deadline int64) {
 			return
 		}
 		if p.cfg.Mode == PollBusy || now-last < int64(p.cfg.Spin) {
+			// Spinning: let goroutines made runnable by our completions
+			// run, even when every CPU is spinning.
+			runtime.Gosched()
 			continue
 		}
 		// Idle: sleep in the link until input, a kick or the next timer.
