@@ -3,6 +3,7 @@ module github.com/sdx-project/sdx
 go 1.26.0
 
 require (
+	github.com/HdrHistogram/hdrhistogram-go v1.4.0
 	github.com/asavie/xdp v0.3.3
 	github.com/cilium/ebpf v0.22.0
 	golang.org/x/sys v0.50.0

@@ -1,0 +1,218 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sdx-project/sdx/internal/testbed"
+	"github.com/sdx-project/sdx/provider"
+)
+
+// sdxSystem is sdx's own reliable streams: one provider on an XDPLink in
+// each namespace, used through the provider's blocking verbs (Socket,
+// Bind, Listen, Accept, Connect, Send, Recv, Shutdown, CloseSocket).
+//
+// sdx-busy runs each provider in PollBusy: its dedicated poller goroutine
+// spins for the provider's lifetime and the application's goroutines park
+// in the blocking verbs; they are not pinned, the Go scheduler places them
+// and the pollers. sdx-adaptive runs PollAdaptive: a goroutine blocked in
+// a verb takes the poller role itself and spins for a while, so its thread
+// is pinned like the other spinning systems'.
+type sdxSystem struct {
+	name string
+	mode provider.PollMode
+	h    *Hosts
+	p    [2]*provider.Provider // on A, on B
+
+	xdpMode, xskMode string
+}
+
+func newSDX(name string, mode provider.PollMode) *sdxSystem {
+	return &sdxSystem{name: name, mode: mode}
+}
+
+func (s *sdxSystem) Name() string                     { return s.name }
+func (*sdxSystem) Kind() Kind                         { return Stream }
+func (*sdxSystem) MaxMessage() int                    { return 0 }
+func (s *sdxSystem) Pinned() bool                     { return s.mode == provider.PollAdaptive }
+func (s *sdxSystem) Modes() (xdpMode, xskMode string) { return s.xdpMode, s.xskMode }
+
+func (s *sdxSystem) Open(h *Hosts) (err error) {
+	s.h = h
+	defer func() {
+		if err != nil {
+			err = errors.Join(fmt.Errorf("%s: %w", s.name, err), s.Close())
+		}
+	}()
+	for i, host := range []*testbed.Host{&h.A, &h.B} {
+		l, err := openLink(host)
+		if err != nil {
+			return err
+		}
+		if i == 0 {
+			s.xdpMode, s.xskMode = l.Steering().Mode().String(), l.Queue().Mode().String()
+		}
+		if s.p[i], err = provider.Startup(provider.Config{Link: l, Mode: s.mode}); err != nil {
+			return errors.Join(err, l.Close())
+		}
+	}
+	return nil
+}
+
+// openLink opens an XDPLink on host, retrying the short EBUSY that follows
+// the close of a previous socket on the same queue.
+func openLink(host *testbed.Host) (*provider.XDPLink, error) {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		l, err := provider.OpenXDPLink(provider.XDPLinkConfig{Netns: host.NS, Interface: host.If})
+		if err == nil || !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+			return l, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *sdxSystem) Close() error {
+	var errs []error
+	for i, p := range s.p {
+		if p != nil {
+			errs = append(errs, p.Cleanup())
+			s.p[i] = nil
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *sdxSystem) Pair(b *Bound) (client, server Conn, err error) {
+	return pairByListen(s, s.h, b)
+}
+
+func (s *sdxSystem) Listen(b *Bound) (Listener, error) {
+	if s.p[1] == nil {
+		return nil, fmt.Errorf("%s: not open", s.name)
+	}
+	pb := s.p[1]
+	ls, err := pb.Socket()
+	if err != nil {
+		return nil, fmt.Errorf("%s: socket: %w", s.name, err)
+	}
+	l := &sdxListener{pa: s.p[0], pb: pb, ls: ls, b: b}
+	if err := pb.Bind(ls, netip.AddrPortFrom(s.h.B.Addr, 0)); err != nil {
+		pb.CloseSocket(ls)
+		return nil, fmt.Errorf("%s: bind: %w", s.name, err)
+	}
+	if err := pb.Listen(ls, 1024); err != nil {
+		pb.CloseSocket(ls)
+		return nil, fmt.Errorf("%s: listen: %w", s.name, err)
+	}
+	if l.addr, err = pb.GetSockName(ls); err != nil {
+		pb.CloseSocket(ls)
+		return nil, fmt.Errorf("%s: %w", s.name, err)
+	}
+	// Accept blocks in the provider: closing the listening socket is what
+	// ends it when the run stops.
+	l.unhook = b.OnStop(func() { l.Close() })
+	return l, nil
+}
+
+// sdxListener is a listening socket on B's provider; Dial connects from
+// A's.
+type sdxListener struct {
+	pa, pb *provider.Provider
+	ls     provider.Socket
+	addr   netip.AddrPort
+	b      *Bound
+	closed atomic.Bool
+	unhook func()
+}
+
+func (l *sdxListener) Accept() (Conn, error) {
+	s, _, err := l.pb.Accept(l.ls)
+	if err != nil {
+		return nil, sdxErr(l.b, err)
+	}
+	return newSDXConn(l.pb, s, l.b), nil
+}
+
+func (l *sdxListener) Dial() (Conn, error) {
+	s, err := l.pa.Socket()
+	if err != nil {
+		return nil, sdxErr(l.b, err)
+	}
+	if err := l.pa.Connect(s, l.addr); err != nil {
+		l.pa.CloseSocket(s)
+		return nil, sdxErr(l.b, err)
+	}
+	return newSDXConn(l.pa, s, l.b), nil
+}
+
+func (l *sdxListener) Close() error {
+	if l.closed.Swap(true) {
+		return nil
+	}
+	if l.unhook != nil {
+		l.unhook()
+	}
+	return l.pb.CloseSocket(l.ls)
+}
+
+// sdxConn is one end of an sdx stream.
+type sdxConn struct {
+	p      *provider.Provider
+	s      provider.Socket
+	b      *Bound
+	closed atomic.Bool
+	unhook func()
+}
+
+func newSDXConn(p *provider.Provider, s provider.Socket, b *Bound) *sdxConn {
+	c := &sdxConn{p: p, s: s, b: b}
+	// Send and Recv block in the provider with no deadline; closing the
+	// socket when the run stops ends them.
+	c.unhook = b.OnStop(func() { c.close() })
+	return c
+}
+
+func (c *sdxConn) Send(p []byte) error {
+	_, err := c.p.Send(c.s, p)
+	return sdxErr(c.b, err)
+}
+
+func (c *sdxConn) Recv(p []byte) (int, error) {
+	n, err := c.p.Recv(c.s, p)
+	if err == nil && n == 0 {
+		return 0, io.EOF
+	}
+	return n, sdxErr(c.b, err)
+}
+
+func (c *sdxConn) CloseWrite() error { return sdxErr(c.b, c.p.Shutdown(c.s)) }
+
+func (c *sdxConn) Close() error {
+	c.unhook()
+	return c.close()
+}
+
+func (c *sdxConn) close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	return c.p.CloseSocket(c.s)
+}
+
+// sdxErr turns the errors of a run being stopped (operations aborted or
+// descriptors closed by the stop hooks) into ErrStopped.
+func sdxErr(b *Bound, err error) error {
+	if err == nil {
+		return nil
+	}
+	if b.Stopped() && (errors.Is(err, provider.ErrAborted) || errors.Is(err, provider.ErrNotSock)) {
+		return ErrStopped
+	}
+	return err
+}

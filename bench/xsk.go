@@ -1,0 +1,308 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sdx-project/sdx/internal/frame"
+	"github.com/sdx-project/sdx/internal/testbed"
+	"github.com/sdx-project/sdx/xdp"
+)
+
+// XSKPort is the UDP port of the floor's frames; the steer program sends
+// frames to it into the AF_XDP queues and everything else to the kernel.
+const XSKPort = 4792
+
+// xskSystem is the floor: one AF_XDP queue on each end, the steer program
+// on both veth ends, and no protocol. The client builds an
+// Ethernet/IPv4/UDP frame around its message; the server swaps the
+// addresses and sends the same frame back. A message is one frame, so at
+// most MTU-28 bytes.
+type xskSystem struct {
+	h      *Hosts
+	steer  [2]*xdp.Steering
+	q      [2]*xdp.Queue
+	flow   frame.Flow // A to B
+	maxMsg int
+
+	// What the kernel granted, for the report.
+	xdpMode, xskMode string
+}
+
+func (*xskSystem) Name() string { return "xsk-floor" }
+func (*xskSystem) Kind() Kind   { return Datagram }
+func (*xskSystem) Pinned() bool { return true }
+
+func (s *xskSystem) MaxMessage() int {
+	if s.maxMsg == 0 {
+		return 1500 - frame.IPv4Len - frame.UDPLen
+	}
+	return s.maxMsg
+}
+
+// Modes reports the XDP attach mode and the AF_XDP copy mode the kernel
+// granted; empty before Open.
+func (s *xskSystem) Modes() (xdpMode, xskMode string) { return s.xdpMode, s.xskMode }
+
+// Modes reports, for a system that attaches XDP, what the kernel granted.
+type Modes interface {
+	Modes() (xdpMode, xskMode string)
+}
+
+func (s *xskSystem) Open(h *Hosts) (err error) {
+	s.h = h
+	defer func() {
+		if err != nil {
+			err = errors.Join(fmt.Errorf("xsk-floor: %w", err), s.Close())
+		}
+	}()
+	mtu := 0
+	for i, host := range []*testbed.Host{&h.A, &h.B} {
+		if s.steer[i], err = xdp.AttachSteer(xdp.SteerConfig{Netns: host.NS, Interface: host.If, Port: XSKPort}); err != nil {
+			return err
+		}
+		if s.q[i], err = openQueue(host); err != nil {
+			return err
+		}
+		if err := s.steer[i].Register(s.q[i]); err != nil {
+			return err
+		}
+		if err := host.Do(func() error {
+			ifi, err := net.InterfaceByName(host.If)
+			if err == nil && (mtu == 0 || ifi.MTU < mtu) {
+				mtu = ifi.MTU
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	s.maxMsg = min(mtu-frame.IPv4Len-frame.UDPLen, s.q[0].FrameSize()-frame.HeaderLen)
+	s.xdpMode, s.xskMode = s.steer[0].Mode().String(), s.q[0].Mode().String()
+	s.flow = frame.Flow{
+		Src: frame.Endpoint{MAC: [6]byte(h.A.MAC), IP: h.A.Addr, Port: XSKPort},
+		Dst: frame.Endpoint{MAC: [6]byte(h.B.MAC), IP: h.B.Addr, Port: XSKPort},
+	}
+	return nil
+}
+
+// openQueue opens an AF_XDP queue on host, retrying the short EBUSY that
+// follows the close of a previous socket on the same queue.
+func openQueue(host *testbed.Host) (*xdp.Queue, error) {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		q, err := xdp.Open(xdp.Config{Netns: host.NS, Interface: host.If})
+		if err == nil || !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return q, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *xskSystem) Close() error {
+	var errs []error
+	for i := range s.q {
+		if s.q[i] != nil {
+			errs = append(errs, s.q[i].Close())
+			s.q[i] = nil
+		}
+		if s.steer[i] != nil {
+			errs = append(errs, s.steer[i].Close())
+			s.steer[i] = nil
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Pair returns an end on each queue. There is one queue per host, so one
+// pair at a time; frames a previous run left behind are dropped first.
+func (s *xskSystem) Pair(b *Bound) (client, server Conn, err error) {
+	if s.q[0] == nil {
+		return nil, nil, errors.New("xsk-floor: not open")
+	}
+	for _, q := range s.q {
+		drain(q)
+	}
+	return &xskConn{q: s.q[0], flow: s.flow, b: b}, &xskConn{q: s.q[1], flow: s.flow.Reverse(), b: b}, nil
+}
+
+// drain releases what sits on q's rx ring and takes back completed sends.
+func drain(q *xdp.Queue) {
+	var descs [64]xdp.Desc
+	for {
+		n := q.Receive(descs[:])
+		for _, d := range descs[:n] {
+			q.Release(q.FrameOf(d))
+		}
+		q.Complete()
+		q.Refill()
+		if n == 0 {
+			return
+		}
+	}
+}
+
+// xskConn is one end of the floor on one queue. Its goroutine owns the
+// queue while the run lasts.
+type xskConn struct {
+	q    *xdp.Queue
+	flow frame.Flow
+	b    *Bound
+
+	rx       [64]xdp.Desc // received, handed out one by one
+	nrx, nxt int
+	tx       [32]xdp.Desc // built, not yet on the tx ring
+	ntx      int
+	parsed   frame.Parsed
+	ipID     uint16
+}
+
+func (c *xskConn) Send(p []byte) error {
+	if err := c.Queue(p); err != nil {
+		return err
+	}
+	return c.Flush()
+}
+
+// Queue builds a frame carrying p; it goes out at the next Flush, or now
+// when 32 frames (the kernel's batch per kick) are waiting.
+func (c *xskConn) Queue(p []byte) error {
+	var s spinner
+	for {
+		f, ok := c.q.Alloc()
+		if ok {
+			buf := c.q.Frame(f)
+			copy(buf[frame.HeaderLen:], p)
+			c.ipID++
+			n := c.flow.Encode(buf, len(p), c.ipID)
+			c.tx[c.ntx] = xdp.Desc{Addr: c.q.Addr(f), Len: uint32(n)}
+			c.ntx++
+			if c.ntx == len(c.tx) {
+				return c.Flush()
+			}
+			return nil
+		}
+		if c.ntx > 0 {
+			if err := c.Flush(); err != nil {
+				return err
+			}
+		}
+		c.q.Complete()
+		if err := s.wait(c.b, c.b.deadline); err != nil {
+			return err
+		}
+	}
+}
+
+// Flush puts the built frames on the tx ring and kicks the kernel.
+func (c *xskConn) Flush() error {
+	var s spinner
+	sent := 0
+	for sent < c.ntx {
+		k := c.q.Transmit(c.tx[sent:c.ntx])
+		sent += k
+		if err := c.q.Kick(); err != nil {
+			c.dropTx(sent)
+			return err
+		}
+		c.q.Complete()
+		if k == 0 {
+			if err := s.wait(c.b, c.b.deadline); err != nil {
+				c.dropTx(sent)
+				return err
+			}
+		}
+	}
+	c.ntx = 0
+	return nil
+}
+
+// dropTx releases the built frames from index i on.
+func (c *xskConn) dropTx(i int) {
+	for _, d := range c.tx[i:c.ntx] {
+		c.q.Release(c.q.FrameOf(d))
+	}
+	c.ntx = 0
+}
+
+func (c *xskConn) Recv(p []byte) (int, error) { return c.RecvUntil(p, c.b.deadline) }
+
+func (c *xskConn) RecvUntil(p []byte, t time.Time) (int, error) {
+	var s spinner
+	for {
+		for c.nxt < c.nrx {
+			d := c.rx[c.nxt]
+			c.nxt++
+			err := frame.Parse(c.q.Data(d), &c.parsed)
+			n := copy(p, c.parsed.Payload)
+			c.q.Release(c.q.FrameOf(d))
+			if err == nil && c.parsed.Flow.Dst.Port == XSKPort {
+				return n, nil
+			}
+		}
+		c.q.Refill()
+		c.nrx, c.nxt = c.q.Receive(c.rx[:]), 0
+		if c.nrx == 0 {
+			c.q.Complete()
+			if err := s.wait(c.b, t); err != nil {
+				return 0, err
+			}
+		}
+	}
+}
+
+// Echo turns every frame around in place, as cmd/sdx's demo does: swap
+// the addresses, put the same frame on the tx ring.
+func (c *xskConn) Echo() error {
+	var s spinner
+	for {
+		n := c.q.Receive(c.rx[:])
+		if n == 0 {
+			c.q.Complete()
+			c.q.Refill()
+			if err := s.wait(c.b, c.b.deadline); err != nil {
+				return err
+			}
+			continue
+		}
+		out := 0
+		for _, d := range c.rx[:n] {
+			buf := c.q.Data(d)
+			if frame.Parse(buf, &c.parsed) != nil {
+				c.q.Release(c.q.FrameOf(d))
+				continue
+			}
+			rev := c.parsed.Flow.Reverse()
+			rev.Encode(buf, len(c.parsed.Payload), 0)
+			c.rx[out] = d
+			out++
+		}
+		q := c.q.Transmit(c.rx[:out])
+		for _, d := range c.rx[q:out] {
+			c.q.Release(c.q.FrameOf(d))
+		}
+		if err := c.q.Kick(); err != nil {
+			return err
+		}
+		c.q.Complete()
+		c.q.Refill()
+	}
+}
+
+// CloseWrite does nothing: the floor has no streams.
+func (c *xskConn) CloseWrite() error { return nil }
+
+// Close gives back every frame the end still holds.
+func (c *xskConn) Close() error {
+	for _, d := range c.rx[c.nxt:c.nrx] {
+		c.q.Release(c.q.FrameOf(d))
+	}
+	c.nxt, c.nrx = 0, 0
+	c.dropTx(0)
+	c.q.Complete()
+	return nil
+}
