@@ -1,0 +1,80 @@
+package bench_test
+
+import (
+	"context"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/sdx-project/sdx/bench"
+	"github.com/sdx-project/sdx/internal/testbed"
+	"github.com/sdx-project/sdx/internal/testutil"
+)
+
+// BenchmarkRR is the ping-pong of cmd/sdxbench as a go test benchmark: one
+// transaction per iteration, over every system that runs, at each size
+// that fits it. ns/op is the mean round trip; p50-us and p99-us come from
+// an HDR histogram of every iteration.
+func BenchmarkRR(b *testing.B) {
+	testutil.Privileged(b)
+	if runtime.NumCPU() < 2 {
+		b.Skip("needs two CPUs: the client and the server spin on one each")
+	}
+	bed := testbed.New(b, testbed.Options{Subnet: 61})
+	if err := bed.Neighbours(); err != nil {
+		b.Fatal(err)
+	}
+	h := &bench.Hosts{A: bed.A, B: bed.B, ClientCPU: 0, ServerCPU: 1}
+	for _, sys := range bench.Systems() {
+		b.Run(sys.Name(), func(b *testing.B) {
+			if u, ok := sys.(bench.Unavailable); ok {
+				b.Skip(u.Reason())
+			}
+			if err := sys.Open(h); err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() {
+				if err := sys.Close(); err != nil {
+					b.Error(err)
+				}
+			})
+			for _, size := range []int{64, 1024, 16384} {
+				if ok, _ := bench.Applies(sys, bench.Spec{Workload: bench.RR, Size: size}); !ok {
+					continue
+				}
+				b.Run(bench.SizeString(size), func(b *testing.B) { benchRR(b, sys, h, size) })
+			}
+		})
+	}
+}
+
+func benchRR(b *testing.B, sys bench.System, h *bench.Hosts, size int) {
+	p, err := bench.StartPinger(context.Background(), sys, h, size, 5*time.Minute)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		if err := p.Close(); err != nil {
+			b.Error(err)
+		}
+	}()
+	if sys.Pinned() {
+		restore, err := bench.PinThread(h.ClientCPU)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer restore()
+	}
+	hist := bench.NewHist()
+	b.ReportAllocs()
+	b.SetBytes(int64(2 * size))
+	for b.Loop() {
+		d, err := p.Do()
+		if err != nil {
+			b.Fatal(err)
+		}
+		hist.RecordValue(d.Nanoseconds())
+	}
+	b.ReportMetric(float64(hist.ValueAtQuantile(50))/1e3, "p50-us")
+	b.ReportMetric(float64(hist.ValueAtQuantile(99))/1e3, "p99-us")
+}
