@@ -1,0 +1,345 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/sdx-project/sdx/bench"
+)
+
+// Reference is the system every ratio is taken against: kernel TCP with a
+// spinning reader, the fastest way to drive kernel TCP without changing
+// the kernel.
+const Reference = "tcp-spin"
+
+// Report is everything a run produced; it is what -json writes.
+type Report struct {
+	Env     Env      `json:"env"`
+	Results []Result `json:"results"`
+	Skipped []Skip   `json:"skipped,omitempty"`
+
+	systems []string     // in table order
+	specs   []bench.Spec // in table order
+}
+
+// Result is one figure line: one system, one workload, the median of the
+// repeats and their spread.
+type Result struct {
+	System    string  `json:"system"`
+	Workload  string  `json:"workload"`
+	Size      int     `json:"size"`
+	Conns     int     `json:"conns"`
+	P50       float64 `json:"p50_us,omitempty"`
+	P99       float64 `json:"p99_us,omitempty"`
+	P999      float64 `json:"p999_us,omitempty"`
+	Max       float64 `json:"max_us,omitempty"`
+	Rate      float64 `json:"rate"`
+	Unit      string  `json:"unit"`
+	CPUPerMsg float64 `json:"cpu_us_per_msg"`
+	// Loss is the fraction of datagrams or transactions lost (median).
+	Loss    float64 `json:"loss,omitempty"`
+	Repeats int     `json:"repeats"`
+	// Spread is [min, max] over the repeats of each figure above.
+	Spread map[string][2]float64 `json:"spread"`
+
+	hist *hdrhistogram.Histogram // rr: all repeats merged, for the plot
+}
+
+// Skip is a system and workload with no figures, and why.
+type Skip struct {
+	System   string `json:"system"`
+	Workload string `json:"workload"`
+	Size     int    `json:"size"`
+	Conns    int    `json:"conns"`
+	Reason   string `json:"reason"`
+}
+
+func (r *Report) skip(system string, spec bench.Spec, why string) {
+	r.Skipped = append(r.Skipped, Skip{System: system, Workload: string(spec.Workload), Size: spec.Size, Conns: spec.Conns, Reason: why})
+}
+
+func (r *Report) add(res Result) { r.Results = append(r.Results, res) }
+
+// find returns the result of system for spec.
+func (r *Report) find(system string, spec bench.Spec) *Result {
+	for i := range r.Results {
+		x := &r.Results[i]
+		if x.System == system && x.Workload == string(spec.Workload) && x.Size == spec.Size && x.Conns == spec.Conns {
+			return x
+		}
+	}
+	return nil
+}
+
+func (r *Report) skipped(system string, spec bench.Spec) *Skip {
+	for i := range r.Skipped {
+		x := &r.Skipped[i]
+		if x.System == system && x.Workload == string(spec.Workload) && x.Size == spec.Size && x.Conns == spec.Conns {
+			return x
+		}
+	}
+	return nil
+}
+
+// figures are the names of a result's figures, in JSON and spread keys.
+var figures = []string{"p50_us", "p99_us", "p999_us", "max_us", "rate", "cpu_us_per_msg", "loss"}
+
+func (r *Result) figure(name string) float64 {
+	switch name {
+	case "p50_us":
+		return r.P50
+	case "p99_us":
+		return r.P99
+	case "p999_us":
+		return r.P999
+	case "max_us":
+		return r.Max
+	case "rate":
+		return r.Rate
+	case "cpu_us_per_msg":
+		return r.CPUPerMsg
+	case "loss":
+		return r.Loss
+	}
+	panic("unknown figure " + name)
+}
+
+func (r *Result) setFigure(name string, v float64) {
+	switch name {
+	case "p50_us":
+		r.P50 = v
+	case "p99_us":
+		r.P99 = v
+	case "p999_us":
+		r.P999 = v
+	case "max_us":
+		r.Max = v
+	case "rate":
+		r.Rate = v
+	case "cpu_us_per_msg":
+		r.CPUPerMsg = v
+	case "loss":
+		r.Loss = v
+	default:
+		panic("unknown figure " + name)
+	}
+}
+
+// aggregate turns the repeats of one run into a Result: each figure is the
+// median of the repeats (the mean of the middle two for an even count),
+// and the spread its min and max.
+func aggregate(samples []*bench.Sample) Result {
+	s0 := samples[0]
+	res := Result{
+		System: s0.System, Workload: string(s0.Workload), Size: s0.Size, Conns: s0.Conns,
+		Unit: s0.Unit(), Repeats: len(samples), Spread: map[string][2]float64{},
+	}
+	per := map[string][]float64{}
+	for _, s := range samples {
+		if s.Hist != nil {
+			per["p50_us"] = append(per["p50_us"], us(s.Hist.ValueAtQuantile(50)))
+			per["p99_us"] = append(per["p99_us"], us(s.Hist.ValueAtQuantile(99)))
+			per["p999_us"] = append(per["p999_us"], us(s.Hist.ValueAtQuantile(99.9)))
+			per["max_us"] = append(per["max_us"], us(s.Hist.Max()))
+			if res.hist == nil {
+				res.hist = bench.NewHist()
+			}
+			res.hist.Merge(s.Hist)
+		}
+		per["rate"] = append(per["rate"], s.Rate())
+		per["cpu_us_per_msg"] = append(per["cpu_us_per_msg"], s.CPUPerMsg())
+		per["loss"] = append(per["loss"], s.Loss())
+	}
+	for _, f := range figures {
+		v := per[f]
+		if len(v) == 0 || (f == "loss" && slices.Max(v) == 0) {
+			continue
+		}
+		res.setFigure(f, median(v))
+		res.Spread[f] = [2]float64{slices.Min(v), slices.Max(v)}
+	}
+	return res
+}
+
+func us(ns int64) float64 { return float64(ns) / 1e3 }
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// writeOutputs prints the table and writes the files o asks for.
+func writeOutputs(w io.Writer, rep *Report, o *options) error {
+	if err := Markdown(w, rep); err != nil {
+		return err
+	}
+	if o.jsonFile != "" {
+		if err := writeJSON(o.jsonFile, rep); err != nil {
+			return err
+		}
+	}
+	if o.plotFile != "" {
+		if err := writePlot(o.plotFile, rep); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeJSON(name string, rep *Report) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(name, append(b, '\n'), 0o644)
+}
+
+// column is one figure column of a workload's table.
+type column struct {
+	figure string // key in figures
+	title  string
+	ratio  bool // show the ratio to the reference
+}
+
+func columns(w bench.Workload) []column {
+	switch w {
+	case bench.RR:
+		return []column{
+			{"p50_us", "p50 µs", true}, {"p99_us", "p99 µs", true}, {"p999_us", "p99.9 µs", true},
+			{"max_us", "max µs", true}, {"rate", "tps", true}, {"cpu_us_per_msg", "CPU µs/tx", true},
+			{"loss", "lost", false},
+		}
+	case bench.MsgRate:
+		return []column{{"rate", "msg/s", true}, {"cpu_us_per_msg", "CPU µs/msg", true}, {"loss", "lost", false}}
+	case bench.Bulk:
+		return []column{{"rate", "Gbit/s", true}, {"cpu_us_per_msg", "CPU µs/64 KiB", true}}
+	case bench.ConnRate:
+		return []column{{"rate", "conn/s", true}, {"cpu_us_per_msg", "CPU µs/conn", true}}
+	}
+	return nil
+}
+
+func title(s bench.Spec) string {
+	switch s.Workload {
+	case bench.RR:
+		return fmt.Sprintf("Ping-pong (rr), %s messages, one connection", bench.SizeString(s.Size))
+	case bench.MsgRate:
+		return fmt.Sprintf("One-way message rate (msgrate), %s messages, one connection", bench.SizeString(s.Size))
+	case bench.Bulk:
+		if s.Conns == 1 {
+			return "Bulk throughput (bulk), one connection"
+		}
+		return fmt.Sprintf("Bulk throughput (bulk), %d connections", s.Conns)
+	case bench.ConnRate:
+		return "Connection setup rate (connrate): connect + accept + close"
+	}
+	return s.String()
+}
+
+// Markdown writes the environment and one table per workload. Each cell is
+// the median of the repeats, its ratio to the reference's median, and the
+// spread (min–max) of the repeats.
+func Markdown(w io.Writer, rep *Report) error {
+	var b strings.Builder
+	b.WriteString("## sdxbench\n\n")
+	rep.Env.markdown(&b)
+	fmt.Fprintf(&b, "\nEach cell: median of %d repeats, ×ratio to the same figure of %s (kernel TCP, spinning reader), (min–max over the repeats).\n", rep.Env.Repeats, Reference)
+	for _, spec := range rep.specs {
+		cols := columns(spec.Workload)
+		fmt.Fprintf(&b, "\n### %s\n\n| system |", title(spec))
+		for _, c := range cols {
+			if c.ratio {
+				fmt.Fprintf(&b, " %s (× %s) |", c.title, Reference)
+			} else {
+				fmt.Fprintf(&b, " %s |", c.title)
+			}
+		}
+		b.WriteString("\n|---|")
+		for range cols {
+			b.WriteString("---:|")
+		}
+		b.WriteString("\n")
+		ref := rep.find(Reference, spec)
+		for _, sys := range rep.systems {
+			res := rep.find(sys, spec)
+			if res == nil {
+				why := "not run"
+				if sk := rep.skipped(sys, spec); sk != nil {
+					why = sk.Reason
+				}
+				fmt.Fprintf(&b, "| %s | %s |%s\n", sys, why, strings.Repeat(" |", len(cols)-1))
+				continue
+			}
+			fmt.Fprintf(&b, "| %s |", sys)
+			for _, c := range cols {
+				fmt.Fprintf(&b, " %s |", cell(res, ref, c))
+			}
+			b.WriteString("\n")
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// cell formats one figure: "7.12 ×1.00 (6.90–7.41)".
+func cell(res, ref *Result, c column) string {
+	v := res.figure(c.figure)
+	sp, ok := res.Spread[c.figure]
+	if !ok {
+		if c.figure == "loss" {
+			return ""
+		}
+		return "–"
+	}
+	if c.figure == "loss" {
+		return fmt.Sprintf("%s%% (%s–%s%%)", num(100*v), num(100*sp[0]), num(100*sp[1]))
+	}
+	s := num(v)
+	if c.ratio && ref != nil {
+		if rv := ref.figure(c.figure); rv > 0 {
+			s += " ×" + ratio(v/rv)
+		}
+	}
+	if res.Repeats > 1 {
+		s += fmt.Sprintf(" (%s–%s)", num(sp[0]), num(sp[1]))
+	}
+	return s
+}
+
+// num writes a figure with three significant digits, large ones with a
+// k or M suffix.
+func num(v float64) string {
+	switch a := math.Abs(v); {
+	case a >= 1e6:
+		return trim(v/1e6, 3) + "M"
+	case a >= 1e4:
+		return trim(v/1e3, 3) + "k"
+	}
+	return trim(v, 3)
+}
+
+func ratio(v float64) string { return fmt.Sprintf("%.2f", v) }
+
+// trim formats v with sig significant digits and no exponent.
+func trim(v float64, sig int) string {
+	if v == 0 {
+		return "0"
+	}
+	d := sig - 1 - int(math.Floor(math.Log10(math.Abs(v))))
+	if d < 0 {
+		d = 0
+	}
+	return fmt.Sprintf("%.*f", d, v)
+}
