@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image/png"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sdx-project/sdx/bench"
+	"github.com/sdx-project/sdx/internal/testutil"
+)
+
+// tinyBudget keeps a run of every system and workload to seconds.
+var tinyBudget = bench.Budget{
+	Transactions: 300, Warmup: 30, Messages: 20000, Bytes: 16 << 20, Conns: 100,
+	Limit: 60 * time.Millisecond, Setup: 3 * time.Second,
+}
+
+func privileged(t *testing.T) {
+	t.Helper()
+	testutil.Privileged(t)
+	if runtime.NumCPU() < 2 {
+		testutil.SkipOrFail(t, "needs two CPUs: the client and the server spin on one each")
+	}
+}
+
+// TestRun runs every system through every workload it supports, briefly,
+// and checks the JSON, the table and the plot.
+func TestRun(t *testing.T) {
+	privileged(t)
+	testutil.CheckFDs(t)
+	before := namespaces(t)
+	dir := t.TempDir()
+	o, err := parseFlags([]string{"-repeat", "2", "-json", filepath.Join(dir, "r.json"), "-plot", filepath.Join(dir, "r.png")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.budget = &tinyBudget
+	rep, err := run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := writeOutputs(&out, rep, o); err != nil {
+		t.Fatal(err)
+	}
+	if after := namespaces(t); after != before {
+		t.Fatalf("namespaces left behind: before %q, after %q", before, after)
+	}
+
+	b, err := os.ReadFile(o.jsonFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Env     Env      `json:"env"`
+		Results []Result `json:"results"`
+		Skipped []Skip   `json:"skipped"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Env.Kernel == "" || doc.Env.CPUs < 2 || doc.Env.XDPMode == "not measured" || doc.Env.XSKMode == "not measured" || doc.Env.MTU != 1500 {
+		t.Errorf("env incomplete: %+v", doc.Env)
+	}
+	got := map[string]Result{}
+	for _, r := range doc.Results {
+		key := fmt.Sprintf("%s/%s/%d/%d", r.System, r.Workload, r.Size, r.Conns)
+		got[key] = r
+		checkResult(t, key, r)
+	}
+	for _, sys := range bench.Systems() {
+		for _, spec := range bench.Specs {
+			key := fmt.Sprintf("%s/%s/%d/%d", sys.Name(), spec.Workload, spec.Size, spec.Conns)
+			ok, _ := bench.Applies(sys, spec)
+			if _, has := got[key]; has != ok {
+				t.Errorf("%s: result present %v, applies %v", key, has, ok)
+			}
+		}
+	}
+	for _, s := range doc.Skipped {
+		if strings.HasPrefix(s.Reason, "failed") {
+			t.Errorf("%s %s %d: %s", s.System, s.Workload, s.Size, s.Reason)
+		}
+	}
+	table := out.String()
+	for _, want := range []string{"### Ping-pong (rr), 64 B messages", "| sdx-adaptive | ", "| xsk-floor | ", "×1.00"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	f, err := os.Open(o.plotFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := png.Decode(f); err != nil {
+		t.Errorf("plot: %v", err)
+	}
+}
+
+// checkResult checks that a result's figures are there, positive and
+// consistent.
+func checkResult(t *testing.T, key string, r Result) {
+	t.Helper()
+	if r.Repeats != 2 || r.Rate <= 0 || r.CPUPerMsg <= 0 || r.Unit != bench.UnitOf(bench.Workload(r.Workload)) {
+		t.Errorf("%s: repeats %d rate %v %s cpu %v", key, r.Repeats, r.Rate, r.Unit, r.CPUPerMsg)
+	}
+	if r.Workload == string(bench.RR) {
+		if !(r.P50 > 0 && r.P50 <= r.P99 && r.P99 <= r.P999 && r.P999 <= r.Max) {
+			t.Errorf("%s: percentiles p50 %v p99 %v p99.9 %v max %v", key, r.P50, r.P99, r.P999, r.Max)
+		}
+	} else if r.P50 != 0 || r.Max != 0 {
+		t.Errorf("%s: latency figures on a %s result", key, r.Workload)
+	}
+	for f, sp := range r.Spread {
+		v := r.figure(f)
+		if !(sp[0] <= v && v <= sp[1]) {
+			t.Errorf("%s: %s %v outside its spread %v", key, f, v, sp)
+		}
+	}
+}
+
+// TestInterrupted cancels a run part way: it stops early with the
+// cancellation and removes its testbed.
+func TestInterrupted(t *testing.T) {
+	privileged(t)
+	before := namespaces(t)
+	o, err := parseFlags([]string{"-systems", "tcp-spin,xsk-floor", "-workloads", "rr"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := tinyBudget
+	long.Limit, long.Transactions = 10*time.Second, 1<<30
+	o.budget = &long
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = run(ctx, o)
+	if err == nil || !strings.Contains(err.Error(), "deadline") {
+		t.Errorf("interrupted run: %v", err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("interrupted run took %v", el)
+	}
+	if after := namespaces(t); after != before {
+		t.Fatalf("namespaces left behind: before %q, after %q", before, after)
+	}
+}
+
+func namespaces(t *testing.T) string {
+	ents, err := os.ReadDir("/run/netns")
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	mine := fmt.Sprintf("sdx-%d-", os.Getpid())
+	var names []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), mine) {
+			names = append(names, e.Name())
+		}
+	}
+	return strings.Join(names, ",")
+}
