@@ -462,16 +462,22 @@ func pow2(n int) int {
 
 // accept takes the oldest connection from a listener's backlog, nil when
 // there is none.
+// Connections that failed while they waited (their connector reset them
+// or went silent) are released, not handed out.
 func (e *engine) accept(l *endpoint) *endpoint {
-	if l.state != StateListening || len(l.backlog) == 0 {
-		return nil
+	for l.state == StateListening && len(l.backlog) > 0 {
+		c := l.backlog[0]
+		copy(l.backlog, l.backlog[1:])
+		l.backlog[len(l.backlog)-1] = nil
+		l.backlog = l.backlog[:len(l.backlog)-1]
+		c.parent = nil
+		if c.state == StateFailed {
+			e.release(c)
+			continue
+		}
+		return c
 	}
-	c := l.backlog[0]
-	copy(l.backlog, l.backlog[1:])
-	l.backlog[len(l.backlog)-1] = nil
-	l.backlog = l.backlog[:len(l.backlog)-1]
-	c.parent = nil
-	return c
+	return nil
 }
 
 // write copies as much of b into the send buffer as fits and returns how

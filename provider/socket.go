@@ -623,6 +623,11 @@ func (p *Provider) processChanged() {
 // progress moves a socket's pending operations forward after events ev
 // and posts its notifications.
 func (p *Provider) progress(sock *socket, ev uint8) {
+	if sock.closing.Load() {
+		// Closure has begun: what is pending completes with ErrAborted
+		// when the close arrives, nothing completes before it.
+		return
+	}
 	ep := sock.ep
 	if ev&evConnected != 0 {
 		if o := sock.connect; o != nil {
