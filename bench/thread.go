@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -73,7 +74,13 @@ func goThread(ns string, cpu int, fn func() error) <-chan error {
 	return errc
 }
 
-// cpuTime returns the process's user+system CPU time so far.
+// ProcessCPU returns the process's user+system CPU time so far.
+func ProcessCPU() (time.Duration, error) {
+	ns, err := cpuTime()
+	return time.Duration(ns), err
+}
+
+// cpuTime returns the process's user+system CPU time so far, in ns.
 func cpuTime() (int64, error) {
 	var ru unix.Rusage
 	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {

@@ -36,6 +36,51 @@ type Env struct {
 	// machine shows up in the tails.
 	LoadBefore string `json:"load_before"`
 	LoadAfter  string `json:"load_after"`
+	// Over the whole run, in % of all CPUs: how busy the machine was, and
+	// how much of that was this process. The difference is other work.
+	MachineBusy float64 `json:"machine_busy_pct"`
+	ProcessBusy float64 `json:"process_busy_pct"`
+
+	start cpuSnapshot
+}
+
+// cpuSnapshot is the machine's and the process's CPU time at one instant.
+type cpuSnapshot struct {
+	at          time.Time
+	busy, total float64 // machine, in clock ticks, from /proc/stat
+	self        float64 // process user+system, in seconds
+}
+
+func takeCPU() cpuSnapshot {
+	s := cpuSnapshot{at: time.Now()}
+	if b, err := os.ReadFile("/proc/stat"); err == nil {
+		line, _, _ := strings.Cut(string(b), "\n")
+		f := strings.Fields(line)
+		for i, v := range f[1:] {
+			var n float64
+			fmt.Sscan(v, &n)
+			s.total += n
+			if i != 3 && i != 4 { // idle, iowait
+				s.busy += n
+			}
+		}
+	}
+	if d, err := bench.ProcessCPU(); err == nil {
+		s.self = d.Seconds()
+	}
+	return s
+}
+
+// finish fills in what is known only at the end of the run.
+func (e *Env) finish() {
+	end := takeCPU()
+	e.LoadAfter = loadAverage()
+	if dt := end.total - e.start.total; dt > 0 {
+		e.MachineBusy = 100 * (end.busy - e.start.busy) / dt
+	}
+	if wall := end.at.Sub(e.start.at).Seconds(); wall > 0 && e.CPUs > 0 {
+		e.ProcessBusy = 100 * (end.self - e.start.self) / (wall * float64(e.CPUs))
+	}
 }
 
 func collectEnv(h *bench.Hosts, o *options, built string, bud bench.Budget) Env {
@@ -60,6 +105,7 @@ func collectEnv(h *bench.Hosts, o *options, built string, bud bench.Budget) Env 
 		Budget: fmt.Sprintf("each run: up to %v measured; rr %d transactions after %d warm-up, msgrate %d messages, bulk %d MiB, connrate %d connections",
 			bud.Limit, bud.Transactions, bud.Warmup, bud.Messages, bud.Bytes>>20, bud.Conns),
 		LoadBefore: loadAverage(),
+		start:      takeCPU(),
 	}
 	h.A.Do(func() error {
 		if ifi, err := net.InterfaceByName(h.A.If); err == nil {
@@ -128,6 +174,7 @@ func (e *Env) markdown(b *strings.Builder) {
 	fmt.Fprintf(b, "- XDP: %s; AF_XDP: %s; veth MTU %d\n", e.XDPMode, e.XSKMode, e.MTU)
 	fmt.Fprintf(b, "- testbed: %s\n", e.Testbed)
 	fmt.Fprintf(b, "- %s\n", e.Budget)
-	fmt.Fprintf(b, "- load average (1, 5, 15 min): %s before, %s after\n", e.LoadBefore, e.LoadAfter)
+	fmt.Fprintf(b, "- load average (1, 5, 15 min): %s before, %s after; CPUs busy during the run: %.0f%%, of which this process %.0f%%\n",
+		e.LoadBefore, e.LoadAfter, e.MachineBusy, e.ProcessBusy)
 	fmt.Fprintf(b, "- date: %s; commit %s; command: `%s`\n", e.Date, e.Commit, e.Command)
 }

@@ -332,7 +332,7 @@ func run(ctx context.Context, o *options) (_ *Report, err error) {
 			return rep, errors.Join(append(failed, err)...)
 		}
 	}
-	rep.Env.LoadAfter = loadAverage()
+	rep.Env.finish()
 	return rep, errors.Join(failed...)
 }
 
