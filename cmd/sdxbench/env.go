@@ -122,9 +122,17 @@ func kernel() string {
 	return strings.TrimSpace(strings.TrimSpace(string(rel)) + " " + strings.TrimSpace(string(ver)))
 }
 
-// commit is the VCS revision stamped into the binary by go build or,
-// failing that, the one of the git work tree it runs in.
+// buildCommit, when set with -ldflags "-X main.buildCommit=REV", is the
+// revision the binary was built from.
+var buildCommit string
+
+// commit is the revision the binary was built from: buildCommit, or the
+// VCS revision go build stamped, or failing both the one of the git work
+// tree it runs in.
 func commit() string {
+	if buildCommit != "" {
+		return buildCommit
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		rev, dirty := "", ""
 		for _, s := range bi.Settings {
