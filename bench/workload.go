@@ -707,6 +707,9 @@ func (r *runner) connrate() error {
 			}
 			_, err = c.Recv(buf[:])
 			c.Close()
+			if errors.Is(err, ErrStopped) {
+				return err // the run ended while the last close was on its way
+			}
 			if !closedByPeer(err) {
 				return fmt.Errorf("connrate: server expected the client's close, got %v", err)
 			}

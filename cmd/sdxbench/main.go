@@ -315,69 +315,79 @@ func run(ctx context.Context, o *options) (_ *Report, err error) {
 
 	prog := newProgress(o.progress, len(plan)*o.repeat)
 	defer prog.end()
-	var failed []error
-	for _, sys := range systems {
-		var steps []step
-		for _, st := range plan {
-			if st.sys == sys {
-				steps = append(steps, st)
+	// Repeats are the outer loop: each system is opened, runs every
+	// workload once and is closed, then the next; a burst of other work on
+	// the machine then falls on one repeat of several systems, not on
+	// every repeat of one.
+	samples := make([][]*bench.Sample, len(plan))
+	failed := make([]error, len(plan))
+	for r := range o.repeat {
+		for _, sys := range systems {
+			var idx []int
+			for i, st := range plan {
+				if st.sys == sys && failed[i] == nil {
+					idx = append(idx, i)
+				}
+			}
+			if len(idx) == 0 {
+				continue
+			}
+			if err := runSystem(ctx, sys, h, plan, idx, r, o.repeat, bud, rep, samples, failed, prog); err != nil {
+				return rep, err
 			}
 		}
-		if len(steps) == 0 {
+	}
+	var errs []error
+	for i, st := range plan {
+		if failed[i] != nil {
+			rep.skip(st.sys.Name(), st.spec, "failed: "+failed[i].Error())
+			errs = append(errs, failed[i])
 			continue
 		}
-		errs, err := runSystem(ctx, sys, h, steps, o.repeat, bud, rep, prog)
-		failed = append(failed, errs...)
-		if err != nil {
-			return rep, errors.Join(append(failed, err)...)
-		}
+		rep.add(aggregate(samples[i]))
 	}
 	rep.Env.finish()
-	return rep, errors.Join(failed...)
+	return rep, errors.Join(errs...)
 }
 
-// runSystem opens sys, runs its steps o.repeat times each and closes it. A
-// step that fails is reported in the table and returned in failed; the
-// other steps still run. err is an interrupt or a failure to tear down.
-func runSystem(ctx context.Context, sys bench.System, h *bench.Hosts, steps []step, repeat int, bud bench.Budget, rep *Report, prog *progress) (failed []error, err error) {
+// runSystem opens sys, runs the steps plan[idx] once (repeat r) and closes
+// it. A step that fails is recorded in failed and not run again; the others
+// still run. The error returned is an interrupt or a failure to tear down.
+func runSystem(ctx context.Context, sys bench.System, h *bench.Hosts, plan []step, idx []int, r, repeat int, bud bench.Budget,
+	rep *Report, samples [][]*bench.Sample, failed []error, prog *progress) (err error) {
 	prog.show(fmt.Sprintf("%s: opening", sys.Name()))
 	if err := sys.Open(h); err != nil {
 		err = fmt.Errorf("%s: %w", sys.Name(), err)
-		for _, st := range steps {
-			rep.skip(sys.Name(), st.spec, "failed: "+err.Error())
+		for _, i := range idx {
+			failed[i] = err
+			prog.n += repeat - r
 		}
-		return []error{err}, nil
+		prog.show(err.Error())
+		return nil
 	}
 	defer func() { err = errors.Join(err, sys.Close()) }()
 	if m, ok := sys.(bench.Modes); ok {
 		rep.Env.XDPMode, rep.Env.XSKMode = m.Modes()
 	}
-	for _, st := range steps {
-		samples := make([]*bench.Sample, 0, repeat)
-		for i := range repeat {
-			if err := ctx.Err(); err != nil {
-				return failed, err
-			}
-			s, err := bench.Run(ctx, sys, h, st.spec, bud)
-			if err != nil {
-				if ctx.Err() != nil {
-					return failed, ctx.Err()
-				}
-				rep.skip(sys.Name(), st.spec, "failed: "+err.Error())
-				failed = append(failed, err)
-				prog.n += repeat - i
-				prog.show(fmt.Sprintf("%s %s #%d/%d: failed: %v", sys.Name(), st.spec, i+1, repeat, err))
-				samples = nil
-				break
-			}
-			samples = append(samples, s)
-			prog.done(fmt.Sprintf("%s %s #%d/%d: %s", sys.Name(), st.spec, i+1, repeat, brief(s)))
+	for _, i := range idx {
+		if err := ctx.Err(); err != nil {
+			return err
 		}
-		if len(samples) > 0 {
-			rep.add(aggregate(samples))
+		spec := plan[i].spec
+		s, err := bench.Run(ctx, sys, h, spec, bud)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			failed[i] = err
+			prog.n += repeat - r
+			prog.show(fmt.Sprintf("%s %s #%d/%d: failed: %v", sys.Name(), spec, r+1, repeat, err))
+			continue
 		}
+		samples[i] = append(samples[i], s)
+		prog.done(fmt.Sprintf("%s %s #%d/%d: %s", sys.Name(), spec, r+1, repeat, brief(s)))
 	}
-	return failed, nil
+	return nil
 }
 
 // brief is a sample in a few words, for the progress line.
