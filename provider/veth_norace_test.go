@@ -1,0 +1,6 @@
+//go:build !race
+
+package provider
+
+// Transfer sizes of the veth tests without the race detector.
+const vethEchoBytes = 1 << 30

@@ -1,0 +1,7 @@
+//go:build race
+
+package provider
+
+// The race detector slows the data path about tenfold; the veth tests move
+// less data under it and the full amounts without it.
+const vethEchoBytes = 64 << 20

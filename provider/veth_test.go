@@ -1,0 +1,232 @@
+package provider
+
+// Tests of the provider over the real AF_XDP data path: two namespaces
+// joined by a veth pair, an XDPLink and a Provider on each end.
+
+import (
+	"crypto/sha256"
+	"errors"
+	"math/rand/v2"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sdx-project/sdx/internal/testbed"
+	"github.com/sdx-project/sdx/internal/testutil"
+)
+
+// vethPair is a provider on each end of a testbed.
+type vethPair struct {
+	bed      *testbed.Bed
+	a, b     *Provider
+	la, lb   *XDPLink
+	portB    uint16
+	listener Socket // on b, bound to portB
+}
+
+func newVethPair(t testing.TB, cfg Config) *vethPair {
+	t.Helper()
+	testutil.Privileged(t)
+	bed := testbed.New(t, testbed.Options{})
+	p := &vethPair{bed: bed, portB: 5000}
+	start := func(h *testbed.Host) (*Provider, *XDPLink) {
+		l, err := OpenXDPLink(XDPLinkConfig{Netns: h.NS, Interface: h.If})
+		if err != nil {
+			t.Fatalf("link on %s: %v", h.NS, err)
+		}
+		c := cfg
+		c.Link = l
+		pr, err := Startup(c)
+		if err != nil {
+			l.Close()
+			t.Fatalf("startup on %s: %v", h.NS, err)
+		}
+		t.Cleanup(func() {
+			// Cleanup closes the link, whose Close checks that every
+			// UMEM frame came back.
+			if err := pr.Cleanup(); err != nil {
+				t.Errorf("cleanup on %s: %v", h.NS, err)
+			}
+		})
+		return pr, l
+	}
+	p.a, p.la = start(&bed.A)
+	p.b, p.lb = start(&bed.B)
+	return p
+}
+
+// listen opens a listener on b.
+func (p *vethPair) listen(t testing.TB, backlog int) Socket {
+	t.Helper()
+	s, err := p.b.Socket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.b.Bind(s, netip.AddrPortFrom(p.bed.B.Addr, p.portB)); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.b.Listen(s, backlog); err != nil {
+		t.Fatal(err)
+	}
+	p.listener = s
+	return s
+}
+
+// dial connects a new socket on a to b's listener.
+func (p *vethPair) dial(t testing.TB) Socket {
+	t.Helper()
+	s, err := p.a.Socket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.a.Connect(s, netip.AddrPortFrom(p.bed.B.Addr, p.portB)); err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	return s
+}
+
+// seededSend writes n bytes from a ChaCha8 stream seeded with seed to w in
+// chunks of up to chunk bytes, and returns their SHA-256.
+func seededSend(w func([]byte) (int, error), seed uint64, n int64, chunk int) ([32]byte, error) {
+	var key [32]byte
+	key[0], key[1] = byte(seed), byte(seed>>8)
+	src := rand.NewChaCha8(key)
+	h := sha256.New()
+	buf := make([]byte, chunk)
+	for n > 0 {
+		m := int(min(int64(chunk), n))
+		src.Read(buf[:m])
+		h.Write(buf[:m])
+		if _, err := w(buf[:m]); err != nil {
+			return [32]byte{}, err
+		}
+		n -= int64(m)
+	}
+	return [32]byte(h.Sum(nil)), nil
+}
+
+// drainSum reads from r until end of stream and returns the SHA-256 and count.
+func drainSum(r func([]byte) (int, error), chunk int) ([32]byte, int64, error) {
+	h := sha256.New()
+	buf := make([]byte, chunk)
+	var total int64
+	for {
+		n, err := r(buf)
+		if err != nil {
+			return [32]byte{}, total, err
+		}
+		if n == 0 {
+			return [32]byte(h.Sum(nil)), total, nil
+		}
+		h.Write(buf[:n])
+		total += int64(n)
+	}
+}
+
+// TestVethEcho sends seeded random data both ways over one connection and
+// compares SHA-256 digests.
+func TestVethEcho(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	p := newVethPair(t, Config{})
+	ln := p.listen(t, 16)
+	size := int64(vethEchoBytes)
+	if testing.Short() {
+		size = 8 << 20
+	}
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	// b echoes: it reads everything a sends and sends it back.
+	// CloseSocket is a hard close: b closes only after a has read all.
+	echo := make(chan error, 1)
+	read := make(chan struct{})
+	go func() {
+		s, _, err := p.b.Accept(ln)
+		if err != nil {
+			echo <- err
+			return
+		}
+		defer func() {
+			<-read
+			p.b.CloseSocket(s)
+		}()
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := p.b.Recv(s, buf)
+			if err != nil {
+				echo <- err
+				return
+			}
+			if n == 0 {
+				echo <- p.b.Shutdown(s)
+				return
+			}
+			if _, err := p.b.Send(s, buf[:n]); err != nil {
+				echo <- err
+				return
+			}
+		}
+	}()
+	s := p.dial(t)
+	defer p.a.CloseSocket(s)
+	got := make(chan result, 1)
+	go func() {
+		sum, n, err := drainSum(func(b []byte) (int, error) { return p.a.Recv(s, b) }, 64<<10)
+		got <- result{sum, n, err}
+	}()
+	start := time.Now()
+	want, err := seededSend(func(b []byte) (int, error) { return p.a.Send(s, b) }, 1, size, 61<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.a.Shutdown(s); err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	close(read)
+	if r.err != nil {
+		t.Fatalf("receive after %d bytes: %v", r.n, r.err)
+	}
+	if err := <-echo; err != nil {
+		t.Fatalf("echo side: %v", err)
+	}
+	el := time.Since(start)
+	if r.n != size || r.sum != want {
+		t.Fatalf("echoed %d of %d bytes; digests equal: %v", r.n, size, r.sum == want)
+	}
+	t.Logf("%d MiB each way in %v (%.2f Gbit/s each way); a %+v", size>>20, el.Round(time.Millisecond), float64(size*8)/el.Seconds()/1e9, p.a.Stats())
+}
+
+// TestVethRefused: no listener on the port, and a full backlog, are both
+// refused at once.
+func TestVethRefused(t *testing.T) {
+	p := newVethPair(t, Config{})
+	try := func(what string) {
+		s, err := p.a.Socket()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.a.CloseSocket(s)
+		start := time.Now()
+		err = p.a.Connect(s, netip.AddrPortFrom(p.bed.B.Addr, p.portB))
+		el := time.Since(start)
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("%s: %v, want ECONNREFUSED", what, err)
+		}
+		// The first connect also resolves the neighbour through ARP.
+		if el > 10*time.Millisecond {
+			t.Errorf("%s: refused after %v, want under 10ms", what, el)
+		}
+		t.Logf("%s: refused in %v", what, el)
+	}
+	// Warm the neighbour tables, as any earlier traffic would.
+	try("no listener (cold)")
+	try("no listener")
+	p.listen(t, 1)
+	_ = p.dial(t) // fills the backlog of 1: nobody accepts
+	try("backlog full")
+}
+
