@@ -229,4 +229,3 @@ func TestVethRefused(t *testing.T) {
 	_ = p.dial(t) // fills the backlog of 1: nobody accepts
 	try("backlog full")
 }
-
