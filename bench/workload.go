@@ -22,6 +22,7 @@ const (
 	MsgRate  Workload = "msgrate"  // one-way messages, as fast as the receiver takes them
 	Bulk     Workload = "bulk"     // one-way bytes over one or more connections
 	ConnRate Workload = "connrate" // connect + accept + close, one at a time
+	Idle     Workload = "idle"     // one connection open and quiet: what waiting costs
 )
 
 // BulkChunk is the size of each write in the bulk workload; its CPU per
@@ -41,6 +42,8 @@ func (s Spec) String() string {
 		return fmt.Sprintf("bulk %d conn", s.Conns)
 	case ConnRate:
 		return "connrate"
+	case Idle:
+		return "idle"
 	}
 	return fmt.Sprintf("%s %s", s.Workload, SizeString(s.Size))
 }
@@ -62,6 +65,7 @@ var Specs = []Spec{
 	{Workload: Bulk, Size: BulkChunk, Conns: 1},
 	{Workload: Bulk, Size: BulkChunk, Conns: 4},
 	{Workload: ConnRate, Conns: 1},
+	{Workload: Idle, Conns: 1},
 }
 
 // Applies reports whether spec can run over sys, and if not, why.
@@ -124,6 +128,9 @@ func (s *Sample) Rate() float64 {
 	if s.Elapsed <= 0 {
 		return 0
 	}
+	if s.Workload == Idle {
+		return 100 * s.CPU.Seconds() / s.Elapsed.Seconds()
+	}
 	r := float64(s.Count) / s.Elapsed.Seconds()
 	if s.Workload == Bulk {
 		return r * 8 / 1e9
@@ -145,15 +152,20 @@ func UnitOf(w Workload) string {
 		return "Gbit/s"
 	case ConnRate:
 		return "conn/s"
+	case Idle:
+		return "%cpu"
 	}
 	return ""
 }
 
 // Messages is the count CPU time is divided by: transactions, messages,
-// bulk chunks or connections.
+// bulk chunks or connections; none for idle.
 func (s *Sample) Messages() int64 {
-	if s.Workload == Bulk {
+	switch s.Workload {
+	case Bulk:
 		return s.Count / BulkChunk
+	case Idle:
+		return 0
 	}
 	return s.Count
 }
@@ -201,6 +213,8 @@ func Run(ctx context.Context, sys System, h *Hosts, spec Spec, bud Budget) (*Sam
 		err = r.bulk()
 	case ConnRate:
 		err = r.connrate()
+	case Idle:
+		err = r.idle()
 	default:
 		err = fmt.Errorf("bench: unknown workload %q", spec.Workload)
 	}
@@ -763,4 +777,50 @@ func (r *runner) connrate() error {
 // of the stream, or a reset (sdx's CloseSocket is a hard close).
 func closedByPeer(err error) bool {
 	return err == io.EOF || errors.Is(err, syscall.ECONNRESET)
+}
+
+// idle: one connection open, the server waiting in Recv the way the
+// system waits (spinning, parked in the kernel, or polling adaptively),
+// nothing sent for the time limit. The figure is the process's CPU time
+// over that time, in % of one CPU.
+func (r *runner) idle() error {
+	c, s, err := r.sys.Pair(r.b)
+	if err != nil {
+		return err
+	}
+	defer closeAll(c, s)
+	begin := make(chan struct{})
+	srv := r.server(func() error {
+		<-begin
+		buf := make([]byte, 64)
+		for {
+			if _, err := s.Recv(buf); err != nil {
+				return err
+			}
+		}
+	})
+	cpu0, err := cpuTime()
+	t0 := time.Now()
+	close(begin)
+	if err == nil {
+		select {
+		case <-time.After(r.bud.Limit):
+		case err = <-srv:
+			// The server ended before the time was up.
+			srv = nil
+			if ended(err) {
+				err = errors.New("idle: the server stopped waiting")
+			}
+		}
+	}
+	cpu1, cerr := cpuTime()
+	r.s.Elapsed, r.s.CPU, r.s.Count = time.Since(t0), time.Duration(cpu1-cpu0), 1
+	c.CloseWrite()
+	r.b.Stop()
+	if srv != nil {
+		if serr := <-srv; !ended(serr) {
+			err = errors.Join(err, serr)
+		}
+	}
+	return errors.Join(err, cerr)
 }

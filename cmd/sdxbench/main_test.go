@@ -91,7 +91,7 @@ func TestRun(t *testing.T) {
 		}
 	}
 	table := out.String()
-	for _, want := range []string{"### Ping-pong (rr), 64 B messages", "| sdx-adaptive | ", "| xsk-floor | ", "×1.00"} {
+	for _, want := range []string{"### Ping-pong (rr), 64 B messages", "| sdx-adaptive | ", "| xsk-floor | ", "×1.00", "### Targets (issue 6)", "### Idle connection"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
 		}
@@ -110,7 +110,8 @@ func TestRun(t *testing.T) {
 // consistent.
 func checkResult(t *testing.T, key string, r Result) {
 	t.Helper()
-	if r.Repeats != 2 || r.Rate <= 0 || r.CPUPerMsg <= 0 || r.Unit != bench.UnitOf(bench.Workload(r.Workload)) {
+	perMsg := r.CPUPerMsg > 0 || (r.Workload == string(bench.Idle) && r.CPUPerMsg == 0)
+	if r.Repeats != 2 || r.Rate <= 0 || !perMsg || r.Unit != bench.UnitOf(bench.Workload(r.Workload)) {
 		t.Errorf("%s: repeats %d rate %v %s cpu %v", key, r.Repeats, r.Rate, r.Unit, r.CPUPerMsg)
 	}
 	if r.Workload == string(bench.RR) {

@@ -227,6 +227,8 @@ func columns(w bench.Workload) []column {
 		return []column{{"rate", "Gbit/s", true}, {"cpu_us_per_msg", "CPU µs/64 KiB", true}}
 	case bench.ConnRate:
 		return []column{{"rate", "conn/s", true}, {"cpu_us_per_msg", "CPU µs/conn", true}}
+	case bench.Idle:
+		return []column{{"rate", "CPU % of one core", true}}
 	}
 	return nil
 }
@@ -244,6 +246,8 @@ func title(s bench.Spec) string {
 		return fmt.Sprintf("Bulk throughput (bulk), %d connections", s.Conns)
 	case bench.ConnRate:
 		return "Connection setup rate (connrate): connect + accept + close"
+	case bench.Idle:
+		return "Idle connection (idle): process CPU while one connection is open and quiet"
 	}
 	return s.String()
 }
@@ -289,8 +293,79 @@ func Markdown(w io.Writer, rep *Report) error {
 			b.WriteString("\n")
 		}
 	}
+	rep.targets(&b)
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// target is one of the goals issue 6 sets sdx, as a ratio of two medians.
+type target struct {
+	what     string
+	spec     bench.Spec
+	figure   string
+	against  string  // the reference system
+	limit    float64 // the ratio sdx must stay at or below (atMost) or reach
+	atMost   bool
+	adaptive bool // a goal of adaptive mode only
+}
+
+var (
+	rr64    = bench.Spec{Workload: bench.RR, Size: 64, Conns: 1}
+	targets = []target{
+		{"64 B rr p50 ≤ 0.5 × tcp-spin", rr64, "p50_us", "tcp-spin", 0.5, true, false},
+		{"64 B rr p50 ≤ 1.3 × xsk-floor", rr64, "p50_us", "xsk-floor", 1.3, true, false},
+		{"64 B rr p99 ≤ 0.6 × tcp-spin", rr64, "p99_us", "tcp-spin", 0.6, true, false},
+		{"64 B rr p50 ≤ 0.5 × tcp-gonet (adaptive)", rr64, "p50_us", "tcp-gonet", 0.5, true, true},
+		{"idle CPU near zero (adaptive; tcp-gonet as the yardstick)", bench.Spec{Workload: bench.Idle, Conns: 1}, "rate", "tcp-gonet", 0, true, true},
+		{"64 B msgrate ≥ 5 × tcp-spin", bench.Spec{Workload: bench.MsgRate, Size: 64, Conns: 1}, "rate", "tcp-spin", 5, false, false},
+		{"bulk, 1 conn ≥ 1 × tcp-spin", bench.Spec{Workload: bench.Bulk, Size: bench.BulkChunk, Conns: 1}, "rate", "tcp-spin", 1, false, false},
+		{"bulk, 4 conn ≥ 1 × tcp-spin", bench.Spec{Workload: bench.Bulk, Size: bench.BulkChunk, Conns: 4}, "rate", "tcp-spin", 1, false, false},
+	}
+)
+
+// targets writes the goals of issue 6 with the ratios this run measured.
+func (rep *Report) targets(b *strings.Builder) {
+	sdx := []string{"sdx-busy", "sdx-adaptive"}
+	any := false
+	for _, s := range sdx {
+		for _, t := range targets {
+			if rep.find(s, t.spec) != nil {
+				any = true
+			}
+		}
+	}
+	if !any {
+		return
+	}
+	b.WriteString("\n### Targets (issue 6), from this run's medians\n\n| target | sdx-busy | sdx-adaptive |\n|---|---:|---:|\n")
+	for _, t := range targets {
+		fmt.Fprintf(b, "| %s |", t.what)
+		ref := rep.find(t.against, t.spec)
+		for _, s := range sdx {
+			res := rep.find(s, t.spec)
+			switch {
+			case t.adaptive && s != "sdx-adaptive":
+				b.WriteString(" |")
+			case res == nil || ref == nil || ref.figure(t.figure) == 0:
+				b.WriteString(" – |")
+			case t.limit == 0:
+				// An absolute figure: the CPU an idle connection costs.
+				fmt.Fprintf(b, " %s%% of a core (%s: %s%%) |", num(res.figure(t.figure)), t.against, num(ref.figure(t.figure)))
+			default:
+				ratio := res.figure(t.figure) / ref.figure(t.figure)
+				met := ratio >= t.limit
+				if t.atMost {
+					met = ratio <= t.limit
+				}
+				verdict := "missed"
+				if met {
+					verdict = "met"
+				}
+				fmt.Fprintf(b, " ×%s %s |", ratioString(ratio), verdict)
+			}
+		}
+		b.WriteString("\n")
+	}
 }
 
 // cell formats one figure: "7.12 ×1.00 (6.90–7.41)".
@@ -309,7 +384,7 @@ func cell(res, ref *Result, c column) string {
 	s := num(v)
 	if c.ratio && ref != nil {
 		if rv := ref.figure(c.figure); rv > 0 {
-			s += " ×" + ratio(v/rv)
+			s += " ×" + ratioString(v/rv)
 		}
 	}
 	if res.Repeats > 1 {
@@ -330,7 +405,7 @@ func num(v float64) string {
 	return trim(v, 3)
 }
 
-func ratio(v float64) string { return fmt.Sprintf("%.2f", v) }
+func ratioString(v float64) string { return fmt.Sprintf("%.2f", v) }
 
 // trim formats v with sig significant digits and no exponent.
 func trim(v float64, sig int) string {
