@@ -45,6 +45,16 @@ type curve struct {
 	n     int64
 }
 
+// at returns the latency at which the curve reaches fraction q.
+func (c curve) at(q float64) float64 {
+	for i := range c.q {
+		if c.q[i] >= q {
+			return c.x[i]
+		}
+	}
+	return c.x[len(c.x)-1]
+}
+
 func cdf(name string, h *hdrhistogram.Histogram) curve {
 	c := curve{name: name, color: systemColor[name], n: h.TotalCount()}
 	if c.color == (color.RGBA{}) {
@@ -89,23 +99,27 @@ func Plot(rep *Report) (*image.RGBA, error) {
 	if len(curves) == 0 {
 		return nil, errors.New("plot: no 64 B ping-pong results to draw")
 	}
-	lo, hi := math.Inf(1), math.Inf(-1)
+	// The left panel spans the curves up to their p99.9, so their bodies
+	// are readable; the right one spans everything, tails included.
+	lo, hi, body := math.Inf(1), math.Inf(-1), math.Inf(-1)
 	var minTail float64 = 1
 	for _, c := range curves {
 		lo, hi = math.Min(lo, c.x[0]), math.Max(hi, c.x[len(c.x)-1])
+		body = math.Max(body, c.at(0.999))
 		minTail = math.Min(minTail, 1/float64(c.n))
 	}
 	x0, x1 := math.Floor(math.Log10(lo)), math.Ceil(math.Log10(hi))
 	if x1 <= x0 {
 		x1 = x0 + 1
 	}
+	bx1 := math.Max(x0+1, math.Ceil(math.Log10(body)))
 	tailDecades := math.Min(6, math.Max(2, math.Ceil(-math.Log10(minTail))))
 
 	const W, H = 1400, 720
 	c := newCanvas(W, H)
 	c.text(40, 34, 2, ink, fmt.Sprintf("Ping-pong round trip, 64 B messages: CDF, %d repeat(s) merged (%s)", rep.Env.Repeats, rep.Env.Date))
 
-	left := panel{c: c, x: 110, y: 70, w: 510, h: 470, x0: x0, x1: x1}
+	left := panel{c: c, x: 110, y: 70, w: 510, h: 470, x0: x0, x1: bx1, clipped: bx1 < x1}
 	right := panel{c: c, x: 840, y: 70, w: 510, h: 470, x0: x0, x1: x1}
 
 	// Left: the CDF, linear in the fraction.
@@ -125,9 +139,16 @@ func Plot(rep *Report) (*image.RGBA, error) {
 	left.xaxis()
 	c.textUp(40, left.y+left.h/2+c.width("fraction of transactions", 2)/2, 2, ink, "fraction of transactions")
 	for _, cv := range curves {
-		pts := make([][2]float64, len(cv.x))
+		var pts [][2]float64
 		for i := range cv.x {
-			pts[i] = [2]float64{left.px(cv.x[i]), left.y + left.h - cv.q[i]*left.h}
+			x := left.px(cv.x[i])
+			if x > left.x+left.w {
+				// Past the axis: finish the curve along the edge.
+				pts = append(pts, [2]float64{left.x + left.w, left.y + left.h - cv.q[i]*left.h})
+				pts = append(pts, [2]float64{left.x + left.w, left.y})
+				break
+			}
+			pts = append(pts, [2]float64{x, left.y + left.h - cv.q[i]*left.h})
 		}
 		c.polyline(pts, cv.color)
 	}
@@ -153,8 +174,9 @@ func Plot(rep *Report) (*image.RGBA, error) {
 		var pts [][2]float64
 		for i := range cv.x {
 			t := 1 - cv.q[i]
-			if t < math.Pow(10, -tailDecades)/2 {
-				// The last transaction: drop to the bottom edge there.
+			if t < math.Pow(10, -tailDecades) {
+				// Below the axis (the last transactions): drop to the
+				// bottom edge there.
 				pts = append(pts, [2]float64{right.px(cv.x[i]), right.y + right.h})
 				break
 			}
@@ -195,6 +217,7 @@ type panel struct {
 	c          *canvas
 	x, y, w, h float64
 	x0, x1     float64
+	clipped    bool // curves go on past x1
 }
 
 func (p *panel) px(us float64) float64 {
@@ -225,6 +248,9 @@ func (p *panel) xaxis() {
 		}
 	}
 	lab := "round-trip latency (µs, log)"
+	if p.clipped {
+		lab = "round-trip latency (µs, log; tails at right)"
+	}
 	p.c.text(p.x+p.w/2-p.c.width(lab, 2)/2, p.y+p.h+56, 2, ink, lab)
 }
 
