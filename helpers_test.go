@@ -1,0 +1,186 @@
+package sdx
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/sdx-project/sdx/internal/netns"
+	"github.com/sdx-project/sdx/internal/testbed"
+	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/provider"
+)
+
+// testProbe is the probe time of dials that must go over sdx: generous,
+// so a loaded machine (the race detector on two cores) does not turn a
+// slow answer into a fallback.
+const testProbe = 2 * time.Second
+
+// hosts are two stacks that reach each other: over a MemNetwork (no root)
+// or over the veth testbed with AF_XDP on both ends.
+type hosts struct {
+	a, b *Stack
+	bed  *testbed.Bed // nil for a MemNetwork
+}
+
+// memHosts builds two stacks on an in-memory network; tweak, if not nil,
+// adjusts their configuration.
+func memHosts(t testing.TB, tweak ...func(*Config)) *hosts {
+	t.Helper()
+	n := provider.NewMemNetwork(1)
+	h := &hosts{}
+	for _, st := range []**Stack{&h.a, &h.b} {
+		l, err := n.NewLink()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := Config{
+			Link: l, Prefix: provider.MemPrefix,
+			Provider:     provider.Config{Timeout: 5 * time.Second, MaxSockets: 256, Buffers: 2048},
+			CloseTimeout: 5 * time.Second,
+		}
+		for _, f := range tweak {
+			f(&cfg)
+		}
+		s, err := NewStack(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		*st = s
+	}
+	return h
+}
+
+// vethBed builds the veth testbed; it skips without root (fails under CI).
+func vethBed(t testing.TB) *testbed.Bed {
+	t.Helper()
+	testutil.Privileged(t)
+	return testbed.New(t, testbed.Options{})
+}
+
+// vethStack attaches a stack to a testbed host.
+func vethStack(t testing.TB, h *testbed.Host) *Stack {
+	t.Helper()
+	s, err := NewStack(Config{
+		Netns: h.NS, Interface: h.If,
+		Provider:     provider.Config{Timeout: 5 * time.Second, MaxSockets: 256, Buffers: 2048},
+		CloseTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("stack on %s: %v", h.NS, err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("stack close: %v", err)
+		}
+	})
+	return s
+}
+
+// vethHosts builds the testbed with a stack on each end.
+func vethHosts(t testing.TB) *hosts {
+	t.Helper()
+	bed := vethBed(t)
+	return &hosts{a: vethStack(t, &bed.A), b: vethStack(t, &bed.B), bed: bed}
+}
+
+// each runs f over both kinds of hosts: the in-memory network always, the
+// veth testbed when privileged.
+func each(t *testing.T, f func(t *testing.T, h *hosts)) {
+	t.Run("mem", func(t *testing.T) {
+		testutil.CheckGoroutines(t)
+		f(t, memHosts(t))
+	})
+	t.Run("veth", func(t *testing.T) {
+		testutil.CheckGoroutines(t)
+		testutil.CheckFDs(t)
+		f(t, vethHosts(t))
+	})
+}
+
+// listen makes b listen on an ephemeral port.
+func (h *hosts) listen(t testing.TB) *Listener {
+	t.Helper()
+	lc := ListenConfig{Stack: h.b}
+	ln, err := lc.Listen(context.Background(), "tcp", netip.AddrPortFrom(h.b.Addr(), 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln.(*Listener)
+}
+
+// pair connects a to b over sdx: the dialled conn first.
+func (h *hosts) pair(t testing.TB, ln *Listener) (client, server *Conn) {
+	t.Helper()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := ln.Accept()
+		ch <- res{c, err}
+	}()
+	d := Dialer{Stack: h.a, ProbeTimeout: testProbe}
+	c, err := d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-ch
+	if r.err != nil {
+		c.Close()
+		t.Fatal(r.err)
+	}
+	client, server = c.(*Conn), r.c.(*Conn)
+	t.Cleanup(func() { client.SetLinger(0); client.Close(); server.SetLinger(0); server.Close() })
+	return client, server
+}
+
+// kernelListen starts a plain kernel TCP listener inside host's namespace.
+func kernelListen(t testing.TB, h *testbed.Host, port uint16) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	if err := netns.Do(h.NS, func() (err error) {
+		ln, err = net.Listen("tcp4", netip.AddrPortFrom(h.Addr, port).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// kernelDial dials kernel TCP from inside host's namespace.
+func kernelDial(t testing.TB, h *testbed.Host, addr string) net.Conn {
+	t.Helper()
+	var c net.Conn
+	if err := netns.Do(h.NS, func() (err error) {
+		c, err = net.DialTimeout("tcp4", addr, 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// kernelDialErr dials kernel TCP from inside host's namespace.
+func kernelDialErr(h *testbed.Host, addr string) (c net.Conn, err error) {
+	err = netns.Do(h.NS, func() error {
+		c, err = net.DialTimeout("tcp4", addr, 5*time.Second)
+		return err
+	})
+	return c, err
+}
+
+// checkPath fails t unless c took path want.
+func checkPath(t testing.TB, c net.Conn, want Path) {
+	t.Helper()
+	if p := c.(*Conn).Path(); p != want {
+		t.Fatalf("path %s, want %s", p, want)
+	}
+}

@@ -1,0 +1,419 @@
+package sdx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sdx-project/sdx/internal/netns"
+	"github.com/sdx-project/sdx/provider"
+	"github.com/sdx-project/sdx/xdp"
+)
+
+// Defaults of a Stack's Config.
+const (
+	// DefaultReadBuffer is the switch's receive buffer per connection: the
+	// one receive a connection keeps posted to the provider.
+	DefaultReadBuffer = 64 << 10
+	// DefaultWriteBuffer is the switch's send staging per connection,
+	// split between sendSlots posted sends.
+	DefaultWriteBuffer = 64 << 10
+	// DefaultCloseTimeout bounds a graceful close that runs in the
+	// background (SetLinger with a negative value, the default): after it
+	// the connection is reset. It is Linux's tcp_fin_timeout.
+	DefaultCloseTimeout = 60 * time.Second
+)
+
+// sendSlots is how many sends one connection keeps posted at most; Write
+// fills one slot while the previous one drains into the provider.
+const sendSlots = 2
+
+// Config places a Stack on a network interface.
+type Config struct {
+	// Netns is the network namespace of the interface: a name under
+	// /run/netns or a path; empty for the caller's own. The kernel TCP
+	// side of the stack (fallback dials, the TCP half of listeners) lives
+	// there too.
+	Netns string
+	// Interface is the interface sdx attaches to (XDP program and one
+	// AF_XDP queue). Required unless Link is set.
+	Interface string
+	// Queue is the interface's rx/tx queue (default 0).
+	Queue int
+	// Port is the UDP port sdx frames use (default
+	// provider.DefaultUDPPort). Every host of a link must agree on it.
+	Port uint16
+
+	// Link, if set, replaces the AF_XDP link: the stack runs over it (for
+	// example a provider.MemNetwork link, for tests that need no root).
+	// Such a stack has no kernel side: its listeners accept sdx only, its
+	// dials never fall back, and Prefix must say which destinations the
+	// link reaches.
+	Link   provider.Link
+	Prefix netip.Prefix
+
+	// Provider tunes the provider (buffers, timers, polling mode); its
+	// Link field is ignored. Zero fields take the provider's defaults.
+	Provider provider.Config
+
+	// ReadBuffer and WriteBuffer are the switch's own buffers per
+	// connection (defaults DefaultReadBuffer and DefaultWriteBuffer), on
+	// top of the provider's Config.RecvBuffer and Config.SendBuffer.
+	ReadBuffer, WriteBuffer int
+	// CloseTimeout bounds a background graceful close (default
+	// DefaultCloseTimeout).
+	CloseTimeout time.Duration
+}
+
+// Stack is the switch's handle on one SAN service provider: a provider on
+// an interface, the interface's address and subnet, and the network
+// namespace for the kernel TCP side. Dialers and listeners use it; it is
+// safe for use by any goroutine.
+//
+// A Stack owns the provider's one completion queue. Completions are
+// consumed on the poller, in the queue's notify function, and handed to
+// the connection or listener named by the completion's context (a
+// handle), which is woken through a channel. Nothing that runs there
+// takes a lock that is held across a provider call.
+type Stack struct {
+	cfg     Config
+	p       *provider.Provider
+	cq      *provider.CompletionQueue
+	addr    netip.Addr
+	prefix  netip.Prefix
+	kernel  bool // fallback dials and TCP listeners are possible
+	ifindex int
+
+	resMu sync.Mutex    // protects res
+	res   *xdp.Resolver // route lookups; nil for a Link stack
+
+	// Handles: hmu protects handles and next. The poller reads them in
+	// onCompletion.
+	hmu     sync.RWMutex
+	handles map[uint64]handler
+	next    uint64
+
+	// Lifecycle: mu protects closed transitions, listeners and bg.Add.
+	mu        sync.Mutex
+	closed    atomic.Bool
+	quit      chan struct{} // closed by Close: background closers give up
+	listeners map[*Listener]struct{}
+	bg        sync.WaitGroup // background closers
+}
+
+// handler receives the completions of operations posted with its handle.
+// complete runs on the poller: it must not block or call blocking
+// provider verbs.
+type handler interface {
+	complete(c provider.Completion)
+}
+
+// Completion contexts carry the handle in the high bits and a tag.
+const (
+	ctxShift   = 8
+	tagRecv    = 0
+	tagConnect = 1
+	tagAccept  = 2
+	tagSend    = 4 // + slot
+)
+
+// NewStack starts a provider on the interface of cfg (or on cfg.Link) and
+// returns the stack. Package-level Dial and Listen use the open stacks;
+// Close releases it.
+func NewStack(cfg Config) (_ *Stack, err error) {
+	if cfg.ReadBuffer <= 0 {
+		cfg.ReadBuffer = DefaultReadBuffer
+	}
+	if cfg.WriteBuffer < sendSlots {
+		cfg.WriteBuffer = DefaultWriteBuffer
+	}
+	if cfg.CloseTimeout <= 0 {
+		cfg.CloseTimeout = DefaultCloseTimeout
+	}
+	s := &Stack{
+		cfg:       cfg,
+		handles:   make(map[uint64]handler),
+		quit:      make(chan struct{}),
+		listeners: make(map[*Listener]struct{}),
+	}
+	link := cfg.Link
+	if link == nil {
+		if cfg.Interface == "" {
+			return nil, errors.New("sdx: Config.Interface is required (or Config.Link)")
+		}
+		xl, err := provider.OpenXDPLink(provider.XDPLinkConfig{
+			Netns: cfg.Netns, Interface: cfg.Interface, Queue: cfg.Queue, Port: cfg.Port,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("sdx: %w", err)
+		}
+		link = xl
+		s.addr = xl.LocalAddr()
+		if err := s.interfaceInfo(); err != nil {
+			xl.Close()
+			return nil, err
+		}
+		if s.res, err = xdp.NewResolver(cfg.Netns, s.ifindex); err != nil {
+			xl.Close()
+			return nil, fmt.Errorf("sdx: %w", err)
+		}
+		s.kernel = true
+	} else {
+		if !cfg.Prefix.IsValid() {
+			return nil, errors.New("sdx: Config.Prefix is required with Config.Link")
+		}
+		s.addr = link.LocalAddr()
+		s.prefix = cfg.Prefix.Masked()
+	}
+	defer func() {
+		if err != nil && s.res != nil {
+			s.res.Close()
+		}
+	}()
+	pc := cfg.Provider
+	pc.Link = link
+	if s.p, err = provider.Startup(pc); err != nil {
+		link.Close()
+		return nil, fmt.Errorf("sdx: %w", err)
+	}
+	maxSockets := pc.MaxSockets
+	if maxSockets <= 0 {
+		maxSockets = 4096 // the provider's default
+	}
+	// A connection has at most one receive and sendSlots sends posted (a
+	// connect before them); a listener one accept.
+	if s.cq, err = s.p.NewCompletionQueue(pow2(maxSockets*(1+sendSlots)), s.onCompletion); err != nil {
+		s.p.Cleanup()
+		return nil, fmt.Errorf("sdx: %w", err)
+	}
+	register(s)
+	return s, nil
+}
+
+// interfaceInfo learns the interface's index and the prefix of its
+// address, inside the stack's namespace.
+func (s *Stack) interfaceInfo() error {
+	return netns.Do(s.cfg.Netns, func() error {
+		ifi, err := net.InterfaceByName(s.cfg.Interface)
+		if err != nil {
+			return fmt.Errorf("sdx: %w", err)
+		}
+		s.ifindex = ifi.Index
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			return fmt.Errorf("sdx: %s: %w", s.cfg.Interface, err)
+		}
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr() == s.addr {
+				s.prefix = p.Masked()
+				return nil
+			}
+		}
+		return fmt.Errorf("sdx: %s has no prefix for %v", s.cfg.Interface, s.addr)
+	})
+}
+
+func pow2(n int) int {
+	p := 1
+	for p < n {
+		p <<= 1
+	}
+	return p
+}
+
+// Addr returns the address the stack serves: its interface's IPv4
+// address.
+func (s *Stack) Addr() netip.Addr { return s.addr }
+
+// Prefix returns the subnet of the stack's interface (Config.Prefix for a
+// Link stack).
+func (s *Stack) Prefix() netip.Prefix { return s.prefix }
+
+// Provider returns the stack's provider, for its counters (Stats).
+func (s *Stack) Provider() *provider.Provider { return s.p }
+
+// String names the stack by namespace, interface and address.
+func (s *Stack) String() string {
+	if s.cfg.Link != nil {
+		return fmt.Sprintf("sdx stack on a link (%v)", s.addr)
+	}
+	return fmt.Sprintf("sdx stack on %s/%s (%v)", s.cfg.Netns, s.cfg.Interface, s.addr)
+}
+
+// Routes reports whether a connection to dst would go over sdx: the
+// kernel's route to dst leaves through the stack's interface (for a Link
+// stack: dst is in Prefix), and dst is not the stack's own address.
+func (s *Stack) Routes(dst netip.Addr) bool {
+	if !dst.Is4() || dst == s.addr || s.closed.Load() {
+		return false
+	}
+	if s.res == nil {
+		return s.prefix.Contains(dst)
+	}
+	s.resMu.Lock()
+	defer s.resMu.Unlock()
+	_, err := s.res.NextHop(dst)
+	return err == nil
+}
+
+// Close closes the stack's listeners, resets its connections (a
+// background graceful close still running is cut short), stops the
+// provider and detaches from the interface. Connections dialled over
+// kernel TCP are not affected. Close is idempotent.
+func (s *Stack) Close() error {
+	s.mu.Lock()
+	if s.closed.Swap(true) {
+		s.mu.Unlock()
+		return nil
+	}
+	close(s.quit)
+	ls := make([]*Listener, 0, len(s.listeners))
+	for l := range s.listeners {
+		ls = append(ls, l)
+	}
+	s.mu.Unlock()
+	unregister(s)
+	for _, l := range ls {
+		l.Close()
+	}
+	s.bg.Wait()
+	err := s.p.Cleanup()
+	if s.res != nil {
+		s.res.Close()
+	}
+	return err
+}
+
+// startBackground registers a background closer; false once the stack is
+// closing.
+func (s *Stack) startBackground() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return false
+	}
+	s.bg.Add(1)
+	return true
+}
+
+func (s *Stack) addListener(l *Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return false
+	}
+	s.listeners[l] = struct{}{}
+	return true
+}
+
+func (s *Stack) removeListener(l *Listener) {
+	s.mu.Lock()
+	delete(s.listeners, l)
+	s.mu.Unlock()
+}
+
+// register gives h a handle for completion contexts.
+func (s *Stack) register(h handler) uint64 {
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	s.next++
+	s.handles[s.next] = h
+	return s.next
+}
+
+// unregister forgets a handle; its socket is closed, so no completion
+// names it any more.
+func (s *Stack) unregister(id uint64) {
+	s.hmu.Lock()
+	delete(s.handles, id)
+	s.hmu.Unlock()
+}
+
+// onCompletion is the completion queue's notify function; it runs on the
+// poller. The queue is consumed only here, so the completion just queued
+// is the one Poll takes, which frees its slot at once.
+func (s *Stack) onCompletion(c provider.Completion) {
+	var drop [1]provider.Completion
+	s.cq.Poll(drop[:])
+	s.hmu.RLock()
+	h := s.handles[c.Context>>ctxShift]
+	s.hmu.RUnlock()
+	if h != nil {
+		h.complete(c)
+	}
+}
+
+// inNetns runs fn in the stack's namespace.
+func (s *Stack) inNetns(fn func() error) error { return netns.Do(s.cfg.Netns, fn) }
+
+// kernelDial dials kernel TCP from the stack's namespace.
+func (s *Stack) kernelDial(ctx context.Context, d *net.Dialer, addr string) (c net.Conn, err error) {
+	err = s.inNetns(func() error {
+		c, err = d.DialContext(ctx, "tcp4", addr)
+		return err
+	})
+	return c, err
+}
+
+// ---- the registry of open stacks, for package-level Dial and Listen ----
+
+var registry struct {
+	mu     sync.Mutex
+	stacks []*Stack
+}
+
+func register(s *Stack) {
+	registry.mu.Lock()
+	registry.stacks = append(registry.stacks, s)
+	registry.mu.Unlock()
+}
+
+func unregister(s *Stack) {
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	for i, t := range registry.stacks {
+		if t == s {
+			registry.stacks = append(registry.stacks[:i], registry.stacks[i+1:]...)
+			return
+		}
+	}
+}
+
+// stackFor returns the first open stack whose subnet holds dst.
+func stackFor(dst netip.Addr) *Stack {
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	for _, s := range registry.stacks {
+		if s.prefix.Contains(dst) && dst != s.addr {
+			return s
+		}
+	}
+	return nil
+}
+
+// stackServing returns the open stack whose address is host; for the
+// unspecified address, the only open stack.
+func stackServing(host netip.Addr) (*Stack, error) {
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	if host.IsUnspecified() || !host.IsValid() {
+		switch len(registry.stacks) {
+		case 0:
+			return nil, ErrNoStack
+		case 1:
+			return registry.stacks[0], nil
+		}
+		return nil, fmt.Errorf("sdx: %d stacks are open: set ListenConfig.Stack", len(registry.stacks))
+	}
+	for _, s := range registry.stacks {
+		if s.addr == host {
+			return s, nil
+		}
+	}
+	return nil, ErrNoStack
+}
