@@ -21,7 +21,7 @@ const (
 	// one receive a connection keeps posted to the provider.
 	DefaultReadBuffer = 64 << 10
 	// DefaultWriteBuffer is the switch's send staging per connection,
-	// split between sendSlots posted sends.
+	// split between two sends posted at a time.
 	DefaultWriteBuffer = 64 << 10
 	// DefaultCloseTimeout bounds a graceful close that runs in the
 	// background (SetLinger with a negative value, the default): after it
