@@ -76,16 +76,16 @@ func (c *sconn) disconnect(deadline time.Time) {
 	timer := time.AfterFunc(time.Until(deadline), func() { close(expire) })
 	defer timer.Stop()
 
-	c.wmu.Lock()
+	c.wmu.lock()
 	for c.wn > 0 && c.werr == nil {
 		select {
 		case <-c.wdone:
 			c.takeSendLocked()
 		case <-expire:
-			c.wmu.Unlock()
+			c.wmu.unlock()
 			return
 		case <-c.st.quit:
-			c.wmu.Unlock()
+			c.wmu.unlock()
 			return
 		}
 	}
@@ -94,13 +94,13 @@ func (c *sconn) disconnect(deadline time.Time) {
 		ok = c.shutdownLocked(expire, c.st.quit) == nil
 	}
 	second := c.second
-	c.wmu.Unlock()
+	c.wmu.unlock()
 	if !ok {
 		return
 	}
 
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
+	c.rmu.lock()
+	defer c.rmu.unlock()
 	backoff := 100 * time.Microsecond
 	var pause *time.Timer
 	defer func() {

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -146,6 +145,26 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 // PathSDX.
 func (c *Conn) TCPConn() *net.TCPConn { return c.tcp }
 
+// chanMutex is a mutex whose waiters can give up: a Read or Write that
+// finds the connection closing does not wait for the closer, which may
+// hold the lock for as long as the disconnect takes.
+type chanMutex chan struct{}
+
+func newChanMutex() chanMutex { return make(chanMutex, 1) }
+
+func (m chanMutex) lock()   { m <- struct{}{} }
+func (m chanMutex) unlock() { <-m }
+
+// lockUnless takes the lock, or reports false once done is closed.
+func (m chanMutex) lockUnless(done <-chan struct{}) bool {
+	select {
+	case m <- struct{}{}:
+		return true
+	case <-done:
+		return false
+	}
+}
+
 // result is the outcome of one posted operation, written by the poller
 // before the waiting side is signalled.
 type result struct {
@@ -184,7 +203,7 @@ type sconn struct {
 	cdone chan struct{}
 
 	// Read side.
-	rmu     sync.Mutex
+	rmu     chanMutex
 	rbuf    []byte
 	roff    int
 	rend    int
@@ -196,7 +215,7 @@ type sconn struct {
 	rdl     deadline
 
 	// Write side.
-	wmu   sync.Mutex
+	wmu   chanMutex
 	wbuf  [sendSlots][]byte
 	wres  [sendSlots]result
 	whead int // oldest posted slot
@@ -221,6 +240,8 @@ func newSConn(st *Stack, sock provider.Socket) *sconn {
 		wdone:    make(chan struct{}, sendSlots),
 		rdl:      newDeadline(),
 		wdl:      newDeadline(),
+		rmu:      newChanMutex(),
+		wmu:      newChanMutex(),
 	}
 	c.linger.Store(-1)
 	w := make([]byte, st.cfg.WriteBuffer)
@@ -240,10 +261,10 @@ func (c *sconn) start(local, peer netip.AddrPort) error {
 	if err := c.st.p.EventSelect(c.sock, provider.FDClose, c.onEvent); err != nil {
 		return err
 	}
-	c.rmu.Lock()
+	c.rmu.lock()
 	c.postRecvLocked()
 	err := c.rerr
-	c.rmu.Unlock()
+	c.rmu.unlock()
 	return err
 }
 
@@ -290,8 +311,10 @@ func (c *sconn) connErr(err error) error {
 // ---- read side --------------------------------------------------------
 
 func (c *sconn) Read(b []byte) (int, error) {
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
+	if !c.rmu.lockUnless(c.closedCh) {
+		return 0, c.opErr("read", net.ErrClosed)
+	}
+	defer c.rmu.unlock()
 	if c.closing.Load() {
 		return 0, c.opErr("read", net.ErrClosed)
 	}
@@ -364,8 +387,10 @@ func (c *sconn) takeRecvLocked() {
 // ---- write side -------------------------------------------------------
 
 func (c *sconn) Write(b []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	if !c.wmu.lockUnless(c.closedCh) {
+		return 0, c.opErr("write", net.ErrClosed)
+	}
+	defer c.wmu.unlock()
 	if c.closing.Load() {
 		return 0, c.opErr("write", net.ErrClosed)
 	}
@@ -441,8 +466,10 @@ func (c *sconn) takeSendLocked() {
 }
 
 func (c *sconn) CloseWrite() error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	if !c.wmu.lockUnless(c.closedCh) {
+		return c.opErr("close", net.ErrClosed)
+	}
+	defer c.wmu.unlock()
 	if c.closing.Load() {
 		return c.opErr("close", net.ErrClosed)
 	}

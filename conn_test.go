@@ -162,8 +162,20 @@ func TestCloseUnblocks(t *testing.T) {
 		if err := <-errc; !errors.Is(err, net.ErrClosed) {
 			t.Fatalf("blocked read: %v, want net.ErrClosed", err)
 		}
+		// The background close holds the connection while it waits for
+		// the peer; later calls do not wait for it.
+		start := time.Now()
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("read after close: %v", err)
+		}
 		if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
 			t.Fatalf("write after close: %v", err)
+		}
+		if err := c.CloseWrite(); !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("CloseWrite after close: %v", err)
+		}
+		if took := time.Since(start); took > 100*time.Millisecond {
+			t.Fatalf("calls after close took %v", took)
 		}
 		if err := c.Close(); !errors.Is(err, net.ErrClosed) {
 			t.Fatalf("second close: %v", err)
