@@ -232,7 +232,14 @@ func (p *Provider) Duplicate(s Socket) (Socket, error) {
 		p.leave()
 		return 0, ErrNotSock
 	}
+	// The slot's socket pointer changes only after its state word has
+	// left this generation: if the word is the same after the load, the
+	// pointer is this descriptor's socket.
 	sock := sl.sock.Load()
+	if sl.w.Load() != uint64(s.gen())<<1|1 || sock == nil {
+		p.leave()
+		return 0, ErrNotSock
+	}
 	for {
 		r := sock.refs.Load()
 		if r <= 0 {
@@ -285,7 +292,7 @@ func (p *Provider) CloseSocket(s Socket) error {
 		p.leave()
 		return ErrNotSock
 	}
-	sock := sl.sock.Load()
+	sock := sl.sock.Load() // this generation's: the CAS below proves it
 	w := uint64(s.gen())<<1 | 1
 	if !sl.w.CompareAndSwap(w, w+1) {
 		p.leave()
