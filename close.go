@@ -21,7 +21,10 @@ import (
 // The common cases come out right: a full close on each side in turn (the
 // first closer's data was read to io.EOF before the second closed), and a
 // request/response with a half close (CloseWrite) by the requester, who
-// then reads the response to io.EOF before it closes. Data that arrives
+// then reads the response to io.EOF before it closes. A second closer that
+// only half-closes may not have read the peer's data yet: CloseWrite first
+// takes the rest of the peer's stream (its end has arrived) out of the
+// provider, so the peer's reset cannot discard it. Data that arrives
 // after Close, or sits unread at Close, resets the connection at once, as
 // kernel TCP does.
 //
@@ -110,7 +113,7 @@ func (c *sconn) disconnect(deadline time.Time) {
 	}()
 	for {
 		switch {
-		case c.roff < c.rend:
+		case c.unreadLocked():
 			return // unread data: reset, as TCP does
 		case c.rerr != nil:
 			return // reset by the peer, or failed: nothing to wait for

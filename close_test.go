@@ -318,3 +318,27 @@ func TestStackClose(t *testing.T) {
 		}
 	})
 }
+
+// The peer closes first; this side half-closes before it has read what
+// the peer sent, then reads. The peer's hard close, which follows this
+// side's disconnect, must not cost a byte: CloseWrite takes what remains
+// of the peer's stream out of the provider first.
+func TestCloseWriteAfterPeerClose(t *testing.T) {
+	each(t, func(t *testing.T, h *hosts) {
+		c, s := h.pair(t, h.listen(t))
+		data := seeded(9, 200<<10) // more than the switch buffers, less than the provider's
+		if _, err := s.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		time.Sleep(50 * time.Millisecond) // the data and the disconnect arrive
+		if err := c.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		waitSockets(t, h.b, 1) // the peer has reset and released its socket
+		r := <-readAll(c, 0)
+		if r.err != nil || !bytes.Equal(r.data, data) {
+			t.Fatalf("read %d bytes (error %v) after the peer's close, want %d, then io.EOF", len(r.data), r.err, len(data))
+		}
+	})
+}

@@ -208,6 +208,8 @@ type sconn struct {
 	roff    int
 	rend    int
 	rposted bool
+	rspare  []byte // the posted receive's buffer when rbuf is busy (drain)
+	held    []byte // received after rbuf's data, not yet read (drain)
 	reof    bool
 	rerr    error
 	rres    result
@@ -333,6 +335,11 @@ func (c *sconn) Read(b []byte) (int, error) {
 			}
 			return n, nil
 		}
+		if len(c.held) > 0 {
+			n := copy(b, c.held)
+			c.held = c.held[n:]
+			return n, nil
+		}
 		if c.reof {
 			return 0, io.EOF
 		}
@@ -355,13 +362,21 @@ func (c *sconn) Read(b []byte) (int, error) {
 	}
 }
 
-// postRecvLocked posts the connection's one receive into rbuf.
+// postRecvLocked posts the connection's one receive: into rbuf when it is
+// empty, else (only while draining) into a spare buffer.
 func (c *sconn) postRecvLocked() {
 	if c.rposted || c.reof || c.rerr != nil {
 		return
 	}
-	c.roff, c.rend = 0, 0
-	if err := c.st.p.PostRecv(c.sock, c.rbuf, c.st.cq, c.ctx(tagRecv)); err != nil {
+	buf := c.rbuf
+	c.rspare = nil
+	if c.roff < c.rend || len(c.held) > 0 {
+		c.rspare = make([]byte, len(c.rbuf))
+		buf = c.rspare
+	} else {
+		c.roff, c.rend = 0, 0
+	}
+	if err := c.st.p.PostRecv(c.sock, buf, c.st.cq, c.ctx(tagRecv)); err != nil {
 		c.rerr = c.connErr(err)
 		return
 	}
@@ -379,9 +394,42 @@ func (c *sconn) takeRecvLocked() {
 	case r.n == 0:
 		c.reof = true
 		c.peerFIN.Store(true)
+	case c.rspare != nil:
+		c.held = append(c.held, c.rspare[:r.n]...)
 	default:
 		c.roff, c.rend = 0, r.n
 	}
+	c.rspare = nil
+}
+
+// unreadLocked reports whether received data waits to be read.
+func (c *sconn) unreadLocked() bool { return c.roff < c.rend || len(c.held) > 0 }
+
+// drainLocked takes what remains of the peer's stream, whose end has
+// arrived, out of the provider into the switch (held), so the peer's hard
+// close, which our disconnect will bring, cannot discard it. The peer's
+// disconnect follows all its data, so what remains is at most the
+// provider's receive buffer. The caller holds wmu; drainLocked takes rmu.
+func (c *sconn) drainLocked(expire, closed <-chan struct{}) error {
+	if !c.rmu.lockUnless(closed) {
+		return net.ErrClosed
+	}
+	defer c.rmu.unlock()
+	for !c.reof && c.rerr == nil {
+		if !c.rposted {
+			c.postRecvLocked()
+			continue
+		}
+		select {
+		case <-c.rdone:
+			c.takeRecvLocked()
+		case <-expire:
+			return os.ErrDeadlineExceeded
+		case <-closed:
+			return net.ErrClosed
+		}
+	}
+	return nil
 }
 
 // ---- write side -------------------------------------------------------
@@ -483,6 +531,12 @@ func (c *sconn) CloseWrite() error {
 	}
 	if c.werr != nil {
 		return c.opErr("close", c.werr)
+	}
+	if c.peerFIN.Load() {
+		// We close second: the peer resets once our disconnect arrives.
+		if err := c.drainLocked(c.wdl.wait(), c.closedCh); err != nil {
+			return c.opErr("close", err)
+		}
 	}
 	if err := c.shutdownLocked(c.wdl.wait(), c.closedCh); err != nil {
 		return c.opErr("close", c.connErr(err))
