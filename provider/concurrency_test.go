@@ -83,16 +83,22 @@ func closeRace(t *testing.T, tn *testNet, p0, p1 *Provider, l Socket, seed uint6
 		s      Socket
 		closed atomic.Bool
 	}
+	// refs counts live descriptors; dupping counts Duplicate calls in
+	// flight. Both change under regMu, so the closer can tell when no
+	// descriptor is left or about to appear.
 	var refs, dupping atomic.Int32
 	refs.Store(1)
 	var regMu sync.Mutex
 	reg := []*desc{{s: a}}
+	closerDone := false
 	closeDesc := func(d *desc) {
 		err := p0.CloseSocket(d.s)
 		switch {
 		case err == nil:
 			d.closed.Store(true)
+			regMu.Lock()
 			refs.Add(-1)
+			regMu.Unlock()
 		case errors.Is(err, ErrNotSock): // another goroutine's close won
 		default:
 			fail("close %v: %v", d.s, err)
@@ -107,8 +113,13 @@ func closeRace(t *testing.T, tn *testNet, p0, p1 *Provider, l Socket, seed uint6
 		defer wg.Done()
 		rng := rand.New(rand.NewPCG(seed, 1000))
 		time.Sleep(time.Duration(rng.IntN(200)) * time.Microsecond)
-		for refs.Load() > 0 || dupping.Load() > 0 {
+		for {
 			regMu.Lock()
+			if refs.Load() == 0 && dupping.Load() == 0 {
+				closerDone = true
+				regMu.Unlock()
+				return
+			}
 			ds := append([]*desc(nil), reg...)
 			regMu.Unlock()
 			for _, d := range ds {
@@ -149,16 +160,23 @@ func closeRace(t *testing.T, tn *testNet, p0, p1 *Provider, l Socket, seed uint6
 					_, err = p0.Recv(d.s, buf) // until data, or the close
 				case 7:
 					issued = false
-					dupping.Add(1)
-					if nd, derr := p0.Duplicate(d.s); derr == nil {
-						refs.Add(1)
-						regMu.Lock()
-						reg = append(reg, &desc{s: nd})
+					regMu.Lock()
+					if closerDone {
 						regMu.Unlock()
+						break
+					}
+					dupping.Add(1)
+					regMu.Unlock()
+					nd, derr := p0.Duplicate(d.s)
+					regMu.Lock()
+					if derr == nil {
+						refs.Add(1)
+						reg = append(reg, &desc{s: nd})
 					} else if !errors.Is(derr, ErrNotSock) {
 						err = derr
 					}
 					dupping.Add(-1)
+					regMu.Unlock()
 				case 8, 9:
 					issued = false
 					closeDesc(d)

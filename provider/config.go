@@ -73,8 +73,11 @@ type Config struct {
 	// (default 4096).
 	SubmitQueue int
 
-	// Retransmission timer bounds (defaults 10ms initial, 1ms min, 1s
-	// max) and the longest an ack is delayed (default 200µs).
+	// Retransmission timer bounds (defaults 20ms initial, 5ms min, 1s
+	// max) and the longest an ack is delayed (default 200µs). The floor
+	// is far above a LAN round trip on purpose: a peer's poller that is
+	// descheduled for a few milliseconds must not cost a window of
+	// spurious retransmissions.
 	InitialRTO, MinRTO, MaxRTO, AckDelay time.Duration
 	// Timeout is the dead-peer bound (default 10s): a connection that
 	// hears nothing from its peer for this long, or a connect that gets no
