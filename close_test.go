@@ -73,7 +73,7 @@ func TestLingerDefault(t *testing.T) {
 			t.Fatal(err)
 		}
 		took := time.Since(start)
-		if took > 20*time.Millisecond {
+		if took > 100*time.Millisecond {
 			t.Errorf("Close took %v; the default linger returns at once", took)
 		}
 		r := <-got
@@ -181,7 +181,7 @@ func TestLingerExpires(t *testing.T) {
 		}
 		took := time.Since(start)
 		<-werr
-		if took < time.Second || took > 1500*time.Millisecond {
+		if took < time.Second || took > 3*time.Second {
 			t.Errorf("Close took %v, want the 1s linger", took)
 		}
 		r := <-readAll(s, 0)
@@ -264,7 +264,7 @@ func TestCloseTimeout(t *testing.T) {
 	}
 	waitSockets(t, h.a, 0)
 	took := time.Since(start)
-	if took < timeout || took > timeout+200*time.Millisecond {
+	if took < timeout || took > timeout+time.Second {
 		t.Errorf("the unanswered close ended after %v, want the %v CloseTimeout", took, timeout)
 	}
 	if n, err := s.Read(make([]byte, 1)); n != 0 || err != io.EOF {
