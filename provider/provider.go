@@ -326,7 +326,9 @@ func (p *Provider) pollOnce(now int64) bool {
 	if len(e.changed) > 0 {
 		p.processChanged()
 	}
-	return worked
+	// Output the link had no room for is retried at once, not after a
+	// sleep.
+	return worked || len(e.output) > 0
 }
 
 func (p *Provider) drainSubmissions() bool {

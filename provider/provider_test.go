@@ -131,6 +131,9 @@ func TestProviderHandshakeAndNames(t *testing.T) {
 	if pa != tn.addr(1, 80) || lb != pa || pb != la || la.Addr() != tn.links[0].LocalAddr() {
 		t.Fatalf("names: a %v->%v, b %v->%v", la, pa, lb, pb)
 	}
+	if as := p1.Addresses(); len(as) != 1 || as[0] != tn.links[1].LocalAddr() {
+		t.Fatalf("addresses %v", as)
+	}
 	if _, err := p1.GetPeerName(l); !errors.Is(err, ErrNotConn) {
 		t.Fatalf("peer name of a listener: %v", err)
 	}
@@ -257,8 +260,11 @@ func stream(t testing.TB, p0, p1 *Provider, a, b Socket, size int, seed uint64, 
 func TestProviderStream(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	size := 64 << 20
-	if testing.Short() {
+	switch {
+	case testing.Short():
 		size = 2 << 20
+	case raceOn:
+		size = 16 << 20
 	}
 	for _, loss := range []float64{0, 0.01, 0.05} {
 		tn := newTestNet(t, 4, Faults{Loss: loss, Dup: loss, Reorder: loss}, 2, nil)

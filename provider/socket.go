@@ -118,6 +118,10 @@ func (p *Provider) allocSlot(sock *socket) (Socket, error) {
 
 // ---- synchronous verbs ---------------------------------------------------
 
+// Addresses returns the addresses the provider serves (WSPIoctl
+// SIO_ADDRESS_LIST_QUERY): its link's.
+func (p *Provider) Addresses() []netip.Addr { return []netip.Addr{p.link.LocalAddr()} }
+
 // call runs a synchronous verb: it submits o and waits for the poller.
 func (p *Provider) call(o *op) {
 	p.submit(o)
