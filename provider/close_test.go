@@ -294,7 +294,7 @@ func holdPoller(t testing.TB, p *Provider) (release func()) {
 		time.Sleep(10 * time.Microsecond)
 	}
 	p.want.Add(-1)
-	return p.releaseToken
+	return func() { p.releaseToken(0) }
 }
 
 // Point 5: once closure has begun, no notification is posted: a connect

@@ -142,11 +142,26 @@ func (p *Provider) kick() {
 
 func (p *Provider) tryToken() bool { return !p.token.Load() && p.token.CompareAndSwap(false, true) }
 
-// releaseToken gives up the role taken inline and wakes the dedicated
-// poller to take it back.
-func (p *Provider) releaseToken() {
+// Hand-back of the role to the dedicated poller. A goroutine that held
+// the role inline for a moment (one blocking call of a request-response
+// loop) does not wake the poller: it will most likely take the role again
+// at its next call, and waking a goroutine costs a CPU the other side of
+// the exchange may be spinning on. The parked poller looks for a free role
+// every pollerCheckMin instead, backing off to pollerCheckMax while the
+// role stays taken. A holder that kept the role longer than longHold, or
+// leaves submissions behind, wakes it at once.
+const (
+	pollerCheckMin = 200 * time.Microsecond
+	pollerCheckMax = 50 * time.Millisecond
+	longHold       = time.Millisecond
+)
+
+// releaseToken gives up the role taken inline at heldSince (nanotime).
+func (p *Provider) releaseToken(heldSince int64) {
 	p.token.Store(false)
-	p.wakePoller()
+	if p.nanotime()-heldSince > int64(longHold) || p.subq.Len() > 0 || p.stopping.Load() {
+		p.wakePoller()
+	}
 }
 
 func (p *Provider) wakePoller() {
@@ -160,19 +175,23 @@ func (p *Provider) wakePoller() {
 // whenever no blocked verb does; in adaptive mode it yields to one.
 func (p *Provider) routinePoller() {
 	defer close(p.pollerDone)
+	check := pollerCheckMin
 	for !p.stopping.Load() {
 		if p.tryToken() {
+			check = pollerCheckMin
 			p.pollLoop(nil, true, 0)
 			p.token.Store(false)
 			if p.want.Load() == 0 && !p.stopping.Load() {
 				continue // the goroutine that wanted the role gave up
 			}
 		}
-		// Someone else holds the role; it wakes us when it lets go.
-		p.parkTimer.Reset(50 * time.Millisecond)
+		// Someone else holds the role: look again soon, or when woken.
+		p.parkTimer.Reset(check)
 		select {
 		case <-p.pollerWake:
+			check = pollerCheckMin
 		case <-p.parkTimer.C:
+			check = min(2*check, pollerCheckMax)
 		}
 		p.parkTimer.Stop()
 	}
@@ -204,7 +223,7 @@ func (p *Provider) await(w waitable, deadline int64) {
 					p.want.Add(-1)
 				}
 				p.pollLoop(w, false, deadline)
-				p.releaseToken()
+				p.releaseToken(now)
 				continue
 			}
 			if !wanted {

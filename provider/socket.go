@@ -339,6 +339,9 @@ func (p *Provider) post(kind opKind, s Socket, buf []byte, to netip.AddrPort, cq
 	}
 	o.kind, o.s, o.buf, o.addr, o.cq, o.ctx = kind, s, buf, to, cq, ctx
 	p.submit(o)
+	if !p.token.Load() {
+		p.wakePoller() // nobody polls right now
+	}
 	return nil
 }
 
