@@ -402,3 +402,78 @@ func TestSlowReaderBoundedMemory(t *testing.T) {
 	}
 	t.Logf("buffers held at most: sender %d, receiver %d", maxHeld[0], maxHeld[1])
 }
+
+func TestTableLimits(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	tn := newTestNet(t, 10, Faults{}, 2, func(c *Config) { c.MaxSockets, c.MaxConnections = 4, 4 })
+	p0, p1 := tn.ps[0], tn.ps[1]
+	var ss []Socket
+	for range 4 {
+		ss = append(ss, must[Socket](t)(p0.Socket()))
+	}
+	if _, err := p0.Socket(); !errors.Is(err, ErrMFile) {
+		t.Fatalf("socket past the table: %v", err)
+	}
+	if _, err := p0.Duplicate(ss[0]); !errors.Is(err, ErrMFile) {
+		t.Fatalf("duplicate past the table: %v", err)
+	}
+	p0.CloseSocket(ss[3])
+	if _, err := p0.Duplicate(ss[0]); err != nil {
+		t.Fatalf("duplicate after a close: %v", err)
+	}
+	// A listener whose provider has no room for another connection
+	// rejects at once.
+	tn.listener(1, 80, 8)
+	for range 3 { // the listener and these fill p1's four endpoints
+		must[Socket](t)(p1.Socket())
+	}
+	if err := p0.Connect(ss[1], tn.addr(1, 80)); !errors.Is(err, ErrConnRefused) {
+		t.Fatalf("connect to a full provider: %v", err)
+	}
+	if st := p1.Stats(); st.RejectsOut != 1 {
+		t.Fatalf("rejects %d", st.RejectsOut)
+	}
+}
+
+func TestShutdownEndOfStream(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	tn := newTestNet(t, 11, Faults{Loss: 0.05, Reorder: 0.05}, 2, nil)
+	p0, p1 := tn.ps[0], tn.ps[1]
+	l := tn.listener(1, 80, 4)
+	a, b := tn.conn(l, 80)
+	msg := bytes.Repeat([]byte("end of stream "), 1000)
+	if _, err := p0.Send(a, msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := p0.Shutdown(a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p0.Send(a, msg); !errors.Is(err, ErrShutdown) {
+		t.Fatalf("send after shutdown: %v", err)
+	}
+	var got []byte
+	buf := make([]byte, 4096)
+	for {
+		n, err := p1.Recv(b, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		got = append(got, buf[:n]...)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatalf("%d bytes before end of stream, want %d", len(got), len(msg))
+	}
+	if n, err := p1.Recv(b, buf); n != 0 || err != nil {
+		t.Fatalf("recv after end of stream: %d %v", n, err)
+	}
+	// The other direction is still open.
+	if _, err := p1.Send(b, []byte("bye")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p0.Recv(a, buf); err != nil || string(buf[:n]) != "bye" {
+		t.Fatalf("half-closed side receives %q %v", buf[:n], err)
+	}
+}
