@@ -185,6 +185,7 @@ type engineStats struct {
 	dropMalformed, dropChecksum, dropBadToken           atomic.Uint64
 	dropUnknownConn, dropOutOfWindow, dropDuplicate     atomic.Uint64
 	dropNoBuffer, dropBadAck                            atomic.Uint64
+	reneged                                             atomic.Uint64
 	deadPeers, sendErrors                               atomic.Uint64
 }
 
@@ -1124,7 +1125,7 @@ func (e *engine) onData(ep *endpoint, seq uint64, p []byte) {
 		return
 	}
 	if seq == ep.rcvNxt {
-		if !e.appendInOrder(ep, p) {
+		if !e.appendInOrder(ep, p) && (!e.renege(ep) || !e.appendInOrder(ep, p)) {
 			e.st.dropNoBuffer.Add(1)
 			return
 		}
@@ -1165,6 +1166,25 @@ func (e *engine) onData(ep *endpoint, seq uint64, p []byte) {
 	ep.ooo[i] = oseg{seq: seq, buf: buf, n: uint16(len(p))}
 	ep.lastOOO = seq
 	e.ackSoon(ep, true)
+}
+
+// renege drops the endpoint's out-of-order data to make room for the
+// in-order segment that the pool had no buffer for: otherwise data beyond
+// holes could hold every buffer while the segments that fill the holes
+// find none. The sender clears its SACK marks after a second timer expiry
+// (RFC 2018 section 8) and so retransmits what was dropped. It reports
+// whether it freed anything.
+func (e *engine) renege(ep *endpoint) bool {
+	if len(ep.ooo) == 0 {
+		return false
+	}
+	for i := range ep.ooo {
+		e.freeBuf(ep.ooo[i].buf)
+	}
+	clear(ep.ooo)
+	ep.ooo = ep.ooo[:0]
+	e.st.reneged.Add(1)
+	return true
 }
 
 // appendInOrder copies in-order data into the receive queue, filling the
@@ -1532,9 +1552,15 @@ func (e *engine) onRTO(ep *endpoint) {
 	}
 	cutoff := e.now - ep.rto
 	marked := false
+	backedOff := ep.rto > e.rtoValue(ep)
 	for i := range ep.sent {
 		s := &ep.segs[(ep.shead+i)&mask]
 		s.fast = false
+		if backedOff {
+			// A second expiry without progress: the receiver may have
+			// dropped what it SACKed (see renege).
+			s.sacked = false
+		}
 		if s.sacked {
 			continue
 		}

@@ -641,3 +641,25 @@ func TestStateString(t *testing.T) {
 		t.Error("predicates")
 	}
 }
+
+// With a pool too small for the windows, data held beyond holes must not
+// starve the segments that fill them: the receiver drops its out-of-order
+// data (renege) and the sender, after a second timer expiry, retransmits
+// it. Both directions at once, with loss: the stream completes.
+func TestEngineTinyPool(t *testing.T) {
+	cfg := testEngineConfig()
+	cfg.Buffers = 96
+	v := newVNet(t, 5, Faults{Loss: 0.05, Reorder: 0.05, Delay: 10 * time.Microsecond}, cfg, 2)
+	a, b := v.pair()
+	size := 8 << 20
+	if testing.Short() {
+		size = 1 << 20
+	}
+	transfer(t, v, a, b, size, 5, true)
+	e0, e1 := v.hosts[0], v.hosts[1]
+	if e0.st.reneged.Load()+e1.st.reneged.Load() == 0 {
+		t.Fatal("the receivers never reneged: the test did not reach the pressure it is about")
+	}
+	checkPool(t, e0)
+	checkPool(t, e1)
+}

@@ -27,6 +27,7 @@ type Stats struct {
 	AcksOut, ProbesOut              uint64
 	ResetsOut, ResetsIn, RejectsOut uint64
 	DeadPeers                       uint64 // connections failed by the dead-peer bound
+	Reneged                         uint64 // times out-of-order data was dropped for want of buffers
 	SendErrors                      uint64 // Link.Send errors other than ENOBUFS
 	Drops                           DropStats
 }
@@ -70,6 +71,7 @@ func (p *Provider) Stats() Stats {
 		ResetsIn:          st.resetsIn.Load(),
 		RejectsOut:        st.rejectsOut.Load(),
 		DeadPeers:         st.deadPeers.Load(),
+		Reneged:           st.reneged.Load(),
 		SendErrors:        st.sendErrors.Load(),
 		Drops: DropStats{
 			Malformed:   st.dropMalformed.Load(),
