@@ -6,7 +6,6 @@ import (
 	"math"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -546,86 +545,6 @@ func TestFaultClose(t *testing.T) {
 	}
 }
 
-// hopBed is the testbed with a hop in the middle, where sdx_fault runs:
-//
-//	 netns A             netns R (the hop)                      netns B
-//	+-----------+       +------------------------------+       +-----------+
-//	| veth "a"  |=======| "ra" -- bridge "hop" -- "rb" |=======| veth "b"  |
-//	| .1/24     |       +------------------------------+       | .2/24     |
-//	+-----------+                                              +-----------+
-//
-// in 198.18.X.0/24. The bridge makes the hop invisible: A and B share a
-// subnet and see each other's MACs, as on the plain testbed. sdx_steer
-// runs on "a" and "b" as it would there; sdx_fault on "ra" sees what A
-// sends to B, on "rb" what B sends to A, and the bridge forwards what it
-// passes. Names are unique per process; everything goes when the test
-// ends.
-type hopBed struct {
-	A, B   testbed.Host
-	RA, RB testbed.Host // the hop's ports
-}
-
-var hopSeq atomic.Uint32
-
-func newHopBed(t *testing.T, subnet uint8) *hopBed {
-	t.Helper()
-	base := fmt.Sprintf("sdx-%d-hop%d", os.Getpid(), hopSeq.Add(1))
-	r := base + "-r"
-	h := &hopBed{
-		A:  testbed.Host{NS: base + "-a", If: "a", Addr: netip.AddrFrom4([4]byte{198, 18, subnet, 1})},
-		B:  testbed.Host{NS: base + "-b", If: "b", Addr: netip.AddrFrom4([4]byte{198, 18, subnet, 2})},
-		RA: testbed.Host{NS: r, If: "ra"},
-		RB: testbed.Host{NS: r, If: "rb"},
-	}
-	t.Cleanup(func() {
-		for _, ns := range []string{h.A.NS, h.B.NS, r} {
-			if _, err := os.Stat("/run/netns/" + ns); err == nil {
-				if err := testbed.IP("netns", "del", ns); err != nil {
-					t.Errorf("hop testbed: %v", err)
-				}
-			}
-		}
-	})
-	cmds := [][]string{
-		{"netns", "add", h.A.NS},
-		{"netns", "add", h.B.NS},
-		{"netns", "add", r},
-		{"-n", r, "link", "add", "name", "hop", "type", "bridge"},
-		{"-n", r, "link", "add", "name", "ra", "type", "veth", "peer", "name", "a", "netns", h.A.NS},
-		{"-n", r, "link", "add", "name", "rb", "type", "veth", "peer", "name", "b", "netns", h.B.NS},
-		{"-n", r, "link", "set", "dev", "ra", "master", "hop"},
-		{"-n", r, "link", "set", "dev", "rb", "master", "hop"},
-	}
-	for _, dev := range []string{"lo", "hop", "ra", "rb"} {
-		cmds = append(cmds, []string{"-n", r, "link", "set", "dev", dev, "up"})
-	}
-	for _, e := range []*testbed.Host{&h.A, &h.B} {
-		cmds = append(cmds,
-			[]string{"-n", e.NS, "link", "set", "lo", "up"},
-			[]string{"-n", e.NS, "addr", "add", e.Addr.String() + "/24", "dev", e.If},
-			[]string{"-n", e.NS, "link", "set", "dev", e.If, "up"},
-		)
-	}
-	for _, c := range cmds {
-		if err := testbed.IP(c...); err != nil {
-			t.Fatalf("hop testbed: %v", err)
-		}
-	}
-	for _, e := range []*testbed.Host{&h.A, &h.B, &h.RA, &h.RB} {
-		if err := e.Do(func() error {
-			ifi, err := net.InterfaceByName(e.If)
-			if err != nil {
-				return err
-			}
-			e.Index, e.MAC = ifi.Index, ifi.HardwareAddr
-			return nil
-		}); err != nil {
-			t.Fatalf("hop testbed: %s: %v", e.NS, err)
-		}
-	}
-	return h
-}
-
 func listenUDP(t *testing.T, h *testbed.Host, port uint16) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
@@ -679,14 +598,15 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// TestFaultOnHop sends kernel UDP from A to B through sdx_fault on the hop,
+// TestFaultOnHop sends kernel UDP from A to B through sdx_fault on the hop
+// (testbed.Hop),
 // with sdx_steer attached to both ends as in real use: the drops match the
 // rate and the seeded model CPU by CPU, other ports lose nothing, and
 // every counter on the way adds up.
 func TestFaultOnHop(t *testing.T) {
 	testutil.Privileged(t)
 	testutil.CheckGoroutines(t)
-	bed := newHopBed(t, 0)
+	bed := testbed.NewHop(t, testbed.HopOptions{})
 
 	// sdx_steer on both ends, native, with no socket registered: it hands
 	// sdx frames to the kernel (NoSocket), where the UDP sockets get them.
