@@ -205,13 +205,14 @@ func (c *sdxConn) close() error {
 	return c.p.CloseSocket(c.s)
 }
 
-// sdxErr turns the errors of a run being stopped (operations aborted or
-// descriptors closed by the stop hooks) into ErrStopped.
+// sdxErr turns the errors of a run being stopped into ErrStopped: the stop
+// hooks hard-close the sockets, which aborts their operations, retires
+// their descriptors and resets their peers.
 func sdxErr(b *Bound, err error) error {
 	if err == nil {
 		return nil
 	}
-	if b.Stopped() && (errors.Is(err, provider.ErrAborted) || errors.Is(err, provider.ErrNotSock)) {
+	if b.Stopped() && (errors.Is(err, provider.ErrAborted) || errors.Is(err, provider.ErrNotSock) || errors.Is(err, provider.ErrConnReset)) {
 		return ErrStopped
 	}
 	return err

@@ -84,10 +84,10 @@ type Listening interface {
 	Listen(b *Bound) (Listener, error)
 }
 
-// Unavailable is a System that is listed but cannot run yet; Reason says
-// why.
-type Unavailable interface {
-	Reason() string
+// Modes is a System that attaches XDP; it reports what the kernel
+// granted: the XDP attach mode and the AF_XDP copy mode.
+type Modes interface {
+	Modes() (xdpMode, xskMode string)
 }
 
 // Conn is one end of an established flow. It is used by one goroutine.
@@ -148,7 +148,7 @@ func recvFull(c Conn, p []byte) error {
 }
 
 // Systems returns every system in table order: sdx first, then the
-// references, then the floor. One that cannot run implements Unavailable.
+// references, then the floor.
 func Systems() []System {
 	return []System{
 		newSDX("sdx-busy", provider.PollBusy),

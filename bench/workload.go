@@ -541,8 +541,13 @@ func (r *runner) msgrate() error {
 			}
 		}
 	})
-	cli := r.client(false, func() error {
-		defer close(sending)
+	cli := r.client(false, func() (err error) {
+		defer func() {
+			if err != nil {
+				r.b.Stop() // the server would wait for an EOF that is not coming
+			}
+			close(sending)
+		}()
 		<-begin
 		msg := make([]byte, size)
 		bc, batched := c.(Batcher)

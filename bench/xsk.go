@@ -48,11 +48,6 @@ func (s *xskSystem) MaxMessage() int {
 // granted; empty before Open.
 func (s *xskSystem) Modes() (xdpMode, xskMode string) { return s.xdpMode, s.xskMode }
 
-// Modes reports, for a system that attaches XDP, what the kernel granted.
-type Modes interface {
-	Modes() (xdpMode, xskMode string)
-}
-
 func (s *xskSystem) Open(h *Hosts) (err error) {
 	s.h = h
 	defer func() {

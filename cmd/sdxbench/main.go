@@ -296,10 +296,6 @@ func run(ctx context.Context, o *options) (_ *Report, err error) {
 			if len(o.workloads) > 0 && !slices.Contains(o.workloads, string(spec.Workload)) {
 				continue
 			}
-			if u, ok := sys.(bench.Unavailable); ok {
-				rep.skip(sys.Name(), spec, u.Reason())
-				continue
-			}
 			if ok, why := bench.Applies(sys, spec); !ok {
 				rep.skip(sys.Name(), spec, why)
 				continue

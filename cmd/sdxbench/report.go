@@ -91,46 +91,28 @@ func (r *Report) skipped(system string, spec bench.Spec) *Skip {
 // figures are the names of a result's figures, in JSON and spread keys.
 var figures = []string{"p50_us", "p99_us", "p999_us", "max_us", "rate", "cpu_us_per_msg", "loss"}
 
-func (r *Result) figure(name string) float64 {
+// field returns the figure of the given name (a key of figures).
+func (r *Result) field(name string) *float64 {
 	switch name {
 	case "p50_us":
-		return r.P50
+		return &r.P50
 	case "p99_us":
-		return r.P99
+		return &r.P99
 	case "p999_us":
-		return r.P999
+		return &r.P999
 	case "max_us":
-		return r.Max
+		return &r.Max
 	case "rate":
-		return r.Rate
+		return &r.Rate
 	case "cpu_us_per_msg":
-		return r.CPUPerMsg
+		return &r.CPUPerMsg
 	case "loss":
-		return r.Loss
+		return &r.Loss
 	}
 	panic("unknown figure " + name)
 }
 
-func (r *Result) setFigure(name string, v float64) {
-	switch name {
-	case "p50_us":
-		r.P50 = v
-	case "p99_us":
-		r.P99 = v
-	case "p999_us":
-		r.P999 = v
-	case "max_us":
-		r.Max = v
-	case "rate":
-		r.Rate = v
-	case "cpu_us_per_msg":
-		r.CPUPerMsg = v
-	case "loss":
-		r.Loss = v
-	default:
-		panic("unknown figure " + name)
-	}
-}
+func (r *Result) figure(name string) float64 { return *r.field(name) }
 
 // aggregate turns the repeats of one run into a Result: each figure is the
 // median of the repeats (the mean of the middle two for an even count),
@@ -162,7 +144,7 @@ func aggregate(samples []*bench.Sample) Result {
 		if len(v) == 0 || (f == "loss" && slices.Max(v) == 0) {
 			continue
 		}
-		res.setFigure(f, median(v))
+		*res.field(f) = median(v)
 		res.Spread[f] = [2]float64{slices.Min(v), slices.Max(v)}
 	}
 	return res
