@@ -11,7 +11,7 @@ TAGS    := sdxdebug
 .PHONY: help deps build demo test test-unit bench generate gen-check fmt vet clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 deps: ## install what the build, tests and demo need (Debian, as root)
 	@scripts/install-deps.sh
@@ -19,7 +19,10 @@ deps: ## install what the build, tests and demo need (Debian, as root)
 build: ## build the binaries into bin/
 	$(GO) build -o bin/ ./cmd/...
 
-demo: deps build ## bring up a veth testbed, move frames over AF_XDP, print counters, tear down
+demo: deps build ## sdxbench -quick: sdx beside kernel TCP/UDP and the raw AF_XDP floor on a built-in veth testbed
+	bin/sdxbench -quick
+
+demo-frames: deps build ## the data path alone: AF_XDP frames both ways over a veth testbed, with every counter
 	bin/sdx demo
 
 test: deps fmt vet gen-check ## the whole suite: unit, eBPF, veth integration, -race; brief benchmarks

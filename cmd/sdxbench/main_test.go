@@ -36,7 +36,7 @@ func privileged(t *testing.T) {
 func TestRun(t *testing.T) {
 	privileged(t)
 	testutil.CheckFDs(t)
-	before := namespaces(t)
+	before := testutil.OwnNamespaces(t)
 	dir := t.TempDir()
 	o, err := parseFlags([]string{"-repeat", "2", "-json", filepath.Join(dir, "r.json"), "-plot", filepath.Join(dir, "r.png")})
 	if err != nil {
@@ -51,7 +51,7 @@ func TestRun(t *testing.T) {
 	if err := writeOutputs(&out, rep, o); err != nil {
 		t.Fatal(err)
 	}
-	if after := namespaces(t); after != before {
+	if after := testutil.OwnNamespaces(t); after != before {
 		t.Fatalf("namespaces left behind: before %q, after %q", before, after)
 	}
 
@@ -133,7 +133,7 @@ func checkResult(t *testing.T, key string, r Result) {
 // cancellation and removes its testbed.
 func TestInterrupted(t *testing.T) {
 	privileged(t)
-	before := namespaces(t)
+	before := testutil.OwnNamespaces(t)
 	o, err := parseFlags([]string{"-systems", "tcp-spin,xsk-floor", "-workloads", "rr"})
 	if err != nil {
 		t.Fatal(err)
@@ -151,22 +151,7 @@ func TestInterrupted(t *testing.T) {
 	if el := time.Since(start); el > 5*time.Second {
 		t.Errorf("interrupted run took %v", el)
 	}
-	if after := namespaces(t); after != before {
+	if after := testutil.OwnNamespaces(t); after != before {
 		t.Fatalf("namespaces left behind: before %q, after %q", before, after)
 	}
-}
-
-func namespaces(t *testing.T) string {
-	ents, err := os.ReadDir("/run/netns")
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	mine := fmt.Sprintf("sdx-%d-", os.Getpid())
-	var names []string
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), mine) {
-			names = append(names, e.Name())
-		}
-	}
-	return strings.Join(names, ",")
 }

