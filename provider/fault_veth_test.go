@@ -1,0 +1,517 @@
+package provider
+
+// Loss on the real path: a provider on A and on B of a hop testbed
+// (testbed.Hop), with bpf's sdx_fault on the hop's ports dropping sdx
+// frames, seeded, at a rate or by opcode. The frames really go missing
+// between two AF_XDP sockets; the hosts run the production steer program
+// and XDPLink unchanged.
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/link"
+
+	"github.com/sdx-project/sdx/bpf"
+	"github.com/sdx-project/sdx/internal/testbed"
+	"github.com/sdx-project/sdx/internal/testutil"
+)
+
+// hopPair is a provider on A and on B of a hop testbed, with one sdx_fault
+// program attached to both of the hop's ports: its settings apply to both
+// directions. Until configured it passes every frame.
+type hopPair struct {
+	hop    *testbed.Hop
+	a, b   *Provider
+	la, lb *XDPLink
+	fault  *bpf.Fault
+	port   uint16 // b's listening port
+}
+
+// startOn opens an XDPLink on h and starts a provider on it; the test's
+// cleanup ends the provider and checks, through the link's Close, that
+// every UMEM frame came back.
+func startOn(t testing.TB, h *testbed.Host, cfg Config) (*Provider, *XDPLink) {
+	t.Helper()
+	l, err := OpenXDPLink(XDPLinkConfig{Netns: h.NS, Interface: h.If})
+	if err != nil {
+		t.Fatalf("link on %s: %v", h.NS, err)
+	}
+	cfg.Link = l
+	p, err := Startup(cfg)
+	if err != nil {
+		l.Close()
+		t.Fatalf("startup on %s: %v", h.NS, err)
+	}
+	t.Cleanup(func() {
+		if err := p.Cleanup(); err != nil {
+			t.Errorf("cleanup on %s: %v", h.NS, err)
+		}
+	})
+	return p, l
+}
+
+func newHopPair(t testing.TB, o testbed.HopOptions, cfg Config) *hopPair {
+	t.Helper()
+	testutil.Privileged(t)
+	hp := &hopPair{hop: testbed.NewHop(t, o), port: 5000}
+	f, err := bpf.LoadFault()
+	if err != nil {
+		t.Fatalf("load fault: %v", err)
+	}
+	t.Cleanup(func() { f.Close() })
+	hp.fault = f
+	for _, port := range []*testbed.Host{&hp.hop.RA, &hp.hop.RB} {
+		var l link.Link
+		if err := port.Do(func() (err error) {
+			l, _, err = bpf.Attach(f.Program(), port.Index, bpf.ModeNative)
+			return err
+		}); err != nil {
+			t.Fatalf("attach fault to %s: %v", port.If, err)
+		}
+		t.Cleanup(func() { l.Close() })
+	}
+	hp.a, hp.la = startOn(t, &hp.hop.A, cfg)
+	hp.b, hp.lb = startOn(t, &hp.hop.B, cfg)
+	return hp
+}
+
+// configure sets the fault program's settings; the port is always sdx's.
+func (hp *hopPair) configure(t testing.TB, c bpf.FaultConfig) {
+	t.Helper()
+	c.Port = DefaultUDPPort
+	if err := hp.fault.Configure(c); err != nil {
+		t.Fatalf("configure fault %+v: %v", c, err)
+	}
+}
+
+func (hp *hopPair) faultStats(t testing.TB) bpf.FaultStats {
+	t.Helper()
+	st, err := hp.fault.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// listen opens a listener on b's port.
+func (hp *hopPair) listen(t testing.TB, backlog int) Socket {
+	t.Helper()
+	s := must[Socket](t)(hp.b.Socket())
+	if err := hp.b.Bind(s, netip.AddrPortFrom(hp.hop.B.Addr, hp.port)); err != nil {
+		t.Fatal(err)
+	}
+	if err := hp.b.Listen(s, backlog); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// dial connects a new socket on a to b's listener.
+func (hp *hopPair) dial(t testing.TB) Socket {
+	t.Helper()
+	s := must[Socket](t)(hp.a.Socket())
+	if err := hp.a.Connect(s, netip.AddrPortFrom(hp.hop.B.Addr, hp.port)); err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	return s
+}
+
+// streamResult is what one seeded transfer did.
+type streamResult struct {
+	n       int64
+	elapsed time.Duration
+}
+
+// sendStream sends size seeded bytes from a to b over one new connection,
+// ends the stream, and checks on b that exactly those bytes arrived in
+// order (SHA-256 of the stream). Both sockets are closed at the end.
+func sendStream(p, q *Provider, s, r Socket, seed uint64, size int64) (streamResult, error) {
+	type drained struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	got := make(chan drained, 1)
+	go func() {
+		sum, n, err := drainSum(func(b []byte) (int, error) { return q.Recv(r, b) }, 64<<10)
+		got <- drained{sum, n, err}
+	}()
+	start := time.Now()
+	want, err := seededSend(func(b []byte) (int, error) { return p.Send(s, b) }, seed, size, 61<<10)
+	if err == nil {
+		err = p.Shutdown(s)
+	}
+	if err != nil {
+		// Unblock the reader: a hard close resets its connection.
+		p.CloseSocket(s)
+		<-got
+		return streamResult{}, fmt.Errorf("send: %w", err)
+	}
+	d := <-got
+	res := streamResult{n: d.n, elapsed: time.Since(start)}
+	if d.err != nil {
+		return res, fmt.Errorf("receive after %d bytes: %w", d.n, d.err)
+	}
+	if d.n != size || d.sum != want {
+		return res, fmt.Errorf("received %d of %d bytes; digests equal: %v", d.n, size, d.sum == want)
+	}
+	return res, nil
+}
+
+// connectPair dials from a and accepts on b.
+func (hp *hopPair) connectPair(t testing.TB, ln Socket) (Socket, Socket) {
+	t.Helper()
+	acc := make(chan Socket, 1)
+	go func() {
+		s, _, err := hp.b.Accept(ln)
+		if err != nil {
+			t.Errorf("accept: %v", err)
+		}
+		acc <- s
+	}()
+	s := hp.dial(t)
+	r := <-acc
+	if r == 0 {
+		t.FailNow()
+	}
+	return s, r
+}
+
+// TestFaultLossTransfer moves a seeded stream from A to B while sdx_fault
+// drops 1%, 5% and 20% of the sdx frames in both directions (data one
+// way, acks the other): every byte arrives, in order (SHA-256), and the
+// hop's counters show the loss really happened at the rate asked for.
+func TestFaultLossTransfer(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	hp := newHopPair(t, testbed.HopOptions{Subnet: 30}, Config{})
+	ln := hp.listen(t, 16)
+	for i, c := range lossCases() {
+		t.Run(fmt.Sprintf("loss=%v", c.rate), func(t *testing.T) {
+			size := c.size
+			if testing.Short() {
+				size = min(size, 8<<20)
+			}
+			hp.configure(t, bpf.FaultConfig{DropRate: c.rate, Seed: uint64(100 + i)})
+			f0, a0, b0 := hp.faultStats(t), hp.a.Stats(), hp.b.Stats()
+			s, r := hp.connectPair(t, ln)
+			res, err := sendStream(hp.a, hp.b, s, r, uint64(i+1), size)
+			hp.a.CloseSocket(s)
+			hp.b.CloseSocket(r)
+			if err != nil {
+				t.Fatalf("%d MiB at %v loss: %v", size>>20, c.rate, err)
+			}
+			f := subFault(hp.faultStats(t), f0)
+			a, b := hp.a.Stats(), hp.b.Stats()
+			rate := float64(f.Dropped) / float64(f.Eligible)
+			t.Logf("%d MiB at %v loss: %v, %.1f MB/s; hop: %d of %d sdx frames dropped (%.4f); A: %d data out, %d retransmits (%d fast), %d timer expiries; B: %d acks out, %d duplicates dropped",
+				size>>20, c.rate, res.elapsed.Round(time.Millisecond), float64(size)/res.elapsed.Seconds()/1e6,
+				f.Dropped, f.Eligible, rate,
+				a.DataOut-a0.DataOut, a.Retransmits-a0.Retransmits, a.FastRetransmits-a0.FastRetransmits, a.RTOExpiries-a0.RTOExpiries,
+				b.AcksOut-b0.AcksOut, b.Drops.Duplicate-b0.Drops.Duplicate)
+			// The loss was real: the hop dropped about the rate asked for,
+			// and A had to retransmit at least what was dropped of its data.
+			if f.Dropped == 0 || rate < c.rate/2 || rate > c.rate*2 {
+				t.Errorf("hop dropped %d of %d frames (%.4f); want about %v", f.Dropped, f.Eligible, rate, c.rate)
+			}
+			if a.Retransmits == a0.Retransmits {
+				t.Errorf("no retransmissions at %v loss", c.rate)
+			}
+		})
+	}
+	hp.configure(t, bpf.FaultConfig{})
+	checkQuiet(t, hp.a, hp.b)
+}
+
+// lossCase is one loss rate and the bytes moved through it.
+type lossCase struct {
+	rate float64
+	size int64
+}
+
+func subFault(a, b bpf.FaultStats) bpf.FaultStats {
+	return bpf.FaultStats{Seen: a.Seen - b.Seen, Eligible: a.Eligible - b.Eligible, Dropped: a.Dropped - b.Dropped, Passed: a.Passed - b.Passed}
+}
+
+// checkQuiet waits until the providers hold no data and no sockets, then
+// checks their buffer accounting.
+func checkQuiet(t testing.TB, ps ...*Provider) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for _, p := range ps {
+		for {
+			st := p.Stats()
+			sum := st.BuffersFree + st.BuffersSendQueued + st.BuffersInFlight + st.BuffersOutOfOrder + st.BuffersRecvQueued
+			if st.BuffersFree == st.Buffers && st.OpsInUse == 0 && sum == st.Buffers {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("provider not back to rest: %d of %d buffers free (places sum to %d), %d ops in use, %d sockets",
+					st.BuffersFree, st.Buffers, sum, st.OpsInUse, st.Sockets)
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+// TestFaultAcksLost drops pure acks only, half of them, in both
+// directions, while A streams to B: B's acks are all pure acks (it sends
+// no data), so half its acknowledgements and window updates go missing,
+// and every byte still arrives in order. Dropping every pure ack is not
+// survivable once a receiver has nothing to send: its window updates
+// never arrive, and the sender probes until the dead-peer bound resets
+// the connection (docs/RELIABILITY.md).
+func TestFaultAcksLost(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	hp := newHopPair(t, testbed.HopOptions{Subnet: 31}, Config{})
+	ln := hp.listen(t, 4)
+	hp.configure(t, bpf.FaultConfig{DropRate: 0.5, Opcodes: []uint8{uint8(OpAck)}, Seed: 1})
+	f0 := hp.faultStats(t)
+	s, r := hp.connectPair(t, ln)
+	a0, b0 := hp.a.Stats(), hp.b.Stats()
+	size := int64(64 << 20)
+	if testing.Short() || raceOn {
+		size = 4 << 20
+	}
+	res, err := sendStream(hp.a, hp.b, s, r, 7, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := subFault(hp.faultStats(t), f0)
+	a, b := hp.a.Stats(), hp.b.Stats()
+	acks := a.AcksOut - a0.AcksOut + b.AcksOut - b0.AcksOut
+	t.Logf("%d MiB in %v (%.1f MB/s) with half the acks dropped: hop dropped %d of %d acks; A %d retransmits, %d timer expiries; B %d acks out",
+		size>>20, res.elapsed.Round(time.Millisecond), float64(size)/res.elapsed.Seconds()/1e6, f.Dropped, f.Eligible,
+		a.Retransmits-a0.Retransmits, a.RTOExpiries-a0.RTOExpiries, b.AcksOut-b0.AcksOut)
+	if f.Dropped == 0 || f.Eligible != acks {
+		t.Errorf("hop: %+v; want only the %d acks eligible, some dropped", f, acks)
+	}
+	hp.a.CloseSocket(s)
+	hp.b.CloseSocket(r)
+	checkQuiet(t, hp.a, hp.b)
+}
+
+// echoUntilEOF sends back everything it receives on s, then ends its own
+// stream when the peer ends its.
+func echoUntilEOF(p *Provider, s Socket) error {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := p.Recv(s, buf)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return p.Shutdown(s)
+		}
+		if _, err := p.Send(s, buf[:n]); err != nil {
+			return err
+		}
+	}
+}
+
+// TestFaultResetLost is issue 4's point 6 on the real path: the reset of a
+// hard close is lost on the wire, and the peer is reset all the same by
+// the answer to its next frame. The connection survives nothing it
+// should not: the peer's pending receive fails with ECONNRESET.
+func TestFaultResetLost(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	hp := newHopPair(t, testbed.HopOptions{Subnet: 32}, Config{})
+	ln := hp.listen(t, 4)
+	s, r := hp.connectPair(t, ln)
+	// The next reset on the wire, whichever way, is dropped; later ones
+	// pass.
+	hp.configure(t, bpf.FaultConfig{Opcodes: []uint8{uint8(OpReset)}, DropNext: 1, Seed: 2})
+	f0 := hp.faultStats(t)
+	recvErr := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 16)
+		_, err := hp.b.Recv(r, buf)
+		recvErr <- err
+	}()
+	time.Sleep(10 * time.Millisecond) // let B's receive be pending
+	a0 := hp.a.Stats()
+	if err := hp.a.CloseSocket(s); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the reset to be dropped at the hop", func() bool { return hp.faultStats(t).Dropped-f0.Dropped == 1 })
+	select {
+	case err := <-recvErr:
+		t.Fatalf("B's receive ended with %v although the reset was lost", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	// B's next frame (data here; a keepalive probe otherwise) reaches a
+	// connection A no longer has: A answers with a reset, which passes.
+	start := time.Now()
+	if _, err := hp.b.Send(r, []byte("anyone there?")); err != nil {
+		t.Fatalf("send on B: %v", err)
+	}
+	select {
+	case err := <-recvErr:
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("B's pending receive: %v; want ECONNRESET", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("B was not reset after its next frame")
+	}
+	f := subFault(hp.faultStats(t), f0)
+	a, b := hp.a.Stats(), hp.b.Stats()
+	t.Logf("B reset %v after its next frame; hop %+v; A: %d resets out, %d unknown-connection drops; B: %d resets in",
+		time.Since(start).Round(time.Microsecond), f, a.ResetsOut-a0.ResetsOut, a.Drops.UnknownConn-a0.Drops.UnknownConn, b.ResetsIn)
+	if f.Dropped != 1 || f.Eligible < 2 {
+		t.Errorf("hop: %+v; want the first reset dropped and a later one passed", f)
+	}
+	if a.Drops.UnknownConn-a0.Drops.UnknownConn == 0 || a.ResetsOut-a0.ResetsOut < 2 || b.ResetsIn != 1 {
+		t.Errorf("A: %d unknown-connection drops, %d resets out; B: %d resets in; want ≥1, ≥2, 1",
+			a.Drops.UnknownConn-a0.Drops.UnknownConn, a.ResetsOut-a0.ResetsOut, b.ResetsIn)
+	}
+	hp.b.CloseSocket(r)
+	checkQuiet(t, hp.a, hp.b)
+}
+
+// TestFaultConnectRepliesLost drops connect replies: lost accepts make the
+// connector repeat its request, the listener answers the repeat with the
+// same accept (no second connection), and the connection then carries a
+// stream; a lost reject delays ECONNREFUSED by a retransmission, no more.
+func TestFaultConnectRepliesLost(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	hp := newHopPair(t, testbed.HopOptions{Subnet: 33}, Config{})
+	ln := hp.listen(t, 4)
+	const lost = 3
+	hp.configure(t, bpf.FaultConfig{Opcodes: []uint8{uint8(OpAccept), uint8(OpReject)}, DropNext: lost, Seed: 3})
+	f0, a0, b0 := hp.faultStats(t), hp.a.Stats(), hp.b.Stats()
+	start := time.Now()
+	s, r := hp.connectPair(t, ln)
+	el := time.Since(start)
+	f, a, b := subFault(hp.faultStats(t), f0), hp.a.Stats(), hp.b.Stats()
+	t.Logf("connected in %v past %d lost accepts; hop %+v; A %d connect retransmissions", el.Round(time.Microsecond), lost, f, a.RTOExpiries-a0.RTOExpiries)
+	if f.Dropped != lost || f.Eligible != lost+1 {
+		t.Errorf("hop: %+v; want %d accepts dropped and one passed", f, lost)
+	}
+	if in := b.DatagramsIn - b0.DatagramsIn; in < lost+1 {
+		t.Errorf("B received %d datagrams; want at least the %d connect requests", in, lost+1)
+	}
+	if a.RTOExpiries-a0.RTOExpiries < lost {
+		t.Errorf("A repeated its connect %d times; want at least %d", a.RTOExpiries-a0.RTOExpiries, lost)
+	}
+	if st := hp.b.Stats(); st.Sockets != 2 { // the listener and r
+		t.Errorf("B has %d sockets after the repeated connects; want 2 (no ghost connection)", st.Sockets)
+	}
+	if _, err := sendStream(hp.a, hp.b, s, r, 9, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	hp.a.CloseSocket(s)
+	hp.b.CloseSocket(r)
+
+	// A reject lost once: the refusal comes with the repeated request.
+	hp.configure(t, bpf.FaultConfig{Opcodes: []uint8{uint8(OpAccept), uint8(OpReject)}, DropNext: 1, Seed: 4})
+	f0 = hp.faultStats(t)
+	c := must[Socket](t)(hp.a.Socket())
+	start = time.Now()
+	err := hp.a.Connect(c, netip.AddrPortFrom(hp.hop.B.Addr, hp.port+1))
+	el = time.Since(start)
+	hp.a.CloseSocket(c)
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("connect to a port nobody listens on, first reject lost: %v; want ECONNREFUSED", err)
+	}
+	if f := subFault(hp.faultStats(t), f0); f.Dropped != 1 || f.Eligible != 2 {
+		t.Errorf("hop: %+v; want one reject dropped, one passed", f)
+	}
+	t.Logf("refused in %v past a lost reject", el.Round(time.Microsecond))
+	if el > time.Second {
+		t.Errorf("refusal took %v; want about one initial RTO", el)
+	}
+	checkQuiet(t, hp.a, hp.b)
+}
+
+// TestFaultHostTrafficUnderLoss checks that while sdx frames are being
+// dropped and a transfer runs, the hosts' own traffic on the same
+// interfaces is untouched: kernel TCP, UDP on another port, ICMP, and ARP
+// after a neighbour flush.
+func TestFaultHostTrafficUnderLoss(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	hp := newHopPair(t, testbed.HopOptions{Subnet: 34}, Config{})
+	ln := hp.listen(t, 4)
+	hp.configure(t, bpf.FaultConfig{DropRate: 0.2, Seed: 5})
+	s, r := hp.connectPair(t, ln)
+	done := make(chan error, 1)
+	size := int64(16 << 20)
+	if raceOn {
+		size = 2 << 20
+	}
+	go func() {
+		_, err := sendStream(hp.a, hp.b, s, r, 11, size)
+		done <- err
+	}()
+	checkHostTraffic(t, hp.hop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	hp.a.CloseSocket(s)
+	hp.b.CloseSocket(r)
+	checkQuiet(t, hp.a, hp.b)
+}
+
+// checkHostTraffic runs kernel TCP, UDP, ICMP and ARP between A and B.
+func checkHostTraffic(t testing.TB, h *testbed.Hop) {
+	t.Helper()
+	if err := testutil.TCPEcho(h.A.NS, h.B.NS, h.B.Addr, 8080, 1<<20); err != nil {
+		t.Errorf("kernel TCP: %v", err)
+	}
+	if err := testutil.UDPEcho(h.A.NS, h.B.NS, h.B.Addr, DefaultUDPPort+1); err != nil {
+		t.Errorf("kernel UDP on another port: %v", err)
+	}
+	if err := testbed.IP("-n", h.A.NS, "neigh", "flush", "dev", h.A.If); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("ip", "netns", "exec", h.A.NS, "ping", "-c", "3", "-i", "0.1", "-W", "2", h.B.Addr.String()).CombinedOutput()
+	if err != nil {
+		t.Errorf("ping after a neighbour flush (ARP, ICMP): %v\n%s", err, out)
+	}
+}
+
+// waitUntil polls cond every millisecond for up to five seconds.
+func waitUntil(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// BenchmarkFaultLoss reports the throughput of one connection from A to
+// B through the hop at 0%, 1%, 5% and 20% loss of sdx frames (both
+// directions). Each iteration moves 16 MiB over a new connection.
+func BenchmarkFaultLoss(b *testing.B) {
+	hp := newHopPair(b, testbed.HopOptions{Subnet: 35}, Config{})
+	ln := hp.listen(b, 16)
+	const size = 16 << 20
+	for i, rate := range []float64{0, 0.01, 0.05, 0.2} {
+		b.Run(fmt.Sprintf("loss=%v", rate), func(b *testing.B) {
+			hp.configure(b, bpf.FaultConfig{DropRate: rate, Seed: uint64(200 + i)})
+			var moved int64
+			var busy time.Duration
+			b.ReportAllocs()
+			for b.Loop() {
+				s, r := hp.connectPair(b, ln)
+				res, err := sendStream(hp.a, hp.b, s, r, uint64(i), size)
+				hp.a.CloseSocket(s)
+				hp.b.CloseSocket(r)
+				if err != nil {
+					b.Fatal(err)
+				}
+				moved += res.n
+				busy += res.elapsed
+			}
+			b.ReportMetric(float64(moved)/busy.Seconds()/1e6, "MB/s")
+		})
+	}
+}
