@@ -229,3 +229,25 @@ func TestVethRefused(t *testing.T) {
 	_ = p.dial(t) // fills the backlog of 1: nobody accepts
 	try("backlog full")
 }
+
+// TestVethNoHost: a connect to an address where no host answers fails with
+// ETIMEDOUT within the configured bound.
+func TestVethNoHost(t *testing.T) {
+	const bound = time.Second
+	p := newVethPair(t, Config{Timeout: bound})
+	s, err := p.a.Socket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.a.CloseSocket(s)
+	start := time.Now()
+	err = p.a.Connect(s, netip.AddrPortFrom(netip.MustParseAddr("198.18.0.99"), 5000))
+	el := time.Since(start)
+	if !errors.Is(err, syscall.ETIMEDOUT) {
+		t.Fatalf("connect to an absent host: %v, want ETIMEDOUT", err)
+	}
+	if el > bound+250*time.Millisecond {
+		t.Fatalf("ETIMEDOUT after %v, bound %v", el, bound)
+	}
+	t.Logf("ETIMEDOUT after %v (bound %v)", el, bound)
+}
