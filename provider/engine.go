@@ -160,6 +160,8 @@ type endpoint struct {
 	eof        bool
 	ackNow     bool
 	ackAt      int64 // delayed ack due; 0: none
+	dupIn      int   // duplicates received since new data: our acks may be getting lost
+	probeAck   bool  // send the owed ack as a probe (see onData)
 	unacked    int   // in-order segments not yet acknowledged
 	lastEdge   uint64
 
@@ -1112,9 +1114,10 @@ func (e *engine) onData(ep *endpoint, seq uint64, p []byte) {
 	end := seq + uint64(len(p))
 	if end <= ep.rcvNxt {
 		e.st.dropDuplicate.Add(1)
-		e.ackSoon(ep, true) // our ack may have been lost
+		e.dupAck(ep) // our ack may have been lost
 		return
 	}
+	ep.dupIn = 0
 	if seq < ep.rcvNxt {
 		p = p[ep.rcvNxt-seq:]
 		seq = ep.rcvNxt
@@ -1165,6 +1168,19 @@ func (e *engine) onData(ep *endpoint, seq uint64, p []byte) {
 	copy(ep.ooo[i+1:], ep.ooo[i:])
 	ep.ooo[i] = oseg{seq: seq, buf: buf, n: uint16(len(p))}
 	ep.lastOOO = seq
+	e.ackSoon(ep, true)
+}
+
+// dupAck answers data the sender repeats. The first repeat gets an ack;
+// from the second on, the sender evidently does not hear our acks, so the
+// ack goes out as a probe, a frame that also carries ack and window and
+// that the peer answers: an ack path that has lost every pure ack still
+// delivers acks.
+func (e *engine) dupAck(ep *endpoint) {
+	ep.dupIn++
+	if ep.dupIn >= 2 {
+		ep.probeAck = true
+	}
 	e.ackSoon(ep, true)
 }
 
@@ -1253,7 +1269,7 @@ func (e *engine) pullOOO(ep *endpoint) {
 
 func (e *engine) onFin(ep *endpoint, seq uint64) {
 	if ep.eof || seq < ep.rcvNxt {
-		e.ackSoon(ep, true)
+		e.dupAck(ep)
 		return
 	}
 	ep.finPending, ep.finSeq = true, seq
@@ -1322,7 +1338,11 @@ func (e *engine) sendData(ep *endpoint) bool {
 		e.schedule(ep, ep.rtoAt)
 	}
 	if ep.ackNow && !acked {
-		e.sendCtl(ep, OpAck, ReasonNone)
+		op := OpAck
+		if ep.probeAck {
+			op = OpProbe
+		}
+		e.sendCtl(ep, op, ReasonNone)
 		sent = true
 	}
 	return sent
@@ -1379,6 +1399,7 @@ func (e *engine) acked(ep *endpoint) {
 		return
 	}
 	ep.ackNow = false
+	ep.probeAck = false
 	ep.ackAt = 0
 	ep.unacked = 0
 	ep.lastEdge = ep.rcvNxt + uint64(e.hdr.Window)

@@ -663,3 +663,23 @@ func TestEngineTinyPool(t *testing.T) {
 	checkPool(t, e0)
 	checkPool(t, e1)
 }
+
+// With every pure ack lost, acks still reach the sender: on data frames
+// going the other way, and, when the receiver sees the sender repeat
+// itself (its acks are not getting through), on a probe, which carries the
+// ack too. An echo, whose tail has no data going back, completes.
+func TestEngineAcksLost(t *testing.T) {
+	v := newVNet(t, 31, Faults{Drop: DropOpcodes(OpAck), Delay: 10 * time.Microsecond}, testEngineConfig(), 2)
+	a, b := v.pair()
+	size := 4 << 20
+	if testing.Short() {
+		size = 512 << 10
+	}
+	d := transfer(t, v, a, b, size, 31, false)
+	// And the end of the stream is acknowledged.
+	if err := v.hosts[0].shutdown(a); err != nil {
+		t.Fatal(err)
+	}
+	v.run(time.Minute, func() bool { return a.finAcked })
+	t.Logf("%d KiB in %v virtual with every pure ack dropped; probes %d", size>>10, d, v.hosts[1].st.probesOut.Load())
+}
