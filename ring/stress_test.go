@@ -21,6 +21,10 @@ type item struct {
 	val      uint64
 }
 
+// stressItems is how many items each stress test moves through a ring
+// outside -short mode, with or without the race detector.
+const stressItems = 10_000_000
+
 func stressSetup(t *testing.T) (seed uint64, total int) {
 	seed = *seedFlag
 	if seed == 0 {
