@@ -172,6 +172,7 @@ const (
 type op struct {
 	kind  opKind
 	s     Socket
+	live  bool // the descriptor was live at submission: a close after it aborts the op
 	buf   []byte
 	addr  netip.AddrPort
 	arg   int

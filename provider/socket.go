@@ -338,6 +338,7 @@ func (p *Provider) post(kind opKind, s Socket, buf []byte, to netip.AddrPort, cq
 		return ErrNoBufs
 	}
 	o.kind, o.s, o.buf, o.addr, o.cq, o.ctx = kind, s, buf, to, cq, ctx
+	o.live = true // checked above
 	p.submit(o)
 	if !p.token.Load() {
 		p.wakePoller() // nobody polls right now
@@ -387,6 +388,7 @@ func (p *Provider) blocking(kind opKind, s Socket, buf []byte, to netip.AddrPort
 		return nil
 	}
 	o.kind, o.s, o.buf, o.addr = kind, s, buf, to
+	o.live = p.slotOf(s) != nil
 	p.call(o)
 	return o
 }
@@ -528,6 +530,16 @@ func (p *Provider) apply(o *op) {
 	}
 	sock := p.resolve(o.s)
 	if sock == nil {
+		// A send, receive, accept or connect whose descriptor was live
+		// when it was submitted was cancelled by a close that came after
+		// it: that is an abort, not a use of a closed socket.
+		switch o.kind {
+		case opSend, opRecv, opAccept, opConnect:
+			if o.live {
+				p.complete(o, 0, ErrAborted)
+				return
+			}
+		}
 		p.complete(o, 0, ErrNotSock)
 		return
 	}

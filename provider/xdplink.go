@@ -43,6 +43,8 @@ type XDPLink struct {
 	ntx    int
 	parsed frame.Parsed
 	stats  XDPLinkStats
+	// linkErr is the last transmit error that meant ENETDOWN.
+	linkErr error
 }
 
 // XDPLinkStats are the link's own counters.
@@ -224,11 +226,21 @@ func (l *XDPLink) Flush() error {
 		l.ntx -= n
 	}
 	if err := l.q.Kick(); err != nil {
+		if errors.Is(err, ErrNetDown) {
+			// The engine compares with the sentinel; the detail (down or
+			// gone) stays in LinkErr.
+			l.linkErr = err
+			return ErrNetDown
+		}
 		return err
 	}
 	l.q.Complete()
 	return nil
 }
+
+// LinkErr returns the last error that made Flush report ENETDOWN: an
+// *xdp.LinkError saying whether the interface was down or gone.
+func (l *XDPLink) LinkErr() error { return l.linkErr }
 
 // Receive hands up to max received sdx datagrams to fn and returns how many
 // it handed over. Frames not for this host's sdx port are counted and
