@@ -234,3 +234,24 @@ func TestVethCloseNetworkDown(t *testing.T) {
 	}
 	p.b.CloseSocket(b)
 }
+
+// Point 9 on the real path: CloseSocket racing posts, blocking calls,
+// Duplicate and CloseSocket from 8 goroutines over seeded interleavings,
+// with the same checks as TestConcurrentClose.
+func TestVethConcurrentClose(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	seeds := vethCloseSeeds
+	if testing.Short() {
+		seeds = 20
+	}
+	p := newVethPair(t, Config{MaxOps: 4096, RecvBuffer: 8 << 10, SendBuffer: 8 << 10})
+	p.listen(t, 64)
+	start := time.Now()
+	for seed := range uint64(seeds) {
+		closeRace(t, func() (Socket, Socket) { return p.connect(t) }, p.a, p.b, seed)
+		if t.Failed() {
+			t.Fatalf("seed %d failed", seed)
+		}
+	}
+	t.Logf("%d seeds in %v", seeds, time.Since(start).Round(time.Millisecond))
+}

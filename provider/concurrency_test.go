@@ -35,7 +35,7 @@ func TestConcurrentClose(t *testing.T) {
 	l := tn.listener(1, 80, 64)
 	start := time.Now()
 	for seed := range uint64(seeds) {
-		closeRace(t, tn, p0, p1, l, seed)
+		closeRace(t, func() (Socket, Socket) { return tn.conn(l, 80) }, p0, p1, seed)
 		if t.Failed() {
 			t.Fatalf("seed %d failed", seed)
 		}
@@ -43,10 +43,12 @@ func TestConcurrentClose(t *testing.T) {
 	t.Logf("%d seeds in %v", seeds, time.Since(start).Round(time.Millisecond))
 }
 
-func closeRace(t *testing.T, tn *testNet, p0, p1 *Provider, l Socket, seed uint64) {
+// closeRace runs one seeded interleaving on a fresh connection from conn,
+// whose first end belongs to p0 and second to p1.
+func closeRace(t *testing.T, conn func() (Socket, Socket), p0, p1 *Provider, seed uint64) {
 	const workers = 8
 	const opsPerWorker = 12
-	a, b := tn.conn(l, 80)
+	a, b := conn()
 	sock := p0.slotOf(a).sock.Load()
 
 	var mu sync.Mutex
