@@ -11,6 +11,7 @@
 #include "uapi.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include "sdx_parse.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -90,57 +91,15 @@ static __always_inline __u64 splitmix64(__u64 *state)
 
 // eligible reports whether the frame in [data, data_end) is an sdx frame to
 // port whose opcode is in the mask; a mask of 0 takes every sdx frame to
-// port, with an opcode or without. Up to the opcode the parse is steer.c's
-// classify, read for read and bounds check for bounds check, so the frames
-// it considers are exactly those sdx_steer calls CLASS_SDX. Every read is
-// preceded by a bounds check against data_end.
+// port, with an opcode or without. The parse is sdx_steer's (sdx_parse.h),
+// so the frames it considers are exactly those sdx_steer calls sdx frames.
 static __always_inline int eligible(void *data, void *data_end, __u16 port, __u32 mask)
 {
 	if (port == 0)
 		return 0;
-
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > data_end)
-		return 0;
-
-	void *l3 = eth + 1;
-	__be16 proto = eth->h_proto;
-	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
-		struct vlan_hdr *vlan = l3;
-		if ((void *)(vlan + 1) > data_end)
-			return 0;
-		proto = vlan->h_vlan_encapsulated_proto;
-		l3 = vlan + 1;
-	}
-	if (proto != bpf_htons(ETH_P_IP))
-		return 0;
-
-	struct iphdr *ip = l3;
-	if ((void *)(ip + 1) > data_end)
-		return 0;
-	if ((ip->ver_ihl >> 4) != 4)
-		return 0;
-	__u32 hlen = (ip->ver_ihl & 0x0f) * 4;
-	if (hlen < sizeof(*ip))
-		return 0;
-	if ((void *)ip + hlen > data_end)
-		return 0;
-	__u32 tot_len = bpf_ntohs(ip->tot_len);
-	if (tot_len < hlen || (void *)ip + tot_len > data_end)
-		return 0;
-
-	if (ip->protocol != IPPROTO_UDP)
-		return 0;
-	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		return 0;
-
-	struct udphdr *udp = (void *)ip + hlen;
-	if ((void *)(udp + 1) > data_end || tot_len - hlen < sizeof(*udp))
-		return 0;
-	if (udp->dest != bpf_htons(port))
-		return 0;
-	__u32 udp_len = bpf_ntohs(udp->len);
-	if (udp_len < sizeof(*udp) || udp_len > tot_len - hlen)
+	struct udphdr *udp;
+	__u32 udp_len;
+	if (sdx_classify(data, data_end, port, &udp, &udp_len) != SDX_CLASS_SDX)
 		return 0;
 
 	if (mask == 0)

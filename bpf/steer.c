@@ -10,6 +10,7 @@
 #include "uapi.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include "sdx_parse.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -43,65 +44,6 @@ struct {
 	__type(value, struct counters);
 } stats SEC(".maps");
 
-enum class {
-	CLASS_OTHER,     // well formed, not an sdx frame
-	CLASS_MALFORMED, // truncated or bad headers
-	CLASS_SDX,       // an sdx frame
-};
-
-// classify parses the frame in [data, data_end). Every read is preceded by a
-// bounds check against data_end.
-static __always_inline enum class classify(void *data, void *data_end)
-{
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > data_end)
-		return CLASS_MALFORMED;
-
-	void *l3 = eth + 1;
-	__be16 proto = eth->h_proto;
-	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
-		struct vlan_hdr *vlan = l3;
-		if ((void *)(vlan + 1) > data_end)
-			return CLASS_MALFORMED;
-		proto = vlan->h_vlan_encapsulated_proto;
-		l3 = vlan + 1;
-	}
-	// A second tag (QinQ) lands here too: sdx frames carry at most one.
-	if (proto != bpf_htons(ETH_P_IP))
-		return CLASS_OTHER;
-
-	// The IPv4 header: fixed part, version, IHL, options, total length.
-	struct iphdr *ip = l3;
-	if ((void *)(ip + 1) > data_end)
-		return CLASS_MALFORMED;
-	if ((ip->ver_ihl >> 4) != 4)
-		return CLASS_MALFORMED;
-	__u32 hlen = (ip->ver_ihl & 0x0f) * 4;
-	if (hlen < sizeof(*ip))
-		return CLASS_MALFORMED;
-	if ((void *)ip + hlen > data_end)
-		return CLASS_MALFORMED;
-	__u32 tot_len = bpf_ntohs(ip->tot_len);
-	if (tot_len < hlen || (void *)ip + tot_len > data_end)
-		return CLASS_MALFORMED;
-
-	if (ip->protocol != IPPROTO_UDP)
-		return CLASS_OTHER;
-	// Only whole datagrams are sdx frames; the kernel reassembles the rest.
-	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		return CLASS_OTHER;
-
-	struct udphdr *udp = (void *)ip + hlen;
-	if ((void *)(udp + 1) > data_end || tot_len - hlen < sizeof(*udp))
-		return CLASS_MALFORMED;
-	if (udp->dest != bpf_htons(sdx_port))
-		return CLASS_OTHER;
-	__u32 udp_len = bpf_ntohs(udp->len);
-	if (udp_len < sizeof(*udp) || udp_len > tot_len - hlen)
-		return CLASS_MALFORMED;
-	return CLASS_SDX;
-}
-
 SEC("xdp")
 int sdx_steer(struct xdp_md *ctx)
 {
@@ -115,16 +57,18 @@ int sdx_steer(struct xdp_md *ctx)
 	if (st)
 		st->seen++;
 
-	switch (classify(data, data_end)) {
-	case CLASS_MALFORMED:
+	struct udphdr *udp;
+	__u32 udp_len;
+	switch (sdx_classify(data, data_end, sdx_port, &udp, &udp_len)) {
+	case SDX_CLASS_MALFORMED:
 		if (st)
 			st->malformed++;
 		return XDP_PASS;
-	case CLASS_OTHER:
+	case SDX_CLASS_OTHER:
 		if (st)
 			st->passed++;
 		return XDP_PASS;
-	case CLASS_SDX:
+	case SDX_CLASS_SDX:
 		break;
 	}
 
