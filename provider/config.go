@@ -67,7 +67,11 @@ type Config struct {
 	SendBuffer, RecvBuffer int
 	// Buffers is the number of datagram-sized buffers shared by all
 	// connections (default 8192: 11.5 MiB at a 1472-byte MTU). It bounds
-	// the provider's memory for data; a quarter is kept for receiving.
+	// the provider's memory for data, however many connections there
+	// are: half holds send data, half received data. The windows granted
+	// are backed by the receive half (each connection's at most
+	// RecvBuffer and its share of the half), so SendBuffer and RecvBuffer
+	// are per-connection limits within that bound, not reservations.
 	Buffers int
 
 	// MaxOps bounds the operations posted and not yet completed, all

@@ -139,6 +139,8 @@ type endpoint struct {
 	finQd    bool // Shutdown called: no more data
 	finAcked bool
 	starved  bool // a write found no buffer; retry when one is freed
+	winWait  bool // a write stopped at its share beyond the peer's window
+	beyond   int  // bytes queued beyond the peer's window edge (in engine.sendBeyond)
 
 	// Retransmission timer, RFC 6298.
 	srtt, rttvar, rto int64
@@ -159,11 +161,13 @@ type endpoint struct {
 	finSeq     uint64
 	eof        bool
 	ackNow     bool
-	ackAt      int64 // delayed ack due; 0: none
-	dupIn      int   // duplicates received since new data: our acks may be getting lost
-	probeAck   bool  // send the owed ack as a probe (see onData)
-	unacked    int   // in-order segments not yet acknowledged
-	lastEdge   uint64
+	ackAt      int64  // delayed ack due; 0: none
+	dupIn      int    // duplicates received since new data: our acks may be getting lost
+	probeAck   bool   // send the owed ack as a probe (see onData)
+	unacked    int    // in-order segments not yet acknowledged
+	lastEdge   uint64 // right edge of the window we granted: it never moves left
+	need       int    // receive buffers committed to the granted window (see recommit)
+	rwaiting   bool   // in engine.rwait: its window was held back for want of buffers
 
 	// Liveness.
 	lastHeard int64
@@ -203,8 +207,19 @@ type engine struct {
 	mtu  int
 	mss  int
 
-	pool    *bufPool
-	reserve int // free buffers sends must leave for receives
+	// The pool is split in halves: send data (queued and in flight) may
+	// hold up to sendCap buffers, received data plus the buffers committed
+	// to the windows granted up to recvCap, and sendCap+recvCap is the
+	// pool. So a window once granted can always be filled, and received
+	// data waiting for a reader that is itself waiting to send can never
+	// starve that send.
+	pool          *bufPool
+	sendCap       int
+	recvCap       int
+	recvCommitted int         // sum of endpoints' need
+	sendBeyond    int         // sum of endpoints' beyond, at most beyondCap
+	beyondCap     int         // bytes: half the send half
+	rwait         []*endpoint // receivers whose window waits for buffers
 
 	eps     []*endpoint // by index
 	gens    []uint16
@@ -247,13 +262,15 @@ func newEngine(link Link, cfg engineConfig, seed [32]byte) (*engine, error) {
 		mtu:      mtu,
 		mss:      mtu - HeaderLen,
 		pool:     newBufPool(cfg.Buffers, mtu),
-		reserve:  cfg.Buffers / 4,
+		sendCap:  cfg.Buffers / 2,
+		recvCap:  cfg.Buffers - cfg.Buffers/2,
 		eps:      make([]*endpoint, 0, 64),
 		ports:    make(map[uint16]*endpoint),
 		children: make(map[connKey]*endpoint),
 		quiet:    make(map[connKey]int64),
 		ctl:      make([]byte, HeaderLen+sackLen*MaxSACK),
 	}
+	e.beyondCap = e.sendCap / 2 * e.mss
 	e.inputFn = e.input
 	return e, nil
 }
@@ -306,6 +323,15 @@ func (e *engine) release(ep *endpoint) {
 			}
 		}
 		ep.starved = false
+	}
+	if ep.rwaiting {
+		for i, s := range e.rwait {
+			if s == ep {
+				e.rwait = append(e.rwait[:i], e.rwait[i+1:]...)
+				break
+			}
+		}
+		ep.rwaiting = false
 	}
 	e.dropData(ep)
 	e.unschedule(ep)
@@ -373,6 +399,12 @@ func (e *engine) dropData(ep *endpoint) {
 	clear(ep.ooo)
 	ep.ooo = ep.ooo[:0]
 	ep.finPending = false
+	e.recvCommitted -= ep.need
+	ep.need = 0
+	e.sendBeyond -= ep.beyond
+	ep.beyond = 0
+	ep.winWait = false
+	e.wakeReceivers()
 }
 
 func (e *engine) bind(ep *endpoint, port uint16) error {
@@ -452,7 +484,7 @@ func (e *engine) initConn(ep *endpoint) {
 	ep.rq = make([]rseg, pow2(e.cfg.RecvBuffer/e.mss+2+ep.oooMax))
 	ep.ooo = make([]oseg, 0, ep.oooMax)
 	ep.rto = int64(e.cfg.InitialRTO)
-	ep.lastEdge = uint64(e.cfg.RecvBuffer)
+	ep.lastEdge = 0 // the first frame with a window grants it
 }
 
 func pow2(n int) int {
@@ -512,8 +544,11 @@ func (e *engine) write(ep *endpoint, b []byte) (int, error) {
 		if ep.slen == len(ep.segs) {
 			break
 		}
-		if e.pool.nfree() <= e.reserve {
+		if e.sendHeld() >= e.sendCap {
 			e.starve(ep)
+			break
+		}
+		if !e.mayQueue(ep) {
 			break
 		}
 		buf, _ := e.pool.get(placeSendQueued)
@@ -522,11 +557,82 @@ func (e *engine) write(ep *endpoint, b []byte) (int, error) {
 		ep.slen++
 		n += k
 		ep.sndEnd += uint64(k)
+		e.rebeyond(ep)
 	}
 	if n > 0 {
+		e.rebeyond(ep)
 		e.queueOutput(ep)
 	}
 	return n, nil
+}
+
+// mayQueue reports whether a write may take a new buffer for ep. Data
+// within the peer's window always may: the peer committed buffers for it,
+// so it leaves the pool again. Data beyond the window may wait for the
+// peer's reader indefinitely, so all connections together hold at most
+// beyondCap bytes of it, each at most its share: otherwise connections
+// without a window could hold the whole send half while those with one
+// find no buffer (a deadlock across the two hosts). A write refused here
+// waits for its window (winWait) or for the total to fall (starved).
+func (e *engine) mayQueue(ep *endpoint) bool {
+	edge := max(ep.sndRight, ep.sndUna)
+	if ep.sndEnd+uint64(e.mss) <= edge {
+		return true
+	}
+	add := e.mss
+	if ep.sndEnd < edge {
+		add -= int(edge - ep.sndEnd)
+	}
+	if ep.beyond+add > max(e.mss, e.beyondCap/max(e.nEps, 1)) {
+		ep.winWait = true
+		return false
+	}
+	if e.sendBeyond+add > e.beyondCap {
+		e.starve(ep)
+		return false
+	}
+	return true
+}
+
+// rebeyond recounts the bytes ep queues beyond its peer's window edge;
+// when that falls, writers waiting for it are woken.
+func (e *engine) rebeyond(ep *endpoint) {
+	b := 0
+	if ep.state == StateEstablished {
+		if edge := max(ep.sndRight, ep.sndUna); ep.sndEnd > edge {
+			b = int(ep.sndEnd - edge)
+		}
+	}
+	d := b - ep.beyond
+	e.sendBeyond += d
+	ep.beyond = b
+	if d < 0 {
+		if ep.winWait {
+			ep.winWait = false
+			e.notify(ep, evWritable)
+		}
+		e.wakeWriters(-d)
+	}
+}
+
+// wakeWriters wakes starved writers: all of them when the send half has
+// room, else (the total beyond windows fell by freed bytes) about as many
+// as that room takes.
+func (e *engine) wakeWriters(freed int) {
+	if len(e.starved) == 0 || e.sendHeld() >= e.sendCap {
+		return
+	}
+	k := len(e.starved)
+	if freed > 0 {
+		k = min(k, freed/e.mss+1)
+	}
+	for _, s := range e.starved[:k] {
+		s.starved = false
+		e.notify(s, evWritable)
+	}
+	n := copy(e.starved, e.starved[k:])
+	clear(e.starved[n:])
+	e.starved = e.starved[:n]
 }
 
 // writable reports whether write would take at least one byte, or fail.
@@ -535,7 +641,16 @@ func (e *engine) writable(ep *endpoint) bool {
 		return true
 	}
 	return int(ep.sndEnd-ep.sndUna) < e.cfg.SendBuffer && (ep.slen < len(ep.segs) || ep.slen > ep.sent) &&
-		e.pool.nfree() > e.reserve
+		e.sendHeld() < e.sendCap
+}
+
+// sendHeld and recvHeld count the buffers of each half of the pool.
+func (e *engine) sendHeld() int {
+	return int(e.pool.count(placeSendQueued) + e.pool.count(placeInFlight))
+}
+
+func (e *engine) recvHeld() int {
+	return int(e.pool.count(placeRecvQueued) + e.pool.count(placeOutOfOrder))
 }
 
 func (e *engine) starve(ep *endpoint) {
@@ -595,12 +710,13 @@ func (e *engine) read(ep *endpoint, b []byte) (int, error) {
 		e.pullOOO(ep)
 		e.checkFin(ep)
 	}
+	e.recommit(ep)
 	if n > 0 {
 		// Window update: the edge we advertised was less than an MSS
-		// away, or has fallen half a buffer behind.
+		// away, or would move by at least half the new window.
 		edge := ep.rcvNxt + uint64(e.window(ep))
-		if ep.lastEdge-ep.rcvNxt < uint64(e.mss) && edge-ep.rcvNxt >= uint64(e.mss) ||
-			edge-ep.lastEdge >= uint64(e.cfg.RecvBuffer/2) {
+		if grow := edge - ep.lastEdge; edge > ep.lastEdge && grow >= uint64(e.mss) &&
+			(ep.lastEdge-ep.rcvNxt < uint64(e.mss) || grow >= (edge-ep.rcvNxt)/2) {
 			e.ackSoon(ep, true)
 		}
 	}
@@ -613,20 +729,99 @@ func (e *engine) readable(ep *endpoint) bool {
 	return ep.rqLen > 0 || ep.eof || ep.state == StateFailed
 }
 
+// window is the window to grant ep now: the room left in its receive
+// buffer, as far as the receive half of the pool can back it. A
+// connection takes at most its fair share of that half (the half over the
+// endpoints), so many connections each get a window rather than a few
+// taking all. It never shrinks what was granted.
 func (e *engine) window(ep *endpoint) uint32 {
-	return uint32(max(e.cfg.RecvBuffer-ep.rqBytes, 0))
+	granted := 0
+	if ep.lastEdge > ep.rcvNxt {
+		granted = int(ep.lastEdge - ep.rcvNxt)
+	}
+	room := max(e.cfg.RecvBuffer-ep.rqBytes, 0)
+	if room <= granted {
+		return uint32(granted)
+	}
+	extra := e.recvCap - e.recvHeld() - e.recvCommitted
+	if share := e.recvCap/max(e.nEps, 1) - ep.rqLen - len(ep.ooo) - ep.need; share < extra {
+		extra = share
+	}
+	if extra <= 0 {
+		return uint32(granted)
+	}
+	w := e.tailRoom(ep) + (ep.need+extra)*e.pool.size
+	return uint32(max(granted, min(room, w)))
 }
 
-// freeBuf returns a buffer and wakes writers that found the pool empty.
+// tailRoom is the free space of the last buffer of ep's receive queue,
+// which in-order data fills before it takes a new buffer.
+func (e *engine) tailRoom(ep *endpoint) int {
+	if ep.rqLen == 0 {
+		return 0
+	}
+	return e.pool.size - int(ep.rq[(ep.rqHead+ep.rqLen-1)&(len(ep.rq)-1)].end)
+}
+
+// recommit sets ep.need to the buffers that in-order data up to the
+// granted edge would still take, and keeps the total. Received data moves
+// the commitment into held buffers; reading frees both.
+func (e *engine) recommit(ep *endpoint) {
+	need := 0
+	if (ep.state == StateEstablished || ep.state == StateConnecting) && !ep.eof && ep.lastEdge > ep.rcvNxt {
+		if r := int(ep.lastEdge-ep.rcvNxt) - e.tailRoom(ep); r > 0 {
+			need = (r + e.pool.size - 1) / e.pool.size
+		}
+	}
+	e.recvCommitted += need - ep.need
+	ep.need = need
+}
+
+// grant records the window of a frame going out: its edge is promised,
+// and the buffers to fill it are committed. A receiver whose window was
+// held back for want of buffers waits for them in rwait.
+func (e *engine) grant(ep *endpoint, w uint32) {
+	if edge := ep.rcvNxt + uint64(w); edge > ep.lastEdge {
+		ep.lastEdge = edge
+		e.recommit(ep)
+	}
+	// Held back by the pool, not by its own unread data or fair share.
+	if int(w) < e.mss && int(w) < e.cfg.RecvBuffer-ep.rqBytes && !ep.rwaiting && !ep.eof &&
+		ep.rqLen+len(ep.ooo)+ep.need < e.recvCap/max(e.nEps, 1) {
+		ep.rwaiting = true
+		e.rwait = append(e.rwait, ep)
+	}
+}
+
+// wakeReceivers sends window updates to waiting receivers, as many as
+// the receive half has a buffer to spare for.
+func (e *engine) wakeReceivers() {
+	spare := e.recvCap - e.recvHeld() - e.recvCommitted
+	k := 0
+	for k < len(e.rwait) && k < spare {
+		ep := e.rwait[k]
+		ep.rwaiting = false
+		if ep.state == StateEstablished {
+			e.ackSoon(ep, true)
+		}
+		k++
+	}
+	if k > 0 {
+		n := copy(e.rwait, e.rwait[k:])
+		clear(e.rwait[n:])
+		e.rwait = e.rwait[:n]
+	}
+}
+
+// freeBuf returns a buffer and wakes writers and receivers waiting for
+// one.
 func (e *engine) freeBuf(i uint32) {
 	e.pool.put(i)
-	if len(e.starved) > 0 && e.pool.nfree() > e.reserve {
-		for _, s := range e.starved {
-			s.starved = false
-			e.notify(s, evWritable)
-		}
-		clear(e.starved)
-		e.starved = e.starved[:0]
+	if len(e.starved) > 0 {
+		e.wakeWriters(0)
+	}
+	if len(e.rwait) > 0 {
+		e.wakeReceivers()
 	}
 }
 
@@ -909,6 +1104,7 @@ func (e *engine) input(from netip.Addr, b []byte) {
 	case OpProbe:
 		e.ackSoon(ep, true)
 	}
+	e.recommit(ep)
 }
 
 func (e *engine) established(ep *endpoint, h *Header) {
@@ -1069,6 +1265,9 @@ func (e *engine) onAck(ep *endpoint, h *Header) {
 	if ep.slen > ep.sent {
 		e.queueOutput(ep) // new credit, or a persist timer to arm
 	}
+	if ep.beyond > 0 || ep.winWait {
+		e.rebeyond(ep)
+	}
 }
 
 // onSACK marks SACKed segments and retransmits, once, each unSACKed
@@ -1122,7 +1321,7 @@ func (e *engine) onData(ep *endpoint, seq uint64, p []byte) {
 		p = p[ep.rcvNxt-seq:]
 		seq = ep.rcvNxt
 	}
-	if end > ep.rcvNxt+uint64(e.window(ep)) || (ep.finPending && end > ep.finSeq) || ep.eof {
+	if end > max(ep.lastEdge, ep.rcvNxt) || (ep.finPending && end > ep.finSeq) || ep.eof {
 		e.st.dropOutOfWindow.Add(1)
 		e.ackSoon(ep, true)
 		return
@@ -1152,7 +1351,8 @@ func (e *engine) onData(ep *endpoint, seq uint64, p []byte) {
 		e.ackSoon(ep, true)
 		return
 	}
-	if len(ep.ooo) >= ep.oooMax {
+	if len(ep.ooo) >= ep.oooMax || e.recvHeld()+e.recvCommitted >= e.recvCap {
+		// Out-of-order data takes only buffers no window is counting on.
 		e.st.dropNoBuffer.Add(1)
 		e.ackSoon(ep, true)
 		return
@@ -1342,7 +1542,10 @@ func (e *engine) sendData(ep *endpoint) bool {
 		if ep.probeAck {
 			op = OpProbe
 		}
-		e.sendCtl(ep, op, ReasonNone)
+		if e.sendCtl(ep, op, ReasonNone) == ErrNoBufs {
+			e.queueOutput(ep)
+			return sent
+		}
 		sent = true
 	}
 	return sent
@@ -1385,7 +1588,10 @@ func (e *engine) fillHeader(ep *endpoint, op Opcode, reason Reason) {
 		DstConn: ep.peerID,
 		Token:   ep.token,
 		Seq:     ep.sndNxt,
-		Window:  e.window(ep),
+	}
+	if op != OpReset {
+		h.Window = e.window(ep)
+		e.grant(ep, h.Window)
 	}
 	if ep.state == StateEstablished && op != OpReset {
 		h.Flags = FlagAck
@@ -1402,7 +1608,6 @@ func (e *engine) acked(ep *endpoint) {
 	ep.probeAck = false
 	ep.ackAt = 0
 	ep.unacked = 0
-	ep.lastEdge = ep.rcvNxt + uint64(e.hdr.Window)
 }
 
 // sendCtl sends a frame without data on ep's connection: connect, accept,
@@ -1425,7 +1630,11 @@ func (e *engine) sendCtl(ep *endpoint, op Opcode, reason Reason) error {
 	}
 	n := h.Put(e.ctl, 0)
 	e.lastSendErr = nil
-	e.sendRaw(ep, ep.raddr, e.ctl[:n])
+	if !e.sendRaw(ep, ep.raddr, e.ctl[:n]) {
+		// Out of transmit slots even after a flush: the frame is not
+		// sent, and an ack stays owed.
+		return ErrNoBufs
+	}
 	e.acked(ep)
 	return e.lastSendErr
 }
