@@ -82,6 +82,7 @@ func (q *CompletionQueue) push(c Completion) {
 		panic("provider: completion queue overflow despite reservation")
 	}
 	if q.waiting.Load() {
+		q.p.yield = true // the goroutine we wake needs a CPU
 		q.signal()
 	}
 	if q.notify != nil {

@@ -63,6 +63,7 @@ type Provider struct {
 	cqs  []*CompletionQueue
 
 	scratch []*op // role holder's: aborted ops of a closing socket
+	yield   bool  // role holder's: it completed a blocking verb's op (see pollLoop)
 }
 
 // Startup validates cfg, takes ownership of cfg.Link and starts the
@@ -263,6 +264,10 @@ func (p *Provider) await(w waitable, deadline int64) {
 	}
 }
 
+// yieldEvery is how long a spinning role holder runs at most without
+// letting other goroutines have its CPU.
+const yieldEvery = time.Millisecond
+
 // parkOn blocks on ch for up to timeout (negative: no limit).
 func (p *Provider) parkOn(ch chan struct{}, timeout time.Duration) { parkChan(ch, timeout) }
 
@@ -285,6 +290,7 @@ func parkChan(ch chan struct{}, timeout time.Duration) {
 func (p *Provider) pollLoop(w waitable, dedicated bool, deadline int64) {
 	e := p.eng
 	last := p.nanotime()
+	yielded := last
 	for {
 		if w != nil && w.ready() || p.stopping.Load() {
 			return
@@ -301,9 +307,19 @@ func (p *Provider) pollLoop(w waitable, dedicated bool, deadline int64) {
 			return
 		}
 		if p.cfg.Mode == PollBusy || now-last < int64(p.cfg.Spin) {
-			// Spinning: let goroutines made runnable by our completions
-			// run, even when every CPU is spinning.
-			runtime.Gosched()
+			// Spinning. The dedicated poller yields on every turn, so
+			// the goroutines it completes get a CPU even when every CPU
+			// spins. An inline holder yields only when a goroutine needs
+			// its CPU: one we woke, one that wants the role, and now and
+			// then the rest (timers, the runtime). A yield on every turn
+			// cost the ping-pong 7 -> 40us: the inline holder's thread is
+			// often locked and pinned, and a yield with anything else
+			// runnable hands the CPU over through the scheduler and back.
+			if dedicated || p.yield || p.want.Load() > 0 || now-yielded > int64(yieldEvery) {
+				p.yield = false
+				yielded = now
+				runtime.Gosched()
+			}
 			continue
 		}
 		// Idle: sleep in the link until input, a kick or the next timer.

@@ -473,6 +473,7 @@ func (p *Provider) complete(o *op, n int, err error) {
 	}
 	o.done.Store(true)
 	if o.waiting.Load() {
+		p.yield = true // the goroutine we wake needs a CPU
 		select {
 		case o.wake <- struct{}{}:
 		default:
