@@ -250,12 +250,14 @@ func TestPackageLevel(t *testing.T) {
 func TestLinkStackNoKernel(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	h := memHosts(t)
+	// Off the link and refused before anything is sent.
+	offLink := netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, 1}), 80).String()
 	d := Dialer{Stack: h.a}
-	if _, err := d.Dial("tcp", "192.0.2.1:80"); !errors.Is(err, ErrNoStack) {
+	if _, err := d.Dial("tcp", offLink); !errors.Is(err, ErrNoStack) {
 		t.Fatalf("dial off the link: %v, want ErrNoStack", err)
 	}
 	lc := ListenConfig{Stack: h.a}
-	if _, err := lc.Listen(context.Background(), "tcp", "192.0.2.1:80"); !errors.Is(err, syscall.EADDRNOTAVAIL) {
+	if _, err := lc.Listen(context.Background(), "tcp", offLink); !errors.Is(err, syscall.EADDRNOTAVAIL) {
 		t.Fatalf("listen off the link: %v, want EADDRNOTAVAIL", err)
 	}
 	if !h.a.Prefix().Contains(h.b.Addr()) || h.a.Prefix() != provider.MemPrefix {
