@@ -21,10 +21,16 @@ const (
 	// free): input for other sockets that arrives in that gap waits that
 	// long.
 	PollAdaptive PollMode = iota
-	// PollBusy keeps the dedicated poller spinning on the link forever:
-	// the lowest latency for posted operations, at the price of one full
-	// CPU for the provider's lifetime, busy or not. Blocking verbs hand
-	// their work to it and park, so each one pays a goroutine hand-off.
+	// PollBusy never sleeps: whoever holds the poller role spins on the
+	// link, the dedicated poller for the provider's lifetime, busy or
+	// not, at the price of one full CPU. As in adaptive mode a goroutine
+	// blocked in a blocking verb takes the role inline and spins itself,
+	// so a request-response exchange has one spinner per process, not a
+	// hand-off to the poller and back. The inline holder yields its CPU
+	// on every turn of the spin, as the dedicated poller does: busy-mode
+	// goroutines are not pinned, and two providers' spinners may share
+	// the CPUs with the goroutines they complete. The hand-back of the
+	// role is as in adaptive mode.
 	PollBusy
 )
 

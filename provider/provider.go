@@ -16,7 +16,7 @@ import (
 // Threads. Exactly one goroutine at a time holds the poller role (the
 // "poller token"): it alone touches the link (except Wake), the engine and
 // every socket's pending operations. The dedicated goroutine
-// routinePoller holds it when nobody else does. In adaptive mode a
+// routinePoller holds it when nobody else does. In both modes a
 // goroutine blocked in a blocking verb (or CompletionQueue.Wait) takes the
 // role inline when it is free, and runs the poll loop until its operation
 // completes, so a request-response exchange has one spinning goroutine per
@@ -63,7 +63,8 @@ type Provider struct {
 	cqs  []*CompletionQueue
 
 	scratch []*op // role holder's: aborted ops of a closing socket
-	yield   bool  // role holder's: it completed a blocking verb's op (see pollLoop)
+	yield   bool  // role holder's: it woke a parked goroutine (see pollLoop)
+	yielded int64 // role holder's: when a holder last yielded its CPU
 }
 
 // Startup validates cfg, takes ownership of cfg.Link and starts the
@@ -173,7 +174,7 @@ func (p *Provider) wakePoller() {
 }
 
 // routinePoller is the dedicated poller goroutine. It holds the role
-// whenever no blocked verb does; in adaptive mode it yields to one.
+// whenever no blocked verb does, and yields to one.
 func (p *Provider) routinePoller() {
 	defer close(p.pollerDone)
 	check := pollerCheckMin
@@ -206,9 +207,9 @@ type waitable interface {
 }
 
 // await blocks until w is ready, or the deadline (nanotime; 0: none)
-// passes. In adaptive mode it takes the poller role when it can and polls
-// until w is ready; otherwise it asks the holder for the role, spins a
-// little, and parks.
+// passes. It takes the poller role when it can and polls until w is
+// ready; otherwise it asks the holder for the role, spins a little, and
+// parks.
 func (p *Provider) await(w waitable, deadline int64) {
 	wanted := false
 	spinUntil := int64(0)
@@ -217,7 +218,7 @@ func (p *Provider) await(w waitable, deadline int64) {
 		if deadline != 0 && now >= deadline {
 			break
 		}
-		if p.cfg.Mode == PollAdaptive && !p.stopping.Load() {
+		if !p.stopping.Load() {
 			if p.tryToken() {
 				if wanted {
 					wanted = false
@@ -290,12 +291,11 @@ func parkChan(ch chan struct{}, timeout time.Duration) {
 func (p *Provider) pollLoop(w waitable, dedicated bool, deadline int64) {
 	e := p.eng
 	last := p.nanotime()
-	yielded := last
 	for {
 		if w != nil && w.ready() || p.stopping.Load() {
 			return
 		}
-		if dedicated && p.cfg.Mode == PollAdaptive && p.want.Load() > 0 {
+		if dedicated && p.want.Load() > 0 {
 			return
 		}
 		now := p.nanotime()
@@ -309,15 +309,17 @@ func (p *Provider) pollLoop(w waitable, dedicated bool, deadline int64) {
 		if p.cfg.Mode == PollBusy || now-last < int64(p.cfg.Spin) {
 			// Spinning. The dedicated poller yields on every turn, so
 			// the goroutines it completes get a CPU even when every CPU
-			// spins. An inline holder yields only when a goroutine needs
-			// its CPU: one we woke, one that wants the role, and now and
-			// then the rest (timers, the runtime). A yield on every turn
-			// cost the ping-pong 7 -> 40us: the inline holder's thread is
-			// often locked and pinned, and a yield with anything else
-			// runnable hands the CPU over through the scheduler and back.
-			if dedicated || p.yield || p.want.Load() > 0 || now-yielded > int64(yieldEvery) {
+			// spins; so does every holder in busy mode, whose goroutines
+			// are not pinned. An adaptive inline holder yields only when
+			// a goroutine needs its CPU: one we woke, one that wants the
+			// role, and at least once a millisecond the rest (timers,
+			// the runtime). A yield on every turn cost the ping-pong
+			// 7 -> 40us: the inline holder's thread is often locked and
+			// pinned, and a yield with anything else runnable hands the
+			// CPU over through the scheduler and back.
+			if dedicated || p.cfg.Mode == PollBusy || p.yield || p.want.Load() > 0 || now-p.yielded > int64(yieldEvery) {
 				p.yield = false
-				yielded = now
+				p.yielded = now
 				runtime.Gosched()
 			}
 			continue
