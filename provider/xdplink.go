@@ -30,19 +30,25 @@ type XDPLinkConfig struct {
 // Ethernet addresses. Like every Link it is owned by the poller; Wake may
 // be called from any goroutine.
 type XDPLink struct {
-	cfg    XDPLinkConfig
-	steer  *xdp.Steering
-	q      *xdp.Queue
-	res    *xdp.Resolver
-	local  frame.Endpoint
-	mtu    int
-	ipID   uint16
-	peers  map[netip.Addr]peerMAC
-	descs  [64]xdp.Desc // received, being handed to fn
-	txq    [256]xdp.Desc
-	ntx    int
-	parsed frame.Parsed
-	stats  XDPLinkStats
+	cfg   XDPLinkConfig
+	steer *xdp.Steering
+	q     *xdp.Queue
+	res   *xdp.Resolver
+	local frame.Endpoint
+	mtu   int
+	ipID  uint16
+	peers map[netip.Addr]peerMAC
+	// unresolved holds peers that failed to resolve, until when they fail
+	// fast; waited is the time spent waiting for the kernel since
+	// waitWindow began.
+	unresolved map[netip.Addr]time.Time
+	waitWindow time.Time
+	waited     time.Duration
+	descs      [64]xdp.Desc // received, being handed to fn
+	txq        [256]xdp.Desc
+	ntx        int
+	parsed     frame.Parsed
+	stats      XDPLinkStats
 	// linkErr is the last transmit error that meant ENETDOWN.
 	linkErr error
 }
@@ -65,17 +71,26 @@ type peerMAC struct {
 // kernel's table is asked again; the kernel keeps the entry fresh by ARP.
 const neighbourTTL = 5 * time.Second
 
-// resolveWait bounds how long Send waits for the kernel to resolve a peer
-// it did not know; the frame is dropped after that (the protocol
-// retransmits).
-const resolveWait = 2 * time.Millisecond
+// Resolving a peer the kernel does not know: Send waits at most resolveWait
+// for the answer, and all such waits together take at most waitBudget of
+// every waitEvery (3% of the poller); a peer that did not resolve fails fast
+// for unresolvedFor (the kernel keeps resolving it meanwhile), and at most
+// maxUnresolved such peers are remembered. A frame that fails is dropped;
+// the protocol retransmits.
+const (
+	resolveWait   = 2 * time.Millisecond
+	waitBudget    = 3 * time.Millisecond
+	waitEvery     = 100 * time.Millisecond
+	unresolvedFor = 200 * time.Millisecond
+	maxUnresolved = 1024
+)
 
 // OpenXDPLink attaches the steer program, opens the queue and registers it.
 func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 	if cfg.Port == 0 {
 		cfg.Port = DefaultUDPPort
 	}
-	l := &XDPLink{cfg: cfg, peers: make(map[netip.Addr]peerMAC)}
+	l := &XDPLink{cfg: cfg, peers: make(map[netip.Addr]peerMAC), unresolved: make(map[netip.Addr]time.Time)}
 	defer func() {
 		if err != nil {
 			l.Close()
@@ -182,16 +197,30 @@ func (l *XDPLink) Send(peer netip.Addr, payload []byte) error {
 }
 
 // resolve returns peer's Ethernet address from the cache or the kernel.
+// A peer the kernel does not know yet is solicited; the poller waits for
+// the answer at most resolveWait, and for all peers together at most
+// waitBudget per waitEvery, so that frames from addresses nobody answers for
+// (a flood of spoofed sources, say) cannot stall it. A peer that did not
+// resolve fails fast for unresolvedFor.
 func (l *XDPLink) resolve(peer netip.Addr) ([6]byte, error) {
 	now := time.Now()
 	if p, ok := l.peers[peer]; ok && now.Sub(p.checked) < neighbourTTL {
 		return p.mac, nil
 	}
+	if until, ok := l.unresolved[peer]; ok && now.Before(until) {
+		l.stats.Unresolved++
+		return [6]byte{}, ErrHostUnreach
+	}
 	hop, err := l.res.NextHop(peer)
 	if err != nil {
 		return [6]byte{}, ErrHostUnreach
 	}
-	deadline := now.Add(resolveWait)
+	if now.Sub(l.waitWindow) >= waitEvery {
+		l.waitWindow, l.waited = now, 0
+	}
+	wait := l.waited < waitBudget
+	deadline := now.Add(min(resolveWait, waitBudget-l.waited))
+	defer func() { l.waited += time.Since(now) }()
 	for solicited := false; ; {
 		mac, ok, err := l.res.Neighbour(hop)
 		if err != nil {
@@ -199,17 +228,22 @@ func (l *XDPLink) resolve(peer netip.Addr) ([6]byte, error) {
 		}
 		if ok {
 			l.peers[peer] = peerMAC{mac: mac, checked: now}
+			delete(l.unresolved, peer)
 			return mac, nil
-		}
-		if time.Now().After(deadline) {
-			l.stats.Unresolved++
-			return [6]byte{}, ErrHostUnreach
 		}
 		if !solicited {
 			if err := l.res.Solicit(hop); err != nil {
 				return [6]byte{}, err
 			}
 			solicited = true
+		}
+		if !wait || time.Now().After(deadline) {
+			l.stats.Unresolved++
+			if len(l.unresolved) >= maxUnresolved {
+				clear(l.unresolved)
+			}
+			l.unresolved[peer] = now.Add(unresolvedFor)
+			return [6]byte{}, ErrHostUnreach
 		}
 		time.Sleep(50 * time.Microsecond)
 	}
