@@ -98,7 +98,7 @@
 // (ARP, ICMP, TCP, other UDP ports) crosses the same hop and is checked to
 // be untouched; and the bridge is invisible (one subnet, the peers' own
 // MACs). The price is one namespace, one more veth pair and a bridge, built
-// and removed by the test (TestFaultOnHop), and a bridge traversal in every
+// and removed by internal/testbed.Hop, and a bridge traversal in every
 // frame's latency, which only the loss benchmarks see. A hook in sdx_steer
 // would have needed none of that, but would put test code into the program
 // every host runs, and the fault settings into its loader and the xdp
