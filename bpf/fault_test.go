@@ -16,6 +16,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
@@ -455,8 +456,20 @@ func TestFaultSeeded(t *testing.T) {
 		for cpu := range model {
 			model[cpu] = faultSeed(seed, cpu)
 		}
+		// Run every frame on one CPU, so that each seed's passes share
+		// CPUs to compare draw by draw (a test run executes on the
+		// calling CPU).
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
+		var orig, one unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &orig); err != nil {
+			t.Fatal(err)
+		}
+		one.Set(0)
+		if err := unix.SchedSetaffinity(0, &one); err != nil {
+			t.Fatal(err)
+		}
+		defer unix.SchedSetaffinity(0, &orig)
 		for i := range frames {
 			if i == frames/2 {
 				// Neither a frame that is not eligible nor a burst moves
