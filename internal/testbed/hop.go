@@ -51,6 +51,7 @@ var hopSeq atomic.Uint32
 
 // CreateHop builds a hop testbed. The caller must Close it.
 func CreateHop(o HopOptions) (_ *Hop, err error) {
+	sweepOnce.Do(Sweep)
 	base := fmt.Sprintf("sdx-%d-hop%d", os.Getpid(), hopSeq.Add(1))
 	addr := func(host byte) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, o.Subnet, host}) }
 	h := &Hop{

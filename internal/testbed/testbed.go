@@ -19,7 +19,9 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -56,10 +58,48 @@ type Options struct {
 	Queues int
 }
 
-var seq atomic.Uint32
+var (
+	seq       atomic.Uint32
+	sweepOnce sync.Once
+)
+
+// Sweep removes the namespaces of testbeds whose process is gone: a test
+// binary that panics or is killed cannot run its cleanups, so the next
+// testbed created on the machine removes what it left. Namespaces of live
+// processes are left alone.
+func Sweep() {
+	ents, err := os.ReadDir(netns.Dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		pid, ok := ownerPID(e.Name())
+		if !ok || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
+			IP("netns", "del", e.Name())
+		}
+	}
+}
+
+// ownerPID returns the PID in a testbed namespace name, sdx-<pid>-<n>-...
+func ownerPID(name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, "sdx-")
+	if !ok {
+		return 0, false
+	}
+	num, _, ok := strings.Cut(rest, "-")
+	if !ok {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(num)
+	return pid, err == nil && pid > 0
+}
 
 // Create builds a testbed. The caller must Close it.
 func Create(o Options) (_ *Bed, err error) {
+	sweepOnce.Do(Sweep)
 	if o.MTU == 0 {
 		o.MTU = 1500
 	}

@@ -1,6 +1,8 @@
 package testbed_test
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
 	"testing"
 
@@ -33,5 +35,36 @@ func TestBedUpAndDown(t *testing.T) {
 	}
 	if err := b.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func TestSweepRemovesOnlyDeadOwners(t *testing.T) {
+	testutil.Privileged(t)
+	// A PID with no process: the highest free one.
+	pid := 4194303
+	for ; pid > 1; pid-- {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
+			break
+		}
+	}
+	dead := fmt.Sprintf("sdx-%d-1-a", pid)
+	live := fmt.Sprintf("sdx-%d-sweep-a", os.Getpid())
+	for _, ns := range []string{dead, live} {
+		if err := testbed.IP("netns", "add", ns); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer testbed.IP("netns", "del", live)
+	defer func() {
+		if netns.Exists(dead) {
+			testbed.IP("netns", "del", dead)
+		}
+	}()
+	testbed.Sweep()
+	if netns.Exists(dead) {
+		t.Fatal("Sweep left the namespace of a process that is gone")
+	}
+	if !netns.Exists(live) {
+		t.Fatal("Sweep removed the namespace of a live process")
 	}
 }
