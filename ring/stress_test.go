@@ -177,50 +177,7 @@ func TestSPSCStress(t *testing.T) {
 		}
 	})
 
-	c := newChecker(seed, 1)
-	var stall stallCheck
-	choose := rand.New(rand.NewPCG(seed, consumerStream))
-	for c.seen < total {
-		if choose.IntN(8) == 0 {
-			it, ok := s.Pop()
-			if !ok {
-				if err := stall.idle(c); err != nil {
-					t.Fatal(err)
-				}
-				runtime.Gosched()
-				continue
-			}
-			if err := c.check(it); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		idx, got := s.Peek(1 + choose.IntN(maxBatch))
-		if got == 0 {
-			if err := stall.idle(c); err != nil {
-				t.Fatal(err)
-			}
-			runtime.Gosched()
-			continue
-		}
-		take := got
-		if choose.IntN(4) == 0 {
-			take = choose.IntN(got + 1)
-		}
-		for i := range uint32(take) {
-			if err := c.check(*s.At(idx + i)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		s.Release(take)
-		s.CancelPeek(got - take)
-	}
-	if err := c.done(total); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := s.Pop(); ok || s.Len() != 0 {
-		t.Fatalf("ring not empty at the end: Len %d", s.Len())
-	}
+	consume(t, seed, total, total, 1, maxBatch, s, s.CancelPeek)
 }
 
 func TestMPSCStress(t *testing.T) {
@@ -281,12 +238,30 @@ func TestMPSCStress(t *testing.T) {
 		})
 	}
 
+	consume(t, seed, total, perProducer, producers, maxBatch, q, q.Cancel)
+}
+
+// consumerRing is the consumer side both ring types share.
+type consumerRing interface {
+	Pop() (item, bool)
+	Peek(n int) (uint32, int)
+	At(idx uint32) *item
+	Release(n int)
+	Len() int
+}
+
+// consume takes total items from r with seeded batch sizes up to maxBatch, partial
+// releases (un-peeking the rest with cancel) and single pops, checks each
+// against its producer's regenerated sequence, and checks that each of
+// producers delivered perProducer items and that the ring ends empty.
+func consume(t *testing.T, seed uint64, total, perProducer, producers, maxBatch int, r consumerRing, cancel func(int)) {
+	t.Helper()
 	c := newChecker(seed, producers)
 	var stall stallCheck
 	choose := rand.New(rand.NewPCG(seed, consumerStream))
 	for c.seen < total {
 		if choose.IntN(8) == 0 {
-			it, ok := q.Pop()
+			it, ok := r.Pop()
 			if !ok {
 				if err := stall.idle(c); err != nil {
 					t.Fatal(err)
@@ -299,7 +274,7 @@ func TestMPSCStress(t *testing.T) {
 			}
 			continue
 		}
-		idx, got := q.Peek(1 + choose.IntN(maxBatch))
+		idx, got := r.Peek(1 + choose.IntN(maxBatch))
 		if got == 0 {
 			if err := stall.idle(c); err != nil {
 				t.Fatal(err)
@@ -312,17 +287,17 @@ func TestMPSCStress(t *testing.T) {
 			take = choose.IntN(got + 1)
 		}
 		for i := range uint32(take) {
-			if err := c.check(*q.At(idx + i)); err != nil {
+			if err := c.check(*r.At(idx + i)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		q.Release(take)
-		q.Cancel(got - take)
+		r.Release(take)
+		cancel(got - take)
 	}
 	if err := c.done(perProducer); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := q.Pop(); ok || q.Len() != 0 {
-		t.Fatalf("ring not empty at the end: Len %d", q.Len())
+	if _, ok := r.Pop(); ok || r.Len() != 0 {
+		t.Fatalf("ring not empty at the end: Len %d", r.Len())
 	}
 }
