@@ -35,27 +35,8 @@ func newExhaustPair(t testing.TB, subnet uint8, frames xdp.Config, cfg Config) *
 	t.Helper()
 	testutil.Privileged(t)
 	ep := &exhaustPair{bed: testbed.New(t, testbed.Options{Subnet: subnet})}
-	start := func(h *testbed.Host) (*Provider, *XDPLink) {
-		l, err := OpenXDPLink(XDPLinkConfig{Netns: h.NS, Interface: h.If, Frames: frames})
-		if err != nil {
-			t.Fatalf("link on %s: %v", h.NS, err)
-		}
-		c := cfg
-		c.Link = l
-		p, err := Startup(c)
-		if err != nil {
-			l.Close()
-			t.Fatalf("startup on %s: %v", h.NS, err)
-		}
-		t.Cleanup(func() {
-			if err := p.Cleanup(); err != nil {
-				t.Errorf("cleanup on %s: %v", h.NS, err)
-			}
-		})
-		return p, l
-	}
-	ep.a, ep.la = start(&ep.bed.A)
-	ep.b, ep.lb = start(&ep.bed.B)
+	ep.a, ep.la = startOnFrames(t, &ep.bed.A, frames, cfg)
+	ep.b, ep.lb = startOnFrames(t, &ep.bed.B, frames, cfg)
 	return ep
 }
 

@@ -33,29 +33,6 @@ type hopPair struct {
 	port   uint16 // b's listening port
 }
 
-// startOn opens an XDPLink on h and starts a provider on it; the test's
-// cleanup ends the provider and checks, through the link's Close, that
-// every UMEM frame came back.
-func startOn(t testing.TB, h *testbed.Host, cfg Config) (*Provider, *XDPLink) {
-	t.Helper()
-	l, err := OpenXDPLink(XDPLinkConfig{Netns: h.NS, Interface: h.If})
-	if err != nil {
-		t.Fatalf("link on %s: %v", h.NS, err)
-	}
-	cfg.Link = l
-	p, err := Startup(cfg)
-	if err != nil {
-		l.Close()
-		t.Fatalf("startup on %s: %v", h.NS, err)
-	}
-	t.Cleanup(func() {
-		if err := p.Cleanup(); err != nil {
-			t.Errorf("cleanup on %s: %v", h.NS, err)
-		}
-	})
-	return p, l
-}
-
 func newHopPair(t testing.TB, o testbed.HopOptions, cfg Config) *hopPair {
 	t.Helper()
 	testutil.Privileged(t)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/xdp"
 )
 
 // vethPair is a provider on each end of a testbed.
@@ -30,30 +31,38 @@ func newVethPair(t testing.TB, cfg Config) *vethPair {
 	testutil.Privileged(t)
 	bed := testbed.New(t, testbed.Options{})
 	p := &vethPair{bed: bed, portB: 5000}
-	start := func(h *testbed.Host) (*Provider, *XDPLink) {
-		l, err := OpenXDPLink(XDPLinkConfig{Netns: h.NS, Interface: h.If})
-		if err != nil {
-			t.Fatalf("link on %s: %v", h.NS, err)
-		}
-		c := cfg
-		c.Link = l
-		pr, err := Startup(c)
-		if err != nil {
-			l.Close()
-			t.Fatalf("startup on %s: %v", h.NS, err)
-		}
-		t.Cleanup(func() {
-			// Cleanup closes the link, whose Close checks that every
-			// UMEM frame came back.
-			if err := pr.Cleanup(); err != nil {
-				t.Errorf("cleanup on %s: %v", h.NS, err)
-			}
-		})
-		return pr, l
-	}
-	p.a, p.la = start(&bed.A)
-	p.b, p.lb = start(&bed.B)
+	p.a, p.la = startOn(t, &bed.A, cfg)
+	p.b, p.lb = startOn(t, &bed.B, cfg)
 	return p
+}
+
+// startOn opens an XDPLink on h and starts a provider on it; the test's
+// cleanup ends the provider and checks, through the link's Close, that
+// every UMEM frame came back.
+func startOn(t testing.TB, h *testbed.Host, cfg Config) (*Provider, *XDPLink) {
+	t.Helper()
+	return startOnFrames(t, h, xdp.Config{}, cfg)
+}
+
+// startOnFrames is startOn with the link's UMEM and rings sized by frames.
+func startOnFrames(t testing.TB, h *testbed.Host, frames xdp.Config, cfg Config) (*Provider, *XDPLink) {
+	t.Helper()
+	l, err := OpenXDPLink(XDPLinkConfig{Netns: h.NS, Interface: h.If, Frames: frames})
+	if err != nil {
+		t.Fatalf("link on %s: %v", h.NS, err)
+	}
+	cfg.Link = l
+	p, err := Startup(cfg)
+	if err != nil {
+		l.Close()
+		t.Fatalf("startup on %s: %v", h.NS, err)
+	}
+	t.Cleanup(func() {
+		if err := p.Cleanup(); err != nil {
+			t.Errorf("cleanup on %s: %v", h.NS, err)
+		}
+	})
+	return p, l
 }
 
 // listen opens a listener on b.
