@@ -755,7 +755,7 @@ func TestFaultOnHop(t *testing.T) {
 	}
 	waitNoXDP(t, bed.RA.NS, bed.RA.If)
 	waitNoXDP(t, bed.RB.NS, bed.RB.If)
-	if shown := xdpShown(t, bed.B.NS, bed.B.If); !strings.Contains(shown, "xdp") {
+	if shown := testutil.XDPShown(t, bed.B.NS, bed.B.If); !strings.Contains(shown, "xdp") {
 		t.Errorf("steer left B with the hop's program: %q", shown)
 	}
 	sent := sdxRx.byFirst[5].Load()

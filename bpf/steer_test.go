@@ -576,27 +576,11 @@ func TestKernelFeatureError(t *testing.T) {
 }
 
 // xdpShown returns the XDP part of `ip link show` for dev in ns: empty when
-// no program is attached.
-func xdpShown(t *testing.T, ns, dev string) string {
-	t.Helper()
-	out, err := exec.Command("ip", "-n", ns, "-d", "link", "show", "dev", dev).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip link show: %v: %s", err, out)
-	}
-	var xdp []string
-	for _, f := range strings.Fields(string(out)) {
-		if strings.Contains(f, "xdp") {
-			xdp = append(xdp, f)
-		}
-	}
-	return strings.Join(xdp, " ")
-}
-
 func waitNoXDP(t *testing.T, ns, dev string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		shown := xdpShown(t, ns, dev)
+		shown := testutil.XDPShown(t, ns, dev)
 		if shown == "" {
 			return
 		}
@@ -654,7 +638,7 @@ func TestAttach(t *testing.T) {
 			if info.Program != progID || info.XDP() == nil || int(info.XDP().Ifindex) != bed.A.Index {
 				t.Errorf("link info: program %d, xdp %+v; want program %d on ifindex %d", info.Program, info.XDP(), progID, bed.A.Index)
 			}
-			shown := xdpShown(t, bed.A.NS, bed.A.If)
+			shown := testutil.XDPShown(t, bed.A.NS, bed.A.If)
 			t.Logf("granted %s; ip link shows %q", got, shown)
 			if !strings.Contains(" "+shown+" ", " "+c.shown+" ") {
 				t.Errorf("ip link shows %q; want %q", shown, c.shown)
@@ -705,7 +689,7 @@ func TestAttachFallback(t *testing.T) {
 	if got != ModeGeneric {
 		t.Errorf("granted %s on lo; want generic", got)
 	}
-	if shown := xdpShown(t, bed.A.NS, "lo"); !strings.Contains(shown, "xdpgeneric") {
+	if shown := testutil.XDPShown(t, bed.A.NS, "lo"); !strings.Contains(shown, "xdpgeneric") {
 		t.Errorf("ip link shows %q on lo; want xdpgeneric", shown)
 	}
 	if err := l.Close(); err != nil {
@@ -809,7 +793,7 @@ func TestAttachReleasedOnExit(t *testing.T) {
 	if !attached {
 		t.Fatalf("child exited before attaching")
 	}
-	if shown := xdpShown(t, bed.A.NS, bed.A.If); shown == "" {
+	if shown := testutil.XDPShown(t, bed.A.NS, bed.A.If); shown == "" {
 		t.Fatalf("no XDP program on %s while the child holds the link", bed.A.If)
 	}
 	if err := cmd.Process.Kill(); err != nil {

@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -18,22 +17,6 @@ import (
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
 )
-
-// xdpOn returns the XDP attachments ip(8) shows on dev in ns, "" for none.
-func xdpOn(t testing.TB, ns, dev string) string {
-	t.Helper()
-	out, err := exec.Command("ip", "-n", ns, "-d", "link", "show", "dev", dev).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip link show: %v: %s", err, out)
-	}
-	var xdp []string
-	for _, f := range strings.Fields(string(out)) {
-		if strings.HasPrefix(f, "xdp") {
-			xdp = append(xdp, f)
-		}
-	}
-	return strings.Join(xdp, " ")
-}
 
 // TestHostSafetyKilledProvider kills, with SIGKILL, a provider process
 // serving on B (the child of TestVethPeerKilled) while it starts up, while
@@ -76,7 +59,7 @@ func TestHostSafetyKilledProvider(t *testing.T) {
 				if line, _ := bufio.NewReader(out).ReadString('\n'); line != "listening\n" {
 					t.Fatalf("child: %q", line)
 				}
-				if shown := xdpOn(t, bed.B.NS, bed.B.If); shown == "" {
+				if shown := testutil.XDPShown(t, bed.B.NS, bed.B.If); shown == "" {
 					t.Fatal("the child serves with no XDP program on its interface")
 				}
 			}
@@ -109,10 +92,10 @@ func TestHostSafetyKilledProvider(t *testing.T) {
 			kill()
 
 			deadline := time.Now().Add(5 * time.Second)
-			for xdpOn(t, bed.B.NS, bed.B.If) != "" && time.Now().Before(deadline) {
+			for testutil.XDPShown(t, bed.B.NS, bed.B.If) != "" && time.Now().Before(deadline) {
 				time.Sleep(10 * time.Millisecond)
 			}
-			if shown := xdpOn(t, bed.B.NS, bed.B.If); shown != "" {
+			if shown := testutil.XDPShown(t, bed.B.NS, bed.B.If); shown != "" {
 				t.Fatalf("killed while %s: %s still shows %q", when, bed.B.If, shown)
 			}
 			if err := testutil.TCPEcho(bed.A.NS, bed.B.NS, bed.B.Addr, 8080, 64<<10); err != nil {

@@ -5,6 +5,7 @@ package testutil
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"testing"
@@ -122,4 +123,22 @@ func OwnNamespaces(t testing.TB) string {
 		}
 	}
 	return strings.Join(names, ",")
+}
+
+// XDPShown returns the XDP part of `ip -d link show` for dev in namespace
+// ns ("xdp prog/xdp id 7 ...", "xdpgeneric ..."): empty when no program is
+// attached.
+func XDPShown(t testing.TB, ns, dev string) string {
+	t.Helper()
+	out, err := exec.Command("ip", "-n", ns, "-d", "link", "show", "dev", dev).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip link show: %v: %s", err, out)
+	}
+	var xdp []string
+	for _, f := range strings.Fields(string(out)) {
+		if strings.Contains(f, "xdp") {
+			xdp = append(xdp, f)
+		}
+	}
+	return strings.Join(xdp, " ")
 }
