@@ -121,9 +121,13 @@ type endpoint struct {
 
 	// Listener.
 	backlog    []*endpoint
-	backlogMax int
-	acceptWait int       // accepts the SPI has pending: they take connections at once
-	parent     *endpoint // a child not yet accepted: its listener
+	backlogMax int         // also the most half-open connections
+	half       []*endpoint // half-open children: accept sent, the connector not yet heard again
+	acceptWait int         // accepts the SPI has pending: they take connections at once
+	parent     *endpoint   // a child not yet accepted: its listener
+	halfOpen   bool        // a child in its listener's half list
+	tries      int         // accepts a half-open child has sent
+	cookie     uint64      // a connector's cookie from the listener's retry; 0: none
 
 	// Send side: segs is a ring; the first sent segments from shead are in
 	// flight, the rest queued.
@@ -188,11 +192,13 @@ type engineStats struct {
 	datagramsIn, datagramsOut                           atomic.Uint64
 	dataOut, retransmits, fastRetransmits, rtoExpiries  atomic.Uint64
 	acksOut, probesOut, resetsOut, resetsIn, rejectsOut atomic.Uint64
+	retriesOut, cookiesIn, halfOpenExpired              atomic.Uint64
 	dropMalformed, dropChecksum, dropBadToken           atomic.Uint64
 	dropUnknownConn, dropOutOfWindow, dropDuplicate     atomic.Uint64
-	dropNoBuffer, dropBadAck                            atomic.Uint64
+	dropNoBuffer, dropBadAck, dropBadCookie             atomic.Uint64
 	reneged                                             atomic.Uint64
 	deadPeers, sendErrors                               atomic.Uint64
+	endpoints, halfOpen                                 atomic.Int64 // gauges
 }
 
 // engine is the protocol core: endpoints, the connection state machine,
@@ -243,6 +249,7 @@ type engine struct {
 	rhdr        Header
 	ctl         []byte // control frame scratch
 	inputFn     func(netip.Addr, []byte)
+	cookies     *cookieMAC
 
 	st engineStats
 }
@@ -272,6 +279,11 @@ func newEngine(link Link, cfg engineConfig, seed [32]byte) (*engine, error) {
 	}
 	e.beyondCap = e.sendCap / 2 * e.mss
 	e.inputFn = e.input
+	var key [16]byte
+	for i := range key {
+		key[i] = byte(e.rng.Uint32())
+	}
+	e.cookies = newCookieMAC(key)
 	return e, nil
 }
 
@@ -297,6 +309,7 @@ func (e *engine) newEndpoint() (*endpoint, error) {
 	}
 	e.eps[idx] = ep
 	e.nEps++
+	e.st.endpoints.Store(int64(e.nEps))
 	return ep, nil
 }
 
@@ -343,25 +356,45 @@ func (e *engine) release(ep *endpoint) {
 		if e.children[ep.key] == ep {
 			delete(e.children, ep.key)
 		}
-		e.quietKey(ep.key)
+		// A child never confirmed needs no quiet period: a late
+		// duplicate of its connect opens another half-open child, which
+		// the application sees only if the connector answers. So a
+		// flood of connects does not fill the quiet table.
+		if !ep.halfOpen {
+			e.quietKey(ep.key)
+		}
 		ep.key = connKey{}
 	}
 	if p := ep.parent; p != nil {
-		for i, c := range p.backlog {
-			if c == ep {
-				p.backlog = append(p.backlog[:i], p.backlog[i+1:]...)
-				break
-			}
+		if ep.halfOpen {
+			p.half = removeEndpoint(p.half, ep)
+			e.st.halfOpen.Add(-1)
+		} else {
+			p.backlog = removeEndpoint(p.backlog, ep)
 		}
 		ep.parent = nil
+		ep.halfOpen = false
 	}
 	idx := ep.id&idMask - 1
 	e.eps[idx] = nil
 	e.freeIdx = append(e.freeIdx, idx)
 	e.nEps--
+	e.st.endpoints.Store(int64(e.nEps))
 	ep.state = StateClosed
 	ep.released = true
-	ep.segs, ep.rq, ep.ooo, ep.backlog = nil, nil, nil, nil
+	ep.segs, ep.rq, ep.ooo, ep.backlog, ep.half = nil, nil, nil, nil, nil
+}
+
+// removeEndpoint removes ep from list, keeping the order.
+func removeEndpoint(list []*endpoint, ep *endpoint) []*endpoint {
+	for i, c := range list {
+		if c == ep {
+			copy(list[i:], list[i+1:])
+			list[len(list)-1] = nil
+			return list[:len(list)-1]
+		}
+	}
+	return list
 }
 
 // quietKey remembers a closed child's key for the dead-peer bound, so a
@@ -747,6 +780,12 @@ func (e *engine) window(ep *endpoint) uint32 {
 	if share := e.recvCap/max(e.nEps, 1) - ep.rqLen - len(ep.ooo) - ep.need; share < extra {
 		extra = share
 	}
+	if ep.halfOpen {
+		// Until its connector answers, a connection's window is one
+		// buffer, enough for a first request: a flood of connects
+		// commits at most one buffer per half-open connection.
+		extra = min(extra, 1-ep.rqLen-len(ep.ooo)-ep.need)
+	}
 	if extra <= 0 {
 		return uint32(granted)
 	}
@@ -836,9 +875,12 @@ func (e *engine) abort(ep *endpoint) error {
 			err = ErrNetDown
 		}
 	case StateListening:
-		for len(ep.backlog) > 0 {
-			c := ep.backlog[0]
-			if aerr := e.abort(c); aerr != nil {
+		for len(ep.backlog)+len(ep.half) > 0 {
+			c := ep.backlog
+			if len(c) == 0 {
+				c = ep.half
+			}
+			if aerr := e.abort(c[0]); aerr != nil {
 				err = aerr
 			}
 		}
@@ -854,6 +896,11 @@ func (e *engine) abort(ep *endpoint) error {
 // stopped, and its operations will fail with err.
 func (e *engine) fail(ep *endpoint, err error) {
 	if ep.state == StateFailed {
+		return
+	}
+	if ep.halfOpen {
+		// Nobody has seen it: it just goes.
+		e.release(ep)
 		return
 	}
 	connecting := ep.state == StateConnecting
@@ -1064,7 +1111,7 @@ func (e *engine) input(from netip.Addr, b []byte) {
 	}
 	if ep == nil || !ep.state.IsConnection() {
 		e.st.dropUnknownConn.Add(1)
-		if h.Op != OpReset && h.Op != OpReject {
+		if h.Op != OpReset && h.Op != OpReject && h.Op != OpRetry {
 			e.resetUnknown(from, h)
 		}
 		return
@@ -1085,10 +1132,25 @@ func (e *engine) input(from netip.Addr, b []byte) {
 		e.st.resetsIn.Add(1)
 		e.fail(ep, ErrConnReset)
 		return
+	case OpRetry:
+		if ep.state == StateConnecting {
+			e.onRetry(ep, h)
+		}
+		return
 	}
-	if ep.state == StateConnecting {
+	switch {
+	case ep.halfOpen:
+		// The connector answered our accept: it is at its address.
+		e.confirm(ep)
+	case ep.state == StateConnecting:
 		// Accept, or any valid frame of the acceptor if the accept was lost.
 		e.established(ep, h)
+	case h.Op == OpAccept:
+		// A repeated accept: our answer to it was lost. A probe carries
+		// the ack and is answered, so it gets through where pure acks
+		// do not.
+		ep.probeAck = true
+		e.ackSoon(ep, true)
 	}
 	if h.Flags&FlagAck != 0 {
 		e.onAck(ep, h)
@@ -1118,6 +1180,41 @@ func (e *engine) established(ep *endpoint, h *Header) {
 	ep.synOnce = false
 	e.schedule(ep, e.keepaliveAt(ep))
 	e.notify(ep, evConnected|evWritable)
+	// The third frame of the handshake: the acceptor hands the
+	// connection to its application only once it hears from us.
+	e.ackSoon(ep, true)
+}
+
+// onRetry answers a listener's retry: the connect request goes again at
+// once, with the cookie.
+func (e *engine) onRetry(ep *endpoint, h *Header) {
+	if h.Seq == 0 || h.Seq == ep.cookie {
+		return
+	}
+	ep.cookie = h.Seq
+	e.sendCtl(ep, OpConnect, ReasonNone)
+	ep.synSent, ep.synOnce = e.now, true
+	ep.rtoAt = e.now + ep.rto
+	e.schedule(ep, ep.rtoAt)
+}
+
+// confirm moves a half-open child to its listener's backlog.
+func (e *engine) confirm(c *endpoint) {
+	l := c.parent
+	l.half = removeEndpoint(l.half, c)
+	e.st.halfOpen.Add(-1)
+	c.halfOpen = false
+	if c.synOnce {
+		e.rttSample(c, e.now-c.synSent)
+	}
+	c.synOnce = false
+	c.rto = e.rtoValue(c)
+	c.rtoAt, c.tries = 0, 0
+	l.backlog = append(l.backlog, c)
+	e.schedule(c, e.keepaliveAt(c))
+	e.notify(l, evIncoming)
+	// Its window may now open past the half-open one.
+	e.ackSoon(c, true)
 }
 
 func (e *engine) onConnect(from netip.Addr, h *Header) {
@@ -1134,6 +1231,16 @@ func (e *engine) onConnect(from netip.Addr, h *Header) {
 		}
 		delete(e.quiet, key)
 	}
+	proven := false
+	if h.Seq != 0 {
+		// A repeat after our retry. A cookie that does not check (forged,
+		// or older than two epochs) makes it a connect without one.
+		if proven = e.cookies.check(from, h, e.now); proven {
+			e.st.cookiesIn.Add(1)
+		} else {
+			e.st.dropBadCookie.Add(1)
+		}
+	}
 	l := e.ports[h.DstPort]
 	reason := ReasonNone
 	switch {
@@ -1141,6 +1248,12 @@ func (e *engine) onConnect(from netip.Addr, h *Header) {
 		reason = ReasonNoListener
 	case len(l.backlog) >= l.backlogMax+l.acceptWait:
 		reason = ReasonBacklogFull
+	case !proven && len(l.half) >= l.backlogMax:
+		// Under a flood: keep nothing, and let the connector prove
+		// that it is at its address by echoing a cookie.
+		e.st.retriesOut.Add(1)
+		e.reply(from, h, OpRetry, ReasonNone, e.cookies.cookie(from, h, e.now))
+		return
 	}
 	var c *endpoint
 	if reason == ReasonNone {
@@ -1151,7 +1264,7 @@ func (e *engine) onConnect(from netip.Addr, h *Header) {
 	}
 	if reason != ReasonNone {
 		e.st.rejectsOut.Add(1)
-		e.reply(from, h, OpReject, reason)
+		e.reply(from, h, OpReject, reason, 0)
 		return
 	}
 	e.initConn(c)
@@ -1164,27 +1277,42 @@ func (e *engine) onConnect(from netip.Addr, h *Header) {
 	c.lastHeard = e.now
 	c.parent = l
 	e.children[key] = c
-	l.backlog = append(l.backlog, c)
+	if proven {
+		l.backlog = append(l.backlog, c)
+		e.sendCtl(c, OpAccept, ReasonNone)
+		e.schedule(c, e.keepaliveAt(c))
+		e.notify(l, evIncoming)
+		return
+	}
+	// Half-open until the connector answers the accept, which is sent
+	// again on the retransmission timer, maxAcceptTries times in all.
+	c.halfOpen = true
+	l.half = append(l.half, c)
+	e.st.halfOpen.Add(1)
 	e.sendCtl(c, OpAccept, ReasonNone)
-	e.schedule(c, e.keepaliveAt(c))
-	e.notify(l, evIncoming)
+	c.tries = 1
+	c.synSent, c.synOnce = e.now, true
+	c.rtoAt = e.now + c.rto
+	e.schedule(c, c.rtoAt)
 }
 
 // resetUnknown answers a frame for a connection we do not have with a
 // reset carrying the frame's own ids and token, so its sender accepts it.
 func (e *engine) resetUnknown(from netip.Addr, h *Header) {
 	e.st.resetsOut.Add(1)
-	e.reply(from, h, OpReset, ReasonUnknownConn)
+	e.reply(from, h, OpReset, ReasonUnknownConn, 0)
 }
 
-// reply sends a control frame back to the sender of h.
-func (e *engine) reply(to netip.Addr, h *Header, op Opcode, reason Reason) {
+// reply sends a control frame back to the sender of h; seq is a retry's
+// cookie.
+func (e *engine) reply(to netip.Addr, h *Header, op Opcode, reason Reason, seq uint64) {
 	r := &e.hdr
 	*r = Header{
 		Op: op, Reason: reason,
 		SrcPort: h.DstPort, DstPort: h.SrcPort,
 		SrcConn: h.DstConn, DstConn: h.SrcConn,
 		Token: h.Token,
+		Seq:   seq,
 	}
 	n := r.Put(e.ctl, 0)
 	e.sendRaw(nil, to, e.ctl[:n])
@@ -1618,6 +1746,7 @@ func (e *engine) sendCtl(ep *endpoint, op Opcode, reason Reason) error {
 	switch op {
 	case OpConnect:
 		h.DstConn = 0
+		h.Seq = ep.cookie
 	case OpAccept:
 		h.Flags = FlagAck
 	case OpAck:
@@ -1713,6 +1842,24 @@ func (e *engine) keepaliveAt(ep *endpoint) int64 {
 func (e *engine) onTimer(ep *endpoint) {
 	now := e.now
 	if !ep.state.IsConnection() {
+		return
+	}
+	if ep.halfOpen {
+		if now >= ep.rtoAt && ep.tries >= maxAcceptTries || now-ep.lastHeard >= int64(e.cfg.Timeout) {
+			// Nobody at the connect's address, or nobody who answers:
+			// drop it without a word.
+			e.st.halfOpenExpired.Add(1)
+			e.release(ep)
+			return
+		}
+		if now >= ep.rtoAt {
+			e.sendCtl(ep, OpAccept, ReasonNone)
+			ep.tries++
+			ep.synOnce = false
+			ep.rto = min(2*ep.rto, int64(e.cfg.MaxRTO))
+			ep.rtoAt = now + ep.rto
+		}
+		e.schedule(ep, min(ep.rtoAt, ep.lastHeard+int64(e.cfg.Timeout)))
 		return
 	}
 	if now-ep.lastHeard >= int64(e.cfg.Timeout) {

@@ -491,6 +491,8 @@ func TestEngineReset(t *testing.T) {
 			}})
 		}
 		a, b := v.pair()
+		// Quiet first: the acceptor's window update is on its way.
+		v.run(time.Second, func() bool { return v.net.Queued() == 0 })
 		if err := v.hosts[0].abort(a); err != nil {
 			t.Fatal(err)
 		}

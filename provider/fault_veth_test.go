@@ -249,9 +249,8 @@ func TestFaultAcksLost(t *testing.T) {
 	hp := newHopPair(t, testbed.HopOptions{Subnet: 31}, Config{})
 	ln := hp.listen(t, 4)
 	hp.configure(t, bpf.FaultConfig{DropRate: 0.5, Opcodes: []uint8{uint8(OpAck)}, Seed: 1})
-	f0 := hp.faultStats(t)
+	f0, a0, b0 := hp.faultStats(t), hp.a.Stats(), hp.b.Stats()
 	s, r := hp.connectPair(t, ln)
-	a0, b0 := hp.a.Stats(), hp.b.Stats()
 	size := int64(64 << 20)
 	if testing.Short() || raceOn {
 		size = 4 << 20
@@ -367,14 +366,16 @@ func TestFaultConnectRepliesLost(t *testing.T) {
 	el := time.Since(start)
 	f, a, b := subFault(hp.faultStats(t), f0), hp.a.Stats(), hp.b.Stats()
 	t.Logf("connected in %v past %d lost accepts; hop %+v; A %d connect retransmissions", el.Round(time.Microsecond), lost, f, a.RTOExpiries-a0.RTOExpiries)
-	if f.Dropped != lost || f.Eligible != lost+1 {
-		t.Errorf("hop: %+v; want %d accepts dropped and one passed", f, lost)
+	// B repeats its accept on its own timer and in answer to each
+	// repeated connect request, so more than lost+1 may cross the hop.
+	if f.Dropped != lost || f.Eligible < lost+1 {
+		t.Errorf("hop: %+v; want %d accepts dropped and at least one passed", f, lost)
 	}
-	if in := b.DatagramsIn - b0.DatagramsIn; in < lost+1 {
-		t.Errorf("B received %d datagrams; want at least the %d connect requests", in, lost+1)
+	if a.RTOExpiries-a0.RTOExpiries == 0 {
+		t.Error("A never repeated its connect request")
 	}
-	if a.RTOExpiries-a0.RTOExpiries < lost {
-		t.Errorf("A repeated its connect %d times; want at least %d", a.RTOExpiries-a0.RTOExpiries, lost)
+	if b.DatagramsIn-b0.DatagramsIn < 2 {
+		t.Errorf("B received %d datagrams; want the repeated connect requests", b.DatagramsIn-b0.DatagramsIn)
 	}
 	if st := hp.b.Stats(); st.Sockets != 2 { // the listener and r
 		t.Errorf("B has %d sockets after the repeated connects; want 2 (no ghost connection)", st.Sockets)

@@ -5,20 +5,21 @@ import "fmt"
 // State is where an endpoint (the engine's side of a socket) is in its
 // life. Transitions, all made by the poller:
 //
-//	               Bind                  Listen
-//	Closed ───────────────> Bound ─────────────────> Listening
-//	  │                       │                          │ connect in:
-//	  │ Connect (auto-bind)   │ Connect                  │ child created
-//	  └──────────┐   ┌────────┘                          v
-//	             v   v                             Established (child,
-//	         Connecting ── reject ──> Failed          in the backlog)
-//	             │       ── time-out ─>  │
-//	accept, or a │                       │
-//	valid frame  v                       │
-//	         Established ── reset in ──> Failed (ECONNRESET)
-//	             │        ── dead peer ─> Failed (ETIMEDOUT)
-//	             │
-//	 any state ──┴── abort (CloseSocket): reset out, memory freed ──> released
+//	               Bind               Listen
+//	Closed ─────────────> Bound ─────────────> Listening
+//	  │                     │                      │ connect in
+//	  │ Connect             │ Connect              v
+//	  │ (auto-bind)         │              Established, half-open ── 5 accepts unanswered ──> (dropped)
+//	  └─────────┐  ┌────────┘                      │
+//	            v  v                               │ any valid frame from the connector
+//	retry ┌─> Connecting ── reject ───> Failed     v (a connect with a valid cookie: at once)
+//	(again│    │  │     ── time-out ─>   │     Established (child, in the backlog)
+//	with  └────┘  │ accept, or a valid   │
+//	cookie)       v frame of the acceptor│
+//	         Established ── reset in ───> Failed (ECONNRESET)
+//	              │      ── dead peer ──> Failed (ETIMEDOUT)
+//	              │
+//	  any state ──┴── hard close (CloseSocket): reset out, memory freed ──> (gone)
 //
 // Established includes the half-closed cases (Shutdown sent, or the peer's
 // disconnect received); Failed keeps the error until the socket is closed.

@@ -19,6 +19,11 @@ type Stats struct {
 	OpsInUse int // operations posted or running and not yet returned
 
 	Sockets int // live descriptors
+	// Endpoints is what the engine holds: sockets plus connections not
+	// yet accepted, at most Config.MaxConnections. HalfOpen is the part
+	// of those whose connector has not answered the accept yet: at most
+	// each listener's backlog.
+	Endpoints, HalfOpen int
 
 	DatagramsIn, DatagramsOut       uint64
 	DataOut                         uint64 // data segments, first transmissions and retransmissions
@@ -26,10 +31,15 @@ type Stats struct {
 	RTOExpiries                     uint64
 	AcksOut, ProbesOut              uint64
 	ResetsOut, ResetsIn, RejectsOut uint64
-	DeadPeers                       uint64 // connections failed by the dead-peer bound
-	Reneged                         uint64 // times out-of-order data was dropped for want of buffers
-	SendErrors                      uint64 // Link.Send errors other than ENOBUFS
-	Drops                           DropStats
+	// Connect cookies: retries sent to connect requests a listener kept
+	// no state for (its half-open connections were at their limit),
+	// connect requests that came back with a valid cookie, and half-open
+	// connections dropped because their connector never answered.
+	RetriesOut, CookiesIn, HalfOpenExpired uint64
+	DeadPeers                              uint64 // connections failed by the dead-peer bound
+	Reneged                                uint64 // times out-of-order data was dropped for want of buffers
+	SendErrors                             uint64 // Link.Send errors other than ENOBUFS
+	Drops                                  DropStats
 }
 
 // DropStats counts received datagrams dropped, by reason.
@@ -42,6 +52,7 @@ type DropStats struct {
 	Duplicate   uint64 // data already received
 	NoBuffer    uint64 // no buffer to hold data (the sender retransmits)
 	BadAck      uint64 // acks data never sent
+	BadCookie   uint64 // a connect's cookie did not check (forged or expired); it was taken as a connect without one
 }
 
 // Stats returns the provider's counters.
@@ -59,6 +70,8 @@ func (p *Provider) Stats() Stats {
 		Ops:               len(p.ops.ops),
 		OpsInUse:          int(p.ops.inUse.Load()),
 		Sockets:           int(p.nSockets.Load()),
+		Endpoints:         int(st.endpoints.Load()),
+		HalfOpen:          int(st.halfOpen.Load()),
 		DatagramsIn:       st.datagramsIn.Load(),
 		DatagramsOut:      st.datagramsOut.Load(),
 		DataOut:           st.dataOut.Load(),
@@ -70,6 +83,9 @@ func (p *Provider) Stats() Stats {
 		ResetsOut:         st.resetsOut.Load(),
 		ResetsIn:          st.resetsIn.Load(),
 		RejectsOut:        st.rejectsOut.Load(),
+		RetriesOut:        st.retriesOut.Load(),
+		CookiesIn:         st.cookiesIn.Load(),
+		HalfOpenExpired:   st.halfOpenExpired.Load(),
 		DeadPeers:         st.deadPeers.Load(),
 		Reneged:           st.reneged.Load(),
 		SendErrors:        st.sendErrors.Load(),
@@ -82,6 +98,7 @@ func (p *Provider) Stats() Stats {
 			Duplicate:   st.dropDuplicate.Load(),
 			NoBuffer:    st.dropNoBuffer.Load(),
 			BadAck:      st.dropBadAck.Load(),
+			BadCookie:   st.dropBadCookie.Load(),
 		},
 	}
 }

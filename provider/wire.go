@@ -53,10 +53,11 @@ const (
 	OpReset      Opcode = 6 // the connection is gone: the receiver fails its operations with ECONNRESET
 	OpProbe      Opcode = 7 // keepalive and window probe: the receiver answers with an ack at once
 	OpDisconnect Opcode = 8 // end of the sender's stream at seq (half close)
-	numOpcodes          = 9
+	OpRetry      Opcode = 9 // answer to a connect under a flood: connect again with the cookie in seq
+	numOpcodes          = 10
 )
 
-var opNames = [numOpcodes]string{"", "connect", "accept", "reject", "data", "ack", "reset", "probe", "disconnect"}
+var opNames = [numOpcodes]string{"", "connect", "accept", "reject", "data", "ack", "reset", "probe", "disconnect", "retry"}
 
 func (o Opcode) String() string {
 	if o > 0 && o < numOpcodes {
