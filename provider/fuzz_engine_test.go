@@ -1,9 +1,16 @@
 package provider
 
 import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
+
+var updateCorpus = flag.Bool("update-corpus", false, "rewrite FuzzEngine's seed corpus in testdata")
 
 // FuzzEngine feeds arbitrary datagrams, as if from the connected peer's
 // address, into an engine that holds a live connection and a listener. The
@@ -13,21 +20,10 @@ import (
 // after every datagram; and after the dead-peer bound has passed in virtual
 // time, each end of the connection is either still established with its
 // live peer or failed with an error: no state waits for ever.
+//
+// The seed corpus is testdata/fuzz/FuzzEngine, written by fuzzEngineSeeds
+// (TestFuzzEngineCorpus keeps the two in step).
 func FuzzEngine(f *testing.F) {
-	v := newVNet(f, 1, Faults{}, fuzzEngineConfig(), 2)
-	a, b := v.pair()
-	for op := Opcode(0); op < 16; op++ {
-		h := Header{Op: op, SrcPort: a.lport, DstPort: b.lport, SrcConn: a.id, DstConn: b.id,
-			Token: a.token, Seq: a.sndNxt, Ack: a.rcvNxt, Window: 1 << 16}
-		payload := []byte("fuzz payload")
-		if op != OpData {
-			payload = nil
-		}
-		f.Add(frameBatch(AppendDatagram(nil, &h, payload)))
-		h.Token++ // a forged one
-		f.Add(frameBatch(AppendDatagram(nil, &h, payload)))
-	}
-	f.Add([]byte{0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		v := newVNet(t, 1, Faults{}, fuzzEngineConfig(), 2)
 		a, b := v.pair()
@@ -53,6 +49,9 @@ func FuzzEngine(f *testing.F) {
 		for _, h := range v.hosts {
 			checkPool(t, h)
 		}
+		if l := v.hosts[1].ports[b.lport]; l == nil || len(l.half) != 0 {
+			t.Fatalf("listener %v: half-open connections outlived the dead-peer bound", l)
+		}
 		for _, ep := range []*endpoint{a, b} {
 			if ep.state != StateEstablished && ep.state != StateFailed {
 				t.Fatalf("endpoint %d in %v after the dead-peer bound", ep.id, ep.state)
@@ -76,4 +75,84 @@ func frameBatch(d []byte) []byte {
 		d = d[:255]
 	}
 	return append([]byte{byte(len(d))}, d...)
+}
+
+// fuzzEngineSeeds returns FuzzEngine's seeds by name: a frame of every
+// opcode (and some beyond) with the live connection's ids, token and
+// sequence numbers, each also with a forged token, and sequences that
+// lead into the state machine's corners. They depend on the engine's
+// random draws for the fixed seed, hence TestFuzzEngineCorpus.
+func fuzzEngineSeeds(tb testing.TB) map[string][]byte {
+	v := newVNet(tb, 1, Faults{}, fuzzEngineConfig(), 2)
+	a, b := v.pair()
+	hdr := func(op Opcode) Header {
+		return Header{Op: op, SrcPort: a.lport, DstPort: b.lport, SrcConn: a.id, DstConn: b.id,
+			Token: a.token, Seq: a.sndNxt, Ack: a.rcvNxt, Window: 1 << 16, Flags: FlagAck}
+	}
+	frame := func(h Header, payload []byte) []byte { return frameBatch(AppendDatagram(nil, &h, payload)) }
+	seeds := map[string][]byte{"empty": {0}}
+	for op := Opcode(0); op < 12; op++ {
+		h := hdr(op)
+		var payload []byte
+		if op == OpData {
+			payload = []byte("fuzz payload")
+		}
+		name := op.String()
+		if op == 0 || op >= numOpcodes {
+			name = fmt.Sprintf("op%d", op)
+		}
+		seeds[name] = frame(h, payload)
+		h.Token++
+		seeds[name+"_forged"] = frame(h, payload)
+	}
+	// Data beyond a hole, then the hole filled, then the end of stream.
+	d1, d2, fin := hdr(OpData), hdr(OpData), hdr(OpDisconnect)
+	d2.Seq = 8
+	fin.Seq = 16
+	seeds["data_hole_fin"] = bytes.Join([][]byte{frame(d2, []byte("89abcdef")), frame(d1, []byte("01234567")), frame(fin, nil)}, nil)
+	// An ack with SACK blocks of data never sent.
+	ack := hdr(OpAck)
+	ack.NSACK = 2
+	ack.SACK[0] = SACKBlock{Start: 100, End: 200}
+	ack.SACK[1] = SACKBlock{Start: 300, End: 400}
+	seeds["ack_sack"] = frame(ack, nil)
+	// A connect to the listener's port, then its cookie echoed back.
+	c := Header{Op: OpConnect, SrcPort: a.lport + 1, DstPort: b.lport, SrcConn: 99, Token: 0x5eed, Window: 1 << 16}
+	cc := c
+	cc.Seq = 0x1234567
+	seeds["connect_cookie"] = bytes.Join([][]byte{frame(c, nil), frame(cc, nil)}, nil)
+	return seeds
+}
+
+const fuzzEngineCorpus = "testdata/fuzz/FuzzEngine"
+
+// TestFuzzEngineCorpus checks that the committed seed corpus is what
+// fuzzEngineSeeds makes today; -update-corpus rewrites it.
+func TestFuzzEngineCorpus(t *testing.T) {
+	seeds := fuzzEngineSeeds(t)
+	if *updateCorpus {
+		if err := os.RemoveAll(fuzzEngineCorpus); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(fuzzEngineCorpus, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, data := range seeds {
+		want := fmt.Appendf(nil, "go test fuzz v1\n[]byte(%q)\n", data)
+		path := filepath.Join(fuzzEngineCorpus, name)
+		if *updateCorpus {
+			if err := os.WriteFile(path, want, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		got, err := os.ReadFile(path)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("seed %s is missing or stale in %s (the engine's ids or tokens changed): run go test ./provider -run TestFuzzEngineCorpus -update-corpus", name, fuzzEngineCorpus)
+		}
+	}
+	if entries, err := os.ReadDir(fuzzEngineCorpus); err == nil && len(entries) != len(seeds) {
+		t.Errorf("%s has %d files; the seeds are %d", fuzzEngineCorpus, len(entries), len(seeds))
+	}
 }
