@@ -134,7 +134,7 @@ func TestCloseDuplicate(t *testing.T) {
 	for range 20 {
 		p1.Send(b, make([]byte, 1000))
 	}
-	waitFor(t, func() bool { return p0.Stats().BuffersRecvQueued > 0 })
+	waitUntil(t, "the state the test waits for", func() bool { return p0.Stats().BuffersRecvQueued > 0 })
 	// Cut the path so what is sent stays unacknowledged.
 	tn.net.Partition(tn.links[0].LocalAddr(), tn.links[1].LocalAddr(), true)
 	cq := must[*CompletionQueue](t)(p0.NewCompletionQueue(8, nil))
@@ -142,7 +142,7 @@ func TestCloseDuplicate(t *testing.T) {
 	if err := p0.PostSend(d, big, cq, 1); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { st := p0.Stats(); return st.BuffersInFlight > 0 && st.BuffersSendQueued > 0 })
+	waitUntil(t, "the state the test waits for", func() bool { st := p0.Stats(); return st.BuffersInFlight > 0 && st.BuffersSendQueued > 0 })
 	tn.net.Partition(tn.links[0].LocalAddr(), tn.links[1].LocalAddr(), false)
 	st := p0.Stats()
 	t.Logf("before close: %d recv-queued, %d in flight, %d send-queued", st.BuffersRecvQueued, st.BuffersInFlight, st.BuffersSendQueued)
@@ -169,17 +169,6 @@ func TestCloseDuplicate(t *testing.T) {
 	}
 	if err := p1.Bind(s, port); err != nil {
 		t.Fatalf("bind right after the last close: %v", err)
-	}
-}
-
-func waitFor(t testing.TB, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 5s")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -211,11 +200,11 @@ func TestCloseAbortsPendingOperations(t *testing.T) {
 	for range 20 {
 		p1.Send(b, make([]byte, 1000))
 	}
-	waitFor(t, func() bool { return p0.Stats().BuffersRecvQueued > 0 })
+	waitUntil(t, "the state the test waits for", func() bool { return p0.Stats().BuffersRecvQueued > 0 })
 	tn.net.Partition(tn.links[0].LocalAddr(), tn.links[1].LocalAddr(), true)
 	p0.PostSend(a, make([]byte, 1<<20), cq, 1)
 	p0.PostSend(a, make([]byte, 10), cq, 2)
-	waitFor(t, func() bool { st := p0.Stats(); return st.BuffersInFlight > 0 && st.BuffersSendQueued > 0 })
+	waitUntil(t, "the state the test waits for", func() bool { st := p0.Stats(); return st.BuffersInFlight > 0 && st.BuffersSendQueued > 0 })
 	tn.net.Partition(tn.links[0].LocalAddr(), tn.links[1].LocalAddr(), false)
 	// Receives cannot complete while data is queued, so read it on a
 	// second socket: use a fresh connection for the receives.
@@ -315,10 +304,10 @@ func TestCloseNoNotificationsOnceClosing(t *testing.T) {
 	a := must[Socket](t)(p0.Socket())
 	release := holdPoller(t, p1)
 	p0.PostConnect(a, tn.addr(1, 80), cq0, 1)
-	waitFor(t, func() bool { return tn.net.Queued() > 0 }) // the request waits at p1
+	waitUntil(t, "the state the test waits for", func() bool { return tn.net.Queued() > 0 }) // the request waits at p1
 	closed := make(chan error)
 	go func() { closed <- p1.CloseSocket(l) }()
-	waitFor(t, func() bool { return p1.subq.Len() > 0 }) // closure has begun
+	waitUntil(t, "the state the test waits for", func() bool { return p1.subq.Len() > 0 }) // closure has begun
 	e := p1.eng
 	e.now = p1.nanotime()
 	e.receive(e.now) // the connect request reaches the closing listener
@@ -353,9 +342,9 @@ func TestCloseNoNotificationsOnceClosing(t *testing.T) {
 	p0.PostConnect(s, tn.addr(1, 81), cq0, 2)
 	p0.drainSubmissions() // the request goes out
 	e.transmit()
-	waitFor(t, func() bool { return tn.net.Queued() > 0 }) // the accept is back
+	waitUntil(t, "the state the test waits for", func() bool { return tn.net.Queued() > 0 }) // the accept is back
 	go func() { closed <- p0.CloseSocket(s) }()
-	waitFor(t, func() bool { return p0.subq.Len() > 0 })
+	waitUntil(t, "the state the test waits for", func() bool { return p0.subq.Len() > 0 })
 	e.receive(e.now)
 	p0.processChanged()
 	release()
@@ -379,9 +368,9 @@ func TestCloseNoNotificationsOnceClosing(t *testing.T) {
 	release = holdPoller(t, p0)
 	p1.Send(y, []byte("late"))
 	p1.CloseSocket(y)
-	waitFor(t, func() bool { return tn.net.Queued() >= 2 })
+	waitUntil(t, "the state the test waits for", func() bool { return tn.net.Queued() >= 2 })
 	go func() { closed <- p0.CloseSocket(x) }()
-	waitFor(t, func() bool { return p0.subq.Len() > 0 })
+	waitUntil(t, "the state the test waits for", func() bool { return p0.subq.Len() > 0 })
 	e.now = p0.nanotime()
 	e.receive(e.now)
 	p0.processChanged()
@@ -499,7 +488,7 @@ func TestCloseNetworkDown(t *testing.T) {
 		p0.PostSend(s, make([]byte, 1<<20), must[*CompletionQueue](t)(p0.NewCompletionQueue(2, nil)), 0)
 	}
 	port := must[netip.AddrPort](t)(p0.GetSockName(a))
-	waitFor(t, func() bool { return p0.Stats().BuffersInFlight > 0 })
+	waitUntil(t, "the state the test waits for", func() bool { return p0.Stats().BuffersInFlight > 0 })
 	tn.links[0].SetDown(true)
 	err := p0.CloseSocket(a)
 	checkClosedErr(t, err)

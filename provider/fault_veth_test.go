@@ -456,7 +456,13 @@ func checkHostTraffic(t testing.TB, h *testbed.Hop) {
 // waitUntil polls cond every millisecond for up to five seconds.
 func waitUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	waitWithin(t, what, 5*time.Second, cond)
+}
+
+// waitWithin is waitUntil with a bound of its own.
+func waitWithin(t testing.TB, what string, bound time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(bound)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

@@ -177,21 +177,53 @@ func soakClient(p *Provider, to netip.AddrPort, rng *rand.Rand, c *soakCounts) e
 	return nil
 }
 
-// TestSoak runs eight clients on A against a server on B through the hop
-// at 2% loss of sdx frames, for about a minute (three seconds with
-// -short), each client opening connection after connection.
+// TestSoak soaks for about a minute (three seconds with -short, twenty
+// under the race detector).
 func TestSoak(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	hp := newHopPair(t, testbed.HopOptions{Subnet: 70}, Config{})
-	ln := hp.listen(t, 64)
-	hp.configure(t, bpf.FaultConfig{DropRate: 0.02, Seed: 70})
-	to := netip.AddrPortFrom(hp.hop.B.Addr, hp.port)
 	run := time.Minute
 	if testing.Short() {
 		run = 3 * time.Second
 	} else if raceOn {
 		run = 20 * time.Second
 	}
+	soak(t, 70, func(start time.Time, _ int64) bool { return time.Since(start) < run })
+}
+
+// BenchmarkSoak is the soak as a benchmark: one operation is one
+// connection, so -benchtime sets its length (-benchtime 2m soaks for
+// about two minutes, -benchtime 5000x for 5000 connections). It reports
+// the connection rate and throughput, and what stayed behind: heap growth
+// and goroutines, which must be none beyond the documented bounds (the
+// run fails otherwise).
+func BenchmarkSoak(b *testing.B) {
+	// Enough connections for every way of ending, also in the framework's
+	// first run with b.N = 1.
+	n := int64(max(b.N, 100))
+	r := soak(b, 71, func(_ time.Time, conns int64) bool { return conns < n })
+	b.ReportMetric(float64(r.conns)/r.elapsed.Seconds(), "conns/s")
+	b.ReportMetric(float64(r.bytes)/r.elapsed.Seconds()/1e6, "MB/s")
+	b.ReportMetric(float64(r.heapGrowth)/1024, "heap-growth-KiB")
+	b.ReportMetric(float64(r.goroutines), "goroutines-left")
+}
+
+// soakResult is what a soak did and what it left.
+type soakResult struct {
+	conns, bytes int64
+	elapsed      time.Duration
+	heapGrowth   int64 // bytes; may be negative
+	goroutines   int   // more than at the start
+}
+
+// soak runs eight clients on A against a server on B through the hop at
+// 2% loss of sdx frames while more says so, each client opening
+// connection after connection, then checks that everything is back where
+// it started.
+func soak(t testing.TB, subnet uint8, more func(start time.Time, conns int64) bool) soakResult {
+	testutil.CheckGoroutines(t)
+	hp := newHopPair(t, testbed.HopOptions{Subnet: subnet}, Config{})
+	ln := hp.listen(t, 64)
+	hp.configure(t, bpf.FaultConfig{DropRate: 0.02, Seed: uint64(subnet)})
+	to := netip.AddrPortFrom(hp.hop.B.Addr, hp.port)
 	const clients = 8
 
 	// One connection first, so the lazily made parts (neighbour entries,
@@ -225,7 +257,12 @@ func TestSoak(t *testing.T) {
 	heap0, goroutines0 := ms.HeapAlloc, runtime.NumGoroutine()
 	a0, b0 := hp.a.Stats(), hp.b.Stats()
 
+	if b, ok := t.(*testing.B); ok {
+		b.ResetTimer()
+	}
 	start := time.Now()
+	warm, warmBytes := c.conns.Load(), c.bytes.Load()
+	soaked := func() int64 { return c.conns.Load() - warm }
 	var wg sync.WaitGroup
 	var failures atomic.Int64
 	for i := range clients {
@@ -233,7 +270,7 @@ func TestSoak(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(i), 70))
-			for time.Since(start) < run {
+			for more(start, soaked()) {
 				if err := soakClient(hp.a, to, rng, &c); err != nil {
 					if failures.Add(1) <= 5 {
 						t.Errorf("client %d: %v", i, err)
@@ -243,16 +280,23 @@ func TestSoak(t *testing.T) {
 		}()
 	}
 	var peakSockets, peakHeld int
-	for time.Since(start) < run {
-		time.Sleep(50 * time.Millisecond)
+	for more(start, soaked()) {
+		time.Sleep(10 * time.Millisecond)
 		sa, sb := hp.a.Stats(), hp.b.Stats()
 		peakSockets = max(peakSockets, sa.Sockets+sb.Sockets)
 		peakHeld = max(peakHeld, sa.BuffersHeld()+sb.BuffersHeld())
 	}
 	wg.Wait()
 	el := time.Since(start)
-	// Every server goroutine ends once its client is gone.
-	waitUntil(t, "B's connections to close", func() bool { return hp.b.Stats().Sockets == 1 })
+	if b, ok := t.(*testing.B); ok {
+		b.StopTimer()
+	}
+	// Every server goroutine ends once its client is gone: at once when
+	// the client's reset arrives, else when B's keepalive probe draws
+	// another, and within the dead-peer bound if those are lost too.
+	var cfg Config
+	cfg.setDefaults()
+	waitWithin(t, "B's connections to close", cfg.Timeout+time.Second, func() bool { return hp.b.Stats().Sockets == 1 })
 	f, _ := hp.fault.Stats()
 	a, b := hp.a.Stats(), hp.b.Stats()
 	t.Logf("%v: %d connections (%.0f/s), %d MiB sent; ends: %d graceful, %d client aborts, %d server aborts; %d refused connects retried; %d server receives reset",
@@ -284,6 +328,7 @@ func TestSoak(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	// The accept loop was running at the start.
+	left := runtime.NumGoroutine() - (goroutines0 - 1)
 	if n := runtime.NumGoroutine(); n > goroutines0-1 {
 		t.Errorf("%d goroutines after the soak, %d before (with the accept loop)", n, goroutines0)
 	}
@@ -294,8 +339,6 @@ func TestSoak(t *testing.T) {
 	// slack for the runtime.
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
-	var cfg Config
-	cfg.setDefaults()
 	allow := uint64(4*cfg.MaxConnections*128 + 2<<20)
 	t.Logf("heap %d KiB before, %d KiB after (%d connections; allowed growth %d KiB)", heap0>>10, ms.HeapAlloc>>10, c.conns.Load(), allow>>10)
 	if ms.HeapAlloc > heap0+allow {
@@ -309,4 +352,6 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	t.Logf("links at the end: A %+v; B %+v", hp.la.Stats(), hp.lb.Stats())
+	return soakResult{conns: soaked(), bytes: c.bytes.Load() - warmBytes, elapsed: el,
+		heapGrowth: int64(ms.HeapAlloc) - int64(heap0), goroutines: max(left, 0)}
 }
