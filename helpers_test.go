@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sdx-project/sdx/internal/netns"
+	"github.com/sdx-project/sdx/internal/sys"
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/provider"
@@ -144,7 +144,7 @@ func (h *hosts) pair(t testing.TB, ln *Listener) (client, server *Conn) {
 func kernelListen(t testing.TB, h *testbed.Host, port uint16) net.Listener {
 	t.Helper()
 	var ln net.Listener
-	if err := netns.Do(h.NS, func() (err error) {
+	if err := sys.InNetns(h.NS, func() (err error) {
 		ln, err = net.Listen("tcp4", netip.AddrPortFrom(h.Addr, port).String())
 		return err
 	}); err != nil {
@@ -158,7 +158,7 @@ func kernelListen(t testing.TB, h *testbed.Host, port uint16) net.Listener {
 func kernelDial(t testing.TB, h *testbed.Host, addr string) net.Conn {
 	t.Helper()
 	var c net.Conn
-	if err := netns.Do(h.NS, func() (err error) {
+	if err := sys.InNetns(h.NS, func() (err error) {
 		c, err = net.DialTimeout("tcp4", addr, 5*time.Second)
 		return err
 	}); err != nil {
@@ -170,7 +170,7 @@ func kernelDial(t testing.TB, h *testbed.Host, addr string) net.Conn {
 
 // kernelDialErr dials kernel TCP from inside host's namespace.
 func kernelDialErr(h *testbed.Host, addr string) (c net.Conn, err error) {
-	err = netns.Do(h.NS, func() error {
+	err = sys.InNetns(h.NS, func() error {
 		c, err = net.DialTimeout("tcp4", addr, 5*time.Second)
 		return err
 	})

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sdx-project/sdx/internal/netns"
+	"github.com/sdx-project/sdx/internal/sys"
 	"github.com/sdx-project/sdx/internal/testutil"
 )
 
@@ -52,7 +52,7 @@ func TestHTTP(t *testing.T) {
 	clients := map[Path]*http.Transport{
 		PathSDX: {DialContext: d.DialContext},
 		PathTCP: {DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-			err = netns.Do(h.bed.A.NS, func() error {
+			err = sys.InNetns(h.bed.A.NS, func() error {
 				var nd net.Dialer
 				c, err = nd.DialContext(ctx, network, addr)
 				return err

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sdx-project/sdx/internal/netns"
+	"github.com/sdx-project/sdx/internal/sys"
 	"github.com/sdx-project/sdx/provider"
 	"github.com/sdx-project/sdx/xdp"
 )
@@ -198,7 +198,7 @@ func NewStack(cfg Config) (_ *Stack, err error) {
 // interfaceInfo learns the interface's index and the prefix of its
 // address, inside the stack's namespace.
 func (s *Stack) interfaceInfo() error {
-	return netns.Do(s.cfg.Netns, func() error {
+	return sys.InNetns(s.cfg.Netns, func() error {
 		ifi, err := net.InterfaceByName(s.cfg.Interface)
 		if err != nil {
 			return fmt.Errorf("sdx: %w", err)
@@ -349,7 +349,7 @@ func (s *Stack) onCompletion(c provider.Completion) {
 }
 
 // inNetns runs fn in the stack's namespace.
-func (s *Stack) inNetns(fn func() error) error { return netns.Do(s.cfg.Netns, fn) }
+func (s *Stack) inNetns(fn func() error) error { return sys.InNetns(s.cfg.Netns, fn) }
 
 // kernelDial dials kernel TCP from the stack's namespace.
 func (s *Stack) kernelDial(ctx context.Context, d *net.Dialer, addr string) (c net.Conn, err error) {

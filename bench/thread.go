@@ -7,9 +7,7 @@ import (
 	"runtime/debug"
 	"time"
 
-	"golang.org/x/sys/unix"
-
-	"github.com/sdx-project/sdx/internal/netns"
+	"github.com/sdx-project/sdx/internal/sys"
 )
 
 // noCPU asks goThread not to pin.
@@ -19,27 +17,11 @@ const noCPU = -1
 // thread (not the process) to cpu. restore puts the thread's affinity back
 // and unlocks it.
 func PinThread(cpu int) (restore func() error, err error) {
-	runtime.LockOSThread()
-	var old unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &old); err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("bench: sched_getaffinity: %w", err)
+	restore, err = sys.PinThread(cpu)
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
 	}
-	var set unix.CPUSet
-	set.Set(cpu)
-	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("bench: pin thread to CPU %d: %w", cpu, err)
-	}
-	return func() error {
-		if err := unix.SchedSetaffinity(0, &old); err != nil {
-			// Leave the thread locked: it dies with its goroutine instead
-			// of going back to the runtime pinned.
-			return fmt.Errorf("bench: restore thread affinity: %w", err)
-		}
-		runtime.UnlockOSThread()
-		return nil
-	}, nil
+	return restore, nil
 }
 
 // goThread runs fn on a fresh goroutine locked to its OS thread, inside
@@ -64,7 +46,7 @@ func goThread(ns string, cpu int, fn func() error) <-chan error {
 	}
 	go func() {
 		if ns != "" {
-			errc <- netns.Do(ns, body)
+			errc <- sys.InNetns(ns, body)
 			return
 		}
 		runtime.LockOSThread()
@@ -76,15 +58,15 @@ func goThread(ns string, cpu int, fn func() error) <-chan error {
 
 // ProcessCPU returns the process's user+system CPU time so far.
 func ProcessCPU() (time.Duration, error) {
-	ns, err := cpuTime()
-	return time.Duration(ns), err
+	d, err := sys.ProcessCPU()
+	if err != nil {
+		return 0, fmt.Errorf("bench: %w", err)
+	}
+	return d, nil
 }
 
 // cpuTime returns the process's user+system CPU time so far, in ns.
 func cpuTime() (int64, error) {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		return 0, fmt.Errorf("bench: getrusage: %w", err)
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano(), nil
+	d, err := ProcessCPU()
+	return int64(d), err
 }

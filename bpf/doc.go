@@ -108,7 +108,7 @@
 // # Attaching
 //
 // Attach attaches a program through a bpf_link in the calling thread's
-// network namespace (use netns.Do for another), native mode first, generic
+// network namespace (use sys.InNetns for another), native mode first, generic
 // when the driver refuses native; it reports the mode granted. veth supports
 // native mode. The link is not pinned, so the program leaves the interface
 // when the link is closed or its owner process exits, and no other program

@@ -193,7 +193,7 @@ func (m Mode) flags() (link.XDPAttachFlags, bool) {
 }
 
 // Attach attaches prog to the interface with index ifindex in the calling
-// thread's network namespace (use netns.Do to attach inside another) through
+// thread's network namespace (use sys.InNetns to attach inside another) through
 // a bpf_link, and reports the mode granted. The modes are tried in order;
 // with none given, Attach tries ModeNative and falls back to ModeGeneric
 // when the driver refuses native XDP. Give one mode to force it.

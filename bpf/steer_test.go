@@ -19,7 +19,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
-	"github.com/sdx-project/sdx/internal/netns"
+	"github.com/sdx-project/sdx/internal/sys"
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
 )
@@ -819,7 +819,7 @@ func attachChild(ns string) {
 		fail(err)
 	}
 	var l link.Link
-	if err := netns.Do(ns, func() (err error) {
+	if err := sys.InNetns(ns, func() (err error) {
 		l, _, err = Attach(s.Program(), ifindex)
 		return err
 	}); err != nil {

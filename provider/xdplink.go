@@ -9,7 +9,7 @@ import (
 
 	"github.com/sdx-project/sdx/bpf"
 	"github.com/sdx-project/sdx/internal/frame"
-	"github.com/sdx-project/sdx/internal/netns"
+	"github.com/sdx-project/sdx/internal/sys"
 	"github.com/sdx-project/sdx/xdp"
 )
 
@@ -97,7 +97,7 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 		}
 	}()
 	var ifindex int
-	err = netns.Do(cfg.Netns, func() error {
+	err = sys.InNetns(cfg.Netns, func() error {
 		ifi, err := net.InterfaceByName(cfg.Interface)
 		if err != nil {
 			return err

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sdx-project/sdx/internal/netns"
+	"github.com/sdx-project/sdx/internal/sys"
 )
 
 // Resolver finds the Ethernet address of a peer in the kernel's own route
@@ -27,7 +27,7 @@ type Resolver struct {
 // for lookups on interface ifindex.
 func NewResolver(ns string, ifindex int) (*Resolver, error) {
 	r := &Resolver{fd: -1, ifindex: ifindex, buf: make([]byte, 1<<16)}
-	err := netns.Do(ns, func() (err error) {
+	err := sys.InNetns(ns, func() (err error) {
 		r.fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
 		return err
 	})

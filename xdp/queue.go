@@ -12,7 +12,7 @@ import (
 
 	"github.com/sdx-project/sdx/bpf"
 
-	"github.com/sdx-project/sdx/internal/netns"
+	"github.com/sdx-project/sdx/internal/sys"
 	"github.com/sdx-project/sdx/ring"
 )
 
@@ -81,7 +81,7 @@ func Open(cfg Config) (_ *Queue, err error) {
 		return nil, fmt.Errorf("xdp: map %d KiB UMEM: %w", cfg.NumFrames*cfg.FrameSize>>10, err)
 	}
 	var ifindex int
-	err = netns.Do(cfg.Netns, func() error {
+	err = sys.InNetns(cfg.Netns, func() error {
 		ifi, err := net.InterfaceByName(cfg.Interface)
 		if err != nil {
 			return fmt.Errorf("xdp: interface %q: %w", cfg.Interface, err)

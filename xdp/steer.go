@@ -8,7 +8,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/sdx-project/sdx/bpf"
-	"github.com/sdx-project/sdx/internal/netns"
+	"github.com/sdx-project/sdx/internal/sys"
 )
 
 // Steering is the steer program attached to one interface: it sends frames
@@ -55,7 +55,7 @@ func AttachSteer(c SteerConfig) (_ *Steering, err error) {
 			prog.Close()
 		}
 	}()
-	err = netns.Do(c.Netns, func() error {
+	err = sys.InNetns(c.Netns, func() error {
 		ifi, err := net.InterfaceByName(c.Interface)
 		if err != nil {
 			return fmt.Errorf("xdp: interface %q: %w", c.Interface, err)

@@ -44,7 +44,7 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/bench"
-	"github.com/sdx-project/sdx/internal/netns"
+	"github.com/sdx-project/sdx/internal/sys"
 	"github.com/sdx-project/sdx/internal/testbed"
 )
 
@@ -236,7 +236,7 @@ func hosts(o *options) (h *bench.Hosts, built string, done func() error, err err
 	}
 	for _, x := range given {
 		a := x.addr
-		if !netns.Exists(x.ns) {
+		if !sys.NetnsExists(x.ns) {
 			return nil, "", nil, fmt.Errorf("network namespace %q does not exist", x.ns)
 		}
 		*x.host = testbed.Host{NS: x.ns, If: x.ifname, Addr: a}

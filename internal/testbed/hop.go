@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/sdx-project/sdx/internal/netns"
+	"github.com/sdx-project/sdx/internal/sys"
 )
 
 // Hop is the testbed with a hop in the middle, a bridge in a namespace of
@@ -161,7 +161,7 @@ func (h *Hop) Close() error {
 	}
 	var errs []error
 	for _, ns := range []string{h.A.NS, h.B.NS, h.C.NS, h.R} {
-		if ns != "" && netns.Exists(ns) {
+		if ns != "" && sys.NetnsExists(ns) {
 			errs = append(errs, IP("netns", "del", ns))
 		}
 	}

@@ -7,7 +7,7 @@ import (
 	"os/exec"
 	"testing"
 
-	"github.com/sdx-project/sdx/internal/netns"
+	"github.com/sdx-project/sdx/internal/sys"
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
 )
@@ -57,7 +57,7 @@ func TestHopUpAndDown(t *testing.T) {
 	// Learning on: unicast from A to B does not reach C. As a hub: it does.
 	send := func(n int) {
 		t.Helper()
-		if err := netns.Do(h.A.NS, func() error {
+		if err := sys.InNetns(h.A.NS, func() error {
 			c, err := net.ListenUDP("udp4", nil)
 			if err != nil {
 				return err
@@ -97,7 +97,7 @@ func TestHopUpAndDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ns := range []string{h.A.NS, h.B.NS, h.C.NS, h.R} {
-		if netns.Exists(ns) {
+		if sys.NetnsExists(ns) {
 			t.Fatalf("namespace %s left behind", ns)
 		}
 	}

@@ -25,7 +25,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/sdx-project/sdx/internal/netns"
+	"github.com/sdx-project/sdx/internal/sys"
 )
 
 // Host is one end of the testbed.
@@ -38,7 +38,7 @@ type Host struct {
 }
 
 // Do runs fn on a locked OS thread inside the host's namespace.
-func (h *Host) Do(fn func() error) error { return netns.Do(h.NS, fn) }
+func (h *Host) Do(fn func() error) error { return sys.InNetns(h.NS, fn) }
 
 // Bed is a pair of hosts joined by a veth pair.
 type Bed struct {
@@ -68,7 +68,7 @@ var (
 // testbed created on the machine removes what it left. Namespaces of live
 // processes are left alone.
 func Sweep() {
-	ents, err := os.ReadDir(netns.Dir)
+	ents, err := os.ReadDir(sys.NetnsDir)
 	if err != nil {
 		return
 	}
@@ -177,7 +177,7 @@ func (b *Bed) Close() error {
 	}
 	var errs []error
 	for _, ns := range []string{b.A.NS, b.B.NS} {
-		if netns.Exists(ns) {
+		if sys.NetnsExists(ns) {
 			errs = append(errs, IP("netns", "del", ns))
 		}
 	}

@@ -6,7 +6,7 @@ import (
 	"os/exec"
 	"testing"
 
-	"github.com/sdx-project/sdx/internal/netns"
+	"github.com/sdx-project/sdx/internal/sys"
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
 )
@@ -30,7 +30,7 @@ func TestBedUpAndDown(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if netns.Exists(b.A.NS) || netns.Exists(b.B.NS) {
+	if sys.NetnsExists(b.A.NS) || sys.NetnsExists(b.B.NS) {
 		t.Fatal("namespaces left behind")
 	}
 	if err := b.Close(); err != nil {
@@ -56,15 +56,15 @@ func TestSweepRemovesOnlyDeadOwners(t *testing.T) {
 	}
 	defer testbed.IP("netns", "del", live)
 	defer func() {
-		if netns.Exists(dead) {
+		if sys.NetnsExists(dead) {
 			testbed.IP("netns", "del", dead)
 		}
 	}()
 	testbed.Sweep()
-	if netns.Exists(dead) {
+	if sys.NetnsExists(dead) {
 		t.Fatal("Sweep left the namespace of a process that is gone")
 	}
-	if !netns.Exists(live) {
+	if !sys.NetnsExists(live) {
 		t.Fatal("Sweep removed the namespace of a live process")
 	}
 }

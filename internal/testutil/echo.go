@@ -9,7 +9,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/sdx-project/sdx/internal/netns"
+	"github.com/sdx-project/sdx/internal/sys"
 )
 
 // TCPEcho runs a kernel TCP echo server on addr:port inside serverNS, dials
@@ -17,7 +17,7 @@ import (
 func TCPEcho(clientNS, serverNS string, addr netip.Addr, port uint16, n int) error {
 	ap := netip.AddrPortFrom(addr, port).String()
 	var ln net.Listener
-	if err := netns.Do(serverNS, func() (err error) {
+	if err := sys.InNetns(serverNS, func() (err error) {
 		ln, err = net.Listen("tcp4", ap)
 		return err
 	}); err != nil {
@@ -39,7 +39,7 @@ func TCPEcho(clientNS, serverNS string, addr netip.Addr, port uint16, n int) err
 		srv <- err
 	}()
 	var c net.Conn
-	if err := netns.Do(clientNS, func() (err error) {
+	if err := sys.InNetns(clientNS, func() (err error) {
 		c, err = net.DialTimeout("tcp4", ap, 5*time.Second)
 		return err
 	}); err != nil {
@@ -74,7 +74,7 @@ func TCPEcho(clientNS, serverNS string, addr netip.Addr, port uint16, n int) err
 func UDPEcho(clientNS, serverNS string, addr netip.Addr, port uint16) error {
 	ap := netip.AddrPortFrom(addr, port)
 	var srv *net.UDPConn
-	if err := netns.Do(serverNS, func() (err error) {
+	if err := sys.InNetns(serverNS, func() (err error) {
 		srv, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ap))
 		return err
 	}); err != nil {
@@ -93,7 +93,7 @@ func UDPEcho(clientNS, serverNS string, addr netip.Addr, port uint16) error {
 		}
 	}()
 	var c *net.UDPConn
-	if err := netns.Do(clientNS, func() (err error) {
+	if err := sys.InNetns(clientNS, func() (err error) {
 		c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(ap))
 		return err
 	}); err != nil {

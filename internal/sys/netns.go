@@ -1,7 +1,4 @@
-// Package netns runs code inside a named network namespace on a locked OS
-// thread. It is the one internal package, beside xdp/, that makes raw
-// namespace syscalls.
-package netns
+package sys
 
 import (
 	"errors"
@@ -12,26 +9,27 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Dir is where iproute2 keeps the handles of named namespaces.
-const Dir = "/run/netns"
+// NetnsDir is where iproute2 keeps the handles of named namespaces.
+const NetnsDir = "/run/netns"
 
-// Path returns the handle path of the named namespace. An empty name, or one
-// starting with '/', is returned as is.
-func Path(name string) string {
+// NetnsPath returns the handle path of the named namespace. An empty name,
+// or one starting with '/', is returned as is.
+func NetnsPath(name string) string {
 	if name == "" || name[0] == '/' {
 		return name
 	}
-	return Dir + "/" + name
+	return NetnsDir + "/" + name
 }
 
-// Do runs fn on a locked OS thread inside the named namespace (a name under
-// /run/netns, or a path). An empty name runs fn in the current namespace.
-// Sockets and links created by fn stay in that namespace after Do returns.
-func Do(name string, fn func() error) error {
+// InNetns runs fn on a locked OS thread inside the named namespace (a name
+// under /run/netns, or a path). An empty name runs fn in the current
+// namespace. Sockets and links created by fn stay in that namespace after
+// InNetns returns.
+func InNetns(name string, fn func() error) error {
 	if name == "" {
 		return fn()
 	}
-	target, err := os.Open(Path(name))
+	target, err := os.Open(NetnsPath(name))
 	if err != nil {
 		return fmt.Errorf("netns %s: %w", name, err)
 	}
@@ -65,8 +63,8 @@ func Do(name string, fn func() error) error {
 	return <-errc
 }
 
-// Exists reports whether the named namespace has a handle.
-func Exists(name string) bool {
-	_, err := os.Stat(Path(name))
+// NetnsExists reports whether the named namespace has a handle.
+func NetnsExists(name string) bool {
+	_, err := os.Stat(NetnsPath(name))
 	return err == nil
 }

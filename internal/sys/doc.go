@@ -1,0 +1,5 @@
+// Package sys holds the raw system calls sdx makes outside xdp/: entering
+// network namespaces, pinning threads and reading CPU time, and the
+// non-blocking kernel sockets the benchmark's reference systems spin on.
+// Everything else reaches the kernel through xdp/ or the standard library.
+package sys
