@@ -37,12 +37,17 @@ type XDPLink struct {
 	local frame.Endpoint
 	mtu   int
 	ipID  uint16
-	peers map[netip.Addr]peerMAC
-	// unresolved holds peers that failed to resolve, until when they fail
-	// fast; waited is the time spent waiting for the kernel since
-	// waitWindow began.
-	unresolved map[netip.Addr]time.Time
-	waitWindow time.Time
+	// Neighbours. Times are on the link's clock (since born). last is
+	// the peer of the previous send: one comparison instead of a map
+	// lookup in a conversation. unresolved holds peers that failed to
+	// resolve, until when they fail fast; waited is the time spent
+	// waiting for the kernel since waitWindow began.
+	born       time.Time
+	last       netip.Addr
+	lastPeer   peerMAC
+	peers      map[netip.Addr]peerMAC
+	unresolved map[netip.Addr]time.Duration
+	waitWindow time.Duration
 	waited     time.Duration
 	descs      [64]xdp.Desc // received, being handed to fn
 	txq        [256]xdp.Desc
@@ -64,7 +69,7 @@ type XDPLinkStats struct {
 
 type peerMAC struct {
 	mac     [6]byte
-	checked time.Time
+	checked time.Duration // on the link's clock
 }
 
 // neighbourTTL is how long a resolved Ethernet address is used before the
@@ -90,7 +95,7 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 	if cfg.Port == 0 {
 		cfg.Port = DefaultUDPPort
 	}
-	l := &XDPLink{cfg: cfg, peers: make(map[netip.Addr]peerMAC), unresolved: make(map[netip.Addr]time.Time)}
+	l := &XDPLink{cfg: cfg, born: time.Now(), peers: make(map[netip.Addr]peerMAC), unresolved: make(map[netip.Addr]time.Duration)}
 	defer func() {
 		if err != nil {
 			l.Close()
@@ -203,11 +208,15 @@ func (l *XDPLink) Send(peer netip.Addr, payload []byte) error {
 // (a flood of spoofed sources, say) cannot stall it. A peer that did not
 // resolve fails fast for unresolvedFor.
 func (l *XDPLink) resolve(peer netip.Addr) ([6]byte, error) {
-	now := time.Now()
-	if p, ok := l.peers[peer]; ok && now.Sub(p.checked) < neighbourTTL {
+	now := time.Since(l.born)
+	if peer == l.last && now-l.lastPeer.checked < neighbourTTL {
+		return l.lastPeer.mac, nil
+	}
+	if p, ok := l.peers[peer]; ok && now-p.checked < neighbourTTL {
+		l.last, l.lastPeer = peer, p
 		return p.mac, nil
 	}
-	if until, ok := l.unresolved[peer]; ok && now.Before(until) {
+	if until, ok := l.unresolved[peer]; ok && now < until {
 		l.stats.Unresolved++
 		return [6]byte{}, ErrHostUnreach
 	}
@@ -215,19 +224,21 @@ func (l *XDPLink) resolve(peer netip.Addr) ([6]byte, error) {
 	if err != nil {
 		return [6]byte{}, ErrHostUnreach
 	}
-	if now.Sub(l.waitWindow) >= waitEvery {
+	if now-l.waitWindow >= waitEvery {
 		l.waitWindow, l.waited = now, 0
 	}
 	wait := l.waited < waitBudget
-	deadline := now.Add(min(resolveWait, waitBudget-l.waited))
-	defer func() { l.waited += time.Since(now) }()
+	deadline := now + min(resolveWait, waitBudget-l.waited)
+	defer func() { l.waited += time.Since(l.born) - now }()
 	for solicited := false; ; {
 		mac, ok, err := l.res.Neighbour(hop)
 		if err != nil {
 			return [6]byte{}, fmt.Errorf("provider: neighbour %v: %w", hop, err)
 		}
 		if ok {
-			l.peers[peer] = peerMAC{mac: mac, checked: now}
+			p := peerMAC{mac: mac, checked: now}
+			l.peers[peer] = p
+			l.last, l.lastPeer = peer, p
 			delete(l.unresolved, peer)
 			return mac, nil
 		}
@@ -237,12 +248,12 @@ func (l *XDPLink) resolve(peer netip.Addr) ([6]byte, error) {
 			}
 			solicited = true
 		}
-		if !wait || time.Now().After(deadline) {
+		if !wait || time.Since(l.born) > deadline {
 			l.stats.Unresolved++
 			if len(l.unresolved) >= maxUnresolved {
 				clear(l.unresolved)
 			}
-			l.unresolved[peer] = now.Add(unresolvedFor)
+			l.unresolved[peer] = now + unresolvedFor
 			return [6]byte{}, ErrHostUnreach
 		}
 		time.Sleep(50 * time.Microsecond)
@@ -282,7 +293,8 @@ func (l *XDPLink) LinkErr() error { return l.linkErr }
 func (l *XDPLink) Receive(max int, fn func(peer netip.Addr, payload []byte)) int {
 	got := 0
 	for got < max {
-		n := l.q.Receive(l.descs[:min(max-got, len(l.descs))])
+		want := min(max-got, len(l.descs))
+		n := l.q.Receive(l.descs[:want])
 		if n == 0 {
 			break
 		}
@@ -298,6 +310,11 @@ func (l *XDPLink) Receive(max int, fn func(peer netip.Addr, payload []byte)) int
 				got++
 			}
 			l.q.Release(l.q.FrameOf(d))
+		}
+		if n < want {
+			// The ring held no more when we looked: looking again at
+			// once would only pull its index from the kernel's CPU.
+			break
 		}
 	}
 	l.q.Refill()

@@ -162,9 +162,15 @@ func (q *Queue) FrameOf(d Desc) uint32 { return uint32(d.Addr >> q.shift) }
 // Addr returns the UMEM offset of frame f, for a tx descriptor.
 func (q *Queue) Addr(f uint32) uint64 { return uint64(f) << q.shift }
 
-// Refill moves free frames onto the fill ring, as many as fit, and returns
-// how many it moved.
+// Refill moves free frames onto the fill ring, as many as fit, once the
+// ring has run a batch below full, and returns how many it moved.
 func (q *Queue) Refill() int {
+	// Top the ring up in batches: reading the kernel's consumer index
+	// and publishing ours move cache lines between CPUs, once per batch
+	// instead of once per frame. The kernel still holds all but a batch.
+	if q.pool.Count(PlaceFill) > q.cfg.FillSize-min(refillBatch, q.cfg.FillSize/4) {
+		return 0
+	}
 	want := min(uint32(q.pool.Free()), q.fill.Free())
 	if want == 0 {
 		if q.pool.Free() == 0 {
@@ -181,6 +187,10 @@ func (q *Queue) Refill() int {
 	q.fill.Submit(got)
 	return int(got)
 }
+
+// refillBatch is how far the fill ring may run below full before Refill
+// tops it up.
+const refillBatch = 32
 
 // Receive takes up to len(descs) received frames from the rx ring into descs
 // and returns how many it took. The frames are then held by the owner, who
