@@ -27,10 +27,10 @@
 // Hosts.ClientCPU, the server's on Hosts.ServerCPU. Only those threads are
 // pinned, never the process: confining the Go runtime's own threads to a
 // busy core multiplies tail latency. tcp-gonet runs on ordinary
-// goroutines, as a Go program using net would; so does sdx-busy, whose
-// spinning is done by each provider's own poller goroutine. In sdx-adaptive
-// the goroutine blocked in a verb becomes the poller, so its thread is
-// pinned.
+// goroutines, as a Go program using net would. In sdx-busy and
+// sdx-adaptive the goroutine blocked in a verb becomes the poller and
+// spins, so its thread is pinned; the providers' dedicated poller
+// goroutines are not.
 //
 // # Bounds
 //

@@ -18,11 +18,11 @@ import (
 // Bind, Listen, Accept, Connect, Send, Recv, Shutdown, CloseSocket).
 //
 // sdx-busy runs each provider in PollBusy: its dedicated poller goroutine
-// spins for the provider's lifetime and the application's goroutines park
-// in the blocking verbs; they are not pinned, the Go scheduler places them
-// and the pollers. sdx-adaptive runs PollAdaptive: a goroutine blocked in
-// a verb takes the poller role itself and spins for a while, so its thread
-// is pinned like the other spinning systems'.
+// spins whenever no verb holds the poller role. sdx-adaptive runs
+// PollAdaptive. In both, a goroutine blocked in a verb takes the poller
+// role itself and spins (busy: until its call completes; adaptive: for
+// Config.Spin, then sleeps), so the client's and the server's threads are
+// pinned like the other spinning systems'; the dedicated pollers are not.
 type sdxSystem struct {
 	name string
 	mode provider.PollMode
@@ -39,7 +39,7 @@ func newSDX(name string, mode provider.PollMode) *sdxSystem {
 func (s *sdxSystem) Name() string                     { return s.name }
 func (*sdxSystem) Kind() Kind                         { return Stream }
 func (*sdxSystem) MaxMessage() int                    { return 0 }
-func (s *sdxSystem) Pinned() bool                     { return s.mode == provider.PollAdaptive }
+func (s *sdxSystem) Pinned() bool                     { return true }
 func (s *sdxSystem) Modes() (xdpMode, xskMode string) { return s.xdpMode, s.xskMode }
 
 func (s *sdxSystem) Open(h *Hosts) (err error) {

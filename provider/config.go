@@ -27,10 +27,10 @@ const (
 	// blocked in a blocking verb takes the role inline and spins itself,
 	// so a request-response exchange has one spinner per process, not a
 	// hand-off to the poller and back. The inline holder yields its CPU
-	// on every turn of the spin, as the dedicated poller does: busy-mode
-	// goroutines are not pinned, and two providers' spinners may share
-	// the CPUs with the goroutines they complete. The hand-back of the
-	// role is as in adaptive mode.
+	// as in adaptive mode: when it woke a goroutine, when another wants
+	// the role, and at least once a millisecond; the dedicated poller
+	// yields on every turn. The hand-back of the role is as in adaptive
+	// mode.
 	PollBusy
 )
 
