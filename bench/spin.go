@@ -70,12 +70,13 @@ type spinListener struct {
 	sock *sys.SpinSocket
 	addr netip.AddrPort
 	b    *Bound
-	w    spinWait
 }
 
+// Accept and Dial run on different goroutines, Dial on several at once:
+// each call spins with a waiter of its own.
+
 func (l *spinListener) Accept() (Conn, error) {
-	l.w.b = l.b
-	c, err := l.sock.Accept(l.w.reset(l.b.deadline))
+	c, err := l.sock.Accept(&spinWait{b: l.b, until: l.b.deadline})
 	if err != nil {
 		return nil, spinErr("tcp-spin: accept", err)
 	}
@@ -83,8 +84,7 @@ func (l *spinListener) Accept() (Conn, error) {
 }
 
 func (l *spinListener) Dial() (Conn, error) {
-	l.w.b = l.b
-	c, err := sys.DialTCP(l.addr, l.w.reset(l.b.deadline))
+	c, err := sys.DialTCP(l.addr, &spinWait{b: l.b, until: l.b.deadline})
 	if err != nil {
 		return nil, spinErr("tcp-spin", err)
 	}
@@ -156,26 +156,27 @@ func (s *udpSpinSystem) Pair(b *Bound) (client, server Conn, err error) {
 	return newFDConn(cs, Datagram, b), newFDConn(ss, Datagram, b), nil
 }
 
-// fdConn is a spinning kernel socket as a bench Conn.
+// fdConn is a spinning kernel socket as a bench Conn. Its sends and its
+// receives may run on two goroutines at once: each side has its waiter.
 type fdConn struct {
-	sock *sys.SpinSocket
-	kind Kind
-	b    *Bound
-	w    spinWait
+	sock   *sys.SpinSocket
+	kind   Kind
+	b      *Bound
+	sw, rw spinWait
 }
 
 func newFDConn(s *sys.SpinSocket, kind Kind, b *Bound) *fdConn {
-	return &fdConn{sock: s, kind: kind, b: b, w: spinWait{b: b}}
+	return &fdConn{sock: s, kind: kind, b: b, sw: spinWait{b: b}, rw: spinWait{b: b}}
 }
 
 func (c *fdConn) Send(p []byte) error {
-	return c.sock.Write(p, c.w.reset(c.b.deadline))
+	return c.sock.Write(p, c.sw.reset(c.b.deadline))
 }
 
 func (c *fdConn) Recv(p []byte) (int, error) { return c.RecvUntil(p, c.b.deadline) }
 
 func (c *fdConn) RecvUntil(p []byte, t time.Time) (int, error) {
-	return c.sock.Read(p, c.w.reset(t))
+	return c.sock.Read(p, c.rw.reset(t))
 }
 
 func (c *fdConn) CloseWrite() error { return c.sock.CloseWrite() }
