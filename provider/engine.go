@@ -535,9 +535,7 @@ func pow2(n int) int {
 func (e *engine) accept(l *endpoint) *endpoint {
 	for l.state == StateListening && len(l.backlog) > 0 {
 		c := l.backlog[0]
-		copy(l.backlog, l.backlog[1:])
-		l.backlog[len(l.backlog)-1] = nil
-		l.backlog = l.backlog[:len(l.backlog)-1]
+		l.backlog = removeEndpoint(l.backlog, c)
 		c.parent = nil
 		if c.state == StateFailed {
 			e.release(c)
