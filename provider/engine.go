@@ -329,21 +329,11 @@ func (e *engine) lookup(id uint32) *endpoint {
 // endpoint must not be used afterwards.
 func (e *engine) release(ep *endpoint) {
 	if ep.starved {
-		for i, s := range e.starved {
-			if s == ep {
-				e.starved = append(e.starved[:i], e.starved[i+1:]...)
-				break
-			}
-		}
+		e.starved = removeEndpoint(e.starved, ep)
 		ep.starved = false
 	}
 	if ep.rwaiting {
-		for i, s := range e.rwait {
-			if s == ep {
-				e.rwait = append(e.rwait[:i], e.rwait[i+1:]...)
-				break
-			}
-		}
+		e.rwait = removeEndpoint(e.rwait, ep)
 		ep.rwaiting = false
 	}
 	e.dropData(ep)

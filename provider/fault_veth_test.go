@@ -105,20 +105,30 @@ type streamResult struct {
 	elapsed time.Duration
 }
 
-// sendStream sends size seeded bytes from a to b over one new connection,
-// ends the stream, and checks on b that exactly those bytes arrived in
-// order (SHA-256 of the stream). Both sockets are closed at the end.
-func sendStream(p, q *Provider, s, r Socket, seed uint64, size int64) (streamResult, error) {
-	type drained struct {
-		sum [32]byte
-		n   int64
-		err error
-	}
+// drained is what drainAsync's receiver got: the stream's SHA-256 and
+// length, and the error that ended it.
+type drained struct {
+	sum [32]byte
+	n   int64
+	err error
+}
+
+// drainAsync receives r's stream on q until it ends, on a goroutine of
+// its own, and delivers what it got.
+func drainAsync(q *Provider, r Socket) <-chan drained {
 	got := make(chan drained, 1)
 	go func() {
 		sum, n, err := drainSum(func(b []byte) (int, error) { return q.Recv(r, b) }, 64<<10)
 		got <- drained{sum, n, err}
 	}()
+	return got
+}
+
+// sendStream sends size seeded bytes from a to b over one new connection,
+// ends the stream, and checks on b that exactly those bytes arrived in
+// order (SHA-256 of the stream). Both sockets are closed at the end.
+func sendStream(p, q *Provider, s, r Socket, seed uint64, size int64) (streamResult, error) {
+	got := drainAsync(q, r)
 	start := time.Now()
 	want, err := seededSend(func(b []byte) (int, error) { return p.Send(s, b) }, seed, size, 61<<10)
 	if err == nil {

@@ -304,16 +304,7 @@ func (fc *floodClient) percentiles() string {
 // stream runs a seeded stream from p's s to q's r until stop, then ends it
 // and reports whether the receiver got exactly what was sent.
 func runStream(p, q *Provider, s, r Socket, seed uint64, stop <-chan struct{}, progress *atomic.Int64) (int64, error) {
-	type drained struct {
-		sum [32]byte
-		n   int64
-		err error
-	}
-	got := make(chan drained, 1)
-	go func() {
-		sum, n, err := drainSum(func(b []byte) (int, error) { return q.Recv(r, b) }, 64<<10)
-		got <- drained{sum, n, err}
-	}()
+	got := drainAsync(q, r)
 	src := rand.NewChaCha8([32]byte{byte(seed), 's'})
 	h := sha256.New()
 	buf := make([]byte, 16<<10)

@@ -353,6 +353,19 @@ func (p *Provider) pollOnce(now int64) bool {
 	if e.runTimers(now) {
 		worked = true
 	}
+	if p.settle() {
+		worked = true
+	}
+	// Output the link had no room for is retried at once, not after a
+	// sleep.
+	return worked || len(e.output) > 0
+}
+
+// settle reacts to the engine's events and sends what they queued; it
+// reports whether there was anything to do.
+func (p *Provider) settle() bool {
+	e := p.eng
+	worked := false
 	if len(e.changed) > 0 {
 		p.processChanged()
 		worked = true
@@ -363,9 +376,7 @@ func (p *Provider) pollOnce(now int64) bool {
 	if len(e.changed) > 0 {
 		p.processChanged()
 	}
-	// Output the link had no room for is retried at once, not after a
-	// sleep.
-	return worked || len(e.output) > 0
+	return worked
 }
 
 func (p *Provider) drainSubmissions() bool {

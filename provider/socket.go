@@ -134,16 +134,7 @@ func (p *Provider) call(o *op) {
 		p.apply(o)
 		p.leave()
 		// What o queued goes out before the link is looked at.
-		e := p.eng
-		if len(e.changed) > 0 {
-			p.processChanged()
-		}
-		if len(e.output) > 0 {
-			e.transmit()
-			if len(e.changed) > 0 {
-				p.processChanged()
-			}
-		}
+		p.settle()
 		if !o.ready() {
 			p.pollLoop(o, false, 0)
 		}
