@@ -168,3 +168,43 @@ func TestEngineConnectFlood(t *testing.T) {
 		t.Errorf("after the listener's close: %d endpoints, %d half-open", e.nEps, e.st.halfOpen.Load())
 	}
 }
+
+// TestEngineConfirmationRepeated loses the connector's answer to the
+// accept and every repeated accept after it. A connector with nothing to
+// send still gets its connection to the acceptor's backlog: it repeats
+// its confirmation as a probe on the retransmission timer until the
+// acceptor answers, instead of leaving the half-open connection to expire.
+func TestEngineConfirmationRepeated(t *testing.T) {
+	v := newVNet(t, 7, Faults{Delay: 50 * time.Microsecond}, testEngineConfig(), 2)
+	accepts, acks := 0, 0
+	v.net.SetFaults(Faults{Delay: 50 * time.Microsecond, Drop: func(from, _ netip.Addr, d []byte) bool {
+		switch {
+		case from == v.addr(1) && Opcode(d[1]) == OpAccept:
+			accepts++
+			return accepts > 1
+		case from == v.addr(0) && Opcode(d[1]) == OpAck:
+			acks++
+			return acks == 1
+		}
+		return false
+	}})
+	e := v.hosts[1]
+	l := v.listen(1, 80, 4)
+	c := v.dial(0, 1, 80)
+	if c.state != StateEstablished {
+		t.Fatalf("connect: %v %v", c.state, c.err)
+	}
+	v.run(10*time.Second, func() bool { return len(l.backlog) == 1 || len(l.half) == 0 })
+	if len(l.backlog) != 1 || e.st.halfOpenExpired.Load() != 0 {
+		t.Fatalf("backlog %d, half-open %d, expired %d: the connection never reached the backlog", len(l.backlog), len(l.half), e.st.halfOpenExpired.Load())
+	}
+	// Once the acceptor has answered, the connector stops repeating.
+	v.run(time.Second, func() bool { return !c.confirming })
+	probes := v.hosts[0].st.probesOut.Load()
+	v.run(time.Second, func() bool { return v.net.Queued() == 0 })
+	end := v.now + int64(time.Second)
+	v.run(2*time.Second, func() bool { return v.now >= end })
+	if n := v.hosts[0].st.probesOut.Load(); n != probes || c.rtoAt != 0 {
+		t.Errorf("the connector went on probing (%d probes, then %d; timer %d) after the acceptor answered", probes, n, c.rtoAt)
+	}
+}

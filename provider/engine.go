@@ -128,6 +128,7 @@ type endpoint struct {
 	halfOpen   bool        // a child in its listener's half list
 	tries      int         // accepts a half-open child has sent
 	cookie     uint64      // a connector's cookie from the listener's retry; 0: none
+	confirming bool        // a connector not yet heard from since the accept: its answer may be lost
 
 	// Send side: segs is a ring; the first sent segments from shead are in
 	// flight, the rest queued.
@@ -1126,6 +1127,13 @@ func (e *engine) input(from netip.Addr, b []byte) {
 		}
 		return
 	}
+	if ep.confirming && h.Op != OpAccept {
+		// The acceptor has our connection.
+		ep.confirming = false
+		if ep.sent == 0 && ep.slen == 0 {
+			ep.rtoAt = 0
+		}
+	}
 	switch {
 	case ep.halfOpen:
 		// The connector answered our accept: it is at its address.
@@ -1164,13 +1172,18 @@ func (e *engine) established(ep *endpoint, h *Header) {
 		e.rttSample(ep, e.now-ep.synSent)
 	}
 	ep.rto = e.rtoValue(ep)
-	ep.rtoAt = 0
 	ep.synOnce = false
-	e.schedule(ep, e.keepaliveAt(ep))
 	e.notify(ep, evConnected|evWritable)
 	// The third frame of the handshake: the acceptor hands the
-	// connection to its application only once it hears from us.
+	// connection to its application only once it hears from us. Until
+	// the acceptor sends anything but an accept (it answers the
+	// confirmation with its window), the retransmission timer repeats
+	// the confirmation as a probe: a connector with nothing to send must
+	// not leave its acceptor's half-open connection to expire.
 	e.ackSoon(ep, true)
+	ep.confirming = true
+	ep.rtoAt = e.now + ep.rto
+	e.schedule(ep, min(ep.rtoAt, e.keepaliveAt(ep)))
 }
 
 // onRetry answers a listener's retry: the connect request goes again at
@@ -1904,8 +1917,8 @@ func (e *engine) onRTO(ep *endpoint) {
 	e.st.rtoExpiries.Add(1)
 	mask := len(ep.segs) - 1
 	if ep.sent == 0 {
-		if ep.slen > 0 && ep.segs[ep.shead].seq+uint64(ep.segs[ep.shead].n) > ep.sndRight {
-			// Zero window: probe.
+		if ep.confirming || ep.slen > 0 && ep.segs[ep.shead].seq+uint64(ep.segs[ep.shead].n) > ep.sndRight {
+			// Zero window, or a confirmation not yet answered: probe.
 			e.sendCtl(ep, OpProbe, ReasonNone)
 			ep.rto = min(2*ep.rto, int64(e.cfg.MaxRTO))
 			ep.rtoAt = e.now + ep.rto

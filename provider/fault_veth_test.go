@@ -151,6 +151,10 @@ func sendStream(p, q *Provider, s, r Socket, seed uint64, size int64) (streamRes
 	return res, nil
 }
 
+// acceptBound is how long connectPair waits for B's Accept after A's
+// connect: twice the default dead-peer bound.
+const acceptBound = 2 * 10 * time.Second
+
 // connectPair dials from a and accepts on b.
 func (hp *hopPair) connectPair(t testing.TB, ln Socket) (Socket, Socket) {
 	t.Helper()
@@ -163,7 +167,13 @@ func (hp *hopPair) connectPair(t testing.TB, ln Socket) (Socket, Socket) {
 		acc <- s
 	}()
 	s := hp.dial(t)
-	r := <-acc
+	var r Socket
+	select {
+	case r = <-acc:
+	case <-time.After(acceptBound):
+		// The provider's Cleanup aborts the Accept.
+		t.Fatalf("connected, but no connection reached B's Accept within %v", acceptBound)
+	}
 	if r == 0 {
 		t.FailNow()
 	}

@@ -478,10 +478,13 @@ func floodConnects(t *testing.T, subnet uint8, silentAfter time.Duration, maxSil
 	}
 	floodTime := time.Since(start)
 	streamedDuring := progress.Load() - streamed0
-	// Let B catch up, then stop the application.
+	// Let B catch up, then stop the application. The flood's half-open
+	// connections go by themselves once their accepts are unanswered.
 	time.Sleep(200 * time.Millisecond)
 	raw.receive(count)
 	sample()
+	waitWithin(t, "B's half-open connections to expire", 5*time.Second, func() bool { return hp.b.Stats().HalfOpen == 0 })
+	raw.receive(count)
 	close(stopClient)
 	<-clientDone
 	close(stop)
