@@ -3,6 +3,8 @@ package sdx
 import (
 	"net"
 	"time"
+
+	"github.com/sdx-project/sdx/provider"
 )
 
 // Graceful disconnect lives in the switch, as in Windows Sockets Direct:
@@ -28,25 +30,19 @@ import (
 // after Close, or sits unread at Close, resets the connection at once, as
 // kernel TCP does.
 //
-// Two limits come from the provider's interface (docs/SWITCH.md): a
-// switch cannot learn that its disconnect was acknowledged, nor be told of
-// a reset after the peer's disconnect (FD_CLOSE is posted once), so the
-// second closer polls with a receive, backing off to closePoll; and when
-// both sides half-close at the same moment, each takes itself for the
-// first closer, so a reader still draining the other's data may see
-// ECONNRESET instead of the last bytes.
-
-// closePoll bounds the second closer's wait between two looks for the
-// first closer's reset.
-const closePoll = 10 * time.Millisecond
+// The provider tells the switch how the exchange stands (WaitEnd: the
+// peer's disconnect arrived, ours was acknowledged, data arrived, the
+// connection failed), so neither closer polls. One limit remains: when
+// both sides half-close at the same moment, each takes itself for the first
+// closer, so a reader still draining the other's data may see ECONNRESET
+// instead of the last bytes.
 
 func (c *sconn) Close() error {
 	if !c.closing.CompareAndSwap(false, true) {
 		return c.opErr("close", net.ErrClosed)
 	}
 	close(c.closedCh)
-	c.rdl.stop()
-	c.wdl.stop()
+	c.wake()
 	switch l := c.linger.Load(); {
 	case l == 0:
 		c.abort()
@@ -69,32 +65,16 @@ func (c *sconn) routineClose(deadline time.Time) {
 	c.disconnect(deadline)
 }
 
-// disconnect is the graceful close: every posted send into the provider,
-// the disconnect after the data, the exchange described above, then the
-// hard close. At deadline, or when the stack closes, it resets the
-// connection instead.
+// disconnect is the graceful close: the disconnect after the data (every
+// Write has returned, so the provider holds all of it), the exchange
+// described above, then the hard close. At deadline, or when the stack
+// closes (it wakes rw), it resets the connection instead.
 func (c *sconn) disconnect(deadline time.Time) {
 	defer c.abort()
-	expire := make(chan struct{})
-	timer := time.AfterFunc(time.Until(deadline), func() { close(expire) })
-	defer timer.Stop()
-
 	c.wmu.lock()
-	for c.wn > 0 && c.werr == nil {
-		select {
-		case <-c.wdone:
-			c.takeSendLocked()
-		case <-expire:
-			c.wmu.unlock()
-			return
-		case <-c.st.quit:
-			c.wmu.unlock()
-			return
-		}
-	}
 	ok := c.werr == nil
 	if ok && !c.wshut {
-		ok = c.shutdownLocked(expire, c.st.quit) == nil
+		ok = c.shutdownLocked(deadline) == nil
 	}
 	second := c.second
 	c.wmu.unlock()
@@ -104,62 +84,38 @@ func (c *sconn) disconnect(deadline time.Time) {
 
 	c.rmu.lock()
 	defer c.rmu.unlock()
-	backoff := 100 * time.Microsecond
-	var pause *time.Timer
-	defer func() {
-		if pause != nil {
-			pause.Stop()
-		}
-	}()
-	for {
+	if len(c.held) > 0 || c.rerr != nil {
+		return // unread data (reset, as TCP does), or nothing to wait for
+	}
+	// The first closer waits until the peer's disconnect has arrived and
+	// ours is acknowledged (the peer has everything); data that arrives
+	// meanwhile resets. The second closer waits for the first one's reset.
+	want := provider.End(0)
+	if !second {
+		want = provider.EndPeerFin | provider.EndFinAcked | provider.EndReadable
+	}
+	for !c.st.closed.Load() {
+		end, err := c.p.WaitEnd(c.sock, want, deadline, c.rw)
 		switch {
-		case c.unreadLocked():
-			return // unread data: reset, as TCP does
-		case c.rerr != nil:
-			return // reset by the peer, or failed: nothing to wait for
-		case !second && (c.reof || c.peerFIN.Load()):
-			return // first closer: the exchange is complete
-		}
-		if !c.rposted {
-			if c.reof {
-				// Second closer: a receive after the end of the stream
-				// completes at once; look again after a pause.
-				if pause == nil {
-					pause = time.NewTimer(backoff)
-				} else {
-					pause.Reset(backoff)
-				}
-				select {
-				case <-pause.C:
-				case <-expire:
-					return
-				case <-c.st.quit:
-					return
-				}
-				backoff = min(2*backoff, closePoll)
-				c.reof = false
-			}
-			c.postRecvLocked()
-			continue
-		}
-		select {
-		case <-c.rdone:
-			c.takeRecvLocked()
-		case <-expire:
+		case err == provider.ErrInterrupted:
+			continue // the stack may be closing: look again
+		case err != nil, end&(provider.EndFailed|provider.EndReadable) != 0:
 			return
-		case <-c.st.quit:
+		case end&provider.EndPeerFin != 0 && end&provider.EndFinAcked != 0:
 			return
 		}
+		// Wait for what is still missing.
+		want = provider.EndReadable | (provider.EndPeerFin|provider.EndFinAcked)&^end
 	}
 }
 
 // abort is the hard close: CloseSocket resets the peer, discards what is
-// unsent and completes the posted operations (with "aborted") before it
+// unsent and completes the pending operations (with "aborted") before it
 // returns; then the handle is forgotten.
 func (c *sconn) abort() {
 	if c.released.Swap(true) {
 		return
 	}
-	c.st.p.CloseSocket(c.sock)
+	c.p.CloseSocket(c.sock)
 	c.st.unregister(c.handle)
 }

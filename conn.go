@@ -165,8 +165,8 @@ func (m chanMutex) lockUnless(done <-chan struct{}) bool {
 	}
 }
 
-// result is the outcome of one posted operation, written by the poller
-// before the waiting side is signalled.
+// result is the outcome of a connect, written by the poller before cdone
+// is signalled.
 type result struct {
 	n   int
 	err error
@@ -174,18 +174,23 @@ type result struct {
 
 // sconn is a connection over the provider.
 //
-// Ownership: the read side (rbuf, roff, rend, rposted, reof, rerr) belongs
-// to the goroutine holding rmu, the write side (wbuf, whead, wn, werr,
-// wshut, second) to the one holding wmu; a closer takes wmu, then rmu
-// (lock order), never both with a provider call that waits for the
-// network. The poller writes only rres, wres and cres, before it signals
-// rdone, wdone and cdone, and the atomic peerFIN.
+// Data moves through the provider's direct verbs: Read receives straight
+// into the caller's slice and Write sends straight from it, each copying
+// once, between the caller's memory and the provider's buffers. The
+// goroutine blocked in Read or Write takes the poller role while it waits
+// when the role is free, so a request-response exchange runs without a
+// hand-off between goroutines. A Waiter per direction lets Close and the
+// deadline setters make a blocked call look again; nothing is lost when
+// it does (the provider withdraws the receive, or reports how much of a
+// send it took).
 //
-// At most one receive is posted at any time, into rbuf; it stays posted
-// across a read deadline and its data is returned by the next Read. Sends
-// are staged in sendSlots slices of wbuf, posted in order.
+// Ownership: the read side (held, reof, rerr) belongs to the goroutine
+// holding rmu, the write side (werr, wshut, second) to the one holding
+// wmu; a closer takes wmu, then rmu (lock order). The poller writes only
+// cres (before it signals cdone) and the atomic peerFIN.
 type sconn struct {
 	st     *Stack
+	p      *provider.Provider
 	sock   provider.Socket
 	handle uint64
 	laddr  *net.TCPAddr
@@ -193,7 +198,7 @@ type sconn struct {
 
 	// Lifecycle.
 	closing  atomic.Bool   // Close was called
-	closedCh chan struct{} // closed by Close: blocked Read and Write return
+	closedCh chan struct{} // closed by Close: lock waiters give up
 	linger   atomic.Int64  // seconds; negative: graceful in the background
 	peerFIN  atomic.Bool   // the peer's disconnect arrived
 	released atomic.Bool   // CloseSocket was called
@@ -203,89 +208,64 @@ type sconn struct {
 	cdone chan struct{}
 
 	// Read side.
-	rmu     chanMutex
-	rbuf    []byte
-	roff    int
-	rend    int
-	rposted bool
-	rspare  []byte // the posted receive's buffer when rbuf is busy (drain)
-	held    []byte // received after rbuf's data, not yet read (drain)
-	reof    bool
-	rerr    error
-	rres    result
-	rdone   chan struct{} // cap 1
-	rdl     deadline
+	rmu  chanMutex
+	rw   *provider.Waiter
+	rdl  deadline
+	held []byte // the rest of the peer's stream, taken out by a drain
+	reof bool
+	rerr error
 
 	// Write side.
 	wmu   chanMutex
-	wbuf  [sendSlots][]byte
-	wres  [sendSlots]result
-	whead int // oldest posted slot
-	wn    int // slots posted
+	ww    *provider.Waiter
+	wdl   deadline
 	werr  error
 	wshut bool // Shutdown was called
 	// second: the peer's disconnect had arrived before ours went out, so
 	// the peer closes the connection, not us (see disconnect).
 	second bool
-	wdone  chan struct{} // cap sendSlots
-	wdl    deadline
 }
 
 func newSConn(st *Stack, sock provider.Socket) *sconn {
 	c := &sconn{
 		st:       st,
+		p:        st.p,
 		sock:     sock,
 		closedCh: make(chan struct{}),
 		cdone:    make(chan struct{}, 1),
-		rbuf:     make([]byte, st.cfg.ReadBuffer),
-		rdone:    make(chan struct{}, 1),
-		wdone:    make(chan struct{}, sendSlots),
-		rdl:      newDeadline(),
-		wdl:      newDeadline(),
 		rmu:      newChanMutex(),
 		wmu:      newChanMutex(),
+		rw:       st.p.NewWaiter(),
+		ww:       st.p.NewWaiter(),
 	}
+	c.rdl.w, c.wdl.w = c.rw, c.ww
 	c.linger.Store(-1)
-	w := make([]byte, st.cfg.WriteBuffer)
-	n := len(w) / sendSlots
-	for i := range c.wbuf {
-		c.wbuf[i] = w[i*n : (i+1)*n : (i+1)*n]
-	}
 	c.handle = st.register(c)
 	return c
 }
 
-// start makes an established connection ready: its events and its first
-// receive, so data moves into the switch before the first Read.
+// start makes an established connection ready: the peer's disconnect is
+// noted as it arrives.
 func (c *sconn) start(local, peer netip.AddrPort) error {
 	c.laddr = net.TCPAddrFromAddrPort(local)
 	c.raddr = net.TCPAddrFromAddrPort(peer)
-	if err := c.st.p.EventSelect(c.sock, provider.FDClose, c.onEvent); err != nil {
-		return err
-	}
-	c.rmu.lock()
-	c.postRecvLocked()
-	err := c.rerr
-	c.rmu.unlock()
-	return err
+	return c.p.EventSelect(c.sock, provider.FDClose, c.onEvent)
 }
 
 func (c *sconn) ctx(tag uint64) uint64 { return c.handle<<ctxShift | tag }
 
-// complete runs on the poller.
+// complete runs on the poller: the connect's completion.
 func (c *sconn) complete(cp provider.Completion) {
-	r := result{cp.Bytes, cp.Err}
-	switch cp.Verb {
-	case provider.VerbRecv:
-		c.rres = r
-		c.rdone <- struct{}{}
-	case provider.VerbSend:
-		c.wres[cp.Context&(1<<ctxShift-1)-tagSend] = r
-		c.wdone <- struct{}{}
-	case provider.VerbConnect:
-		c.cres = r
+	if cp.Verb == provider.VerbConnect {
+		c.cres = result{cp.Bytes, cp.Err}
 		c.cdone <- struct{}{}
 	}
+}
+
+// wake makes blocked Read and Write calls look at the connection again.
+func (c *sconn) wake() {
+	c.rw.Wake()
+	c.ww.Wake()
 }
 
 // onEvent is the EventSelect callback; it runs on the poller.
@@ -317,116 +297,69 @@ func (c *sconn) Read(b []byte) (int, error) {
 		return 0, c.opErr("read", net.ErrClosed)
 	}
 	defer c.rmu.unlock()
-	if c.closing.Load() {
-		return 0, c.opErr("read", net.ErrClosed)
-	}
-	if len(b) == 0 {
+	if len(b) == 0 && !c.closing.Load() {
 		return 0, nil
 	}
 	for {
-		if c.rdl.passed() {
-			return 0, c.opErr("read", os.ErrDeadlineExceeded)
-		}
-		if c.roff < c.rend {
-			n := copy(b, c.rbuf[c.roff:c.rend])
-			c.roff += n
-			if c.roff == c.rend {
-				c.postRecvLocked() // an error waits for the next Read
-			}
-			return n, nil
-		}
-		if len(c.held) > 0 {
+		switch {
+		case c.closing.Load():
+			return 0, c.opErr("read", net.ErrClosed)
+		case len(c.held) > 0:
 			n := copy(b, c.held)
 			c.held = c.held[n:]
 			return n, nil
-		}
-		if c.reof {
+		case c.reof:
 			return 0, io.EOF
-		}
-		if c.rerr != nil {
+		case c.rerr != nil:
 			return 0, c.opErr("read", c.rerr)
 		}
-		if !c.rposted {
-			c.postRecvLocked()
-			continue
-		}
-		select {
-		case <-c.rdone:
-			c.takeRecvLocked()
-		case <-c.rdl.wait():
-			// The receive stays posted; its data goes to the next Read.
+		dl, passed := c.rdl.get()
+		if passed {
 			return 0, c.opErr("read", os.ErrDeadlineExceeded)
-		case <-c.closedCh:
-			return 0, c.opErr("read", net.ErrClosed)
+		}
+		n, err := c.p.RecvWait(c.sock, b, dl, c.rw)
+		switch {
+		case err == nil && n > 0:
+			return n, nil
+		case err == nil:
+			c.reof = true
+			c.peerFIN.Store(true)
+		case err == provider.ErrInterrupted || errors.Is(err, os.ErrDeadlineExceeded):
+			// Look again: closing, or a deadline moved or passed.
+		default:
+			c.rerr = c.connErr(err)
 		}
 	}
 }
-
-// postRecvLocked posts the connection's one receive: into rbuf when it is
-// empty, else (only while draining) into a spare buffer.
-func (c *sconn) postRecvLocked() {
-	if c.rposted || c.reof || c.rerr != nil {
-		return
-	}
-	buf := c.rbuf
-	c.rspare = nil
-	if c.roff < c.rend || len(c.held) > 0 {
-		c.rspare = make([]byte, len(c.rbuf))
-		buf = c.rspare
-	} else {
-		c.roff, c.rend = 0, 0
-	}
-	if err := c.st.p.PostRecv(c.sock, buf, c.st.cq, c.ctx(tagRecv)); err != nil {
-		c.rerr = c.connErr(err)
-		return
-	}
-	c.rposted = true
-}
-
-// takeRecvLocked takes the completed receive's result; rdone was
-// received.
-func (c *sconn) takeRecvLocked() {
-	c.rposted = false
-	r := c.rres
-	switch {
-	case r.err != nil:
-		c.rerr = c.connErr(r.err)
-	case r.n == 0:
-		c.reof = true
-		c.peerFIN.Store(true)
-	case c.rspare != nil:
-		c.held = append(c.held, c.rspare[:r.n]...)
-	default:
-		c.roff, c.rend = 0, r.n
-	}
-	c.rspare = nil
-}
-
-// unreadLocked reports whether received data waits to be read.
-func (c *sconn) unreadLocked() bool { return c.roff < c.rend || len(c.held) > 0 }
 
 // drainLocked takes what remains of the peer's stream, whose end has
 // arrived, out of the provider into the switch (held), so the peer's hard
 // close, which our disconnect will bring, cannot discard it. The peer's
 // disconnect follows all its data, so what remains is at most the
 // provider's receive buffer. The caller holds wmu; drainLocked takes rmu.
-func (c *sconn) drainLocked(expire, closed <-chan struct{}) error {
-	if !c.rmu.lockUnless(closed) {
+func (c *sconn) drainLocked(expire time.Time) error {
+	if !c.rmu.lockUnless(c.closedCh) {
 		return net.ErrClosed
 	}
 	defer c.rmu.unlock()
+	var buf [4096]byte
 	for !c.reof && c.rerr == nil {
-		if !c.rposted {
-			c.postRecvLocked()
-			continue
-		}
-		select {
-		case <-c.rdone:
-			c.takeRecvLocked()
-		case <-expire:
-			return os.ErrDeadlineExceeded
-		case <-closed:
+		if c.closing.Load() {
 			return net.ErrClosed
+		}
+		n, err := c.p.RecvWait(c.sock, buf[:], expire, c.rw)
+		switch {
+		case err == nil && n > 0:
+			c.held = append(c.held, buf[:n]...)
+		case err == nil:
+			c.reof = true
+		case err == provider.ErrInterrupted:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if !expire.IsZero() && !time.Now().Before(expire) {
+				return os.ErrDeadlineExceeded
+			}
+		default:
+			c.rerr = c.connErr(err)
 		}
 	}
 	return nil
@@ -439,77 +372,29 @@ func (c *sconn) Write(b []byte) (int, error) {
 		return 0, c.opErr("write", net.ErrClosed)
 	}
 	defer c.wmu.unlock()
-	if c.closing.Load() {
-		return 0, c.opErr("write", net.ErrClosed)
-	}
-	if c.wdl.passed() {
-		return 0, c.opErr("write", os.ErrDeadlineExceeded)
-	}
-	c.reapSendsLocked()
 	n := 0
 	for {
-		if c.werr != nil {
+		switch {
+		case c.closing.Load():
+			return n, c.opErr("write", net.ErrClosed)
+		case c.werr != nil:
 			return n, c.opErr("write", c.werr)
-		}
-		if c.wshut {
+		case c.wshut:
 			return n, c.opErr("write", syscall.EPIPE)
-		}
-		if n == len(b) {
+		case n == len(b):
 			return n, nil
 		}
-		if c.wn == sendSlots {
-			if err := c.waitSendLocked(c.wdl.wait()); err != nil {
-				return n, c.opErr("write", err)
-			}
-			continue
+		dl, passed := c.wdl.get()
+		if passed {
+			return n, c.opErr("write", os.ErrDeadlineExceeded)
 		}
-		slot := (c.whead + c.wn) % sendSlots
-		k := copy(c.wbuf[slot], b[n:])
-		if err := c.st.p.PostSend(c.sock, c.wbuf[slot][:k], c.st.cq, c.ctx(tagSend+uint64(slot))); err != nil {
-			c.werr = c.connErr(err)
-			continue
-		}
-		c.wn++
+		k, err := c.p.SendWait(c.sock, b[n:], dl, c.ww)
 		n += k
-	}
-}
-
-// waitSendLocked waits for the oldest posted send; it returns the reason
-// it stopped waiting (deadline, Close), or nil once a slot is free (a
-// send's error lands in werr).
-func (c *sconn) waitSendLocked(expire <-chan struct{}) error {
-	select {
-	case <-c.wdone:
-		c.takeSendLocked()
-		return nil
-	case <-expire:
-		return os.ErrDeadlineExceeded
-	case <-c.closedCh:
-		return net.ErrClosed
-	}
-}
-
-// reapSendsLocked takes the sends that have completed, without waiting,
-// so a failure shows at the next Write.
-func (c *sconn) reapSendsLocked() {
-	for c.wn > 0 {
-		select {
-		case <-c.wdone:
-			c.takeSendLocked()
+		switch {
+		case err == nil, err == provider.ErrInterrupted, errors.Is(err, os.ErrDeadlineExceeded):
 		default:
-			return
+			c.werr = c.connErr(err)
 		}
-	}
-}
-
-// takeSendLocked takes the oldest send's result (sends complete in the
-// order posted); wdone was received.
-func (c *sconn) takeSendLocked() {
-	r := c.wres[c.whead]
-	c.whead = (c.whead + 1) % sendSlots
-	c.wn--
-	if r.err != nil && c.werr == nil {
-		c.werr = c.connErr(r.err)
 	}
 }
 
@@ -524,58 +409,44 @@ func (c *sconn) CloseWrite() error {
 	if c.wshut {
 		return nil
 	}
-	for c.wn > 0 {
-		if err := c.waitSendLocked(c.wdl.wait()); err != nil {
-			return c.opErr("close", err)
-		}
-	}
 	if c.werr != nil {
 		return c.opErr("close", c.werr)
 	}
+	dl, _ := c.wdl.get()
 	if c.peerFIN.Load() {
 		// We close second: the peer resets once our disconnect arrives.
-		if err := c.drainLocked(c.wdl.wait(), c.closedCh); err != nil {
+		if err := c.drainLocked(dl); err != nil {
 			return c.opErr("close", err)
 		}
 	}
-	if err := c.shutdownLocked(c.wdl.wait(), c.closedCh); err != nil {
+	if err := c.shutdownLocked(dl); err != nil {
 		return c.opErr("close", c.connErr(err))
 	}
 	return nil
 }
 
 // shutdownLocked sends the disconnect after the data, noting whether the
-// peer's came first. Every posted send has completed. The provider refuses
-// a disconnect with ENOBUFS while the connection's send ring is full (many
-// small sends in flight); it is tried again, backing off, until it is
-// taken or expire or closed says to give up.
-func (c *sconn) shutdownLocked(expire, closed <-chan struct{}) error {
+// peer's came first. The provider refuses a disconnect with ENOBUFS while
+// the connection's send ring is full (many small sends in flight); it is
+// tried again, backing off, until it is taken, expire passes, or the
+// connection or the stack closes.
+func (c *sconn) shutdownLocked(expire time.Time) error {
 	c.second = c.peerFIN.Load()
 	backoff := 50 * time.Microsecond
-	var pause *time.Timer
-	defer func() {
-		if pause != nil {
-			pause.Stop()
-		}
-	}()
 	for {
-		err := c.st.p.Shutdown(c.sock)
+		err := c.p.Shutdown(c.sock)
 		if !errors.Is(err, syscall.ENOBUFS) {
 			if err == nil {
 				c.wshut = true
 			}
 			return err
 		}
-		if pause == nil {
-			pause = time.NewTimer(backoff)
-		} else {
-			pause.Reset(backoff)
+		if !expire.IsZero() && !time.Now().Add(backoff).Before(expire) {
+			return os.ErrDeadlineExceeded
 		}
 		select {
-		case <-pause.C:
-		case <-expire:
-			return os.ErrDeadlineExceeded
-		case <-closed:
+		case <-time.After(backoff):
+		case <-c.st.quit:
 			return net.ErrClosed
 		}
 		backoff = min(2*backoff, 5*time.Millisecond)

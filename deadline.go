@@ -1,68 +1,39 @@
 package sdx
 
 import (
-	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/sdx-project/sdx/provider"
 )
 
-// deadline is one direction's deadline as a channel that is closed when
-// it passes, so a blocked Read or Write can select on it together with its
-// completion. Setting it again re-arms it; any goroutine may call set
-// and wait.
+// deadline is one direction's deadline: the time, and the Waiter of the
+// direct verb that direction blocks in, so a new deadline reaches a call
+// already waiting. Any goroutine may call set and get.
 type deadline struct {
-	mu     sync.Mutex // protects timer and expired
-	timer  *time.Timer
-	expire chan struct{} // closed when the deadline has passed
+	at atomic.Int64 // Unix nanoseconds; 0: none
+	w  *provider.Waiter
 }
-
-func newDeadline() deadline { return deadline{expire: make(chan struct{})} }
 
 // set arms the deadline for t; the zero time means none, a time in the
-// past expires it at once.
+// past expires it at once. A blocked call looks at it again.
 func (d *deadline) set(t time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.timer != nil && !d.timer.Stop() {
-		<-d.expire // the timer fired: wait for its close
+	var ns int64
+	if !t.IsZero() {
+		ns = max(t.UnixNano(), 1)
 	}
-	d.timer = nil
-	passed := closed(d.expire)
-	if t.IsZero() {
-		if passed {
-			d.expire = make(chan struct{})
-		}
-		return
-	}
-	if dur := time.Until(t); dur > 0 {
-		if passed {
-			d.expire = make(chan struct{})
-		}
-		ch := d.expire
-		d.timer = time.AfterFunc(dur, func() { close(ch) })
-		return
-	}
-	if !passed {
-		close(d.expire)
-	}
+	d.at.Store(ns)
+	d.w.Wake()
 }
 
-// wait returns a channel that is closed once the deadline has passed.
-func (d *deadline) wait() <-chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.expire
-}
-
-// passed reports whether the deadline has passed.
-func (d *deadline) passed() bool { return closed(d.wait()) }
-
-// stop releases the timer.
-func (d *deadline) stop() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.timer != nil {
-		d.timer.Stop()
+// get returns the deadline (zero: none) and whether it has passed.
+func (d *deadline) get() (time.Time, bool) {
+	ns := d.at.Load()
+	if ns == 0 {
+		return time.Time{}, false
 	}
+	t := time.Unix(0, ns)
+	return t, !time.Now().Before(t)
 }
 
 func closed(ch <-chan struct{}) bool {

@@ -17,21 +17,11 @@ import (
 
 // Defaults of a Stack's Config.
 const (
-	// DefaultReadBuffer is the switch's receive buffer per connection: the
-	// one receive a connection keeps posted to the provider.
-	DefaultReadBuffer = 64 << 10
-	// DefaultWriteBuffer is the switch's send staging per connection,
-	// split between two sends posted at a time.
-	DefaultWriteBuffer = 64 << 10
 	// DefaultCloseTimeout bounds a graceful close that runs in the
 	// background (SetLinger with a negative value, the default): after it
 	// the connection is reset. It is Linux's tcp_fin_timeout.
 	DefaultCloseTimeout = 60 * time.Second
 )
-
-// sendSlots is how many sends one connection keeps posted at most; Write
-// fills one slot while the previous one drains into the provider.
-const sendSlots = 2
 
 // Config places a Stack on a network interface.
 type Config struct {
@@ -61,10 +51,6 @@ type Config struct {
 	// Link field is ignored. Zero fields take the provider's defaults.
 	Provider provider.Config
 
-	// ReadBuffer and WriteBuffer are the switch's own buffers per
-	// connection (defaults DefaultReadBuffer and DefaultWriteBuffer), on
-	// top of the provider's Config.RecvBuffer and Config.SendBuffer.
-	ReadBuffer, WriteBuffer int
 	// CloseTimeout bounds a background graceful close (default
 	// DefaultCloseTimeout).
 	CloseTimeout time.Duration
@@ -75,11 +61,13 @@ type Config struct {
 // namespace for the kernel TCP side. Dialers and listeners use it; it is
 // safe for use by any goroutine.
 //
-// A Stack owns the provider's one completion queue. Completions are
-// consumed on the poller, in the queue's notify function, and handed to
-// the connection or listener named by the completion's context (a
-// handle), which is woken through a channel. Nothing that runs there
-// takes a lock that is held across a provider call.
+// A Stack owns the provider's one completion queue, for connects and
+// accepts. Completions are consumed on the poller, in the queue's notify
+// function, and handed to the connection or listener named by the
+// completion's context (a handle), which is woken through a channel.
+// Nothing that runs there takes a lock that is held across a provider
+// call. Connections move data through the provider's direct verbs, not
+// the queue.
 type Stack struct {
 	cfg     Config
 	p       *provider.Provider
@@ -116,22 +104,14 @@ type handler interface {
 // Completion contexts carry the handle in the high bits and a tag.
 const (
 	ctxShift   = 8
-	tagRecv    = 0
 	tagConnect = 1
 	tagAccept  = 2
-	tagSend    = 4 // + slot
 )
 
 // NewStack starts a provider on the interface of cfg (or on cfg.Link) and
 // returns the stack. Package-level Dial and Listen use the open stacks;
 // Close releases it.
 func NewStack(cfg Config) (_ *Stack, err error) {
-	if cfg.ReadBuffer <= 0 {
-		cfg.ReadBuffer = DefaultReadBuffer
-	}
-	if cfg.WriteBuffer < sendSlots {
-		cfg.WriteBuffer = DefaultWriteBuffer
-	}
 	if cfg.CloseTimeout <= 0 {
 		cfg.CloseTimeout = DefaultCloseTimeout
 	}
@@ -185,9 +165,9 @@ func NewStack(cfg Config) (_ *Stack, err error) {
 	if maxSockets <= 0 {
 		maxSockets = 4096 // the provider's default
 	}
-	// A connection has at most one receive and sendSlots sends posted (a
-	// connect before them); a listener one accept.
-	if s.cq, err = s.p.NewCompletionQueue(pow2(maxSockets*(1+sendSlots)), s.onCompletion); err != nil {
+	// A connection posts at most its connect, a listener one accept; data
+	// moves through the direct verbs.
+	if s.cq, err = s.p.NewCompletionQueue(pow2(maxSockets), s.onCompletion); err != nil {
 		s.p.Cleanup()
 		return nil, fmt.Errorf("sdx: %w", err)
 	}
@@ -281,6 +261,15 @@ func (s *Stack) Close() error {
 	for _, l := range ls {
 		l.Close()
 	}
+	// Background closers and blocked calls look again and find the stack
+	// closed.
+	s.hmu.RLock()
+	for _, h := range s.handles {
+		if c, ok := h.(*sconn); ok {
+			c.wake()
+		}
+	}
+	s.hmu.RUnlock()
 	s.bg.Wait()
 	err := s.p.Cleanup()
 	if s.res != nil {

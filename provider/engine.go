@@ -1347,6 +1347,7 @@ func (e *engine) onAck(ep *endpoint, h *Header) {
 			}
 			if s.fin {
 				ep.finAcked = true
+				e.notify(ep, evWritable) // a graceful close waits for it
 			}
 			if s.buf != noBuf {
 				e.freeBuf(s.buf)

@@ -164,6 +164,8 @@ const (
 	opClose
 	opEventSelect
 	opGetName
+	opCancel  // withdraw target, a pending direct op
+	opWaitEnd // complete when the connection's end matches arg (End bits)
 )
 
 // op is one request to the poller: a verb's arguments, its progress while
@@ -171,17 +173,19 @@ const (
 // written by the submitting goroutine before submission and by the poller
 // after it; done hands them back.
 type op struct {
-	kind  opKind
-	s     Socket
-	live  bool // the descriptor was live at submission: a close after it aborts the op
-	buf   []byte
-	addr  netip.AddrPort
-	arg   int
-	ctx   uint64
-	cq    *CompletionQueue
-	sock  *socket // opClose, opDup: the socket, resolved before the descriptor died
-	evFn  func(Socket, Event, error)
-	evSet Event
+	kind   opKind
+	s      Socket
+	live   bool // the descriptor was live at submission: a close after it aborts the op
+	buf    []byte
+	addr   netip.AddrPort
+	arg    int
+	ctx    uint64
+	cq     *CompletionQueue
+	sock   *socket // opClose, opDup: the socket, resolved before the descriptor died
+	evFn   func(Socket, Event, error)
+	evSet  Event
+	intr   *Waiter // direct verbs: a wake makes the op ready to withdraw
+	target *op     // opCancel: the op to withdraw
 
 	// Poller-owned while pending.
 	progress  int
@@ -198,6 +202,7 @@ type op struct {
 	done    atomic.Bool
 	waiting atomic.Bool
 	wake    chan struct{}
+	timer   *time.Timer // the parked caller's, kept with the op so parking allocates once
 
 	// Pool.
 	idx      uint32
@@ -205,11 +210,39 @@ type op struct {
 	heap     bool // allocated outside the pool (CloseSocket when the pool is empty)
 }
 
-func (o *op) ready() bool { return o.done.Load() }
+func (o *op) ready() bool { return o.done.Load() || o.intr != nil && o.intr.woken.Load() }
 func (o *op) park(timeout time.Duration) {
 	o.waiting.Store(true)
-	if !o.done.Load() {
-		parkChan(o.wake, timeout)
+	if !o.ready() {
+		var intr chan struct{}
+		if o.intr != nil {
+			intr = o.intr.ch
+		}
+		if timeout < 0 {
+			select {
+			case <-o.wake:
+			case <-intr:
+			}
+		} else {
+			if o.timer == nil {
+				o.timer = time.NewTimer(timeout)
+			} else {
+				o.timer.Reset(timeout)
+			}
+			select {
+			case <-o.wake:
+			case <-intr:
+			case <-o.timer.C:
+			}
+			o.timer.Stop()
+		}
+		if intr != nil && o.intr.woken.Load() {
+			// The wake stays pending for take; leave its token too.
+			select {
+			case o.intr.ch <- struct{}{}:
+			default:
+			}
+		}
 	}
 	o.waiting.Store(false)
 }
@@ -259,6 +292,7 @@ func (p *opPool) get() *op {
 // put clears the op's references and returns it to the pool.
 func (p *opPool) put(o *op) {
 	o.buf, o.cq, o.sock, o.evFn, o.err, o.next = nil, nil, nil, nil, nil, nil
+	o.intr, o.target = nil, nil
 	o.addr, o.arg, o.ctx, o.evSet = netip.AddrPort{}, 0, 0, 0
 	o.progress, o.completed = 0, false
 	o.n, o.res, o.local, o.peer = 0, 0, netip.AddrPort{}, netip.AddrPort{}
@@ -290,6 +324,28 @@ func (l *opList) push(o *op) {
 	}
 	l.tail = o
 	l.n++
+}
+
+// remove takes o out of the list; false if it is not there.
+func (l *opList) remove(o *op) bool {
+	var prev *op
+	for x := l.head; x != nil; prev, x = x, x.next {
+		if x != o {
+			continue
+		}
+		if prev == nil {
+			l.head = x.next
+		} else {
+			prev.next = x.next
+		}
+		if l.tail == x {
+			l.tail = prev
+		}
+		x.next = nil
+		l.n--
+		return true
+	}
+	return false
 }
 
 func (l *opList) pop() *op {

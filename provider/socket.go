@@ -37,6 +37,7 @@ type socket struct {
 
 	sends, recvs, accepts opList
 	connect               *op
+	endWait               *op // a pending WaitEnd
 
 	evMask  Event
 	evFn    func(Socket, Event, error)
@@ -535,6 +536,10 @@ func (p *Provider) apply(o *op) {
 		}
 		p.complete(o, 0, err)
 		return
+	case opCancel:
+		p.withdraw(o.target)
+		p.complete(o, 0, nil)
+		return
 	case opDup:
 		if p.resolve(o.s) != o.sock {
 			p.dropRef(o.sock)
@@ -557,7 +562,7 @@ func (p *Provider) apply(o *op) {
 		// when it was submitted was cancelled by a close that came after
 		// it: that is an abort, not a use of a closed socket.
 		switch o.kind {
-		case opSend, opRecv, opAccept, opConnect:
+		case opSend, opRecv, opAccept, opConnect, opWaitEnd:
 			if o.live {
 				p.complete(o, 0, ErrAborted)
 				return
@@ -567,6 +572,7 @@ func (p *Provider) apply(o *op) {
 		return
 	}
 	ep := sock.ep
+	o.sock = sock // a direct verb's cancel finds the op through it
 	switch o.kind {
 	case opBind:
 		p.complete(o, 0, e.bind(ep, o.addr.Port()))
@@ -638,6 +644,16 @@ func (p *Provider) apply(o *op) {
 		sock.recvs.push(o)
 		sock.readEv = false
 		p.progressRecvs(sock)
+	case opWaitEnd:
+		switch {
+		case !ep.state.HasPeer():
+			p.complete(o, 0, ErrNotConn)
+		case sock.endWait != nil:
+			p.complete(o, 0, ErrAlready)
+		default:
+			sock.endWait = o
+			p.progressEnd(sock)
+		}
 	default:
 		panic("provider: unknown op")
 	}
@@ -708,6 +724,7 @@ func (p *Provider) progress(sock *socket, ev uint8) {
 			p.notify(sock, FDWrite, nil)
 		}
 	}
+	p.progressEnd(sock)
 	if !sock.closeEv {
 		switch {
 		case ep.state == StateFailed && ev&evFailed != 0:
@@ -811,6 +828,10 @@ func (p *Provider) closeSocket(sock *socket) error {
 	aborted := p.scratch[:0]
 	if o := sock.connect; o != nil {
 		sock.connect = nil
+		aborted = append(aborted, o)
+	}
+	if o := sock.endWait; o != nil {
+		sock.endWait = nil
 		aborted = append(aborted, o)
 	}
 	for _, l := range []*opList{&sock.accepts, &sock.recvs, &sock.sends} {
