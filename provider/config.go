@@ -32,6 +32,15 @@ const (
 	// yields on every turn. The hand-back of the role is as in adaptive
 	// mode.
 	PollBusy
+	// PollPark never spins: a goroutine that waits (a blocked verb, or
+	// the dedicated poller) parks at once, in the Go runtime's netpoller
+	// on the AF_XDP socket when it holds the poller role, on a channel
+	// otherwise, exactly as a goroutine blocked on a kernel socket does.
+	// Cost: no CPU while nothing arrives, whatever the number of
+	// connections; each wake-up pays the runtime's netpoller and
+	// scheduler (microseconds), where a spinning poller pays nothing.
+	// It suits programs with more runnable goroutines than cores.
+	PollPark
 )
 
 func (m PollMode) String() string {
@@ -40,6 +49,8 @@ func (m PollMode) String() string {
 		return "adaptive"
 	case PollBusy:
 		return "busy"
+	case PollPark:
+		return "park"
 	}
 	return "PollMode(?)"
 }
@@ -54,7 +65,7 @@ type Config struct {
 	// Mode is the polling mode (default PollAdaptive).
 	Mode PollMode
 	// Spin is how long an adaptive poller keeps spinning after its last
-	// work before it sleeps (default 50µs).
+	// work before it sleeps (default 50µs; PollPark: always 0).
 	Spin time.Duration
 
 	// MaxSockets is the size of the descriptor table (default 4096).
@@ -117,6 +128,9 @@ func (c *Config) setDefaults() {
 		}
 	}
 	defd(&c.Spin, 50*time.Microsecond)
+	if c.Mode == PollPark {
+		c.Spin = 0
+	}
 	def(&c.MaxSockets, 4096)
 	def(&c.MaxConnections, 2*c.MaxSockets)
 	def(&c.MaxBacklog, d.MaxBacklog)
@@ -137,8 +151,8 @@ func (c *Config) validate() error {
 	switch {
 	case c.Link == nil:
 		return configErr("Config.Link is nil: pass the Link to send through (OpenXDPLink, or a MemNetwork's NewLink)")
-	case c.Mode != PollAdaptive && c.Mode != PollBusy:
-		return configErr("Config.Mode %d is unknown: use PollAdaptive or PollBusy", c.Mode)
+	case c.Mode != PollAdaptive && c.Mode != PollBusy && c.Mode != PollPark:
+		return configErr("Config.Mode %d is unknown: use PollAdaptive, PollBusy or PollPark", c.Mode)
 	case c.Spin < 0:
 		return configErr("Config.Spin %v is negative", c.Spin)
 	case c.MaxSockets < 0 || c.MaxSockets > 1<<24:

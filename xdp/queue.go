@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -39,9 +40,19 @@ type Queue struct {
 	fillAddrs, compAddrs           []uint64
 	rxDescs, txDescs               []Desc
 
-	// Stopping a poller blocked in poll(2): Wake writes the eventfd.
-	wake *os.File
-	pfds [2]unix.PollFd
+	// Waiting. The socket is also registered with Go's netpoller (np, a
+	// duplicate of fd), so Wait parks the goroutine as a kernel socket's
+	// Read does, instead of holding a thread in poll(2). Wake sets woken
+	// and moves np's read deadline to the past, which ends a Wait in
+	// progress. Where the netpoller cannot take the socket, Wait uses
+	// poll(2) on fd and the wake eventfd.
+	np      *os.File
+	npRaw   syscall.RawConn
+	npFirst bool               // owner's: the next npReady call is Read's first look
+	npFn    func(uintptr) bool // npReady, bound once
+	woken   atomic.Bool
+	wake    *os.File
+	pfds    [2]unix.PollFd
 
 	closed atomic.Bool
 	stats  Stats
@@ -108,8 +119,43 @@ func Open(cfg Config) (_ *Queue, err error) {
 	}
 	q.wake = os.NewFile(uintptr(efd), "xdp-wake")
 	q.pfds = [2]unix.PollFd{{Fd: int32(q.fd), Events: unix.POLLIN}, {Fd: int32(efd), Events: unix.POLLIN}}
+	q.openNetpoll()
 	q.Refill()
 	return q, nil
+}
+
+// openNetpoll registers a duplicate of the socket with Go's netpoller. It
+// is not an error when that fails: Wait then uses poll(2).
+func (q *Queue) openNetpoll() {
+	nfd, err := unix.FcntlInt(uintptr(q.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	// The socket's file status is shared with fd; every call sdx makes on
+	// it (sendto and recvfrom kicks) is non-blocking already.
+	if err := unix.SetNonblock(nfd, true); err != nil {
+		unix.Close(nfd)
+		return
+	}
+	f := os.NewFile(uintptr(nfd), "xdp-socket")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return
+	}
+	q.np, q.npRaw = f, rc
+	q.npFn = q.npReady
+}
+
+// npReady is the netpoller's readiness callback: on its first call it
+// reports whether Wait can return at once, on later ones (the socket
+// became readable, or the deadline moved) that it can.
+func (q *Queue) npReady(uintptr) bool {
+	if q.npFirst {
+		q.npFirst = false
+		return q.rx.Available() > 0 || q.woken.Load()
+	}
+	return true
 }
 
 func (q *Queue) initRings() {
@@ -298,9 +344,41 @@ func (q *Queue) needWakeup(m mapping) bool {
 	return atomic.LoadUint32(m.flag)&unix.XDP_RING_NEED_WAKEUP != 0
 }
 
-// Wait blocks in poll(2) until the rx ring has frames, Wake is called, or the
-// timeout passes (negative: no timeout). It reports whether Wake was called.
+// Wait blocks until the rx ring has frames, Wake is called, or the timeout
+// passes (negative: no timeout). It reports whether Wake was called. The
+// goroutine parks in Go's netpoller, so a Wait costs no thread.
 func (q *Queue) Wait(timeout time.Duration) (woken bool, err error) {
+	if q.np == nil {
+		return q.waitPoll(timeout)
+	}
+	var dl time.Time
+	if timeout >= 0 {
+		dl = time.Now().Add(timeout)
+	}
+	// The deadline first, then the flag: a Wake after the look at the flag
+	// moves the deadline after this set, and ends the Read below.
+	q.np.SetReadDeadline(dl)
+	if q.woken.Swap(false) {
+		return true, nil
+	}
+	q.npFirst = true
+	err = q.npRaw.Read(q.npFn)
+	if q.woken.Swap(false) {
+		return true, nil
+	}
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false, fmt.Errorf("xdp: wait: %w", err)
+	}
+	if err == nil && q.rx.Available() == 0 {
+		// Readable with nothing to read: the socket may have failed
+		// (interface gone), which only poll(2) tells.
+		return q.waitPoll(0)
+	}
+	return false, nil
+}
+
+// waitPoll is Wait in poll(2), on the socket and the wake eventfd.
+func (q *Queue) waitPoll(timeout time.Duration) (woken bool, err error) {
 	ms := -1
 	if timeout >= 0 {
 		ms = int((timeout + time.Millisecond - 1) / time.Millisecond)
@@ -332,9 +410,17 @@ func (q *Queue) Wake() {
 	if q.closed.Load() {
 		return
 	}
+	if q.np != nil {
+		q.woken.Store(true)
+		q.np.SetReadDeadline(aLongTimeAgo)
+		return
+	}
 	one := [8]byte{1}
 	q.wake.Write(one[:]) // a full counter already wakes the poller
 }
+
+// aLongTimeAgo is a deadline in the past, that ends a wait at once.
+var aLongTimeAgo = time.Unix(1, 0)
 
 // Close drains and accounts for every frame, then releases the socket and
 // the memory: it takes back completed sends (waiting briefly for the kernel
@@ -396,6 +482,9 @@ func (q *Queue) release() error {
 	if q.fd >= 0 {
 		errs = append(errs, unix.Close(q.fd))
 		q.fd = -1
+	}
+	if q.np != nil {
+		errs = append(errs, q.np.Close())
 	}
 	if q.wake != nil {
 		errs = append(errs, q.wake.Close())
