@@ -61,14 +61,19 @@ func vethBed(t testing.TB) *testbed.Bed {
 	return testbed.New(t, testbed.Options{})
 }
 
-// vethStack attaches a stack to a testbed host.
-func vethStack(t testing.TB, h *testbed.Host) *Stack {
+// vethStack attaches a stack to a testbed host; tweak, if not nil,
+// adjusts its configuration.
+func vethStack(t testing.TB, h *testbed.Host, tweak ...func(*Config)) *Stack {
 	t.Helper()
-	s, err := NewStack(Config{
+	cfg := Config{
 		Netns: h.NS, Interface: h.If,
 		Provider:     provider.Config{Timeout: 5 * time.Second, MaxSockets: 256, Buffers: 2048},
 		CloseTimeout: 5 * time.Second,
-	})
+	}
+	for _, f := range tweak {
+		f(&cfg)
+	}
+	s, err := NewStack(cfg)
 	if err != nil {
 		t.Fatalf("stack on %s: %v", h.NS, err)
 	}
@@ -81,10 +86,15 @@ func vethStack(t testing.TB, h *testbed.Host) *Stack {
 }
 
 // vethHosts builds the testbed with a stack on each end.
-func vethHosts(t testing.TB) *hosts {
+func vethHosts(t testing.TB, tweak ...func(*Config)) *hosts {
 	t.Helper()
 	bed := vethBed(t)
-	return &hosts{a: vethStack(t, &bed.A), b: vethStack(t, &bed.B), bed: bed}
+	return &hosts{a: vethStack(t, &bed.A, tweak...), b: vethStack(t, &bed.B, tweak...), bed: bed}
+}
+
+// withMode sets the stacks' polling mode.
+func withMode(m provider.PollMode) func(*Config) {
+	return func(c *Config) { c.Provider.Mode = m }
 }
 
 // each runs f over both kinds of hosts: the in-memory network always, the

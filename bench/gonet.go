@@ -53,17 +53,19 @@ type gonetListener struct {
 func (l *gonetListener) Accept() (Conn, error) {
 	c, err := l.ln.AcceptTCP()
 	if err != nil {
-		return nil, gonetErr(l.b, err)
+		return nil, netErr("tcp-gonet", l.b, err)
 	}
-	return newGonetConn(c, l.b), nil
+	c.SetNoDelay(true)
+	return newNetConn("tcp-gonet", c, l.b), nil
 }
 
 func (l *gonetListener) Dial() (Conn, error) {
 	c, err := net.DialTCP("tcp4", nil, l.ln.Addr().(*net.TCPAddr))
 	if err != nil {
-		return nil, gonetErr(l.b, err)
+		return nil, netErr("tcp-gonet", l.b, err)
 	}
-	return newGonetConn(c, l.b), nil
+	c.SetNoDelay(true)
+	return newNetConn("tcp-gonet", c, l.b), nil
 }
 
 func (l *gonetListener) Close() error {
@@ -71,44 +73,51 @@ func (l *gonetListener) Close() error {
 	return l.ln.Close()
 }
 
-// gonetConn is one end of a Go net TCP connection.
-type gonetConn struct {
-	c *net.TCPConn
-	b *Bound
+// netConn is one end of a net.Conn: Go net TCP, or sdx through its
+// switch.
+type netConn struct {
+	name string
+	c    net.Conn
+	b    *Bound
 }
 
-func newGonetConn(c *net.TCPConn, b *Bound) *gonetConn {
-	c.SetNoDelay(true)
+func newNetConn(name string, c net.Conn, b *Bound) *netConn {
 	c.SetDeadline(b.Deadline())
-	return &gonetConn{c: c, b: b}
+	return &netConn{name: name, c: c, b: b}
 }
 
-func (c *gonetConn) Send(p []byte) error {
+func (c *netConn) Send(p []byte) error {
 	_, err := c.c.Write(p)
-	return gonetErr(c.b, err)
+	return netErr(c.name, c.b, err)
 }
 
-func (c *gonetConn) Recv(p []byte) (int, error) {
+func (c *netConn) Recv(p []byte) (int, error) {
 	n, err := c.c.Read(p)
 	if err == io.EOF {
 		return n, io.EOF
 	}
-	return n, gonetErr(c.b, err)
+	return n, netErr(c.name, c.b, err)
 }
 
-func (c *gonetConn) CloseWrite() error { return c.c.CloseWrite() }
-func (c *gonetConn) Close() error      { return c.c.Close() }
+func (c *netConn) CloseWrite() error {
+	if cw, ok := c.c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
 
-// gonetErr turns the errors that mean "the run is over" (deadline passed,
+func (c *netConn) Close() error { return c.c.Close() }
+
+// netErr turns the errors that mean "the run is over" (deadline passed,
 // socket closed once the run was stopped) into ErrStopped.
-func gonetErr(b *Bound, err error) error {
+func netErr(name string, b *Bound, err error) error {
 	if err == nil {
 		return nil
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) || (b.Stopped() && errors.Is(err, net.ErrClosed)) {
 		return ErrStopped
 	}
-	return fmt.Errorf("tcp-gonet: %w", err)
+	return fmt.Errorf("%s: %w", name, err)
 }
 
 // pairByListen connects a stream system's client and server through a

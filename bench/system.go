@@ -151,6 +151,8 @@ func recvFull(c Conn, p []byte) error {
 // references, then the floor.
 func Systems() []System {
 	return []System{
+		newSwitchSystem("sdx-conn", 0),
+		newSwitchSystem("sdx-conn-park", provider.PollPark),
 		newSDX("sdx-busy", provider.PollBusy),
 		newSDX("sdx-adaptive", provider.PollAdaptive),
 		&gonetSystem{},

@@ -124,6 +124,7 @@ func (p *Provider) direct(kind opKind, s Socket, buf []byte, arg int, deadline t
 	if !deadline.IsZero() {
 		dl = max(p.nanotime()+int64(time.Until(deadline)), 1)
 	}
+	idle := false
 	if !p.stopping.Load() && p.tryToken() {
 		now := p.nanotime()
 		p.eng.now = now
@@ -132,7 +133,7 @@ func (p *Provider) direct(kind opKind, s Socket, buf []byte, arg int, deadline t
 		p.leave()
 		p.settle()
 		if !o.ready() && (dl == 0 || now < dl) {
-			p.pollLoop(o, false, dl)
+			idle = p.pollLoop(o, false, dl)
 		}
 		p.releaseToken(now)
 	} else {
@@ -140,7 +141,7 @@ func (p *Provider) direct(kind opKind, s Socket, buf []byte, arg int, deadline t
 		p.leave()
 	}
 	if !o.ready() {
-		p.await(o, dl)
+		p.awaitFrom(o, dl, idle)
 	}
 	o.intr = nil
 	if !o.done.Load() {

@@ -41,6 +41,8 @@ type Provider struct {
 	// The poller role.
 	token      atomic.Bool  // held by the goroutine running the poll loop
 	want       atomic.Int32 // goroutines blocked in a verb that would take the role
+	parked     atomic.Int32 // goroutines parked until an operation completes
+	dedicated  atomic.Bool  // the role holder is routinePoller, which gives way when asked
 	sleeping   atomic.Bool  // the holder is (about to be) in link.Wait
 	pollerWake chan struct{}
 	pollerDone chan struct{}
@@ -150,8 +152,9 @@ func (p *Provider) tryToken() bool { return !p.token.Load() && p.token.CompareAn
 // at its next call, and waking a goroutine costs a CPU the other side of
 // the exchange may be spinning on. The parked poller looks for a free role
 // every pollerCheckMin instead, backing off to pollerCheckMax while the
-// role stays taken. A holder that kept the role longer than longHold, or
-// leaves submissions behind, wakes it at once.
+// role stays taken. A holder that kept the role longer than longHold,
+// leaves submissions behind, or leaves goroutines parked on operations
+// that only a poller can complete, wakes it at once.
 const (
 	pollerCheckMin = 200 * time.Microsecond
 	pollerCheckMax = 50 * time.Millisecond
@@ -161,7 +164,7 @@ const (
 // releaseToken gives up the role taken inline at heldSince (nanotime).
 func (p *Provider) releaseToken(heldSince int64) {
 	p.token.Store(false)
-	if p.nanotime()-heldSince > int64(longHold) || p.subq.Len() > 0 || p.stopping.Load() {
+	if p.nanotime()-heldSince > int64(longHold) || p.subq.Len() > 0 || p.parked.Load() > 0 || p.stopping.Load() {
 		p.wakePoller()
 	}
 }
@@ -181,7 +184,9 @@ func (p *Provider) routinePoller() {
 	for !p.stopping.Load() {
 		if p.tryToken() {
 			check = pollerCheckMin
+			p.dedicated.Store(true)
 			p.pollLoop(nil, true, 0)
+			p.dedicated.Store(false)
 			p.token.Store(false)
 			if p.want.Load() == 0 && !p.stopping.Load() {
 				continue // the goroutine that wanted the role gave up
@@ -209,22 +214,28 @@ type waitable interface {
 // await blocks until w is ready, or the deadline (nanotime; 0: none)
 // passes. It takes the poller role when it can and polls until w is
 // ready; otherwise it asks the holder for the role, spins a little, and
-// parks.
-func (p *Provider) await(w waitable, deadline int64) {
+// parks. A goroutine that gave the role up to another because it had
+// nothing to do (see pollLoop) parks at once and does not ask for the
+// role back: the goroutine it gave way to, or the dedicated poller after
+// it, completes w.
+func (p *Provider) await(w waitable, deadline int64) { p.awaitFrom(w, deadline, false) }
+
+// awaitFrom is await for a goroutine that may have just given way (idle).
+func (p *Provider) awaitFrom(w waitable, deadline int64, idle bool) {
 	wanted := false
-	spinUntil := int64(0)
+	spinUntil, handover := int64(0), int64(0)
 	for !w.ready() {
 		now := p.nanotime()
 		if deadline != 0 && now >= deadline {
 			break
 		}
-		if !p.stopping.Load() {
+		if !p.stopping.Load() && !idle {
 			if p.tryToken() {
 				if wanted {
 					wanted = false
 					p.want.Add(-1)
 				}
-				p.pollLoop(w, false, deadline)
+				idle = p.pollLoop(w, false, deadline)
 				p.releaseToken(now)
 				continue
 			}
@@ -236,8 +247,17 @@ func (p *Provider) await(w waitable, deadline int64) {
 		}
 		if spinUntil == 0 {
 			spinUntil = now + int64(p.cfg.Spin)
+			handover = now + int64(handoverWait)
 		}
-		if now < spinUntil {
+		if now < spinUntil && !idle && (p.cfg.Mode == PollBusy || !crowded(now)) {
+			runtime.Gosched()
+			continue
+		}
+		if wanted && now < handover && p.dedicated.Load() {
+			// The dedicated poller gives the role up as soon as it looks,
+			// and we will then wait for w in the link ourselves: one
+			// wake-up when w's input arrives instead of two (the poller's,
+			// then ours). This is not spinning on the network.
 			runtime.Gosched()
 			continue
 		}
@@ -246,16 +266,18 @@ func (p *Provider) await(w waitable, deadline int64) {
 		if wanted {
 			wanted = false
 			p.want.Add(-1)
-			if !p.token.Load() {
-				p.wakePoller()
-			}
+		}
+		p.parked.Add(1)
+		if !p.token.Load() {
+			p.wakePoller()
 		}
 		timeout := time.Duration(-1)
 		if deadline != 0 {
 			timeout = time.Duration(deadline - now)
 		}
 		w.park(timeout)
-		spinUntil = 0
+		p.parked.Add(-1)
+		spinUntil, idle = 0, false
 	}
 	if wanted {
 		p.want.Add(-1)
@@ -264,6 +286,10 @@ func (p *Provider) await(w waitable, deadline int64) {
 		}
 	}
 }
+
+// handoverWait bounds how long a goroutine that asked the dedicated poller
+// for the role waits for it before it parks.
+const handoverWait = 200 * time.Microsecond
 
 // yieldEvery is how long a spinning role holder runs at most without
 // letting other goroutines have its CPU.
@@ -287,16 +313,20 @@ func parkChan(ch chan struct{}, timeout time.Duration) {
 
 // pollLoop runs the poll loop as role holder until w is ready (inline),
 // or, for the dedicated poller, until another goroutine wants the role
-// (adaptive) or the provider stops.
-func (p *Provider) pollLoop(w waitable, dedicated bool, deadline int64) {
+// (adaptive) or the provider stops. An inline holder with nothing to do
+// that would sleep in the link while another goroutine wants the role
+// gives way to it instead, and reports so (idle): the other one has work
+// to apply at once, and its own wait may be long (an idle connection's
+// Read).
+func (p *Provider) pollLoop(w waitable, dedicated bool, deadline int64) (idle bool) {
 	e := p.eng
 	last := p.nanotime()
 	for {
 		if w != nil && w.ready() || p.stopping.Load() {
-			return
+			return false
 		}
 		if dedicated && p.want.Load() > 0 {
-			return
+			return false
 		}
 		now := p.nanotime()
 		if p.pollOnce(now) {
@@ -304,9 +334,9 @@ func (p *Provider) pollLoop(w waitable, dedicated bool, deadline int64) {
 			continue
 		}
 		if deadline != 0 && now >= deadline {
-			return
+			return false
 		}
-		if p.cfg.Mode == PollBusy || now-last < int64(p.cfg.Spin) {
+		if p.cfg.Mode == PollBusy || now-last < int64(p.cfg.Spin) && !crowded(now) {
 			// Spinning. The dedicated poller yields on every turn, so
 			// the goroutines it completes get a CPU even when every CPU
 			// spins. An inline holder, in either mode, yields only when
@@ -325,6 +355,9 @@ func (p *Provider) pollLoop(w waitable, dedicated bool, deadline int64) {
 			continue
 		}
 		// Idle: sleep in the link until input, a kick or the next timer.
+		if !dedicated && p.want.Load() > 0 {
+			return true
+		}
 		timeout := time.Second
 		if t, ok := e.nextTimer(); ok {
 			timeout = min(timeout, time.Duration(t-now))
@@ -438,3 +471,9 @@ func (p *Provider) Cleanup() error {
 	// The role stays taken: nothing runs the poll loop again.
 	return err
 }
+
+// Link returns the provider's link, for its own counters (an *XDPLink's
+// Stats, Queue and Steering). Like every use of the link outside the
+// poller, reading those is racy while the provider runs; it is meant for
+// reports.
+func (p *Provider) Link() Link { return p.link }

@@ -136,15 +136,16 @@ func (p *Provider) call(o *op) {
 		p.leave()
 		// What o queued goes out before the link is looked at.
 		p.settle()
+		idle := false
 		if !o.ready() {
-			p.pollLoop(o, false, 0)
+			idle = p.pollLoop(o, false, 0)
 		}
 		p.releaseToken(now)
 		if o.ready() {
 			return
 		}
-		// Stopping: the poller finishes o.
-		p.await(o, 0)
+		// Gave way, or stopping: another poller finishes o.
+		p.awaitFrom(o, 0, idle)
 		return
 	}
 	p.submit(o)

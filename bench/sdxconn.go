@@ -1,0 +1,134 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/sdx-project/sdx"
+	"github.com/sdx-project/sdx/internal/testbed"
+	"github.com/sdx-project/sdx/provider"
+)
+
+// sdxConnSystem is sdx as an application gets it: a Stack in each
+// namespace, sdx.ListenConfig and sdx.Dialer, then plain net.Conn Read and
+// Write, exactly as the README shows. Nothing is pinned, as in any program
+// using net; the provider polls in the stack's default mode (sdx-conn) or
+// in the mode named (sdx-conn-park).
+type sdxConnSystem struct {
+	name string
+	mode provider.PollMode
+	h    *Hosts
+	st   [2]*sdx.Stack // on A, on B
+
+	xdpMode, xskMode string
+}
+
+func newSwitchSystem(name string, mode provider.PollMode) *sdxConnSystem {
+	return &sdxConnSystem{name: name, mode: mode}
+}
+
+func (s *sdxConnSystem) Name() string                     { return s.name }
+func (*sdxConnSystem) Kind() Kind                         { return Stream }
+func (*sdxConnSystem) MaxMessage() int                    { return 0 }
+func (*sdxConnSystem) Pinned() bool                       { return false }
+func (s *sdxConnSystem) Modes() (xdpMode, xskMode string) { return s.xdpMode, s.xskMode }
+
+func (s *sdxConnSystem) Open(h *Hosts) (err error) {
+	s.h = h
+	defer func() {
+		if err != nil {
+			err = errors.Join(fmt.Errorf("%s: %w", s.name, err), s.Close())
+		}
+	}()
+	for i, host := range []*testbed.Host{&h.A, &h.B} {
+		if s.st[i], err = openStack(host, s.mode); err != nil {
+			return err
+		}
+		if i == 0 {
+			if l, ok := s.st[i].Provider().Link().(*provider.XDPLink); ok {
+				s.xdpMode, s.xskMode = l.Steering().Mode().String(), l.Queue().Mode().String()
+			}
+		}
+	}
+	return nil
+}
+
+// openStack starts a stack on host, retrying the short EBUSY that follows
+// the close of a previous socket on the same queue.
+func openStack(host *testbed.Host, mode provider.PollMode) (*sdx.Stack, error) {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		st, err := sdx.NewStack(sdx.Config{Netns: host.NS, Interface: host.If, Provider: provider.Config{Mode: mode}})
+		if err == nil || !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+			return st, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *sdxConnSystem) Close() error {
+	var errs []error
+	for i, st := range s.st {
+		if st != nil {
+			errs = append(errs, st.Close())
+			s.st[i] = nil
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *sdxConnSystem) Pair(b *Bound) (client, server Conn, err error) {
+	return pairByListen(s, s.h, b)
+}
+
+func (s *sdxConnSystem) Listen(b *Bound) (Listener, error) {
+	if s.st[1] == nil {
+		return nil, fmt.Errorf("%s: not open", s.name)
+	}
+	lc := sdx.ListenConfig{Stack: s.st[1], DisableFallback: true}
+	ln, err := lc.Listen(context.Background(), "tcp", net.JoinHostPort(s.h.B.Addr.String(), "0"))
+	if err != nil {
+		return nil, fmt.Errorf("%s: listen: %w", s.name, err)
+	}
+	l := &sdxConnListener{name: s.name, ln: ln, st: s.st[0], b: b}
+	l.unhook = b.OnStop(func() { ln.Close() })
+	return l, nil
+}
+
+type sdxConnListener struct {
+	name   string
+	ln     net.Listener
+	st     *sdx.Stack // the dialing side's
+	b      *Bound
+	unhook func()
+}
+
+func (l *sdxConnListener) Accept() (Conn, error) {
+	c, err := l.ln.Accept()
+	if err != nil {
+		return nil, netErr(l.name, l.b, err)
+	}
+	return newNetConn(l.name, c, l.b), nil
+}
+
+func (l *sdxConnListener) Dial() (Conn, error) {
+	d := sdx.Dialer{Stack: l.st, DisableFallback: true}
+	c, err := d.Dial("tcp", l.ln.Addr().String())
+	if err != nil {
+		return nil, netErr(l.name, l.b, err)
+	}
+	if p := c.(*sdx.Conn).Path(); p != sdx.PathSDX {
+		c.Close()
+		return nil, fmt.Errorf("%s: the dial took path %s", l.name, p)
+	}
+	return newNetConn(l.name, c, l.b), nil
+}
+
+func (l *sdxConnListener) Close() error {
+	l.unhook()
+	return l.ln.Close()
+}
