@@ -44,6 +44,19 @@ func (s *gonetSystem) Listen(b *Bound) (Listener, error) {
 	return l, nil
 }
 
+// NetListen gives net/http a kernel TCP listener in B and a dialer.
+func (s *gonetSystem) NetListen(b *Bound) (net.Listener, func() (net.Conn, error), error) {
+	var ln *net.TCPListener
+	if err := s.h.B.Do(func() (err error) {
+		ln, err = net.ListenTCP("tcp4", &net.TCPAddr{IP: s.h.B.Addr.AsSlice()})
+		return err
+	}); err != nil {
+		return nil, nil, fmt.Errorf("tcp-gonet: listen: %w", err)
+	}
+	addr := ln.Addr().(*net.TCPAddr)
+	return ln, func() (net.Conn, error) { return net.DialTCP("tcp4", nil, addr) }, nil
+}
+
 type gonetListener struct {
 	ln     *net.TCPListener
 	b      *Bound

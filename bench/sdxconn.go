@@ -86,17 +86,29 @@ func (s *sdxConnSystem) Pair(b *Bound) (client, server Conn, err error) {
 }
 
 func (s *sdxConnSystem) Listen(b *Bound) (Listener, error) {
-	if s.st[1] == nil {
-		return nil, fmt.Errorf("%s: not open", s.name)
-	}
-	lc := sdx.ListenConfig{Stack: s.st[1], DisableFallback: true}
-	ln, err := lc.Listen(context.Background(), "tcp", net.JoinHostPort(s.h.B.Addr.String(), "0"))
+	ln, _, err := s.NetListen(b)
 	if err != nil {
-		return nil, fmt.Errorf("%s: listen: %w", s.name, err)
+		return nil, err
 	}
 	l := &sdxConnListener{name: s.name, ln: ln, st: s.st[0], b: b}
 	l.unhook = b.OnStop(func() { ln.Close() })
 	return l, nil
+}
+
+// NetListen gives net/http an sdx listener in B and a dialer in A, both
+// sdx only.
+func (s *sdxConnSystem) NetListen(b *Bound) (net.Listener, func() (net.Conn, error), error) {
+	if s.st[1] == nil {
+		return nil, nil, fmt.Errorf("%s: not open", s.name)
+	}
+	lc := sdx.ListenConfig{Stack: s.st[1], DisableFallback: true}
+	ln, err := lc.Listen(context.Background(), "tcp", net.JoinHostPort(s.h.B.Addr.String(), "0"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: listen: %w", s.name, err)
+	}
+	d := sdx.Dialer{Stack: s.st[0], DisableFallback: true}
+	addr := ln.Addr().String()
+	return ln, func() (net.Conn, error) { return d.Dial("tcp", addr) }, nil
 }
 
 type sdxConnListener struct {

@@ -23,6 +23,7 @@ const (
 	Bulk     Workload = "bulk"     // one-way bytes over one or more connections
 	ConnRate Workload = "connrate" // connect + accept + close, one at a time
 	Idle     Workload = "idle"     // one connection open and quiet: what waiting costs
+	HTTP     Workload = "http"     // net/http keep-alive GETs from Conns clients, Size-byte bodies
 )
 
 // BulkChunk is the size of each write in the bulk workload; its CPU per
@@ -32,8 +33,8 @@ const BulkChunk = 64 << 10
 // Spec is one workload at one size and connection count.
 type Spec struct {
 	Workload Workload
-	Size     int // message bytes (rr, msgrate)
-	Conns    int // connections (bulk)
+	Size     int // message bytes (rr, msgrate), body bytes (http)
+	Conns    int // connections (bulk), client goroutines each with its connection (http)
 }
 
 func (s Spec) String() string {
@@ -44,6 +45,8 @@ func (s Spec) String() string {
 		return "connrate"
 	case Idle:
 		return "idle"
+	case HTTP:
+		return fmt.Sprintf("http %s %d client", SizeString(s.Size), s.Conns)
 	}
 	return fmt.Sprintf("%s %s", s.Workload, SizeString(s.Size))
 }
@@ -66,6 +69,8 @@ var Specs = []Spec{
 	{Workload: Bulk, Size: BulkChunk, Conns: 4},
 	{Workload: ConnRate, Conns: 1},
 	{Workload: Idle, Conns: 1},
+	{Workload: HTTP, Size: 64, Conns: 1},
+	{Workload: HTTP, Size: 64, Conns: 32},
 }
 
 // Applies reports whether spec can run over sys, and if not, why.
@@ -82,6 +87,10 @@ func Applies(sys System, spec Spec) (bool, string) {
 	case ConnRate:
 		if _, ok := sys.(Listening); !ok {
 			return false, "no connections"
+		}
+	case HTTP:
+		if _, ok := sys.(NetListening); !ok {
+			return false, "no net.Conn for net/http"
 		}
 	}
 	return true, ""
@@ -154,6 +163,8 @@ func UnitOf(w Workload) string {
 		return "conn/s"
 	case Idle:
 		return "%cpu"
+	case HTTP:
+		return "req/s"
 	}
 	return ""
 }
@@ -215,6 +226,8 @@ func Run(ctx context.Context, sys System, h *Hosts, spec Spec, bud Budget) (*Sam
 		err = r.connrate()
 	case Idle:
 		err = r.idle()
+	case HTTP:
+		err = r.httpRun()
 	default:
 		err = fmt.Errorf("bench: unknown workload %q", spec.Workload)
 	}

@@ -49,6 +49,7 @@ type Queue struct {
 	np      *os.File
 	npRaw   syscall.RawConn
 	npFirst bool               // owner's: the next npReady call is Read's first look
+	npArmed int64              // owner's: np's read deadline in Unix ns; -1 none, 0 unknown
 	npFn    func(uintptr) bool // npReady, bound once
 	woken   atomic.Bool
 	wake    *os.File
@@ -351,22 +352,43 @@ func (q *Queue) Wait(timeout time.Duration) (woken bool, err error) {
 	if q.np == nil {
 		return q.waitPoll(timeout)
 	}
-	var dl time.Time
-	if timeout >= 0 {
-		dl = time.Now().Add(timeout)
-	}
 	// The deadline first, then the flag: a Wake after the look at the flag
-	// moves the deadline after this set, and ends the Read below.
-	q.np.SetReadDeadline(dl)
+	// moves the deadline after this set, and ends the Read below. A
+	// deadline armed before that is still ahead and not later than this
+	// one's is kept: moving a runtime timer on every wait costs more than
+	// an early wake-up now and then.
+	now := time.Now()
+	want := int64(-1)
+	if timeout >= 0 {
+		want = now.Add(timeout).UnixNano()
+	}
+	ns := now.UnixNano()
+	keep := q.npArmed < 0 && want < 0 || q.npArmed > ns && (want < 0 || q.npArmed <= want)
+	if !keep {
+		var dl time.Time
+		if want >= 0 {
+			dl = time.Unix(0, want)
+		}
+		q.np.SetReadDeadline(dl)
+		q.npArmed = want
+	}
 	if q.woken.Swap(false) {
+		q.npArmed = 0 // Wake moved the deadline
 		return true, nil
 	}
 	q.npFirst = true
 	err = q.npRaw.Read(q.npFn)
 	if q.woken.Swap(false) {
+		q.npArmed = 0
 		return true, nil
 	}
-	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// Expired, or moved to the past by a Wake whose flag was taken
+		// by an earlier Wait: arm afresh next time.
+		q.npArmed = 0
+		err = nil
+	}
+	if err != nil {
 		return false, fmt.Errorf("xdp: wait: %w", err)
 	}
 	if err == nil && q.rx.Available() == 0 {

@@ -211,6 +211,11 @@ func columns(w bench.Workload) []column {
 		return []column{{"rate", "conn/s", true}, {"cpu_us_per_msg", "CPU µs/conn", true}}
 	case bench.Idle:
 		return []column{{"rate", "CPU % of one core", true}}
+	case bench.HTTP:
+		return []column{
+			{"p50_us", "p50 µs", true}, {"p99_us", "p99 µs", true}, {"p999_us", "p99.9 µs", true},
+			{"rate", "req/s", true}, {"cpu_us_per_msg", "CPU µs/req", true},
+		}
 	}
 	return nil
 }
@@ -230,6 +235,8 @@ func title(s bench.Spec) string {
 		return "Connection setup rate (connrate): connect + accept + close"
 	case bench.Idle:
 		return "Idle connection (idle): process CPU while one connection is open and quiet"
+	case bench.HTTP:
+		return fmt.Sprintf("net/http (http), %s bodies, HTTP/1.1 keep-alive, %d client goroutine(s), one connection each", bench.SizeString(s.Size), s.Conns)
 	}
 	return s.String()
 }
