@@ -21,6 +21,15 @@ const (
 	// background (SetLinger with a negative value, the default): after it
 	// the connection is reset. It is Linux's tcp_fin_timeout.
 	DefaultCloseTimeout = 60 * time.Second
+	// DefaultPollMode is how a stack's provider waits, unless
+	// Config.Provider.Mode says otherwise: parked in the Go runtime's
+	// netpoller, never spinning, as a goroutine blocked on a kernel
+	// socket waits. A program with more runnable goroutines than cores
+	// (an HTTP or RPC server) loses nothing to a spinner; a program that
+	// can give a core to each side of a latency-critical exchange gets
+	// lower latency from provider.PollAdaptive or PollBusy
+	// (docs/SWITCH.md, "Polling").
+	DefaultPollMode = provider.PollPark
 )
 
 // Config places a Stack on a network interface.
@@ -48,7 +57,8 @@ type Config struct {
 	Prefix netip.Prefix
 
 	// Provider tunes the provider (buffers, timers, polling mode); its
-	// Link field is ignored. Zero fields take the provider's defaults.
+	// Link field is ignored. Zero fields take the provider's defaults,
+	// except the polling mode: DefaultPollMode.
 	Provider provider.Config
 
 	// CloseTimeout bounds a background graceful close (default
@@ -157,6 +167,9 @@ func NewStack(cfg Config) (_ *Stack, err error) {
 	}()
 	pc := cfg.Provider
 	pc.Link = link
+	if pc.Mode == provider.PollDefault {
+		pc.Mode = DefaultPollMode
+	}
 	if s.p, err = provider.Startup(pc); err != nil {
 		link.Close()
 		return nil, fmt.Errorf("sdx: %w", err)

@@ -28,28 +28,37 @@ var httpBody = make([]byte, 64)
 // request's time is recorded. Nothing is pinned: this is a Go program as
 // its author would write it.
 func (r *runner) httpRun() error {
-	nl, _ := r.sys.(NetListening)
-	ln, dial, err := nl.NetListen(r.b)
-	if err != nil {
-		return err
-	}
 	body := httpBody[:r.s.Size]
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set("Content-Type", "application/octet-stream")
-			w.Write(body)
-		}),
-		ReadHeaderTimeout: r.bud.Setup + r.bud.Limit,
+	var (
+		url  string
+		dial func() (net.Conn, error)
+	)
+	if rh, ok := r.sys.(RemoteHTTP); ok {
+		url, dial = rh.HTTPServer()
+	} else {
+		nl, _ := r.sys.(NetListening)
+		ln, d, err := nl.NetListen(r.b)
+		if err != nil {
+			return err
+		}
+		url, dial = "http://"+ln.Addr().String()+"/", d
+		srv := &http.Server{
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "application/octet-stream")
+				w.Write(body)
+			}),
+			ReadHeaderTimeout: r.bud.Setup + r.bud.Limit,
+		}
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(ln) }()
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), r.bud.Setup)
+			defer cancel()
+			srv.Shutdown(ctx)
+			srv.Close()
+			<-served
+		}()
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), r.bud.Setup)
-		defer cancel()
-		srv.Shutdown(ctx)
-		srv.Close()
-		<-served
-	}()
 	// A connection is dialled in A's namespace, on a thread of its own,
 	// whichever goroutine of the transport asks for it.
 	tr := &http.Transport{
@@ -66,7 +75,6 @@ func (r *runner) httpRun() error {
 	}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: r.bud.Setup + r.bud.Limit}
-	url := "http://" + ln.Addr().String() + "/"
 	get := func() error {
 		resp, err := client.Get(url)
 		if err != nil {
@@ -99,7 +107,7 @@ func (r *runner) httpRun() error {
 	}
 	hists := make([]*Sample, r.s.Conns)
 	perClient := max(1, r.bud.Transactions/r.s.Conns)
-	cpu0, err := cpuTime()
+	cpu0, err := r.cpu()
 	if err != nil {
 		return err
 	}
@@ -126,7 +134,7 @@ func (r *runner) httpRun() error {
 	}
 	wg.Wait()
 	elapsed := time.Since(t0)
-	cpu1, err := cpuTime()
+	cpu1, err := r.cpu()
 	if err != nil {
 		return err
 	}

@@ -64,10 +64,15 @@ func (s *sdxSystem) Open(h *Hosts) (err error) {
 	return nil
 }
 
+// busyRetry bounds the retries of the EBUSY that follows the close of a
+// previous socket on the same queue: the kernel releases it after an RCU
+// grace period, which a loaded machine stretches to seconds.
+const busyRetry = 5 * time.Second
+
 // openLink opens an XDPLink on host, retrying the short EBUSY that follows
 // the close of a previous socket on the same queue.
 func openLink(host *testbed.Host) (*provider.XDPLink, error) {
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(busyRetry)
 	for {
 		l, err := provider.OpenXDPLink(provider.XDPLinkConfig{Netns: host.NS, Interface: host.If})
 		if err == nil || !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {

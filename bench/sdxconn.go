@@ -16,8 +16,8 @@ import (
 // sdxConnSystem is sdx as an application gets it: a Stack in each
 // namespace, sdx.ListenConfig and sdx.Dialer, then plain net.Conn Read and
 // Write, exactly as the README shows. Nothing is pinned, as in any program
-// using net; the provider polls in the stack's default mode (sdx-conn) or
-// in the mode named (sdx-conn-park).
+// using net; the provider polls in the stack's default mode (sdx-conn:
+// sdx.DefaultPollMode) or in the mode named (sdx-conn-adaptive).
 type sdxConnSystem struct {
 	name string
 	mode provider.PollMode
@@ -60,7 +60,7 @@ func (s *sdxConnSystem) Open(h *Hosts) (err error) {
 // openStack starts a stack on host, retrying the short EBUSY that follows
 // the close of a previous socket on the same queue.
 func openStack(host *testbed.Host, mode provider.PollMode) (*sdx.Stack, error) {
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(busyRetry)
 	for {
 		st, err := sdx.NewStack(sdx.Config{Netns: host.NS, Interface: host.If, Provider: provider.Config{Mode: mode}})
 		if err == nil || !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {

@@ -151,11 +151,13 @@ func recvFull(c Conn, p []byte) error {
 // references, then the floor.
 func Systems() []System {
 	return []System{
-		newSwitchSystem("sdx-conn", 0),
-		newSwitchSystem("sdx-conn-park", provider.PollPark),
+		newSwitchSystem("sdx-conn", provider.PollDefault),
+		newSwitchSystem("sdx-conn-adaptive", provider.PollAdaptive),
 		newSDX("sdx-busy", provider.PollBusy),
 		newSDX("sdx-adaptive", provider.PollAdaptive),
 		&gonetSystem{},
+		newTwoProc("sdx-conn"),
+		newTwoProc("tcp-gonet"),
 		&tcpSpinSystem{},
 		&udpSpinSystem{},
 		&xskSystem{},

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -75,6 +76,9 @@ var Specs = []Spec{
 
 // Applies reports whether spec can run over sys, and if not, why.
 func Applies(sys System, spec Spec) (bool, string) {
+	if w, ok := sys.(Workloads); ok && !slices.Contains(w.Workloads(), spec.Workload) {
+		return false, "the server end is another process's echo and HTTP server"
+	}
 	switch spec.Workload {
 	case RR, MsgRate:
 		if m := sys.MaxMessage(); m > 0 && spec.Size > m {
@@ -89,7 +93,8 @@ func Applies(sys System, spec Spec) (bool, string) {
 			return false, "no connections"
 		}
 	case HTTP:
-		if _, ok := sys.(NetListening); !ok {
+		_, remote := sys.(RemoteHTTP)
+		if _, ok := sys.(NetListening); !ok && !remote {
 			return false, "no net.Conn for net/http"
 		}
 	}
@@ -291,6 +296,18 @@ func start(ns string, cpu int, fn func() error) <-chan error {
 	return errc
 }
 
+// cpu returns the CPU time the run's processes have used so far, in ns:
+// this process's, and a two-process system's child's.
+func (r *runner) cpu() (int64, error) {
+	t, err := cpuTime()
+	if x, ok := r.sys.(interface{ ExtraCPU() (int64, error) }); ok && err == nil {
+		var c int64
+		c, err = x.ExtraCPU()
+		t += c
+	}
+	return t, err
+}
+
 // ended reports whether err only says the run is over.
 func ended(err error) bool {
 	return err == nil || err == io.EOF || errors.Is(err, ErrStopped)
@@ -335,7 +352,12 @@ func (r *runner) rr() error {
 	}
 	defer closeAll(c, s)
 	kind := r.sys.Kind()
-	srv := r.server(func() error { return echo(s, kind, size) })
+	srv := r.server(func() error {
+		if s == nil {
+			return nil // the server end runs in another process
+		}
+		return echo(s, kind, size)
+	})
 	r.s.Hist = NewHist()
 	cli := r.client(false, func() error {
 		defer c.CloseWrite() // a stream server sees EOF
@@ -366,7 +388,7 @@ func (r *runner) rrClient(c Conn, kind Kind, size int) error {
 		}
 		if i == warmup {
 			var err error
-			if cpu0, err = cpuTime(); err != nil {
+			if cpu0, err = r.cpu(); err != nil {
 				return err
 			}
 			t0 = time.Now()
@@ -393,7 +415,7 @@ func (r *runner) rrClient(c Conn, kind Kind, size int) error {
 			r.s.Count++
 		}
 	}
-	cpu1, err := cpuTime()
+	cpu1, err := r.cpu()
 	if err != nil {
 		return err
 	}
@@ -587,7 +609,7 @@ func (r *runner) msgrate() error {
 		sent.Store(int64(i))
 		return c.CloseWrite() // a stream server reads to EOF
 	})
-	cpu0, err := cpuTime()
+	cpu0, err := r.cpu()
 	if err != nil {
 		r.b.Stop()
 		return errors.Join(err, r.finish(cli, srv))
@@ -609,7 +631,7 @@ func (r *runner) msgrate() error {
 		r.b.Stop()
 	}
 	err = r.finish(srv, cli)
-	cpu1, cerr := cpuTime()
+	cpu1, cerr := r.cpu()
 	if err = errors.Join(err, cerr); err != nil {
 		return err
 	}
@@ -685,7 +707,7 @@ func (r *runner) bulk() error {
 			}
 		}))
 	}
-	cpu0, err := cpuTime()
+	cpu0, err := r.cpu()
 	if err != nil {
 		r.b.Stop()
 		close(begin)
@@ -700,7 +722,7 @@ func (r *runner) bulk() error {
 			r.b.Stop()
 		}
 	}
-	cpu1, err := cpuTime()
+	cpu1, err := r.cpu()
 	if err = errors.Join(append(errs, err)...); err != nil {
 		return err
 	}
@@ -752,7 +774,7 @@ func (r *runner) connrate() error {
 	cli := r.client(true, func() (err error) {
 		<-begin
 		var one [1]byte
-		if cpu0, err = cpuTime(); err != nil {
+		if cpu0, err = r.cpu(); err != nil {
 			return err
 		}
 		t0 = time.Now()
@@ -772,7 +794,7 @@ func (r *runner) connrate() error {
 			r.s.Count++
 		}
 		t1 = time.Now()
-		cpu1, err = cpuTime()
+		cpu1, err = r.cpu()
 		return err
 	})
 	close(begin)
@@ -810,6 +832,11 @@ func (r *runner) idle() error {
 	begin := make(chan struct{})
 	srv := r.server(func() error {
 		<-begin
+		if s == nil {
+			// The server end is another process's: it waits there; here
+			// the client waits for its answer to nothing.
+			s = c
+		}
 		buf := make([]byte, 64)
 		for {
 			if _, err := s.Recv(buf); err != nil {
@@ -817,7 +844,7 @@ func (r *runner) idle() error {
 			}
 		}
 	})
-	cpu0, err := cpuTime()
+	cpu0, err := r.cpu()
 	t0 := time.Now()
 	close(begin)
 	if err == nil {
@@ -831,7 +858,7 @@ func (r *runner) idle() error {
 			}
 		}
 	}
-	cpu1, cerr := cpuTime()
+	cpu1, cerr := r.cpu()
 	r.s.Elapsed, r.s.CPU, r.s.Count = time.Since(t0), time.Duration(cpu1-cpu0), 1
 	c.CloseWrite()
 	r.b.Stop()

@@ -9,8 +9,12 @@ import (
 type PollMode uint8
 
 const (
-	// PollAdaptive (the default) spins for Config.Spin after the last
-	// work, then sleeps in the link's Wait until input, a submission or a
+	// PollDefault is the zero value: the provider polls adaptively; the
+	// switch (sdx.NewStack) makes it PollPark.
+	PollDefault PollMode = iota
+	// PollAdaptive (the provider's default) spins for Config.Spin after
+	// the last work, while no goroutine of the process waits for a CPU,
+	// then sleeps in the link's Wait until input, a submission or a
 	// timer. A goroutine blocked in a blocking verb takes the poller role
 	// itself when it is free, so a ping-pong runs with one spinning
 	// goroutine per process instead of two. Cost: up to one CPU while
@@ -20,7 +24,7 @@ const (
 	// back within about 200µs (it is not woken, to keep the other CPU
 	// free): input for other sockets that arrives in that gap waits that
 	// long.
-	PollAdaptive PollMode = iota
+	PollAdaptive
 	// PollBusy never sleeps: whoever holds the poller role spins on the
 	// link, the dedicated poller for the provider's lifetime, busy or
 	// not, at the price of one full CPU. As in adaptive mode a goroutine
@@ -45,6 +49,8 @@ const (
 
 func (m PollMode) String() string {
 	switch m {
+	case PollDefault:
+		return "default"
 	case PollAdaptive:
 		return "adaptive"
 	case PollBusy:
@@ -62,7 +68,8 @@ type Config struct {
 	// Startup on and closes it in Cleanup. Required.
 	Link Link
 
-	// Mode is the polling mode (default PollAdaptive).
+	// Mode is the polling mode (default PollAdaptive; sdx.NewStack's
+	// default is PollPark).
 	Mode PollMode
 	// Spin is how long an adaptive poller keeps spinning after its last
 	// work before it sleeps (default 50µs; PollPark: always 0).
@@ -126,6 +133,9 @@ func (c *Config) setDefaults() {
 		if *v == 0 {
 			*v = x
 		}
+	}
+	if c.Mode == PollDefault {
+		c.Mode = PollAdaptive
 	}
 	defd(&c.Spin, 50*time.Microsecond)
 	if c.Mode == PollPark {

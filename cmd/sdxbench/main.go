@@ -70,6 +70,9 @@ type options struct {
 }
 
 func main() {
+	if bench.IsChild() {
+		os.Exit(bench.ServeChild()) // the server end of a two-process system
+	}
 	o, err := parseFlags(os.Args[1:])
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
