@@ -100,7 +100,11 @@ func (s *Steering) attach(ifindex int, mode bpf.Mode) error {
 			if !bpf.Refused(err) {
 				return errors.Join(errs...)
 			}
-			why = append(why, err.Error())
+			kind := "plain program"
+			if s.prog.IsFrags(p) {
+				kind = "frags-aware program"
+			}
+			why = append(why, kind+": "+err.Error())
 		}
 	}
 	return errors.Join(errs...)
