@@ -187,7 +187,8 @@ type endpoint struct {
 	lastErr   error // last error the link reported sending to the peer
 	// Frames that vanish for their size: bigLost counts timer expiries
 	// that found the same large segment unacknowledged although the peer
-	// answered the probe sent at the previous one (bigAt). See onRTO.
+	// answered the probe sent at the previous one (bigAt). See
+	// lostForSize.
 	bigLost int
 	bigAt   int64
 
@@ -2048,7 +2049,7 @@ func (e *engine) lostForSize(ep *endpoint) bool {
 	}
 	if ep.bigLost >= maxBigLost {
 		e.st.tooBig.Add(1)
-		e.sendCtl(ep, OpReset, ReasonNone)
+		e.sendCtl(ep, OpReset, ReasonTimedOut) // we give up on it
 		e.fail(ep, &FrameSizeError{Size: size, Peer: ep.raddr})
 		return true
 	}
