@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sdx-project/sdx/bpf"
 	"github.com/sdx-project/sdx/internal/sys"
 	"github.com/sdx-project/sdx/provider"
 	"github.com/sdx-project/sdx/xdp"
@@ -47,6 +48,10 @@ type Config struct {
 	// Port is the UDP port sdx frames use (default
 	// provider.DefaultUDPPort). Every host of a link must agree on it.
 	Port uint16
+	// XDPMode forces native (bpf.ModeNative) or generic (bpf.ModeGeneric)
+	// XDP; zero tries native first and falls back to generic, which
+	// Provider().Stats().Link reports.
+	XDPMode bpf.Mode
 
 	// Link, if set, replaces the AF_XDP link: the stack runs over it (for
 	// example a provider.MemNetwork link, for tests that need no root).
@@ -137,7 +142,7 @@ func NewStack(cfg Config) (_ *Stack, err error) {
 			return nil, errors.New("sdx: Config.Interface is required (or Config.Link)")
 		}
 		xl, err := provider.OpenXDPLink(provider.XDPLinkConfig{
-			Netns: cfg.Netns, Interface: cfg.Interface, Queue: cfg.Queue, Port: cfg.Port,
+			Netns: cfg.Netns, Interface: cfg.Interface, Queue: cfg.Queue, Port: cfg.Port, XDPMode: cfg.XDPMode,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("sdx: %w", err)

@@ -29,7 +29,7 @@ type sdxSystem struct {
 	h    *Hosts
 	p    [2]*provider.Provider // on A, on B
 
-	xdpMode, xskMode string
+	xdpMode, xskMode, xdpFallback string
 }
 
 func newSDX(name string, mode provider.PollMode) *sdxSystem {
@@ -41,6 +41,7 @@ func (*sdxSystem) Kind() Kind                         { return Stream }
 func (*sdxSystem) MaxMessage() int                    { return 0 }
 func (s *sdxSystem) Pinned() bool                     { return true }
 func (s *sdxSystem) Modes() (xdpMode, xskMode string) { return s.xdpMode, s.xskMode }
+func (s *sdxSystem) XDPFallback() string              { return s.xdpFallback }
 
 func (s *sdxSystem) Open(h *Hosts) (err error) {
 	s.h = h
@@ -56,6 +57,7 @@ func (s *sdxSystem) Open(h *Hosts) (err error) {
 		}
 		if i == 0 {
 			s.xdpMode, s.xskMode = l.Steering().Mode().String(), l.Queue().Mode().String()
+			s.xdpFallback = l.Steering().Fallback()
 		}
 		if s.p[i], err = provider.Startup(provider.Config{Link: l, Mode: s.mode}); err != nil {
 			return errors.Join(err, l.Close())

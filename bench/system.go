@@ -85,9 +85,11 @@ type Listening interface {
 }
 
 // Modes is a System that attaches XDP; it reports what the kernel
-// granted: the XDP attach mode and the AF_XDP copy mode.
+// granted: the XDP attach mode and the AF_XDP copy mode, and, when XDP is
+// less than frags-aware native mode, why (xdp.Steering.Fallback).
 type Modes interface {
 	Modes() (xdpMode, xskMode string)
+	XDPFallback() string
 }
 
 // Conn is one end of an established flow. It is used by one goroutine.

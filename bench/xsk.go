@@ -30,7 +30,7 @@ type xskSystem struct {
 	maxMsg int
 
 	// What the kernel granted, for the report.
-	xdpMode, xskMode string
+	xdpMode, xskMode, xdpFallback string
 }
 
 func (*xskSystem) Name() string { return "xsk-floor" }
@@ -47,6 +47,7 @@ func (s *xskSystem) MaxMessage() int {
 // Modes reports the XDP attach mode and the AF_XDP copy mode the kernel
 // granted; empty before Open.
 func (s *xskSystem) Modes() (xdpMode, xskMode string) { return s.xdpMode, s.xskMode }
+func (s *xskSystem) XDPFallback() string              { return s.xdpFallback }
 
 func (s *xskSystem) Open(h *Hosts) (err error) {
 	s.h = h
@@ -76,8 +77,9 @@ func (s *xskSystem) Open(h *Hosts) (err error) {
 			return err
 		}
 	}
-	s.maxMsg = min(mtu-frame.IPv4Len-frame.UDPLen, s.q[0].FrameSize()-frame.HeaderLen)
+	s.maxMsg = min(mtu-frame.IPv4Len-frame.UDPLen, s.q[0].RxFrameLen()-frame.HeaderLen)
 	s.xdpMode, s.xskMode = s.steer[0].Mode().String(), s.q[0].Mode().String()
+	s.xdpFallback = s.steer[0].Fallback()
 	s.flow = frame.Flow{
 		Src: frame.Endpoint{MAC: [6]byte(h.A.MAC), IP: h.A.Addr, Port: XSKPort},
 		Dst: frame.Endpoint{MAC: [6]byte(h.B.MAC), IP: h.B.Addr, Port: XSKPort},

@@ -15,6 +15,10 @@
 //	    within the frame
 //	UDP to the sdx port, UDP length from 8 to the IP payload length
 //
+// The lengths (IP total length, UDP length) are checked against the whole
+// frame, and every read is bounds-checked against the end of the first
+// buffer (data_end): see Frags below.
+//
 // The port is configuration, not a constant: LoadSteer writes it into the
 // program's read-only data before the kernel sees it, so the verifier and
 // the JIT treat it as a constant. A different port needs another LoadSteer.
@@ -105,6 +109,30 @@
 // package's attach path; chaining the two programs with a tail call would
 // need the same attach-path changes.
 //
+// # Frags
+//
+// Both programs are frags-aware: their sections are "xdp.frags", so they
+// load with BPF_F_XDP_HAS_FRAGS (Linux 5.18, MinKernelFrags), and a
+// driver may hand them a frame in several buffers. That is what makes
+// native XDP possible on veth at MTUs above a page (measured on 6.18: 9000
+// and 65000): a program that is not frags-aware is refused there ("Peer
+// MTU is too large to set XDP"), and the attach falls back to generic
+// XDP. A frags-aware program may see the headers in the first buffer and
+// the rest of the frame in others, so the parse checks lengths against
+// the whole frame (bpf_xdp_get_buff_len) while every read stays
+// bounds-checked against data_end; a frame whose headers do not fit the
+// first buffer is malformed (passed to the kernel). TestFragsAware runs
+// a 9000-byte frame, which BPF_PROG_TEST_RUN splits into buffers.
+//
+// Each object also holds the same program without the flag and the helper
+// (sdx_steer_plain, sdx_fault_plain). A kernel that refuses the
+// frags-aware program (before 5.18) loads the plain one; FragsErr then
+// says why (a *KernelFeatureError). Steer.Programs lists the loaded
+// programs in order of preference, and the xdp package's AttachSteer tries
+// the frags-aware one before the plain one in each mode, for drivers that
+// refuse frags-aware programs, and reports what it settled for
+// (Steering.Frags, Steering.Fallback).
+//
 // # Attaching
 //
 // Attach attaches a program through a bpf_link in the calling thread's
@@ -118,7 +146,8 @@
 //
 // The minimum is Linux 5.9 (MinKernel), for XDP attach through a bpf_link
 // (BPF_LINK_CREATE with BPF_XDP). Everything else is older: XDP 4.8,
-// AF_XDP and XSKMAP 4.18, read-only global data 5.2, a default action
+// AF_XDP and XSKMAP 4.18, read-only global data 5.2, frags-aware programs
+// 5.18 (with the plain programs as the fallback), a default action
 // in the low bits of bpf_redirect_map's flags 5.3 (before that a non-zero
 // flags argument aborts the program), and sdx_fault's bpf_spin_lock in a
 // map value with BPF_F_LOCK updates 5.1. A missing feature is reported as a

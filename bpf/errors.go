@@ -11,6 +11,12 @@ import (
 // this package work on. See the package documentation for why.
 const MinKernel = "5.9"
 
+// MinKernelFrags is the first release that loads frags-aware XDP programs
+// (BPF_F_XDP_HAS_FRAGS, bpf_xdp_get_buff_len). Before it the loaders fall
+// back to the plain programs, and drivers such as veth refuse native XDP at
+// MTUs above a page.
+const MinKernelFrags = "5.18"
+
 var (
 	// ErrClosed is returned by the methods of a closed Steer or Fault.
 	ErrClosed = errors.New("closed")

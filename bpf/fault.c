@@ -93,13 +93,13 @@ static __always_inline __u64 splitmix64(__u64 *state)
 // port whose opcode is in the mask; a mask of 0 takes every sdx frame to
 // port, with an opcode or without. The parse is sdx_steer's (sdx_parse.h),
 // so the frames it considers are exactly those sdx_steer calls sdx frames.
-static __always_inline int eligible(void *data, void *data_end, __u16 port, __u32 mask)
+static __always_inline int eligible(void *data, void *data_end, __u32 pkt_len, __u16 port, __u32 mask)
 {
 	if (port == 0)
 		return 0;
 	struct udphdr *udp;
 	__u32 udp_len;
-	if (sdx_classify(data, data_end, port, &udp, &udp_len) != SDX_CLASS_SDX)
+	if (sdx_classify(data, data_end, pkt_len, port, &udp, &udp_len) != SDX_CLASS_SDX)
 		return 0;
 
 	if (mask == 0)
@@ -113,8 +113,9 @@ static __always_inline int eligible(void *data, void *data_end, __u16 port, __u3
 	return (mask >> *op) & 1;
 }
 
-SEC("xdp")
-int sdx_fault(struct xdp_md *ctx)
+// fault is the program; frags says whether it runs frags-aware (see the
+// two entry points at the end).
+static __always_inline int fault(struct xdp_md *ctx, int frags)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -128,7 +129,8 @@ int sdx_fault(struct xdp_md *ctx)
 		return XDP_PASS;
 	st->seen++;
 
-	if (!eligible(data, data_end, cfg->port, cfg->opcodes)) {
+	__u32 pkt_len = frags ? bpf_xdp_get_buff_len(ctx) : 0;
+	if (!eligible(data, data_end, pkt_len, cfg->port, cfg->opcodes)) {
 		st->passed++;
 		return XDP_PASS;
 	}
@@ -155,4 +157,18 @@ int sdx_fault(struct xdp_md *ctx)
 	}
 	st->passed++;
 	return XDP_PASS;
+}
+
+// As in steer.c: sdx_fault is frags-aware (Linux 5.18), sdx_fault_plain
+// the same program for kernels without frags support.
+SEC("xdp.frags")
+int sdx_fault(struct xdp_md *ctx)
+{
+	return fault(ctx, 1);
+}
+
+SEC("xdp")
+int sdx_fault_plain(struct xdp_md *ctx)
+{
+	return fault(ctx, 0);
 }

@@ -24,7 +24,9 @@ type Fault struct {
 	// writing, so that one Configure's seeds and settings go in together.
 	mu     sync.RWMutex
 	closed bool
-	objs   faultObjects
+	objs   faultObjects // SdxFault is nil when the kernel refused it
+
+	fragsErr error // why SdxFault is not loaded; set before f is shared
 }
 
 // FaultConfig says which frames sdx_fault drops. A frame is eligible when
@@ -71,21 +73,42 @@ func LoadFault() (*Fault, error) {
 		return nil, fmt.Errorf("load fault: %w", err)
 	}
 	f := &Fault{}
-	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			err = &KernelFeatureError{Feature: "the fault program (XDP, per-CPU arrays, spin locks in maps)", Minimum: MinKernel, Err: err}
+	err = errLoadFrags
+	if loadFrags {
+		err = spec.LoadAndAssign(&f.objs, nil)
+	}
+	if err != nil {
+		// Before Linux 5.18: the plain program alone (see LoadSteer).
+		var plain struct {
+			Prog *ebpf.Program `ebpf:"sdx_fault_plain"`
+			faultMaps
 		}
-		return nil, fmt.Errorf("load fault: %w", err)
+		if perr := spec.LoadAndAssign(&plain, nil); perr != nil {
+			if errors.Is(perr, ebpf.ErrNotSupported) {
+				perr = &KernelFeatureError{Feature: "the fault program (XDP, per-CPU arrays, spin locks in maps)", Minimum: MinKernel, Err: perr}
+			}
+			return nil, fmt.Errorf("load fault: %w", perr)
+		}
+		f.objs.SdxFaultPlain, f.objs.faultMaps = plain.Prog, plain.faultMaps
+		f.fragsErr = &KernelFeatureError{Feature: "frags-aware XDP programs (BPF_F_XDP_HAS_FRAGS)", Minimum: MinKernelFrags, Err: err}
 	}
 	return f, nil
 }
 
-// Program returns the XDP program, to attach with Attach. It stays owned by
-// f: do not close it. After Close it is a closed program.
+// FragsErr says why the frags-aware program was not loaded (a
+// *KernelFeatureError); nil when it was.
+func (f *Fault) FragsErr() error { return f.fragsErr }
+
+// Program returns the XDP program to attach with Attach: the frags-aware
+// one when the kernel loaded it, else the plain one. It stays owned by f:
+// do not close it. After Close it is a closed program.
 func (f *Fault) Program() *ebpf.Program {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return f.objs.SdxFault
+	if f.objs.SdxFault != nil {
+		return f.objs.SdxFault
+	}
+	return f.objs.SdxFaultPlain
 }
 
 // Configure replaces the settings and reseeds every CPU's generator. It may

@@ -43,10 +43,11 @@ type faultRngState struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	faultMapRng       = "rng"
-	faultMapSettings  = "settings"
-	faultMapStats     = "stats"
-	faultProgSdxFault = "sdx_fault"
+	faultMapRng            = "rng"
+	faultMapSettings       = "settings"
+	faultMapStats          = "stats"
+	faultProgSdxFault      = "sdx_fault"
+	faultProgSdxFaultPlain = "sdx_fault_plain"
 )
 
 // loadFault returns the embedded CollectionSpec for fault.
@@ -91,7 +92,8 @@ type faultSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type faultProgramSpecs struct {
-	SdxFault *ebpf.ProgramSpec `ebpf:"sdx_fault"`
+	SdxFault      *ebpf.ProgramSpec `ebpf:"sdx_fault"`
+	SdxFaultPlain *ebpf.ProgramSpec `ebpf:"sdx_fault_plain"`
 }
 
 // faultMapSpecs contains maps before they are loaded into the kernel.
@@ -152,12 +154,14 @@ type faultVariables struct {
 //
 // It can be passed to loadFaultObjects or ebpf.CollectionSpec.LoadAndAssign.
 type faultPrograms struct {
-	SdxFault *ebpf.Program `ebpf:"sdx_fault"`
+	SdxFault      *ebpf.Program `ebpf:"sdx_fault"`
+	SdxFaultPlain *ebpf.Program `ebpf:"sdx_fault_plain"`
 }
 
 func (p *faultPrograms) Close() error {
 	return _FaultClose(
 		p.SdxFault,
+		p.SdxFaultPlain,
 	)
 }
 

@@ -44,8 +44,9 @@ struct {
 	__type(value, struct counters);
 } stats SEC(".maps");
 
-SEC("xdp")
-int sdx_steer(struct xdp_md *ctx)
+// steer is the program; frags says whether it runs frags-aware (see the
+// two entry points at the end).
+static __always_inline int steer(struct xdp_md *ctx, int frags)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -59,7 +60,8 @@ int sdx_steer(struct xdp_md *ctx)
 
 	struct udphdr *udp;
 	__u32 udp_len;
-	switch (sdx_classify(data, data_end, sdx_port, &udp, &udp_len)) {
+	__u32 pkt_len = frags ? bpf_xdp_get_buff_len(ctx) : 0;
+	switch (sdx_classify(data, data_end, pkt_len, sdx_port, &udp, &udp_len)) {
 	case SDX_CLASS_MALFORMED:
 		if (st)
 			st->malformed++;
@@ -85,4 +87,21 @@ int sdx_steer(struct xdp_md *ctx)
 			st->nosocket++;
 	}
 	return action;
+}
+
+// sdx_steer is frags-aware (BPF_F_XDP_HAS_FRAGS, Linux 5.18): a driver may
+// hand it a frame in several buffers, so veth and other drivers accept it
+// in native mode at MTUs above a page. sdx_steer_plain is the same program
+// without bpf_xdp_get_buff_len and the flag, for older kernels and for
+// drivers that refuse frags-aware programs; the loader picks (steer.go).
+SEC("xdp.frags")
+int sdx_steer(struct xdp_md *ctx)
+{
+	return steer(ctx, 1);
+}
+
+SEC("xdp")
+int sdx_steer_plain(struct xdp_md *ctx)
+{
+	return steer(ctx, 0);
 }

@@ -28,7 +28,9 @@ type Steer struct {
 	// use the program or a map, Close holds it for writing.
 	mu     sync.RWMutex
 	closed bool
-	objs   steerObjects
+	objs   steerObjects // SdxSteer is nil when the kernel refused it
+
+	fragsErr error // why SdxSteer is not loaded; set before s is shared
 }
 
 // SteerStats are the program's counters summed over all CPUs. Every run of
@@ -61,24 +63,72 @@ func LoadSteer(port uint16) (*Steer, error) {
 		return nil, fmt.Errorf("load steer: set port: %w", err)
 	}
 	s := &Steer{port: port}
-	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			err = &KernelFeatureError{Feature: "the steering program (XDP, XSKMAP, global data)", Minimum: MinKernel, Err: err}
+	err = errLoadFrags
+	if loadFrags {
+		err = spec.LoadAndAssign(&s.objs, nil)
+	}
+	if err != nil {
+		// A kernel before 5.18 knows neither BPF_F_XDP_HAS_FRAGS nor
+		// bpf_xdp_get_buff_len: load the plain program alone.
+		var plain struct {
+			Prog *ebpf.Program `ebpf:"sdx_steer_plain"`
+			steerMaps
 		}
-		return nil, fmt.Errorf("load steer: %w", err)
+		if perr := spec.LoadAndAssign(&plain, nil); perr != nil {
+			if errors.Is(perr, ebpf.ErrNotSupported) {
+				perr = &KernelFeatureError{Feature: "the steering program (XDP, XSKMAP, global data)", Minimum: MinKernel, Err: perr}
+			}
+			return nil, fmt.Errorf("load steer: %w", perr)
+		}
+		s.objs.SdxSteerPlain, s.objs.steerMaps = plain.Prog, plain.steerMaps
+		s.fragsErr = &KernelFeatureError{Feature: "frags-aware XDP programs (BPF_F_XDP_HAS_FRAGS)", Minimum: MinKernelFrags, Err: err}
 	}
 	return s, nil
 }
 
+// loadFrags is false only in tests that take the path of a kernel without
+// frags-aware programs; errLoadFrags is what they see instead.
+var (
+	loadFrags    = true
+	errLoadFrags = errors.New("frags-aware programs not loaded (test)")
+)
+
 // Port returns the UDP destination port the program steers.
 func (s *Steer) Port() uint16 { return s.port }
 
-// Program returns the XDP program, to attach with Attach. It stays owned by
-// s: do not close it. After Close it is a closed program.
+// Program returns the XDP program to attach with Attach: the frags-aware
+// one when the kernel loaded it, else the plain one. It stays owned by s:
+// do not close it. After Close it is a closed program.
 func (s *Steer) Program() *ebpf.Program {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.objs.SdxSteer
+	if s.objs.SdxSteer != nil {
+		return s.objs.SdxSteer
+	}
+	return s.objs.SdxSteerPlain
+}
+
+// Programs returns the programs to try attaching, in order of preference:
+// the frags-aware one (when loaded), then the plain one, which a driver
+// that refuses frags-aware programs may still take. Both share the maps.
+func (s *Steer) Programs() []*ebpf.Program {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.objs.SdxSteer == nil {
+		return []*ebpf.Program{s.objs.SdxSteerPlain}
+	}
+	return []*ebpf.Program{s.objs.SdxSteer, s.objs.SdxSteerPlain}
+}
+
+// FragsErr says why the frags-aware program was not loaded (a
+// *KernelFeatureError); nil when it was.
+func (s *Steer) FragsErr() error { return s.fragsErr }
+
+// IsFrags reports whether p is a frags-aware program of s.
+func (s *Steer) IsFrags(p *ebpf.Program) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return p != nil && p == s.objs.SdxSteer
 }
 
 // Register makes the AF_XDP socket fd the destination of sdx frames that
@@ -223,7 +273,7 @@ func Attach(prog *ebpf.Program, ifindex int, modes ...Mode) (link.Link, Mode, er
 			return nil, 0, &KernelFeatureError{Feature: "XDP attach through bpf_link", Minimum: MinKernel, Err: err}
 		}
 		errs = append(errs, err)
-		if !refused(err) {
+		if !Refused(err) {
 			break
 		}
 	}
@@ -238,10 +288,11 @@ func Attach(prog *ebpf.Program, ifindex int, modes ...Mode) (link.Link, Mode, er
 // errENOTSUPP is the kernel-internal ENOTSUPP, which some drivers leak.
 const errENOTSUPP = syscall.Errno(524)
 
-// refused reports whether an attach error means this mode is not available
-// on the device (so another mode may be), rather than a problem that no
-// mode would fix: permissions, a missing device, another program in place.
-func refused(err error) bool {
+// Refused reports whether an attach error means this mode, or this
+// program in this mode, is not available on the device (so another may
+// be), rather than a problem that nothing else would fix: permissions, a
+// missing device, another program in place.
+func Refused(err error) bool {
 	for _, e := range []error{syscall.EOPNOTSUPP, errENOTSUPP, syscall.EINVAL, syscall.ERANGE, syscall.ENOSPC} {
 		if errors.Is(err, e) {
 			return true

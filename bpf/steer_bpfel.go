@@ -26,10 +26,11 @@ type steerCounters struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	steerMapStats     = "stats"
-	steerMapXsks      = "xsks"
-	steerProgSdxSteer = "sdx_steer"
-	steerVarSdxPort   = "sdx_port"
+	steerMapStats          = "stats"
+	steerMapXsks           = "xsks"
+	steerProgSdxSteer      = "sdx_steer"
+	steerProgSdxSteerPlain = "sdx_steer_plain"
+	steerVarSdxPort        = "sdx_port"
 )
 
 // loadSteer returns the embedded CollectionSpec for steer.
@@ -74,7 +75,8 @@ type steerSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerProgramSpecs struct {
-	SdxSteer *ebpf.ProgramSpec `ebpf:"sdx_steer"`
+	SdxSteer      *ebpf.ProgramSpec `ebpf:"sdx_steer"`
+	SdxSteerPlain *ebpf.ProgramSpec `ebpf:"sdx_steer_plain"`
 }
 
 // steerMapSpecs contains maps before they are loaded into the kernel.
@@ -134,12 +136,14 @@ type steerVariables struct {
 //
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerPrograms struct {
-	SdxSteer *ebpf.Program `ebpf:"sdx_steer"`
+	SdxSteer      *ebpf.Program `ebpf:"sdx_steer"`
+	SdxSteerPlain *ebpf.Program `ebpf:"sdx_steer_plain"`
 }
 
 func (p *steerPrograms) Close() error {
 	return _SteerClose(
 		p.SdxSteer,
+		p.SdxSteerPlain,
 	)
 }
 

@@ -110,6 +110,13 @@ type endpoint struct {
 	err      error   // why the endpoint failed; nil otherwise
 	sock     *socket // the SPI's socket; nil for a child not yet accepted
 
+	// Segment size: the data one datagram to the peer carries, from the
+	// smaller of our link's MTU and the peer's announcement. announced:
+	// the peer's announcement was seen (a connector may be established
+	// by another frame first, and then uses minPeerDatagram).
+	mss       int
+	announced bool
+
 	// Naming.
 	lport   uint16
 	ownPort bool // the endpoint holds lport in the port table
@@ -178,6 +185,12 @@ type endpoint struct {
 	lastHeard int64
 	probeAt   int64
 	lastErr   error // last error the link reported sending to the peer
+	// Frames that vanish for their size: bigLost counts timer expiries
+	// that found the same large segment unacknowledged although the peer
+	// answered the probe sent at the previous one (bigAt). See
+	// lostForSize.
+	bigLost int
+	bigAt   int64
 
 	// Scheduling.
 	ev       uint8
@@ -198,7 +211,7 @@ type engineStats struct {
 	dropUnknownConn, dropOutOfWindow, dropDuplicate     atomic.Uint64
 	dropNoBuffer, dropBadAck, dropBadCookie             atomic.Uint64
 	reneged                                             atomic.Uint64
-	deadPeers, sendErrors                               atomic.Uint64
+	deadPeers, sendErrors, tooBig                       atomic.Uint64
 	endpoints, halfOpen                                 atomic.Int64 // gauges
 }
 
@@ -488,6 +501,7 @@ func (e *engine) connect(ep *endpoint, to netip.AddrPort) error {
 	if !to.Addr().Is4() || to.Port() == 0 || to.Addr().IsUnspecified() {
 		return ErrAddrNotAvail
 	}
+	ep.mss = e.mss // until the accept says otherwise
 	e.initConn(ep)
 	ep.raddr, ep.rport = to.Addr(), to.Port()
 	ep.token = e.rng.Uint64() | 1
@@ -500,15 +514,34 @@ func (e *engine) connect(ep *endpoint, to netip.AddrPort) error {
 	return nil
 }
 
-// initConn gives an endpoint its rings and timers.
+// initConn gives an endpoint, whose mss is set, its rings and timers.
 func (e *engine) initConn(ep *endpoint) {
-	nseg := pow2(e.cfg.SendBuffer/e.mss + 2)
-	ep.segs = make([]seg, nseg)
-	ep.oooMax = max(16, 2*(e.cfg.RecvBuffer/e.mss+1))
-	ep.rq = make([]rseg, pow2(e.cfg.RecvBuffer/e.mss+2+ep.oooMax))
-	ep.ooo = make([]oseg, 0, ep.oooMax)
+	e.sizeRings(ep)
 	ep.rto = int64(e.cfg.InitialRTO)
 	ep.lastEdge = 0 // the first frame with a window grants it
+}
+
+// sizeRings sizes the segment and receive rings for ep.mss. The rings
+// must be empty.
+func (e *engine) sizeRings(ep *endpoint) {
+	nseg := pow2(e.cfg.SendBuffer/ep.mss + 2)
+	if len(ep.segs) != nseg {
+		ep.segs = make([]seg, nseg)
+	}
+	ep.oooMax = max(16, 2*(e.cfg.RecvBuffer/ep.mss+1))
+	if nrq := pow2(e.cfg.RecvBuffer/ep.mss + 2 + ep.oooMax); len(ep.rq) != nrq {
+		ep.rq = make([]rseg, nrq)
+		ep.ooo = make([]oseg, 0, ep.oooMax)
+	}
+}
+
+// peerMSS is the segment size toward a peer that announced max (0: none):
+// the datagram both links carry, less the header.
+func (e *engine) peerMSS(max int) int {
+	if max == 0 {
+		max = minPeerDatagram
+	}
+	return min(e.mtu, max) - HeaderLen
 }
 
 func pow2(n int) int {
@@ -555,8 +588,8 @@ func (e *engine) write(ep *endpoint, b []byte) (int, error) {
 		if ep.slen > ep.sent {
 			// The newest segment is not yet transmitted: fill it up.
 			s := &ep.segs[(ep.shead+ep.slen-1)&mask]
-			if int(s.n) < e.mss {
-				k := copy(e.pool.buf(s.buf)[HeaderLen+int(s.n):HeaderLen+e.mss], b[n:min(len(b), n+room)])
+			if int(s.n) < ep.mss {
+				k := copy(e.pool.buf(s.buf)[HeaderLen+int(s.n):HeaderLen+ep.mss], b[n:min(len(b), n+room)])
 				s.n += uint16(k)
 				n += k
 				ep.sndEnd += uint64(k)
@@ -574,7 +607,7 @@ func (e *engine) write(ep *endpoint, b []byte) (int, error) {
 			break
 		}
 		buf, _ := e.pool.get(placeSendQueued)
-		k := copy(e.pool.buf(buf)[HeaderLen:HeaderLen+e.mss], b[n:min(len(b), n+room)])
+		k := copy(e.pool.buf(buf)[HeaderLen:HeaderLen+ep.mss], b[n:min(len(b), n+room)])
 		ep.segs[(ep.shead+ep.slen)&mask] = seg{seq: ep.sndEnd, buf: buf, n: uint16(k)}
 		ep.slen++
 		n += k
@@ -598,14 +631,14 @@ func (e *engine) write(ep *endpoint, b []byte) (int, error) {
 // waits for its window (winWait) or for the total to fall (starved).
 func (e *engine) mayQueue(ep *endpoint) bool {
 	edge := max(ep.sndRight, ep.sndUna)
-	if ep.sndEnd+uint64(e.mss) <= edge {
+	if ep.sndEnd+uint64(ep.mss) <= edge {
 		return true
 	}
-	add := e.mss
+	add := ep.mss
 	if ep.sndEnd < edge {
 		add -= int(edge - ep.sndEnd)
 	}
-	if ep.beyond+add > max(e.mss, e.beyondCap/max(e.nEps, 1)) {
+	if ep.beyond+add > max(ep.mss, e.beyondCap/max(e.nEps, 1)) {
 		ep.winWait = true
 		return false
 	}
@@ -737,8 +770,8 @@ func (e *engine) read(ep *endpoint, b []byte) (int, error) {
 		// Window update: the edge we advertised was less than an MSS
 		// away, or would move by at least half the new window.
 		edge := ep.rcvNxt + uint64(e.window(ep))
-		if grow := edge - ep.lastEdge; edge > ep.lastEdge && grow >= uint64(e.mss) &&
-			(ep.lastEdge-ep.rcvNxt < uint64(e.mss) || grow >= (edge-ep.rcvNxt)/2) {
+		if grow := edge - ep.lastEdge; edge > ep.lastEdge && grow >= uint64(ep.mss) &&
+			(ep.lastEdge-ep.rcvNxt < uint64(ep.mss) || grow >= (edge-ep.rcvNxt)/2) {
 			e.ackSoon(ep, true)
 		}
 	}
@@ -814,7 +847,7 @@ func (e *engine) grant(ep *endpoint, w uint32) {
 		e.recommit(ep)
 	}
 	// Held back by the pool, not by its own unread data or fair share.
-	if int(w) < e.mss && int(w) < e.cfg.RecvBuffer-ep.rqBytes && !ep.rwaiting && !ep.eof &&
+	if int(w) < ep.mss && int(w) < e.cfg.RecvBuffer-ep.rqBytes && !ep.rwaiting && !ep.eof &&
 		ep.rqLen+len(ep.ooo)+ep.need < e.recvCap/max(e.nEps, 1) {
 		ep.rwaiting = true
 		e.rwait = append(e.rwait, ep)
@@ -1086,8 +1119,16 @@ func (e *engine) input(from netip.Addr, b []byte) {
 		}
 		return
 	}
+	ann := 0
+	if h.Op == OpConnect || h.Op == OpAccept {
+		var ok bool
+		if ann, ok = announced(payload); !ok {
+			e.st.dropMalformed.Add(1)
+			return
+		}
+	}
 	if h.Op == OpConnect {
-		e.onConnect(from, h)
+		e.onConnect(from, h, ann)
 		return
 	}
 	ep := e.lookup(h.DstConn)
@@ -1140,13 +1181,20 @@ func (e *engine) input(from netip.Addr, b []byte) {
 		e.confirm(ep)
 	case ep.state == StateConnecting:
 		// Accept, or any valid frame of the acceptor if the accept was lost.
-		e.established(ep, h)
+		e.established(ep, h, ann)
 	case h.Op == OpAccept:
 		// A repeated accept: our answer to it was lost. A probe carries
 		// the ack and is answered, so it gets through where pure acks
 		// do not.
 		ep.probeAck = true
 		e.ackSoon(ep, true)
+		if !ep.announced && ann > 0 {
+			// Established by another frame of the acceptor's, we used
+			// the smallest segments; now we know. Larger segments fit
+			// the rings sized for smaller ones.
+			ep.mss = max(ep.mss, e.peerMSS(ann))
+			ep.announced = true
+		}
 	}
 	if h.Flags&FlagAck != 0 {
 		e.onAck(ep, h)
@@ -1165,9 +1213,12 @@ func (e *engine) input(from netip.Addr, b []byte) {
 	e.recommit(ep)
 }
 
-func (e *engine) established(ep *endpoint, h *Header) {
+func (e *engine) established(ep *endpoint, h *Header, ann int) {
 	ep.peerID = h.SrcConn
 	ep.state = StateEstablished
+	// Nothing is queued yet: the rings may change with the segment size.
+	ep.mss, ep.announced = e.peerMSS(ann), ann > 0
+	e.sizeRings(ep)
 	if ep.synOnce {
 		e.rttSample(ep, e.now-ep.synSent)
 	}
@@ -1218,7 +1269,7 @@ func (e *engine) confirm(c *endpoint) {
 	e.ackSoon(c, true)
 }
 
-func (e *engine) onConnect(from netip.Addr, h *Header) {
+func (e *engine) onConnect(from netip.Addr, h *Header, ann int) {
 	key := connKey{peer: from, id: h.SrcConn, token: h.Token}
 	if c := e.children[key]; c != nil {
 		if c.state == StateEstablished {
@@ -1268,6 +1319,7 @@ func (e *engine) onConnect(from netip.Addr, h *Header) {
 		e.reply(from, h, OpReject, reason, 0)
 		return
 	}
+	c.mss, c.announced = e.peerMSS(ann), ann > 0
 	e.initConn(c)
 	c.state = StateEstablished
 	c.lport = l.lport
@@ -1360,6 +1412,7 @@ func (e *engine) onAck(ep *endpoint, h *Header) {
 		}
 		ep.sndUna = ack
 		ep.dupAcks = 0
+		ep.bigLost, ep.bigAt = 0, 0
 		if sample >= 0 {
 			e.rttSample(ep, sample)
 		}
@@ -1759,7 +1812,11 @@ func (e *engine) sendCtl(ep *endpoint, op Opcode, reason Reason) error {
 	case OpReset:
 		e.st.resetsOut.Add(1)
 	}
-	n := h.Put(e.ctl, 0)
+	plen := 0
+	if op == OpConnect || op == OpAccept {
+		plen = putAnnounce(e.ctl[h.Len():], e.mtu)
+	}
+	n := h.Put(e.ctl, plen)
 	e.lastSendErr = nil
 	if !e.sendRaw(ep, ep.raddr, e.ctl[:n]) {
 		// Out of transmit slots even after a flush: the frame is not
@@ -1929,6 +1986,9 @@ func (e *engine) onRTO(ep *endpoint) {
 		e.queueOutput(ep)
 		return
 	}
+	if e.lostForSize(ep) {
+		return
+	}
 	cutoff := e.now - ep.rto
 	marked := false
 	backedOff := ep.rto > e.rtoValue(ep)
@@ -1952,6 +2012,51 @@ func (e *engine) onRTO(ep *endpoint) {
 	ep.rto = min(2*ep.rto, int64(e.cfg.MaxRTO))
 	ep.rtoAt = e.now + ep.rto
 	e.queueOutput(ep)
+}
+
+// maxBigLost is how many timer expiries in a row may find a large segment
+// unacknowledged while the peer answers the probes sent beside it, before
+// the connection fails with EMSGSIZE. With the backoff from the 5 ms floor
+// that is about 3 s; random loss of 20% of frames fakes it with a
+// probability of about 2 in a million per stuck segment.
+const maxBigLost = 10
+
+// lostForSize is the retransmission timer's check for frames that vanish
+// for their size: the kernel drops a received frame longer than its UMEM
+// frame holds, a hop drops one above its MTU, and nobody tells the sender.
+// When the oldest unacknowledged segment is larger than every link carries
+// (minPeerDatagram), a probe goes out beside its retransmission; the peer
+// answers it at once. If expiry after expiry finds the segment still
+// unacknowledged although the peer answered in between, and no segment of
+// its size or larger was SACKed (which random loss would show), the
+// connection fails with a FrameSizeError instead of stalling for good:
+// keepalives would keep it alive for ever. It reports whether it failed ep.
+func (e *engine) lostForSize(ep *endpoint) bool {
+	mask := len(ep.segs) - 1
+	s := &ep.segs[ep.shead]
+	size := HeaderLen + int(s.n)
+	if s.fin || s.sacked || size <= minPeerDatagram {
+		ep.bigLost, ep.bigAt = 0, 0
+		return false
+	}
+	for i := 1; i < ep.sent; i++ {
+		if o := &ep.segs[(ep.shead+i)&mask]; o.sacked && HeaderLen+int(o.n) >= size {
+			ep.bigLost, ep.bigAt = 0, 0
+			return false
+		}
+	}
+	if ep.bigAt != 0 && ep.lastHeard > ep.bigAt {
+		ep.bigLost++
+	}
+	if ep.bigLost >= maxBigLost {
+		e.st.tooBig.Add(1)
+		e.sendCtl(ep, OpReset, ReasonTimedOut) // we give up on it
+		e.fail(ep, &FrameSizeError{Size: size, Peer: ep.raddr})
+		return true
+	}
+	ep.bigAt = e.now
+	e.sendCtl(ep, OpProbe, ReasonNone)
+	return false
 }
 
 // rttSample folds one round-trip measurement into SRTT and RTTVAR

@@ -3,6 +3,7 @@ package provider
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"syscall"
 )
 
@@ -27,7 +28,7 @@ var (
 	ErrNotConn      error = syscall.ENOTCONN      // the socket is not connected
 	ErrIsConn       error = syscall.EISCONN       // the socket is already connected
 	ErrAlready      error = syscall.EALREADY      // a connect is already in progress
-	ErrMsgSize      error = syscall.EMSGSIZE      // a datagram is larger than the link's MTU
+	ErrMsgSize      error = syscall.EMSGSIZE      // a datagram is larger than the link's MTU; see also FrameSizeError
 	ErrNoBufs       error = syscall.ENOBUFS       // out of operations, completion slots or transmit slots
 	ErrMFile        error = syscall.EMFILE        // the socket table is full
 	ErrShutdown     error = syscall.ESHUTDOWN     // send after Shutdown
@@ -41,6 +42,21 @@ type abortedError struct{}
 
 func (abortedError) Error() string        { return "operation aborted" }
 func (abortedError) Is(target error) bool { return target == syscall.ECANCELED }
+
+// FrameSizeError fails a connection whose full-size frames never reach the
+// peer while smaller frames do: the peer's receive path holds less than it
+// announced, or something between the hosts has a smaller MTU. It matches
+// EMSGSIZE.
+type FrameSizeError struct {
+	Size int        // datagram bytes (sdx header and data) of the frames that vanish
+	Peer netip.Addr // the peer they do not reach
+}
+
+func (e *FrameSizeError) Error() string {
+	return fmt.Sprintf("provider: frames of %d bytes do not reach %v (smaller frames do)", e.Size, e.Peer)
+}
+
+func (e *FrameSizeError) Unwrap() error { return ErrMsgSize }
 
 func configErr(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...)

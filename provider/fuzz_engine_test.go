@@ -90,12 +90,18 @@ func fuzzEngineSeeds(tb testing.TB) map[string][]byte {
 			Token: a.token, Seq: a.sndNxt, Ack: a.rcvNxt, Window: 1 << 16, Flags: FlagAck}
 	}
 	frame := func(h Header, payload []byte) []byte { return frameBatch(AppendDatagram(nil, &h, payload)) }
+	// Connect and accept announce the sender's largest datagram.
+	announce := make([]byte, announceLen)
+	putAnnounce(announce, DefaultMemMTU)
 	seeds := map[string][]byte{"empty": {0}}
 	for op := Opcode(0); op < 12; op++ {
 		h := hdr(op)
 		var payload []byte
-		if op == OpData {
+		switch op {
+		case OpData:
 			payload = []byte("fuzz payload")
+		case OpConnect, OpAccept:
+			payload = announce
 		}
 		name := op.String()
 		if op == 0 || op >= numOpcodes {
@@ -120,7 +126,7 @@ func fuzzEngineSeeds(tb testing.TB) map[string][]byte {
 	c := Header{Op: OpConnect, SrcPort: a.lport + 1, DstPort: b.lport, SrcConn: 99, Token: 0x5eed, Window: 1 << 16}
 	cc := c
 	cc.Seq = 0x1234567
-	seeds["connect_cookie"] = bytes.Join([][]byte{frame(c, nil), frame(cc, nil)}, nil)
+	seeds["connect_cookie"] = bytes.Join([][]byte{frame(c, announce), frame(cc, announce)}, nil)
 	return seeds
 }
 

@@ -56,6 +56,7 @@ type MemStats struct {
 	Corrupted   uint64 // altered by the Corrupt fault
 	Unreachable uint64 // no such host, host down or closed, or partitioned
 	Overflow    uint64 // the receiver's queue was full
+	TooBig      uint64 // longer than the receiver's MTU: dropped as a kernel drops a frame its receive path cannot hold
 	DownDrops   uint64 // discarded at Flush because the sending host was down
 }
 
@@ -103,6 +104,9 @@ func (n *MemNetwork) SetFaults(f Faults) {
 }
 
 // SetMTU sets the MTU of links created afterwards (default DefaultMemMTU).
+// Links of one network may differ: a datagram longer than its receiver's
+// MTU is dropped on arrival (MemStats.TooBig), silently, as a kernel drops
+// a frame longer than its receive buffers.
 func (n *MemNetwork) SetMTU(mtu int) {
 	n.mu.Lock()
 	n.mtu = mtu
@@ -361,6 +365,10 @@ func (l *MemLink) sendLocked(p *memPkt, now time.Duration) {
 		return
 	case f.Drop != nil && f.Drop(p.from, p.to, p.buf):
 		n.stats.Filtered++
+		n.putBufLocked(p.buf)
+		return
+	case len(p.buf) > dst.mtu:
+		n.stats.TooBig++
 		n.putBufLocked(p.buf)
 		return
 	case loss:

@@ -1,5 +1,10 @@
 package provider
 
+import (
+	"github.com/sdx-project/sdx/bpf"
+	"github.com/sdx-project/sdx/xdp"
+)
+
 // Stats is a snapshot of a provider's counters and accounting. It may be
 // taken from any goroutine at any time, including from a completion's
 // notify function; each field is read atomically, the whole is not one
@@ -39,7 +44,37 @@ type Stats struct {
 	DeadPeers                              uint64 // connections failed by the dead-peer bound
 	Reneged                                uint64 // times out-of-order data was dropped for want of buffers
 	SendErrors                             uint64 // Link.Send errors other than ENOBUFS
-	Drops                                  DropStats
+	// TooBig counts connections failed with EMSGSIZE: their full-size
+	// segments never reached the peer while smaller frames did.
+	TooBig uint64
+	Drops  DropStats
+	// Link is what the link reports about itself.
+	Link LinkStats
+}
+
+// LinkStats is what a link reports about itself: for an XDPLink, how XDP
+// is attached and the kernel's counters of its AF_XDP socket; for a link
+// that reports nothing (a MemLink) only MTU.
+type LinkStats struct {
+	MTU int // the largest datagram the link carries (Link.MTU)
+	// XDPMode is native or generic; 0 for a link without XDP. XDPFrags
+	// says whether the steering program is frags-aware. XDPFallback says
+	// why XDP is not frags-aware native mode (the refusals, or generic
+	// forced by configuration); empty when it is.
+	XDPMode     bpf.Mode
+	XDPFrags    bool
+	XDPFallback string
+	FrameSize   int // UMEM frame size
+	// Kernel is the AF_XDP socket's XDP_STATISTICS: RxDropped counts
+	// frames the kernel dropped before the rx ring, for instance frames
+	// longer than a UMEM frame holds.
+	Kernel xdp.KernelStats
+}
+
+// linkReporter is a Link with something to report; LinkStats may be
+// called from any goroutine, also after Close.
+type linkReporter interface {
+	LinkStats() LinkStats
 }
 
 // DropStats counts received datagrams dropped, by reason.
@@ -60,7 +95,7 @@ func (p *Provider) Stats() Stats {
 	e := p.eng
 	pl := e.pool
 	st := &e.st
-	return Stats{
+	s := Stats{
 		Buffers:           pl.total(),
 		BuffersFree:       int(pl.count(placeFree)),
 		BuffersSendQueued: int(pl.count(placeSendQueued)),
@@ -89,6 +124,7 @@ func (p *Provider) Stats() Stats {
 		DeadPeers:         st.deadPeers.Load(),
 		Reneged:           st.reneged.Load(),
 		SendErrors:        st.sendErrors.Load(),
+		TooBig:            st.tooBig.Load(),
 		Drops: DropStats{
 			Malformed:   st.dropMalformed.Load(),
 			Checksum:    st.dropChecksum.Load(),
@@ -100,7 +136,12 @@ func (p *Provider) Stats() Stats {
 			BadAck:      st.dropBadAck.Load(),
 			BadCookie:   st.dropBadCookie.Load(),
 		},
+		Link: LinkStats{MTU: e.mtu},
 	}
+	if r, ok := p.link.(linkReporter); ok {
+		s.Link = r.LinkStats()
+	}
+	return s
 }
 
 // BuffersHeld returns how many buffers hold data: the total less the free

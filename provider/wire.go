@@ -41,6 +41,41 @@ const (
 	sackLen     = 8
 )
 
+// The payload of connect and accept announces the largest datagram (sdx
+// header and data) the sender receives: its link's MTU, a u16. A peer
+// that announced nothing is taken to receive minPeerDatagram.
+const (
+	announceLen = 2
+	// minPeerDatagram is the datagram of a 1280-byte link MTU (IPv6's
+	// minimum, the smallest MTU sdx is built for): every sdx link carries
+	// it, so a frame no larger is never lost for its size.
+	minPeerDatagram = 1280 - 20 - 8
+	// minAnnounce is the smallest announcement taken: the smallest MTU
+	// a provider starts on.
+	minAnnounce = HeaderLen + 64
+)
+
+// putAnnounce writes the announcement of max into b, which must hold
+// announceLen bytes, and returns announceLen.
+func putAnnounce(b []byte, max int) int {
+	binary.BigEndian.PutUint16(b, uint16(min(max, 65535)))
+	return announceLen
+}
+
+// announced reads the announcement in a connect's or accept's payload. It
+// returns 0 for none (an empty payload) and false for one below
+// minAnnounce; bytes after the first announceLen are reserved and ignored.
+func announced(payload []byte) (int, bool) {
+	switch {
+	case len(payload) == 0:
+		return 0, true
+	case len(payload) < announceLen:
+		return 0, false
+	}
+	n := int(binary.BigEndian.Uint16(payload))
+	return n, n >= minAnnounce
+}
+
 // Opcode says what a datagram is.
 type Opcode uint8
 

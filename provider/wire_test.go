@@ -54,6 +54,20 @@ const goldenResetHex = "" +
 	"0000000000000000" +
 	"0000" + "04" + "00"
 
+// goldenConnectHex is a connect request announcing a 8972-byte largest
+// datagram (a 9000-byte MTU less IPv4 and UDP) in its payload.
+const goldenConnectHex = "" +
+	"01" + "01" + "00" + "00" + // version, opcode connect, no flags, no SACK
+	"820a0010" +
+	"c001" + "1f90" +
+	"00100001" + "00000000" + // the connector's id; no acceptor id yet
+	"00040000" +
+	"0123456789abcdef" +
+	"0000000000000000" + // seq: no cookie
+	"0000000000000000" +
+	"0002" + "00" + "00" + // a 2-byte payload
+	"230c" // the announcement: 8972
+
 func TestWireGolden(t *testing.T) {
 	h, payload := goldenData()
 	got := AppendDatagram(nil, &h, payload)
@@ -66,6 +80,42 @@ func TestWireGolden(t *testing.T) {
 	want, _ = hex.DecodeString(goldenResetHex)
 	if !bytes.Equal(got, want) {
 		t.Fatalf("reset encoding\n got %x\nwant %x", got, want)
+	}
+	c := Header{Op: OpConnect, SrcPort: 0xc001, DstPort: 8080, SrcConn: 0x00100001, Window: 256 << 10, Token: 0x0123456789abcdef}
+	ann := make([]byte, announceLen)
+	putAnnounce(ann, 9000-28)
+	got = AppendDatagram(nil, &c, ann)
+	want, _ = hex.DecodeString(goldenConnectHex)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("connect encoding\n got %x\nwant %x", got, want)
+	}
+	var d Header
+	p, err := d.Decode(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := announced(p); !ok || n != 9000-28 {
+		t.Fatalf("announcement %d %v, want 8972", n, ok)
+	}
+}
+
+// TestAnnounced checks the reading of a connect's or accept's payload:
+// none, a valid announcement, one too small, and a truncated one.
+func TestAnnounced(t *testing.T) {
+	for _, c := range []struct {
+		payload []byte
+		n       int
+		ok      bool
+	}{
+		{nil, 0, true},
+		{[]byte{0x05, 0xc0}, 1472, true},
+		{[]byte{0x05, 0xc0, 0xff}, 1472, true}, // later bytes are reserved
+		{[]byte{0x00, byte(minAnnounce - 1)}, minAnnounce - 1, false},
+		{[]byte{0x05}, 0, false},
+	} {
+		if n, ok := announced(c.payload); n != c.n || ok != c.ok {
+			t.Errorf("announced(%x) = %d, %v; want %d, %v", c.payload, n, ok, c.n, c.ok)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/sdx-project/sdx/bpf"
@@ -56,6 +57,12 @@ type XDPLink struct {
 	stats      XDPLinkStats
 	// linkErr is the last transmit error that meant ENETDOWN.
 	linkErr error
+
+	// For LinkStats, from any goroutine: info is set before the link is
+	// shared; qmu keeps Close from closing the socket under a read of
+	// its kernel counters.
+	info LinkStats
+	qmu  sync.Mutex
 }
 
 // XDPLinkStats are the link's own counters.
@@ -137,7 +144,9 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 	if l.q, err = xdp.Open(fc); err != nil {
 		return nil, err
 	}
-	if max := l.q.FrameSize() - frame.HeaderLen; l.mtu > max {
+	// A received frame must fit what the kernel leaves of a UMEM frame
+	// after its headroom; a longer one is dropped before the rx ring.
+	if max := l.q.RxFrameLen() - frame.HeaderLen; l.mtu > max {
 		l.mtu = max
 	}
 	if l.steer, err = xdp.AttachSteer(xdp.SteerConfig{Netns: cfg.Netns, Interface: cfg.Interface, Port: cfg.Port, Mode: cfg.XDPMode}); err != nil {
@@ -149,13 +158,34 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 	if l.res, err = xdp.NewResolver(cfg.Netns, ifindex); err != nil {
 		return nil, err
 	}
+	l.info = LinkStats{
+		MTU:         l.mtu,
+		XDPMode:     l.steer.Mode(),
+		XDPFrags:    l.steer.Frags(),
+		XDPFallback: l.steer.Fallback(),
+		FrameSize:   l.q.FrameSize(),
+	}
 	return l, nil
+}
+
+// LinkStats reports how XDP is attached and the AF_XDP socket's kernel
+// counters; any goroutine, also after Close (then the counters are zero).
+func (l *XDPLink) LinkStats() LinkStats {
+	s := l.info
+	l.qmu.Lock()
+	defer l.qmu.Unlock()
+	if l.q != nil {
+		s.Kernel, _ = l.q.KernelStats()
+	}
+	return s
 }
 
 // LocalAddr returns the interface's IPv4 address.
 func (l *XDPLink) LocalAddr() netip.Addr { return l.local.IP }
 
-// MTU returns the largest sdx datagram one frame carries.
+// MTU returns the largest sdx datagram one frame carries both ways: the
+// interface MTU less the IPv4 and UDP headers, at most what a UMEM frame
+// receives (xdp.Queue.RxFrameLen) less the Ethernet, IPv4 and UDP headers.
 func (l *XDPLink) MTU() int { return l.mtu }
 
 // Stats returns the link's counters (owner only).
@@ -342,10 +372,12 @@ func (l *XDPLink) Close() error {
 		errs = append(errs, l.steer.Close())
 		l.steer = nil
 	}
+	l.qmu.Lock()
 	if l.q != nil {
 		errs = append(errs, l.q.Close())
 		l.q = nil
 	}
+	l.qmu.Unlock()
 	if l.res != nil {
 		errs = append(errs, l.res.Close())
 		l.res = nil

@@ -30,7 +30,10 @@ type Config struct {
 	// Queue is the interface's rx/tx queue id (default 0).
 	Queue int
 
-	// FrameSize is the UMEM frame size, 2048 or 4096 (default 2048).
+	// FrameSize is the UMEM frame size, 2048 or 4096. The default is 2048,
+	// or 4096 when the interface's MTU is above MaxMTU2048: a received
+	// frame must fit in what the kernel leaves of a UMEM frame after its
+	// headroom (see RxFrameLen).
 	FrameSize int
 	// NumFrames is the UMEM frame count, a power of two (default 4096).
 	NumFrames int
@@ -51,10 +54,35 @@ const (
 	DefaultRingSize  = 2048
 )
 
-func (c *Config) setDefaults() {
-	if c.FrameSize == 0 {
-		c.FrameSize = DefaultFrameSize
+// XDPPacketHeadroom is the headroom the kernel keeps in front of every
+// received frame in a UMEM frame (XDP_PACKET_HEADROOM), in copy and in
+// zero-copy mode, on top of the UMEM's own headroom (0 here, as in
+// asavie/xdp).
+const XDPPacketHeadroom = 256
+
+// ethLen is the Ethernet header, which the interface MTU does not count.
+const ethLen = 14
+
+// RxFrameLen is the longest Ethernet frame (header included) a UMEM frame
+// of frameSize bytes receives; the kernel drops longer ones and counts them
+// in KernelStats.RxDropped.
+func RxFrameLen(frameSize int) int { return frameSize - XDPPacketHeadroom }
+
+// MaxMTU2048 is the largest interface MTU whose frames fit a 2048-byte
+// UMEM frame on receive (1778); above it FrameSize defaults to 4096.
+const MaxMTU2048 = 2048 - XDPPacketHeadroom - ethLen
+
+// frameSizeFor is the default FrameSize for an interface MTU.
+func frameSizeFor(mtu int) int {
+	if mtu > MaxMTU2048 {
+		return 4096
 	}
+	return DefaultFrameSize
+}
+
+// setDefaults fills the zero fields but FrameSize, whose default depends
+// on the interface (see Open).
+func (c *Config) setDefaults() {
 	if c.NumFrames == 0 {
 		c.NumFrames = DefaultNumFrames
 	}
@@ -74,7 +102,7 @@ func (c *Config) validate() error {
 	if c.Queue < 0 {
 		return configErr("Queue %d is negative", c.Queue)
 	}
-	if c.FrameSize != 2048 && c.FrameSize != 4096 {
+	if c.FrameSize != 0 && c.FrameSize != 2048 && c.FrameSize != 4096 {
 		return configErr("FrameSize %d: use 2048 or 4096", c.FrameSize)
 	}
 	for _, r := range []struct {

@@ -48,6 +48,13 @@
 //
 // # Facts of AF_XDP on veth
 //
+// The kernel writes a received frame XDPPacketHeadroom (256) bytes into
+// its UMEM frame, in copy and in zero-copy mode, and drops a frame longer
+// than the rest (KernelStats.RxDropped): a 2048-byte frame receives
+// Ethernet frames of at most 1792 bytes. So FrameSize defaults to 4096
+// when the interface's MTU is above MaxMTU2048 (1778), and a user of a
+// Queue sizes what it sends to the peer's RxFrameLen.
+//
 // veth offers copy mode only; its XDP is native. The kernel sends at most 32
 // frames per sendto(2). veth's receive ring holds 256 frames: a sender that
 // runs further ahead of the receiver sees frames dropped (EBUSY, counted in

@@ -80,18 +80,11 @@ func Open(cfg Config) (_ *Queue, err error) {
 		return nil, err
 	}
 	q := &Queue{cfg: cfg, fd: -1, pool: newPool(cfg.NumFrames)}
-	for s := cfg.FrameSize; s > 1; s >>= 1 {
-		q.shift++
-	}
 	defer func() {
 		if err != nil {
 			q.release()
 		}
 	}()
-	q.umem, err = unix.Mmap(-1, 0, cfg.NumFrames*cfg.FrameSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
-	if err != nil {
-		return nil, fmt.Errorf("xdp: map %d KiB UMEM: %w", cfg.NumFrames*cfg.FrameSize>>10, err)
-	}
 	var ifindex int
 	err = sys.InNetns(cfg.Netns, func() error {
 		ifi, err := net.InterfaceByName(cfg.Interface)
@@ -99,6 +92,9 @@ func Open(cfg Config) (_ *Queue, err error) {
 			return fmt.Errorf("xdp: interface %q: %w", cfg.Interface, err)
 		}
 		ifindex = ifi.Index
+		if q.cfg.FrameSize == 0 {
+			q.cfg.FrameSize = frameSizeFor(ifi.MTU)
+		}
 		q.fd, err = unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			if errors.Is(err, unix.EAFNOSUPPORT) {
@@ -110,6 +106,14 @@ func Open(cfg Config) (_ *Queue, err error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	cfg = q.cfg
+	for s := cfg.FrameSize; s > 1; s >>= 1 {
+		q.shift++
+	}
+	q.umem, err = unix.Mmap(-1, 0, cfg.NumFrames*cfg.FrameSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+	if err != nil {
+		return nil, fmt.Errorf("xdp: map %d KiB UMEM: %w", cfg.NumFrames*cfg.FrameSize>>10, err)
 	}
 	if err := q.setup(ifindex); err != nil {
 		return nil, err
@@ -191,6 +195,11 @@ func (q *Queue) KernelStats() (KernelStats, error) { return q.kernelStats() }
 
 // FrameSize returns the UMEM frame size.
 func (q *Queue) FrameSize() int { return q.cfg.FrameSize }
+
+// RxFrameLen returns the longest Ethernet frame the queue receives: the
+// frame size less the kernel's headroom. The kernel drops a longer frame
+// (KernelStats.RxDropped) before it reaches the rx ring.
+func (q *Queue) RxFrameLen() int { return RxFrameLen(q.cfg.FrameSize) }
 
 // Frame returns frame f's whole buffer, FrameSize bytes.
 func (q *Queue) Frame(f uint32) []byte {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 
 	"github.com/cilium/ebpf/link"
 
@@ -22,6 +23,8 @@ type Steering struct {
 	prog    *bpf.Steer
 	link    link.Link
 	mode    bpf.Mode
+	frags   bool   // the attached program is frags-aware
+	why     string // why not frags-aware native XDP; "" when it is
 	ifindex int
 	ifname  string
 }
@@ -61,12 +64,7 @@ func AttachSteer(c SteerConfig) (_ *Steering, err error) {
 			return fmt.Errorf("xdp: interface %q: %w", c.Interface, err)
 		}
 		s.ifindex = ifi.Index
-		var modes []bpf.Mode
-		if c.Mode != 0 {
-			modes = append(modes, c.Mode)
-		}
-		s.link, s.mode, err = bpf.Attach(prog.Program(), ifi.Index, modes...)
-		return err
+		return s.attach(ifi.Index, c.Mode)
 	})
 	if err != nil {
 		return nil, err
@@ -74,8 +72,56 @@ func AttachSteer(c SteerConfig) (_ *Steering, err error) {
 	return s, nil
 }
 
+// attach tries the modes in order (mode alone when forced), and in each
+// the frags-aware program before the plain one, and records why it settled
+// for less than frags-aware native XDP.
+func (s *Steering) attach(ifindex int, mode bpf.Mode) error {
+	modes := []bpf.Mode{bpf.ModeNative, bpf.ModeGeneric}
+	if mode != 0 {
+		modes = []bpf.Mode{mode}
+	}
+	var why []string
+	if err := s.prog.FragsErr(); err != nil {
+		why = append(why, err.Error())
+	}
+	if mode == bpf.ModeGeneric {
+		why = append(why, "generic XDP forced by configuration")
+	}
+	var errs []error
+	for _, m := range modes {
+		for _, p := range s.prog.Programs() {
+			l, got, err := bpf.Attach(p, ifindex, m)
+			if err == nil {
+				s.link, s.mode, s.frags = l, got, s.prog.IsFrags(p)
+				s.why = strings.Join(why, "; ")
+				return nil
+			}
+			errs = append(errs, err)
+			if !bpf.Refused(err) {
+				return errors.Join(errs...)
+			}
+			kind := "plain program"
+			if s.prog.IsFrags(p) {
+				kind = "frags-aware program"
+			}
+			why = append(why, kind+": "+err.Error())
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Mode reports whether the kernel granted native or generic XDP.
 func (s *Steering) Mode() bpf.Mode { return s.mode }
+
+// Frags reports whether the attached program is frags-aware, so that the
+// driver may hand it frames in several buffers (and veth takes native XDP
+// at MTUs above a page).
+func (s *Steering) Frags() bool { return s.frags }
+
+// Fallback says why the steering is not frags-aware native XDP: the
+// errors of the attempts that were refused, or the configuration that
+// forced generic mode. It is empty when nothing fell back.
+func (s *Steering) Fallback() string { return s.why }
 
 // Register steers the queue's frames to q's socket.
 func (s *Steering) Register(q *Queue) error {

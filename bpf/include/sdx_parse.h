@@ -15,11 +15,15 @@ enum sdx_class {
 	SDX_CLASS_SDX,       // an sdx frame
 };
 
-// sdx_classify parses the frame in [data, data_end): Ethernet with at most
+// sdx_classify parses the frame that starts at data: Ethernet with at most
 // one 802.1Q/802.1ad tag, IPv4 (options allowed, fragments not), UDP to
 // port. For an sdx frame it sets *udp_out and *udp_len_out. Every read is
-// preceded by a bounds check against data_end.
-static __always_inline enum sdx_class sdx_classify(void *data, void *data_end, __u16 port,
+// preceded by a bounds check against data_end, the end of the linear part.
+// pkt_len is the whole frame's length, frags included
+// (bpf_xdp_get_buff_len), for a frags-aware program; 0 means the frame is
+// [data, data_end) alone. Lengths are checked against the whole frame: a
+// multi-buffer frame's IP payload may lie beyond data_end.
+static __always_inline enum sdx_class sdx_classify(void *data, void *data_end, __u32 pkt_len, __u16 port,
 						     struct udphdr **udp_out, __u32 *udp_len_out)
 {
 	struct ethhdr *eth = data;
@@ -27,6 +31,7 @@ static __always_inline enum sdx_class sdx_classify(void *data, void *data_end, _
 		return SDX_CLASS_MALFORMED;
 
 	void *l3 = eth + 1;
+	__u32 l3_off = sizeof(*eth); // a scalar: pointer differences need CAP_PERFMON
 	__be16 proto = eth->h_proto;
 	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
 		struct vlan_hdr *vlan = l3;
@@ -34,6 +39,7 @@ static __always_inline enum sdx_class sdx_classify(void *data, void *data_end, _
 			return SDX_CLASS_MALFORMED;
 		proto = vlan->h_vlan_encapsulated_proto;
 		l3 = vlan + 1;
+		l3_off += sizeof(*vlan);
 	}
 	// A second tag (QinQ) lands here too: sdx frames carry at most one.
 	if (proto != bpf_htons(ETH_P_IP))
@@ -51,7 +57,9 @@ static __always_inline enum sdx_class sdx_classify(void *data, void *data_end, _
 	if ((void *)ip + hlen > data_end)
 		return SDX_CLASS_MALFORMED;
 	__u32 tot_len = bpf_ntohs(ip->tot_len);
-	if (tot_len < hlen || (void *)ip + tot_len > data_end)
+	if (tot_len < hlen)
+		return SDX_CLASS_MALFORMED;
+	if (pkt_len ? l3_off + tot_len > pkt_len : (void *)ip + tot_len > data_end)
 		return SDX_CLASS_MALFORMED;
 
 	if (ip->protocol != IPPROTO_UDP)

@@ -53,6 +53,9 @@ func demo(ctx context.Context, frames, size int, timeout time.Duration) (err err
 		}
 		hosts[i] = hs
 		fmt.Printf("%s: XDP %v, AF_XDP %v, %d frames of %d bytes\n", h.If, hs.steer.Mode(), hs.q.Mode(), hs.q.Pool().Len(), hs.q.FrameSize())
+		if why := hs.steer.Fallback(); why != "" {
+			fmt.Printf("%s: XDP fell back: %s\n", h.If, why)
+		}
 	}
 	a, b := hosts[0], hosts[1]
 	flow := frame.Flow{

@@ -24,14 +24,17 @@ type Env struct {
 	Pinning    string `json:"pinning"`
 	XDPMode    string `json:"xdp_mode"` // native or generic, as granted to the floor's steer program
 	XSKMode    string `json:"xsk_mode"` // copy or zero-copy, as granted to the floor's AF_XDP sockets
-	MTU        int    `json:"veth_mtu"`
-	Testbed    string `json:"testbed"`
-	Date       string `json:"date"`
-	Command    string `json:"command"`
-	Commit     string `json:"commit"` // the module's VCS revision, "+dirty" with local changes
-	Repeats    int    `json:"repeats"`
-	Quick      bool   `json:"quick"`
-	Budget     string `json:"budget"`
+	// XDPFallback says why XDP is not frags-aware native mode (the
+	// attempts the kernel refused); empty when it is.
+	XDPFallback string `json:"xdp_fallback,omitempty"`
+	MTU         int    `json:"veth_mtu"`
+	Testbed     string `json:"testbed"`
+	Date        string `json:"date"`
+	Command     string `json:"command"`
+	Commit      string `json:"commit"` // the module's VCS revision, "+dirty" with local changes
+	Repeats     int    `json:"repeats"`
+	Quick       bool   `json:"quick"`
+	Budget      string `json:"budget"`
 	// The load average before and after the run: other work on the
 	// machine shows up in the tails.
 	LoadBefore string `json:"load_before"`
@@ -180,6 +183,9 @@ func (e *Env) markdown(b *strings.Builder) {
 	fmt.Fprintf(b, "- Go: %s\n", e.Go)
 	fmt.Fprintf(b, "- pinning: %s\n", e.Pinning)
 	fmt.Fprintf(b, "- XDP: %s; AF_XDP: %s; veth MTU %d\n", e.XDPMode, e.XSKMode, e.MTU)
+	if e.XDPFallback != "" {
+		fmt.Fprintf(b, "- XDP fell back: %s\n", e.XDPFallback)
+	}
 	fmt.Fprintf(b, "- testbed: %s\n", e.Testbed)
 	fmt.Fprintf(b, "- %s\n", e.Budget)
 	fmt.Fprintf(b, "- load average (1, 5, 15 min): %s before, %s after; CPUs busy during the run: %.0f%%, of which this process %.0f%%\n",

@@ -367,6 +367,7 @@ func runSystem(ctx context.Context, sys bench.System, h *bench.Hosts, plan []ste
 	defer func() { err = errors.Join(err, sys.Close()) }()
 	if m, ok := sys.(bench.Modes); ok {
 		rep.Env.XDPMode, rep.Env.XSKMode = m.Modes()
+		rep.Env.XDPFallback = m.XDPFallback()
 	}
 	for _, i := range idx {
 		if err := ctx.Err(); err != nil {

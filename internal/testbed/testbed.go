@@ -51,8 +51,9 @@ type Bed struct {
 type Options struct {
 	// Subnet is the third octet of 198.18.X.0/24 (default 0).
 	Subnet uint8
-	// MTU of both veth ends (default 1500). Native XDP on veth needs the
-	// peer's MTU to fit a page with headroom, so keep it at or below 3498.
+	// MTU of both veth ends (default 1500). Native XDP on veth above about
+	// 3.5 KB needs a frags-aware program (bpf's programs are, on Linux
+	// 5.18 and later); a plain one falls back to generic XDP.
 	MTU int
 	// Queues is the number of rx and tx queues of each end (default 1).
 	Queues int
