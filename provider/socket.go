@@ -186,10 +186,8 @@ func (p *Provider) Bind(s Socket, addr netip.AddrPort) error {
 	if !p.enter() {
 		return ErrNotSock
 	}
-	if a := addr.Addr(); a.IsValid() && !a.IsUnspecified() && a != p.link.LocalAddr() {
-		p.leave()
-		return ErrAddrNotAvail
-	}
+	// The address is checked on the poller, after the descriptor: a
+	// closed descriptor is ENOTSOCK whatever the arguments.
 	o := p.getOp(opBind, s)
 	o.addr = addr
 	p.call(o)
@@ -292,11 +290,7 @@ func (p *Provider) EventSelect(s Socket, mask Event, fn func(s Socket, ev Event,
 	if !p.enter() {
 		return ErrNotSock
 	}
-	if mask != 0 && fn == nil {
-		p.leave()
-		return ErrInvalid
-	}
-	o := p.getOp(opEventSelect, s)
+	o := p.getOp(opEventSelect, s) // a nil fn is refused after the descriptor is checked
 	o.evSet, o.evFn = mask, fn
 	p.call(o)
 	return p.result(o)
@@ -341,15 +335,17 @@ func (p *Provider) CloseSocket(s Socket) error {
 
 // post submits an overlapped op whose completion goes to cq.
 func (p *Provider) post(kind opKind, s Socket, buf []byte, to netip.AddrPort, cq *CompletionQueue, ctx uint64) error {
-	if cq == nil {
-		return ErrInvalid
-	}
 	if !p.enter() {
 		return ErrNotSock
 	}
 	defer p.leave()
+	// The descriptor first: a closed one is ENOTSOCK whatever the
+	// arguments.
 	if p.slotOf(s) == nil {
 		return ErrNotSock
+	}
+	if cq == nil || kind == opRecv && len(buf) == 0 {
+		return ErrInvalid
 	}
 	if !cq.reserve() {
 		return ErrNoBufs
@@ -379,9 +375,6 @@ func (p *Provider) PostSend(s Socket, b []byte, cq *CompletionQueue, ctx uint64)
 // least one byte is there, with the bytes copied; Bytes 0 and Err nil mean
 // end of stream.
 func (p *Provider) PostRecv(s Socket, b []byte, cq *CompletionQueue, ctx uint64) error {
-	if len(b) == 0 {
-		return ErrInvalid
-	}
 	return p.post(opRecv, s, b, netip.AddrPort{}, cq, ctx)
 }
 
@@ -436,6 +429,9 @@ func (p *Provider) Send(s Socket, b []byte) (int, error) {
 // is end of stream.
 func (p *Provider) Recv(s Socket, b []byte) (int, error) {
 	if len(b) == 0 {
+		if p.slotOf(s) == nil {
+			return 0, ErrNotSock // the descriptor before the arguments
+		}
 		return 0, ErrInvalid
 	}
 	o := p.blocking(opRecv, s, b, netip.AddrPort{})
@@ -569,6 +565,10 @@ func (p *Provider) apply(o *op) {
 	ep := sock.ep
 	switch o.kind {
 	case opBind:
+		if a := o.addr.Addr(); a.IsValid() && !a.IsUnspecified() && a != p.link.LocalAddr() {
+			p.complete(o, 0, ErrAddrNotAvail)
+			return
+		}
 		p.complete(o, 0, e.bind(ep, o.addr.Port()))
 	case opListen:
 		if ep.state == StateClosed {
@@ -592,6 +592,10 @@ func (p *Provider) apply(o *op) {
 		}
 		p.complete(o, 0, nil)
 	case opEventSelect:
+		if o.evSet != 0 && o.evFn == nil {
+			p.complete(o, 0, ErrInvalid)
+			return
+		}
 		sock.evMask, sock.evFn, sock.evDesc = o.evSet, o.evFn, o.s
 		sock.readEv, sock.writeEv = false, false
 		p.complete(o, 0, nil)
