@@ -2,7 +2,10 @@ package provider
 
 import (
 	"errors"
+	"math/rand/v2"
 	"net/netip"
+	"runtime"
+	"sync/atomic"
 	"testing"
 
 	"github.com/sdx-project/sdx/internal/testutil"
@@ -63,3 +66,155 @@ func TestCloseNotSockBeforeArguments(t *testing.T) {
 		t.Errorf("%d ops in use after refused verbs", st.OpsInUse)
 	}
 }
+
+// dupCloseRounds is how many rounds TestCloseDuplicateRacesLastClose runs;
+// the race the issue measured showed in about 1 round of 200.
+func dupCloseRounds() int {
+	if raceOn || testing.Short() {
+		return 1000
+	}
+	return 3000
+}
+
+// Duplicate racing the last CloseSocket: exactly one wins. Either the
+// duplicate is made first (Duplicate returns a descriptor, the close is
+// not the last and releases nothing), or the close is (it is the last
+// close: the pending accept is aborted and the port free before it
+// returns, and Duplicate fails with ENOTSOCK). Never a close that returns
+// with the socket still alive and no descriptor left to close it.
+func TestCloseDuplicateRacesLastClose(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	tn := newTestNet(t, 32, Faults{}, 1, nil)
+	p := tn.ps[0]
+	port := netip.AddrPortFrom(netip.IPv4Unspecified(), 80)
+	cq := must[*CompletionQueue](t)(p.NewCompletionQueue(8, nil))
+	got := make([]Completion, 8)
+	dupWon, closeWon := 0, 0
+	wk := newDupWorker(p)
+	defer wk.stop()
+	rng := rand.New(rand.NewPCG(32, 0))
+	for round := range dupCloseRounds() {
+		l := must[Socket](t)(p.Socket())
+		if err := p.Bind(l, port); err != nil {
+			t.Fatalf("round %d: bind: %v", round, err)
+		}
+		if err := p.Listen(l, 4); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.PostAccept(l, cq, uint64(round)); err != nil {
+			t.Fatal(err)
+		}
+		other := must[Socket](t)(p.Socket())
+		// The worker spins on its own CPU waiting for the round; both
+		// sides start together, each after its own seeded delay.
+		dupDelay, closeDelay := rng.IntN(2000), rng.IntN(2000)
+		wk.l.Store(uint64(l))
+		wk.delay.Store(int64(dupDelay))
+		wk.round.Store(int64(round + 1))
+		for i := 0; wk.started.Load() != int64(round+1); i++ {
+			if i%1000 == 999 {
+				runtime.Gosched()
+			}
+		}
+		spin(closeDelay)
+		closeErr := p.CloseSocket(l)
+		// What holds the instant the close returned.
+		nAtClose := cq.Poll(got)
+		bindAtClose := p.Bind(other, port)
+		dr := <-wk.res
+		if closeErr != nil {
+			t.Fatalf("round %d: close: %v", round, closeErr)
+		}
+		switch {
+		case dr.err == nil:
+			dupWon++
+			// The duplicate came first: the socket lives on through it.
+			if !errors.Is(bindAtClose, ErrAddrInUse) {
+				t.Fatalf("round %d: duplicate won, yet binding its port after the close gave %v", round, bindAtClose)
+			}
+			if err := p.CloseSocket(dr.d); err != nil {
+				t.Fatal(err)
+			}
+			nAtClose += cq.Poll(got[nAtClose:])
+			if err := p.Bind(other, port); err != nil {
+				t.Fatalf("round %d: bind after the duplicate's close: %v", round, err)
+			}
+		case errors.Is(dr.err, ErrNotSock):
+			closeWon++
+			// The close came first and was the last: a hard close,
+			// finished when it returned.
+			if bindAtClose != nil {
+				t.Fatalf("round %d: close won, yet binding its port right after gave %v", round, bindAtClose)
+			}
+		default:
+			t.Fatalf("round %d: duplicate: %v", round, dr.err)
+		}
+		if nAtClose != 1 || got[0].Context != uint64(round) || !errors.Is(got[0].Err, ErrAborted) {
+			t.Fatalf("round %d: %d completions when the last close returned (%+v), want the accept aborted", round, nAtClose, got[:nAtClose])
+		}
+		if err := p.CloseSocket(other); err != nil {
+			t.Fatal(err)
+		}
+		if st := p.Stats(); st.Sockets != 0 || st.OpsInUse != 0 {
+			t.Fatalf("round %d: %d sockets, %d ops left", round, st.Sockets, st.OpsInUse)
+		}
+	}
+	t.Logf("%d rounds: the duplicate won %d, the close %d", dupWon+closeWon, dupWon, closeWon)
+}
+
+// spinSink keeps spin's loop from being optimised away.
+var spinSink atomic.Uint64
+
+// spin burns about n short steps of CPU without yielding: a delay far
+// finer than time.Sleep, to vary which of two racing goroutines is ahead.
+func spin(n int) {
+	x := uint64(n)
+	for i := range n {
+		x = x*6364136223846793005 + uint64(i)
+	}
+	spinSink.Store(x)
+}
+
+type dupResult struct {
+	d   Socket
+	err error
+}
+
+// dupWorker is a goroutine that spins waiting for a round number, then
+// duplicates the descriptor it was given: a racer already running on its
+// own CPU, where a goroutine started per round would often wait for the
+// starter's CPU and so always come second.
+type dupWorker struct {
+	round, started, delay atomic.Int64
+	l                     atomic.Uint64
+	res                   chan dupResult
+	done                  chan struct{}
+}
+
+func newDupWorker(p *Provider) *dupWorker {
+	w := &dupWorker{res: make(chan dupResult, 1), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		seen := int64(0)
+		for i := 0; ; i++ {
+			r := w.round.Load()
+			if r < 0 {
+				return
+			}
+			if r == seen {
+				if i%1000 == 999 {
+					runtime.Gosched() // a loaded machine may need this CPU
+				}
+				continue
+			}
+			seen = r
+			w.started.Store(r)
+			spin(int(w.delay.Load()))
+			d, err := p.Duplicate(Socket(w.l.Load()))
+			w.res <- dupResult{d, err}
+		}
+	}()
+	return w
+}
+
+func (w *dupWorker) stop() { w.round.Store(-1); <-w.done }

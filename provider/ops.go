@@ -179,7 +179,7 @@ type op struct {
 	arg   int
 	ctx   uint64
 	cq    *CompletionQueue
-	sock  *socket // opClose, opDup: the socket, resolved before the descriptor died
+	sock  *socket // opClose: the socket, resolved before the descriptor died
 	evFn  func(Socket, Event, error)
 	evSet Event
 

@@ -3,6 +3,7 @@ package provider
 import (
 	"fmt"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 )
 
@@ -30,7 +31,12 @@ type slot struct {
 // socket is what descriptors refer to. refs and closing are atomic; the
 // rest belongs to the poller role.
 type socket struct {
-	refs    atomic.Int32 // live descriptors
+	// refMu orders Duplicate's new reference (taken on the poller)
+	// against CloseSocket's compare-and-swap and release (in the
+	// caller), so that of a Duplicate and the last close racing, exactly
+	// one comes first: see Duplicate.
+	refMu   sync.Mutex
+	refs    atomic.Int32 // live descriptors; changes under refMu (Cleanup: alone)
 	closing atomic.Bool  // the last descriptor is being closed: no notifications
 
 	ep *endpoint
@@ -247,35 +253,23 @@ func (p *Provider) names(s Socket) (local, peer netip.AddrPort, err error) {
 
 // Duplicate returns another descriptor for the same socket. The socket
 // lives until its last descriptor is closed.
+//
+// A Duplicate racing the close of the socket's last descriptor either
+// comes first (it returns a new descriptor, and the close was not the
+// last: it releases nothing) or second (it fails with ENOTSOCK, and the
+// close was the last: the hard close is done when CloseSocket returns).
+// The new reference is taken on the poller, under the socket's refMu,
+// only while the descriptor is still live; CloseSocket kills the
+// descriptor and drops its reference under the same lock.
 func (p *Provider) Duplicate(s Socket) (Socket, error) {
 	if !p.enter() {
 		return 0, ErrNotSock
 	}
-	sl := p.slotOf(s)
-	if sl == nil {
+	if p.slotOf(s) == nil {
 		p.leave()
 		return 0, ErrNotSock
-	}
-	// The slot's socket pointer changes only after its state word has
-	// left this generation: if the word is the same after the load, the
-	// pointer is this descriptor's socket.
-	sock := sl.sock.Load()
-	if sl.w.Load() != uint64(s.gen())<<1|1 || sock == nil {
-		p.leave()
-		return 0, ErrNotSock
-	}
-	for {
-		r := sock.refs.Load()
-		if r <= 0 {
-			p.leave()
-			return 0, ErrNotSock
-		}
-		if sock.refs.CompareAndSwap(r, r+1) {
-			break
-		}
 	}
 	o := p.getOp(opDup, s)
-	o.sock = sock
 	p.call(o)
 	d := o.res
 	return d, p.result(o)
@@ -313,8 +307,14 @@ func (p *Provider) CloseSocket(s Socket) error {
 		return ErrNotSock
 	}
 	sock := sl.sock.Load() // this generation's: the CAS below proves it
+	if sock == nil {
+		p.leave()
+		return ErrNotSock
+	}
 	w := uint64(s.gen())<<1 | 1
+	sock.refMu.Lock()
 	if !sl.w.CompareAndSwap(w, w+1) {
+		sock.refMu.Unlock()
 		p.leave()
 		return ErrNotSock
 	}
@@ -322,6 +322,7 @@ func (p *Provider) CloseSocket(s Socket) error {
 	if last {
 		sock.closing.Store(true)
 	}
+	sock.refMu.Unlock()
 	o := p.getOp(opClose, s)
 	o.sock = sock
 	if last {
@@ -532,19 +533,26 @@ func (p *Provider) apply(o *op) {
 		p.complete(o, 0, err)
 		return
 	case opDup:
-		if p.resolve(o.s) != o.sock {
-			p.dropRef(o.sock)
+		sock := p.resolve(o.s)
+		if sock == nil {
 			p.complete(o, 0, ErrNotSock)
 			return
 		}
-		s, err := p.allocSlot(o.sock)
-		if err != nil {
-			p.dropRef(o.sock)
-			p.complete(o, 0, err)
+		// Live under refMu means no close of o.s has dropped its
+		// reference yet, so refs >= 1: the duplicate comes first.
+		sock.refMu.Lock()
+		if p.resolve(o.s) != sock {
+			sock.refMu.Unlock()
+			p.complete(o, 0, ErrNotSock) // the close came first
 			return
 		}
+		s, err := p.allocSlot(sock)
+		if err == nil {
+			sock.refs.Add(1)
+		}
+		sock.refMu.Unlock()
 		o.res = s
-		p.complete(o, 0, nil)
+		p.complete(o, 0, err)
 		return
 	}
 	sock := p.resolve(o.s)
@@ -644,15 +652,6 @@ func (p *Provider) apply(o *op) {
 		p.progressRecvs(sock)
 	default:
 		panic("provider: unknown op")
-	}
-}
-
-// dropRef drops a reference taken for a Duplicate that failed; if it was
-// the last, the socket is closed here.
-func (p *Provider) dropRef(sock *socket) {
-	if sock.refs.Add(-1) == 0 {
-		sock.closing.Store(true)
-		p.closeSocket(sock)
 	}
 }
 
