@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/sdx-project/sdx/internal/testutil"
 )
@@ -132,6 +133,9 @@ func TestCloseDuplicateRacesLastClose(t *testing.T) {
 			if !errors.Is(bindAtClose, ErrAddrInUse) {
 				t.Fatalf("round %d: duplicate won, yet binding its port after the close gave %v", round, bindAtClose)
 			}
+			if nAtClose != 0 {
+				t.Fatalf("round %d: duplicate won, yet the close completed %+v", round, got[:nAtClose])
+			}
 			if err := p.CloseSocket(dr.d); err != nil {
 				t.Fatal(err)
 			}
@@ -218,3 +222,104 @@ func newDupWorker(p *Provider) *dupWorker {
 }
 
 func (w *dupWorker) stop() { w.round.Store(-1); <-w.done }
+
+// The rule for operations posted through a descriptor that is closed
+// while another descriptor of the socket lives: they belong to the
+// socket, not to the descriptor, so a close that is not the last cancels
+// nothing; they complete as usual (their completion names the descriptor
+// they were posted on), or with ErrAborted when the last descriptor is
+// closed. That holds whether or not the poller had taken the operation up
+// before the close (a synchronous call between post and close makes sure
+// it had).
+func TestCloseNotLastKeepsOperations(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	tn := newTestNet(t, 33, Faults{}, 2, nil)
+	p0, p1 := tn.ps[0], tn.ps[1]
+	l := tn.listener(1, 80, 4)
+	cq := must[*CompletionQueue](t)(p1.NewCompletionQueue(8, nil))
+	got := make([]Completion, 8)
+	// settled makes sure the poller has carried out everything submitted
+	// before it, then reports the completions queued by then.
+	settled := func(s Socket) int {
+		if _, err := p1.GetSockName(s); err != nil {
+			t.Fatal(err)
+		}
+		return cq.Poll(got)
+	}
+	rounds := 100
+	if raceOn {
+		rounds = 40
+	}
+	for round := range rounds {
+		syncBetween := round%2 == 1
+		// An accept posted on l, then l closed while d lives.
+		d := must[Socket](t)(p1.Duplicate(l))
+		if err := p1.PostAccept(l, cq, 1); err != nil {
+			t.Fatal(err)
+		}
+		if syncBetween {
+			settled(l)
+		}
+		if err := p1.CloseSocket(l); err != nil {
+			t.Fatal(err)
+		}
+		if n := settled(d); n != 0 {
+			t.Fatalf("round %d (sync between: %v): a close that was not the last completed %+v", round, syncBetween, got[:n])
+		}
+		a := must[Socket](t)(p0.Socket())
+		if err := p0.Connect(a, tn.addr(1, 80)); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := cq.Wait(got, 5*time.Second); n != 1 || err != nil || got[0].Err != nil || got[0].Socket != l || got[0].Accepted == 0 {
+			t.Fatalf("round %d: accept posted on the closed duplicate: %d %v %+v", round, n, err, got[0])
+		}
+		b := got[0].Accepted
+		l = d
+
+		// A receive posted on b, then b closed while its duplicate lives.
+		bd := must[Socket](t)(p1.Duplicate(b))
+		buf := make([]byte, 16)
+		if err := p1.PostRecv(b, buf, cq, 2); err != nil {
+			t.Fatal(err)
+		}
+		if syncBetween {
+			settled(bd)
+		}
+		if err := p1.CloseSocket(b); err != nil {
+			t.Fatal(err)
+		}
+		if n := settled(bd); n != 0 {
+			t.Fatalf("round %d (sync between: %v): a close that was not the last completed %+v", round, syncBetween, got[:n])
+		}
+		if _, err := p0.Send(a, []byte("kept")); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := cq.Wait(got, 5*time.Second); n != 1 || err != nil || got[0].Err != nil || got[0].Socket != b || string(buf[:got[0].Bytes]) != "kept" {
+			t.Fatalf("round %d: receive posted on the closed duplicate: %d %v %+v", round, n, err, got[0])
+		}
+		// The last close cancels what is pending, whichever descriptor
+		// it was posted on.
+		if err := p1.PostRecv(bd, buf, cq, 3); err != nil {
+			t.Fatal(err)
+		}
+		if err := p1.CloseSocket(bd); err != nil {
+			t.Fatal(err)
+		}
+		if n := cq.Poll(got); n != 1 || !errors.Is(got[0].Err, ErrAborted) {
+			t.Fatalf("round %d: the last close left %d completions %+v", round, n, got[:n])
+		}
+		p0.CloseSocket(a)
+	}
+	if err := p1.PostAccept(l, cq, 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := p1.CloseSocket(l); err != nil {
+		t.Fatal(err)
+	}
+	if n := cq.Poll(got); n != 1 || !errors.Is(got[0].Err, ErrAborted) {
+		t.Fatalf("the listener's last close left %d completions %+v", n, got[:n])
+	}
+	if st := p1.Stats(); st.Sockets != 0 || st.OpsInUse != 0 || st.BuffersHeld() != 0 {
+		t.Fatalf("left behind: %d sockets, %d ops, %d buffers", st.Sockets, st.OpsInUse, st.BuffersHeld())
+	}
+}

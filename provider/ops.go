@@ -173,13 +173,12 @@ const (
 type op struct {
 	kind  opKind
 	s     Socket
-	live  bool // the descriptor was live at submission: a close after it aborts the op
 	buf   []byte
 	addr  netip.AddrPort
 	arg   int
 	ctx   uint64
 	cq    *CompletionQueue
-	sock  *socket // opClose: the socket, resolved before the descriptor died
+	sock  *socket // the socket, resolved while the descriptor was live (opClose, and the overlapped verbs)
 	evFn  func(Socket, Event, error)
 	evSet Event
 

@@ -97,6 +97,22 @@ func (p *Provider) slotOf(s Socket) *slot {
 	return sl
 }
 
+// liveSock returns the socket of a live descriptor, nil otherwise; any
+// goroutine. The slot's socket pointer changes only after its state word
+// has left this generation: if the word is the same after the load, the
+// pointer is this descriptor's socket.
+func (p *Provider) liveSock(s Socket) *socket {
+	sl := p.slotOf(s)
+	if sl == nil {
+		return nil
+	}
+	sock := sl.sock.Load()
+	if sl.w.Load() != uint64(s.gen())<<1|1 {
+		return nil
+	}
+	return sock
+}
+
 // resolve returns the socket of a live descriptor; poller only.
 func (p *Provider) resolve(s Socket) *socket {
 	sl := p.slotOf(s)
@@ -297,6 +313,8 @@ func (p *Provider) EventSelect(s Socket, mask Event, fn func(s Socket, ev Event,
 // a descriptor that is not live, or ENETDOWN when the link failed to take
 // the reset; in every case the resources are released. It never blocks
 // for the network and never reports "would block" or "in progress".
+// A close that is not the last cancels nothing: operations posted through
+// s belong to the socket and go on (docs/CLOSE.md, point 3).
 func (p *Provider) CloseSocket(s Socket) error {
 	if !p.enter() {
 		return ErrNotSock
@@ -342,7 +360,8 @@ func (p *Provider) post(kind opKind, s Socket, buf []byte, to netip.AddrPort, cq
 	defer p.leave()
 	// The descriptor first: a closed one is ENOTSOCK whatever the
 	// arguments.
-	if p.slotOf(s) == nil {
+	sock := p.liveSock(s)
+	if sock == nil {
 		return ErrNotSock
 	}
 	if cq == nil || kind == opRecv && len(buf) == 0 {
@@ -357,7 +376,7 @@ func (p *Provider) post(kind opKind, s Socket, buf []byte, to netip.AddrPort, cq
 		return ErrNoBufs
 	}
 	o.kind, o.s, o.buf, o.addr, o.cq, o.ctx = kind, s, buf, to, cq, ctx
-	o.live = true // checked above
+	o.sock = sock
 	p.submit(o)
 	if !p.token.Load() {
 		p.wakePoller() // nobody polls right now
@@ -404,7 +423,7 @@ func (p *Provider) blocking(kind opKind, s Socket, buf []byte, to netip.AddrPort
 		return nil
 	}
 	o.kind, o.s, o.buf, o.addr = kind, s, buf, to
-	o.live = p.slotOf(s) != nil
+	o.sock = p.liveSock(s)
 	p.call(o)
 	return o
 }
@@ -555,20 +574,28 @@ func (p *Provider) apply(o *op) {
 		p.complete(o, 0, err)
 		return
 	}
-	sock := p.resolve(o.s)
-	if sock == nil {
-		// A send, receive, accept or connect whose descriptor was live
-		// when it was submitted was cancelled by a close that came after
-		// it: that is an abort, not a use of a closed socket.
-		switch o.kind {
-		case opSend, opRecv, opAccept, opConnect:
-			if o.live {
-				p.complete(o, 0, ErrAborted)
-				return
-			}
+	var sock *socket
+	switch o.kind {
+	case opSend, opRecv, opAccept, opConnect:
+		// These belong to the socket their descriptor named when they
+		// were issued, not to the descriptor: a close of that descriptor
+		// that was not the last leaves them be, whether it came before
+		// this or after. Once the last close has begun they are aborted.
+		sock = o.sock
+		if sock == nil {
+			p.complete(o, 0, ErrNotSock) // the descriptor was dead already
+			return
 		}
-		p.complete(o, 0, ErrNotSock)
-		return
+		if sock.closing.Load() {
+			p.complete(o, 0, ErrAborted)
+			return
+		}
+	default:
+		sock = p.resolve(o.s)
+		if sock == nil {
+			p.complete(o, 0, ErrNotSock)
+			return
+		}
 	}
 	ep := sock.ep
 	switch o.kind {
