@@ -27,6 +27,14 @@ const (
 	// background (SetLinger with a negative value, the default): after it
 	// the connection is reset. It is Linux's tcp_fin_timeout.
 	DefaultCloseTimeout = 60 * time.Second
+
+	// MaxReadBuffer and MaxWriteBuffer bound Config.ReadBuffer and
+	// WriteBuffer: both are allocated for every connection, at accept
+	// and dial.
+	MaxReadBuffer  = 64 << 20
+	MaxWriteBuffer = 64 << 20
+	// MaxCloseTimeout bounds Config.CloseTimeout.
+	MaxCloseTimeout = 24 * time.Hour
 )
 
 // sendSlots is how many sends one connection keeps posted at most; Write
@@ -62,11 +70,12 @@ type Config struct {
 	Provider provider.Config
 
 	// ReadBuffer and WriteBuffer are the switch's own buffers per
-	// connection (defaults DefaultReadBuffer and DefaultWriteBuffer), on
-	// top of the provider's Config.RecvBuffer and Config.SendBuffer.
+	// connection (defaults DefaultReadBuffer and DefaultWriteBuffer; at
+	// most MaxReadBuffer and MaxWriteBuffer, 64 MiB), on top of the
+	// provider's Config.RecvBuffer and Config.SendBuffer.
 	ReadBuffer, WriteBuffer int
 	// CloseTimeout bounds a background graceful close (default
-	// DefaultCloseTimeout).
+	// DefaultCloseTimeout, at most MaxCloseTimeout: 24h).
 	CloseTimeout time.Duration
 }
 
@@ -134,6 +143,15 @@ func NewStack(cfg Config) (_ *Stack, err error) {
 	}
 	if cfg.CloseTimeout <= 0 {
 		cfg.CloseTimeout = DefaultCloseTimeout
+	}
+	// Before anything is attached: a bad value costs nothing.
+	switch {
+	case cfg.ReadBuffer > MaxReadBuffer:
+		return nil, fmt.Errorf("%w: Config.ReadBuffer %d is too large: use at most %d (it is allocated for every connection)", ErrConfig, cfg.ReadBuffer, MaxReadBuffer)
+	case cfg.WriteBuffer > MaxWriteBuffer:
+		return nil, fmt.Errorf("%w: Config.WriteBuffer %d is too large: use at most %d (it is allocated for every connection)", ErrConfig, cfg.WriteBuffer, MaxWriteBuffer)
+	case cfg.CloseTimeout > MaxCloseTimeout:
+		return nil, fmt.Errorf("%w: Config.CloseTimeout %v is too long: use at most %v", ErrConfig, cfg.CloseTimeout, MaxCloseTimeout)
 	}
 	s := &Stack{
 		cfg:       cfg,

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"errors"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"sync/atomic"
@@ -398,7 +399,7 @@ func (e *engine) quietKey(k connKey) {
 			}
 		}
 	}
-	e.quiet[k] = e.now + int64(e.cfg.Timeout)
+	e.quiet[k] = later(e.now, int64(e.cfg.Timeout))
 }
 
 // dropData frees every buffer the endpoint holds.
@@ -495,7 +496,7 @@ func (e *engine) connect(ep *endpoint, to netip.AddrPort) error {
 	ep.lastHeard = e.now
 	e.sendCtl(ep, OpConnect, ReasonNone)
 	ep.synSent, ep.synOnce = e.now, true
-	ep.rtoAt = e.now + ep.rto
+	ep.rtoAt = later(e.now, ep.rto)
 	e.schedule(ep, ep.rtoAt)
 	return nil
 }
@@ -929,9 +930,20 @@ func (e *engine) ackSoon(ep *endpoint, now bool) {
 		return
 	}
 	if ep.ackAt == 0 {
-		ep.ackAt = e.now + int64(e.cfg.AckDelay)
+		ep.ackAt = later(e.now, int64(e.cfg.AckDelay))
 		e.schedule(ep, ep.ackAt)
 	}
+}
+
+// later is t+d on the engine's nanosecond clock, saturating instead of
+// wrapping: a deadline past the end of time never comes, where a wrapped
+// one would always be due and spin the timers. Validation keeps the
+// durations far below that; this is the backstop.
+func later(t, d int64) int64 {
+	if d > 0 && t > math.MaxInt64-d {
+		return math.MaxInt64
+	}
+	return t + d
 }
 
 // schedule makes sure the endpoint's timers run at t or earlier. Timers
@@ -1182,7 +1194,7 @@ func (e *engine) established(ep *endpoint, h *Header) {
 	// not leave its acceptor's half-open connection to expire.
 	e.ackSoon(ep, true)
 	ep.confirming = true
-	ep.rtoAt = e.now + ep.rto
+	ep.rtoAt = later(e.now, ep.rto)
 	e.schedule(ep, min(ep.rtoAt, e.keepaliveAt(ep)))
 }
 
@@ -1195,7 +1207,7 @@ func (e *engine) onRetry(ep *endpoint, h *Header) {
 	ep.cookie = h.Seq
 	e.sendCtl(ep, OpConnect, ReasonNone)
 	ep.synSent, ep.synOnce = e.now, true
-	ep.rtoAt = e.now + ep.rto
+	ep.rtoAt = later(e.now, ep.rto)
 	e.schedule(ep, ep.rtoAt)
 }
 
@@ -1293,7 +1305,7 @@ func (e *engine) onConnect(from netip.Addr, h *Header) {
 	e.sendCtl(c, OpAccept, ReasonNone)
 	c.tries = 1
 	c.synSent, c.synOnce = e.now, true
-	c.rtoAt = e.now + c.rto
+	c.rtoAt = later(e.now, c.rto)
 	e.schedule(c, c.rtoAt)
 }
 
@@ -1364,7 +1376,7 @@ func (e *engine) onAck(ep *endpoint, h *Header) {
 		}
 		ep.rto = e.rtoValue(ep)
 		if ep.sent > 0 {
-			ep.rtoAt = e.now + ep.rto
+			ep.rtoAt = later(e.now, ep.rto)
 			e.schedule(ep, ep.rtoAt)
 		} else {
 			ep.rtoAt = 0
@@ -1658,12 +1670,12 @@ func (e *engine) sendData(ep *endpoint) bool {
 		sent, acked = true, true
 	}
 	if ep.sent > 0 && ep.rtoAt == 0 {
-		ep.rtoAt = e.now + ep.rto
+		ep.rtoAt = later(e.now, ep.rto)
 		e.schedule(ep, ep.rtoAt)
 	}
 	if ep.sent == 0 && ep.slen > 0 && ep.rtoAt == 0 {
 		// Window closed with data waiting: probe with the RTO's backoff.
-		ep.rtoAt = e.now + ep.rto
+		ep.rtoAt = later(e.now, ep.rto)
 		e.schedule(ep, ep.rtoAt)
 	}
 	if ep.ackNow && !acked {
@@ -1833,11 +1845,11 @@ func (e *engine) sendRaw(ep *endpoint, to netip.Addr, b []byte) bool {
 
 func (e *engine) keepaliveAt(ep *endpoint) int64 {
 	idle := int64(e.cfg.Timeout) / 3
-	t := ep.lastHeard + idle
+	t := later(ep.lastHeard, idle)
 	if ep.probeAt > t {
 		t = ep.probeAt
 	}
-	return min(t, ep.lastHeard+int64(e.cfg.Timeout))
+	return min(t, later(ep.lastHeard, int64(e.cfg.Timeout)))
 }
 
 func (e *engine) onTimer(ep *endpoint) {
@@ -1857,10 +1869,10 @@ func (e *engine) onTimer(ep *endpoint) {
 			e.sendCtl(ep, OpAccept, ReasonNone)
 			ep.tries++
 			ep.synOnce = false
-			ep.rto = min(2*ep.rto, int64(e.cfg.MaxRTO))
-			ep.rtoAt = now + ep.rto
+			ep.rto = min(later(ep.rto, ep.rto), int64(e.cfg.MaxRTO))
+			ep.rtoAt = later(now, ep.rto)
 		}
-		e.schedule(ep, min(ep.rtoAt, ep.lastHeard+int64(e.cfg.Timeout)))
+		e.schedule(ep, min(ep.rtoAt, later(ep.lastHeard, int64(e.cfg.Timeout))))
 		return
 	}
 	if now-ep.lastHeard >= int64(e.cfg.Timeout) {
@@ -1882,11 +1894,11 @@ func (e *engine) onTimer(ep *endpoint) {
 		if now >= ep.rtoAt {
 			e.sendCtl(ep, OpConnect, ReasonNone)
 			ep.synOnce = false // Karn: no sample from a repeated request
-			ep.rto = min(2*ep.rto, int64(e.cfg.MaxRTO))
-			ep.rtoAt = now + ep.rto
+			ep.rto = min(later(ep.rto, ep.rto), int64(e.cfg.MaxRTO))
+			ep.rtoAt = later(now, ep.rto)
 			e.st.rtoExpiries.Add(1)
 		}
-		e.schedule(ep, min(ep.rtoAt, ep.lastHeard+int64(e.cfg.Timeout)))
+		e.schedule(ep, min(ep.rtoAt, later(ep.lastHeard, int64(e.cfg.Timeout))))
 		return
 	}
 	if ep.ackAt != 0 && now >= ep.ackAt {
@@ -1899,7 +1911,7 @@ func (e *engine) onTimer(ep *endpoint) {
 	idle := int64(e.cfg.Timeout) / 3
 	if now-ep.lastHeard >= idle && now >= ep.probeAt {
 		e.sendCtl(ep, OpProbe, ReasonNone)
-		ep.probeAt = now + int64(e.cfg.Timeout)/6
+		ep.probeAt = later(now, int64(e.cfg.Timeout)/6)
 	}
 	next := e.keepaliveAt(ep)
 	if ep.rtoAt != 0 {
@@ -1920,8 +1932,8 @@ func (e *engine) onRTO(ep *endpoint) {
 		if ep.confirming || ep.slen > 0 && ep.segs[ep.shead].seq+uint64(ep.segs[ep.shead].n) > ep.sndRight {
 			// Zero window, or a confirmation not yet answered: probe.
 			e.sendCtl(ep, OpProbe, ReasonNone)
-			ep.rto = min(2*ep.rto, int64(e.cfg.MaxRTO))
-			ep.rtoAt = e.now + ep.rto
+			ep.rto = min(later(ep.rto, ep.rto), int64(e.cfg.MaxRTO))
+			ep.rtoAt = later(e.now, ep.rto)
 			return
 		}
 		ep.rtoAt = 0
@@ -1948,8 +1960,8 @@ func (e *engine) onRTO(ep *endpoint) {
 		}
 	}
 	ep.dupAcks = 0
-	ep.rto = min(2*ep.rto, int64(e.cfg.MaxRTO))
-	ep.rtoAt = e.now + ep.rto
+	ep.rto = min(later(ep.rto, ep.rto), int64(e.cfg.MaxRTO))
+	ep.rtoAt = later(e.now, ep.rto)
 	e.queueOutput(ep)
 }
 

@@ -128,7 +128,7 @@ func (q *CompletionQueue) Wait(out []Completion, timeout time.Duration) (int, er
 	}
 	var deadline int64
 	if timeout >= 0 {
-		deadline = q.p.nanotime() + int64(timeout)
+		deadline = later(q.p.nanotime(), int64(timeout)) // math.MaxInt64 is "for ever", not the past
 	}
 	q.p.await(q, deadline)
 	n := q.Poll(out)

@@ -1,0 +1,50 @@
+package sdx
+
+import (
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sdx-project/sdx/provider"
+)
+
+// NewStack refuses absurd sizes and durations with an error that names
+// the field, before anything is attached or allocated (issue 13, item 7).
+func TestNewStackAbsurdValues(t *testing.T) {
+	n := provider.NewMemNetwork(1)
+	cases := []struct {
+		name string
+		set  func(*Config)
+		want string
+	}{
+		{"ReadBuffer 1<<40", func(c *Config) { c.ReadBuffer = 1 << 40 }, "Config.ReadBuffer"},
+		{"WriteBuffer 1<<40", func(c *Config) { c.WriteBuffer = 1 << 40 }, "Config.WriteBuffer"},
+		{"CloseTimeout never", func(c *Config) { c.CloseTimeout = math.MaxInt64 }, "Config.CloseTimeout"},
+	}
+	for _, c := range cases {
+		l, err := n.NewLink()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := Config{Link: l, Prefix: provider.MemPrefix, Provider: provider.Config{MaxSockets: 16, Buffers: 2048, Timeout: 5 * time.Second}}
+		c.set(&cfg)
+		st, err := NewStack(cfg)
+		if err == nil {
+			st.Close()
+			t.Errorf("%s: NewStack accepted it", c.name)
+			continue
+		}
+		l.Close()
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an ErrConfig naming %s", c.name, err, c.want)
+		}
+	}
+	// A provider field is the provider's error.
+	l, _ := n.NewLink()
+	_, err := NewStack(Config{Link: l, Prefix: provider.MemPrefix, Provider: provider.Config{Timeout: math.MaxInt64}})
+	if !errors.Is(err, provider.ErrConfig) || !strings.Contains(err.Error(), "Config.Timeout") {
+		t.Errorf("Provider.Timeout never: %v", err)
+	}
+}
