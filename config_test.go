@@ -4,9 +4,11 @@ import (
 	"errors"
 	"math"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/provider"
 )
 
@@ -46,5 +48,21 @@ func TestNewStackAbsurdValues(t *testing.T) {
 	_, err := NewStack(Config{Link: l, Prefix: provider.MemPrefix, Provider: provider.Config{Timeout: math.MaxInt64}})
 	if !errors.Is(err, provider.ErrConfig) || !strings.Contains(err.Error(), "Config.Timeout") {
 		t.Errorf("Provider.Timeout never: %v", err)
+	}
+}
+
+// A second stack on an interface and queue that a stack already holds
+// says that another stack holds it, and still matches EBUSY.
+func TestNewStackQueueHeld(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	bed := vethBed(t)
+	vethStack(t, &bed.A)
+	st, err := NewStack(Config{Netns: bed.A.NS, Interface: bed.A.If, Provider: provider.Config{MaxSockets: 16, Buffers: 2048}})
+	if err == nil {
+		st.Close()
+		t.Fatal("a second stack on a held queue started")
+	}
+	if !errors.Is(err, syscall.EBUSY) || !strings.Contains(err.Error(), "another sdx stack") {
+		t.Fatalf("second stack: %v, want EBUSY saying another stack holds the queue", err)
 	}
 }

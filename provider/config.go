@@ -69,12 +69,13 @@ type Config struct {
 	// work before it sleeps (default 50µs, at most MaxSpin).
 	Spin time.Duration
 
-	// MaxSockets is the size of the descriptor table (default 4096).
-	// Socket, Accept and Duplicate fail with EMFILE when it is full.
+	// MaxSockets is the size of the descriptor table (default 4096, at
+	// most 1048574). Socket, Accept and Duplicate fail with EMFILE when
+	// it is full.
 	MaxSockets int
 	// MaxConnections bounds the endpoints: sockets plus connections in
-	// listeners' backlogs (default 2×MaxSockets). A connect request past
-	// it is rejected.
+	// listeners' backlogs (default 2×MaxSockets, at most 1048574). A
+	// connect request past it is rejected.
 	MaxConnections int
 	// MaxBacklog caps Listen's backlog (default 1024, at most 1048574,
 	// the most connections a provider can hold).
@@ -138,7 +139,10 @@ func (c *Config) setDefaults() {
 	}
 	defd(&c.Spin, 50*time.Microsecond)
 	def(&c.MaxSockets, 4096)
-	def(&c.MaxConnections, 2*c.MaxSockets)
+	if c.MaxSockets > 0 && c.MaxSockets <= maxConns {
+		// Twice the sockets, within what connection ids can name.
+		def(&c.MaxConnections, min(2*c.MaxSockets, maxConns))
+	}
 	def(&c.MaxBacklog, d.MaxBacklog)
 	def(&c.SendBuffer, d.SendBuffer)
 	def(&c.RecvBuffer, d.RecvBuffer)
@@ -161,8 +165,8 @@ func (c *Config) validate() error {
 		return configErr("Config.Mode %d is unknown: use PollAdaptive or PollBusy", c.Mode)
 	case c.Spin < 0 || c.Spin > MaxSpin:
 		return configErr("Config.Spin %v is out of range: use 0..%v", c.Spin, MaxSpin)
-	case c.MaxSockets < 0 || c.MaxSockets > 1<<24:
-		return configErr("Config.MaxSockets %d is out of range: use 1..%d", c.MaxSockets, 1<<24)
+	case c.MaxSockets < 1 || c.MaxSockets > maxConns:
+		return configErr("Config.MaxSockets %d is out of range: use 1..%d (every socket is a connection, and connection ids name at most that many)", c.MaxSockets, maxConns)
 	case c.MaxConnections < c.MaxSockets || c.MaxConnections > maxConns:
 		return configErr("Config.MaxConnections %d must be between MaxSockets (%d) and %d", c.MaxConnections, c.MaxSockets, maxConns)
 	case c.MaxBacklog < 1 || c.MaxBacklog > maxConns:

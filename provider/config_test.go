@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,4 +114,22 @@ func TestWaitLongestTimeout(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Wait did not return after a completion")
 	}
+}
+
+// MaxSockets past what connection ids can name is refused with a message
+// about MaxSockets, the field the caller set; below that bound, the
+// default MaxConnections follows it without going past its own limit.
+func TestStartupMaxSocketsNamesItself(t *testing.T) {
+	n := NewMemNetwork(1)
+	l, _ := n.NewLink()
+	_, err := Startup(Config{Link: l, MaxSockets: maxConns + 1})
+	if !errors.Is(err, ErrConfig) || !strings.HasPrefix(strings.TrimPrefix(err.Error(), ErrConfig.Error()+": "), "Config.MaxSockets") {
+		t.Fatalf("MaxSockets %d: %v, want an error about Config.MaxSockets", maxConns+1, err)
+	}
+	s := [32]byte{8}
+	p, err := Startup(Config{Link: l, Seed: &s, MaxSockets: 600000})
+	if err != nil {
+		t.Fatalf("MaxSockets 600000 (default MaxConnections past its limit before): %v", err)
+	}
+	p.Cleanup()
 }
