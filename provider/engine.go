@@ -194,6 +194,7 @@ type engineStats struct {
 	datagramsIn, datagramsOut                           atomic.Uint64
 	dataOut, retransmits, fastRetransmits, rtoExpiries  atomic.Uint64
 	acksOut, probesOut, resetsOut, resetsIn, rejectsOut atomic.Uint64
+	resetsChallenged                                    atomic.Uint64
 	retriesOut, cookiesIn, halfOpenExpired              atomic.Uint64
 	dropMalformed, dropChecksum, dropBadToken           atomic.Uint64
 	dropUnknownConn, dropOutOfWindow, dropDuplicate     atomic.Uint64
@@ -1130,8 +1131,7 @@ func (e *engine) input(from netip.Addr, b []byte) {
 		}
 		return
 	case OpReset:
-		e.st.resetsIn.Add(1)
-		e.fail(ep, ErrConnReset)
+		e.onReset(ep, h.Seq)
 		return
 	case OpRetry:
 		if ep.state == StateConnecting {
@@ -1313,7 +1313,35 @@ func (e *engine) onConnect(from netip.Addr, h *Header) {
 // reset carrying the frame's own ids and token, so its sender accepts it.
 func (e *engine) resetUnknown(from netip.Addr, h *Header) {
 	e.st.resetsOut.Add(1)
-	e.reply(from, h, OpReset, ReasonUnknownConn, 0)
+	// The frame's ack is where its sender's receive window starts: the
+	// sequence number its sender takes a reset at (see onReset).
+	var seq uint64
+	if h.Flags&FlagAck != 0 {
+		seq = h.Ack
+	}
+	e.reply(from, h, OpReset, ReasonUnknownConn, seq)
+}
+
+// onReset takes a reset that passed the token check only if its sequence
+// number is where the data we expect next starts (RFC 5961, section 3,
+// on sdx's 64-bit offsets, which never wrap): a peer resets at its send
+// offset, which is our receive offset once everything it sent arrived.
+// A reset further inside the window we granted may be the peer's with
+// data still in flight, or a stale or forged one: it is answered with an
+// ack (a challenge), and a peer that really closed answers that with a
+// reset at exactly the offset the ack names. Anything else is dropped.
+func (e *engine) onReset(ep *endpoint, seq uint64) {
+	right := max(ep.lastEdge, ep.rcvNxt) + 1 // + 1: the offset a disconnect takes
+	switch {
+	case seq == ep.rcvNxt:
+		e.st.resetsIn.Add(1)
+		e.fail(ep, ErrConnReset)
+	case seq > ep.rcvNxt && seq <= right && ep.state == StateEstablished:
+		e.st.resetsChallenged.Add(1)
+		e.ackSoon(ep, true)
+	default:
+		e.st.dropOutOfWindow.Add(1)
+	}
 }
 
 // reply sends a control frame back to the sender of h; seq is a retry's
