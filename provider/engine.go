@@ -170,6 +170,7 @@ type endpoint struct {
 	ackAt      int64  // delayed ack due; 0: none
 	dupIn      int    // duplicates received since new data: our acks may be getting lost
 	probeAck   bool   // send the owed ack as a probe (see onData)
+	answer     bool   // the owed ack answers a probe: it goes out as an answer (see onProbe)
 	unacked    int    // in-order segments not yet acknowledged
 	lastEdge   uint64 // right edge of the window we granted: it never moves left
 	need       int    // receive buffers committed to the granted window (see recommit)
@@ -1172,7 +1173,7 @@ func (e *engine) input(from netip.Addr, b []byte) {
 	case OpDisconnect:
 		e.onFin(ep, h.Seq)
 	case OpProbe:
-		e.ackSoon(ep, true)
+		e.onProbe(ep, h)
 	}
 	e.recommit(ep)
 }
@@ -1540,6 +1541,20 @@ func (e *engine) onData(ep *endpoint, seq uint64, p []byte) {
 	e.ackSoon(ep, true)
 }
 
+// onProbe answers a probe at once, unless it is itself an answer. The
+// answer is a probe marked FlagAnswer, not a pure ack: the prober is
+// waiting for it (a window that opened, a sign of life), and where every
+// pure ack is lost an ack would never come, while the peer probes on
+// until the dead-peer bound. An answer is never answered, so two ends
+// cannot probe each other for ever.
+func (e *engine) onProbe(ep *endpoint, h *Header) {
+	if h.Flags&FlagAnswer != 0 {
+		return // its ack and window were taken in onAck
+	}
+	ep.answer = true
+	e.ackSoon(ep, true)
+}
+
 // dupAck answers data the sender repeats. The first repeat gets an ack;
 // from the second on, the sender evidently does not hear our acks, so the
 // ack goes out as a probe, a frame that also carries ack and window and
@@ -1708,8 +1723,11 @@ func (e *engine) sendData(ep *endpoint) bool {
 	}
 	if ep.ackNow && !acked {
 		op := OpAck
-		if ep.probeAck {
-			op = OpProbe
+		switch {
+		case ep.probeAck:
+			op = OpProbe // asks for an answer, which answers a probe too
+		case ep.answer:
+			op = opAnswer
 		}
 		if e.sendCtl(ep, op, ReasonNone) == ErrNoBufs {
 			e.queueOutput(ep)
@@ -1775,12 +1793,18 @@ func (e *engine) acked(ep *endpoint) {
 	}
 	ep.ackNow = false
 	ep.probeAck = false
+	ep.answer = false
 	ep.ackAt = 0
 	ep.unacked = 0
 }
 
+// opAnswer is sendCtl's name for a probe that answers a probe (OpProbe
+// with FlagAnswer); it never goes on the wire as an opcode.
+const opAnswer Opcode = 0x80 | OpProbe
+
 // sendCtl sends a frame without data on ep's connection: connect, accept,
-// ack (with SACK blocks), probe or reset. It returns the link's error.
+// ack (with SACK blocks), probe, answer (with SACK blocks) or reset. It
+// returns the link's error.
 func (e *engine) sendCtl(ep *endpoint, op Opcode, reason Reason) error {
 	e.fillHeader(ep, op, reason)
 	h := &e.hdr
@@ -1793,6 +1817,11 @@ func (e *engine) sendCtl(ep *endpoint, op Opcode, reason Reason) error {
 	case OpAck:
 		e.fillSACK(ep, h)
 		e.st.acksOut.Add(1)
+	case opAnswer:
+		h.Op = OpProbe
+		h.Flags |= FlagAnswer
+		e.fillSACK(ep, h)
+		e.st.acksOut.Add(1) // an ack in a probe's clothes
 	case OpProbe:
 		e.st.probesOut.Add(1)
 	case OpReset:
