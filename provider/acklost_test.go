@@ -61,8 +61,8 @@ func TestEngineAllPureAcksLostZeroWindow(t *testing.T) {
 		return got >= want
 	})
 	took := time.Duration(v.now - start)
-	t.Logf("%d KiB read with every pure ack lost in %v of virtual time (dead-peer bound %v); b sent %d acks and answers",
-		got>>10, took, cfg.Timeout, eb.st.acksOut.Load())
+	t.Logf("%d KiB read with every pure ack lost in %v of virtual time (dead-peer bound %v); b sent %d probes and answers",
+		got>>10, took, cfg.Timeout, eb.st.probesOut.Load())
 	if took > 2*cfg.MaxRTO || a.state != StateEstablished || b.state != StateEstablished {
 		t.Fatalf("took %v (want within 2×MaxRTO), states %v %v", took, a.state, b.state)
 	}

@@ -1821,7 +1821,7 @@ func (e *engine) sendCtl(ep *endpoint, op Opcode, reason Reason) error {
 		h.Op = OpProbe
 		h.Flags |= FlagAnswer
 		e.fillSACK(ep, h)
-		e.st.acksOut.Add(1) // an ack in a probe's clothes
+		e.st.probesOut.Add(1) // on the wire it is a probe
 	case OpProbe:
 		e.st.probesOut.Add(1)
 	case OpReset:
