@@ -70,9 +70,10 @@ type seg struct {
 	n      uint16
 	fin    bool // a disconnect marker: no data, one offset of sequence space
 	sacked bool
-	rtx    bool // marked lost: retransmit at the next output
-	resent bool // retransmitted at least once (no RTT sample: Karn)
-	fast   bool // already fast-retransmitted in this loss episode
+	rtx    bool   // marked lost: retransmit at the next output
+	resent bool   // retransmitted at least once (no RTT sample: Karn)
+	fast   bool   // already fast-retransmitted in this loss episode
+	tx     uint64 // engine.txCount at its latest transmission: orders them, ties of the clock included
 }
 
 func (s *seg) end() uint64 {
@@ -147,6 +148,12 @@ type endpoint struct {
 	starved  bool // a write found no buffer; retry when one is freed
 	winWait  bool // a write stopped at its share beyond the peer's window
 	beyond   int  // bytes queued beyond the peer's window edge (in engine.sendBeyond)
+
+	// sackKnown: below this offset the peer's latest SACK report listed
+	// every block it holds, so a segment there that no block covers is
+	// missing; above it the report may have left blocks out (see
+	// fillSACK), and no loss is inferred there.
+	sackKnown uint64
 
 	// Retransmission timer, RFC 6298.
 	srtt, rttvar, rto int64
@@ -251,7 +258,9 @@ type engine struct {
 	unflushed   int   // datagrams sent since the last Flush
 	hdr         Header
 	rhdr        Header
-	ctl         []byte // control frame scratch
+	ctl         []byte      // control frame scratch
+	sackAll     []SACKBlock // fillSACK's scratch: every block of one endpoint
+	txCount     uint64      // segments transmitted (see seg.tx)
 	inputFn     func(netip.Addr, []byte)
 	cookies     *cookieMAC
 
@@ -511,6 +520,7 @@ func (e *engine) initConn(ep *endpoint) {
 	ep.rq = make([]rseg, pow2(e.cfg.RecvBuffer/e.mss+2+ep.oooMax))
 	ep.ooo = make([]oseg, 0, ep.oooMax)
 	ep.rto = int64(e.cfg.InitialRTO)
+	ep.sackKnown = math.MaxUint64
 	ep.lastEdge = 0 // the first frame with a window grants it
 }
 
@@ -1375,13 +1385,19 @@ func (e *engine) onAck(ep *endpoint, h *Header) {
 	mask := len(ep.segs) - 1
 	if ack > ep.sndUna {
 		var sample int64 = -1
-		freed := false
+		freed, repaired := false, false
 		for ep.sent > 0 {
 			s := &ep.segs[ep.shead]
 			if s.end() > ack {
 				break
 			}
-			if !s.resent && !s.sacked {
+			if s.resent {
+				// The ack moved because a hole was repaired: it came
+				// when the retransmission arrived, late for every
+				// segment above it, SACKed or not (a SACK report may
+				// leave blocks out). No sample from this ack.
+				repaired = true
+			} else if !s.sacked {
 				// A SACKed segment's cumulative ack comes late, when
 				// the hole before it is filled: no sample from it.
 				sample = e.now - s.sentAt
@@ -1400,7 +1416,7 @@ func (e *engine) onAck(ep *endpoint, h *Header) {
 		}
 		ep.sndUna = ack
 		ep.dupAcks = 0
-		if sample >= 0 {
+		if sample >= 0 && !repaired {
 			e.rttSample(ep, sample)
 		}
 		ep.rto = e.rtoValue(ep)
@@ -1429,6 +1445,18 @@ func (e *engine) onAck(ep *endpoint, h *Header) {
 			}
 		}
 	}
+	if h.Op == OpAck || h.Op == OpProbe && h.Flags&FlagAnswer != 0 {
+		// A SACK report (data frames carry none): full, it may have left
+		// out blocks above the highest of its ascending part.
+		ep.sackKnown = math.MaxUint64
+		if h.NSACK == MaxSACK {
+			ep.sackKnown = 0
+			for _, b := range h.SACK[1:h.NSACK] {
+				ep.sackKnown = max(ep.sackKnown, b.End)
+			}
+		}
+		e.unSACK(ep, h)
+	}
 	if h.NSACK > 0 && ep.sent > 0 {
 		e.onSACK(ep, h)
 	}
@@ -1437,6 +1465,29 @@ func (e *engine) onAck(ep *endpoint, h *Header) {
 	}
 	if ep.beyond > 0 || ep.winWait {
 		e.rebeyond(ep)
+	}
+}
+
+// unSACK clears the SACK mark of every segment that a SACK report should
+// list, being below sackKnown, and does not: the receiver dropped it
+// (renege), and it must be sent again.
+func (e *engine) unSACK(ep *endpoint, h *Header) {
+	mask := len(ep.segs) - 1
+	for i := range ep.sent {
+		s := &ep.segs[(ep.shead+i)&mask]
+		if !s.sacked || s.end() > ep.sackKnown {
+			continue
+		}
+		listed := false
+		for _, b := range h.SACK[:h.NSACK] {
+			if s.seq >= b.Start && s.end() <= b.End {
+				listed = true
+				break
+			}
+		}
+		if !listed {
+			s.sacked = false
+		}
 	}
 }
 
@@ -1451,7 +1502,10 @@ func (e *engine) onSACK(ep *endpoint, h *Header) {
 			s := &ep.segs[(ep.shead+i)&mask]
 			if !s.sacked && s.seq >= blk.Start && s.end() <= blk.End {
 				s.sacked = true
-				if r := e.now - s.sentAt; !s.resent && (sample < 0 || r < sample) {
+				// Only the first block holds the segment whose arrival
+				// sent this ack; the others may be reported long after
+				// theirs (fillSACK), which is no round trip.
+				if r := e.now - s.sentAt; b == 0 && !s.resent && (sample < 0 || r < sample) {
 					sample = r // the newest segment: the freshest round trip
 				}
 			}
@@ -1461,13 +1515,28 @@ func (e *engine) onSACK(ep *endpoint, h *Header) {
 		e.rttSample(ep, sample)
 	}
 	above := 0
+	var newest uint64 // the latest transmission the receiver has SACKed
+	for i := range ep.sent {
+		if s := &ep.segs[(ep.shead+i)&mask]; s.sacked {
+			newest = max(newest, s.tx)
+		}
+	}
 	for i := ep.sent - 1; i >= 0; i-- {
 		s := &ep.segs[(ep.shead+i)&mask]
 		if s.sacked {
 			above++
 			continue
 		}
-		if above >= 3 && !s.fast && !s.rtx {
+		if s.fast && !s.rtx && s.tx < newest && s.end() <= ep.sackKnown {
+			// Its fast retransmission was lost: something sent after
+			// it has arrived. Again now, not at the next timer expiry,
+			// which at 20% loss is most of the recovery time.
+			s.rtx = true
+			e.st.fastRetransmits.Add(1)
+			e.queueOutput(ep)
+			continue
+		}
+		if above >= 3 && !s.fast && !s.rtx && s.end() <= ep.sackKnown {
 			s.rtx, s.fast = true, true
 			e.st.fastRetransmits.Add(1)
 			e.queueOutput(ep)
@@ -1759,6 +1828,8 @@ func (e *engine) sendSeg(ep *endpoint, s *seg) bool {
 		e.st.dataOut.Add(1)
 	}
 	s.sentAt = e.now
+	e.txCount++
+	s.tx = e.txCount
 	e.acked(ep)
 	return true
 }
@@ -1838,40 +1909,48 @@ func (e *engine) sendCtl(ep *endpoint, op Opcode, reason Reason) error {
 	return e.lastSendErr
 }
 
-// fillSACK describes the out-of-order data, the block holding the newest
-// segment first (RFC 2018).
+// fillSACK describes the out-of-order data in up to MaxSACK blocks: the
+// block holding the newest segment first (RFC 2018), then the others in
+// order from the lowest. A receiver with more blocks than fit (20% loss
+// makes dozens in a window) so reports every block below the highest it
+// lists, and the sender can tell where its knowledge ends: see sackKnown.
 func (e *engine) fillSACK(ep *endpoint, h *Header) {
 	h.NSACK = 0
 	if len(ep.ooo) == 0 {
 		return
 	}
-	var blocks [2 * MaxSACK]SACKBlock
-	nb := 0
-	first := -1
-	for i := 0; i < len(ep.ooo) && nb < len(blocks); {
+	all := e.sackAll[:0]
+	newest := -1
+	for i := 0; i < len(ep.ooo); {
 		start := ep.ooo[i].seq
 		end := start + uint64(ep.ooo[i].n)
 		for i++; i < len(ep.ooo) && ep.ooo[i].seq <= end; i++ {
 			end = max(end, ep.ooo[i].seq+uint64(ep.ooo[i].n))
 		}
 		if ep.lastOOO >= start && ep.lastOOO < end {
-			first = nb
+			newest = len(all)
 		}
-		blocks[nb] = SACKBlock{Start: start, End: end}
-		nb++
+		all = append(all, SACKBlock{Start: start, End: end})
 	}
-	if first > 0 {
-		blocks[0], blocks[first] = blocks[first], blocks[0]
-	}
-	for i := 0; i < nb && i < MaxSACK; i++ {
-		b := blocks[i]
+	e.sackAll = all[:0]
+	add := func(b SACKBlock) {
 		b.Start = max(b.Start, h.Ack)
 		if b.End <= b.Start || b.End-h.Ack > 1<<32-1 {
-			continue
+			return
 		}
-		blocks[i] = b
-		h.SACK[h.NSACK] = blocks[i]
+		h.SACK[h.NSACK] = b
 		h.NSACK++
+	}
+	if newest >= 0 {
+		add(all[newest])
+	}
+	for k := range all {
+		if int(h.NSACK) >= MaxSACK {
+			break
+		}
+		if k != newest {
+			add(all[k])
+		}
 	}
 }
 
@@ -1999,19 +2078,15 @@ func (e *engine) onRTO(ep *endpoint) {
 	}
 	cutoff := e.now - ep.rto
 	marked := false
-	backedOff := ep.rto > e.rtoValue(ep)
 	for i := range ep.sent {
 		s := &ep.segs[(ep.shead+i)&mask]
 		s.fast = false
-		if backedOff {
-			// A second expiry without progress: the receiver may have
-			// dropped what it SACKed (see renege).
-			s.sacked = false
-		}
+		// What the receiver SACKed and then dropped (renege) lost its
+		// mark when a SACK report left it out (unSACK).
 		if s.sacked {
 			continue
 		}
-		if !marked || s.sentAt <= cutoff {
+		if !marked || s.sentAt <= cutoff && s.end() <= ep.sackKnown {
 			s.rtx = true
 			marked = true
 		}
