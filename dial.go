@@ -120,7 +120,9 @@ func (d *Dialer) dial(ctx context.Context, network, address string) (*Conn, erro
 			return c, nil
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
-		case final(err), d.DisableFallback:
+		case final(err), d.DisableFallback, !st.kernel:
+			// A Link stack has nothing to fall back to: its error is
+			// the real cause (no answer, port 0, out of sockets).
 			return nil, err
 		}
 		// No answer, or the SAN socket could not be set up: fall back.

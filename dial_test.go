@@ -264,3 +264,22 @@ func TestLinkStackNoKernel(t *testing.T) {
 		t.Fatalf("prefix %v", h.a.Prefix())
 	}
 }
+
+// On a Link stack a failed sdx dial returns its real cause: there is no
+// kernel side to fall back to, so "no stack serves the address" would
+// name the wrong thing.
+func TestLinkStackDialRealCause(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	h := memHosts(t, func(c *Config) { c.Provider.Timeout = time.Second })
+	d := Dialer{Stack: h.a}
+	// Inside the link's prefix, but nobody there: nothing answers.
+	nobody := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 200, 9}), 80).String()
+	start := time.Now()
+	if _, err := d.Dial("tcp", nobody); !errors.Is(err, syscall.ETIMEDOUT) || errors.Is(err, ErrNoStack) {
+		t.Fatalf("dial where nobody answers: %v, want ETIMEDOUT", err)
+	}
+	t.Logf("no answer reported after %v", time.Since(start).Round(time.Millisecond))
+	if _, err := d.Dial("tcp", netip.AddrPortFrom(h.b.Addr(), 0).String()); !errors.Is(err, syscall.EADDRNOTAVAIL) {
+		t.Fatalf("dial to port 0: %v, want EADDRNOTAVAIL", err)
+	}
+}

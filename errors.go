@@ -23,6 +23,11 @@ var (
 	// side (Config.Link) has no route for the destination.
 	ErrNoStack = errors.New("sdx: no stack serves the address")
 
+	// ErrConfig is returned by NewStack for a Config field out of range;
+	// the message names the field and what to change. (A bad
+	// Config.Provider field gives provider.ErrConfig.)
+	ErrConfig = errors.New("sdx: bad configuration")
+
 	// errNoAnswer is the result of an sdx connect that got no answer within
 	// the probe time: the peer does not speak sdx.
 	errNoAnswer = errors.New("sdx: no answer to the connect request")

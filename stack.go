@@ -31,6 +31,8 @@ const (
 	// lower latency from provider.PollAdaptive or PollBusy
 	// (docs/SWITCH.md, "Polling").
 	DefaultPollMode = provider.PollPark
+	// MaxCloseTimeout bounds Config.CloseTimeout.
+	MaxCloseTimeout = 24 * time.Hour
 )
 
 // Config places a Stack on a network interface.
@@ -67,7 +69,7 @@ type Config struct {
 	Provider provider.Config
 
 	// CloseTimeout bounds a background graceful close (default
-	// DefaultCloseTimeout).
+	// DefaultCloseTimeout, at most MaxCloseTimeout: 24h).
 	CloseTimeout time.Duration
 }
 
@@ -129,6 +131,10 @@ const (
 func NewStack(cfg Config) (_ *Stack, err error) {
 	if cfg.CloseTimeout <= 0 {
 		cfg.CloseTimeout = DefaultCloseTimeout
+	}
+	// Before anything is attached: a bad value costs nothing.
+	if cfg.CloseTimeout > MaxCloseTimeout {
+		return nil, fmt.Errorf("%w: Config.CloseTimeout %v is too long: use at most %v", ErrConfig, cfg.CloseTimeout, MaxCloseTimeout)
 	}
 	s := &Stack{
 		cfg:       cfg,

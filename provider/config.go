@@ -61,6 +61,18 @@ func (m PollMode) String() string {
 	return "PollMode(?)"
 }
 
+// Upper bounds of Config's sizes and durations: generous for real use,
+// and far enough from what would exhaust memory or overflow the engine's
+// nanosecond clock that a typo or a "never" (math.MaxInt64) is refused
+// at Startup with the field to change.
+const (
+	MaxSpin       = time.Second
+	MaxBufferPool = 4 << 30 // bytes: Buffers × MTU
+	MaxOpsLimit   = 1 << 20
+	MaxMaxRTO     = 2 * time.Minute
+	MaxTimeout    = 24 * time.Hour
+)
+
 // Config configures a Provider. Zero fields take the defaults named in
 // their comments.
 type Config struct {
@@ -72,22 +84,26 @@ type Config struct {
 	// default is PollPark).
 	Mode PollMode
 	// Spin is how long an adaptive poller keeps spinning after its last
-	// work before it sleeps (default 50µs; PollPark: always 0).
+	// work before it sleeps (default 50µs, at most MaxSpin; PollPark:
+	// always 0).
 	Spin time.Duration
 
-	// MaxSockets is the size of the descriptor table (default 4096).
-	// Socket, Accept and Duplicate fail with EMFILE when it is full.
+	// MaxSockets is the size of the descriptor table (default 4096, at
+	// most 1048574). Socket, Accept and Duplicate fail with EMFILE when
+	// it is full.
 	MaxSockets int
 	// MaxConnections bounds the endpoints: sockets plus connections in
-	// listeners' backlogs (default 2×MaxSockets). A connect request past
-	// it is rejected.
+	// listeners' backlogs (default 2×MaxSockets, at most 1048574). A
+	// connect request past it is rejected.
 	MaxConnections int
-	// MaxBacklog caps Listen's backlog (default 1024).
+	// MaxBacklog caps Listen's backlog (default 1024, at most 1048574,
+	// the most connections a provider can hold).
 	MaxBacklog int
 
 	// SendBuffer is the unacknowledged plus unsent bytes one connection
 	// may hold (default 256 KiB); RecvBuffer its received, unread bytes,
-	// which is the window it grants (default 256 KiB).
+	// which is the window it grants (default 256 KiB). Each is between
+	// 1 KiB and 1 GiB.
 	SendBuffer, RecvBuffer int
 	// Buffers is the number of datagram-sized buffers shared by all
 	// connections (default 8192: 11.5 MiB at a 1472-byte MTU, 30 MiB at
@@ -97,17 +113,21 @@ type Config struct {
 	// are backed by the receive half (each connection's at most
 	// RecvBuffer and its share of the half), so SendBuffer and RecvBuffer
 	// are per-connection limits within that bound, not reservations.
+	// The pool is one allocation of Buffers × MTU bytes, at most
+	// MaxBufferPool (4 GiB).
 	Buffers int
 
 	// MaxOps bounds the operations posted and not yet completed, all
-	// sockets together (default 16384); a post past it fails with ENOBUFS.
+	// sockets together (default 16384, at most MaxOpsLimit, 1<<20: about
+	// 300 MiB of operations); a post past it fails with ENOBUFS.
 	MaxOps int
 	// SubmitQueue is the size of the submission ring, a power of two
 	// (default 4096).
 	SubmitQueue int
 
 	// Retransmission timer bounds (defaults 20ms initial, 5ms min, 1s
-	// max) and the longest an ack is delayed (default 200µs). The floor
+	// max; MaxRTO at most MaxMaxRTO, 2 minutes) and the longest an ack
+	// is delayed (default 200µs, below MinRTO). The floor
 	// is far above a LAN round trip on purpose: a peer's poller that is
 	// descheduled for a few milliseconds must not cost a window of
 	// spurious retransmissions.
@@ -115,7 +135,9 @@ type Config struct {
 	// Timeout is the dead-peer bound (default 10s): a connection that
 	// hears nothing from its peer for this long, or a connect that gets no
 	// answer, fails every pending operation with ETIMEDOUT. Keepalive
-	// probes start after Timeout/3 of silence.
+	// probes start after Timeout/3 of silence. At most MaxTimeout (24h):
+	// a peer silent for a day is dead, and a bound keeps the timer
+	// arithmetic far from overflow ("never" is not on offer).
 	Timeout time.Duration
 
 	// Seed seeds the generator of connection tokens and ephemeral ports;
@@ -143,7 +165,10 @@ func (c *Config) setDefaults() {
 		c.Spin = 0
 	}
 	def(&c.MaxSockets, 4096)
-	def(&c.MaxConnections, 2*c.MaxSockets)
+	if c.MaxSockets > 0 && c.MaxSockets <= maxConns {
+		// Twice the sockets, within what connection ids can name.
+		def(&c.MaxConnections, min(2*c.MaxSockets, maxConns))
+	}
 	def(&c.MaxBacklog, d.MaxBacklog)
 	def(&c.SendBuffer, d.SendBuffer)
 	def(&c.RecvBuffer, d.RecvBuffer)
@@ -164,22 +189,26 @@ func (c *Config) validate() error {
 		return configErr("Config.Link is nil: pass the Link to send through (OpenXDPLink, or a MemNetwork's NewLink)")
 	case c.Mode != PollAdaptive && c.Mode != PollBusy && c.Mode != PollPark:
 		return configErr("Config.Mode %d is unknown: use PollAdaptive, PollBusy or PollPark", c.Mode)
-	case c.Spin < 0:
-		return configErr("Config.Spin %v is negative", c.Spin)
-	case c.MaxSockets < 0 || c.MaxSockets > 1<<24:
-		return configErr("Config.MaxSockets %d is out of range: use 1..%d", c.MaxSockets, 1<<24)
+	case c.Spin < 0 || c.Spin > MaxSpin:
+		return configErr("Config.Spin %v is out of range: use 0..%v", c.Spin, MaxSpin)
+	case c.MaxSockets < 1 || c.MaxSockets > maxConns:
+		return configErr("Config.MaxSockets %d is out of range: use 1..%d (every socket is a connection, and connection ids name at most that many)", c.MaxSockets, maxConns)
 	case c.MaxConnections < c.MaxSockets || c.MaxConnections > maxConns:
 		return configErr("Config.MaxConnections %d must be between MaxSockets (%d) and %d", c.MaxConnections, c.MaxSockets, maxConns)
-	case c.MaxBacklog < 1:
-		return configErr("Config.MaxBacklog %d must be at least 1", c.MaxBacklog)
+	case c.MaxBacklog < 1 || c.MaxBacklog > maxConns:
+		return configErr("Config.MaxBacklog %d is out of range: use 1..%d", c.MaxBacklog, maxConns)
 	case c.SendBuffer < 1024 || c.RecvBuffer < 1024:
 		return configErr("Config.SendBuffer %d and RecvBuffer %d must be at least 1024 bytes", c.SendBuffer, c.RecvBuffer)
 	case c.SendBuffer > 1<<30 || c.RecvBuffer > 1<<30:
 		return configErr("Config.SendBuffer %d and RecvBuffer %d must be at most 1 GiB (the window field is 32 bits)", c.SendBuffer, c.RecvBuffer)
-	case c.MaxOps < 1 || c.MaxOps > 1<<30:
-		return configErr("Config.MaxOps %d is out of range: use 1..%d", c.MaxOps, 1<<30)
+	case c.MaxOps < 1 || c.MaxOps > MaxOpsLimit:
+		return configErr("Config.MaxOps %d is out of range: use 1..%d (each operation takes about 300 bytes, allocated at Startup)", c.MaxOps, MaxOpsLimit)
 	case c.SubmitQueue < 2 || c.SubmitQueue > 1<<24 || bits.OnesCount(uint(c.SubmitQueue)) != 1:
 		return configErr("Config.SubmitQueue %d must be a power of two between 2 and %d", c.SubmitQueue, 1<<24)
+	case c.MaxRTO > MaxMaxRTO:
+		return configErr("Config.MaxRTO %v is too long: use at most %v (the retransmission timer backs off to it)", c.MaxRTO, MaxMaxRTO)
+	case c.Timeout > MaxTimeout:
+		return configErr("Config.Timeout %v is too long: use at most %v (the dead-peer bound cannot be switched off)", c.Timeout, MaxTimeout)
 	case c.MinRTO <= 0 || c.MaxRTO < c.MinRTO || c.InitialRTO < c.MinRTO || c.InitialRTO > c.MaxRTO:
 		return configErr("RTO bounds: need 0 < MinRTO (%v) <= InitialRTO (%v) <= MaxRTO (%v)", c.MinRTO, c.InitialRTO, c.MaxRTO)
 	case c.AckDelay < 0 || c.AckDelay >= c.MinRTO:
@@ -190,6 +219,9 @@ func (c *Config) validate() error {
 	mtu := c.Link.MTU()
 	if mtu < HeaderLen+64 {
 		return configErr("the link's MTU %d is too small: sdx needs at least %d", mtu, HeaderLen+64)
+	}
+	if c.Buffers < 1 || c.Buffers > MaxBufferPool/mtu {
+		return configErr("Config.Buffers %d is out of range: the pool of Buffers × MTU (%d) bytes must be at most %d MiB, so use at most %d", c.Buffers, mtu, MaxBufferPool>>20, MaxBufferPool/mtu)
 	}
 	mss := mtu - HeaderLen
 	need := (c.SendBuffer+c.RecvBuffer)/mss + 4

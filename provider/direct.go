@@ -118,7 +118,7 @@ func (p *Provider) direct(kind opKind, s Socket, buf []byte, arg int, deadline t
 		return 0, ErrNoBufs
 	}
 	o.kind, o.s, o.buf, o.arg = kind, s, buf, arg
-	o.live = p.slotOf(s) != nil
+	o.sock = p.liveSock(s)
 	o.intr = w
 	var dl int64
 	if !deadline.IsZero() {

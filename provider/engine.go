@@ -2,6 +2,7 @@ package provider
 
 import (
 	"errors"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"sync/atomic"
@@ -69,9 +70,10 @@ type seg struct {
 	n      uint16
 	fin    bool // a disconnect marker: no data, one offset of sequence space
 	sacked bool
-	rtx    bool // marked lost: retransmit at the next output
-	resent bool // retransmitted at least once (no RTT sample: Karn)
-	fast   bool // already fast-retransmitted in this loss episode
+	rtx    bool   // marked lost: retransmit at the next output
+	resent bool   // retransmitted at least once (no RTT sample: Karn)
+	fast   bool   // already fast-retransmitted in this loss episode
+	tx     uint64 // engine.txCount at its latest transmission: orders them, ties of the clock included
 }
 
 func (s *seg) end() uint64 {
@@ -154,6 +156,12 @@ type endpoint struct {
 	winWait  bool // a write stopped at its share beyond the peer's window
 	beyond   int  // bytes queued beyond the peer's window edge (in engine.sendBeyond)
 
+	// sackKnown: below this offset the peer's latest SACK report listed
+	// every block it holds, so a segment there that no block covers is
+	// missing; above it the report may have left blocks out (see
+	// fillSACK), and no loss is inferred there.
+	sackKnown uint64
+
 	// Retransmission timer, RFC 6298.
 	srtt, rttvar, rto int64
 	rtoAt             int64 // 0: stopped
@@ -176,6 +184,7 @@ type endpoint struct {
 	ackAt      int64  // delayed ack due; 0: none
 	dupIn      int    // duplicates received since new data: our acks may be getting lost
 	probeAck   bool   // send the owed ack as a probe (see onData)
+	answer     bool   // the owed ack answers a probe: it goes out as an answer (see onProbe)
 	unacked    int    // in-order segments not yet acknowledged
 	lastEdge   uint64 // right edge of the window we granted: it never moves left
 	need       int    // receive buffers committed to the granted window (see recommit)
@@ -206,6 +215,7 @@ type engineStats struct {
 	datagramsIn, datagramsOut                           atomic.Uint64
 	dataOut, retransmits, fastRetransmits, rtoExpiries  atomic.Uint64
 	acksOut, probesOut, resetsOut, resetsIn, rejectsOut atomic.Uint64
+	resetsChallenged                                    atomic.Uint64
 	retriesOut, cookiesIn, halfOpenExpired              atomic.Uint64
 	dropMalformed, dropChecksum, dropBadToken           atomic.Uint64
 	dropUnknownConn, dropOutOfWindow, dropDuplicate     atomic.Uint64
@@ -261,7 +271,9 @@ type engine struct {
 	unflushed   int   // datagrams sent since the last Flush
 	hdr         Header
 	rhdr        Header
-	ctl         []byte // control frame scratch
+	ctl         []byte      // control frame scratch
+	sackAll     []SACKBlock // fillSACK's scratch: every block of one endpoint
+	txCount     uint64      // segments transmitted (see seg.tx)
 	inputFn     func(netip.Addr, []byte)
 	cookies     *cookieMAC
 
@@ -411,7 +423,7 @@ func (e *engine) quietKey(k connKey) {
 			}
 		}
 	}
-	e.quiet[k] = e.now + int64(e.cfg.Timeout)
+	e.quiet[k] = later(e.now, int64(e.cfg.Timeout))
 }
 
 // dropData frees every buffer the endpoint holds.
@@ -509,7 +521,7 @@ func (e *engine) connect(ep *endpoint, to netip.AddrPort) error {
 	ep.lastHeard = e.now
 	e.sendCtl(ep, OpConnect, ReasonNone)
 	ep.synSent, ep.synOnce = e.now, true
-	ep.rtoAt = e.now + ep.rto
+	ep.rtoAt = later(e.now, ep.rto)
 	e.schedule(ep, ep.rtoAt)
 	return nil
 }
@@ -518,6 +530,7 @@ func (e *engine) connect(ep *endpoint, to netip.AddrPort) error {
 func (e *engine) initConn(ep *endpoint) {
 	e.sizeRings(ep)
 	ep.rto = int64(e.cfg.InitialRTO)
+	ep.sackKnown = math.MaxUint64
 	ep.lastEdge = 0 // the first frame with a window grants it
 }
 
@@ -962,9 +975,20 @@ func (e *engine) ackSoon(ep *endpoint, now bool) {
 		return
 	}
 	if ep.ackAt == 0 {
-		ep.ackAt = e.now + int64(e.cfg.AckDelay)
+		ep.ackAt = later(e.now, int64(e.cfg.AckDelay))
 		e.schedule(ep, ep.ackAt)
 	}
+}
+
+// later is t+d on the engine's nanosecond clock, saturating instead of
+// wrapping: a deadline past the end of time never comes, where a wrapped
+// one would always be due and spin the timers. Validation keeps the
+// durations far below that; this is the backstop.
+func later(t, d int64) int64 {
+	if d > 0 && t > math.MaxInt64-d {
+		return math.MaxInt64
+	}
+	return t + d
 }
 
 // schedule makes sure the endpoint's timers run at t or earlier. Timers
@@ -1159,8 +1183,7 @@ func (e *engine) input(from netip.Addr, b []byte) {
 		}
 		return
 	case OpReset:
-		e.st.resetsIn.Add(1)
-		e.fail(ep, ErrConnReset)
+		e.onReset(ep, h.Seq)
 		return
 	case OpRetry:
 		if ep.state == StateConnecting {
@@ -1208,7 +1231,7 @@ func (e *engine) input(from netip.Addr, b []byte) {
 	case OpDisconnect:
 		e.onFin(ep, h.Seq)
 	case OpProbe:
-		e.ackSoon(ep, true)
+		e.onProbe(ep, h)
 	}
 	e.recommit(ep)
 }
@@ -1233,7 +1256,7 @@ func (e *engine) established(ep *endpoint, h *Header, ann int) {
 	// not leave its acceptor's half-open connection to expire.
 	e.ackSoon(ep, true)
 	ep.confirming = true
-	ep.rtoAt = e.now + ep.rto
+	ep.rtoAt = later(e.now, ep.rto)
 	e.schedule(ep, min(ep.rtoAt, e.keepaliveAt(ep)))
 }
 
@@ -1246,7 +1269,7 @@ func (e *engine) onRetry(ep *endpoint, h *Header) {
 	ep.cookie = h.Seq
 	e.sendCtl(ep, OpConnect, ReasonNone)
 	ep.synSent, ep.synOnce = e.now, true
-	ep.rtoAt = e.now + ep.rto
+	ep.rtoAt = later(e.now, ep.rto)
 	e.schedule(ep, ep.rtoAt)
 }
 
@@ -1345,7 +1368,7 @@ func (e *engine) onConnect(from netip.Addr, h *Header, ann int) {
 	e.sendCtl(c, OpAccept, ReasonNone)
 	c.tries = 1
 	c.synSent, c.synOnce = e.now, true
-	c.rtoAt = e.now + c.rto
+	c.rtoAt = later(e.now, c.rto)
 	e.schedule(c, c.rtoAt)
 }
 
@@ -1353,7 +1376,35 @@ func (e *engine) onConnect(from netip.Addr, h *Header, ann int) {
 // reset carrying the frame's own ids and token, so its sender accepts it.
 func (e *engine) resetUnknown(from netip.Addr, h *Header) {
 	e.st.resetsOut.Add(1)
-	e.reply(from, h, OpReset, ReasonUnknownConn, 0)
+	// The frame's ack is where its sender's receive window starts: the
+	// sequence number its sender takes a reset at (see onReset).
+	var seq uint64
+	if h.Flags&FlagAck != 0 {
+		seq = h.Ack
+	}
+	e.reply(from, h, OpReset, ReasonUnknownConn, seq)
+}
+
+// onReset takes a reset that passed the token check only if its sequence
+// number is where the data we expect next starts (RFC 5961, section 3,
+// on sdx's 64-bit offsets, which never wrap): a peer resets at its send
+// offset, which is our receive offset once everything it sent arrived.
+// A reset further inside the window we granted may be the peer's with
+// data still in flight, or a stale or forged one: it is answered with an
+// ack (a challenge), and a peer that really closed answers that with a
+// reset at exactly the offset the ack names. Anything else is dropped.
+func (e *engine) onReset(ep *endpoint, seq uint64) {
+	right := max(ep.lastEdge, ep.rcvNxt) + 1 // + 1: the offset a disconnect takes
+	switch {
+	case seq == ep.rcvNxt:
+		e.st.resetsIn.Add(1)
+		e.fail(ep, ErrConnReset)
+	case seq > ep.rcvNxt && seq <= right && ep.state == StateEstablished:
+		e.st.resetsChallenged.Add(1)
+		e.ackSoon(ep, true)
+	default:
+		e.st.dropOutOfWindow.Add(1)
+	}
 }
 
 // reply sends a control frame back to the sender of h; seq is a retry's
@@ -1386,13 +1437,19 @@ func (e *engine) onAck(ep *endpoint, h *Header) {
 	mask := len(ep.segs) - 1
 	if ack > ep.sndUna {
 		var sample int64 = -1
-		freed := false
+		freed, repaired := false, false
 		for ep.sent > 0 {
 			s := &ep.segs[ep.shead]
 			if s.end() > ack {
 				break
 			}
-			if !s.resent && !s.sacked {
+			if s.resent {
+				// The ack moved because a hole was repaired: it came
+				// when the retransmission arrived, late for every
+				// segment above it, SACKed or not (a SACK report may
+				// leave blocks out). No sample from this ack.
+				repaired = true
+			} else if !s.sacked {
 				// A SACKed segment's cumulative ack comes late, when
 				// the hole before it is filled: no sample from it.
 				sample = e.now - s.sentAt
@@ -1413,12 +1470,12 @@ func (e *engine) onAck(ep *endpoint, h *Header) {
 		ep.sndUna = ack
 		ep.dupAcks = 0
 		ep.bigLost, ep.bigAt = 0, 0
-		if sample >= 0 {
+		if sample >= 0 && !repaired {
 			e.rttSample(ep, sample)
 		}
 		ep.rto = e.rtoValue(ep)
 		if ep.sent > 0 {
-			ep.rtoAt = e.now + ep.rto
+			ep.rtoAt = later(e.now, ep.rto)
 			e.schedule(ep, ep.rtoAt)
 		} else {
 			ep.rtoAt = 0
@@ -1442,6 +1499,18 @@ func (e *engine) onAck(ep *endpoint, h *Header) {
 			}
 		}
 	}
+	if h.Op == OpAck || h.Op == OpProbe && h.Flags&FlagAnswer != 0 {
+		// A SACK report (data frames carry none): full, it may have left
+		// out blocks above the highest of its ascending part.
+		ep.sackKnown = math.MaxUint64
+		if h.NSACK == MaxSACK {
+			ep.sackKnown = 0
+			for _, b := range h.SACK[1:h.NSACK] {
+				ep.sackKnown = max(ep.sackKnown, b.End)
+			}
+		}
+		e.unSACK(ep, h)
+	}
 	if h.NSACK > 0 && ep.sent > 0 {
 		e.onSACK(ep, h)
 	}
@@ -1450,6 +1519,29 @@ func (e *engine) onAck(ep *endpoint, h *Header) {
 	}
 	if ep.beyond > 0 || ep.winWait {
 		e.rebeyond(ep)
+	}
+}
+
+// unSACK clears the SACK mark of every segment that a SACK report should
+// list, being below sackKnown, and does not: the receiver dropped it
+// (renege), and it must be sent again.
+func (e *engine) unSACK(ep *endpoint, h *Header) {
+	mask := len(ep.segs) - 1
+	for i := range ep.sent {
+		s := &ep.segs[(ep.shead+i)&mask]
+		if !s.sacked || s.end() > ep.sackKnown {
+			continue
+		}
+		listed := false
+		for _, b := range h.SACK[:h.NSACK] {
+			if s.seq >= b.Start && s.end() <= b.End {
+				listed = true
+				break
+			}
+		}
+		if !listed {
+			s.sacked = false
+		}
 	}
 }
 
@@ -1464,7 +1556,10 @@ func (e *engine) onSACK(ep *endpoint, h *Header) {
 			s := &ep.segs[(ep.shead+i)&mask]
 			if !s.sacked && s.seq >= blk.Start && s.end() <= blk.End {
 				s.sacked = true
-				if r := e.now - s.sentAt; !s.resent && (sample < 0 || r < sample) {
+				// Only the first block holds the segment whose arrival
+				// sent this ack; the others may be reported long after
+				// theirs (fillSACK), which is no round trip.
+				if r := e.now - s.sentAt; b == 0 && !s.resent && (sample < 0 || r < sample) {
 					sample = r // the newest segment: the freshest round trip
 				}
 			}
@@ -1474,13 +1569,28 @@ func (e *engine) onSACK(ep *endpoint, h *Header) {
 		e.rttSample(ep, sample)
 	}
 	above := 0
+	var newest uint64 // the latest transmission the receiver has SACKed
+	for i := range ep.sent {
+		if s := &ep.segs[(ep.shead+i)&mask]; s.sacked {
+			newest = max(newest, s.tx)
+		}
+	}
 	for i := ep.sent - 1; i >= 0; i-- {
 		s := &ep.segs[(ep.shead+i)&mask]
 		if s.sacked {
 			above++
 			continue
 		}
-		if above >= 3 && !s.fast && !s.rtx {
+		if s.fast && !s.rtx && s.tx < newest && s.end() <= ep.sackKnown {
+			// Its fast retransmission was lost: something sent after
+			// it has arrived. Again now, not at the next timer expiry,
+			// which at 20% loss is most of the recovery time.
+			s.rtx = true
+			e.st.fastRetransmits.Add(1)
+			e.queueOutput(ep)
+			continue
+		}
+		if above >= 3 && !s.fast && !s.rtx && s.end() <= ep.sackKnown {
 			s.rtx, s.fast = true, true
 			e.st.fastRetransmits.Add(1)
 			e.queueOutput(ep)
@@ -1551,6 +1661,20 @@ func (e *engine) onData(ep *endpoint, seq uint64, p []byte) {
 	copy(ep.ooo[i+1:], ep.ooo[i:])
 	ep.ooo[i] = oseg{seq: seq, buf: buf, n: uint16(len(p))}
 	ep.lastOOO = seq
+	e.ackSoon(ep, true)
+}
+
+// onProbe answers a probe at once, unless it is itself an answer. The
+// answer is a probe marked FlagAnswer, not a pure ack: the prober is
+// waiting for it (a window that opened, a sign of life), and where every
+// pure ack is lost an ack would never come, while the peer probes on
+// until the dead-peer bound. An answer is never answered, so two ends
+// cannot probe each other for ever.
+func (e *engine) onProbe(ep *endpoint, h *Header) {
+	if h.Flags&FlagAnswer != 0 {
+		return // its ack and window were taken in onAck
+	}
+	ep.answer = true
 	e.ackSoon(ep, true)
 }
 
@@ -1712,18 +1836,21 @@ func (e *engine) sendData(ep *endpoint) bool {
 		sent, acked = true, true
 	}
 	if ep.sent > 0 && ep.rtoAt == 0 {
-		ep.rtoAt = e.now + ep.rto
+		ep.rtoAt = later(e.now, ep.rto)
 		e.schedule(ep, ep.rtoAt)
 	}
 	if ep.sent == 0 && ep.slen > 0 && ep.rtoAt == 0 {
 		// Window closed with data waiting: probe with the RTO's backoff.
-		ep.rtoAt = e.now + ep.rto
+		ep.rtoAt = later(e.now, ep.rto)
 		e.schedule(ep, ep.rtoAt)
 	}
 	if ep.ackNow && !acked {
 		op := OpAck
-		if ep.probeAck {
-			op = OpProbe
+		switch {
+		case ep.probeAck:
+			op = OpProbe // asks for an answer, which answers a probe too
+		case ep.answer:
+			op = opAnswer
 		}
 		if e.sendCtl(ep, op, ReasonNone) == ErrNoBufs {
 			e.queueOutput(ep)
@@ -1755,6 +1882,8 @@ func (e *engine) sendSeg(ep *endpoint, s *seg) bool {
 		e.st.dataOut.Add(1)
 	}
 	s.sentAt = e.now
+	e.txCount++
+	s.tx = e.txCount
 	e.acked(ep)
 	return true
 }
@@ -1789,12 +1918,18 @@ func (e *engine) acked(ep *endpoint) {
 	}
 	ep.ackNow = false
 	ep.probeAck = false
+	ep.answer = false
 	ep.ackAt = 0
 	ep.unacked = 0
 }
 
+// opAnswer is sendCtl's name for a probe that answers a probe (OpProbe
+// with FlagAnswer); it never goes on the wire as an opcode.
+const opAnswer Opcode = 0x80 | OpProbe
+
 // sendCtl sends a frame without data on ep's connection: connect, accept,
-// ack (with SACK blocks), probe or reset. It returns the link's error.
+// ack (with SACK blocks), probe, answer (with SACK blocks) or reset. It
+// returns the link's error.
 func (e *engine) sendCtl(ep *endpoint, op Opcode, reason Reason) error {
 	e.fillHeader(ep, op, reason)
 	h := &e.hdr
@@ -1807,6 +1942,11 @@ func (e *engine) sendCtl(ep *endpoint, op Opcode, reason Reason) error {
 	case OpAck:
 		e.fillSACK(ep, h)
 		e.st.acksOut.Add(1)
+	case opAnswer:
+		h.Op = OpProbe
+		h.Flags |= FlagAnswer
+		e.fillSACK(ep, h)
+		e.st.probesOut.Add(1) // on the wire it is a probe
 	case OpProbe:
 		e.st.probesOut.Add(1)
 	case OpReset:
@@ -1827,40 +1967,48 @@ func (e *engine) sendCtl(ep *endpoint, op Opcode, reason Reason) error {
 	return e.lastSendErr
 }
 
-// fillSACK describes the out-of-order data, the block holding the newest
-// segment first (RFC 2018).
+// fillSACK describes the out-of-order data in up to MaxSACK blocks: the
+// block holding the newest segment first (RFC 2018), then the others in
+// order from the lowest. A receiver with more blocks than fit (20% loss
+// makes dozens in a window) so reports every block below the highest it
+// lists, and the sender can tell where its knowledge ends: see sackKnown.
 func (e *engine) fillSACK(ep *endpoint, h *Header) {
 	h.NSACK = 0
 	if len(ep.ooo) == 0 {
 		return
 	}
-	var blocks [2 * MaxSACK]SACKBlock
-	nb := 0
-	first := -1
-	for i := 0; i < len(ep.ooo) && nb < len(blocks); {
+	all := e.sackAll[:0]
+	newest := -1
+	for i := 0; i < len(ep.ooo); {
 		start := ep.ooo[i].seq
 		end := start + uint64(ep.ooo[i].n)
 		for i++; i < len(ep.ooo) && ep.ooo[i].seq <= end; i++ {
 			end = max(end, ep.ooo[i].seq+uint64(ep.ooo[i].n))
 		}
 		if ep.lastOOO >= start && ep.lastOOO < end {
-			first = nb
+			newest = len(all)
 		}
-		blocks[nb] = SACKBlock{Start: start, End: end}
-		nb++
+		all = append(all, SACKBlock{Start: start, End: end})
 	}
-	if first > 0 {
-		blocks[0], blocks[first] = blocks[first], blocks[0]
-	}
-	for i := 0; i < nb && i < MaxSACK; i++ {
-		b := blocks[i]
+	e.sackAll = all[:0]
+	add := func(b SACKBlock) {
 		b.Start = max(b.Start, h.Ack)
 		if b.End <= b.Start || b.End-h.Ack > 1<<32-1 {
-			continue
+			return
 		}
-		blocks[i] = b
-		h.SACK[h.NSACK] = blocks[i]
+		h.SACK[h.NSACK] = b
 		h.NSACK++
+	}
+	if newest >= 0 {
+		add(all[newest])
+	}
+	for k := range all {
+		if int(h.NSACK) >= MaxSACK {
+			break
+		}
+		if k != newest {
+			add(all[k])
+		}
 	}
 }
 
@@ -1891,11 +2039,11 @@ func (e *engine) sendRaw(ep *endpoint, to netip.Addr, b []byte) bool {
 
 func (e *engine) keepaliveAt(ep *endpoint) int64 {
 	idle := int64(e.cfg.Timeout) / 3
-	t := ep.lastHeard + idle
+	t := later(ep.lastHeard, idle)
 	if ep.probeAt > t {
 		t = ep.probeAt
 	}
-	return min(t, ep.lastHeard+int64(e.cfg.Timeout))
+	return min(t, later(ep.lastHeard, int64(e.cfg.Timeout)))
 }
 
 func (e *engine) onTimer(ep *endpoint) {
@@ -1915,10 +2063,10 @@ func (e *engine) onTimer(ep *endpoint) {
 			e.sendCtl(ep, OpAccept, ReasonNone)
 			ep.tries++
 			ep.synOnce = false
-			ep.rto = min(2*ep.rto, int64(e.cfg.MaxRTO))
-			ep.rtoAt = now + ep.rto
+			ep.rto = min(later(ep.rto, ep.rto), int64(e.cfg.MaxRTO))
+			ep.rtoAt = later(now, ep.rto)
 		}
-		e.schedule(ep, min(ep.rtoAt, ep.lastHeard+int64(e.cfg.Timeout)))
+		e.schedule(ep, min(ep.rtoAt, later(ep.lastHeard, int64(e.cfg.Timeout))))
 		return
 	}
 	if now-ep.lastHeard >= int64(e.cfg.Timeout) {
@@ -1940,11 +2088,11 @@ func (e *engine) onTimer(ep *endpoint) {
 		if now >= ep.rtoAt {
 			e.sendCtl(ep, OpConnect, ReasonNone)
 			ep.synOnce = false // Karn: no sample from a repeated request
-			ep.rto = min(2*ep.rto, int64(e.cfg.MaxRTO))
-			ep.rtoAt = now + ep.rto
+			ep.rto = min(later(ep.rto, ep.rto), int64(e.cfg.MaxRTO))
+			ep.rtoAt = later(now, ep.rto)
 			e.st.rtoExpiries.Add(1)
 		}
-		e.schedule(ep, min(ep.rtoAt, ep.lastHeard+int64(e.cfg.Timeout)))
+		e.schedule(ep, min(ep.rtoAt, later(ep.lastHeard, int64(e.cfg.Timeout))))
 		return
 	}
 	if ep.ackAt != 0 && now >= ep.ackAt {
@@ -1957,7 +2105,7 @@ func (e *engine) onTimer(ep *endpoint) {
 	idle := int64(e.cfg.Timeout) / 3
 	if now-ep.lastHeard >= idle && now >= ep.probeAt {
 		e.sendCtl(ep, OpProbe, ReasonNone)
-		ep.probeAt = now + int64(e.cfg.Timeout)/6
+		ep.probeAt = later(now, int64(e.cfg.Timeout)/6)
 	}
 	next := e.keepaliveAt(ep)
 	if ep.rtoAt != 0 {
@@ -1978,8 +2126,8 @@ func (e *engine) onRTO(ep *endpoint) {
 		if ep.confirming || ep.slen > 0 && ep.segs[ep.shead].seq+uint64(ep.segs[ep.shead].n) > ep.sndRight {
 			// Zero window, or a confirmation not yet answered: probe.
 			e.sendCtl(ep, OpProbe, ReasonNone)
-			ep.rto = min(2*ep.rto, int64(e.cfg.MaxRTO))
-			ep.rtoAt = e.now + ep.rto
+			ep.rto = min(later(ep.rto, ep.rto), int64(e.cfg.MaxRTO))
+			ep.rtoAt = later(e.now, ep.rto)
 			return
 		}
 		ep.rtoAt = 0
@@ -1991,26 +2139,22 @@ func (e *engine) onRTO(ep *endpoint) {
 	}
 	cutoff := e.now - ep.rto
 	marked := false
-	backedOff := ep.rto > e.rtoValue(ep)
 	for i := range ep.sent {
 		s := &ep.segs[(ep.shead+i)&mask]
 		s.fast = false
-		if backedOff {
-			// A second expiry without progress: the receiver may have
-			// dropped what it SACKed (see renege).
-			s.sacked = false
-		}
+		// What the receiver SACKed and then dropped (renege) lost its
+		// mark when a SACK report left it out (unSACK).
 		if s.sacked {
 			continue
 		}
-		if !marked || s.sentAt <= cutoff {
+		if !marked || s.sentAt <= cutoff && s.end() <= ep.sackKnown {
 			s.rtx = true
 			marked = true
 		}
 	}
 	ep.dupAcks = 0
-	ep.rto = min(2*ep.rto, int64(e.cfg.MaxRTO))
-	ep.rtoAt = e.now + ep.rto
+	ep.rto = min(later(ep.rto, ep.rto), int64(e.cfg.MaxRTO))
+	ep.rtoAt = later(e.now, ep.rto)
 	e.queueOutput(ep)
 }
 

@@ -260,10 +260,9 @@ func checkQuiet(t testing.TB, ps ...*Provider) {
 // TestFaultAcksLost drops pure acks only, half of them, in both
 // directions, while A streams to B: B's acks are all pure acks (it sends
 // no data), so half its acknowledgements and window updates go missing,
-// and every byte still arrives in order. Dropping every pure ack is not
-// survivable once a receiver has nothing to send: its window updates
-// never arrive, and the sender probes until the dead-peer bound resets
-// the connection (docs/RELIABILITY.md).
+// and every byte still arrives in order. Dropping every pure ack is
+// survivable too (TestEngineAllPureAcksLostZeroWindow): probes are
+// answered with probes.
 func TestFaultAcksLost(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	hp := newHopPair(t, testbed.HopOptions{Subnet: 31}, Config{})

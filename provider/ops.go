@@ -128,7 +128,7 @@ func (q *CompletionQueue) Wait(out []Completion, timeout time.Duration) (int, er
 	}
 	var deadline int64
 	if timeout >= 0 {
-		deadline = q.p.nanotime() + int64(timeout)
+		deadline = later(q.p.nanotime(), int64(timeout)) // math.MaxInt64 is "for ever", not the past
 	}
 	q.p.await(q, deadline)
 	n := q.Poll(out)
@@ -175,13 +175,12 @@ const (
 type op struct {
 	kind   opKind
 	s      Socket
-	live   bool // the descriptor was live at submission: a close after it aborts the op
 	buf    []byte
 	addr   netip.AddrPort
 	arg    int
 	ctx    uint64
 	cq     *CompletionQueue
-	sock   *socket // opClose, opDup: the socket, resolved before the descriptor died
+	sock   *socket // the socket, resolved while the descriptor was live (opClose, and the overlapped verbs)
 	evFn   func(Socket, Event, error)
 	evSet  Event
 	intr   *Waiter // direct verbs: a wake makes the op ready to withdraw

@@ -3,6 +3,7 @@ package provider
 import (
 	"fmt"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 )
 
@@ -30,7 +31,12 @@ type slot struct {
 // socket is what descriptors refer to. refs and closing are atomic; the
 // rest belongs to the poller role.
 type socket struct {
-	refs    atomic.Int32 // live descriptors
+	// refMu orders Duplicate's new reference (taken on the poller)
+	// against CloseSocket's compare-and-swap and release (in the
+	// caller), so that of a Duplicate and the last close racing, exactly
+	// one comes first: see Duplicate.
+	refMu   sync.Mutex
+	refs    atomic.Int32 // live descriptors; changes under refMu (Cleanup: alone)
 	closing atomic.Bool  // the last descriptor is being closed: no notifications
 
 	ep *endpoint
@@ -90,6 +96,22 @@ func (p *Provider) slotOf(s Socket) *slot {
 		return nil
 	}
 	return sl
+}
+
+// liveSock returns the socket of a live descriptor, nil otherwise; any
+// goroutine. The slot's socket pointer changes only after its state word
+// has left this generation: if the word is the same after the load, the
+// pointer is this descriptor's socket.
+func (p *Provider) liveSock(s Socket) *socket {
+	sl := p.slotOf(s)
+	if sl == nil {
+		return nil
+	}
+	sock := sl.sock.Load()
+	if sl.w.Load() != uint64(s.gen())<<1|1 {
+		return nil
+	}
+	return sock
 }
 
 // resolve returns the socket of a live descriptor; poller only.
@@ -188,10 +210,8 @@ func (p *Provider) Bind(s Socket, addr netip.AddrPort) error {
 	if !p.enter() {
 		return ErrNotSock
 	}
-	if a := addr.Addr(); a.IsValid() && !a.IsUnspecified() && a != p.link.LocalAddr() {
-		p.leave()
-		return ErrAddrNotAvail
-	}
+	// The address is checked on the poller, after the descriptor: a
+	// closed descriptor is ENOTSOCK whatever the arguments.
 	o := p.getOp(opBind, s)
 	o.addr = addr
 	p.call(o)
@@ -251,35 +271,23 @@ func (p *Provider) names(s Socket) (local, peer netip.AddrPort, err error) {
 
 // Duplicate returns another descriptor for the same socket. The socket
 // lives until its last descriptor is closed.
+//
+// A Duplicate racing the close of the socket's last descriptor either
+// comes first (it returns a new descriptor, and the close was not the
+// last: it releases nothing) or second (it fails with ENOTSOCK, and the
+// close was the last: the hard close is done when CloseSocket returns).
+// The new reference is taken on the poller, under the socket's refMu,
+// only while the descriptor is still live; CloseSocket kills the
+// descriptor and drops its reference under the same lock.
 func (p *Provider) Duplicate(s Socket) (Socket, error) {
 	if !p.enter() {
 		return 0, ErrNotSock
 	}
-	sl := p.slotOf(s)
-	if sl == nil {
+	if p.slotOf(s) == nil {
 		p.leave()
 		return 0, ErrNotSock
-	}
-	// The slot's socket pointer changes only after its state word has
-	// left this generation: if the word is the same after the load, the
-	// pointer is this descriptor's socket.
-	sock := sl.sock.Load()
-	if sl.w.Load() != uint64(s.gen())<<1|1 || sock == nil {
-		p.leave()
-		return 0, ErrNotSock
-	}
-	for {
-		r := sock.refs.Load()
-		if r <= 0 {
-			p.leave()
-			return 0, ErrNotSock
-		}
-		if sock.refs.CompareAndSwap(r, r+1) {
-			break
-		}
 	}
 	o := p.getOp(opDup, s)
-	o.sock = sock
 	p.call(o)
 	d := o.res
 	return d, p.result(o)
@@ -294,11 +302,7 @@ func (p *Provider) EventSelect(s Socket, mask Event, fn func(s Socket, ev Event,
 	if !p.enter() {
 		return ErrNotSock
 	}
-	if mask != 0 && fn == nil {
-		p.leave()
-		return ErrInvalid
-	}
-	o := p.getOp(opEventSelect, s)
+	o := p.getOp(opEventSelect, s) // a nil fn is refused after the descriptor is checked
 	o.evSet, o.evFn = mask, fn
 	p.call(o)
 	return p.result(o)
@@ -311,6 +315,8 @@ func (p *Provider) EventSelect(s Socket, mask Event, fn func(s Socket, ev Event,
 // a descriptor that is not live, or ENETDOWN when the link failed to take
 // the reset; in every case the resources are released. It never blocks
 // for the network and never reports "would block" or "in progress".
+// A close that is not the last cancels nothing: operations posted through
+// s belong to the socket and go on (docs/CLOSE.md, point 3).
 func (p *Provider) CloseSocket(s Socket) error {
 	if !p.enter() {
 		return ErrNotSock
@@ -321,8 +327,14 @@ func (p *Provider) CloseSocket(s Socket) error {
 		return ErrNotSock
 	}
 	sock := sl.sock.Load() // this generation's: the CAS below proves it
+	if sock == nil {
+		p.leave()
+		return ErrNotSock
+	}
 	w := uint64(s.gen())<<1 | 1
+	sock.refMu.Lock()
 	if !sl.w.CompareAndSwap(w, w+1) {
+		sock.refMu.Unlock()
 		p.leave()
 		return ErrNotSock
 	}
@@ -330,6 +342,7 @@ func (p *Provider) CloseSocket(s Socket) error {
 	if last {
 		sock.closing.Store(true)
 	}
+	sock.refMu.Unlock()
 	o := p.getOp(opClose, s)
 	o.sock = sock
 	if last {
@@ -343,15 +356,18 @@ func (p *Provider) CloseSocket(s Socket) error {
 
 // post submits an overlapped op whose completion goes to cq.
 func (p *Provider) post(kind opKind, s Socket, buf []byte, to netip.AddrPort, cq *CompletionQueue, ctx uint64) error {
-	if cq == nil {
-		return ErrInvalid
-	}
 	if !p.enter() {
 		return ErrNotSock
 	}
 	defer p.leave()
-	if p.slotOf(s) == nil {
+	// The descriptor first: a closed one is ENOTSOCK whatever the
+	// arguments.
+	sock := p.liveSock(s)
+	if sock == nil {
 		return ErrNotSock
+	}
+	if cq == nil || kind == opRecv && len(buf) == 0 {
+		return ErrInvalid
 	}
 	if !cq.reserve() {
 		return ErrNoBufs
@@ -362,7 +378,7 @@ func (p *Provider) post(kind opKind, s Socket, buf []byte, to netip.AddrPort, cq
 		return ErrNoBufs
 	}
 	o.kind, o.s, o.buf, o.addr, o.cq, o.ctx = kind, s, buf, to, cq, ctx
-	o.live = true // checked above
+	o.sock = sock
 	p.submit(o)
 	if !p.token.Load() {
 		p.wakePoller() // nobody polls right now
@@ -381,9 +397,6 @@ func (p *Provider) PostSend(s Socket, b []byte, cq *CompletionQueue, ctx uint64)
 // least one byte is there, with the bytes copied; Bytes 0 and Err nil mean
 // end of stream.
 func (p *Provider) PostRecv(s Socket, b []byte, cq *CompletionQueue, ctx uint64) error {
-	if len(b) == 0 {
-		return ErrInvalid
-	}
 	return p.post(opRecv, s, b, netip.AddrPort{}, cq, ctx)
 }
 
@@ -412,7 +425,7 @@ func (p *Provider) blocking(kind opKind, s Socket, buf []byte, to netip.AddrPort
 		return nil
 	}
 	o.kind, o.s, o.buf, o.addr = kind, s, buf, to
-	o.live = p.slotOf(s) != nil
+	o.sock = p.liveSock(s)
 	p.call(o)
 	return o
 }
@@ -438,6 +451,9 @@ func (p *Provider) Send(s Socket, b []byte) (int, error) {
 // is end of stream.
 func (p *Provider) Recv(s Socket, b []byte) (int, error) {
 	if len(b) == 0 {
+		if p.slotOf(s) == nil {
+			return 0, ErrNotSock // the descriptor before the arguments
+		}
 		return 0, ErrInvalid
 	}
 	o := p.blocking(opRecv, s, b, netip.AddrPort{})
@@ -542,40 +558,59 @@ func (p *Provider) apply(o *op) {
 		p.complete(o, 0, nil)
 		return
 	case opDup:
-		if p.resolve(o.s) != o.sock {
-			p.dropRef(o.sock)
+		sock := p.resolve(o.s)
+		if sock == nil {
 			p.complete(o, 0, ErrNotSock)
 			return
 		}
-		s, err := p.allocSlot(o.sock)
-		if err != nil {
-			p.dropRef(o.sock)
-			p.complete(o, 0, err)
+		// Live under refMu means no close of o.s has dropped its
+		// reference yet, so refs >= 1: the duplicate comes first.
+		sock.refMu.Lock()
+		if p.resolve(o.s) != sock {
+			sock.refMu.Unlock()
+			p.complete(o, 0, ErrNotSock) // the close came first
 			return
 		}
+		s, err := p.allocSlot(sock)
+		if err == nil {
+			sock.refs.Add(1)
+		}
+		sock.refMu.Unlock()
 		o.res = s
-		p.complete(o, 0, nil)
+		p.complete(o, 0, err)
 		return
 	}
-	sock := p.resolve(o.s)
-	if sock == nil {
-		// A send, receive, accept or connect whose descriptor was live
-		// when it was submitted was cancelled by a close that came after
-		// it: that is an abort, not a use of a closed socket.
-		switch o.kind {
-		case opSend, opRecv, opAccept, opConnect, opWaitEnd:
-			if o.live {
-				p.complete(o, 0, ErrAborted)
-				return
-			}
+	var sock *socket
+	switch o.kind {
+	case opSend, opRecv, opAccept, opConnect, opWaitEnd:
+		// These belong to the socket their descriptor named when they
+		// were issued, not to the descriptor: a close of that descriptor
+		// that was not the last leaves them be, whether it came before
+		// this or after. Once the last close has begun they are aborted.
+		sock = o.sock
+		if sock == nil {
+			p.complete(o, 0, ErrNotSock) // the descriptor was dead already
+			return
 		}
-		p.complete(o, 0, ErrNotSock)
-		return
+		if sock.closing.Load() {
+			p.complete(o, 0, ErrAborted)
+			return
+		}
+	default:
+		sock = p.resolve(o.s)
+		if sock == nil {
+			p.complete(o, 0, ErrNotSock)
+			return
+		}
 	}
 	ep := sock.ep
 	o.sock = sock // a direct verb's cancel finds the op through it
 	switch o.kind {
 	case opBind:
+		if a := o.addr.Addr(); a.IsValid() && !a.IsUnspecified() && a != p.link.LocalAddr() {
+			p.complete(o, 0, ErrAddrNotAvail)
+			return
+		}
 		p.complete(o, 0, e.bind(ep, o.addr.Port()))
 	case opListen:
 		if ep.state == StateClosed {
@@ -599,6 +634,10 @@ func (p *Provider) apply(o *op) {
 		}
 		p.complete(o, 0, nil)
 	case opEventSelect:
+		if o.evSet != 0 && o.evFn == nil {
+			p.complete(o, 0, ErrInvalid)
+			return
+		}
 		sock.evMask, sock.evFn, sock.evDesc = o.evSet, o.evFn, o.s
 		sock.readEv, sock.writeEv = false, false
 		p.complete(o, 0, nil)
@@ -657,15 +696,6 @@ func (p *Provider) apply(o *op) {
 		}
 	default:
 		panic("provider: unknown op")
-	}
-}
-
-// dropRef drops a reference taken for a Duplicate that failed; if it was
-// the last, the socket is closed here.
-func (p *Provider) dropRef(sock *socket) {
-	if sock.refs.Add(-1) == 0 {
-		sock.closing.Store(true)
-		p.closeSocket(sock)
 	}
 }
 

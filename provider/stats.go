@@ -36,6 +36,9 @@ type Stats struct {
 	RTOExpiries                     uint64
 	AcksOut, ProbesOut              uint64
 	ResetsOut, ResetsIn, RejectsOut uint64
+	// ResetsChallenged counts resets inside the window but not at its
+	// left edge: answered with an ack, not taken (docs/PROTOCOL.md).
+	ResetsChallenged uint64
 	// Connect cookies: retries sent to connect requests a listener kept
 	// no state for (its half-open connections were at their limit),
 	// connect requests that came back with a valid cookie, and half-open
@@ -83,7 +86,7 @@ type DropStats struct {
 	Checksum    uint64 // CRC-32C mismatch
 	BadToken    uint64 // wrong token, peer address, ports or ids: forged or stale
 	UnknownConn uint64 // no such connection (answered with a reset)
-	OutOfWindow uint64 // data beyond the granted window
+	OutOfWindow uint64 // data beyond the granted window, or a reset outside it
 	Duplicate   uint64 // data already received
 	NoBuffer    uint64 // no buffer to hold data (the sender retransmits)
 	BadAck      uint64 // acks data never sent
@@ -117,6 +120,7 @@ func (p *Provider) Stats() Stats {
 		ProbesOut:         st.probesOut.Load(),
 		ResetsOut:         st.resetsOut.Load(),
 		ResetsIn:          st.resetsIn.Load(),
+		ResetsChallenged:  st.resetsChallenged.Load(),
 		RejectsOut:        st.rejectsOut.Load(),
 		RetriesOut:        st.retriesOut.Load(),
 		CookiesIn:         st.cookiesIn.Load(),

@@ -86,7 +86,7 @@ const (
 	OpData       Opcode = 4 // stream bytes at seq, with a piggybacked ack
 	OpAck        Opcode = 5 // cumulative ack, window and SACK blocks, no data
 	OpReset      Opcode = 6 // the connection is gone: the receiver fails its operations with ECONNRESET
-	OpProbe      Opcode = 7 // keepalive and window probe: the receiver answers with an ack at once
+	OpProbe      Opcode = 7 // keepalive and window probe: the receiver answers at once with a probe marked FlagAnswer
 	OpDisconnect Opcode = 8 // end of the sender's stream at seq (half close)
 	OpRetry      Opcode = 9 // answer to a connect under a flood: connect again with the cookie in seq
 	numOpcodes          = 10
@@ -103,7 +103,8 @@ func (o Opcode) String() string {
 
 // Flags.
 const (
-	FlagAck uint8 = 1 << 0 // ack and window are valid
+	FlagAck    uint8 = 1 << 0 // ack and window are valid
+	FlagAnswer uint8 = 1 << 1 // this probe answers a probe: take its ack, do not answer it
 )
 
 // Reason says why a connect was rejected or a connection reset.

@@ -126,6 +126,10 @@ func (q *Queue) setup(ifindex int) error {
 		return fmt.Errorf("xdp: bind %s queue %d: %w (does the interface have that many queues?)", c.Interface, c.Queue, err)
 	case errors.Is(err, unix.EINVAL):
 		return &bpf.KernelFeatureError{Feature: "AF_XDP with need_wakeup", Minimum: "5.4", Err: err}
+	case errors.Is(err, unix.EBUSY):
+		// Still busy after the grace above: not a socket going away but
+		// one that lives.
+		return fmt.Errorf("xdp: bind %s queue %d: %w: another sdx stack (or another AF_XDP socket) holds this queue; close it or use another queue", c.Interface, c.Queue, err)
 	default:
 		return fmt.Errorf("xdp: bind %s queue %d: %w", c.Interface, c.Queue, err)
 	}
