@@ -187,7 +187,8 @@ type endpoint struct {
 	answer     bool   // the owed ack answers a probe: it goes out as an answer (see onProbe)
 	unacked    int    // in-order segments not yet acknowledged
 	lastEdge   uint64 // right edge of the window we granted: it never moves left
-	need       int    // receive buffers committed to the granted window (see recommit)
+	need       int    // receive buffers the granted window would still take (see recommit)
+	counted    int    // the part of need counted in recvCommitted: at most the fair share
 	rwaiting   bool   // in engine.rwait: its window was held back for want of buffers
 
 	// Liveness.
@@ -246,7 +247,8 @@ type engine struct {
 	pool          *bufPool
 	sendCap       int
 	recvCap       int
-	recvCommitted int         // sum of endpoints' need
+	recvCommitted int         // sum of endpoints' counted
+	trimmedAt     int         // nEps when commitments were last held to the fair share
 	sendBeyond    int         // sum of endpoints' beyond, at most beyondCap
 	beyondCap     int         // bytes: half the send half
 	rwait         []*endpoint // receivers whose window waits for buffers
@@ -448,8 +450,8 @@ func (e *engine) dropData(ep *endpoint) {
 	clear(ep.ooo)
 	ep.ooo = ep.ooo[:0]
 	ep.finPending = false
-	e.recvCommitted -= ep.need
-	ep.need = 0
+	e.recvCommitted -= ep.counted
+	ep.need, ep.counted = 0, 0
 	e.sendBeyond -= ep.beyond
 	ep.beyond = 0
 	ep.winWait = false
@@ -812,6 +814,10 @@ func (e *engine) window(ep *endpoint) uint32 {
 		return uint32(granted)
 	}
 	extra := e.recvCap - e.recvHeld() - e.recvCommitted
+	if extra <= 0 && e.trimmedAt != e.nEps {
+		e.trimCommitments()
+		extra = e.recvCap - e.recvHeld() - e.recvCommitted
+	}
 	if share := e.recvCap/max(e.nEps, 1) - ep.rqLen - len(ep.ooo) - ep.need; share < extra {
 		extra = share
 	}
@@ -840,6 +846,16 @@ func (e *engine) tailRoom(ep *endpoint) int {
 // recommit sets ep.need to the buffers that in-order data up to the
 // granted edge would still take, and keeps the total. Received data moves
 // the commitment into held buffers; reading frees both.
+//
+// Only the fair share of need is counted against the receive half. A
+// window granted while few connections shared the pool can be far larger
+// than the share of each once many do, and a window never shrinks: if all
+// of it stayed committed, a few early connections whose senders are quiet
+// would hold the half, and every later connection would be left a window
+// too small to move its data (with request-response traffic on both
+// hosts, a deadlock). The part beyond the share is a promise without a
+// reservation: data filling it takes a buffer if the pool has one, and is
+// otherwise dropped and retransmitted, as TCP does under memory pressure.
 func (e *engine) recommit(ep *endpoint) {
 	need := 0
 	if (ep.state == StateEstablished || ep.state == StateConnecting) && !ep.eof && ep.lastEdge > ep.rcvNxt {
@@ -847,8 +863,29 @@ func (e *engine) recommit(ep *endpoint) {
 			need = (r + e.pool.size - 1) / e.pool.size
 		}
 	}
-	e.recvCommitted += need - ep.need
-	ep.need = need
+	counted := min(need, max(e.recvCap/max(e.nEps, 1), 1))
+	if counted > ep.counted {
+		// Grow only into what the receive half has uncommitted.
+		counted = min(counted, ep.counted+max(e.recvCap-e.recvHeld()-e.recvCommitted, 0))
+	}
+	e.recvCommitted += counted - ep.counted
+	ep.need, ep.counted = need, counted
+}
+
+// trimCommitments holds every endpoint's counted commitment to the fair
+// share of the endpoints there are now, once the receive half is fully
+// committed; windows waiting for buffers are then granted again.
+func (e *engine) trimCommitments() {
+	e.trimmedAt = e.nEps
+	before := e.recvCommitted
+	for _, ep := range e.eps {
+		if ep != nil && ep.counted > 0 {
+			e.recommit(ep)
+		}
+	}
+	if e.recvCommitted < before {
+		e.wakeReceivers()
+	}
 }
 
 // grant records the window of a frame going out: its edge is promised,
@@ -1723,6 +1760,12 @@ func (e *engine) appendInOrder(ep *endpoint, p []byte) bool {
 	}
 	nbufs := (need + e.pool.size - 1) / e.pool.size
 	if nbufs > e.pool.nfree() || ep.rqLen+nbufs > len(ep.rq) {
+		return false
+	}
+	// Buffers come from what the window has counted, or from what the
+	// receive half has uncommitted: data filling the uncounted part of
+	// an old window (see recommit) never takes the send half's.
+	if nbufs > ep.counted+max(e.recvCap-e.recvHeld()-e.recvCommitted, 0) {
 		return false
 	}
 	if ep.rqLen > 0 {
