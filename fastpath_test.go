@@ -259,4 +259,3 @@ func TestCPUBoundProgress(t *testing.T) {
 			beside, beside/besideTCP, besideTCP)
 	}
 }
-
