@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -47,7 +46,6 @@ type twoProcSystem struct {
 	stdin      io.WriteCloser
 	echo, web  netip.AddrPort
 	waitErr    chan error
-	closeOnce  sync.Once
 	childStart int64 // the child's CPU time when it became ready, ns
 }
 
@@ -150,21 +148,21 @@ func (s *twoProcSystem) ExtraCPU() (int64, error) {
 
 func (s *twoProcSystem) Close() error {
 	var errs []error
-	s.closeOnce.Do(func() {
-		if s.child != nil {
-			s.stdin.Close() // the child's signal to stop
-			select {
-			case err := <-s.waitErr:
-				errs = append(errs, err)
-			case <-time.After(5 * time.Second):
-				s.child.Process.Kill() // ours, by PID
-				errs = append(errs, fmt.Errorf("child did not stop within 5s: killed"), <-s.waitErr)
-			}
+	if s.child != nil {
+		s.stdin.Close() // the child's signal to stop
+		select {
+		case err := <-s.waitErr:
+			errs = append(errs, err)
+		case <-time.After(5 * time.Second):
+			s.child.Process.Kill() // ours, by PID
+			errs = append(errs, errors.New("child did not stop within 5s: killed"), <-s.waitErr)
 		}
-		if s.st != nil {
-			errs = append(errs, s.st.Close())
-		}
-	})
+		s.child = nil
+	}
+	if s.st != nil {
+		errs = append(errs, s.st.Close())
+		s.st = nil
+	}
 	return errors.Join(errs...)
 }
 
