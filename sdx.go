@@ -27,8 +27,10 @@
 // sdx peer is final. docs/SWITCH.md gives the rules, the defaults and the
 // linger table.
 //
-// Threads: every exported method may be called from any goroutine. Each
-// connection keeps at most one receive and two sends posted to the
-// provider; their completions are consumed on the provider's poller and
-// hand results to the blocked Read or Write through channels.
+// Threads: every exported method may be called from any goroutine. Read
+// and Write copy straight between the caller's slice and the provider's
+// buffers through the provider's direct verbs; a goroutine blocked in
+// them takes the provider's poller role when it is free, and otherwise
+// waits, by default parked in the Go runtime's netpoller as a goroutine
+// blocked on a kernel socket is (DefaultPollMode).
 package sdx
