@@ -40,6 +40,9 @@ type Stats struct {
 	Reneged                                uint64 // times out-of-order data was dropped for want of buffers
 	SendErrors                             uint64 // Link.Send errors other than ENOBUFS
 	Drops                                  DropStats
+	// Unreachables counts ICMP port unreachables that named a live
+	// connection (ids, ports, token) and failed it: its peer's stack is gone.
+	Unreachables uint64
 }
 
 // DropStats counts received datagrams dropped, by reason.
@@ -53,6 +56,7 @@ type DropStats struct {
 	NoBuffer    uint64 // no buffer to hold data (the sender retransmits)
 	BadAck      uint64 // acks data never sent
 	BadCookie   uint64 // a connect's cookie did not check (forged or expired); it was taken as a connect without one
+	Unreach     uint64 // an ICMP port unreachable that named no live connection with its ids, ports and token: forged, cut short, or too late
 }
 
 // Stats returns the provider's counters.
@@ -89,6 +93,7 @@ func (p *Provider) Stats() Stats {
 		DeadPeers:         st.deadPeers.Load(),
 		Reneged:           st.reneged.Load(),
 		SendErrors:        st.sendErrors.Load(),
+		Unreachables:      st.unreachIn.Load(),
 		Drops: DropStats{
 			Malformed:   st.dropMalformed.Load(),
 			Checksum:    st.dropChecksum.Load(),
@@ -99,6 +104,7 @@ func (p *Provider) Stats() Stats {
 			NoBuffer:    st.dropNoBuffer.Load(),
 			BadAck:      st.dropBadAck.Load(),
 			BadCookie:   st.dropBadCookie.Load(),
+			Unreach:     st.dropUnreach.Load(),
 		},
 	}
 }
