@@ -69,9 +69,10 @@ func (d *Dialer) Dial(network, address string) (net.Conn, error) {
 //   - an sdx connect answered with a connection (PathSDX), or with a
 //     refusal, reset or "host unreachable", is final: those answers come
 //     from an sdx peer, and TCP would fail the same way;
-//   - no answer within ProbeTimeout, or a failure to set up the sdx
-//     socket, falls back to kernel TCP (PathTCP), from the stack's
-//     namespace.
+//   - no answer within ProbeTimeout, an ICMP port unreachable from the
+//     peer's kernel (no sdx stack there; provider.ErrPortUnreach), or a
+//     failure to set up the sdx socket, falls back to kernel TCP
+//     (PathTCP), from the stack's namespace.
 //
 // Cancelling ctx aborts either attempt; the error then matches ctx.Err().
 func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {

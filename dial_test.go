@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/provider"
 )
@@ -120,7 +121,10 @@ func TestFallbackToKernelServer(t *testing.T) {
 		}
 		took := time.Since(start)
 		checkPath(t, c, PathTCP)
-		if took < probe || took > probe+500*time.Millisecond {
+		// The probe ends early when the peer's kernel answers the connect
+		// with a port unreachable (TestFallbackOnPortUnreachable); the
+		// kernel's ICMP rate limit often holds the first ones back.
+		if took > probe+500*time.Millisecond {
 			t.Errorf("fallback dial took %v with a %v probe", took, probe)
 		}
 		if la := c.LocalAddr().(*net.TCPAddr); la.AddrPort().Addr() != bed.A.Addr {
@@ -131,10 +135,63 @@ func TestFallbackToKernelServer(t *testing.T) {
 		t.Logf("probe %v: kernel TCP connection after %v", probe, took)
 	}
 
-	// Without fallback, the dial fails instead.
+	// Without fallback, the dial fails instead: refused by the peer's
+	// kernel, or timed out if the kernel's ICMP rate limit held that back.
 	d := Dialer{Stack: a, DisableFallback: true, Timeout: 200 * time.Millisecond}
-	if _, err := d.Dial("tcp", ln.Addr().String()); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("sdx-only dial of a kernel server: %v, want a time-out", err)
+	if _, err := d.Dial("tcp", ln.Addr().String()); !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, provider.ErrPortUnreach) {
+		t.Fatalf("sdx-only dial of a kernel server: %v, want a time-out or ErrPortUnreach", err)
+	}
+}
+
+// TestFallbackOnPortUnreachable dials a kernel-only server with a probe
+// time far beyond the test's bound: the peer's kernel answers the sdx
+// connect with an ICMP port unreachable (nothing takes sdx frames there),
+// which is no answer from an sdx peer, so the dial falls back to kernel
+// TCP at once; without fallback it fails with ECONNREFUSED at once. B's
+// namespace has ICMP rate limiting off, so that every connect is answered.
+func TestFallbackOnPortUnreachable(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	testutil.CheckFDs(t)
+	bed := vethBed(t)
+	if err := testbed.IP("netns", "exec", bed.B.NS, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.Neighbours(); err != nil {
+		t.Fatal(err)
+	}
+	a := vethStack(t, &bed.A)
+	ln := kernelListen(t, &bed.B, 0)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go echo(c)
+		}
+	}()
+	const probe, bound = 10 * time.Second, 2 * time.Second
+	start := time.Now()
+	c, err := (&Dialer{Stack: a, ProbeTimeout: probe, Timeout: 3 * bound}).Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	checkPath(t, c, PathTCP)
+	roundTrip(t, c, 4<<10)
+	c.Close()
+	t.Logf("fallback after %v (probe %v)", took, probe)
+	if took > bound {
+		t.Errorf("fallback took %v: the port unreachable did not end the probe", took)
+	}
+
+	start = time.Now()
+	_, err = (&Dialer{Stack: a, DisableFallback: true, Timeout: 3 * bound}).Dial("tcp", ln.Addr().String())
+	if took := time.Since(start); !errors.Is(err, syscall.ECONNREFUSED) || !errors.Is(err, provider.ErrPortUnreach) || took > bound {
+		t.Errorf("sdx-only dial: %v after %v; want ErrPortUnreach (ECONNREFUSED) within %v", err, took, bound)
+	}
+	if n := a.Provider().Stats().Unreachables; n < 2 {
+		t.Errorf("the stack's provider took %d port unreachables; want 2", n)
 	}
 }
 

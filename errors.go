@@ -37,6 +37,10 @@ var (
 // definitive answer from the peer: Windows Sockets Direct does not fall
 // back to TCP after one, since TCP would fail the same way.
 func final(err error) bool {
+	if errors.Is(err, provider.ErrPortUnreach) {
+		// The peer's kernel, not an sdx peer, refused: kernel TCP may work.
+		return false
+	}
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, syscall.EHOSTUNREACH)
 }

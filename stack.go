@@ -54,6 +54,11 @@ type Config struct {
 	// XDP; zero tries native first and falls back to generic, which
 	// Provider().Stats().Link reports.
 	XDPMode bpf.Mode
+	// Addr is the one IPv4 address of Interface the stack serves (default:
+	// the interface's first, as `ip -4 address show` lists them). sdx
+	// frames to the interface's other addresses, and to broadcast
+	// addresses, are left to the kernel.
+	Addr netip.Addr
 
 	// Link, if set, replaces the AF_XDP link: the stack runs over it (for
 	// example a provider.MemNetwork link, for tests that need no root).
@@ -148,7 +153,8 @@ func NewStack(cfg Config) (_ *Stack, err error) {
 			return nil, errors.New("sdx: Config.Interface is required (or Config.Link)")
 		}
 		xl, err := provider.OpenXDPLink(provider.XDPLinkConfig{
-			Netns: cfg.Netns, Interface: cfg.Interface, Queue: cfg.Queue, Port: cfg.Port, XDPMode: cfg.XDPMode,
+			Netns: cfg.Netns, Interface: cfg.Interface, Queue: cfg.Queue, Port: cfg.Port,
+			Addr: cfg.Addr, XDPMode: cfg.XDPMode,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("sdx: %w", err)
@@ -230,8 +236,9 @@ func pow2(n int) int {
 	return p
 }
 
-// Addr returns the address the stack serves: its interface's IPv4
-// address.
+// Addr returns the one address the stack serves: Config.Addr, by default
+// its interface's first IPv4 address. The stack does not serve the
+// interface's other addresses: sdx frames to them go to the kernel.
 func (s *Stack) Addr() netip.Addr { return s.addr }
 
 // Prefix returns the subnet of the stack's interface (Config.Prefix for a

@@ -23,15 +23,55 @@
 // program's read-only data before the kernel sees it, so the verifier and
 // the JIT treat it as a constant. A different port needs another LoadSteer.
 //
-// Every frame gets one verdict and bumps Seen and exactly one other counter:
+// The addresses are configuration too, in a hash map the loader fills
+// (AddAddr; xdp.AttachSteer gives it the interface's IPv4 addresses): each
+// address of the host with its subnet mask, served or not. An sdx frame is
+// the stack's only when its IPv4 destination is a served address; one to
+// any other destination (the host's other addresses, a broadcast or
+// multicast address, another host's address on a bridge or router) is the
+// kernel's, so a kernel socket on the sdx port of another address, or
+// bound to the port for broadcasts, keeps working beside a stack. Serving
+// AnyAddr (0.0.0.0/0) makes every destination served, for raw test hosts.
+//
+// A frame to a served address is dropped when its IPv4 source is one that
+// nobody may answer: 0.0.0.0/8, 127.0.0.0/8, 224.0.0.0/3 (multicast, class
+// E and the limited broadcast), the network or broadcast address of the
+// served address's subnet (not for a /31 or /32, RFC 3021), or any of the
+// host's own addresses. An answer to such a source would go to every host
+// on the segment, or to ourselves; a connect request from the subnet
+// broadcast address drew an accept and four repeats to ff:ff:ff:ff:ff:ff.
+// The program drops them rather than passing them on: the kernel would
+// drop them too (martian sources), and dropping here counts them.
+//
+// One kind of ICMP is steered too: a destination unreachable, code port
+// unreachable, to a served address from a source that passes the checks
+// above, that quotes an IPv4 header from the ICMP's destination to its
+// source and at least a UDP header from the sdx port to the sdx port. That
+// is the peer host's kernel saying that the sdx frame we sent found no
+// AF_XDP socket there (the peer's stack is gone), and the provider fails
+// the connection it names at once instead of after the dead-peer bound. It
+// checks the quoted sdx header (ids, ports, token); the program checks
+// only the quoted IPv4 and UDP headers, the 8 bytes after the IPv4 header
+// that RFC 792 guarantees. Other ICMP (other codes of destination
+// unreachable, which RFC 1122 calls soft errors, fragmentation needed,
+// time exceeded, echo) goes to the kernel, as before.
+//
+// Every frame gets one verdict and bumps Seen and exactly one of the
+// other counters but Unreach:
 //
 //	frame                                          verdict       counter
-//	sdx frame, socket registered for its queue     XDP_REDIRECT  Redirected
-//	sdx frame, no socket for its queue (or the     XDP_PASS      NoSocket
-//	  queue is MaxQueues or above)
+//	sdx frame to a served address, socket          XDP_REDIRECT  Redirected
+//	  registered for its queue
+//	sdx frame to a served address, no socket for   XDP_PASS      NoSocket
+//	  its queue (or the queue is MaxQueues or above)
+//	sdx frame to an address not served             XDP_PASS      Foreign
+//	sdx frame to a served address from a source    XDP_DROP      Spoofed
+//	  nobody may answer (above)
+//	ICMP port unreachable about an sdx frame       as an sdx frame; also Unreach
 //	well formed but not sdx: other ethertypes      XDP_PASS      Passed
 //	  (ARP, IPv6), two VLAN tags, other IP
-//	  protocols, fragments, other UDP ports
+//	  protocols, other ICMP, fragments, other
+//	  UDP ports
 //	truncated or inconsistent: Ethernet header,    XDP_PASS      Malformed
 //	  tag, IPv4 header, options or UDP header cut
 //	  off; IPv4 version not 4; IHL below 5; total

@@ -24,6 +24,8 @@ var (
 	ErrQueueRange = errors.New("queue index out of range")
 	// ErrPort is returned by LoadSteer for port 0, which UDP cannot address.
 	ErrPort = errors.New("invalid sdx port")
+	// ErrAddr is returned by AddAddr for anything but an IPv4 prefix.
+	ErrAddr = errors.New("invalid steer address")
 )
 
 // KernelFeatureError reports that the running kernel lacks something the

@@ -3,14 +3,17 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 //
 // sdx_steer hands sdx frames (Ethernet, at most one 802.1Q/802.1ad tag,
-// unfragmented IPv4, UDP to the sdx port) to the AF_XDP socket registered
-// for the frame's rx queue, and every other frame to the kernel untouched.
-// See doc.go for the verdicts and counters.
+// unfragmented IPv4, UDP to the sdx port of an address the stack serves)
+// and ICMP port unreachables about them to the AF_XDP socket registered
+// for the frame's rx queue, drops those from sources nobody may answer,
+// and hands every other frame to the kernel untouched. See doc.go for the
+// verdicts and counters.
 
 #include "uapi.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "sdx_parse.h"
+#include "sdx_host.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -28,13 +31,17 @@ struct {
 } xsks SEC(".maps");
 
 // Counters of sdx_steer, one set per CPU. Every run adds one to seen and
-// one to exactly one of the other four.
+// one to exactly one of redirected, nosocket, passed, malformed, foreign
+// and spoofed.
 struct counters {
 	__u64 seen;       // frames the program ran on
 	__u64 redirected; // sdx frames handed to a registered socket
 	__u64 nosocket;   // sdx frames with no socket on their queue: passed
 	__u64 passed;     // well-formed frames that are not sdx frames: passed
 	__u64 malformed;  // truncated or bad headers: passed
+	__u64 foreign;    // UDP to the sdx port of an address not served: passed
+	__u64 spoofed;    // to a served address from a source nobody may answer: dropped
+	__u64 unreach;    // ICMP port unreachables about sdx frames, of redirected and nosocket
 };
 
 struct {
@@ -66,12 +73,42 @@ static __always_inline int steer(struct xdp_md *ctx, int frags)
 		if (st)
 			st->malformed++;
 		return XDP_PASS;
-	case SDX_CLASS_OTHER:
+	case SDX_CLASS_OTHER: {
+		// An ICMP port unreachable about an sdx frame we sent: the
+		// peer's stack is gone. It goes to the socket like an sdx frame.
+		struct iphdr *ip = sdx_ipv4(data, data_end);
+		if (ip && sdx_icmp_unreach(ip, (ip->ver_ihl & 0x0f) * 4, data_end, sdx_port)) {
+			enum sdx_host_class c = sdx_host_check(ip);
+			if (c == SDX_HOST_SERVED) {
+				if (st)
+					st->unreach++;
+				break;
+			}
+			if (c == SDX_HOST_SPOOFED) {
+				if (st)
+					st->spoofed++;
+				return XDP_DROP;
+			}
+		}
 		if (st)
 			st->passed++;
 		return XDP_PASS;
-	case SDX_CLASS_SDX:
+	}
+	case SDX_CLASS_SDX: {
+		struct iphdr *ip = sdx_ipv4(data, data_end);
+		enum sdx_host_class c = ip ? sdx_host_check(ip) : SDX_HOST_FOREIGN;
+		if (c == SDX_HOST_FOREIGN) {
+			if (st)
+				st->foreign++;
+			return XDP_PASS;
+		}
+		if (c == SDX_HOST_SPOOFED) {
+			if (st)
+				st->spoofed++;
+			return XDP_DROP;
+		}
 		break;
+	}
 	}
 
 	// bpf_redirect_map looks the queue up in xsks itself and returns

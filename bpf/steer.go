@@ -1,8 +1,10 @@
 package bpf
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -34,16 +36,27 @@ type Steer struct {
 }
 
 // SteerStats are the program's counters summed over all CPUs. Every run of
-// the program adds one to Seen and one to exactly one of the other four, so
-// Seen == Redirected + NoSocket + Passed + Malformed whenever the program is
-// not running.
+// the program adds one to Seen and one to exactly one of Redirected,
+// NoSocket, Passed, Malformed, Foreign and Spoofed, so Seen is their sum
+// whenever the program is not running. Unreach counts the ICMP errors among
+// Redirected and NoSocket.
 type SteerStats struct {
 	Seen       uint64 // frames the program ran on
 	Redirected uint64 // sdx frames handed to the socket registered for their queue
 	NoSocket   uint64 // sdx frames with no socket on their queue: passed to the kernel
 	Passed     uint64 // well-formed frames that are not sdx frames: passed
 	Malformed  uint64 // truncated frames or bad headers: passed
+	Foreign    uint64 // UDP to the sdx port of an address not served: passed
+	Spoofed    uint64 // sdx frames (or ICMP errors about them) from a source nobody may answer: dropped
+	Unreach    uint64 // ICMP port unreachables about sdx frames we sent, steered like sdx frames
 }
+
+// MaxAddrs is how many addresses (served or not) the program can know.
+const MaxAddrs = 64
+
+// AnyAddr, served, makes the program steer sdx frames to any destination:
+// for a raw test host that reads other hosts' frames, never for a stack.
+var AnyAddr = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
 
 // LoadSteer loads sdx_steer into the kernel, configured to steer UDP
 // datagrams to port (host byte order). The program is not attached.
@@ -172,6 +185,32 @@ func (s *Steer) Unregister(queue int) error {
 	return nil
 }
 
+// AddAddr tells the program about one IPv4 address of the host, with its
+// subnet (p.Addr() and p.Bits()). With serve, sdx frames to it are steered;
+// without, they go to the kernel. Either way, frames from it, and from the
+// network and broadcast addresses of a served address's subnet, are
+// dropped as spoofed. Adding an address again replaces it.
+func (s *Steer) AddAddr(p netip.Prefix, serve bool) error {
+	if !p.IsValid() || !p.Addr().Is4() {
+		return fmt.Errorf("steer address %v: not an IPv4 prefix: %w", p, ErrAddr)
+	}
+	a := p.Addr().As4()
+	mask := netip.PrefixFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), p.Bits()).Masked().Addr().As4()
+	v := steerSdxAddr{Mask: binary.NativeEndian.Uint32(mask[:])}
+	if serve {
+		v.Serve = 1
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return fmt.Errorf("steer address %v: %w", p, ErrClosed)
+	}
+	if err := s.objs.Addrs.Update(binary.NativeEndian.Uint32(a[:]), &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("steer address %v: %w", p, err)
+	}
+	return nil
+}
+
 // Stats returns the counters summed over all CPUs.
 func (s *Steer) Stats() (SteerStats, error) {
 	s.mu.RLock()
@@ -190,6 +229,9 @@ func (s *Steer) Stats() (SteerStats, error) {
 		st.NoSocket += c.Nosocket
 		st.Passed += c.Passed
 		st.Malformed += c.Malformed
+		st.Foreign += c.Foreign
+		st.Spoofed += c.Spoofed
+		st.Unreach += c.Unreach
 	}
 	return st, nil
 }

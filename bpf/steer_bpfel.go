@@ -20,12 +20,23 @@ type steerCounters struct {
 	Nosocket   uint64
 	Passed     uint64
 	Malformed  uint64
+	Foreign    uint64
+	Spoofed    uint64
+	Unreach    uint64
+}
+
+type steerSdxAddr struct {
+	_     structs.HostLayout
+	Mask  uint32
+	Serve uint8
+	Pad   [3]uint8
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	steerMapAddrs          = "addrs"
 	steerMapStats          = "stats"
 	steerMapXsks           = "xsks"
 	steerProgSdxSteer      = "sdx_steer"
@@ -83,6 +94,7 @@ type steerProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerMapSpecs struct {
+	Addrs *ebpf.MapSpec `ebpf:"addrs"`
 	Stats *ebpf.MapSpec `ebpf:"stats"`
 	Xsks  *ebpf.MapSpec `ebpf:"xsks"`
 }
@@ -114,12 +126,14 @@ func (o *steerObjects) Close() error {
 //
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerMaps struct {
+	Addrs *ebpf.Map `ebpf:"addrs"`
 	Stats *ebpf.Map `ebpf:"stats"`
 	Xsks  *ebpf.Map `ebpf:"xsks"`
 }
 
 func (m *steerMaps) Close() error {
 	return _SteerClose(
+		m.Addrs,
 		m.Stats,
 		m.Xsks,
 	)

@@ -58,6 +58,8 @@ type frame struct {
 	totLen  int      // IP total length if nonzero, else the true one
 	udpLen  int      // UDP length if nonzero, else the true one
 	pad     int      // bytes after the IP datagram (Ethernet padding)
+	src     string   // IPv4 source if set, else 198.18.0.2
+	dst     string   // IPv4 destination if set, else 198.18.0.1
 }
 
 // ihl0 asks frame for an IHL of 0.
@@ -107,8 +109,16 @@ func (f frame) bytes() []byte {
 	binary.BigEndian.PutUint16(ip[6:], f.fragOff)
 	ip[8] = 64
 	ip[9] = proto
-	copy(ip[12:], []byte{198, 18, 0, 2})
-	copy(ip[16:], []byte{198, 18, 0, 1})
+	src, dst := netip.AddrFrom4([4]byte{198, 18, 0, 2}), netip.AddrFrom4([4]byte{198, 18, 0, 1})
+	if f.src != "" {
+		src = netip.MustParseAddr(f.src)
+	}
+	if f.dst != "" {
+		dst = netip.MustParseAddr(f.dst)
+	}
+	s4, d4 := src.As4(), dst.As4()
+	copy(ip[12:], s4[:])
+	copy(ip[16:], d4[:])
 	for i := 20; i < hlen; i++ {
 		ip[i] = 1 // NOP options
 	}
@@ -189,11 +199,15 @@ func (s SteerStats) sub(o SteerStats) SteerStats {
 		NoSocket:   s.NoSocket - o.NoSocket,
 		Passed:     s.Passed - o.Passed,
 		Malformed:  s.Malformed - o.Malformed,
+		Foreign:    s.Foreign - o.Foreign,
+		Spoofed:    s.Spoofed - o.Spoofed,
+		Unreach:    s.Unreach - o.Unreach,
 	}
 }
 
 func (s SteerStats) balanced() bool {
-	return s.Seen == s.Redirected+s.NoSocket+s.Passed+s.Malformed
+	return s.Seen == s.Redirected+s.NoSocket+s.Passed+s.Malformed+s.Foreign+s.Spoofed &&
+		s.Unreach <= s.Redirected+s.NoSocket
 }
 
 // outcome is a verdict and the one counter (besides Seen) it bumps.
@@ -204,15 +218,21 @@ const (
 	nosocket
 	passed
 	malformed
+	foreign // sdx port, not a served destination
+	spoofed // served destination, source nobody may answer
+	unreach // an ICMP port unreachable about an sdx frame, no socket
 )
 
 func (o outcome) String() string {
-	return [...]string{"?", "redirected", "nosocket", "passed", "malformed"}[o]
+	return [...]string{"?", "redirected", "nosocket", "passed", "malformed", "foreign", "spoofed", "unreach"}[o]
 }
 
 func (o outcome) verdict() uint32 {
-	if o == redirected {
+	switch o {
+	case redirected:
 		return xdpRedirect
+	case spoofed:
+		return xdpDrop
 	}
 	return xdpPass
 }
@@ -228,11 +248,26 @@ func (o outcome) stats() SteerStats {
 		s.Passed = 1
 	case malformed:
 		s.Malformed = 1
+	case foreign:
+		s.Foreign = 1
+	case spoofed:
+		s.Spoofed = 1
+	case unreach:
+		s.NoSocket, s.Unreach = 1, 1
 	}
 	return s
 }
 
+// mustLoad loads the program serving every destination (AnyAddr), so that
+// the tests of the parse see no address checks but the source's.
 func mustLoad(t *testing.T, port uint16) *Steer {
+	t.Helper()
+	return mustLoadServing(t, port, map[netip.Prefix]bool{AnyAddr: true})
+}
+
+// mustLoadServing loads the program knowing the addresses given, each
+// served or not.
+func mustLoadServing(t *testing.T, port uint16, addrs map[netip.Prefix]bool) *Steer {
 	t.Helper()
 	s, err := LoadSteer(port)
 	if err != nil {
@@ -243,6 +278,11 @@ func mustLoad(t *testing.T, port uint16) *Steer {
 			t.Errorf("close: %v", err)
 		}
 	})
+	for p, serve := range addrs {
+		if err := s.AddAddr(p, serve); err != nil {
+			t.Fatalf("AddAddr(%v, %v): %v", p, serve, err)
+		}
+	}
 	return s
 }
 
@@ -546,6 +586,9 @@ func TestSteerSpec(t *testing.T) {
 	if m := spec.Maps[steerMapXsks]; m == nil || m.Type != ebpf.XSKMap || m.MaxEntries != MaxQueues {
 		t.Errorf("xsks: %v; want an XSKMAP of MaxQueues (%d) entries", m, MaxQueues)
 	}
+	if m := spec.Maps[steerMapAddrs]; m == nil || m.Type != ebpf.Hash || m.MaxEntries != MaxAddrs || m.KeySize != 4 || m.ValueSize != 8 {
+		t.Errorf("addrs: %v; want a hash of MaxAddrs (%d) entries, 4-byte keys, 8-byte values", m, MaxAddrs)
+	}
 	if m := spec.Maps[steerMapStats]; m == nil || m.Type != ebpf.PerCPUArray || m.MaxEntries != 1 {
 		t.Errorf("stats: %v; want a one-entry per-CPU array", m)
 	}
@@ -753,7 +796,7 @@ func TestSteerOnVeth(t *testing.T) {
 
 	st := stats(t, s)
 	t.Logf("counters after the exchange: %+v", st)
-	if st.NoSocket != 1 || st.Passed < 2 || st.Redirected != 0 || st.Malformed != 0 || !st.balanced() {
+	if st.NoSocket != 1 || st.Passed < 2 || st.Redirected != 0 || st.Malformed != 0 || st.Foreign != 0 || st.Spoofed != 0 || !st.balanced() {
 		t.Errorf("counters %+v; want 1 nosocket, the other datagram and ARP passed", st)
 	}
 }
@@ -864,5 +907,138 @@ func BenchmarkSteer(b *testing.B) {
 			}
 			b.ReportMetric(float64(perFrame.Nanoseconds()), "ns/frame")
 		})
+	}
+}
+
+// icmpFrame is an ICMP error from src to dst that quotes the first n bytes
+// (all, if n is 0 or beyond it) of the IPv4 datagram in quoted, an
+// Ethernet frame.
+func icmpFrame(src, dst string, typ, code uint8, quoted []byte, n int) []byte {
+	q := quoted[ethHLen:]
+	if n > 0 && n < len(q) {
+		q = q[:n]
+	}
+	icmp := append([]byte{typ, code, 0, 0, 0, 0, 0, 0}, q...)
+	binary.BigEndian.PutUint16(icmp[2:], ipChecksum(icmp))
+	b := append(append([]byte(nil), macA...), macB...)
+	b = binary.BigEndian.AppendUint16(b, ethTypeIP)
+	ip := make([]byte, 20)
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(icmp)))
+	ip[8] = 64
+	ip[9] = 1 // ICMP
+	s4, d4 := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
+	copy(ip[12:], s4[:])
+	copy(ip[16:], d4[:])
+	binary.BigEndian.PutUint16(ip[10:], ipChecksum(ip))
+	return append(append(b, ip...), icmp...)
+}
+
+// sdxFrom is an sdx datagram with both UDP ports the sdx port (as sdx
+// sends them), from src to dst.
+func sdxFrom(src, dst string, payload int) []byte {
+	b := frame{dport: testPort, payload: payload, src: src, dst: dst}.bytes()
+	binary.BigEndian.PutUint16(b[ethHLen+20:], testPort)
+	return b
+}
+
+// TestSteerAddresses loads the program serving 198.18.0.1/24 on a host
+// that also has 198.18.7.1/24 and 198.18.9.0/31: sdx frames to the served
+// address from a source that can be answered are steered; to any other
+// destination they go to the kernel (Foreign); from a broadcast, network,
+// multicast, loopback, zero or own source they are dropped (Spoofed).
+func TestSteerAddresses(t *testing.T) {
+	testutil.Privileged(t)
+	s := mustLoadServing(t, testPort, map[netip.Prefix]bool{
+		netip.MustParsePrefix("198.18.0.1/24"): true,
+		netip.MustParsePrefix("198.18.7.1/24"): false,
+	})
+	start := stats(t, s)
+	sdx := func(src, dst string) []byte { return frame{dport: testPort, payload: 16, src: src, dst: dst}.bytes() }
+	for _, c := range []struct {
+		name     string
+		src, dst string
+		want     outcome
+	}{
+		{"from a peer on the subnet", "198.18.0.2", "198.18.0.1", nosocket},
+		{"from a peer beyond a router", "198.19.4.255", "198.18.0.1", nosocket},
+		{"from another subnet's .0", "198.18.1.0", "198.18.0.1", nosocket},
+		{"to the host's address it does not serve", "198.18.0.2", "198.18.7.1", foreign},
+		{"to the subnet broadcast", "198.18.0.2", "198.18.0.255", foreign},
+		{"to the limited broadcast", "198.18.0.2", "255.255.255.255", foreign},
+		{"to a multicast group", "198.18.0.2", "224.0.0.1", foreign},
+		{"to another host (forwarded)", "198.18.0.2", "198.18.0.3", foreign},
+		{"from the subnet broadcast", "198.18.0.255", "198.18.0.1", spoofed},
+		{"from the network address", "198.18.0.0", "198.18.0.1", spoofed},
+		{"from the limited broadcast", "255.255.255.255", "198.18.0.1", spoofed},
+		{"from 0.0.0.0", "0.0.0.0", "198.18.0.1", spoofed},
+		{"from 0.1.2.3", "0.1.2.3", "198.18.0.1", spoofed},
+		{"from a multicast group", "239.1.2.3", "198.18.0.1", spoofed},
+		{"from class E", "240.0.0.1", "198.18.0.1", spoofed},
+		{"from loopback", "127.0.0.1", "198.18.0.1", spoofed},
+		{"from our own address", "198.18.0.1", "198.18.0.1", spoofed},
+		{"from our other address", "198.18.7.1", "198.18.0.1", spoofed},
+	} {
+		expect(t, s, c.name, sdx(c.src, c.dst), c.want)
+	}
+	// Other ports are the kernel's whatever their addresses.
+	expect(t, s, "other port from the subnet broadcast",
+		frame{dport: testPort + 1, payload: 16, src: "198.18.0.255"}.bytes(), passed)
+
+	// A /31 has no network or broadcast address (RFC 3021).
+	p31 := mustLoadServing(t, testPort, map[netip.Prefix]bool{netip.MustParsePrefix("198.18.9.0/31"): true})
+	expect(t, p31, "/31: from the other end", sdx("198.18.9.1", "198.18.9.0"), nosocket)
+	expect(t, p31, "/31: from ourselves", sdx("198.18.9.0", "198.18.9.0"), spoofed)
+
+	if total := stats(t, s).sub(start); !total.balanced() {
+		t.Errorf("counters do not add up: %+v", total)
+	}
+	if err := s.AddAddr(netip.MustParsePrefix("::1/128"), true); !errors.Is(err, ErrAddr) {
+		t.Errorf("AddAddr(::1/128): %v; want ErrAddr", err)
+	}
+}
+
+// TestSteerUnreach crafts ICMP errors: a port unreachable that quotes an
+// sdx frame we sent (served address to the ICMP's source, sdx port both
+// ways) is steered, with as little as the UDP header quoted; every other
+// ICMP goes to the kernel, and one from a source nobody may answer is
+// dropped.
+func TestSteerUnreach(t *testing.T) {
+	testutil.Privileged(t)
+	s := mustLoadServing(t, testPort, map[netip.Prefix]bool{netip.MustParsePrefix("198.18.0.1/24"): true})
+	start := stats(t, s)
+	ours := sdxFrom("198.18.0.1", "198.18.0.2", 64)
+	const us, peer = "198.18.0.1", "198.18.0.2"
+	otherSrcPort := append([]byte(nil), ours...)
+	binary.BigEndian.PutUint16(otherSrcPort[ethHLen+20:], 40000)
+	withOptions := frame{dport: testPort, payload: 16, ihl: 6, src: us, dst: peer}.bytes()
+	binary.BigEndian.PutUint16(withOptions[ethHLen+24:], testPort)
+	tcp := frame{dport: testPort, proto: protoTCP, src: us, dst: peer}.bytes()
+	for _, c := range []struct {
+		name string
+		pkt  []byte
+		want outcome
+	}{
+		{"port unreachable, whole frame quoted", icmpFrame(peer, us, 3, 3, ours, 0), unreach},
+		{"port unreachable, IPv4 and UDP headers quoted (RFC 792)", icmpFrame(peer, us, 3, 3, ours, 28), unreach},
+		{"port unreachable, quoted IPv4 options", icmpFrame(peer, us, 3, 3, withOptions, 0), unreach},
+		{"port unreachable, UDP header cut", icmpFrame(peer, us, 3, 3, ours, 27), passed},
+		{"port unreachable, IPv4 header cut", icmpFrame(peer, us, 3, 3, ours, 12), passed},
+		{"host unreachable", icmpFrame(peer, us, 3, 1, ours, 0), passed},
+		{"protocol unreachable", icmpFrame(peer, us, 3, 2, ours, 0), passed},
+		{"fragmentation needed", icmpFrame(peer, us, 3, 4, ours, 0), passed},
+		{"time exceeded", icmpFrame(peer, us, 11, 0, ours, 0), passed},
+		{"echo request", icmpFrame(peer, us, 8, 0, ours, 0), passed},
+		{"quoting a frame to another port", icmpFrame(peer, us, 3, 3, otherSrcPort, 0), passed},
+		{"quoting TCP", icmpFrame(peer, us, 3, 3, tcp, 0), passed},
+		{"quoting a frame from another host", icmpFrame(peer, us, 3, 3, sdxFrom("198.18.0.3", peer, 64), 0), passed},
+		{"quoting a frame to another host than the sender", icmpFrame(peer, us, 3, 3, sdxFrom(us, "198.18.0.3", 64), 0), passed},
+		{"to an address not served", icmpFrame(peer, "198.18.0.9", 3, 3, sdxFrom("198.18.0.9", peer, 64), 0), passed},
+		{"from the subnet broadcast", icmpFrame("198.18.0.255", us, 3, 3, sdxFrom(us, "198.18.0.255", 64), 0), spoofed},
+	} {
+		expect(t, s, c.name, c.pkt, c.want)
+	}
+	if total := stats(t, s).sub(start); !total.balanced() {
+		t.Errorf("counters do not add up: %+v", total)
 	}
 }

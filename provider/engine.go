@@ -223,6 +223,7 @@ type engineStats struct {
 	dropNoBuffer, dropBadAck, dropBadCookie             atomic.Uint64
 	reneged                                             atomic.Uint64
 	deadPeers, sendErrors, tooBig                       atomic.Uint64
+	unreachIn, dropUnreach                              atomic.Uint64
 	endpoints, halfOpen                                 atomic.Int64 // gauges
 }
 
@@ -307,6 +308,7 @@ func newEngine(link Link, cfg engineConfig, seed [32]byte) (*engine, error) {
 	}
 	e.beyondCap = e.sendCap / 2 * e.mss
 	e.inputFn = e.input
+	link.SetUnreachable(e.unreachable)
 	var key [16]byte
 	for i := range key {
 		key[i] = byte(e.rng.Uint32())

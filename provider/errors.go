@@ -33,6 +33,7 @@ var (
 	ErrMFile        error = syscall.EMFILE        // the socket table is full
 	ErrShutdown     error = syscall.ESHUTDOWN     // send after Shutdown
 	ErrAborted      error = abortedError{}        // the operation was cancelled by CloseSocket or Cleanup
+	ErrPortUnreach  error = portUnreachError{}    // a connect drew an ICMP port unreachable: no sdx stack at the peer's host; matches ECONNREFUSED
 	ErrConfig             = errors.New("provider: bad configuration")
 )
 
@@ -57,6 +58,15 @@ func (e *FrameSizeError) Error() string {
 }
 
 func (e *FrameSizeError) Unwrap() error { return ErrMsgSize }
+
+// portUnreachError is a connect refused by the peer's kernel rather than
+// by an sdx peer: nothing takes sdx frames there. It matches
+// syscall.ECONNREFUSED; the switch tells it apart, since kernel TCP to
+// that host may still work.
+type portUnreachError struct{}
+
+func (portUnreachError) Error() string        { return "connection refused: no sdx stack at the peer" }
+func (portUnreachError) Is(target error) bool { return target == syscall.ECONNREFUSED }
 
 func configErr(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...)

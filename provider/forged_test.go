@@ -21,7 +21,7 @@ import (
 
 // rawHost is a raw sender and reader on a testbed host: an AF_XDP queue on
 // the host's interface, with the steer program handing it every sdx frame
-// the interface receives. It sends whatever frames it is given, with any
+// the interface receives, whoever it is addressed to. It sends whatever frames it is given, with any
 // addresses, header and checksum, and reads what reaches it. It is owned
 // by one goroutine.
 type rawHost struct {
@@ -50,7 +50,7 @@ func newRawHost(t testing.TB, h *testbed.Host) *rawHost {
 			t.Errorf("raw queue close: %v", err)
 		}
 	})
-	if r.steer, err = xdp.AttachSteer(xdp.SteerConfig{Netns: h.NS, Interface: h.If, Port: DefaultUDPPort}); err != nil {
+	if r.steer, err = xdp.AttachSteer(xdp.SteerConfig{Netns: h.NS, Interface: h.If, Port: DefaultUDPPort, AnyAddr: true}); err != nil {
 		t.Fatalf("raw steer on %s: %v", h.NS, err)
 	}
 	if err := r.steer.Register(q); err != nil {

@@ -33,6 +33,13 @@ type Link interface {
 	// Receive calls fn for up to max received datagrams without blocking and returns how many;
 	// payload is valid only during fn.
 	Receive(max int, fn func(peer netip.Addr, payload []byte)) int
+	// SetUnreachable sets the function Receive calls, instead of fn, for
+	// an ICMP port unreachable from peer's host about a datagram we sent
+	// it: quoted is as much of that datagram as the ICMP carries (from
+	// the start of the sdx header; possibly cut short), valid only during
+	// the call. The link has checked that the quoted datagram went from
+	// this host's address and sdx port to peer's; the engine checks the rest.
+	SetUnreachable(fn func(peer netip.Addr, quoted []byte))
 	Wait(timeout time.Duration) error // block until input may be ready, Wake, or timeout
 	Wake()                            // any goroutine
 	Close() error

@@ -58,6 +58,7 @@ type MemStats struct {
 	Overflow    uint64 // the receiver's queue was full
 	TooBig      uint64 // longer than the receiver's MTU: dropped as a kernel drops a frame its receive path cannot hold
 	DownDrops   uint64 // discarded at Flush because the sending host was down
+	ICMP        uint64 // port unreachables queued by InjectUnreachable
 }
 
 // MemNetwork is an in-memory network of hosts whose links lose, duplicate,
@@ -227,13 +228,33 @@ func (n *MemNetwork) getBufLocked() []byte {
 
 func (n *MemNetwork) putBufLocked(b []byte) { n.free = append(n.free, b[:0]) }
 
-// memPkt is a datagram in flight.
+// memPkt is a datagram in flight, or a port unreachable (icmp) from
+// from's host quoting buf.
 type memPkt struct {
 	from netip.Addr
 	to   netip.Addr
 	at   time.Duration // deliverable from this time on
 	seq  uint64
 	buf  []byte
+	icmp bool
+}
+
+// InjectUnreachable queues at host to an ICMP port unreachable from host
+// from that quotes datagram (copied; the sdx header on, as if to had sent
+// it to from), as a host whose stack is gone answers: to's link hands it
+// to its SetUnreachable function, in order with the datagrams it
+// receives. It reports false when to is no host of the network, or down.
+// Nothing sends one by itself: a closed host stays silent.
+func (n *MemNetwork) InjectUnreachable(from, to netip.Addr, datagram []byte) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	dst := n.hosts[to]
+	if dst == nil || dst.down || dst.closed || len(datagram) > n.mtu {
+		return false
+	}
+	n.stats.ICMP++
+	dst.queueLocked(memPkt{from: from, to: to, at: n.nowLocked(), buf: append(n.getBufLocked(), datagram...), icmp: true})
+	return true
 }
 
 // MemLink is one host's Link on a MemNetwork. It is owned by its poller;
@@ -250,6 +271,8 @@ type MemLink struct {
 	txCap int
 	rx    []memPkt // batch being handed to Receive's fn
 	timer *time.Timer
+	// unreach takes the port unreachables; nil drops them.
+	unreach func(peer netip.Addr, quoted []byte)
 
 	wake chan struct{} // Wake and arriving datagrams; any goroutine
 
@@ -413,21 +436,33 @@ func (l *MemLink) queueLocked(p memPkt) {
 	}
 }
 
-// Receive hands up to max deliverable datagrams to fn, oldest first.
+// SetUnreachable sets the function Receive hands port unreachables to
+// (see InjectUnreachable).
+func (l *MemLink) SetUnreachable(fn func(peer netip.Addr, quoted []byte)) { l.unreach = fn }
+
+// Receive hands up to max deliverable datagrams to fn, oldest first, and
+// port unreachables to the SetUnreachable function.
 func (l *MemLink) Receive(max int, fn func(peer netip.Addr, payload []byte)) int {
 	n := l.net
 	n.mu.Lock()
 	now := n.nowLocked()
 	for len(l.rx) < max && len(l.in) > 0 && l.in[0].at <= now {
 		l.rx = append(l.rx, heapPop(&l.in))
-		n.stats.Delivered++
+		if !l.rx[len(l.rx)-1].icmp {
+			n.stats.Delivered++
+		}
 	}
 	n.mu.Unlock()
 	if len(l.rx) == 0 {
 		return 0
 	}
 	for i := range l.rx {
-		fn(l.rx[i].from, l.rx[i].buf)
+		switch p := &l.rx[i]; {
+		case !p.icmp:
+			fn(p.from, p.buf)
+		case l.unreach != nil:
+			l.unreach(p.from, p.buf)
+		}
 	}
 	k := len(l.rx)
 	n.mu.Lock()

@@ -51,6 +51,9 @@ type Stats struct {
 	// segments never reached the peer while smaller frames did.
 	TooBig uint64
 	Drops  DropStats
+	// Unreachables counts ICMP port unreachables that named a live
+	// connection (ids, ports, token) and failed it: its peer's stack is gone.
+	Unreachables uint64
 	// Link is what the link reports about itself.
 	Link LinkStats
 }
@@ -91,6 +94,7 @@ type DropStats struct {
 	NoBuffer    uint64 // no buffer to hold data (the sender retransmits)
 	BadAck      uint64 // acks data never sent
 	BadCookie   uint64 // a connect's cookie did not check (forged or expired); it was taken as a connect without one
+	Unreach     uint64 // an ICMP port unreachable that named no live connection with its ids, ports and token: forged, cut short, or too late
 }
 
 // Stats returns the provider's counters.
@@ -129,6 +133,7 @@ func (p *Provider) Stats() Stats {
 		Reneged:           st.reneged.Load(),
 		SendErrors:        st.sendErrors.Load(),
 		TooBig:            st.tooBig.Load(),
+		Unreachables:      st.unreachIn.Load(),
 		Drops: DropStats{
 			Malformed:   st.dropMalformed.Load(),
 			Checksum:    st.dropChecksum.Load(),
@@ -139,6 +144,7 @@ func (p *Provider) Stats() Stats {
 			NoBuffer:    st.dropNoBuffer.Load(),
 			BadAck:      st.dropBadAck.Load(),
 			BadCookie:   st.dropBadCookie.Load(),
+			Unreach:     st.dropUnreach.Load(),
 		},
 		Link: LinkStats{MTU: e.mtu},
 	}

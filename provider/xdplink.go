@@ -21,6 +21,11 @@ type XDPLinkConfig struct {
 	Queue     int      // rx/tx queue id (default 0)
 	Port      uint16   // sdx UDP port (default DefaultUDPPort)
 	XDPMode   bpf.Mode // force native or generic XDP; zero tries native first
+	// Addr is the IPv4 address of Interface the link serves: sdx frames
+	// to it are the provider's, frames to the interface's other addresses
+	// the kernel's. Zero: the interface's first IPv4 address (its primary,
+	// the first `ip -4 address show` lists).
+	Addr netip.Addr
 	// Frames sizes the UMEM and rings; Netns, Interface and Queue are
 	// taken from above. Zero fields take xdp's defaults.
 	Frames xdp.Config
@@ -38,6 +43,9 @@ type XDPLink struct {
 	local frame.Endpoint
 	mtu   int
 	ipID  uint16
+	// subnet is local's prefix; own, every IPv4 address of the interface.
+	subnet netip.Prefix
+	own    []netip.Addr
 	// Neighbours. Times are on the link's clock (since born). last is
 	// the peer of the previous send: one comparison instead of a map
 	// lookup in a conversation. unresolved holds peers that failed to
@@ -54,6 +62,8 @@ type XDPLink struct {
 	txq        [256]xdp.Desc
 	ntx        int
 	parsed     frame.Parsed
+	icmp       frame.Unreach
+	unreach    func(peer netip.Addr, quoted []byte)
 	stats      XDPLinkStats
 	// linkErr is the last transmit error that meant ENETDOWN.
 	linkErr error
@@ -72,6 +82,11 @@ type XDPLinkStats struct {
 	Malformed      uint64 // frames whose headers did not parse
 	Unresolved     uint64 // sends dropped because the peer's address did not resolve in time
 	NoFrames       uint64 // sends refused with ENOBUFS for want of a UMEM frame or tx slot
+	// Spoofed counts frames from a source nobody may answer (see
+	// unanswerable), dropped; Refused, sends to such an address, refused
+	// with EHOSTUNREACH; Unreach, ICMP port unreachables about our frames,
+	// handed to the engine.
+	Spoofed, Refused, Unreach uint64
 }
 
 type peerMAC struct {
@@ -119,12 +134,19 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 			return err
 		}
 		for _, a := range addrs {
-			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() {
-				l.local.IP = p.Addr()
-				break
+			p, err := netip.ParsePrefix(a.String())
+			if err != nil || !p.Addr().Is4() {
+				continue
+			}
+			l.own = append(l.own, p.Addr())
+			if !l.local.IP.IsValid() && (!cfg.Addr.IsValid() || cfg.Addr == p.Addr()) {
+				l.local.IP, l.subnet = p.Addr(), p.Masked()
 			}
 		}
 		if !l.local.IP.IsValid() {
+			if cfg.Addr.IsValid() {
+				return fmt.Errorf("%v is not an IPv4 address of %s", cfg.Addr, cfg.Interface)
+			}
 			return fmt.Errorf("no IPv4 address on %s", cfg.Interface)
 		}
 		if len(ifi.HardwareAddr) != 6 {
@@ -149,7 +171,8 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 	if max := l.q.RxFrameLen() - frame.HeaderLen; l.mtu > max {
 		l.mtu = max
 	}
-	if l.steer, err = xdp.AttachSteer(xdp.SteerConfig{Netns: cfg.Netns, Interface: cfg.Interface, Port: cfg.Port, Mode: cfg.XDPMode}); err != nil {
+	if l.steer, err = xdp.AttachSteer(xdp.SteerConfig{Netns: cfg.Netns, Interface: cfg.Interface, Port: cfg.Port, Mode: cfg.XDPMode,
+		Serve: []netip.Addr{l.local.IP}}); err != nil {
 		return nil, err
 	}
 	if err = l.steer.Register(l.q); err != nil {
@@ -180,7 +203,7 @@ func (l *XDPLink) LinkStats() LinkStats {
 	return s
 }
 
-// LocalAddr returns the interface's IPv4 address.
+// LocalAddr returns the IPv4 address the link serves (XDPLinkConfig.Addr).
 func (l *XDPLink) LocalAddr() netip.Addr { return l.local.IP }
 
 // MTU returns the largest sdx datagram one frame carries both ways: the
@@ -248,6 +271,10 @@ func (l *XDPLink) resolve(peer netip.Addr) ([6]byte, error) {
 	}
 	if until, ok := l.unresolved[peer]; ok && now < until {
 		l.stats.Unresolved++
+		return [6]byte{}, ErrHostUnreach
+	}
+	if l.unanswerable(peer) {
+		l.stats.Refused++
 		return [6]byte{}, ErrHostUnreach
 	}
 	hop, err := l.res.NextHop(peer)
@@ -330,10 +357,16 @@ func (l *XDPLink) Receive(max int, fn func(peer netip.Addr, payload []byte)) int
 		}
 		for _, d := range l.descs[:n] {
 			switch err := frame.Parse(l.q.Data(d), &l.parsed); {
+			case err == frame.ErrNotUDP:
+				if l.unreachable(l.q.Data(d)) {
+					got++
+				}
 			case err != nil:
 				l.stats.Malformed++
 			case l.parsed.Flow.Dst.IP != l.local.IP || l.parsed.Flow.Dst.Port != l.cfg.Port:
 				l.stats.NotOurs++
+			case l.unanswerable(l.parsed.Flow.Src.IP):
+				l.stats.Spoofed++
 			default:
 				l.stats.Received++
 				fn(l.parsed.Flow.Src.IP, l.parsed.Payload)

@@ -103,3 +103,36 @@ func TestXDPLinkErrors(t *testing.T) {
 		t.Fatalf("flush on a downed interface: %v, want ENETDOWN", err)
 	}
 }
+
+// TestXDPLinkRefusesUnanswerable sends to addresses nobody may be sent to:
+// each send fails with EHOSTUNREACH before any neighbour lookup, is
+// counted, and nothing reaches B. The same check drops such sources on
+// receive, behind the steer program's.
+func TestXDPLinkRefusesUnanswerable(t *testing.T) {
+	bed, a, b := xdpLinks(t)
+	bad := []string{"198.18.0.255", "198.18.0.0", "255.255.255.255", "0.0.0.0", "0.1.2.3",
+		"127.0.0.1", "224.0.0.1", "239.255.255.250", "240.0.0.1", bed.A.Addr.String()}
+	for _, s := range bad {
+		if err := a.Send(netip.MustParseAddr(s), []byte("x")); !errors.Is(err, syscall.EHOSTUNREACH) {
+			t.Errorf("send to %s: %v; want EHOSTUNREACH", s, err)
+		}
+		if !a.unanswerable(netip.MustParseAddr(s)) {
+			t.Errorf("%s is answerable", s)
+		}
+	}
+	if err := a.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if st := a.Stats(); st.Refused != uint64(len(bad)) || st.Sent != 0 {
+		t.Errorf("refused %d, sent %d; want %d refused, none sent", st.Refused, st.Sent, len(bad))
+	}
+	for _, s := range []string{bed.B.Addr.String(), "198.18.1.0", "198.18.1.255", "198.19.0.255", "10.0.0.1"} {
+		if a.unanswerable(netip.MustParseAddr(s)) {
+			t.Errorf("%s is unanswerable", s)
+		}
+	}
+	time.Sleep(20 * time.Millisecond)
+	if n := b.Receive(64, func(netip.Addr, []byte) {}); n != 0 {
+		t.Errorf("B received %d datagrams", n)
+	}
+}

@@ -2,6 +2,7 @@ package xdp_test
 
 import (
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -36,6 +37,9 @@ func benchBed(b *testing.B) (*testbed.Bed, *bpf.Steer, frame.Flow) {
 	bed := testbed.New(b, testbed.Options{})
 	s, err := bpf.LoadSteer(testPort)
 	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.AddAddr(netip.PrefixFrom(bed.B.Addr, bed.Prefix.Bits()), true); err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.Close() })

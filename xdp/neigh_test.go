@@ -28,6 +28,15 @@ func TestResolver(t *testing.T) {
 	if _, err := r.NextHop(netip.MustParseAddr("198.19.255.1")); !errors.Is(err, xdp.ErrNoRoute) {
 		t.Fatalf("next hop off the testbed's subnet: %v, want ErrNoRoute", err)
 	}
+	// The subnet's broadcast address has a route through the interface,
+	// of type broadcast: never a next hop, so nothing is ever sent there.
+	// The same goes for multicast and our own address. (The kernel routes
+	// the network address as unicast: the provider refuses it by prefix.)
+	for _, a := range []string{"198.18.0.255", "255.255.255.255", "224.0.0.1", "0.0.0.0", "127.0.0.1", bed.A.Addr.String()} {
+		if hop, err := r.NextHop(netip.MustParseAddr(a)); !errors.Is(err, xdp.ErrNoRoute) {
+			t.Errorf("next hop of %s: %v, %v; want ErrNoRoute", a, hop, err)
+		}
+	}
 	if _, ok, err := r.Neighbour(bed.B.Addr); ok || err != nil {
 		t.Fatalf("fresh namespace already knows %v (%v)", bed.B.Addr, err)
 	}

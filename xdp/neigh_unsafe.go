@@ -56,8 +56,10 @@ func (r *Resolver) Close() error {
 var ErrNoRoute = fmt.Errorf("xdp: no route through the interface: %w", unix.EHOSTUNREACH)
 
 // NextHop returns the address to resolve for dst: dst itself on the local
-// subnet, or the gateway of the route. The route must leave through the
-// resolver's interface.
+// subnet, or the gateway of the route. The route must be a unicast route
+// leaving through the resolver's interface: the kernel's broadcast route to
+// the subnet's broadcast address leaves there too, but its neighbour entry
+// is ff:ff:ff:ff:ff:ff, and a frame to it reaches every host on the segment.
 func (r *Resolver) NextHop(dst netip.Addr) (netip.Addr, error) {
 	if !dst.Is4() {
 		return netip.Addr{}, fmt.Errorf("xdp: %v is not IPv4: %w", dst, unix.EAFNOSUPPORT)
@@ -68,11 +70,12 @@ func (r *Resolver) NextHop(dst netip.Addr) (netip.Addr, error) {
 	rt.Dst_len = 32
 	a := dst.As4()
 	msg = appendAttr(msg, unix.RTA_DST, a[:])
-	hop, oif := dst, 0
-	err := r.roundTrip(msg, func(typ uint16, body []byte) {
-		if typ != unix.RTM_NEWROUTE || len(body) < unix.SizeofRtMsg {
+	hop, oif, typ := dst, 0, uint8(0)
+	err := r.roundTrip(msg, func(t uint16, body []byte) {
+		if t != unix.RTM_NEWROUTE || len(body) < unix.SizeofRtMsg {
 			return
 		}
+		typ = (*unix.RtMsg)(unsafe.Pointer(&body[0])).Type
 		forAttrs(body[unix.SizeofRtMsg:], func(t uint16, v []byte) {
 			switch {
 			case t == unix.RTA_GATEWAY && len(v) == 4:
@@ -88,7 +91,7 @@ func (r *Resolver) NextHop(dst netip.Addr) (netip.Addr, error) {
 		}
 		return netip.Addr{}, fmt.Errorf("xdp: route to %v: %w", dst, err)
 	}
-	if oif != r.ifindex {
+	if oif != r.ifindex || typ != unix.RTN_UNICAST {
 		return netip.Addr{}, ErrNoRoute
 	}
 	return hop, nil

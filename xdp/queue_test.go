@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
@@ -376,6 +377,9 @@ func TestSteerRedirectVerdict(t *testing.T) {
 	defer q.Close()
 	s, err := bpf.LoadSteer(testPort)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddAddr(netip.PrefixFrom(bed.B.Addr, bed.Prefix.Bits()), true); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 
 	"github.com/cilium/ebpf/link"
@@ -13,8 +14,11 @@ import (
 )
 
 // Steering is the steer program attached to one interface: it sends frames
-// to the sdx UDP port into the AF_XDP queues registered with it and every
-// other frame to the kernel.
+// to the sdx UDP port of the addresses it serves, and ICMP port
+// unreachables about frames sent from them, into the AF_XDP queues
+// registered with it, drops such frames from sources nobody may answer
+// (broadcast, multicast, the host's own addresses; see bpf's doc), and
+// hands every other frame to the kernel.
 //
 // The attachment is a bpf_link owned by this process: if the process dies,
 // even by SIGKILL, the kernel detaches the program. Methods may be called
@@ -37,6 +41,15 @@ type SteerConfig struct {
 	// Mode forces native or generic XDP; zero tries native first and falls
 	// back to generic.
 	Mode bpf.Mode
+	// Serve lists the interface's IPv4 addresses whose sdx frames are
+	// steered; empty: all of them. sdx frames to the interface's other
+	// addresses, to broadcast and multicast addresses, and to other hosts
+	// go to the kernel. The interface's addresses as they are at attach
+	// time are the ones the program knows.
+	Serve []netip.Addr
+	// AnyAddr steers sdx frames to any destination: for a raw test host
+	// that reads frames addressed to others, never for a stack.
+	AnyAddr bool
 }
 
 // AttachSteer loads the steer program for c.Port and attaches it to
@@ -64,6 +77,9 @@ func AttachSteer(c SteerConfig) (_ *Steering, err error) {
 			return fmt.Errorf("xdp: interface %q: %w", c.Interface, err)
 		}
 		s.ifindex = ifi.Index
+		if err := steerAddrs(prog, ifi, c); err != nil {
+			return err
+		}
 		return s.attach(ifi.Index, c.Mode)
 	})
 	if err != nil {
@@ -108,6 +124,41 @@ func (s *Steering) attach(ifindex int, mode bpf.Mode) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// steerAddrs tells prog the interface's IPv4 addresses, marking those
+// c.Serve names (all, if it is empty) as served.
+func steerAddrs(prog *bpf.Steer, ifi *net.Interface, c SteerConfig) error {
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return fmt.Errorf("xdp: addresses of %s: %w", c.Interface, err)
+	}
+	found := 0
+	for _, a := range addrs {
+		p, err := netip.ParsePrefix(a.String())
+		if err != nil || !p.Addr().Is4() {
+			continue
+		}
+		serve := len(c.Serve) == 0
+		for _, want := range c.Serve {
+			if want == p.Addr() {
+				serve = true
+				found++
+			}
+		}
+		if err := prog.AddAddr(p, serve); err != nil {
+			return fmt.Errorf("xdp: %s: %w", c.Interface, err)
+		}
+	}
+	if found < len(c.Serve) {
+		return configErr("SteerConfig.Serve %v: not all are IPv4 addresses of %s", c.Serve, c.Interface)
+	}
+	if c.AnyAddr {
+		if err := prog.AddAddr(bpf.AnyAddr, true); err != nil {
+			return fmt.Errorf("xdp: %s: %w", c.Interface, err)
+		}
+	}
+	return nil
 }
 
 // Mode reports whether the kernel granted native or generic XDP.

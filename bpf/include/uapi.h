@@ -4,8 +4,8 @@
  * so that the build reads nothing from the host's /usr/include and the
  * committed objects do not change with the installed linux-libc-dev.
  * Values and layouts are those of <linux/types.h>, <linux/bpf.h>,
- * <linux/if_ether.h>, <linux/if_vlan.h>, <linux/ip.h>, <linux/in.h> and
- * <linux/udp.h>; they are kernel ABI and never change.
+ * <linux/if_ether.h>, <linux/if_vlan.h>, <linux/ip.h>, <linux/in.h>,
+ * <linux/udp.h> and <linux/icmp.h>; they are kernel ABI and never change.
  *
  * The IPv4 version/IHL byte is one plain byte (ver_ihl) rather than the
  * kernel's endian-dependent bitfields.
@@ -33,6 +33,7 @@ typedef __u32 __wsum;
 
 /* <linux/bpf.h> */
 enum bpf_map_type {
+	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_XSKMAP = 17,
 };
@@ -74,6 +75,7 @@ struct vlan_hdr {
 };
 
 /* <linux/in.h> */
+#define IPPROTO_ICMP 1
 #define IPPROTO_UDP 17
 
 /* <linux/ip.h> */
@@ -99,6 +101,17 @@ struct udphdr {
 	__be16 dest;
 	__be16 len;
 	__sum16 check;
+};
+
+/* <linux/icmp.h> */
+#define ICMP_DEST_UNREACH 3
+#define ICMP_PORT_UNREACH 3
+
+struct icmphdr {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__be32 un; /* unused in a destination unreachable */
 };
 
 #endif /* SDX_UAPI_H */

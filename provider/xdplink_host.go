@@ -1,0 +1,66 @@
+package provider
+
+import (
+	"net/netip"
+
+	"github.com/sdx-project/sdx/internal/frame"
+)
+
+// unanswerable reports whether a is an address the link neither accepts
+// frames from nor sends to: 0.0.0.0/8, loopback, multicast and above
+// (224.0.0.0/3, with the limited broadcast), the network or broadcast
+// address of the served subnet (a /31 or /32 has none), or an address of
+// the interface. An answer to such a source reaches every host on the
+// segment, or ourselves. The steer program drops such sources first (bpf's
+// package doc); this check stands on its own, and it also guards sends.
+func (l *XDPLink) unanswerable(a netip.Addr) bool {
+	if !a.Is4() {
+		return true
+	}
+	b := a.As4()
+	if b[0] == 0 || b[0] == 127 || b[0] >= 224 {
+		return true
+	}
+	if bits := l.subnet.Bits(); bits < 31 && l.subnet.Contains(a) {
+		v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+		host := v & (1<<(32-bits) - 1)
+		if host == 0 || host == 1<<(32-bits)-1 {
+			return true
+		}
+	}
+	for _, o := range l.own {
+		if a == o {
+			return true
+		}
+	}
+	return false
+}
+
+// SetUnreachable sets the function Receive hands ICMP port unreachables
+// about our frames to (owner only).
+func (l *XDPLink) SetUnreachable(fn func(peer netip.Addr, quoted []byte)) { l.unreach = fn }
+
+// unreachable hands an ICMP port unreachable in b to the engine if it is
+// one about a frame we sent: to our address, from an address we may
+// answer, quoting a datagram from our address and sdx port to the ICMP's
+// source and sdx port. It reports whether it did; anything else is
+// counted and dropped.
+func (l *XDPLink) unreachable(b []byte) bool {
+	u := &l.icmp
+	switch err := frame.ParseUnreach(b, u); {
+	case err != nil:
+		l.stats.Malformed++
+	case u.To != l.local.IP || u.Quote.Src.IP != l.local.IP || u.Quote.Dst.IP != u.From ||
+		u.Quote.Src.Port != l.cfg.Port || u.Quote.Dst.Port != l.cfg.Port:
+		l.stats.NotOurs++
+	case l.unanswerable(u.From):
+		l.stats.Spoofed++
+	default:
+		l.stats.Unreach++
+		if l.unreach != nil {
+			l.unreach(u.From, u.Quoted)
+		}
+		return true
+	}
+	return false
+}
