@@ -2,6 +2,7 @@ package bench_test
 
 import (
 	"context"
+	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -10,6 +11,15 @@ import (
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
 )
+
+// TestMain serves as the child process of the two-process systems, which
+// start this binary again.
+func TestMain(m *testing.M) {
+	if bench.IsChild() {
+		os.Exit(bench.ServeChild())
+	}
+	os.Exit(m.Run())
+}
 
 // BenchmarkRR is the ping-pong of cmd/sdxbench as a go test benchmark: one
 // transaction per iteration, over every system that runs, at each size

@@ -486,7 +486,12 @@ func StartPinger(ctx context.Context, sys System, h *Hosts, size int, limit time
 	p := &Pinger{r: r, c: c, s: s, out: make([]byte, size), in: make([]byte, max(size, 64<<10))}
 	p.dc, _ = c.(DatagramConn)
 	kind := sys.Kind()
-	p.srv = r.server(func() error { return echo(s, kind, size) })
+	p.srv = r.server(func() error {
+		if s == nil {
+			return nil // the server end runs in another process
+		}
+		return echo(s, kind, size)
+	})
 	return p, nil
 }
 
@@ -507,8 +512,7 @@ func (p *Pinger) Close() error {
 	p.c.CloseWrite() // a stream server sees EOF
 	p.r.b.Stop()
 	err := <-p.srv
-	p.c.Close()
-	p.s.Close()
+	closeAll(p.c, p.s)
 	if ended(err) {
 		return nil
 	}
