@@ -55,7 +55,7 @@ type XDPLink struct {
 	last       netip.Addr
 	lastPeer   peerMAC
 	peers      map[netip.Addr]peerMAC
-	unresolved map[netip.Addr]time.Duration
+	unresolved map[netip.Addr]unresolvedPeer
 	waitWindow time.Duration
 	waited     time.Duration
 	descs      [64]xdp.Desc // received, being handed to fn
@@ -89,6 +89,10 @@ type XDPLinkStats struct {
 	Spoofed, Refused, Unreach uint64
 }
 
+// unresolvedPeer is a peer that failed to resolve: it fails fast until
+// until; backoff is how long the last failure set.
+type unresolvedPeer struct{ until, backoff time.Duration }
+
 type peerMAC struct {
 	mac     [6]byte
 	checked time.Duration // on the link's clock
@@ -101,15 +105,17 @@ const neighbourTTL = 5 * time.Second
 // Resolving a peer the kernel does not know: Send waits at most resolveWait
 // for the answer, and all such waits together take at most waitBudget of
 // every waitEvery (3% of the poller); a peer that did not resolve fails fast
-// for unresolvedFor (the kernel keeps resolving it meanwhile), and at most
+// for unresolvedFirst, doubling with each failure in a row up to
+// unresolvedFor (the kernel keeps resolving it meanwhile), and at most
 // maxUnresolved such peers are remembered. A frame that fails is dropped;
 // the protocol retransmits.
 const (
-	resolveWait   = 2 * time.Millisecond
-	waitBudget    = 3 * time.Millisecond
-	waitEvery     = 100 * time.Millisecond
-	unresolvedFor = 200 * time.Millisecond
-	maxUnresolved = 1024
+	resolveWait     = 2 * time.Millisecond
+	waitBudget      = 3 * time.Millisecond
+	waitEvery       = 100 * time.Millisecond
+	unresolvedFirst = 10 * time.Millisecond
+	unresolvedFor   = 200 * time.Millisecond
+	maxUnresolved   = 1024
 )
 
 // OpenXDPLink attaches the steer program, opens the queue and registers it.
@@ -117,7 +123,7 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 	if cfg.Port == 0 {
 		cfg.Port = DefaultUDPPort
 	}
-	l := &XDPLink{cfg: cfg, born: time.Now(), peers: make(map[netip.Addr]peerMAC), unresolved: make(map[netip.Addr]time.Duration)}
+	l := &XDPLink{cfg: cfg, born: time.Now(), peers: make(map[netip.Addr]peerMAC), unresolved: make(map[netip.Addr]unresolvedPeer)}
 	defer func() {
 		if err != nil {
 			l.Close()
@@ -259,7 +265,8 @@ func (l *XDPLink) Send(peer netip.Addr, payload []byte) error {
 // the answer at most resolveWait, and for all peers together at most
 // waitBudget per waitEvery, so that frames from addresses nobody answers for
 // (a flood of spoofed sources, say) cannot stall it. A peer that did not
-// resolve fails fast for unresolvedFor.
+// resolve fails fast for a while (unresolvedFirst, doubling up to
+// unresolvedFor).
 func (l *XDPLink) resolve(peer netip.Addr) ([6]byte, error) {
 	now := time.Since(l.born)
 	if peer == l.last && now-l.lastPeer.checked < neighbourTTL {
@@ -269,7 +276,7 @@ func (l *XDPLink) resolve(peer netip.Addr) ([6]byte, error) {
 		l.last, l.lastPeer = peer, p
 		return p.mac, nil
 	}
-	if until, ok := l.unresolved[peer]; ok && now < until {
+	if u, ok := l.unresolved[peer]; ok && now < u.until {
 		l.stats.Unresolved++
 		return [6]byte{}, ErrHostUnreach
 	}
@@ -310,7 +317,15 @@ func (l *XDPLink) resolve(peer netip.Addr) ([6]byte, error) {
 			if len(l.unresolved) >= maxUnresolved {
 				clear(l.unresolved)
 			}
-			l.unresolved[peer] = now + unresolvedFor
+			// Fail fast for a while that doubles with every failure in a
+			// row: a peer whose answer was merely slow (a loaded host)
+			// is tried again by the next retransmission, one that never
+			// answers costs a lookup at most every unresolvedFor.
+			b := unresolvedFirst
+			if u, ok := l.unresolved[peer]; ok {
+				b = min(2*u.backoff, unresolvedFor)
+			}
+			l.unresolved[peer] = unresolvedPeer{until: now + b, backoff: b}
 			return [6]byte{}, ErrHostUnreach
 		}
 		time.Sleep(50 * time.Microsecond)
