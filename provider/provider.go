@@ -43,6 +43,7 @@ type Provider struct {
 	want       atomic.Int32 // goroutines blocked in a verb that would take the role
 	parked     atomic.Int32 // goroutines parked until an operation completes
 	dedicated  atomic.Bool  // the role holder is routinePoller, which gives way when asked
+	releasedAt atomic.Int64 // nanotime of the last release by a goroutine that held the role inline
 	sleeping   atomic.Bool  // the holder is (about to be) in link.Wait
 	pollerWake chan struct{}
 	pollerDone chan struct{}
@@ -163,8 +164,10 @@ const (
 
 // releaseToken gives up the role taken inline at heldSince (nanotime).
 func (p *Provider) releaseToken(heldSince int64) {
+	now := p.nanotime()
+	p.releasedAt.Store(now)
 	p.token.Store(false)
-	if p.nanotime()-heldSince > int64(longHold) || p.subq.Len() > 0 || p.parked.Load() > 0 || p.stopping.Load() {
+	if now-heldSince > int64(longHold) || p.subq.Len() > 0 || p.parked.Load() > 0 || p.stopping.Load() {
 		p.wakePoller()
 	}
 }
@@ -181,8 +184,14 @@ func (p *Provider) wakePoller() {
 func (p *Provider) routinePoller() {
 	defer close(p.pollerDone)
 	check := pollerCheckMin
+	woken := true
 	for !p.stopping.Load() {
-		if p.tryToken() {
+		// On its timer the poller takes a free role only once it has been
+		// free for pollerCheckMin: a goroutine that let it go a moment
+		// ago (between two calls of a request-response loop) will most
+		// likely take it again, and would then have to wait for the
+		// poller to give it back.
+		if (woken || p.nanotime()-p.releasedAt.Load() >= int64(pollerCheckMin)) && p.tryToken() {
 			check = pollerCheckMin
 			p.dedicated.Store(true)
 			p.pollLoop(nil, true, 0)
@@ -196,9 +205,9 @@ func (p *Provider) routinePoller() {
 		p.parkTimer.Reset(check)
 		select {
 		case <-p.pollerWake:
-			check = pollerCheckMin
+			check, woken = pollerCheckMin, true
 		case <-p.parkTimer.C:
-			check = min(2*check, pollerCheckMax)
+			check, woken = min(2*check, pollerCheckMax), false
 		}
 		p.parkTimer.Stop()
 	}
