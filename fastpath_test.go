@@ -23,16 +23,7 @@ func TestReadWriteAllocs(t *testing.T) {
 	testutil.Privileged(t)
 	for _, m := range []provider.PollMode{provider.PollDefault, provider.PollAdaptive, provider.PollBusy} {
 		t.Run(m.String(), func(t *testing.T) {
-			h := vethHosts(t, withMode(m))
-			ln := h.listen(t)
-			go echoAll(ln)
-			d := Dialer{Stack: h.a, ProbeTimeout: testProbe}
-			c, err := d.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			checkPath(t, c, PathSDX)
+			_, _, c := echoConn(t, withMode(m))
 			buf := make([]byte, 64)
 			var failed error
 			allocs := testing.AllocsPerRun(2000, func() {
@@ -187,9 +178,7 @@ func TestCPUBoundProgress(t *testing.T) {
 	if runtime.GOMAXPROCS(0) < 2 {
 		t.Skip("needs GOMAXPROCS >= 2")
 	}
-	h := vethHosts(t)
-	ln := h.listen(t)
-	go echoAll(ln)
+	h, ln, sc := echoConn(t)
 	const span = 400 * time.Millisecond
 	// rate runs the computing goroutine for span beside conn's ping-pong
 	// (none if conn is nil) and returns its iterations per second.
@@ -237,13 +226,6 @@ func TestCPUBoundProgress(t *testing.T) {
 		pp.Wait()
 		return float64(n.Load()) / span.Seconds()
 	}
-	d := Dialer{Stack: h.a, ProbeTimeout: testProbe}
-	sc, err := d.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	checkPath(t, sc, PathSDX)
 	kc := kernelDial(t, &h.bed.A, ln.Addr().String())
 	// Alternate and keep the best of three, so a burst of other load on
 	// the machine does not decide.

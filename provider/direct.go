@@ -124,25 +124,7 @@ func (p *Provider) direct(kind opKind, s Socket, buf []byte, arg int, deadline t
 	if !deadline.IsZero() {
 		dl = max(p.nanotime()+int64(time.Until(deadline)), 1)
 	}
-	idle := false
-	if !p.stopping.Load() && p.tryToken() {
-		now := p.nanotime()
-		p.eng.now = now
-		p.drainSubmissions()
-		p.apply(o)
-		p.leave()
-		p.settle()
-		if !o.ready() && (dl == 0 || now < dl) {
-			idle = p.pollLoop(o, false, dl)
-		}
-		p.releaseToken(now)
-	} else {
-		p.submit(o)
-		p.leave()
-	}
-	if !o.ready() {
-		p.awaitFrom(o, dl, idle)
-	}
+	p.runOp(o, dl)
 	o.intr = nil
 	if !o.done.Load() {
 		// Deadline or wake: withdraw the op. If it completes meanwhile,

@@ -42,6 +42,7 @@ type Provider struct {
 	token      atomic.Bool  // held by the goroutine running the poll loop
 	want       atomic.Int32 // goroutines blocked in a verb that would take the role
 	parked     atomic.Int32 // goroutines parked until an operation completes
+	posted     atomic.Int64 // overlapped operations posted and not yet completed
 	dedicated  atomic.Bool  // the role holder is routinePoller, which gives way when asked
 	releasedAt atomic.Int64 // nanotime of the last release by a goroutine that held the role inline
 	sleeping   atomic.Bool  // the holder is (about to be) in link.Wait
@@ -154,8 +155,9 @@ func (p *Provider) tryToken() bool { return !p.token.Load() && p.token.CompareAn
 // the exchange may be spinning on. The parked poller looks for a free role
 // every pollerCheckMin instead, backing off to pollerCheckMax while the
 // role stays taken. A holder that kept the role longer than longHold,
-// leaves submissions behind, or leaves goroutines parked on operations
-// that only a poller can complete, wakes it at once.
+// leaves submissions behind, or leaves operations pending that only a
+// poller can complete (a goroutine parked on one, or an overlapped
+// operation posted to a completion queue), wakes it at once.
 const (
 	pollerCheckMin = 200 * time.Microsecond
 	pollerCheckMax = 50 * time.Millisecond
@@ -167,7 +169,7 @@ func (p *Provider) releaseToken(heldSince int64) {
 	now := p.nanotime()
 	p.releasedAt.Store(now)
 	p.token.Store(false)
-	if now-heldSince > int64(longHold) || p.subq.Len() > 0 || p.parked.Load() > 0 || p.stopping.Load() {
+	if now-heldSince > int64(longHold) || p.subq.Len() > 0 || p.parked.Load() > 0 || p.posted.Load() > 0 || p.stopping.Load() {
 		p.wakePoller()
 	}
 }

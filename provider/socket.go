@@ -149,30 +149,43 @@ func (p *Provider) Addresses() []netip.Addr { return []netip.Addr{p.link.LocalAd
 // When the poller role is free the caller takes it and applies o itself,
 // after what others submitted before it, without the submission ring's
 // round trip: the common case of a request-response loop.
-func (p *Provider) call(o *op) {
-	if !p.stopping.Load() && p.tryToken() {
-		now := p.nanotime()
-		p.eng.now = now
-		p.drainSubmissions()
-		p.apply(o)
+func (p *Provider) call(o *op) { p.runOp(o, 0) }
+
+// runOp applies o, inline when it can, and waits until it is ready or the
+// deadline (nanotime; 0: none) passes.
+func (p *Provider) runOp(o *op, deadline int64) {
+	took, idle := p.applyInline(o, deadline)
+	if !took {
+		p.submit(o)
 		p.leave()
-		// What o queued goes out before the link is looked at.
-		p.settle()
-		idle := false
-		if !o.ready() {
-			idle = p.pollLoop(o, false, 0)
-		}
-		p.releaseToken(now)
-		if o.ready() {
-			return
-		}
-		// Gave way, or stopping: another poller finishes o.
-		p.awaitFrom(o, 0, idle)
-		return
 	}
-	p.submit(o)
+	if !o.ready() {
+		// Gave way, or submitted: another poller finishes o.
+		p.awaitFrom(o, deadline, idle)
+	}
+}
+
+// applyInline applies o on the caller's goroutine when the poller role is
+// free, and polls until o is ready, the deadline (nanotime; 0: none)
+// passes, or the caller gives way (idle, see pollLoop). It reports whether
+// it took the role; if not, the caller submits o. Either way the verb has
+// left (leave) once o is applied or submitted.
+func (p *Provider) applyInline(o *op, deadline int64) (took, idle bool) {
+	if p.stopping.Load() || !p.tryToken() {
+		return false, false
+	}
+	now := p.nanotime()
+	p.eng.now = now
+	p.drainSubmissions()
+	p.apply(o)
 	p.leave()
-	p.await(o, 0)
+	// What o queued goes out before the link is looked at.
+	p.settle()
+	if !o.ready() && (deadline == 0 || now < deadline) {
+		idle = p.pollLoop(o, false, deadline)
+	}
+	p.releaseToken(now)
+	return true, idle
 }
 
 // getOp takes an op from the pool for a verb that must not fail for want
@@ -378,6 +391,7 @@ func (p *Provider) post(kind opKind, s Socket, buf []byte, to netip.AddrPort, cq
 		return ErrNoBufs
 	}
 	o.kind, o.s, o.buf, o.addr, o.cq, o.ctx = kind, s, buf, to, cq, ctx
+	p.posted.Add(1)
 	o.sock = sock
 	p.submit(o)
 	if !p.token.Load() {
@@ -508,6 +522,7 @@ func (p *Provider) complete(o *op, n int, err error) {
 			c.Verb = VerbConnect
 		}
 		p.ops.put(o)
+		p.posted.Add(-1)
 		q.push(c)
 		return
 	}
