@@ -44,6 +44,22 @@ func echoConn(t testing.TB, tweak ...func(*Config)) (*hosts, *Listener, net.Conn
 
 // echoAll echoes 64-byte messages on every connection ln accepts.
 func echoAll(ln net.Listener) {
+	serveAll(ln, func(c net.Conn) {
+		buf := make([]byte, 64)
+		for {
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return
+			}
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// serveAll runs serve on every connection ln accepts, each on its own
+// goroutine, and closes the connection after it, until ln closes.
+func serveAll(ln net.Listener, serve func(net.Conn)) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -51,15 +67,7 @@ func echoAll(ln net.Listener) {
 		}
 		go func() {
 			defer c.Close()
-			buf := make([]byte, 64)
-			for {
-				if _, err := io.ReadFull(c, buf); err != nil {
-					return
-				}
-				if _, err := c.Write(buf); err != nil {
-					return
-				}
-			}
+			serve(c)
 		}()
 	}
 }

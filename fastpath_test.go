@@ -142,31 +142,24 @@ func TestManyGoroutinesManyConns(t *testing.T) {
 // frameEcho echoes frames (a 4-byte id, a 4-byte length, the payload)
 // on every connection ln accepts, each frame with one Write.
 func frameEcho(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			buf := make([]byte, 8+64<<10)
-			for {
-				if _, err := io.ReadFull(c, buf[:8]); err != nil {
-					return
-				}
-				n := int(binary.BigEndian.Uint32(buf[4:8]))
-				if n > len(buf)-8 {
-					return
-				}
-				if _, err := io.ReadFull(c, buf[8:8+n]); err != nil {
-					return
-				}
-				if _, err := c.Write(buf[:8+n]); err != nil {
-					return
-				}
+	serveAll(ln, func(c net.Conn) {
+		buf := make([]byte, 8+64<<10)
+		for {
+			if _, err := io.ReadFull(c, buf[:8]); err != nil {
+				return
 			}
-		}()
-	}
+			n := int(binary.BigEndian.Uint32(buf[4:8]))
+			if n > len(buf)-8 {
+				return
+			}
+			if _, err := io.ReadFull(c, buf[8:8+n]); err != nil {
+				return
+			}
+			if _, err := c.Write(buf[:8+n]); err != nil {
+				return
+			}
+		}
+	})
 }
 
 // TestBlockedReadCostsNoCPU: a goroutine blocked in Read on a quiet

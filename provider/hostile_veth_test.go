@@ -276,23 +276,7 @@ func TestVethPeerGone(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	p := newVethPair(t, Config{})
 	ln := p.listen(t, 4)
-	s := p.dial(t)
-	r, _, err := p.b.Accept(ln)
-	if err != nil {
-		t.Fatal(err)
-	}
-	recvErr := make(chan error, 1)
-	go func() {
-		_, err := p.a.Recv(s, make([]byte, 64))
-		recvErr <- err
-	}()
-	start := time.Now()
-	if err := p.lb.Steering().Unregister(0); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.a.Send(s, []byte("request")); err != nil {
-		t.Fatal(err)
-	}
+	s, r, recvErr, start := peerGone(t, p, ln)
 	select {
 	case err := <-recvErr:
 		el := time.Since(start)
@@ -312,7 +296,7 @@ func TestVethPeerGone(t *testing.T) {
 
 	c := must[Socket](t)(p.a.Socket())
 	start = time.Now()
-	err = p.a.Connect(c, netip.AddrPortFrom(p.bed.B.Addr, p.portB))
+	err := p.a.Connect(c, netip.AddrPortFrom(p.bed.B.Addr, p.portB))
 	if el := time.Since(start); !errors.Is(err, syscall.ECONNREFUSED) || el > goneBound {
 		t.Fatalf("connect to a host whose stack is gone: %v after %v; want ECONNREFUSED within %v", err, el, goneBound)
 	}
@@ -437,6 +421,31 @@ func TestForgedUnreachable(t *testing.T) {
 	hp.b.CloseSocket(r)
 }
 
+// peerGone connects A to B's listener ln, starts a receive on A, takes
+// B's AF_XDP socket out of its steer program and sends A's request: the
+// receive's error arrives on recvErr; start is when the socket went.
+func peerGone(tb testing.TB, p *vethPair, ln Socket) (s, r Socket, recvErr <-chan error, start time.Time) {
+	tb.Helper()
+	s = p.dial(tb)
+	r, _, err := p.b.Accept(ln)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := p.a.Recv(s, make([]byte, 64))
+		errc <- err
+	}()
+	start = time.Now()
+	if err := p.lb.Steering().Unregister(0); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := p.a.Send(s, []byte("request")); err != nil {
+		tb.Fatal(err)
+	}
+	return s, r, errc, start
+}
+
 // BenchmarkDeadPeerDetection measures how long a pending receive takes to
 // fail after the peer's stack is gone: B's socket leaves its steer program
 // (as when B's process dies; B's kernel then answers sdx frames with port
@@ -453,23 +462,7 @@ func BenchmarkDeadPeerDetection(b *testing.B) {
 	var total, worst time.Duration
 	n := 0
 	for b.Loop() {
-		s := p.dial(b)
-		r, _, err := p.b.Accept(ln)
-		if err != nil {
-			b.Fatal(err)
-		}
-		recvErr := make(chan error, 1)
-		go func() {
-			_, err := p.a.Recv(s, make([]byte, 64))
-			recvErr <- err
-		}()
-		start := time.Now()
-		if err := p.lb.Steering().Unregister(0); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := p.a.Send(s, []byte("request")); err != nil {
-			b.Fatal(err)
-		}
+		s, r, recvErr, start := peerGone(b, p, ln)
 		select {
 		case err := <-recvErr:
 			if !errors.Is(err, syscall.ECONNRESET) {
