@@ -49,6 +49,13 @@ const (
 	ephemeralHi = 65535
 
 	rxBatch = 64 // datagrams taken from the link per Receive call
+
+	// ackEvery is how many in-order segments a receiver takes before it
+	// acknowledges them unasked; fewer wait at most AckDelay, or for a
+	// frame of ours to carry the ack. A sender that needs an ack sooner
+	// asks for it (FlagAckReq, see sendData), so a stream costs one ack
+	// per ackEvery segments, not one per two.
+	ackEvery = 16
 )
 
 // Events the engine reports about an endpoint; the SPI reacts to them after
@@ -155,6 +162,14 @@ type endpoint struct {
 	starved  bool // a write found no buffer; retry when one is freed
 	winWait  bool // a write stopped at its share beyond the peer's window
 	beyond   int  // bytes queued beyond the peer's window edge (in engine.sendBeyond)
+
+	// Small segments (below the MSS): smallEnd is the end of the latest
+	// one sent, holdEnd of the latest one sent with FlagAckReq. While
+	// that one is unacknowledged, a further small segment waits and
+	// gathers the writes that follow (held) until its ack or a full
+	// segment. See sendData.
+	smallEnd, holdEnd uint64
+	held              bool
 
 	// sackKnown: below this offset the peer's latest SACK report listed
 	// every block it holds, so a segment there that no block covers is
@@ -1266,7 +1281,7 @@ func (e *engine) input(from netip.Addr, b []byte) {
 	}
 	switch h.Op {
 	case OpData:
-		e.onData(ep, h.Seq, payload)
+		e.onData(ep, h.Seq, payload, h.Flags&FlagAckReq != 0)
 	case OpDisconnect:
 		e.onFin(ep, h.Seq)
 	case OpProbe:
@@ -1637,8 +1652,10 @@ func (e *engine) onSACK(ep *endpoint, h *Header) {
 	}
 }
 
-// onData stores a data segment and decides when to ack it.
-func (e *engine) onData(ep *endpoint, seq uint64, p []byte) {
+// onData stores a data segment and decides when to ack it: at once when
+// the sender asked (req), after a hole, or every ackEvery segments; else
+// within AckDelay, or on the next frame we send.
+func (e *engine) onData(ep *endpoint, seq uint64, p []byte, req bool) {
 	if len(p) == 0 {
 		return
 	}
@@ -1669,7 +1686,7 @@ func (e *engine) onData(ep *endpoint, seq uint64, p []byte) {
 		e.checkFin(ep)
 		e.notify(ep, evReadable)
 		ep.unacked++
-		e.ackSoon(ep, hadHole || ep.unacked >= 2)
+		e.ackSoon(ep, hadHole || req || ep.unacked >= ackEvery)
 		return
 	}
 	// Beyond a hole.
@@ -1852,7 +1869,9 @@ func (e *engine) sendData(ep *endpoint) bool {
 			s.rtx = false
 			continue
 		}
-		if !e.sendSeg(ep, s) {
+		// A retransmission asks for its ack at once: the sender is
+		// recovering, and it may be the last segment of a burst.
+		if !e.sendSeg(ep, s, true) {
 			e.queueOutput(ep)
 			return sent
 		}
@@ -1861,15 +1880,44 @@ func (e *engine) sendData(ep *endpoint) bool {
 		e.st.retransmits.Add(1)
 		sent, acked = true, true
 	}
+	// The sender asks for an ack at once (FlagAckReq) on the segment
+	// that takes what it has in flight past half of what it may have
+	// (its send buffer or the peer's window): the ack then comes back
+	// while the other half is still going out.
+	var half uint64
+	if ep.sndRight > ep.sndUna {
+		half = min(uint64(e.cfg.SendBuffer), ep.sndRight-ep.sndUna) / 2
+	}
 	for ep.sent < ep.slen {
 		s := &ep.segs[(ep.shead+ep.sent)&mask]
 		if !s.fin && s.seq+uint64(s.n) > ep.sndRight {
 			break
 		}
+		req := s.seq-ep.sndUna < half && s.end()-ep.sndUna >= half
+		if !s.fin && int(s.n) < ep.mss && ep.sent+1 == ep.slen {
+			// The newest segment, not full: the tail of what was
+			// written. It goes at once, unless a small segment sent
+			// with FlagAckReq is unacknowledged: then it waits for that
+			// ack, which the peer sends at once, and gathers the writes
+			// made meanwhile (Nagle's rule as Minshall refined it, with
+			// the ack asked for). A lone message never waits; the
+			// second of two in a row goes at once too, asking for its
+			// ack, and the third waits at most for that.
+			if ep.holdEnd > ep.sndUna {
+				ep.held = true
+				break
+			}
+			if ep.smallEnd > ep.sndUna || ep.held {
+				req = true
+				ep.holdEnd = s.end()
+			}
+			ep.held = false
+			ep.smallEnd = s.end()
+		}
 		if s.buf != noBuf {
 			e.pool.move(s.buf, placeInFlight)
 		}
-		if !e.sendSeg(ep, s) {
+		if !e.sendSeg(ep, s, req) {
 			if s.buf != noBuf {
 				e.pool.move(s.buf, placeSendQueued)
 			}
@@ -1906,9 +1954,10 @@ func (e *engine) sendData(ep *endpoint) bool {
 	return sent
 }
 
-// sendSeg encodes a segment's header in place and sends it. It reports
-// false when the link is out of transmit slots even after a flush.
-func (e *engine) sendSeg(ep *endpoint, s *seg) bool {
+// sendSeg encodes a segment's header in place and sends it, with
+// FlagAckReq when req. It reports false when the link is out of transmit
+// slots even after a flush.
+func (e *engine) sendSeg(ep *endpoint, s *seg, req bool) bool {
 	if s.fin {
 		e.fillHeader(ep, OpDisconnect, ReasonNone)
 		e.hdr.Seq = s.seq
@@ -1919,6 +1968,9 @@ func (e *engine) sendSeg(ep *endpoint, s *seg) bool {
 	} else {
 		e.fillHeader(ep, OpData, ReasonNone)
 		e.hdr.Seq = s.seq
+		if req {
+			e.hdr.Flags |= FlagAckReq
+		}
 		b := e.pool.buf(s.buf)
 		n := e.hdr.Put(b, int(s.n))
 		if !e.sendRaw(ep, ep.raddr, b[:n]) {

@@ -105,6 +105,7 @@ func (o Opcode) String() string {
 const (
 	FlagAck    uint8 = 1 << 0 // ack and window are valid
 	FlagAnswer uint8 = 1 << 1 // this probe answers a probe: take its ack, do not answer it
+	FlagAckReq uint8 = 1 << 2 // data: the sender waits for this segment's ack; acknowledge it at once
 )
 
 // Reason says why a connect was rejected or a connection reset.
