@@ -5,6 +5,17 @@ import (
 	"net/netip"
 )
 
+// The UDP source ports of sdx frames: each connection sends from its own
+// port in [SrcPortMin, SrcPortMin+SrcPorts), the dynamic range (as
+// RoCEv2 does), picked by the hash of its flow, so that a NIC's RSS and a
+// network's ECMP spread connections over queues and paths while each
+// connection keeps one path (no reordering). The destination port stays
+// the sdx port. A receiver takes sdx frames from any source port.
+const (
+	SrcPortMin = 49152
+	SrcPorts   = 16384
+)
+
 // flowKey names a connection's flow at the link: the peer's address and
 // the sdx ports of the two sockets (in the sdx header), ours first.
 type flowKey uint64

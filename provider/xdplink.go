@@ -322,7 +322,8 @@ func (l *XDPLink) Send(peer netip.Addr, payload []byte) error {
 	if err != nil {
 		return err
 	}
-	lq := l.txQueue(peer, payload)
+	k, h := flowOf(peer, payload, false)
+	lq := l.txQueue(k, h)
 	if lq.ntx == len(lq.txq) {
 		if err := l.Flush(); err != nil {
 			return err
@@ -339,6 +340,7 @@ func (l *XDPLink) Send(peer netip.Addr, payload []byte) error {
 	}
 	buf := q.Frame(f)
 	flow := frame.Flow{Src: l.local, Dst: frame.Endpoint{MAC: mac, IP: peer, Port: l.cfg.Port}}
+	flow.Src.Port = SrcPortMin + uint16(h%SrcPorts)
 	l.ipID++
 	n := flow.Encode(buf, len(payload), l.ipID)
 	copy(buf[frame.HeaderLen:], payload)
@@ -349,13 +351,12 @@ func (l *XDPLink) Send(peer netip.Addr, payload []byte) error {
 	return nil
 }
 
-// txQueue picks the queue a datagram to peer goes out on: the one its
-// flow's frames last arrived on, else the one the flow's hash picks.
-func (l *XDPLink) txQueue(peer netip.Addr, payload []byte) *linkQueue {
+// txQueue picks the queue flow k (hash h) goes out on: the one its frames
+// last arrived on, else the one its hash picks.
+func (l *XDPLink) txQueue(k flowKey, h uint32) *linkQueue {
 	if len(l.qs) == 1 {
 		return l.qs[0]
 	}
-	k, h := flowOf(peer, payload, false)
 	if i, ok := l.flows.get(k, h); ok {
 		return l.qs[i]
 	}
