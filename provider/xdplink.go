@@ -220,10 +220,9 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 			return nil, configErr("XDPLinkConfig.Queues %v: queue %d twice", ids, id)
 		}
 	}
-	if l.steer, err = xdp.AttachSteer(xdp.SteerConfig{Netns: cfg.Netns, Interface: cfg.Interface, Port: cfg.Port, Mode: cfg.XDPMode,
-		Serve: []netip.Addr{l.local.IP}}); err != nil {
-		return nil, err
-	}
+	// The queues before the program: a queue another stack holds says
+	// so (EBUSY, "another sdx stack") before the attach would fail less
+	// clearly.
 	for _, id := range ids {
 		fc := cfg.Frames
 		fc.Netns, fc.Interface, fc.Queue = cfg.Netns, cfg.Interface, id
@@ -240,7 +239,13 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 		if max := q.RxFrameLen() - frame.HeaderLen; l.mtu > max {
 			l.mtu = max
 		}
-		if err = l.steer.Register(q); err != nil {
+	}
+	if l.steer, err = xdp.AttachSteer(xdp.SteerConfig{Netns: cfg.Netns, Interface: cfg.Interface, Port: cfg.Port, Mode: cfg.XDPMode,
+		Serve: []netip.Addr{l.local.IP}}); err != nil {
+		return nil, err
+	}
+	for _, lq := range l.qs {
+		if err = l.steer.Register(lq.q); err != nil {
 			return nil, err
 		}
 	}
