@@ -42,11 +42,17 @@ type Config struct {
 	// side of the stack (fallback dials, the TCP half of listeners) lives
 	// there too.
 	Netns string
-	// Interface is the interface sdx attaches to (XDP program and one
-	// AF_XDP queue). Required unless Link is set.
+	// Interface is the interface sdx attaches to (XDP program and an
+	// AF_XDP socket per queue). Required unless Link is set.
 	Interface string
-	// Queue is the interface's rx/tx queue (default 0).
-	Queue int
+	// Queues lists the interface's rx/tx queues the stack serves. Empty
+	// (and Queue 0): every rx queue, so that sdx frames are the stack's
+	// whichever queue the NIC hashes them to. Queue, when not 0, is
+	// Queues: []int{Queue}; to serve queue 0 alone, say Queues: []int{0}.
+	// A stack on some queues only reaches a peer that serves every queue
+	// (or the same ones), not the other way round (docs/SWITCH.md).
+	Queues []int
+	Queue  int
 	// Port is the UDP port sdx frames use (default
 	// provider.DefaultUDPPort). Every host of a link must agree on it.
 	Port uint16
@@ -153,7 +159,7 @@ func NewStack(cfg Config) (_ *Stack, err error) {
 			return nil, errors.New("sdx: Config.Interface is required (or Config.Link)")
 		}
 		xl, err := provider.OpenXDPLink(provider.XDPLinkConfig{
-			Netns: cfg.Netns, Interface: cfg.Interface, Queue: cfg.Queue, Port: cfg.Port,
+			Netns: cfg.Netns, Interface: cfg.Interface, Queues: cfg.Queues, Queue: cfg.Queue, Port: cfg.Port,
 			Addr: cfg.Addr, XDPMode: cfg.XDPMode,
 		})
 		if err != nil {

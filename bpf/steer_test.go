@@ -999,8 +999,8 @@ func TestSteerAddresses(t *testing.T) {
 }
 
 // TestSteerUnreach crafts ICMP errors: a port unreachable that quotes an
-// sdx frame we sent (served address to the ICMP's source, sdx port both
-// ways) is steered, with as little as the UDP header quoted; every other
+// sdx frame we sent (served address to the ICMP's source, from the sdx
+// port or one of the source port range, to the sdx port) is steered, with as little as the UDP header quoted; every other
 // ICMP goes to the kernel, and one from a source nobody may answer is
 // dropped.
 func TestSteerUnreach(t *testing.T) {
@@ -1011,6 +1011,12 @@ func TestSteerUnreach(t *testing.T) {
 	const us, peer = "198.18.0.1", "198.18.0.2"
 	otherSrcPort := append([]byte(nil), ours...)
 	binary.BigEndian.PutUint16(otherSrcPort[ethHLen+20:], 40000)
+	// A connection's own source port, from the range (provider.SrcPortMin).
+	rangeLow, rangeHigh := append([]byte(nil), ours...), append([]byte(nil), ours...)
+	binary.BigEndian.PutUint16(rangeLow[ethHLen+20:], 49152)
+	binary.BigEndian.PutUint16(rangeHigh[ethHLen+20:], 65535)
+	belowRange := append([]byte(nil), ours...)
+	binary.BigEndian.PutUint16(belowRange[ethHLen+20:], 49151)
 	withOptions := frame{dport: testPort, payload: 16, ihl: 6, src: us, dst: peer}.bytes()
 	binary.BigEndian.PutUint16(withOptions[ethHLen+24:], testPort)
 	tcp := frame{dport: testPort, proto: protoTCP, src: us, dst: peer}.bytes()
@@ -1030,6 +1036,9 @@ func TestSteerUnreach(t *testing.T) {
 		{"time exceeded", icmpFrame(peer, us, 11, 0, ours, 0), passed},
 		{"echo request", icmpFrame(peer, us, 8, 0, ours, 0), passed},
 		{"quoting a frame to another port", icmpFrame(peer, us, 3, 3, otherSrcPort, 0), passed},
+		{"quoting a frame from the lowest source port of the range", icmpFrame(peer, us, 3, 3, rangeLow, 0), unreach},
+		{"quoting a frame from the highest source port of the range", icmpFrame(peer, us, 3, 3, rangeHigh, 0), unreach},
+		{"quoting a frame from just below the range", icmpFrame(peer, us, 3, 3, belowRange, 0), passed},
 		{"quoting TCP", icmpFrame(peer, us, 3, 3, tcp, 0), passed},
 		{"quoting a frame from another host", icmpFrame(peer, us, 3, 3, sdxFrom("198.18.0.3", peer, 64), 0), passed},
 		{"quoting a frame to another host than the sender", icmpFrame(peer, us, 3, 3, sdxFrom(us, "198.18.0.3", 64), 0), passed},

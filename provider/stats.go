@@ -71,10 +71,20 @@ type LinkStats struct {
 	XDPFrags    bool
 	XDPFallback string
 	FrameSize   int // UMEM frame size
-	// Kernel is the AF_XDP socket's XDP_STATISTICS: RxDropped counts
-	// frames the kernel dropped before the rx ring, for instance frames
-	// longer than a UMEM frame holds.
+	// Kernel is the AF_XDP sockets' XDP_STATISTICS, summed over the
+	// queues: RxDropped counts frames the kernel dropped before an rx
+	// ring, for instance frames longer than a UMEM frame holds.
 	Kernel xdp.KernelStats
+	// Queues reports each AF_XDP queue the link serves.
+	Queues []QueueStats
+}
+
+// QueueStats is what a link reports about one of its AF_XDP queues.
+type QueueStats struct {
+	ID                 int      // the interface's queue id
+	Mode               xdp.Mode // copy or zero-copy, as the kernel granted
+	RxFrames, TxFrames uint64   // frames taken from its rx ring, built for its tx ring
+	Kernel             xdp.KernelStats
 }
 
 // linkReporter is a Link with something to report; LinkStats may be

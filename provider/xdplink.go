@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sdx-project/sdx/bpf"
@@ -14,31 +16,57 @@ import (
 	"github.com/sdx-project/sdx/xdp"
 )
 
-// XDPLinkConfig places a provider on one AF_XDP queue of an interface.
+// XDPLinkConfig places a provider on the AF_XDP queues of an interface.
 type XDPLinkConfig struct {
-	Netns     string   // network namespace name or path; empty for the caller's
-	Interface string   // interface inside Netns
-	Queue     int      // rx/tx queue id (default 0)
-	Port      uint16   // sdx UDP port (default DefaultUDPPort)
-	XDPMode   bpf.Mode // force native or generic XDP; zero tries native first
+	Netns     string // network namespace name or path; empty for the caller's
+	Interface string // interface inside Netns
+	// Queues lists the rx/tx queue ids to serve. Empty (and Queue 0):
+	// every rx queue of the interface (xdp.RxQueues), so that no sdx frame
+	// reaches a queue without a socket, whichever queue the NIC's RSS
+	// picks. Queue, when not 0, is Queues: []int{Queue}; to serve queue
+	// 0 alone, say Queues: []int{0}.
+	Queues  []int
+	Queue   int
+	Port    uint16   // sdx UDP port (default DefaultUDPPort)
+	XDPMode bpf.Mode // force native or generic XDP; zero tries native first
 	// Addr is the IPv4 address of Interface the link serves: sdx frames
 	// to it are the provider's, frames to the interface's other addresses
 	// the kernel's. Zero: the interface's first IPv4 address (its primary,
 	// the first `ip -4 address show` lists).
 	Addr netip.Addr
-	// Frames sizes the UMEM and rings; Netns, Interface and Queue are
-	// taken from above. Zero fields take xdp's defaults.
+	// Frames sizes each queue's UMEM and rings; Netns, Interface and
+	// Queue are taken from above. Zero fields take xdp's defaults.
 	Frames xdp.Config
 }
 
+// queueIDs returns the queue ids c names; nil means every queue.
+func (c *XDPLinkConfig) queueIDs() []int {
+	if len(c.Queues) > 0 {
+		return c.Queues
+	}
+	if c.Queue != 0 {
+		return []int{c.Queue}
+	}
+	return nil
+}
+
 // XDPLink is the AF_XDP data path as a Link: the steer program on the
-// interface, one AF_XDP queue, and the kernel's neighbour table for peers'
-// Ethernet addresses. Like every Link it is owned by the poller; Wake may
-// be called from any goroutine.
+// interface, one AF_XDP socket per served rx queue (each with its own
+// UMEM), and the kernel's neighbour table for peers' Ethernet addresses.
+//
+// Like every Link it is owned by the poller, and so is every queue: one
+// poller drains all the rx rings, in turn, and waits on all of them at
+// once (an xdp.Group). A frame goes out on the queue its flow's frames
+// last arrived on, so that a peer that serves one queue only gets its
+// answers there; a flow nothing has arrived for yet goes out on the queue
+// its hash picks (see txQueue). Wake may be called from any goroutine.
 type XDPLink struct {
 	cfg   XDPLinkConfig
 	steer *xdp.Steering
-	q     *xdp.Queue
+	qs    []*linkQueue
+	group *xdp.Group // waits on every queue; nil with one queue
+	flows flowTable  // the queue each flow's frames last arrived on
+	rr    int        // the queue Receive starts with
 	res   *xdp.Resolver
 	local frame.Endpoint
 	mtu   int
@@ -59,8 +87,6 @@ type XDPLink struct {
 	waitWindow time.Duration
 	waited     time.Duration
 	descs      [64]xdp.Desc // received, being handed to fn
-	txq        [256]xdp.Desc
-	ntx        int
 	parsed     frame.Parsed
 	icmp       frame.Unreach
 	unreach    func(peer netip.Addr, quoted []byte)
@@ -69,10 +95,22 @@ type XDPLink struct {
 	linkErr error
 
 	// For LinkStats, from any goroutine: info is set before the link is
-	// shared; qmu keeps Close from closing the socket under a read of
-	// its kernel counters.
-	info LinkStats
-	qmu  sync.Mutex
+	// shared; qmu keeps Close from closing the sockets under a read of
+	// their kernel counters.
+	info   LinkStats
+	qmu    sync.Mutex
+	closed bool // under qmu: the queues are closed
+}
+
+// linkQueue is one AF_XDP queue of an XDPLink with the frames queued for
+// it; owned by the link's poller. rx and tx count its frames for
+// LinkStats, which any goroutine may call.
+type linkQueue struct {
+	id     int
+	q      *xdp.Queue
+	txq    [256]xdp.Desc
+	ntx    int
+	rx, tx atomic.Uint64
 }
 
 // XDPLinkStats are the link's own counters.
@@ -167,22 +205,58 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("provider: link %s: %w", cfg.Interface, err)
 	}
-	fc := cfg.Frames
-	fc.Netns, fc.Interface, fc.Queue = cfg.Netns, cfg.Interface, cfg.Queue
-	if l.q, err = xdp.Open(fc); err != nil {
-		return nil, err
+	ids := cfg.queueIDs()
+	if ids == nil {
+		n, err := xdp.RxQueues(cfg.Netns, cfg.Interface)
+		if err != nil {
+			return nil, fmt.Errorf("provider: link %s: %w", cfg.Interface, err)
+		}
+		for id := range min(n, bpf.MaxQueues) {
+			ids = append(ids, id)
+		}
 	}
-	// A received frame must fit what the kernel leaves of a UMEM frame
-	// after its headroom; a longer one is dropped before the rx ring.
-	if max := l.q.RxFrameLen() - frame.HeaderLen; l.mtu > max {
-		l.mtu = max
+	for i, id := range ids {
+		if slices.Contains(ids[:i], id) {
+			return nil, configErr("XDPLinkConfig.Queues %v: queue %d twice", ids, id)
+		}
+	}
+	// The queues before the program: a queue another stack holds says
+	// so (EBUSY, "another sdx stack") before the attach would fail less
+	// clearly.
+	for _, id := range ids {
+		fc := cfg.Frames
+		fc.Netns, fc.Interface, fc.Queue = cfg.Netns, cfg.Interface, id
+		q, err := xdp.Open(fc)
+		if err != nil {
+			return nil, err
+		}
+		l.qmu.Lock()
+		l.qs = append(l.qs, &linkQueue{id: id, q: q})
+		l.qmu.Unlock()
+		// A received frame must fit what the kernel leaves of a UMEM
+		// frame after its headroom; a longer one is dropped before the
+		// rx ring.
+		if max := q.RxFrameLen() - frame.HeaderLen; l.mtu > max {
+			l.mtu = max
+		}
 	}
 	if l.steer, err = xdp.AttachSteer(xdp.SteerConfig{Netns: cfg.Netns, Interface: cfg.Interface, Port: cfg.Port, Mode: cfg.XDPMode,
 		Serve: []netip.Addr{l.local.IP}}); err != nil {
 		return nil, err
 	}
-	if err = l.steer.Register(l.q); err != nil {
-		return nil, err
+	for _, lq := range l.qs {
+		if err = l.steer.Register(lq.q); err != nil {
+			return nil, err
+		}
+	}
+	if len(l.qs) > 1 {
+		qs := make([]*xdp.Queue, len(l.qs))
+		for i, lq := range l.qs {
+			qs[i] = lq.q
+		}
+		if l.group, err = xdp.NewGroup(qs); err != nil {
+			return nil, err
+		}
 	}
 	if l.res, err = xdp.NewResolver(cfg.Netns, ifindex); err != nil {
 		return nil, err
@@ -192,19 +266,26 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 		XDPMode:     l.steer.Mode(),
 		XDPFrags:    l.steer.Frags(),
 		XDPFallback: l.steer.Fallback(),
-		FrameSize:   l.q.FrameSize(),
+		FrameSize:   l.qs[0].q.FrameSize(),
 	}
 	return l, nil
 }
 
-// LinkStats reports how XDP is attached and the AF_XDP socket's kernel
-// counters; any goroutine, also after Close (then the counters are zero).
+// LinkStats reports how XDP is attached and each AF_XDP socket's counters,
+// and in Kernel their sum; any goroutine, also after Close (then the
+// kernel's counters are zero).
 func (l *XDPLink) LinkStats() LinkStats {
 	s := l.info
 	l.qmu.Lock()
 	defer l.qmu.Unlock()
-	if l.q != nil {
-		s.Kernel, _ = l.q.KernelStats()
+	s.Queues = make([]QueueStats, len(l.qs))
+	for i, lq := range l.qs {
+		qs := QueueStats{ID: lq.id, Mode: lq.q.Mode(), RxFrames: lq.rx.Load(), TxFrames: lq.tx.Load()}
+		if !l.closed {
+			qs.Kernel, _ = lq.q.KernelStats()
+		}
+		s.Queues[i] = qs
+		s.Kernel = s.Kernel.Add(qs.Kernel)
 	}
 	return s
 }
@@ -220,9 +301,19 @@ func (l *XDPLink) MTU() int { return l.mtu }
 // Stats returns the link's counters (owner only).
 func (l *XDPLink) Stats() XDPLinkStats { return l.stats }
 
-// Queue returns the AF_XDP queue, for its counters and frame accounting
+// Queue returns the first AF_XDP queue, for its counters and frame
+// accounting (owner only).
+func (l *XDPLink) Queue() *xdp.Queue { return l.qs[0].q }
+
+// Queues returns the AF_XDP queues in the order of XDPLinkConfig.Queues
 // (owner only).
-func (l *XDPLink) Queue() *xdp.Queue { return l.q }
+func (l *XDPLink) Queues() []*xdp.Queue {
+	qs := make([]*xdp.Queue, len(l.qs))
+	for i, lq := range l.qs {
+		qs[i] = lq.q
+	}
+	return qs
+}
 
 // Steering returns the attached steer program, for its counters.
 func (l *XDPLink) Steering() *xdp.Steering { return l.steer }
@@ -236,28 +327,45 @@ func (l *XDPLink) Send(peer netip.Addr, payload []byte) error {
 	if err != nil {
 		return err
 	}
-	if l.ntx == len(l.txq) {
+	k, h := flowOf(peer, payload, false)
+	lq := l.txQueue(k, h)
+	if lq.ntx == len(lq.txq) {
 		if err := l.Flush(); err != nil {
 			return err
 		}
 	}
-	f, ok := l.q.Alloc()
+	q := lq.q
+	f, ok := q.Alloc()
 	if !ok {
-		l.q.Complete()
-		if f, ok = l.q.Alloc(); !ok {
+		q.Complete()
+		if f, ok = q.Alloc(); !ok {
 			l.stats.NoFrames++
 			return ErrNoBufs
 		}
 	}
-	buf := l.q.Frame(f)
+	buf := q.Frame(f)
 	flow := frame.Flow{Src: l.local, Dst: frame.Endpoint{MAC: mac, IP: peer, Port: l.cfg.Port}}
+	flow.Src.Port = SrcPortMin + uint16(h%SrcPorts)
 	l.ipID++
 	n := flow.Encode(buf, len(payload), l.ipID)
 	copy(buf[frame.HeaderLen:], payload)
-	l.txq[l.ntx] = xdp.Desc{Addr: l.q.Addr(f), Len: uint32(n)}
-	l.ntx++
+	lq.txq[lq.ntx] = xdp.Desc{Addr: q.Addr(f), Len: uint32(n)}
+	lq.ntx++
+	lq.tx.Add(1)
 	l.stats.Sent++
 	return nil
+}
+
+// txQueue picks the queue flow k (hash h) goes out on: the one its frames
+// last arrived on, else the one its hash picks.
+func (l *XDPLink) txQueue(k flowKey, h uint32) *linkQueue {
+	if len(l.qs) == 1 {
+		return l.qs[0]
+	}
+	if i, ok := l.flows.get(k, h); ok {
+		return l.qs[i]
+	}
+	return l.qs[h%uint32(len(l.qs))]
 }
 
 // resolve returns peer's Ethernet address from the cache or the kernel.
@@ -336,22 +444,37 @@ func (l *XDPLink) resolve(peer netip.Addr) ([6]byte, error) {
 // downed or vanished interface returns an error matching ENETDOWN; frames
 // that did not fit on the ring stay queued for the next Flush.
 func (l *XDPLink) Flush() error {
-	l.q.Complete()
-	if l.ntx > 0 {
-		n := l.q.Transmit(l.txq[:l.ntx])
-		copy(l.txq[:], l.txq[n:l.ntx])
-		l.ntx -= n
-	}
-	if err := l.q.Kick(); err != nil {
-		if errors.Is(err, ErrNetDown) {
-			// The engine compares with the sentinel; the detail (down or
-			// gone) stays in LinkErr.
-			l.linkErr = err
-			return ErrNetDown
+	var errs []error
+	for _, lq := range l.qs {
+		if len(l.qs) > 1 && lq.ntx == 0 && lq.q.TxPending() == 0 {
+			continue
 		}
+		if err := lq.flush(); err != nil {
+			if errors.Is(err, ErrNetDown) {
+				// The engine compares with the sentinel; the detail
+				// (down or gone) stays in LinkErr.
+				l.linkErr = err
+				return ErrNetDown
+			}
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// flush puts lq's queued frames on its tx ring and kicks the kernel.
+func (lq *linkQueue) flush() error {
+	q := lq.q
+	q.Complete()
+	if lq.ntx > 0 {
+		n := q.Transmit(lq.txq[:lq.ntx])
+		copy(lq.txq[:], lq.txq[n:lq.ntx])
+		lq.ntx -= n
+	}
+	if err := q.Kick(); err != nil {
 		return err
 	}
-	l.q.Complete()
+	q.Complete()
 	return nil
 }
 
@@ -362,18 +485,39 @@ func (l *XDPLink) LinkErr() error { return l.linkErr }
 // Receive hands up to max received sdx datagrams to fn and returns how many
 // it handed over. Frames not for this host's sdx port are counted and
 // dropped.
+// With several queues it drains them in turn, starting one further each
+// call, so that no queue waits behind a busy one.
 func (l *XDPLink) Receive(max int, fn func(peer netip.Addr, payload []byte)) int {
+	if len(l.qs) == 1 {
+		return l.receive(l.qs[0], 0, max, fn)
+	}
+	got := 0
+	for i := range l.qs {
+		if got >= max {
+			break
+		}
+		qi := (l.rr + i) % len(l.qs)
+		got += l.receive(l.qs[qi], qi, max-got, fn)
+	}
+	l.rr = (l.rr + 1) % len(l.qs)
+	return got
+}
+
+// receive is Receive on queue qi.
+func (l *XDPLink) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, payload []byte)) int {
+	q := lq.q
 	got := 0
 	for got < max {
 		want := min(max-got, len(l.descs))
-		n := l.q.Receive(l.descs[:want])
+		n := q.Receive(l.descs[:want])
 		if n == 0 {
 			break
 		}
+		lq.rx.Add(uint64(n))
 		for _, d := range l.descs[:n] {
-			switch err := frame.Parse(l.q.Data(d), &l.parsed); {
+			switch err := frame.Parse(q.Data(d), &l.parsed); {
 			case err == frame.ErrNotUDP:
-				if l.unreachable(l.q.Data(d)) {
+				if l.unreachable(q.Data(d)) {
 					got++
 				}
 			case err != nil:
@@ -384,10 +528,15 @@ func (l *XDPLink) Receive(max int, fn func(peer netip.Addr, payload []byte)) int
 				l.stats.Spoofed++
 			default:
 				l.stats.Received++
+				if len(l.qs) > 1 {
+					// Answers to this flow go out where it came in.
+					k, h := flowOf(l.parsed.Flow.Src.IP, l.parsed.Payload, true)
+					l.flows.put(k, h, uint8(qi))
+				}
 				fn(l.parsed.Flow.Src.IP, l.parsed.Payload)
 				got++
 			}
-			l.q.Release(l.q.FrameOf(d))
+			q.Release(q.FrameOf(d))
 		}
 		if n < want {
 			// The ring held no more when we looked: looking again at
@@ -395,35 +544,53 @@ func (l *XDPLink) Receive(max int, fn func(peer netip.Addr, payload []byte)) int
 			break
 		}
 	}
-	l.q.Refill()
+	q.Refill()
 	return got
 }
 
-// Wait blocks until a frame arrives, Wake is called, or timeout passes.
+// Wait blocks until a frame arrives on any queue, Wake is called, or
+// timeout passes.
 func (l *XDPLink) Wait(timeout time.Duration) error {
-	_, err := l.q.Wait(timeout)
+	if l.group != nil {
+		_, err := l.group.Wait(timeout)
+		return err
+	}
+	_, err := l.qs[0].q.Wait(timeout)
 	return err
 }
 
 // Wake makes a Wait return; any goroutine.
-func (l *XDPLink) Wake() { l.q.Wake() }
+func (l *XDPLink) Wake() {
+	if l.group != nil {
+		l.group.Wake()
+		return
+	}
+	l.qs[0].q.Wake()
+}
 
-// Close unregisters and closes the queue (accounting for every frame),
+// Close unregisters and closes the queues (accounting for every frame),
 // detaches the program and closes the netlink socket.
 func (l *XDPLink) Close() error {
 	var errs []error
-	for _, d := range l.txq[:l.ntx] {
-		l.q.Release(l.q.FrameOf(d))
+	for _, lq := range l.qs {
+		for _, d := range lq.txq[:lq.ntx] {
+			lq.q.Release(lq.q.FrameOf(d))
+		}
+		lq.ntx = 0
 	}
-	l.ntx = 0
 	if l.steer != nil {
 		errs = append(errs, l.steer.Close())
 		l.steer = nil
 	}
+	if l.group != nil {
+		errs = append(errs, l.group.Close())
+	}
 	l.qmu.Lock()
-	if l.q != nil {
-		errs = append(errs, l.q.Close())
-		l.q = nil
+	if !l.closed {
+		for _, lq := range l.qs {
+			errs = append(errs, lq.q.Close())
+		}
+		l.closed = true
 	}
 	l.qmu.Unlock()
 	if l.res != nil {

@@ -42,8 +42,8 @@ func (l *XDPLink) SetUnreachable(fn func(peer netip.Addr, quoted []byte)) { l.un
 
 // unreachable hands an ICMP port unreachable in b to the engine if it is
 // one about a frame we sent: to our address, from an address we may
-// answer, quoting a datagram from our address and sdx port to the ICMP's
-// source and sdx port. It reports whether it did; anything else is
+// answer, quoting a datagram from our address and one of our source ports
+// (ourSrcPort) to the ICMP's source and sdx port. It reports whether it did; anything else is
 // counted and dropped.
 func (l *XDPLink) unreachable(b []byte) bool {
 	u := &l.icmp
@@ -51,7 +51,7 @@ func (l *XDPLink) unreachable(b []byte) bool {
 	case err != nil:
 		l.stats.Malformed++
 	case u.To != l.local.IP || u.Quote.Src.IP != l.local.IP || u.Quote.Dst.IP != u.From ||
-		u.Quote.Src.Port != l.cfg.Port || u.Quote.Dst.Port != l.cfg.Port:
+		!l.ourSrcPort(u.Quote.Src.Port) || u.Quote.Dst.Port != l.cfg.Port:
 		l.stats.NotOurs++
 	case l.unanswerable(u.From):
 		l.stats.Spoofed++
@@ -63,4 +63,11 @@ func (l *XDPLink) unreachable(b []byte) bool {
 		return true
 	}
 	return false
+}
+
+// ourSrcPort reports whether p is a UDP source port this link sends from:
+// one of the range (SrcPortMin), or the sdx port itself, which sdx used
+// before the range and the steering program also takes.
+func (l *XDPLink) ourSrcPort(p uint16) bool {
+	return p >= SrcPortMin || p == l.cfg.Port
 }

@@ -7,7 +7,9 @@
 #   +------------------------+           +------------------------+
 #
 # Both ends live inside the namespaces; addresses come only from
-# 198.18.0.0/15. Nothing outside the two namespaces is touched.
+# 198.18.0.0/15. Nothing outside the two namespaces is touched. QUEUES=N
+# gives each veth end N rx and tx queues (default 1): a frame sent from
+# AF_XDP queue q arrives on the peer's rx queue q.
 #
 # Usage (as root):
 #   scripts/testbed.sh up   [NAME]      create (default NAME: sdxtb)
@@ -20,7 +22,9 @@ up() {
 	local n=$1
 	ip netns add "$n-a"
 	ip netns add "$n-b"
-	ip -n "$n-a" link add name a type veth peer name b netns "$n-b"
+	local q=${QUEUES:-1}
+	ip -n "$n-a" link add name a numtxqueues "$q" numrxqueues "$q" type veth \
+		peer name b netns "$n-b" numtxqueues "$q" numrxqueues "$q"
 	for h in a b; do
 		local addr=198.18.0.1
 		[ $h = b ] && addr=198.18.0.2
@@ -28,7 +32,7 @@ up() {
 		ip -n "$n-$h" addr add "$addr/24" dev $h
 		ip -n "$n-$h" link set dev $h up
 	done
-	echo "testbed $n: $n-a (a, 198.18.0.1) <-> $n-b (b, 198.18.0.2)"
+	echo "testbed $n: $n-a (a, 198.18.0.1) <-> $n-b (b, 198.18.0.2), $q queues"
 }
 
 down() {
@@ -51,7 +55,7 @@ run)
 	SDX_NS_A="$name-a" SDX_NS_B="$name-b" "$@"
 	;;
 *)
-	sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
 	exit 2
 	;;
 esac

@@ -180,3 +180,9 @@ func (q *Queue) pollFds(timeoutMs int) (int, unix.Errno) {
 	n, _, errno := unix.Syscall(unix.SYS_POLL, uintptr(unsafe.Pointer(&q.pfds[0])), uintptr(len(q.pfds)), uintptr(timeoutMs))
 	return int(n), errno
 }
+
+// Add returns the sum of two sockets' counters.
+func (s KernelStats) Add(o KernelStats) KernelStats {
+	return KernelStats{s.RxDropped + o.RxDropped, s.RxInvalid + o.RxInvalid, s.TxInvalid + o.TxInvalid,
+		s.RxRingFull + o.RxRingFull, s.FillRingEmpty + o.FillRingEmpty, s.TxRingEmptyDescs + o.TxRingEmptyDescs}
+}

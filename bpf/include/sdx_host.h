@@ -70,10 +70,16 @@ static __always_inline enum sdx_host_class sdx_host_check(struct iphdr *ip)
 	return SDX_HOST_SERVED;
 }
 
+// SDX_SRC_PORT_MIN is the lowest UDP source port of sdx frames: each
+// connection sends from its own port in [SDX_SRC_PORT_MIN, 65535]
+// (provider.SrcPortMin), older stacks from the sdx port itself.
+#define SDX_SRC_PORT_MIN 49152
+
 // sdx_icmp_unreach reports whether ip, whose header (hlen bytes) is within
 // the frame, is an ICMP port unreachable that quotes an sdx frame from us:
 // the quoted IPv4 header from ip's destination to ip's source, then at
-// least the UDP header, from port to port. Only the destination host
+// least the UDP header, from port or a port of SDX_SRC_PORT_MIN and up, to
+// port. Only the destination host
 // itself sends a port unreachable, so its source is the quoted
 // destination. The provider checks the quoted sdx header.
 static __always_inline int sdx_icmp_unreach(struct iphdr *ip, __u32 hlen, void *data_end, __u16 port)
@@ -96,7 +102,8 @@ static __always_inline int sdx_icmp_unreach(struct iphdr *ip, __u32 hlen, void *
 	struct udphdr *u = (void *)q + qhlen;
 	if ((void *)(u + 1) > data_end)
 		return 0;
-	return q->saddr == ip->daddr && q->daddr == ip->saddr && u->source == bpf_htons(port) &&
+	__u16 sport = bpf_ntohs(u->source);
+	return q->saddr == ip->daddr && q->daddr == ip->saddr && (sport == port || sport >= SDX_SRC_PORT_MIN) &&
 	       u->dest == bpf_htons(port);
 }
 

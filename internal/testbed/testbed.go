@@ -56,6 +56,8 @@ type Options struct {
 	// 5.18 and later); a plain one falls back to generic XDP.
 	MTU int
 	// Queues is the number of rx and tx queues of each end (default 1).
+	// veth keeps the queue across the pair: a frame sent from AF_XDP
+	// queue q arrives on the peer's rx queue q (xdp's TestVethQueueToQueue).
 	Queues int
 }
 

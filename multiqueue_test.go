@@ -1,0 +1,230 @@
+package sdx
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sdx-project/sdx/internal/testbed"
+	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/provider"
+)
+
+// mqQueues is the queue count of each veth end in the multi-queue tests.
+const mqQueues = 4
+
+// mqStack opens a stack on h without registering its cleanup: the tests
+// close it themselves, to check what Close reports (the frame accounting
+// of every queue among it).
+func mqStack(t *testing.T, h *testbed.Host, queues []int) *Stack {
+	t.Helper()
+	s, err := NewStack(Config{
+		Netns: h.NS, Interface: h.If, Queues: queues,
+		Provider:     provider.Config{Timeout: 5 * time.Second, MaxSockets: 256, Buffers: 4096},
+		CloseTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("stack on %s (queues %v): %v", h.NS, queues, err)
+	}
+	return s
+}
+
+// closeStack closes s and fails t on what it reports.
+func closeStack(t *testing.T, s *Stack) {
+	t.Helper()
+	if err := s.Close(); err != nil {
+		t.Errorf("stack close: %v", err)
+	}
+}
+
+// noSocketFrames fails t if the steering program of s passed an sdx frame
+// to the kernel for want of a socket on its queue.
+func noSocketFrames(t *testing.T, s *Stack) {
+	t.Helper()
+	st, err := s.Provider().Link().(*provider.XDPLink).Steering().Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.NoSocket != 0 {
+		t.Errorf("steering passed %d sdx frames to the kernel for want of a socket: %+v", st.NoSocket, st)
+	}
+}
+
+// echoEvery accepts on ln and echoes every connection; once ln closes it
+// resets the connections still open, so that wg's wait is bounded.
+func echoEvery(ln net.Listener, wg *sync.WaitGroup) {
+	defer wg.Done()
+	var open []net.Conn
+	defer func() {
+		for _, c := range open {
+			c.(*Conn).SetLinger(0)
+			c.Close()
+		}
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		open = append(open, c)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			io.Copy(c, c)
+		}()
+	}
+}
+
+// exchange sends n seeded bytes over c, reads them back and compares.
+func exchange(c net.Conn, seed uint64, n int) error {
+	msg := make([]byte, n)
+	g := rand.New(rand.NewPCG(seed, 1))
+	for i := range msg {
+		msg[i] = byte(g.Uint32())
+	}
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Write(msg)
+		errc <- err
+	}()
+	got := make([]byte, n)
+	if _, err := io.ReadFull(c, got); err != nil {
+		return fmt.Errorf("read back: %w", err)
+	}
+	if err := <-errc; err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if !bytes.Equal(got, msg) {
+		return fmt.Errorf("%d bytes came back different", n)
+	}
+	return nil
+}
+
+// TestSingleQueueReachesDefaultStack: a stack that serves one queue of a
+// 4-queue veth reaches a stack that serves them all, over sdx, whichever
+// queue it is: the answers go out on the queue the connection's frames
+// came in on.
+func TestSingleQueueReachesDefaultStack(t *testing.T) {
+	testutil.Privileged(t)
+	testutil.CheckGoroutines(t)
+	testutil.CheckFDs(t)
+	bed := testbed.New(t, testbed.Options{Queues: mqQueues})
+	b := mqStack(t, &bed.B, nil)
+	defer closeStack(t, b)
+	if n := len(b.Provider().Stats().Link.Queues); n != mqQueues {
+		t.Fatalf("default stack serves %d queues, want %d", n, mqQueues)
+	}
+	ln, err := (&ListenConfig{Stack: b}).Listen(context.Background(), "tcp", netip.AddrPortFrom(b.Addr(), 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go echoEvery(ln, &wg)
+	defer wg.Wait()
+	defer ln.Close()
+	for q := range mqQueues {
+		a := mqStack(t, &bed.A, []int{q})
+		d := Dialer{Stack: a, ProbeTimeout: testProbe}
+		c, err := d.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Errorf("queue %d: dial: %v", q, err)
+			closeStack(t, a)
+			continue
+		}
+		if p := c.(*Conn).Path(); p != PathSDX {
+			t.Errorf("queue %d: path %s, want %s", q, p, PathSDX)
+		}
+		if err := exchange(c, uint64(q), 64<<10); err != nil {
+			t.Errorf("queue %d: %v", q, err)
+		}
+		c.Close()
+		ls := a.Provider().Stats().Link
+		if len(ls.Queues) != 1 || ls.Queues[0].ID != q || ls.Queues[0].RxFrames == 0 {
+			t.Errorf("queue %d: the stack reports %+v", q, ls.Queues)
+		}
+		noSocketFrames(t, a)
+		closeStack(t, a)
+	}
+	noSocketFrames(t, b)
+}
+
+// TestConnectionsSpreadOverQueues: 64 connections between two stacks that
+// serve every queue of a 4-queue veth all run over sdx, spread over at
+// least 3 queues, and move their bytes exactly; every queue's frames are
+// accounted for when the stacks close.
+func TestConnectionsSpreadOverQueues(t *testing.T) {
+	testutil.Privileged(t)
+	testutil.CheckGoroutines(t)
+	testutil.CheckFDs(t)
+	bed := testbed.New(t, testbed.Options{Queues: mqQueues})
+	a, b := mqStack(t, &bed.A, nil), mqStack(t, &bed.B, nil)
+	ln, err := (&ListenConfig{Stack: b}).Listen(context.Background(), "tcp", netip.AddrPortFrom(b.Addr(), 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go echoEvery(ln, &wg)
+
+	const conns = 64
+	var cs []net.Conn
+	d := Dialer{Stack: a, ProbeTimeout: testProbe}
+	for i := range conns {
+		c, err := d.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Errorf("dial %d: %v", i, err)
+			break
+		}
+		cs = append(cs, c)
+		if p := c.(*Conn).Path(); p != PathSDX {
+			t.Errorf("connection %d: path %s, want %s", i, p, PathSDX)
+		}
+	}
+	errs := make(chan error, conns)
+	var cw sync.WaitGroup
+	for i, c := range cs {
+		cw.Add(1)
+		go func() {
+			defer cw.Done()
+			if err := exchange(c, uint64(i), 16<<10); err != nil {
+				errs <- fmt.Errorf("connection %d: %w", i, err)
+			}
+		}()
+	}
+	cw.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for _, c := range cs {
+		c.Close()
+	}
+	ln.Close()
+	wg.Wait()
+
+	for _, s := range []*Stack{a, b} {
+		busy := 0
+		qs := s.Provider().Stats().Link.Queues
+		for _, q := range qs {
+			if q.RxFrames > 0 && q.TxFrames > 0 {
+				busy++
+			}
+		}
+		if busy < 3 {
+			t.Errorf("%v: %d of %d queues carried frames both ways, want at least 3: %+v", s.Addr(), busy, len(qs), qs)
+		}
+		t.Logf("%v: %+v", s.Addr(), qs)
+		noSocketFrames(t, s)
+	}
+	closeStack(t, a)
+	closeStack(t, b)
+}

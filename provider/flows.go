@@ -1,0 +1,76 @@
+package provider
+
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
+// The UDP source ports of sdx frames: each connection sends from its own
+// port in [SrcPortMin, SrcPortMin+SrcPorts), the dynamic range (as
+// RoCEv2 does), picked by the hash of its flow, so that a NIC's RSS and a
+// network's ECMP spread connections over queues and paths while each
+// connection keeps one path (no reordering). The destination port stays
+// the sdx port. A receiver takes sdx frames from any source port.
+const (
+	SrcPortMin = 49152
+	SrcPorts   = 16384
+)
+
+// flowKey names a connection's flow at the link: the peer's address and
+// the sdx ports of the two sockets (in the sdx header), ours first.
+type flowKey uint64
+
+// flowOf returns the flow of an sdx datagram to or from peer, and its
+// hash. received says which way it went: the header's src port is ours
+// on the way out, the peer's on the way in. A datagram too short for the
+// ports (the engine drops it) has ports 0.
+func flowOf(peer netip.Addr, datagram []byte, received bool) (flowKey, uint32) {
+	var src, dst uint16
+	if len(datagram) >= 12 {
+		src, dst = binary.BigEndian.Uint16(datagram[8:]), binary.BigEndian.Uint16(datagram[10:])
+	}
+	local, remote := src, dst
+	if received {
+		local, remote = dst, src
+	}
+	a := peer.As4()
+	k := flowKey(binary.BigEndian.Uint32(a[:]))<<32 | flowKey(local)<<16 | flowKey(remote)
+	// A 64-bit finaliser (splitmix64): every input bit moves the hash.
+	x := uint64(k)
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return k, uint32(x)
+}
+
+// flowSlots is the size of a flowTable: a power of two.
+const flowSlots = 4096
+
+// flowTable remembers the queue each flow's frames last arrived on, in a
+// fixed table indexed by the flow's hash: a flow whose slot another took
+// since is forgotten and goes out on the queue its hash picks. It costs
+// no allocation and no more memory however many flows pass, forged ones
+// included. Owned by the link's poller.
+type flowTable struct {
+	slots [flowSlots]flowSlot
+}
+
+type flowSlot struct {
+	key   flowKey
+	queue uint8 // index into the link's queues
+	used  bool
+}
+
+func (t *flowTable) get(k flowKey, h uint32) (int, bool) {
+	s := &t.slots[h&(flowSlots-1)]
+	if s.used && s.key == k {
+		return int(s.queue), true
+	}
+	return 0, false
+}
+
+func (t *flowTable) put(k flowKey, h uint32, queue uint8) {
+	t.slots[h&(flowSlots-1)] = flowSlot{key: k, queue: queue, used: true}
+}

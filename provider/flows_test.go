@@ -1,0 +1,37 @@
+package provider
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+)
+
+// TestFlowEntropy: the two ends of a connection name its flow alike, and
+// 64 connections to one peer get source ports of the range that are
+// nearly all different, so RSS and ECMP can tell them apart.
+func TestFlowEntropy(t *testing.T) {
+	peer := netip.MustParseAddr("198.18.0.2")
+	hdr := func(src, dst uint16) []byte {
+		b := make([]byte, HeaderLen)
+		binary.BigEndian.PutUint16(b[8:], src)
+		binary.BigEndian.PutUint16(b[10:], dst)
+		return b
+	}
+	ports := map[uint16]bool{}
+	for i := range 64 {
+		local := uint16(40000 + i)
+		out, h := flowOf(peer, hdr(local, 80), false)
+		in, _ := flowOf(peer, hdr(80, local), true)
+		if out != in {
+			t.Fatalf("connection %d: sent frames name flow %x, received ones %x", i, out, in)
+		}
+		p := SrcPortMin + uint16(h%SrcPorts)
+		if p < SrcPortMin {
+			t.Fatalf("source port %d below the range", p)
+		}
+		ports[p] = true
+	}
+	if len(ports) < 60 {
+		t.Fatalf("64 connections got %d different source ports", len(ports))
+	}
+}
