@@ -15,6 +15,7 @@ import (
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/provider"
+	"github.com/sdx-project/sdx/xdp"
 )
 
 // mqQueues is the queue count of each veth end in the multi-queue tests.
@@ -217,6 +218,11 @@ func TestConnectionsSpreadOverQueues(t *testing.T) {
 		for _, q := range qs {
 			if q.RxFrames > 0 && q.TxFrames > 0 {
 				busy++
+			}
+			// veth has no zero-copy: every queue asked, was refused, and
+			// says so.
+			if q.Mode != xdp.ModeCopy || q.ZeroCopyRefused == "" {
+				t.Errorf("%v queue %d: mode %v, zero-copy refusal %q; want copy with the refusal", s.Addr(), q.ID, q.Mode, q.ZeroCopyRefused)
 			}
 		}
 		if busy < 3 {

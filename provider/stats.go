@@ -83,6 +83,7 @@ type LinkStats struct {
 type QueueStats struct {
 	ID                 int      // the interface's queue id
 	Mode               xdp.Mode // copy or zero-copy, as the kernel granted
+	ZeroCopyRefused    string   // why the driver refused zero-copy (copy mode); empty if it did not
 	RxFrames, TxFrames uint64   // frames taken from its rx ring, built for its tx ring
 	Kernel             xdp.KernelStats
 }

@@ -281,6 +281,9 @@ func (l *XDPLink) LinkStats() LinkStats {
 	s.Queues = make([]QueueStats, len(l.qs))
 	for i, lq := range l.qs {
 		qs := QueueStats{ID: lq.id, Mode: lq.q.Mode(), RxFrames: lq.rx.Load(), TxFrames: lq.tx.Load()}
+		if err := lq.q.ZeroCopyErr(); err != nil {
+			qs.ZeroCopyRefused = err.Error()
+		}
 		if !l.closed {
 			qs.Kernel, _ = lq.q.KernelStats()
 		}

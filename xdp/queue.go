@@ -29,7 +29,8 @@ type Queue struct {
 	umem  []byte
 	pool  *Pool
 	mode  Mode
-	shift uint // log2(FrameSize)
+	zcErr error // why the zero-copy bind was refused; nil if granted or not tried
+	shift uint  // log2(FrameSize)
 
 	// The rings shared with the kernel. For fill and tx only we update the
 	// producer and only the kernel the consumer; for rx and completion the
@@ -183,6 +184,25 @@ func (q *Queue) Config() Config { return q.cfg }
 
 // Mode reports the copy mode the kernel granted.
 func (q *Queue) Mode() Mode { return q.mode }
+
+// ZeroCopyErr says why the driver refused a zero-copy bind, so the queue
+// runs in copy mode: nil when zero-copy was granted, or not tried
+// (Config.ForceCopy).
+func (q *Queue) ZeroCopyErr() error { return q.zcErr }
+
+// ModeReport says how the queue moves frames and, in copy mode, why:
+// "zero-copy", "copy (zero-copy refused: ...)" or "copy (forced)".
+func (q *Queue) ModeReport() string {
+	switch {
+	case q.mode == ModeZeroCopy:
+		return q.mode.String()
+	case q.zcErr != nil:
+		return fmt.Sprintf("%v (zero-copy refused: %v)", q.mode, q.zcErr)
+	case q.cfg.ForceCopy:
+		return fmt.Sprintf("%v (forced)", q.mode)
+	}
+	return q.mode.String()
+}
 
 // Pool returns the queue's frame pool (owner only).
 func (q *Queue) Pool() *Pool { return q.pool }

@@ -413,3 +413,23 @@ func TestSteerRedirectVerdict(t *testing.T) {
 		t.Fatalf("counters %+v", st)
 	}
 }
+
+// TestZeroCopyRefused: a queue asks for zero-copy first; veth refuses it,
+// and the queue runs in copy mode and says why. With ForceCopy it does not
+// ask.
+func TestZeroCopyRefused(t *testing.T) {
+	p := newPair(t, xdp.Config{})
+	if p.a.Mode() != xdp.ModeCopy {
+		t.Fatalf("mode %v on veth, want copy", p.a.Mode())
+	}
+	if err := p.a.ZeroCopyErr(); err == nil {
+		t.Fatal("copy mode on veth without a refused zero-copy bind: zero-copy was never asked for")
+	} else {
+		t.Logf("zero-copy refused: %v", err)
+	}
+	f := newPair(t, xdp.Config{ForceCopy: true})
+	if f.a.Mode() != xdp.ModeCopy || f.a.ZeroCopyErr() != nil {
+		t.Fatalf("ForceCopy: mode %v, zero-copy error %v; want copy, none", f.a.Mode(), f.a.ZeroCopyErr())
+	}
+	// Both modes move frames: the transfer tests run on such queues.
+}

@@ -105,35 +105,22 @@ func (q *Queue) setup(ifindex int) error {
 	}
 	q.initRings()
 
-	flags := uint16(unix.XDP_USE_NEED_WAKEUP)
-	if c.ForceCopy {
-		flags |= unix.XDP_COPY
-	}
-	sa := &unix.SockaddrXDP{Flags: flags, Ifindex: uint32(ifindex), QueueID: uint32(c.Queue)}
-	// A queue whose previous socket just closed can refuse the bind with
-	// EBUSY for a moment while the kernel tears the old one down.
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		err = unix.Bind(q.fd, sa)
-		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
-			break
+	// Zero-copy first, where the driver grants it; copy mode when it
+	// refuses (veth always does), keeping the reason. Both use need_wakeup.
+	if !c.ForceCopy {
+		switch err = q.bind(ifindex, unix.XDP_USE_NEED_WAKEUP|unix.XDP_ZEROCOPY); {
+		case err == nil:
+		case zeroCopyRefused(err):
+			q.zcErr = err
+		default:
+			return q.bindErr(err)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
-	switch {
-	case err == nil:
-	case errors.Is(err, unix.EINVAL) && c.Queue > 0:
-		return fmt.Errorf("xdp: bind %s queue %d: %w (does the interface have that many queues?)", c.Interface, c.Queue, err)
-	case errors.Is(err, unix.EINVAL):
-		return &bpf.KernelFeatureError{Feature: "AF_XDP with need_wakeup", Minimum: "5.4", Err: err}
-	case errors.Is(err, unix.EBUSY):
-		// Still busy after the grace above: not a socket going away but
-		// one that lives.
-		return fmt.Errorf("xdp: bind %s queue %d: %w: another sdx stack (or another AF_XDP socket) holds this queue; close it or use another queue", c.Interface, c.Queue, err)
-	default:
-		return fmt.Errorf("xdp: bind %s queue %d: %w", c.Interface, c.Queue, err)
+	if c.ForceCopy || q.zcErr != nil {
+		if err = q.bind(ifindex, unix.XDP_USE_NEED_WAKEUP|unix.XDP_COPY); err != nil {
+			return q.bindErr(err)
+		}
 	}
-
 	var opts uint32
 	if err := getsockoptPtr(q.fd, unix.XDP_OPTIONS, unsafe.Pointer(&opts), unsafe.Sizeof(opts)); err != nil {
 		return fmt.Errorf("xdp: socket options: %w", err)
@@ -143,6 +130,43 @@ func (q *Queue) setup(ifindex int) error {
 		q.mode = ModeZeroCopy
 	}
 	return nil
+}
+
+// bind binds the socket to its interface and queue with flags. A queue
+// whose previous socket just closed can refuse the bind with EBUSY for a
+// moment while the kernel tears the old one down.
+func (q *Queue) bind(ifindex int, flags uint16) error {
+	sa := &unix.SockaddrXDP{Flags: flags, Ifindex: uint32(ifindex), QueueID: uint32(q.cfg.Queue)}
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		err := unix.Bind(q.fd, sa)
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// zeroCopyRefused reports whether a zero-copy bind failed because the
+// driver or the queue does not offer zero-copy, so copy mode may work.
+func zeroCopyRefused(err error) bool {
+	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EPROTONOSUPPORT) || errors.Is(err, unix.EINVAL)
+}
+
+// bindErr says what a failed bind means.
+func (q *Queue) bindErr(err error) error {
+	c := &q.cfg
+	switch {
+	case errors.Is(err, unix.EINVAL) && c.Queue > 0:
+		return fmt.Errorf("xdp: bind %s queue %d: %w (does the interface have that many queues?)", c.Interface, c.Queue, err)
+	case errors.Is(err, unix.EINVAL):
+		return &bpf.KernelFeatureError{Feature: "AF_XDP with need_wakeup", Minimum: "5.4", Err: err}
+	case errors.Is(err, unix.EBUSY):
+		// Still busy after the grace in bind: not a socket going away but
+		// one that lives.
+		return fmt.Errorf("xdp: bind %s queue %d: %w: another sdx stack (or another AF_XDP socket) holds this queue; close it or use another queue", c.Interface, c.Queue, err)
+	}
+	return fmt.Errorf("xdp: bind %s queue %d: %w", c.Interface, c.Queue, err)
 }
 
 // KernelStats are the socket's XDP_STATISTICS counters.
