@@ -159,6 +159,11 @@ func (c *Cons) Available() uint32 {
 // Mask returns size-1; a slot index is idx & Mask().
 func (c *Cons) Mask() uint32 { return c.mask }
 
+// Filled reports whether the ring holds entries not yet released. It reads
+// only the shared indices, so it does not disturb the consumer's cached
+// view.
+func (c *Cons) Filled() bool { return atomic.LoadUint32(c.producer) != atomic.LoadUint32(c.consumer) }
+
 // pending is the number of peeked, unreleased entries.
 func (c *Cons) pending() uint32 { return c.peeked - c.released }
 
