@@ -56,7 +56,7 @@ func (s *sdxSystem) Open(h *Hosts) (err error) {
 			return err
 		}
 		if i == 0 {
-			s.xdpMode, s.xskMode = l.Steering().Mode().String(), l.Queue().Mode().String()
+			s.xdpMode, s.xskMode = l.Steering().Mode().String(), l.Queue().ModeReport()
 			s.xdpFallback = l.Steering().Fallback()
 		}
 		if s.p[i], err = provider.Startup(provider.Config{Link: l, Mode: s.mode}); err != nil {

@@ -17,10 +17,13 @@ import (
 // namespace, sdx.ListenConfig and sdx.Dialer, then plain net.Conn Read and
 // Write, exactly as the README shows. Nothing is pinned, as in any program
 // using net; the provider polls in the stack's default mode (sdx-conn:
-// sdx.DefaultPollMode) or in the mode named (sdx-conn-adaptive).
+// sdx.DefaultPollMode) or in the mode named (sdx-conn-adaptive). The
+// stacks serve every queue of the interface, or queue 0 alone
+// (sdx-conn-1q), to compare the two on a testbed with several queues.
 type sdxConnSystem struct {
-	name string
-	mode provider.PollMode
+	name   string
+	mode   provider.PollMode
+	queues []int // the queues the stacks serve; nil: every queue
 	h    *Hosts
 	st   [2]*sdx.Stack // on A, on B
 
@@ -45,12 +48,12 @@ func (s *sdxConnSystem) Open(h *Hosts) (err error) {
 		}
 	}()
 	for i, host := range []*testbed.Host{&h.A, &h.B} {
-		if s.st[i], err = openStack(host, s.mode); err != nil {
+		if s.st[i], err = openStack(host, s.mode, s.queues); err != nil {
 			return err
 		}
 		if i == 0 {
 			if l, ok := s.st[i].Provider().Link().(*provider.XDPLink); ok {
-				s.xdpMode, s.xskMode = l.Steering().Mode().String(), l.Queue().Mode().String()
+				s.xdpMode, s.xskMode = l.Steering().Mode().String(), l.Queue().ModeReport()
 			}
 		}
 	}
@@ -59,10 +62,10 @@ func (s *sdxConnSystem) Open(h *Hosts) (err error) {
 
 // openStack starts a stack on host, retrying the short EBUSY that follows
 // the close of a previous socket on the same queue.
-func openStack(host *testbed.Host, mode provider.PollMode) (*sdx.Stack, error) {
+func openStack(host *testbed.Host, mode provider.PollMode, queues []int) (*sdx.Stack, error) {
 	deadline := time.Now().Add(busyRetry)
 	for {
-		st, err := sdx.NewStack(sdx.Config{Netns: host.NS, Interface: host.If, Provider: provider.Config{Mode: mode}})
+		st, err := sdx.NewStack(sdx.Config{Netns: host.NS, Interface: host.If, Queues: queues, Provider: provider.Config{Mode: mode}})
 		if err == nil || !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
 			return st, err
 		}

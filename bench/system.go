@@ -155,6 +155,7 @@ func Systems() []System {
 	return []System{
 		newSwitchSystem("sdx-conn", provider.PollDefault),
 		newSwitchSystem("sdx-conn-adaptive", provider.PollAdaptive),
+		&sdxConnSystem{name: "sdx-conn-1q", queues: []int{0}},
 		newSDX("sdx-busy", provider.PollBusy),
 		newSDX("sdx-adaptive", provider.PollAdaptive),
 		&gonetSystem{},

@@ -74,7 +74,7 @@ func (s *twoProcSystem) Open(h *Hosts) (err error) {
 		}
 	}()
 	if s.base == "sdx-conn" {
-		if s.st, err = openStack(&h.A, 0); err != nil {
+		if s.st, err = openStack(&h.A, 0, nil); err != nil {
 			return err
 		}
 	}
@@ -239,7 +239,7 @@ func serveChild(spec string, stop io.Reader, out io.Writer) error {
 	var listen func() (net.Listener, error)
 	switch base {
 	case "sdx-conn":
-		st, err := openStack(&host, 0)
+		st, err := openStack(&host, 0, nil)
 		if err != nil {
 			return err
 		}

@@ -78,7 +78,7 @@ func (s *xskSystem) Open(h *Hosts) (err error) {
 		}
 	}
 	s.maxMsg = min(mtu-frame.IPv4Len-frame.UDPLen, s.q[0].RxFrameLen()-frame.HeaderLen)
-	s.xdpMode, s.xskMode = s.steer[0].Mode().String(), s.q[0].Mode().String()
+	s.xdpMode, s.xskMode = s.steer[0].Mode().String(), s.q[0].ModeReport()
 	s.xdpFallback = s.steer[0].Fallback()
 	s.flow = frame.Flow{
 		Src: frame.Endpoint{MAC: [6]byte(h.A.MAC), IP: h.A.Addr, Port: XSKPort},

@@ -52,7 +52,7 @@ func demo(ctx context.Context, frames, size int, timeout time.Duration) (err err
 			return err
 		}
 		hosts[i] = hs
-		fmt.Printf("%s: XDP %v, AF_XDP %v, %d frames of %d bytes\n", h.If, hs.steer.Mode(), hs.q.Mode(), hs.q.Pool().Len(), hs.q.FrameSize())
+		fmt.Printf("%s: XDP %v, AF_XDP %v, %d frames of %d bytes\n", h.If, hs.steer.Mode(), hs.q.ModeReport(), hs.q.Pool().Len(), hs.q.FrameSize())
 		if why := hs.steer.Fallback(); why != "" {
 			fmt.Printf("%s: XDP fell back: %s\n", h.If, why)
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/bench"
+	"github.com/sdx-project/sdx/xdp"
 )
 
 // Env is the machine and setup a report was measured on.
@@ -28,6 +29,7 @@ type Env struct {
 	// attempts the kernel refused); empty when it is.
 	XDPFallback string `json:"xdp_fallback,omitempty"`
 	MTU         int    `json:"veth_mtu"`
+	Queues      int    `json:"veth_queues"` // rx queues of A's interface, every one served by the sdx stacks
 	Testbed     string `json:"testbed"`
 	Date        string `json:"date"`
 	Command     string `json:"command"`
@@ -116,6 +118,7 @@ func collectEnv(h *bench.Hosts, o *options, built string, bud bench.Budget) Env 
 		}
 		return nil
 	})
+	e.Queues, _ = xdp.RxQueues(h.A.NS, h.A.If)
 	return e
 }
 
@@ -182,7 +185,7 @@ func (e *Env) markdown(b *strings.Builder) {
 	fmt.Fprintf(b, "- CPUs: %d × %s, GOMAXPROCS %d\n", e.CPUs, e.CPUModel, e.GOMAXPROCS)
 	fmt.Fprintf(b, "- Go: %s\n", e.Go)
 	fmt.Fprintf(b, "- pinning: %s\n", e.Pinning)
-	fmt.Fprintf(b, "- XDP: %s; AF_XDP: %s; veth MTU %d\n", e.XDPMode, e.XSKMode, e.MTU)
+	fmt.Fprintf(b, "- XDP: %s; AF_XDP: %s; veth MTU %d, %d queue(s)\n", e.XDPMode, e.XSKMode, e.MTU, e.Queues)
 	if e.XDPFallback != "" {
 		fmt.Fprintf(b, "- XDP fell back: %s\n", e.XDPFallback)
 	}

@@ -4,7 +4,7 @@
 //
 //	sdxbench [-quick] [-repeat N] [-json FILE] [-plot FILE.png]
 //	         [-systems LIST] [-workloads LIST] [-limit D]
-//	         [-cpu-client N] [-cpu-server N] [-mtu N]
+//	         [-cpu-client N] [-cpu-server N] [-mtu N] [-queues N]
 //	         [-ns-a NS -ns-b NS -if-a IF -if-b IF -addr-a IP -addr-b IP]
 //
 // It builds its own testbed (two network namespaces joined by a veth pair,
@@ -60,6 +60,7 @@ type options struct {
 	cpuClient  int
 	cpuServer  int
 	mtu        int
+	queues     int
 	nsA, nsB   string
 	ifA, ifB   string
 	addrA      string
@@ -115,6 +116,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.cpuClient, "cpu-client", 0, "CPU the client's spinning threads are pinned to")
 	fs.IntVar(&o.cpuServer, "cpu-server", 1, "CPU the server's spinning threads are pinned to")
 	fs.IntVar(&o.mtu, "mtu", 1500, "MTU of the built-in testbed's veth pair")
+	fs.IntVar(&o.queues, "queues", 1, "rx/tx queues of each end of the built-in testbed's veth pair; sdx stacks serve every queue")
 	fs.StringVar(&o.nsA, "ns-a", "", "run in this existing network namespace (client side) instead of building a testbed")
 	fs.StringVar(&o.nsB, "ns-b", "", "existing network namespace of the server side")
 	fs.StringVar(&o.ifA, "if-a", "", "interface inside -ns-a")
@@ -138,6 +140,9 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if o.limit < 0 || o.limit > time.Minute {
 		return nil, fmt.Errorf("-limit %v: want up to a minute", o.limit)
+	}
+	if o.queues < 1 || o.queues > 64 {
+		return nil, fmt.Errorf("-queues %d: use 1..64", o.queues)
 	}
 	for _, s := range splitList(*systems) {
 		if _, ok := bench.Lookup(s); !ok {
@@ -212,7 +217,7 @@ func (o *options) budgetFor() bench.Budget {
 func hosts(o *options) (h *bench.Hosts, built string, done func() error, err error) {
 	h = &bench.Hosts{ClientCPU: o.cpuClient, ServerCPU: o.cpuServer}
 	if o.nsA == "" {
-		bed, err := testbed.Create(testbed.Options{MTU: o.mtu})
+		bed, err := testbed.Create(testbed.Options{MTU: o.mtu, Queues: o.queues})
 		if err != nil {
 			return nil, "", nil, fmt.Errorf("testbed: %w", err)
 		}
