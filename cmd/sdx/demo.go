@@ -18,19 +18,19 @@ import (
 // demoPort is the UDP port the demo's frames use.
 const demoPort = 4791
 
-// host is one end of the demo: its steering and queue.
+// host is one end of the demo: its steering and a queue per rx queue.
 type host struct {
 	name  string
 	steer *xdp.Steering
-	q     *xdp.Queue
+	qs    []*xdp.Queue
 }
 
-func demo(ctx context.Context, frames, size int, timeout time.Duration) (err error) {
-	if frames <= 0 || size < 16 || size > 1458 {
-		return errors.New("demo: -frames must be positive and -size in 16..1458")
+func demo(ctx context.Context, frames, size, queues int, timeout time.Duration) (err error) {
+	if frames <= 0 || size < 16 || size > 1458 || queues < 1 || queues > 64 {
+		return errors.New("demo: -frames must be positive, -size in 16..1458 and -queues in 1..64")
 	}
 	start := time.Now()
-	bed, err := testbed.Create(testbed.Options{})
+	bed, err := testbed.Create(testbed.Options{Queues: queues})
 	if err != nil {
 		return fmt.Errorf("testbed: %w", err)
 	}
@@ -44,15 +44,19 @@ func demo(ctx context.Context, frames, size int, timeout time.Duration) (err err
 			return err
 		}
 		defer func() { err = errors.Join(err, hs.steer.Close()) }()
-		if hs.q, err = xdp.Open(xdp.Config{Netns: h.NS, Interface: h.If}); err != nil {
-			return err
-		}
-		defer func() { err = errors.Join(err, hs.q.Close()) }()
-		if err := hs.steer.Register(hs.q); err != nil {
-			return err
+		for qi := range queues {
+			q, err := xdp.Open(xdp.Config{Netns: h.NS, Interface: h.If, Queue: qi})
+			if err != nil {
+				return err
+			}
+			defer func() { err = errors.Join(err, q.Close()) }()
+			if err := hs.steer.Register(q); err != nil {
+				return err
+			}
+			hs.qs = append(hs.qs, q)
+			fmt.Printf("%s queue %d: XDP %v, AF_XDP %v, %d frames of %d bytes\n", h.If, qi, hs.steer.Mode(), q.ModeReport(), q.Pool().Len(), q.FrameSize())
 		}
 		hosts[i] = hs
-		fmt.Printf("%s: XDP %v, AF_XDP %v, %d frames of %d bytes\n", h.If, hs.steer.Mode(), hs.q.ModeReport(), hs.q.Pool().Len(), hs.q.FrameSize())
 		if why := hs.steer.Fallback(); why != "" {
 			fmt.Printf("%s: XDP fell back: %s\n", h.If, why)
 		}
@@ -63,76 +67,95 @@ func demo(ctx context.Context, frames, size int, timeout time.Duration) (err err
 		Dst: frame.Endpoint{MAC: [6]byte(bed.B.MAC), IP: bed.B.Addr, Port: demoPort},
 	}
 
-	// A sends numbered frames, B turns each around in place, A checks the
-	// numbers come back in order. The window keeps both below veth's
-	// 256-frame ring.
-	const window = 128
+	// A sends numbered frames, frame k on queue k mod queues (veth hands
+	// it to B's queue of the same number), B turns each around in place on
+	// the queue it came in on, A checks that each queue's numbers come
+	// back in order. The window keeps every queue below veth's 256-frame
+	// ring.
+	window := 128 * queues
 	var (
 		sent, echoed, back int
 		descs              [64]xdp.Desc
 		p                  frame.Parsed
 	)
+	next := make([]int, queues)   // the number each of A's queues expects next
+	queued := make([]int, queues) // the number each of A's queues sends next
+	for qi := range next {
+		next[qi], queued[qi] = qi, qi
+	}
 	deadline := time.Now().Add(timeout)
 	t0 := time.Now()
 	for back < frames {
 		if ctx.Err() != nil || time.Now().After(deadline) {
 			return fmt.Errorf("demo stopped: sent %d, echoed %d, returned %d: %w", sent, echoed, back, cmp.Or(ctx.Err(), context.DeadlineExceeded))
 		}
-		if n := min(frames-sent, window-(sent-back), len(descs)); n > 0 {
+		// A: each queue sends its own numbers, up to the window.
+		for qi, q := range a.qs {
 			built := 0
-			for ; built < n; built++ {
-				f, ok := a.q.Alloc()
+			for ; built < len(descs) && queued[qi] < frames && sent+built-back < window; built++ {
+				f, ok := q.Alloc()
 				if !ok {
 					break
 				}
-				buf := a.q.Frame(f)
-				binary.BigEndian.PutUint64(buf[frame.HeaderLen:], uint64(sent+built))
-				descs[built] = xdp.Desc{Addr: a.q.Addr(f), Len: uint32(flow.Encode(buf, size, 0))}
+				buf := q.Frame(f)
+				binary.BigEndian.PutUint64(buf[frame.HeaderLen:], uint64(queued[qi]))
+				descs[built] = xdp.Desc{Addr: q.Addr(f), Len: uint32(flow.Encode(buf, size, 0))}
+				queued[qi] += queues
 			}
-			q := a.q.Transmit(descs[:built])
-			for _, d := range descs[q:built] {
-				a.q.Release(a.q.FrameOf(d))
+			n := q.Transmit(descs[:built])
+			for _, d := range descs[n:built] {
+				q.Release(q.FrameOf(d))
 			}
-			sent += q
-			if err := a.q.Kick(); err != nil {
+			queued[qi] -= (built - n) * queues // not sent: sent again next turn
+			sent += n
+			if err := q.Kick(); err != nil {
 				return err
 			}
 		}
-		// B: swap the addresses and send the frame straight back.
-		if n := b.q.Receive(descs[:]); n > 0 {
+		// B: swap the addresses and send each frame straight back.
+		for _, q := range b.qs {
+			n := q.Receive(descs[:])
+			if n == 0 {
+				continue
+			}
 			for i := range descs[:n] {
-				buf := b.q.Data(descs[i])
+				buf := q.Data(descs[i])
 				if err := frame.Parse(buf, &p); err != nil {
 					return fmt.Errorf("B received a bad frame: %w", err)
 				}
 				rev := p.Flow.Reverse()
 				rev.Encode(buf, len(p.Payload), 0)
 			}
-			q := b.q.Transmit(descs[:n])
-			for _, d := range descs[q:n] {
-				b.q.Release(b.q.FrameOf(d))
+			t := q.Transmit(descs[:n])
+			for _, d := range descs[t:n] {
+				q.Release(q.FrameOf(d))
 			}
-			echoed += q
-			if err := b.q.Kick(); err != nil {
+			echoed += t
+			if err := q.Kick(); err != nil {
 				return err
 			}
 		}
-		// A: check the echoes.
-		n := a.q.Receive(descs[:])
-		for _, d := range descs[:n] {
-			buf := a.q.Data(d)
-			if err := frame.Parse(buf, &p); err != nil {
-				return fmt.Errorf("A received a bad frame: %w", err)
+		// A: check the echoes, queue by queue.
+		for qi, q := range a.qs {
+			n := q.Receive(descs[:])
+			for _, d := range descs[:n] {
+				buf := q.Data(d)
+				if err := frame.Parse(buf, &p); err != nil {
+					return fmt.Errorf("A received a bad frame: %w", err)
+				}
+				if seq := binary.BigEndian.Uint64(p.Payload); seq != uint64(next[qi]) {
+					return fmt.Errorf("A's queue %d received frame %d, expected %d", qi, seq, next[qi])
+				}
+				q.Release(q.FrameOf(d))
+				next[qi] += queues
+				back++
 			}
-			if seq := binary.BigEndian.Uint64(p.Payload); seq != uint64(back) {
-				return fmt.Errorf("A received frame %d, expected %d", seq, back)
-			}
-			a.q.Release(a.q.FrameOf(d))
-			back++
 		}
 		for _, h := range hosts {
-			h.q.Complete()
-			h.q.Refill()
+			for _, q := range h.qs {
+				q.Complete()
+				q.Refill()
+			}
 		}
 	}
 	el := time.Since(t0)
@@ -141,27 +164,37 @@ func demo(ctx context.Context, frames, size int, timeout time.Duration) (err err
 		frames, frame.HeaderLen+size, el.Round(time.Millisecond), float64(frames)/el.Seconds(),
 		float64(frames*(frame.HeaderLen+size)*8)/el.Seconds()/1e9)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "host\tsteer seen\tredirected\tno socket\tpassed\tmalformed\trx\ttx\tcompleted\tkicks\ttx dropped\trx ring full\trx dropped\t")
+	fmt.Fprintln(tw, "host\tsteer seen\tredirected\tno socket\tpassed\tmalformed\t")
 	for _, h := range hosts {
 		ss, err := h.steer.Stats()
 		if err != nil {
 			return err
 		}
-		ks, err := h.q.KernelStats()
-		if err != nil {
-			return err
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t\n", h.name, ss.Seen, ss.Redirected, ss.NoSocket, ss.Passed, ss.Malformed)
+	}
+	tw.Flush()
+	fmt.Println()
+	tw = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "host\tqueue\trx\ttx\tcompleted\tkicks\ttx dropped\trx ring full\trx dropped\t")
+	for _, h := range hosts {
+		for qi, q := range h.qs {
+			ks, err := q.KernelStats()
+			if err != nil {
+				return err
+			}
+			qs := q.Stats()
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", h.name, qi,
+				qs.RxFrames, qs.TxFrames, qs.Completed, qs.Kicks, qs.TxDropped, ks.RxRingFull, ks.RxDropped)
 		}
-		qs := h.q.Stats()
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", h.name,
-			ss.Seen, ss.Redirected, ss.NoSocket, ss.Passed, ss.Malformed,
-			qs.RxFrames, qs.TxFrames, qs.Completed, qs.Kicks, qs.TxDropped, ks.RxRingFull, ks.RxDropped)
 	}
 	tw.Flush()
 	for _, h := range hosts {
-		if err := h.q.Pool().Check(); err != nil {
-			return err
+		for qi, q := range h.qs {
+			if err := q.Pool().Check(); err != nil {
+				return err
+			}
+			fmt.Printf("\n%s queue %d frames: %v", h.name, qi, q.Pool())
 		}
-		fmt.Printf("\n%s frames: %v", h.name, h.q.Pool())
 	}
 	fmt.Printf("\n\nframe accounting holds; tearing down (total %v)\n", time.Since(start).Round(time.Millisecond))
 	return nil

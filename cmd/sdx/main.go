@@ -34,9 +34,10 @@ func main() {
 		fs := flag.NewFlagSet("demo", flag.ExitOnError)
 		frames := fs.Int("frames", 200000, "frames to send from A to B (each is echoed back)")
 		size := fs.Int("size", 64, "frame payload bytes after the UDP header (16..1458)")
+		queues := fs.Int("queues", 1, "rx/tx queues of each veth end; frames go over all of them")
 		timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
 		fs.Parse(os.Args[2:])
-		err = demo(ctx, *frames, *size, *timeout)
+		err = demo(ctx, *frames, *size, *queues, *timeout)
 	case "help", "-h", "--help":
 		usage()
 	default:
@@ -50,7 +51,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, `usage: sdx demo [-frames N] [-size BYTES] [-timeout D]
+	fmt.Fprintln(os.Stderr, `usage: sdx demo [-frames N] [-size BYTES] [-queues N] [-timeout D]
 
 demo: build a veth testbed, move frames over AF_XDP both ways, print the
 counters, tear the testbed down. Needs root.`)
