@@ -24,8 +24,8 @@ type sdxConnSystem struct {
 	name   string
 	mode   provider.PollMode
 	queues []int // the queues the stacks serve; nil: every queue
-	h    *Hosts
-	st   [2]*sdx.Stack // on A, on B
+	h      *Hosts
+	st     [2]*sdx.Stack // on A, on B
 
 	xdpMode, xskMode string
 }
