@@ -66,15 +66,7 @@ func TestListenerBothPaths(t *testing.T) {
 	testutil.CheckFDs(t)
 	h := vethHosts(t)
 	ln := h.listen(t)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go echo(c)
-		}
-	}()
+	go serveAll(ln, echo)
 	d := Dialer{Stack: h.a, ProbeTimeout: testProbe}
 	for _, want := range []Path{PathSDX, PathTCP, PathSDX, PathTCP} {
 		var c net.Conn
@@ -103,15 +95,7 @@ func TestFallbackToKernelServer(t *testing.T) {
 	bed := vethBed(t)
 	a := vethStack(t, &bed.A)
 	ln := kernelListen(t, &bed.B, 0)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go echo(c)
-		}
-	}()
+	go serveAll(ln, echo)
 	for _, probe := range []time.Duration{20 * time.Millisecond, DefaultProbeTimeout} {
 		d := Dialer{Stack: a, ProbeTimeout: probe}
 		start := time.Now()
@@ -161,15 +145,7 @@ func TestFallbackOnPortUnreachable(t *testing.T) {
 	}
 	a := vethStack(t, &bed.A)
 	ln := kernelListen(t, &bed.B, 0)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go echo(c)
-		}
-	}()
+	go serveAll(ln, echo)
 	const probe, bound = 10 * time.Second, 2 * time.Second
 	start := time.Now()
 	c, err := (&Dialer{Stack: a, ProbeTimeout: probe, Timeout: 3 * bound}).Dial("tcp", ln.Addr().String())

@@ -109,17 +109,9 @@ func Parse(b []byte, p *Parsed) error {
 	}
 	copy(p.Flow.Dst.MAC[:], b[0:6])
 	copy(p.Flow.Src.MAC[:], b[6:12])
-	et := binary.BigEndian.Uint16(b[12:14])
-	off := EthLen
-	if et == etherTypeVLAN || et == etherTypeQinQ {
-		if len(b) < off+4 {
-			return ErrShort
-		}
-		et = binary.BigEndian.Uint16(b[off+2 : off+4])
-		off += 4
-	}
-	if et != etherTypeIPv4 {
-		return ErrNotIPv4
+	off, err := ipv4Offset(b)
+	if err != nil {
+		return err
 	}
 	if len(b) < off+IPv4Len {
 		return ErrShort
@@ -162,4 +154,23 @@ func Parse(b []byte, p *Parsed) error {
 	p.Flow.Dst.Port = binary.BigEndian.Uint16(udp[2:4])
 	p.Payload = udp[UDPLen:ulen]
 	return nil
+}
+
+// ipv4Offset returns where the IPv4 header of an Ethernet frame (b holds
+// at least its Ethernet header) starts, after at most one 802.1Q/802.1ad
+// tag; ErrNotIPv4 for any other EtherType.
+func ipv4Offset(b []byte) (int, error) {
+	et := binary.BigEndian.Uint16(b[12:14])
+	off := EthLen
+	if et == etherTypeVLAN || et == etherTypeQinQ {
+		if len(b) < off+4 {
+			return 0, ErrShort
+		}
+		et = binary.BigEndian.Uint16(b[off+2 : off+4])
+		off += 4
+	}
+	if et != etherTypeIPv4 {
+		return 0, ErrNotIPv4
+	}
+	return off, nil
 }

@@ -42,17 +42,9 @@ func ParseUnreach(b []byte, u *Unreach) error {
 	if len(b) < EthLen {
 		return ErrShort
 	}
-	et := binary.BigEndian.Uint16(b[12:14])
-	off := EthLen
-	if et == etherTypeVLAN || et == etherTypeQinQ {
-		if len(b) < off+4 {
-			return ErrShort
-		}
-		et = binary.BigEndian.Uint16(b[off+2 : off+4])
-		off += 4
-	}
-	if et != etherTypeIPv4 {
-		return ErrNotIPv4
+	off, err := ipv4Offset(b)
+	if err != nil {
+		return err
 	}
 	ip := b[off:]
 	if len(ip) < IPv4Len {
