@@ -7,8 +7,9 @@ import (
 )
 
 // unanswerable reports whether a is an address the link neither accepts
-// frames from nor sends to: 0.0.0.0/8, loopback, multicast and above
-// (224.0.0.0/3, with the limited broadcast), the network or broadcast
+// frames from nor sends to: the "this network" block (first octet 0),
+// loopback, multicast and everything above it (first octet 224 and up,
+// the limited broadcast among them), the network or broadcast
 // address of the served subnet (a /31 or /32 has none), or an address of
 // the interface. An answer to such a source reaches every host on the
 // segment, or ourselves. The steer program drops such sources first (bpf's
