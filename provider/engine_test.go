@@ -24,22 +24,11 @@ type vnet struct {
 
 func newVNet(t testing.TB, seed uint64, f Faults, cfg engineConfig, nhosts int) *vnet {
 	t.Helper()
-	v := &vnet{t: t, net: NewMemNetwork(seed)}
-	v.net.SetClock(func() time.Duration { return time.Duration(v.now) })
-	v.net.SetFaults(f)
-	for i := range nhosts {
-		l, err := v.net.NewLink()
-		if err != nil {
-			t.Fatal(err)
-		}
-		e, err := newEngine(l, cfg, [32]byte{byte(seed), byte(seed >> 8), byte(i)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		v.hosts = append(v.hosts, e)
-		v.links = append(v.links, l)
+	mtus := make([]int, nhosts)
+	for i := range mtus {
+		mtus[i] = DefaultMemMTU
 	}
-	return v
+	return newVNetMTU(t, seed, f, cfg, mtus...)
 }
 
 // step polls every engine once at the current time, dropping the events
