@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -24,13 +23,7 @@ import (
 type Group struct {
 	qs []*Queue
 
-	// The netpoller wait (see Queue: the same deadline and flag protocol).
-	ep      *os.File // the epoll instance holding every queue's socket
-	epRaw   syscall.RawConn
-	epFirst bool               // the waiter's: the next epReady call is Read's first look
-	epArmed atomic.Int64       // ep's read deadline in Unix ns; -1 none, 0 unknown
-	epFn    func(uintptr) bool // epReady, bound once
-	woken   atomic.Bool
+	ep *npWait // the netpoller wait on an epoll instance of every queue's socket
 
 	// The poll(2) fallback.
 	pfds []unix.PollFd // the queues' sockets, then the wake eventfd
@@ -68,30 +61,11 @@ func (g *Group) openNetpoll() {
 			return
 		}
 	}
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		unix.Close(epfd)
-		return
-	}
-	f := os.NewFile(uintptr(epfd), "xdp-group")
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return
-	}
-	g.ep, g.epRaw = f, rc
-	g.epFn = g.epReady
+	g.ep, _ = newNPWait(epfd, "xdp-group", g.filled)
 }
 
-// epReady is the netpoller's readiness callback: on its first call it
-// reports whether Wait can return at once, on later ones that it can.
-func (g *Group) epReady(uintptr) bool {
-	if !g.epFirst {
-		return true
-	}
-	g.epFirst = false
-	if g.woken.Load() {
-		return true
-	}
+// filled reports whether any queue's rx ring holds frames.
+func (g *Group) filled() bool {
 	for _, q := range g.qs {
 		if q.rx.Filled() {
 			return true
@@ -107,43 +81,9 @@ func (g *Group) Wait(timeout time.Duration) (woken bool, err error) {
 	if g.ep == nil {
 		return g.waitPoll(timeout)
 	}
-	// The deadline first, then the flag (see Queue.ArmWait and BlockWait);
-	// a deadline armed before that is early enough is kept.
-	now := time.Now()
-	want := int64(-1)
-	if timeout >= 0 {
-		want = now.Add(timeout).UnixNano()
-	}
-	armed := g.epArmed.Load()
-	if !(armed < 0 && want < 0 || armed > now.UnixNano() && (want < 0 || armed <= want)) {
-		var dl time.Time
-		if want >= 0 {
-			dl = time.Unix(0, want)
-		}
-		g.ep.SetReadDeadline(dl)
-		g.epArmed.Store(want)
-	}
-	if g.woken.Swap(false) {
-		g.epArmed.Store(0)
-		return true, nil
-	}
-	g.epFirst = true
-	err = g.epRaw.Read(g.epFn)
-	if g.woken.Swap(false) {
-		g.epArmed.Store(0)
-		return true, nil
-	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		g.epArmed.Store(0)
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("xdp: wait: %w", err)
-	}
-	for _, q := range g.qs {
-		if q.rx.Filled() {
-			return false, nil
-		}
+	woken, expired, err := g.ep.wait(timeout)
+	if woken || expired || err != nil || g.filled() {
+		return woken, err
 	}
 	// Readable with nothing to read: a socket may have failed (interface
 	// gone), which only poll(2) tells.
@@ -187,8 +127,7 @@ func (g *Group) Wake() {
 		return
 	}
 	if g.ep != nil {
-		g.woken.Store(true)
-		g.ep.SetReadDeadline(aLongTimeAgo)
+		g.ep.wake()
 		return
 	}
 	one := [8]byte{1}
@@ -203,7 +142,7 @@ func (g *Group) Close() error {
 	}
 	var errs []error
 	if g.ep != nil {
-		errs = append(errs, g.ep.Close())
+		errs = append(errs, g.ep.close())
 	}
 	errs = append(errs, g.wake.Close())
 	return errors.Join(errs...)

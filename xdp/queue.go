@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -41,20 +40,12 @@ type Queue struct {
 	fillAddrs, compAddrs           []uint64
 	rxDescs, txDescs               []Desc
 
-	// Waiting. The socket is also registered with Go's netpoller (np, a
-	// duplicate of fd), so Wait parks the goroutine as a kernel socket's
-	// Read does, instead of holding a thread in poll(2). Wake sets woken
-	// and moves np's read deadline to the past, which ends a Wait in
-	// progress. Where the netpoller cannot take the socket, Wait uses
-	// poll(2) on fd and the wake eventfd.
-	np      *os.File
-	npRaw   syscall.RawConn
-	npFirst bool               // owner's: the next npReady call is Read's first look
-	npArmed int64              // owner's: np's read deadline in Unix ns; -1 none, 0 unknown
-	npFn    func(uintptr) bool // npReady, bound once
-	woken   atomic.Bool
-	wake    *os.File
-	pfds    [2]unix.PollFd
+	// Waiting: in Go's netpoller on a duplicate of the socket (np), or,
+	// where the netpoller cannot take it, in poll(2) on the socket and the
+	// wake eventfd.
+	np   *npWait
+	wake *os.File
+	pfds [2]unix.PollFd
 
 	closed atomic.Bool
 	stats  Stats
@@ -139,29 +130,7 @@ func (q *Queue) openNetpoll() {
 	}
 	// The socket's file status is shared with fd; every call sdx makes on
 	// it (sendto and recvfrom kicks) is non-blocking already.
-	if err := unix.SetNonblock(nfd, true); err != nil {
-		unix.Close(nfd)
-		return
-	}
-	f := os.NewFile(uintptr(nfd), "xdp-socket")
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return
-	}
-	q.np, q.npRaw = f, rc
-	q.npFn = q.npReady
-}
-
-// npReady is the netpoller's readiness callback: on its first call it
-// reports whether Wait can return at once, on later ones (the socket
-// became readable, or the deadline moved) that it can.
-func (q *Queue) npReady(uintptr) bool {
-	if q.npFirst {
-		q.npFirst = false
-		return q.rx.Available() > 0 || q.woken.Load()
-	}
-	return true
+	q.np, _ = newNPWait(nfd, "xdp-socket", q.rx.Filled)
 }
 
 func (q *Queue) initRings() {
@@ -381,51 +350,13 @@ func (q *Queue) Wait(timeout time.Duration) (woken bool, err error) {
 	if q.np == nil {
 		return q.waitPoll(timeout)
 	}
-	// The deadline first, then the flag: a Wake after the look at the flag
-	// moves the deadline after this set, and ends the Read below. A
-	// deadline armed before that is still ahead and not later than this
-	// one's is kept: moving a runtime timer on every wait costs more than
-	// an early wake-up now and then.
-	now := time.Now()
-	want := int64(-1)
-	if timeout >= 0 {
-		want = now.Add(timeout).UnixNano()
+	woken, expired, err := q.np.wait(timeout)
+	if woken || expired || err != nil || q.rx.Filled() {
+		return woken, err
 	}
-	ns := now.UnixNano()
-	keep := q.npArmed < 0 && want < 0 || q.npArmed > ns && (want < 0 || q.npArmed <= want)
-	if !keep {
-		var dl time.Time
-		if want >= 0 {
-			dl = time.Unix(0, want)
-		}
-		q.np.SetReadDeadline(dl)
-		q.npArmed = want
-	}
-	if q.woken.Swap(false) {
-		q.npArmed = 0 // Wake moved the deadline
-		return true, nil
-	}
-	q.npFirst = true
-	err = q.npRaw.Read(q.npFn)
-	if q.woken.Swap(false) {
-		q.npArmed = 0
-		return true, nil
-	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		// Expired, or moved to the past by a Wake whose flag was taken
-		// by an earlier Wait: arm afresh next time.
-		q.npArmed = 0
-		err = nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("xdp: wait: %w", err)
-	}
-	if err == nil && q.rx.Available() == 0 {
-		// Readable with nothing to read: the socket may have failed
-		// (interface gone), which only poll(2) tells.
-		return q.waitPoll(0)
-	}
-	return false, nil
+	// Readable with nothing to read: the socket may have failed
+	// (interface gone), which only poll(2) tells.
+	return q.waitPoll(0)
 }
 
 // waitPoll is Wait in poll(2), on the socket and the wake eventfd.
@@ -462,16 +393,12 @@ func (q *Queue) Wake() {
 		return
 	}
 	if q.np != nil {
-		q.woken.Store(true)
-		q.np.SetReadDeadline(aLongTimeAgo)
+		q.np.wake()
 		return
 	}
 	one := [8]byte{1}
 	q.wake.Write(one[:]) // a full counter already wakes the poller
 }
-
-// aLongTimeAgo is a deadline in the past, that ends a wait at once.
-var aLongTimeAgo = time.Unix(1, 0)
 
 // Close drains and accounts for every frame, then releases the socket and
 // the memory: it takes back completed sends (waiting briefly for the kernel
@@ -535,7 +462,7 @@ func (q *Queue) release() error {
 		q.fd = -1
 	}
 	if q.np != nil {
-		errs = append(errs, q.np.Close())
+		errs = append(errs, q.np.close())
 	}
 	if q.wake != nil {
 		errs = append(errs, q.wake.Close())
