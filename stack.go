@@ -60,6 +60,13 @@ type Config struct {
 	// XDP; zero tries native first and falls back to generic, which
 	// Provider().Stats().Link reports.
 	XDPMode bpf.Mode
+	// SingleBuffer keeps every frame within one UMEM frame: no
+	// multi-buffer packets (AF_XDP's XDP_USE_SG), which the stack
+	// otherwise uses where the interface's MTU exceeds what a UMEM frame
+	// receives (Linux 6.6 and a frags-aware XDP program). Datagrams are
+	// then at most 3798 bytes (1734 below an MTU of 1779), whatever the
+	// MTU; Provider().Stats().Link says which applies and why.
+	SingleBuffer bool
 	// Addr is the one IPv4 address of Interface the stack serves (default:
 	// the interface's first, as `ip -4 address show` lists them). sdx
 	// frames to the interface's other addresses, and to broadcast
@@ -160,7 +167,7 @@ func NewStack(cfg Config) (_ *Stack, err error) {
 		}
 		xl, err := provider.OpenXDPLink(provider.XDPLinkConfig{
 			Netns: cfg.Netns, Interface: cfg.Interface, Queues: cfg.Queues, Queue: cfg.Queue, Port: cfg.Port,
-			Addr: cfg.Addr, XDPMode: cfg.XDPMode,
+			Addr: cfg.Addr, XDPMode: cfg.XDPMode, Frames: xdp.Config{SingleBuffer: cfg.SingleBuffer},
 		})
 		if err != nil {
 			return nil, fmt.Errorf("sdx: %w", err)

@@ -68,9 +68,12 @@ func (m PollMode) String() string {
 const (
 	MaxSpin       = time.Second
 	MaxBufferPool = 4 << 30 // bytes: Buffers × MTU
-	MaxOpsLimit   = 1 << 20
-	MaxMaxRTO     = 2 * time.Minute
-	MaxTimeout    = 24 * time.Hour
+	// DefaultBufferPool bounds the default pool at jumbo MTUs, where
+	// 8192 buffers would take 73 MiB (9000) or 532 MiB (65000).
+	DefaultBufferPool = 32 << 20
+	MaxOpsLimit       = 1 << 20
+	MaxMaxRTO         = 2 * time.Minute
+	MaxTimeout        = 24 * time.Hour
 )
 
 // Config configures a Provider. Zero fields take the defaults named in
@@ -106,8 +109,9 @@ type Config struct {
 	// 1 KiB and 1 GiB.
 	SendBuffer, RecvBuffer int
 	// Buffers is the number of datagram-sized buffers shared by all
-	// connections (default 8192: 11.5 MiB at a 1472-byte MTU, 30 MiB at
-	// 3798, the largest datagram of 4 KiB UMEM frames). It bounds
+	// connections (default 8192, at most DefaultBufferPool bytes: 11.5
+	// MiB at a 1472-byte MTU, 30 MiB at 3798, 3740 buffers at 8972, 516
+	// at 64972). It bounds
 	// the provider's memory for data, however many connections there
 	// are: half holds send data, half received data. The windows granted
 	// are backed by the receive half (each connection's at most
@@ -172,7 +176,10 @@ func (c *Config) setDefaults() {
 	def(&c.MaxBacklog, d.MaxBacklog)
 	def(&c.SendBuffer, d.SendBuffer)
 	def(&c.RecvBuffer, d.RecvBuffer)
-	def(&c.Buffers, d.Buffers)
+	if c.Buffers == 0 && c.Link != nil && c.Link.MTU() > HeaderLen {
+		mtu := c.Link.MTU()
+		c.Buffers = max(min(d.Buffers, DefaultBufferPool/mtu), c.minBuffers(mtu))
+	}
 	def(&c.MaxOps, 16384)
 	def(&c.SubmitQueue, 4096)
 	defd(&c.InitialRTO, d.InitialRTO)
@@ -223,12 +230,16 @@ func (c *Config) validate() error {
 	if c.Buffers < 1 || c.Buffers > MaxBufferPool/mtu {
 		return configErr("Config.Buffers %d is out of range: the pool of Buffers × MTU (%d) bytes must be at most %d MiB, so use at most %d", c.Buffers, mtu, MaxBufferPool>>20, MaxBufferPool/mtu)
 	}
-	mss := mtu - HeaderLen
-	need := (c.SendBuffer+c.RecvBuffer)/mss + 4
-	if c.Buffers < 2*need {
-		return configErr("Config.Buffers %d cannot hold one connection's buffers twice over (%d at MTU %d): raise Buffers or lower SendBuffer/RecvBuffer", c.Buffers, 2*need, mtu)
+	if need := c.minBuffers(mtu); c.Buffers < need {
+		return configErr("Config.Buffers %d cannot hold one connection's buffers twice over (%d at MTU %d): raise Buffers or lower SendBuffer/RecvBuffer", c.Buffers, need, mtu)
 	}
 	return nil
+}
+
+// minBuffers is the smallest pool that holds one connection's send and
+// receive buffers twice over at mtu.
+func (c *Config) minBuffers(mtu int) int {
+	return 2 * ((c.SendBuffer+c.RecvBuffer)/(mtu-HeaderLen) + 4)
 }
 
 func (c *Config) engineConfig() engineConfig {

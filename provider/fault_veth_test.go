@@ -518,3 +518,51 @@ func BenchmarkFaultLoss(b *testing.B) {
 		})
 	}
 }
+
+// TestFaultJumboTransfer moves a stream through the lossy hop at jumbo
+// MTUs, where every full segment is a multi-buffer packet of several UMEM
+// frames: the hop drops whole packets, the retransmissions are
+// multi-buffer packets too, and every byte arrives in order. No socket
+// sees an invalid descriptor either way.
+func TestFaultJumboTransfer(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	for i, mtu := range []int{9000, 65000} {
+		t.Run(fmt.Sprint(mtu), func(t *testing.T) {
+			hp := newHopPair(t, testbed.HopOptions{Subnet: uint8(36 + i), MTU: mtu}, Config{})
+			for _, l := range []*XDPLink{hp.la, hp.lb} {
+				if s := l.LinkStats(); !s.MultiBuffer || s.MTU != mtu-28 {
+					t.Fatalf("link: multi-buffer %v (%q), datagram %d; want multi-buffer datagrams of %d", s.MultiBuffer, s.MultiBufferFallback, s.MTU, mtu-28)
+				}
+			}
+			ln := hp.listen(t, 4)
+			const rate = 0.02
+			size := lossCases()[0].size / 4 // 64 MiB, 8 MiB with -race
+			if testing.Short() {
+				size = 8 << 20
+			}
+			hp.configure(t, bpf.FaultConfig{DropRate: rate, Seed: uint64(7 + i)})
+			f0, a0 := hp.faultStats(t), hp.a.Stats()
+			s, r := hp.connectPair(t, ln)
+			res, err := sendStream(hp.a, hp.b, s, r, uint64(i+1), size)
+			hp.a.CloseSocket(s)
+			hp.b.CloseSocket(r)
+			if err != nil {
+				t.Fatalf("%d MiB at %v loss: %v", size>>20, rate, err)
+			}
+			f, a := subFault(hp.faultStats(t), f0), hp.a.Stats()
+			t.Logf("%d MiB at MTU %d, %v loss: %v, %.1f MB/s; hop dropped %d of %d; A: %d data out, %d retransmits",
+				size>>20, mtu, rate, res.elapsed.Round(time.Millisecond), float64(size)/res.elapsed.Seconds()/1e6,
+				f.Dropped, f.Eligible, a.DataOut-a0.DataOut, a.Retransmits-a0.Retransmits)
+			if f.Dropped == 0 || a.Retransmits == a0.Retransmits {
+				t.Errorf("hop dropped %d frames, A retransmitted %d: the loss did not happen", f.Dropped, a.Retransmits-a0.Retransmits)
+			}
+			for _, l := range []*XDPLink{hp.la, hp.lb} {
+				if k := l.LinkStats().Kernel; k.RxInvalid != 0 || k.TxInvalid != 0 || k.RxDropped != 0 {
+					t.Errorf("kernel counters: %+v", k)
+				}
+			}
+			hp.configure(t, bpf.FaultConfig{})
+			checkQuiet(t, hp.a, hp.b)
+		})
+	}
+}

@@ -71,6 +71,13 @@ type LinkStats struct {
 	XDPFrags    bool
 	XDPFallback string
 	FrameSize   int // UMEM frame size
+	// MultiBuffer says whether frames longer than one UMEM frame travel
+	// as multi-buffer packets (XDP_USE_SG and a frags-aware program),
+	// so that MTU is the interface's less the IPv4 and UDP headers.
+	// MultiBufferFallback says why not where the interface's MTU needs
+	// them (MTU is then capped to one UMEM frame); empty otherwise.
+	MultiBuffer         bool
+	MultiBufferFallback string
 	// Kernel is the AF_XDP sockets' XDP_STATISTICS, summed over the
 	// queues: RxDropped counts frames the kernel dropped before an rx
 	// ring, for instance frames longer than a UMEM frame holds.

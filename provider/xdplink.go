@@ -87,6 +87,7 @@ type XDPLink struct {
 	waitWindow time.Duration
 	waited     time.Duration
 	descs      [64]xdp.Desc // received, being handed to fn
+	joined     []byte       // a multi-buffer frame's pieces, joined to parse
 	parsed     frame.Parsed
 	icmp       frame.Unreach
 	unreach    func(peer netip.Addr, quoted []byte)
@@ -233,10 +234,10 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 		l.qmu.Lock()
 		l.qs = append(l.qs, &linkQueue{id: id, q: q})
 		l.qmu.Unlock()
-		// A received frame must fit what the kernel leaves of a UMEM
-		// frame after its headroom; a longer one is dropped before the
-		// rx ring.
-		if max := q.RxFrameLen() - frame.HeaderLen; l.mtu > max {
+		// A received frame must fit what the queue receives: one
+		// UMEM frame less the kernel's headroom, or several with
+		// multi-buffer frames.
+		if max := q.MaxFrameLen() - frame.HeaderLen; l.mtu > max {
 			l.mtu = max
 		}
 	}
@@ -249,6 +250,12 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 			return nil, err
 		}
 	}
+	l.info.MultiBuffer, l.info.MultiBufferFallback = l.multiBuffer()
+	if !l.info.MultiBuffer {
+		// One UMEM frame per packet, whatever the interface allows.
+		l.mtu = min(l.mtu, l.qs[0].q.RxFrameLen()-frame.HeaderLen)
+	}
+	l.joined = make([]byte, 0, l.mtu+frame.HeaderLen+4)
 	if len(l.qs) > 1 {
 		qs := make([]*xdp.Queue, len(l.qs))
 		for i, lq := range l.qs {
@@ -261,14 +268,31 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 	if l.res, err = xdp.NewResolver(cfg.Netns, ifindex); err != nil {
 		return nil, err
 	}
-	l.info = LinkStats{
-		MTU:         l.mtu,
-		XDPMode:     l.steer.Mode(),
-		XDPFrags:    l.steer.Frags(),
-		XDPFallback: l.steer.Fallback(),
-		FrameSize:   l.qs[0].q.FrameSize(),
-	}
+	l.info.MTU = l.mtu
+	l.info.XDPMode = l.steer.Mode()
+	l.info.XDPFrags = l.steer.Frags()
+	l.info.XDPFallback = l.steer.Fallback()
+	l.info.FrameSize = l.qs[0].q.FrameSize()
 	return l, nil
+}
+
+// multiBuffer reports whether the link carries frames of several UMEM
+// frames, and if not where the interface's MTU would need them, why not:
+// every queue must be bound with multi-buffer support and the steering
+// program must be frags-aware.
+func (l *XDPLink) multiBuffer() (bool, string) {
+	for _, lq := range l.qs {
+		if err := lq.q.MultiBufferErr(); err != nil {
+			return false, err.Error()
+		}
+		if !lq.q.MultiBuffer() {
+			return false, "" // not needed: every frame fits one UMEM frame
+		}
+	}
+	if !l.steer.Frags() {
+		return false, "the steering program is not frags-aware: " + l.steer.Fallback()
+	}
+	return true, ""
 }
 
 // LinkStats reports how XDP is attached and each AF_XDP socket's counters,
@@ -338,6 +362,10 @@ func (l *XDPLink) Send(peer netip.Addr, payload []byte) error {
 		}
 	}
 	q := lq.q
+	n := frame.HeaderLen + len(payload)
+	if n > q.FrameSize() {
+		return l.sendFrames(lq, peer, mac, h, payload)
+	}
 	f, ok := q.Alloc()
 	if !ok {
 		q.Complete()
@@ -347,14 +375,62 @@ func (l *XDPLink) Send(peer netip.Addr, payload []byte) error {
 		}
 	}
 	buf := q.Frame(f)
-	flow := frame.Flow{Src: l.local, Dst: frame.Endpoint{MAC: mac, IP: peer, Port: l.cfg.Port}}
-	flow.Src.Port = SrcPortMin + uint16(h%SrcPorts)
-	l.ipID++
-	n := flow.Encode(buf, len(payload), l.ipID)
+	l.encode(buf, peer, mac, h, len(payload))
 	copy(buf[frame.HeaderLen:], payload)
 	lq.txq[lq.ntx] = xdp.Desc{Addr: q.Addr(f), Len: uint32(n)}
 	lq.ntx++
 	lq.tx.Add(1)
+	l.stats.Sent++
+	return nil
+}
+
+// encode writes the headers of a frame to peer at mac, flow hash h, with
+// payloadLen bytes of payload into b[:frame.HeaderLen].
+func (l *XDPLink) encode(b []byte, peer netip.Addr, mac [6]byte, h uint32, payloadLen int) {
+	flow := frame.Flow{Src: l.local, Dst: frame.Endpoint{MAC: mac, IP: peer, Port: l.cfg.Port}}
+	flow.Src.Port = SrcPortMin + uint16(h%SrcPorts)
+	l.ipID++
+	flow.Encode(b, payloadLen, l.ipID)
+}
+
+// sendFrames is Send for a frame longer than a UMEM frame: a multi-buffer
+// packet of as many UMEM frames as it takes, queued whole or not at all.
+func (l *XDPLink) sendFrames(lq *linkQueue, peer netip.Addr, mac [6]byte, h uint32, payload []byte) error {
+	q := lq.q
+	fs := q.FrameSize()
+	nf := (frame.HeaderLen + len(payload) + fs - 1) / fs
+	if lq.ntx+nf > len(lq.txq) {
+		if err := l.Flush(); err != nil {
+			return err
+		}
+		if lq.ntx+nf > len(lq.txq) {
+			l.stats.NoFrames++
+			return ErrNoBufs
+		}
+	}
+	if q.Pool().Free() < nf {
+		q.Complete()
+		if q.Pool().Free() < nf {
+			l.stats.NoFrames++
+			return ErrNoBufs
+		}
+	}
+	descs := lq.txq[lq.ntx : lq.ntx+nf]
+	hdr := frame.HeaderLen
+	for i := range descs {
+		f, _ := q.Alloc()
+		buf := q.Frame(f)
+		if i == 0 {
+			l.encode(buf, peer, mac, h, len(payload))
+		}
+		k := copy(buf[hdr:], payload)
+		payload = payload[k:]
+		descs[i] = xdp.Desc{Addr: q.Addr(f), Len: uint32(hdr + k), Options: xdp.PktContd}
+		hdr = 0
+	}
+	descs[nf-1].Options = 0
+	lq.ntx += nf
+	lq.tx.Add(uint64(nf))
 	l.stats.Sent++
 	return nil
 }
@@ -512,15 +588,21 @@ func (l *XDPLink) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, p
 	got := 0
 	for got < max {
 		want := min(max-got, len(l.descs))
-		n := q.Receive(l.descs[:want])
+		n := q.ReceivePackets(l.descs[:], want)
 		if n == 0 {
 			break
 		}
 		lq.rx.Add(uint64(n))
-		for _, d := range l.descs[:n] {
-			switch err := frame.Parse(q.Data(d), &l.parsed); {
+		packets := 0
+		for i := 0; i < n; packets++ {
+			d := l.descs[i]
+			data, k := q.Data(d), 1
+			if d.Options&xdp.PktContd != 0 {
+				data, k = l.join(q, l.descs[i:n])
+			}
+			switch err := frame.Parse(data, &l.parsed); {
 			case err == frame.ErrNotUDP:
-				if l.unreachable(q.Data(d)) {
+				if l.unreachable(data) {
 					got++
 				}
 			case err != nil:
@@ -539,9 +621,12 @@ func (l *XDPLink) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, p
 				fn(l.parsed.Flow.Src.IP, l.parsed.Payload)
 				got++
 			}
-			q.Release(q.FrameOf(d))
+			for _, d := range l.descs[i : i+k] {
+				q.Release(q.FrameOf(d))
+			}
+			i += k
 		}
-		if n < want {
+		if packets < want {
 			// The ring held no more when we looked: looking again at
 			// once would only pull its index from the kernel's CPU.
 			break
@@ -549,6 +634,22 @@ func (l *XDPLink) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, p
 	}
 	q.Refill()
 	return got
+}
+
+// join copies the pieces of the multi-buffer packet that begins descs into
+// l.joined, so that it parses as one frame, and returns it with the number
+// of descriptors it took. A packet longer than the link's frames comes
+// back cut short, and fails to parse.
+func (l *XDPLink) join(q *xdp.Queue, descs []xdp.Desc) ([]byte, int) {
+	b := l.joined[:0]
+	for i, d := range descs {
+		p := q.Data(d)
+		b = append(b, p[:min(len(p), cap(b)-len(b))]...)
+		if d.Options&xdp.PktContd == 0 {
+			return b, i + 1
+		}
+	}
+	return b, len(descs) // the queue hands over whole packets only
 }
 
 // Wait blocks until a frame arrives on any queue, Wake is called, or

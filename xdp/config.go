@@ -45,6 +45,13 @@ type Config struct {
 
 	// ForceCopy binds in copy mode even where the driver offers zero-copy.
 	ForceCopy bool
+	// SingleBuffer binds without multi-buffer support (XDP_USE_SG) even
+	// where the interface's MTU allows frames longer than a UMEM frame
+	// receives; the kernel then drops such frames. By default a queue
+	// asks for multi-buffer exactly when the MTU needs it (Linux 6.6),
+	// and falls back to single-buffer frames, saying why
+	// (Queue.MultiBufferErr), where the kernel or driver refuses.
+	SingleBuffer bool
 }
 
 // Defaults used for zero Config fields.
@@ -60,8 +67,12 @@ const (
 // asavie/xdp).
 const XDPPacketHeadroom = 256
 
-// ethLen is the Ethernet header, which the interface MTU does not count.
-const ethLen = 14
+// ethLen is the Ethernet header, which the interface MTU does not count;
+// vlanLen an 802.1Q tag, which a frame of the MTU may carry on top.
+const (
+	ethLen  = 14
+	vlanLen = 4
+)
 
 // RxFrameLen is the longest Ethernet frame (header included) a UMEM frame
 // of frameSize bytes receives; the kernel drops longer ones and counts them
@@ -71,6 +82,18 @@ func RxFrameLen(frameSize int) int { return frameSize - XDPPacketHeadroom }
 // MaxMTU2048 is the largest interface MTU whose frames fit a 2048-byte
 // UMEM frame on receive (1778); above it FrameSize defaults to 4096.
 const MaxMTU2048 = 2048 - XDPPacketHeadroom - ethLen
+
+// MaxPacketFrames is the most descriptors one multi-buffer packet takes:
+// the kernel's bound in copy mode (MAX_SKB_FRAGS + 1); a longer packet is
+// dropped as invalid.
+const MaxPacketFrames = 18
+
+// MaxPacketLen is the longest Ethernet frame (header included) a queue
+// with multi-buffer frames carries: MaxPacketFrames descriptors of
+// RxFrameLen each, within the 64 KiB an IPv4 packet is.
+func MaxPacketLen(frameSize int) int {
+	return min(MaxPacketFrames*RxFrameLen(frameSize), 65535+ethLen)
+}
 
 // frameSizeFor is the default FrameSize for an interface MTU.
 func frameSizeFor(mtu int) int {

@@ -29,6 +29,9 @@ type Queue struct {
 	pool  *Pool
 	mode  Mode
 	zcErr error // why the zero-copy bind was refused; nil if granted or not tried
+	sg    bool  // bound with XDP_USE_SG: a packet may span several frames
+	sgErr error // why multi-buffer was refused where the MTU needs it
+	ifMTU int   // the interface's MTU at Open
 	shift uint  // log2(FrameSize)
 
 	// The rings shared with the kernel. For fill and tx only we update the
@@ -83,7 +86,7 @@ func Open(cfg Config) (_ *Queue, err error) {
 		if err != nil {
 			return fmt.Errorf("xdp: interface %q: %w", cfg.Interface, err)
 		}
-		ifindex = ifi.Index
+		ifindex, q.ifMTU = ifi.Index, ifi.MTU
 		if q.cfg.FrameSize == 0 {
 			q.cfg.FrameSize = frameSizeFor(ifi.MTU)
 		}
@@ -159,18 +162,57 @@ func (q *Queue) Mode() Mode { return q.mode }
 // (Config.ForceCopy).
 func (q *Queue) ZeroCopyErr() error { return q.zcErr }
 
+// MultiBuffer reports whether the queue was bound with multi-buffer
+// support (XDP_USE_SG): a packet may then span several UMEM frames, its
+// descriptors but the last marked with PktContd. Receive and Transmit
+// take and put whole packets only.
+func (q *Queue) MultiBuffer() bool { return q.sg }
+
+// MultiBufferErr says why a queue whose interface MTU needs multi-buffer
+// frames was bound without them (the kernel or driver refused, or
+// Config.SingleBuffer); nil otherwise. Frames longer than RxFrameLen are
+// then dropped by the kernel.
+func (q *Queue) MultiBufferErr() error { return q.sgErr }
+
+// MaxFrameLen returns the longest Ethernet frame (header included) the
+// queue receives and sends: MaxPacketLen with multi-buffer frames,
+// RxFrameLen without.
+func (q *Queue) MaxFrameLen() int {
+	if q.sg {
+		return MaxPacketLen(q.cfg.FrameSize)
+	}
+	return q.RxFrameLen()
+}
+
+// needsMultiBuffer reports whether frames of the interface's MTU (with a
+// VLAN tag) are longer than one UMEM frame receives.
+func (q *Queue) needsMultiBuffer() bool {
+	return q.ifMTU+ethLen+vlanLen > q.RxFrameLen()
+}
+
 // ModeReport says how the queue moves frames and, in copy mode, why:
-// "zero-copy", "copy (zero-copy refused: ...)" or "copy (forced)".
+// "zero-copy", "copy (zero-copy refused: ...)" or "copy (forced)"; then,
+// where the MTU needs frames of several UMEM frames, whether it has them:
+// ", multi-buffer frames" or ", single-buffer frames (...)".
 func (q *Queue) ModeReport() string {
+	var s string
 	switch {
 	case q.mode == ModeZeroCopy:
-		return q.mode.String()
+		s = q.mode.String()
 	case q.zcErr != nil:
-		return fmt.Sprintf("%v (zero-copy refused: %v)", q.mode, q.zcErr)
+		s = fmt.Sprintf("%v (zero-copy refused: %v)", q.mode, q.zcErr)
 	case q.cfg.ForceCopy:
-		return fmt.Sprintf("%v (forced)", q.mode)
+		s = fmt.Sprintf("%v (forced)", q.mode)
+	default:
+		s = q.mode.String()
 	}
-	return q.mode.String()
+	switch {
+	case q.sg:
+		s += ", multi-buffer frames"
+	case q.sgErr != nil:
+		s += fmt.Sprintf(", single-buffer frames (%v)", q.sgErr)
+	}
+	return s
 }
 
 // Pool returns the queue's frame pool (owner only).
@@ -239,9 +281,22 @@ const refillBatch = 32
 
 // Receive takes up to len(descs) received frames from the rx ring into descs
 // and returns how many it took. The frames are then held by the owner, who
-// returns each with Release once done with it.
-func (q *Queue) Receive(descs []Desc) int {
-	idx, got := q.rx.Peek(uint32(len(descs)))
+// returns each with Release once done with it. With multi-buffer frames it
+// takes whole packets only (a packet's descriptors but the last carry
+// PktContd), so descs should hold at least MaxPacketFrames.
+func (q *Queue) Receive(descs []Desc) int { return q.ReceivePackets(descs, len(descs)) }
+
+// ReceivePackets is Receive taking at most packets packets, however many
+// frames each spans.
+func (q *Queue) ReceivePackets(descs []Desc, packets int) int {
+	want := uint32(min(len(descs), packets))
+	if q.sg {
+		want = uint32(len(descs))
+	}
+	idx, got := q.rx.Peek(want)
+	if q.sg && got > 0 {
+		idx, got = q.wholeRx(idx, got, want, packets)
+	}
 	if got == 0 {
 		// In modes where the kernel waits to be told about new fill
 		// entries, tell it; veth in copy mode never asks.
@@ -262,6 +317,27 @@ func (q *Queue) Receive(descs []Desc) int {
 	return int(got)
 }
 
+// wholeRx trims a peeked batch of got descriptors from idx to at most
+// packets whole packets, giving the rest back. The kernel publishes a
+// packet's descriptors together, so a cut packet is one the batch or the
+// cached producer index cut short: look again once.
+func (q *Queue) wholeRx(idx, got, want uint32, packets int) (uint32, uint32) {
+	mask := q.rx.Mask()
+	for again := true; ; again = false {
+		n, left := uint32(0), packets
+		for i := uint32(0); i < got && left > 0; i++ {
+			if q.rxDescs[(idx+i)&mask].Options&PktContd == 0 {
+				n, left = i+1, left-1
+			}
+		}
+		q.rx.Cancel(got - n)
+		if n > 0 || !again || got == want || q.rx.Available() <= got {
+			return idx, n
+		}
+		idx, got = q.rx.Peek(want)
+	}
+}
+
 // Alloc takes a free frame for the owner to build a frame in. It reports
 // false when every frame is in use: back-pressure, not an error.
 func (q *Queue) Alloc() (uint32, bool) { return q.pool.Get(PlaceHeld) }
@@ -271,10 +347,20 @@ func (q *Queue) Release(f uint32) { q.pool.Put(f, PlaceHeld) }
 
 // Transmit puts up to len(descs) held frames on the tx ring and returns how
 // many it queued; the rest stay held. Call Kick to have the kernel send them.
+// With multi-buffer frames it puts whole packets only: a packet whose
+// descriptors do not all fit waits for the next call.
 func (q *Queue) Transmit(descs []Desc) int {
 	idx, got := q.tx.Reserve(uint32(len(descs)))
 	if got < uint32(len(descs)) {
 		q.stats.TxRingFull++
+		if q.sg {
+			n := got
+			for n > 0 && descs[n-1].Options&PktContd != 0 {
+				n--
+			}
+			q.tx.Cancel(got - n)
+			got = n
+		}
 	}
 	mask := q.tx.Mask()
 	for i := range got {

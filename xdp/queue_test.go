@@ -33,10 +33,16 @@ type pair struct {
 
 func newPair(t *testing.T, cfg xdp.Config) *pair {
 	t.Helper()
+	return newPairOn(t, cfg, testbed.Options{})
+}
+
+// newPairOn is newPair on a testbed with options o.
+func newPairOn(t *testing.T, cfg xdp.Config, o testbed.Options) *pair {
+	t.Helper()
 	testutil.Privileged(t)
 	testutil.CheckGoroutines(t)
 	testutil.CheckFDs(t)
-	p := &pair{bed: testbed.New(t, testbed.Options{})}
+	p := &pair{bed: testbed.New(t, o)}
 	for _, h := range []struct {
 		host  *testbed.Host
 		steer **xdp.Steering

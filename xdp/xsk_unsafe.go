@@ -15,8 +15,12 @@ import (
 type Desc struct {
 	Addr    uint64 // UMEM offset of the first byte of the frame data
 	Len     uint32 // frame length in bytes
-	Options uint32 // XDP_PKT_CONTD etc.; sdx sends single-buffer frames
+	Options uint32 // PktContd on every descriptor of a multi-buffer packet but its last
 }
+
+// PktContd marks a descriptor that another of the same packet follows
+// (XDP_PKT_CONTD), with multi-buffer frames (Queue.MultiBuffer).
+const PktContd = unix.XDP_PKT_CONTD
 
 // mapping is one mmap of a kernel ring.
 type mapping struct {
@@ -105,21 +109,8 @@ func (q *Queue) setup(ifindex int) error {
 	}
 	q.initRings()
 
-	// Zero-copy first, where the driver grants it; copy mode when it
-	// refuses (veth always does), keeping the reason. Both use need_wakeup.
-	if !c.ForceCopy {
-		switch err = q.bind(ifindex, unix.XDP_USE_NEED_WAKEUP|unix.XDP_ZEROCOPY); {
-		case err == nil:
-		case zeroCopyRefused(err):
-			q.zcErr = err
-		default:
-			return q.bindErr(err)
-		}
-	}
-	if c.ForceCopy || q.zcErr != nil {
-		if err = q.bind(ifindex, unix.XDP_USE_NEED_WAKEUP|unix.XDP_COPY); err != nil {
-			return q.bindErr(err)
-		}
+	if err := q.bindBest(ifindex); err != nil {
+		return err
 	}
 	var opts uint32
 	if err := getsockoptPtr(q.fd, unix.XDP_OPTIONS, unsafe.Pointer(&opts), unsafe.Sizeof(opts)); err != nil {
@@ -131,6 +122,56 @@ func (q *Queue) setup(ifindex int) error {
 	}
 	return nil
 }
+
+// bindBest binds in the best mode the kernel and driver grant: zero-copy
+// first, where the driver offers it, then copy mode (veth always refuses
+// zero-copy); with multi-buffer frames (XDP_USE_SG) first when the MTU
+// needs them, then without. The refusals are kept for the reports.
+// Every bind uses need_wakeup.
+func (q *Queue) bindBest(ifindex int) error {
+	c := &q.cfg
+	sg := q.needsMultiBuffer()
+	if sg && c.SingleBuffer {
+		sg, q.sgErr = false, errSingleBuffer
+	}
+	zcRefused := c.ForceCopy
+	for _, try := range [...]struct{ zc, sg bool }{{true, true}, {false, true}, {true, false}, {false, false}} {
+		if try.zc && zcRefused || try.sg && (!sg || q.sgErr != nil) {
+			continue
+		}
+		flags := uint16(unix.XDP_USE_NEED_WAKEUP | unix.XDP_COPY)
+		if try.zc {
+			flags = unix.XDP_USE_NEED_WAKEUP | unix.XDP_ZEROCOPY
+		}
+		if try.sg {
+			flags |= unix.XDP_USE_SG
+		}
+		err := q.bind(ifindex, flags)
+		switch {
+		case err == nil:
+			q.sg = try.sg
+			if try.zc {
+				q.zcErr = nil
+			}
+			return nil
+		case !zeroCopyRefused(err):
+			return q.bindErr(err)
+		case try.zc:
+			// Refused: copy mode next. Zero-copy refused only with
+			// multi-buffer is tried again without it, should copy
+			// mode refuse multi-buffer too.
+			q.zcErr = err
+			zcRefused = !try.sg
+		default:
+			// Copy mode with multi-buffer refused: the kernel lacks it.
+			q.sgErr = &bpf.KernelFeatureError{Feature: "AF_XDP multi-buffer frames (XDP_USE_SG)", Minimum: "6.6", Err: err}
+		}
+	}
+	return q.bindErr(unix.EINVAL)
+}
+
+// errSingleBuffer is MultiBufferErr for a queue configured without.
+var errSingleBuffer = errors.New("single-buffer frames requested (Config.SingleBuffer)")
 
 // bind binds the socket to its interface and queue with flags. A queue
 // whose previous socket just closed can refuse the bind with EBUSY for a

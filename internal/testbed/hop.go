@@ -45,6 +45,8 @@ type HopOptions struct {
 	Subnet uint8
 	// Third adds host C on a third bridge port.
 	Third bool
+	// MTU of every veth end and of the bridge (default 1500).
+	MTU int
 }
 
 var hopSeq atomic.Uint32
@@ -92,6 +94,14 @@ func CreateHop(o HopOptions) (_ *Hop, err error) {
 			[]string{"-n", e.NS, "addr", "add", e.Addr.String() + "/24", "dev", e.If},
 			[]string{"-n", e.NS, "link", "set", "dev", e.If, "up"},
 		)
+	}
+	if o.MTU != 0 {
+		for i, e := range ends {
+			cmds = append(cmds,
+				[]string{"-n", e.NS, "link", "set", "dev", e.If, "mtu", fmt.Sprint(o.MTU)},
+				[]string{"-n", h.R, "link", "set", "dev", ports[i].If, "mtu", fmt.Sprint(o.MTU)})
+		}
+		cmds = append(cmds, []string{"-n", h.R, "link", "set", "dev", "hop", "mtu", fmt.Sprint(o.MTU)})
 	}
 	for _, c := range cmds {
 		if err := IP(c...); err != nil {
