@@ -397,9 +397,8 @@ func (l *XDPLink) encode(b []byte, peer netip.Addr, mac [6]byte, h uint32, paylo
 // packet of as many UMEM frames as it takes, queued whole or not at all.
 func (l *XDPLink) sendFrames(lq *linkQueue, peer netip.Addr, mac [6]byte, h uint32, payload []byte) error {
 	q := lq.q
-	fs := q.FrameSize()
-	nf := (frame.HeaderLen + len(payload) + fs - 1) / fs
-	if lq.ntx+nf > len(lq.txq) {
+	n := frame.HeaderLen + len(payload)
+	if nf := (n + q.FrameSize() - 1) / q.FrameSize(); lq.ntx+nf > len(lq.txq) {
 		if err := l.Flush(); err != nil {
 			return err
 		}
@@ -408,29 +407,18 @@ func (l *XDPLink) sendFrames(lq *linkQueue, peer netip.Addr, mac [6]byte, h uint
 			return ErrNoBufs
 		}
 	}
-	if q.Pool().Free() < nf {
+	chain, ok := q.AllocPacket(lq.txq[lq.ntx:lq.ntx], n)
+	if !ok {
 		q.Complete()
-		if q.Pool().Free() < nf {
+		if chain, ok = q.AllocPacket(lq.txq[lq.ntx:lq.ntx], n); !ok {
 			l.stats.NoFrames++
 			return ErrNoBufs
 		}
 	}
-	descs := lq.txq[lq.ntx : lq.ntx+nf]
-	hdr := frame.HeaderLen
-	for i := range descs {
-		f, _ := q.Alloc()
-		buf := q.Frame(f)
-		if i == 0 {
-			l.encode(buf, peer, mac, h, len(payload))
-		}
-		k := copy(buf[hdr:], payload)
-		payload = payload[k:]
-		descs[i] = xdp.Desc{Addr: q.Addr(f), Len: uint32(hdr + k), Options: xdp.PktContd}
-		hdr = 0
-	}
-	descs[nf-1].Options = 0
-	lq.ntx += nf
-	lq.tx.Add(uint64(nf))
+	l.encode(q.Data(chain[0]), peer, mac, h, len(payload))
+	q.WritePacket(chain, frame.HeaderLen, payload)
+	lq.ntx += len(chain)
+	lq.tx.Add(uint64(len(chain)))
 	l.stats.Sent++
 	return nil
 }
@@ -598,7 +586,11 @@ func (l *XDPLink) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, p
 			d := l.descs[i]
 			data, k := q.Data(d), 1
 			if d.Options&xdp.PktContd != 0 {
-				data, k = l.join(q, l.descs[i:n])
+				// Joined to parse as one frame; a packet longer
+				// than the link's frames is cut short and fails to.
+				var m int
+				m, k = q.ReadPacket(l.joined[:cap(l.joined)], l.descs[i:n])
+				data = l.joined[:m]
 			}
 			switch err := frame.Parse(data, &l.parsed); {
 			case err == frame.ErrNotUDP:
@@ -621,9 +613,7 @@ func (l *XDPLink) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, p
 				fn(l.parsed.Flow.Src.IP, l.parsed.Payload)
 				got++
 			}
-			for _, d := range l.descs[i : i+k] {
-				q.Release(q.FrameOf(d))
-			}
+			q.ReleasePacket(l.descs[i : i+k])
 			i += k
 		}
 		if packets < want {
@@ -634,22 +624,6 @@ func (l *XDPLink) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, p
 	}
 	q.Refill()
 	return got
-}
-
-// join copies the pieces of the multi-buffer packet that begins descs into
-// l.joined, so that it parses as one frame, and returns it with the number
-// of descriptors it took. A packet longer than the link's frames comes
-// back cut short, and fails to parse.
-func (l *XDPLink) join(q *xdp.Queue, descs []xdp.Desc) ([]byte, int) {
-	b := l.joined[:0]
-	for i, d := range descs {
-		p := q.Data(d)
-		b = append(b, p[:min(len(p), cap(b)-len(b))]...)
-		if d.Options&xdp.PktContd == 0 {
-			return b, i + 1
-		}
-	}
-	return b, len(descs) // the queue hands over whole packets only
 }
 
 // Wait blocks until a frame arrives on any queue, Wake is called, or

@@ -11,26 +11,17 @@ import (
 	"github.com/sdx-project/sdx/xdp"
 )
 
-// sendPacket queues one frame of n payload bytes as a packet of as many
-// UMEM frames as it takes, its descriptors chained with PktContd, and
-// returns the descriptors (Transmit not yet called).
+// sendPacket builds one frame of payload as a packet of as many UMEM
+// frames as it takes and appends its chain to descs (Transmit not yet
+// called).
 func sendPacket(q *xdp.Queue, flow *frame.Flow, payload []byte, descs []xdp.Desc) []xdp.Desc {
-	hdr := frame.HeaderLen
-	for i := 0; i == 0 || len(payload) > 0; i++ {
-		f, ok := q.Alloc()
-		if !ok {
-			panic("out of frames")
-		}
-		buf := q.Frame(f)
-		if i == 0 {
-			flow.Encode(buf, len(payload), uint16(len(descs)))
-		}
-		k := copy(buf[hdr:], payload)
-		payload = payload[k:]
-		descs = append(descs, xdp.Desc{Addr: q.Addr(f), Len: uint32(hdr + k), Options: xdp.PktContd})
-		hdr = 0
+	n := len(descs)
+	descs, ok := q.AllocPacket(descs, frame.HeaderLen+len(payload))
+	if !ok {
+		panic("out of frames")
 	}
-	descs[len(descs)-1].Options = 0
+	flow.Encode(q.Data(descs[n]), len(payload), uint16(n))
+	q.WritePacket(descs[n:], frame.HeaderLen, payload)
 	return descs
 }
 
@@ -60,6 +51,7 @@ func TestMultiBufferFrames(t *testing.T) {
 
 	var (
 		pending []xdp.Desc // built, not yet on the tx ring
+		whole   = make([]byte, 2*mtu)
 		rx      [64]xdp.Desc
 		parsed  frame.Parsed
 		got     int
@@ -93,18 +85,14 @@ func TestMultiBufferFrames(t *testing.T) {
 			t.Fatalf("Receive took %d descriptors: a packet cut in two", n)
 		}
 		for i := 0; i < n; {
-			var whole []byte
-			for {
-				d := rx[i]
-				whole = append(whole, p.b.Data(d)...)
-				p.b.Release(p.b.FrameOf(d))
-				i++
-				if d.Options&xdp.PktContd == 0 {
-					break
-				}
+			m, k := p.b.ReadPacket(whole, rx[i:n])
+			if rx[i+k-1].Options&xdp.PktContd != 0 {
+				t.Fatalf("packet %d: chain of %d descriptors without an end", got, k)
 			}
-			if err := frame.Parse(whole, &parsed); err != nil {
-				t.Fatalf("packet %d (%d bytes): %v", got, len(whole), err)
+			p.b.ReleasePacket(rx[i : i+k])
+			i += k
+			if err := frame.Parse(whole[:m], &parsed); err != nil {
+				t.Fatalf("packet %d (%d bytes): %v", got, m, err)
 			}
 			if !bytes.Equal(parsed.Payload, sent[got]) {
 				t.Fatalf("packet %d: %d bytes, want %d, or different bytes", got, len(parsed.Payload), len(sent[got]))

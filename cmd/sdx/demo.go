@@ -25,12 +25,22 @@ type host struct {
 	qs    []*xdp.Queue
 }
 
-func demo(ctx context.Context, frames, size, queues int, timeout time.Duration) (err error) {
-	if frames <= 0 || size < 16 || size > 1458 || queues < 1 || queues > 64 {
-		return errors.New("demo: -frames must be positive, -size in 16..1458 and -queues in 1..64")
+// demoConfig is what the demo's flags set.
+type demoConfig struct {
+	frames, size, queues, mtu int
+	timeout                   time.Duration
+}
+
+func demo(ctx context.Context, c demoConfig) (err error) {
+	frames, size, queues := c.frames, c.size, c.queues
+	if c.mtu == 0 {
+		c.mtu = 1500
+	}
+	if frames <= 0 || size < 16 || size > c.mtu-frame.IPv4Len-frame.UDPLen || queues < 1 || queues > 64 || c.mtu < 1280 || c.mtu > 65535 {
+		return errors.New("demo: -frames must be positive, -mtu in 1280..65535, -size in 16..MTU-28 and -queues in 1..64")
 	}
 	start := time.Now()
-	bed, err := testbed.Create(testbed.Options{Queues: queues})
+	bed, err := testbed.Create(testbed.Options{Queues: queues, MTU: c.mtu})
 	if err != nil {
 		return fmt.Errorf("testbed: %w", err)
 	}
@@ -55,6 +65,9 @@ func demo(ctx context.Context, frames, size, queues int, timeout time.Duration) 
 			}
 			hs.qs = append(hs.qs, q)
 			fmt.Printf("%s queue %d: XDP %v, AF_XDP %v, %d frames of %d bytes\n", h.If, qi, hs.steer.Mode(), q.ModeReport(), q.Pool().Len(), q.FrameSize())
+			if max := q.MaxFrameLen() - frame.HeaderLen; size > max {
+				return fmt.Errorf("demo: -size %d: %s's queue carries at most %d", size, h.If, max)
+			}
 		}
 		hosts[i] = hs
 		if why := hs.steer.Fallback(); why != "" {
@@ -71,19 +84,21 @@ func demo(ctx context.Context, frames, size, queues int, timeout time.Duration) 
 	// it to B's queue of the same number), B turns each around in place on
 	// the queue it came in on, A checks that each queue's numbers come
 	// back in order. The window keeps every queue below veth's 256-frame
-	// ring.
-	window := 128 * queues
+	// ring and the rx rings' frames.
+	// A packet of several frames takes as many of the rings' slots.
+	window := 128 * queues / ((frame.HeaderLen + size + a.qs[0].RxFrameLen() - 1) / a.qs[0].RxFrameLen())
 	var (
 		sent, echoed, back int
 		descs              [64]xdp.Desc
 		p                  frame.Parsed
+		joined             = make([]byte, c.mtu+frame.EthLen+4)
 	)
 	next := make([]int, queues)   // the number each of A's queues expects next
 	queued := make([]int, queues) // the number each of A's queues sends next
 	for qi := range next {
 		next[qi], queued[qi] = qi, qi
 	}
-	deadline := time.Now().Add(timeout)
+	deadline := time.Now().Add(c.timeout)
 	t0 := time.Now()
 	for back < frames {
 		if ctx.Err() != nil || time.Now().After(deadline) {
@@ -92,22 +107,23 @@ func demo(ctx context.Context, frames, size, queues int, timeout time.Duration) 
 		// A: each queue sends its own numbers, up to the window.
 		for qi, q := range a.qs {
 			built := 0
-			for ; built < len(descs) && queued[qi] < frames && sent+built-back < window; built++ {
-				f, ok := q.Alloc()
-				if !ok {
+			chain := descs[:0]
+			for ; len(chain)+xdp.MaxPacketFrames <= len(descs) && queued[qi] < frames && sent+built-back < window; built++ {
+				n := len(chain)
+				var ok bool
+				if chain, ok = q.AllocPacket(chain, frame.HeaderLen+size); !ok {
 					break
 				}
-				buf := q.Frame(f)
+				buf := q.Data(chain[n])
+				flow.Encode(buf, size, 0)
 				binary.BigEndian.PutUint64(buf[frame.HeaderLen:], uint64(queued[qi]))
-				descs[built] = xdp.Desc{Addr: q.Addr(f), Len: uint32(flow.Encode(buf, size, 0))}
 				queued[qi] += queues
 			}
-			n := q.Transmit(descs[:built])
-			for _, d := range descs[n:built] {
-				q.Release(q.FrameOf(d))
-			}
-			queued[qi] -= (built - n) * queues // not sent: sent again next turn
-			sent += n
+			n := q.Transmit(chain)
+			q.ReleasePacket(chain[n:])
+			unsent := built - packets(chain[:n])
+			queued[qi] -= unsent * queues // not sent: sent again next turn
+			sent += built - unsent
 			if err := q.Kick(); err != nil {
 				return err
 			}
@@ -118,19 +134,20 @@ func demo(ctx context.Context, frames, size, queues int, timeout time.Duration) 
 			if n == 0 {
 				continue
 			}
-			for i := range descs[:n] {
-				buf := q.Data(descs[i])
-				if err := frame.Parse(buf, &p); err != nil {
+			for i := 0; i < n; {
+				// Parsed whole; the reversed headers go into the
+				// packet's first frame.
+				m, k := q.ReadPacket(joined, descs[i:n])
+				if err := frame.Parse(joined[:m], &p); err != nil {
 					return fmt.Errorf("B received a bad frame: %w", err)
 				}
 				rev := p.Flow.Reverse()
-				rev.Encode(buf, len(p.Payload), 0)
+				rev.Encode(q.Data(descs[i]), len(p.Payload), 0)
+				i += k
 			}
 			t := q.Transmit(descs[:n])
-			for _, d := range descs[t:n] {
-				q.Release(q.FrameOf(d))
-			}
-			echoed += t
+			q.ReleasePacket(descs[t:n])
+			echoed += packets(descs[:t])
 			if err := q.Kick(); err != nil {
 				return err
 			}
@@ -138,15 +155,16 @@ func demo(ctx context.Context, frames, size, queues int, timeout time.Duration) 
 		// A: check the echoes, queue by queue.
 		for qi, q := range a.qs {
 			n := q.Receive(descs[:])
-			for _, d := range descs[:n] {
-				buf := q.Data(d)
-				if err := frame.Parse(buf, &p); err != nil {
+			for i := 0; i < n; {
+				m, k := q.ReadPacket(joined, descs[i:n])
+				if err := frame.Parse(joined[:m], &p); err != nil {
 					return fmt.Errorf("A received a bad frame: %w", err)
 				}
 				if seq := binary.BigEndian.Uint64(p.Payload); seq != uint64(next[qi]) {
 					return fmt.Errorf("A's queue %d received frame %d, expected %d", qi, seq, next[qi])
 				}
-				q.Release(q.FrameOf(d))
+				q.ReleasePacket(descs[i : i+k])
+				i += k
 				next[qi] += queues
 				back++
 			}
@@ -198,4 +216,15 @@ func demo(ctx context.Context, frames, size, queues int, timeout time.Duration) 
 	}
 	fmt.Printf("\n\nframe accounting holds; tearing down (total %v)\n", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// packets counts the packets whose chains make up descs.
+func packets(descs []xdp.Desc) int {
+	n := 0
+	for _, d := range descs {
+		if d.Options&xdp.PktContd == 0 {
+			n++
+		}
+	}
+	return n
 }

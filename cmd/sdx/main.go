@@ -1,6 +1,6 @@
 // Command sdx is the sdx command-line tool.
 //
-//	sdx demo [-frames N] [-size BYTES] [-timeout D]
+//	sdx demo [-frames N] [-size BYTES] [-queues N] [-mtu BYTES] [-timeout D]
 //
 // demo builds a throw-away testbed (two network namespaces joined by a veth
 // pair, addresses in 198.18.0.0/15), attaches the steer program to both
@@ -33,11 +33,12 @@ func main() {
 	case "demo":
 		fs := flag.NewFlagSet("demo", flag.ExitOnError)
 		frames := fs.Int("frames", 200000, "frames to send from A to B (each is echoed back)")
-		size := fs.Int("size", 64, "frame payload bytes after the UDP header (16..1458)")
+		size := fs.Int("size", 64, "frame payload bytes after the UDP header (16..MTU-28; above a UMEM frame, multi-buffer packets)")
 		queues := fs.Int("queues", 1, "rx/tx queues of each veth end; frames go over all of them")
+		mtu := fs.Int("mtu", 1500, "MTU of the veth pair (1280..65535)")
 		timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
 		fs.Parse(os.Args[2:])
-		err = demo(ctx, *frames, *size, *queues, *timeout)
+		err = demo(ctx, demoConfig{frames: *frames, size: *size, queues: *queues, mtu: *mtu, timeout: *timeout})
 	case "help", "-h", "--help":
 		usage()
 	default:
@@ -51,7 +52,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, `usage: sdx demo [-frames N] [-size BYTES] [-queues N] [-timeout D]
+	fmt.Fprintln(os.Stderr, `usage: sdx demo [-frames N] [-size BYTES] [-queues N] [-mtu BYTES] [-timeout D]
 
 demo: build a veth testbed, move frames over AF_XDP both ways, print the
 counters, tear the testbed down. Needs root.`)

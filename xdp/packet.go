@@ -1,0 +1,67 @@
+package xdp
+
+// Packets of several frames (multi-buffer, Queue.MultiBuffer): a packet
+// longer than a UMEM frame is a chain of descriptors, all but the last
+// marked PktContd. These helpers build and read such chains; a packet of
+// one frame is a chain of one.
+
+// AllocPacket takes the frames for a packet of n bytes and appends their
+// descriptors to descs, chained and with their lengths set: every frame
+// full but the last. It reports false, taking nothing, when the pool has
+// too few free frames. Write the packet's bytes with WritePacket, then
+// Transmit the chain whole.
+func (q *Queue) AllocPacket(descs []Desc, n int) ([]Desc, bool) {
+	fs := q.cfg.FrameSize
+	nf := max((n+fs-1)/fs, 1)
+	if q.pool.Free() < nf {
+		return descs, false
+	}
+	for i := range nf {
+		f, _ := q.pool.Get(PlaceHeld)
+		d := Desc{Addr: q.Addr(f), Len: uint32(min(n-i*fs, fs)), Options: PktContd}
+		if i == nf-1 {
+			d.Options = 0
+		}
+		descs = append(descs, d)
+	}
+	return descs, true
+}
+
+// WritePacket copies p into the chain from byte off of the packet on and
+// returns how many bytes it copied (fewer when the chain ends first).
+func (q *Queue) WritePacket(chain []Desc, off int, p []byte) int {
+	n := 0
+	for _, d := range chain {
+		b := q.Data(d)
+		if off >= len(b) {
+			off -= len(b)
+			continue
+		}
+		k := copy(b[off:], p[n:])
+		n, off = n+k, 0
+		if n == len(p) {
+			break
+		}
+	}
+	return n
+}
+
+// ReadPacket copies the packet whose chain begins descs into dst, as much
+// as fits, and returns the bytes copied and the descriptors the chain
+// takes.
+func (q *Queue) ReadPacket(dst []byte, descs []Desc) (n, k int) {
+	for i, d := range descs {
+		n += copy(dst[n:], q.Data(d))
+		if d.Options&PktContd == 0 {
+			return n, i + 1
+		}
+	}
+	return n, len(descs)
+}
+
+// ReleasePacket returns the frames of a chain to the pool.
+func (q *Queue) ReleasePacket(chain []Desc) {
+	for _, d := range chain {
+		q.Release(q.FrameOf(d))
+	}
+}
