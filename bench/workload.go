@@ -60,29 +60,38 @@ func SizeString(n int) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-// Specs is every workload of the table, in its order.
-var Specs = []Spec{
-	{Workload: RR, Size: 64, Conns: 1},
-	{Workload: RR, Size: 1024, Conns: 1},
-	{Workload: RR, Size: 16384, Conns: 1},
-	{Workload: MsgRate, Size: 64, Conns: 1},
-	{Workload: Bulk, Size: BulkChunk, Conns: 1},
-	{Workload: Bulk, Size: BulkChunk, Conns: 4},
-	{Workload: ConnRate, Conns: 1},
-	{Workload: Idle, Conns: 1},
-	{Workload: HTTP, Size: 64, Conns: 1},
-	{Workload: HTTP, Size: 64, Conns: 32},
+// AllWorkloads is every workload, in the table's order.
+var AllWorkloads = []Workload{RR, MsgRate, Bulk, ConnRate, Idle, HTTP}
+
+// Specs is every workload of the table, in its order, over a link of the
+// given MTU: the second message rate is at the largest message one raw
+// frame carries there (FrameMessage), the size of the floor's bulk frames.
+func Specs(mtu int) []Spec {
+	return []Spec{
+		{Workload: RR, Size: 64, Conns: 1},
+		{Workload: RR, Size: 1024, Conns: 1},
+		{Workload: RR, Size: 16384, Conns: 1},
+		{Workload: MsgRate, Size: 64, Conns: 1},
+		{Workload: MsgRate, Size: FrameMessage(mtu), Conns: 1},
+		{Workload: Bulk, Size: BulkChunk, Conns: 1},
+		{Workload: Bulk, Size: BulkChunk, Conns: 4},
+		{Workload: ConnRate, Conns: 1},
+		{Workload: Idle, Conns: 1},
+		{Workload: HTTP, Size: 64, Conns: 1},
+		{Workload: HTTP, Size: 64, Conns: 32},
+	}
 }
 
-// Applies reports whether spec can run over sys, and if not, why.
-func Applies(sys System, spec Spec) (bool, string) {
+// Applies reports whether spec can run over sys on a link of the given
+// MTU, and if not, why.
+func Applies(sys System, spec Spec, mtu int) (bool, string) {
 	if w, ok := sys.(Workloads); ok && !slices.Contains(w.Workloads(), spec.Workload) {
 		return false, "the server end is another process's echo and HTTP server"
 	}
 	switch spec.Workload {
 	case RR, MsgRate:
-		if m := sys.MaxMessage(); m > 0 && spec.Size > m {
-			return false, fmt.Sprintf("a message is one frame, at most %d B", m)
+		if m := sys.MaxMessage(mtu); m > 0 && spec.Size > m {
+			return false, fmt.Sprintf("a message is one frame, at most %d B at MTU %d", m, mtu)
 		}
 	case Bulk:
 		if sys.Kind() != Stream {
@@ -213,13 +222,16 @@ func NewHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, 10e9, 3) }
 
 // Run runs spec once over sys, which must be open on h.
 func Run(ctx context.Context, sys System, h *Hosts, spec Spec, bud Budget) (*Sample, error) {
-	if ok, why := Applies(sys, spec); !ok {
+	mtu, err := h.MTU()
+	if err != nil {
+		return nil, err
+	}
+	if ok, why := Applies(sys, spec, mtu); !ok {
 		return nil, fmt.Errorf("bench: %s over %s: %s", spec, sys.Name(), why)
 	}
 	b := NewBound(ctx, bud.Setup+bud.Limit)
 	defer b.Stop()
 	r := &runner{sys: sys, h: h, b: b, bud: bud, s: &Sample{Spec: spec, System: sys.Name()}}
-	var err error
 	switch spec.Workload {
 	case RR:
 		err = r.rr()
@@ -474,7 +486,11 @@ type Pinger struct {
 // everything ends after limit at the latest.
 func StartPinger(ctx context.Context, sys System, h *Hosts, size int, limit time.Duration) (*Pinger, error) {
 	spec := Spec{Workload: RR, Size: size, Conns: 1}
-	if ok, why := Applies(sys, spec); !ok || size < 8 {
+	mtu, err := h.MTU()
+	if err != nil {
+		return nil, err
+	}
+	if ok, why := Applies(sys, spec, mtu); !ok || size < 8 {
 		return nil, fmt.Errorf("bench: %s over %s: %s", spec, sys.Name(), why)
 	}
 	r := &runner{sys: sys, h: h, b: NewBound(ctx, limit), s: &Sample{Spec: spec}}

@@ -86,9 +86,9 @@ func TestRun(t *testing.T) {
 		checkResult(t, key, r)
 	}
 	for _, sys := range bench.Systems() {
-		for _, spec := range bench.Specs {
+		for _, spec := range bench.Specs(doc.Env.MTU) {
 			key := fmt.Sprintf("%s/%s/%d/%d", sys.Name(), spec.Workload, spec.Size, spec.Conns)
-			ok, _ := bench.Applies(sys, spec)
+			ok, _ := bench.Applies(sys, spec, doc.Env.MTU)
 			if _, has := got[key]; has != ok {
 				t.Errorf("%s: result present %v, applies %v", key, has, ok)
 			}

@@ -220,11 +220,15 @@ func columns(w bench.Workload) []column {
 	return nil
 }
 
-func title(s bench.Spec) string {
+// title names a workload's table; mtu is the link's.
+func title(s bench.Spec, mtu int) string {
 	switch s.Workload {
 	case bench.RR:
 		return fmt.Sprintf("Ping-pong (rr), %s messages, one connection", bench.SizeString(s.Size))
 	case bench.MsgRate:
+		if s.Size == bench.FrameMessage(mtu) {
+			return fmt.Sprintf("One-way message rate (msgrate), %s messages (the most one raw frame carries at MTU %d), one connection", bench.SizeString(s.Size), mtu)
+		}
 		return fmt.Sprintf("One-way message rate (msgrate), %s messages, one connection", bench.SizeString(s.Size))
 	case bench.Bulk:
 		if s.Conns == 1 {
@@ -251,7 +255,7 @@ func Markdown(w io.Writer, rep *Report) error {
 	fmt.Fprintf(&b, "\nEach cell: median of %d repeats, ×ratio to the same figure of %s (kernel TCP, spinning reader), (min–max over the repeats).\n", rep.Env.Repeats, Reference)
 	for _, spec := range rep.specs {
 		cols := columns(spec.Workload)
-		fmt.Fprintf(&b, "\n### %s\n\n| system |", title(spec))
+		fmt.Fprintf(&b, "\n### %s\n\n| system |", title(spec, rep.Env.MTU))
 		for _, c := range cols {
 			if c.ratio {
 				fmt.Fprintf(&b, " %s (× %s) |", c.title, Reference)
