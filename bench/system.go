@@ -149,6 +149,17 @@ type Batcher interface {
 	Flush() error
 }
 
+// Flooder is a datagram system measured in bulk too, as the floor under
+// the streams' bulk figures: its client end queues messages of the
+// largest size (MaxMessage) one way through Batcher, a batch per kick,
+// and the bulk figure counts the payload received. It carries one flow at
+// a time, so bulk runs over one connection only.
+type Flooder interface {
+	System
+	// Flood marks the system; it does nothing.
+	Flood()
+}
+
 // ErrTimeout is returned by RecvUntil when its deadline passes.
 var ErrTimeout = errors.New("bench: receive timed out")
 

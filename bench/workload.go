@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -94,7 +95,11 @@ func Applies(sys System, spec Spec, mtu int) (bool, string) {
 			return false, fmt.Sprintf("a message is one frame, at most %d B at MTU %d", m, mtu)
 		}
 	case Bulk:
-		if sys.Kind() != Stream {
+		if _, ok := sys.(Flooder); ok {
+			if spec.Conns > 1 {
+				return false, "one flow at a time: one AF_XDP queue at each end"
+			}
+		} else if sys.Kind() != Stream {
 			return false, "datagrams, no stream to fill"
 		}
 	case ConnRate:
@@ -140,7 +145,7 @@ type Sample struct {
 	System  string
 	Hist    *hdrhistogram.Histogram // rr: each measured round trip, in ns
 	Count   int64                   // transactions, messages received, bytes received, connections
-	Sent    int64                   // msgrate: messages sent
+	Sent    int64                   // msgrate: messages sent; bulk over a Flooder: payload bytes sent
 	Lost    int64                   // rr over datagrams: transactions whose answer never came
 	Elapsed time.Duration           // the measured part of the run
 	CPU     time.Duration           // process user+system time during it
@@ -204,11 +209,12 @@ func (s *Sample) CPUPerMsg() float64 {
 	return float64(s.CPU.Nanoseconds()) / 1e3 / float64(m)
 }
 
-// Loss is the fraction of messages sent that never arrived (msgrate) or of
-// transactions that got no answer (rr), for datagram systems.
+// Loss is the fraction of messages (msgrate) or payload bytes (the floor's
+// bulk) sent that never arrived, or of transactions that got no answer
+// (rr), for datagram systems.
 func (s *Sample) Loss() float64 {
 	switch {
-	case s.Workload == MsgRate && s.Sent > 0:
+	case (s.Workload == MsgRate || s.Workload == Bulk) && s.Sent > 0:
 		return 1 - float64(s.Count)/float64(s.Sent)
 	case s.Workload == RR && s.Lost > 0:
 		return float64(s.Lost) / float64(s.Count+s.Lost)
@@ -238,7 +244,11 @@ func Run(ctx context.Context, sys System, h *Hosts, spec Spec, bud Budget) (*Sam
 	case MsgRate:
 		err = r.msgrate()
 	case Bulk:
-		err = r.bulk()
+		if _, ok := sys.(Flooder); ok {
+			err = r.flood()
+		} else {
+			err = r.bulk()
+		}
 	case ConnRate:
 		err = r.connrate()
 	case Idle:
@@ -566,18 +576,60 @@ func echo(c Conn, kind Kind, size int) error {
 // one.
 func (r *runner) msgrate() error {
 	size := r.s.Size
-	c, s, err := r.sys.Pair(r.b)
+	sent, msgs, bytes, err := r.oneWay(size, r.bud.Messages)
 	if err != nil {
 		return err
 	}
+	r.s.Sent, r.s.Count = sent, msgs
+	if r.sys.Kind() == Stream {
+		r.s.Count = bytes / int64(size)
+	}
+	return nil
+}
+
+// flood is bulk over a Flooder, the floor: the client queues messages of
+// the largest size the link carries one way (MaxMessage), and the kernel
+// sends them a batch per kick, until the byte budget or the time limit;
+// the server takes them one by one. Count is the payload received, the
+// bytes a stream's bulk counts, over the time from the start to the last
+// message; Sent is the payload sent, so what the link dropped shows as
+// loss.
+func (r *runner) flood() error {
+	mtu, err := r.h.MTU()
+	if err != nil {
+		return err
+	}
+	size := r.sys.MaxMessage(mtu)
+	if size <= 0 {
+		return fmt.Errorf("bulk: %s has no largest message", r.sys.Name())
+	}
+	n := int(min(r.bud.Bytes/int64(size)+1, math.MaxInt32))
+	sent, _, bytes, err := r.oneWay(size, n)
+	if err != nil {
+		return err
+	}
+	r.s.Sent, r.s.Count = sent*int64(size), bytes
+	return nil
+}
+
+// oneWay has the client send up to n messages of size bytes one way, as
+// fast as it can (queued a batch per kick when its end is a Batcher),
+// until n or the time limit, and the server receive them. It returns the
+// messages sent, and the Recv calls and bytes the server had; it sets the
+// sample's Elapsed (from the start to the last arrival) and CPU.
+func (r *runner) oneWay(size, n int) (sent, msgs, bytes int64, err error) {
+	c, s, err := r.sys.Pair(r.b)
+	if err != nil {
+		return 0, 0, 0, err
+	}
 	defer closeAll(c, s)
-	kind := r.sys.Kind()
 	var (
 		begin    = make(chan struct{})
 		t0       time.Time
-		got      atomic.Int64 // bytes (stream) or messages (datagram) received
+		gotMsgs  atomic.Int64 // Recv calls that returned data
+		gotBytes atomic.Int64
 		lastRecv time.Time
-		sent     atomic.Int64
+		nsent    atomic.Int64
 		sending  = make(chan struct{}) // closed when the client is done
 	)
 	srv := r.server(func() error {
@@ -589,11 +641,8 @@ func (r *runner) msgrate() error {
 				return err
 			}
 			lastRecv = time.Now()
-			if kind == Stream {
-				got.Add(int64(n))
-			} else {
-				got.Add(1)
-			}
+			gotBytes.Add(int64(n))
+			gotMsgs.Add(1)
 		}
 	})
 	cli := r.client(false, func() (err error) {
@@ -607,7 +656,7 @@ func (r *runner) msgrate() error {
 		msg := make([]byte, size)
 		bc, batched := c.(Batcher)
 		i := 0
-		for ; i < r.bud.Messages; i++ {
+		for ; i < n; i++ {
 			if i%64 == 0 && (r.b.Stopped() || time.Since(t0) > r.bud.Limit) {
 				break
 			}
@@ -626,23 +675,23 @@ func (r *runner) msgrate() error {
 				return err
 			}
 		}
-		sent.Store(int64(i))
+		nsent.Store(int64(i))
 		return c.CloseWrite() // a stream server reads to EOF
 	})
 	cpu0, err := r.cpu()
 	if err != nil {
 		r.b.Stop()
-		return errors.Join(err, r.finish(cli, srv))
+		return 0, 0, 0, errors.Join(err, r.finish(cli, srv))
 	}
 	t0 = time.Now()
 	close(begin)
 	<-sending
-	if kind == Datagram {
+	if r.sys.Kind() == Datagram {
 		// Wait for the receiver to drain: until it has everything, or
 		// nothing more arrived for a while.
 		for prev := int64(-1); ; {
-			n := got.Load()
-			if n >= sent.Load() || n == prev || r.b.Done() {
+			n := gotMsgs.Load()
+			if n >= nsent.Load() || n == prev || r.b.Done() {
 				break
 			}
 			prev = n
@@ -653,18 +702,13 @@ func (r *runner) msgrate() error {
 	err = r.finish(srv, cli)
 	cpu1, cerr := r.cpu()
 	if err = errors.Join(err, cerr); err != nil {
-		return err
-	}
-	r.s.Sent = sent.Load()
-	r.s.Count = got.Load()
-	if kind == Stream {
-		r.s.Count /= int64(size)
+		return 0, 0, 0, err
 	}
 	r.s.Elapsed, r.s.CPU = lastRecv.Sub(t0), time.Duration(cpu1-cpu0)
-	if r.s.Count == 0 || r.s.Elapsed <= 0 {
-		return fmt.Errorf("msgrate: nothing received")
+	if gotBytes.Load() == 0 || r.s.Elapsed <= 0 {
+		return 0, 0, 0, fmt.Errorf("%s: nothing received", r.s.Workload)
 	}
-	return nil
+	return nsent.Load(), gotMsgs.Load(), gotBytes.Load(), nil
 }
 
 // bulk: each connection's client writes BulkChunk bytes at a time until

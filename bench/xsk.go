@@ -37,6 +37,9 @@ func (*xskSystem) Pinned() bool { return true }
 
 func (*xskSystem) MaxMessage(mtu int) int { return FrameMessage(mtu) }
 
+// Flood: the floor's bulk is raw frames of FrameMessage bytes, 32 per kick.
+func (*xskSystem) Flood() {}
+
 // umemFrameMax is the largest UMEM frame an xdp.Queue takes
 // (xdp.Config.FrameSize); a queue picks it above MTU xdp.MaxMTU2048.
 const umemFrameMax = 4096

@@ -206,7 +206,7 @@ func columns(w bench.Workload) []column {
 	case bench.MsgRate:
 		return []column{{"rate", "msg/s", true}, {"cpu_us_per_msg", "CPU µs/msg", true}, {"loss", "lost", false}}
 	case bench.Bulk:
-		return []column{{"rate", "Gbit/s", true}, {"cpu_us_per_msg", "CPU µs/64 KiB", true}}
+		return []column{{"rate", "Gbit/s", true}, {"cpu_us_per_msg", "CPU µs/64 KiB", true}, {"loss", "lost", false}}
 	case bench.ConnRate:
 		return []column{{"rate", "conn/s", true}, {"cpu_us_per_msg", "CPU µs/conn", true}}
 	case bench.Idle:
