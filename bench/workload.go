@@ -657,7 +657,9 @@ func (r *runner) oneWay(size, n int) (sent, msgs, bytes int64, err error) {
 		bc, batched := c.(Batcher)
 		i := 0
 		for ; i < n; i++ {
-			if i%64 == 0 && (r.b.Stopped() || time.Since(t0) > r.bud.Limit) {
+			// The first message always goes: a client thread the
+			// scheduler starts late still measures something.
+			if i%64 == 0 && (r.b.Stopped() || (i > 0 && time.Since(t0) > r.bud.Limit)) {
 				break
 			}
 			var err error
@@ -739,7 +741,8 @@ func (r *runner) bulk() error {
 			<-begin
 			buf := make([]byte, BulkChunk)
 			for n := int64(0); n < share; n += BulkChunk {
-				if r.b.Stopped() || time.Since(t0) > r.bud.Limit {
+				// The first chunk always goes, as in oneWay.
+				if r.b.Stopped() || (n > 0 && time.Since(t0) > r.bud.Limit) {
 					break
 				}
 				if err := c.Send(buf); err != nil {
