@@ -16,8 +16,10 @@
 // -cpu-client and the server's to -cpu-server, the process is not.
 //
 // Workloads: ping-pong (rr) at 64 B, 1 KiB and 16 KiB with p50, p99,
-// p99.9 and max from an HDR histogram; one-way message rate at 64 B; bulk
-// throughput over 1 and 4 connections; connection setup rate; CPU time per
+// p99.9 and max from an HDR histogram; one-way message rate at 64 B and
+// at the largest message one raw frame carries on the link; bulk
+// throughput over 1 and 4 connections, and the raw AF_XDP floor's (frames
+// of that largest size, 32 per kick); connection setup rate; CPU time per
 // message. Each is repeated; the table gives the median, the spread
 // (min–max) and the ratio to kernel TCP with a spinning reader (tcp-spin).
 // -json writes the same for scripts; -plot draws the 64 B latency CDFs.
