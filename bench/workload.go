@@ -603,7 +603,7 @@ func (r *runner) flood() error {
 	if size <= 0 {
 		return fmt.Errorf("bulk: %s has no largest message", r.sys.Name())
 	}
-	n := int(min(r.bud.Bytes/int64(size)+1, math.MaxInt32))
+	n := int(min((r.bud.Bytes+int64(size)-1)/int64(size), math.MaxInt32)) // frames to cover the byte budget
 	sent, _, bytes, err := r.oneWay(size, n)
 	if err != nil {
 		return err
