@@ -35,6 +35,10 @@ func BenchmarkRR(b *testing.B) {
 		b.Fatal(err)
 	}
 	h := &bench.Hosts{A: bed.A, B: bed.B, ClientCPU: 0, ServerCPU: 1}
+	mtu, err := h.MTU()
+	if err != nil {
+		b.Fatal(err)
+	}
 	for _, sys := range bench.Systems() {
 		b.Run(sys.Name(), func(b *testing.B) {
 			if err := sys.Open(h); err != nil {
@@ -46,7 +50,7 @@ func BenchmarkRR(b *testing.B) {
 				}
 			})
 			for _, size := range []int{64, 1024, 16384} {
-				if ok, _ := bench.Applies(sys, bench.Spec{Workload: bench.RR, Size: size}); !ok {
+				if ok, _ := bench.Applies(sys, bench.Spec{Workload: bench.RR, Size: size}, mtu); !ok {
 					continue
 				}
 				b.Run(bench.SizeString(size), func(b *testing.B) { benchRR(b, sys, h, size) })

@@ -18,7 +18,9 @@
 //     reader spinning the same way;
 //   - xsk-floor: raw AF_XDP (package xdp) with no protocol at all: the
 //     client builds a frame, the server turns it around in place. It is
-//     the floor under any protocol over AF_XDP on this link.
+//     the floor under any protocol over AF_XDP on this link. A message is
+//     one frame, at most FrameMessage(mtu) bytes; its bulk (a Flooder) is
+//     frames of that size one way, 32 per kick, counted as payload.
 //
 // # Threads
 //

@@ -19,7 +19,7 @@ type gonetSystem struct {
 
 func (*gonetSystem) Name() string          { return "tcp-gonet" }
 func (*gonetSystem) Kind() Kind            { return Stream }
-func (*gonetSystem) MaxMessage() int       { return 0 }
+func (*gonetSystem) MaxMessage(int) int    { return 0 }
 func (*gonetSystem) Pinned() bool          { return false }
 func (s *gonetSystem) Open(h *Hosts) error { s.h = h; return nil }
 func (s *gonetSystem) Close() error        { return nil }

@@ -38,7 +38,7 @@ func newSDX(name string, mode provider.PollMode) *sdxSystem {
 
 func (s *sdxSystem) Name() string                     { return s.name }
 func (*sdxSystem) Kind() Kind                         { return Stream }
-func (*sdxSystem) MaxMessage() int                    { return 0 }
+func (*sdxSystem) MaxMessage(int) int                 { return 0 }
 func (s *sdxSystem) Pinned() bool                     { return true }
 func (s *sdxSystem) Modes() (xdpMode, xskMode string) { return s.xdpMode, s.xskMode }
 func (s *sdxSystem) XDPFallback() string              { return s.xdpFallback }

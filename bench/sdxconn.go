@@ -36,7 +36,7 @@ func newSwitchSystem(name string, mode provider.PollMode) *sdxConnSystem {
 
 func (s *sdxConnSystem) Name() string                     { return s.name }
 func (*sdxConnSystem) Kind() Kind                         { return Stream }
-func (*sdxConnSystem) MaxMessage() int                    { return 0 }
+func (*sdxConnSystem) MaxMessage(int) int                 { return 0 }
 func (*sdxConnSystem) Pinned() bool                       { return false }
 func (s *sdxConnSystem) Modes() (xdpMode, xskMode string) { return s.xdpMode, s.xskMode }
 

@@ -40,7 +40,7 @@ type tcpSpinSystem struct {
 
 func (*tcpSpinSystem) Name() string          { return "tcp-spin" }
 func (*tcpSpinSystem) Kind() Kind            { return Stream }
-func (*tcpSpinSystem) MaxMessage() int       { return 0 }
+func (*tcpSpinSystem) MaxMessage(int) int    { return 0 }
 func (*tcpSpinSystem) Pinned() bool          { return true }
 func (s *tcpSpinSystem) Open(h *Hosts) error { s.h = h; return nil }
 func (s *tcpSpinSystem) Close() error        { return nil }
@@ -111,7 +111,7 @@ type udpSpinSystem struct {
 
 func (*udpSpinSystem) Name() string          { return "udp-spin" }
 func (*udpSpinSystem) Kind() Kind            { return Datagram }
-func (*udpSpinSystem) MaxMessage() int       { return 65507 }
+func (*udpSpinSystem) MaxMessage(int) int    { return 65507 }
 func (*udpSpinSystem) Pinned() bool          { return true }
 func (s *udpSpinSystem) Open(h *Hosts) error { s.h = h; return nil }
 func (s *udpSpinSystem) Close() error        { return nil }

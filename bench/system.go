@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"time"
 
@@ -43,6 +44,23 @@ func (h *Hosts) Check() error {
 	return nil
 }
 
+// MTU is the link's MTU: the smaller of the two interfaces'.
+func (h *Hosts) MTU() (int, error) {
+	mtu := 0
+	for _, x := range []*testbed.Host{&h.A, &h.B} {
+		if err := x.Do(func() error {
+			ifi, err := net.InterfaceByName(x.If)
+			if err == nil && (mtu == 0 || ifi.MTU < mtu) {
+				mtu = ifi.MTU
+			}
+			return err
+		}); err != nil {
+			return 0, fmt.Errorf("bench: MTU of %s/%s: %w", x.NS, x.If, err)
+		}
+	}
+	return mtu, nil
+}
+
 // Kind says how a system carries messages.
 type Kind uint8
 
@@ -58,8 +76,9 @@ const (
 type System interface {
 	Name() string
 	Kind() Kind
-	// MaxMessage is the largest message a Send may carry; 0 means any.
-	MaxMessage() int
+	// MaxMessage is the largest message a Send may carry over a link
+	// of the given MTU; 0 means any.
+	MaxMessage(mtu int) int
 	// Pinned reports whether the system's loops spin on pinned threads.
 	Pinned() bool
 	// Open prepares the system on h (attach programs, open queues).
@@ -128,6 +147,17 @@ type Echoer interface {
 type Batcher interface {
 	Queue(p []byte) error
 	Flush() error
+}
+
+// Flooder is a datagram system measured in bulk too, as the floor under
+// the streams' bulk figures: its client end queues messages of the
+// largest size (MaxMessage) one way through Batcher, a batch per kick,
+// and the bulk figure counts the payload received. It carries one flow at
+// a time, so bulk runs over one connection only.
+type Flooder interface {
+	System
+	// Flood marks the system; it does nothing.
+	Flood()
 }
 
 // ErrTimeout is returned by RecvUntil when its deadline passes.

@@ -53,10 +53,10 @@ func newTwoProc(base string) *twoProcSystem {
 	return &twoProcSystem{name: base + "-2p", base: base}
 }
 
-func (s *twoProcSystem) Name() string  { return s.name }
-func (*twoProcSystem) Kind() Kind      { return Stream }
-func (*twoProcSystem) MaxMessage() int { return 0 }
-func (*twoProcSystem) Pinned() bool    { return false }
+func (s *twoProcSystem) Name() string     { return s.name }
+func (*twoProcSystem) Kind() Kind         { return Stream }
+func (*twoProcSystem) MaxMessage(int) int { return 0 }
+func (*twoProcSystem) Pinned() bool       { return false }
 
 // Workloads says which workloads a system runs, when not all of them.
 type Workloads interface {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -60,32 +61,45 @@ func SizeString(n int) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-// Specs is every workload of the table, in its order.
-var Specs = []Spec{
-	{Workload: RR, Size: 64, Conns: 1},
-	{Workload: RR, Size: 1024, Conns: 1},
-	{Workload: RR, Size: 16384, Conns: 1},
-	{Workload: MsgRate, Size: 64, Conns: 1},
-	{Workload: Bulk, Size: BulkChunk, Conns: 1},
-	{Workload: Bulk, Size: BulkChunk, Conns: 4},
-	{Workload: ConnRate, Conns: 1},
-	{Workload: Idle, Conns: 1},
-	{Workload: HTTP, Size: 64, Conns: 1},
-	{Workload: HTTP, Size: 64, Conns: 32},
+// AllWorkloads is every workload, in the table's order.
+var AllWorkloads = []Workload{RR, MsgRate, Bulk, ConnRate, Idle, HTTP}
+
+// Specs is every workload of the table, in its order, over a link of the
+// given MTU: the second message rate is at the largest message one raw
+// frame carries there (FrameMessage), the size of the floor's bulk frames.
+func Specs(mtu int) []Spec {
+	return []Spec{
+		{Workload: RR, Size: 64, Conns: 1},
+		{Workload: RR, Size: 1024, Conns: 1},
+		{Workload: RR, Size: 16384, Conns: 1},
+		{Workload: MsgRate, Size: 64, Conns: 1},
+		{Workload: MsgRate, Size: FrameMessage(mtu), Conns: 1},
+		{Workload: Bulk, Size: BulkChunk, Conns: 1},
+		{Workload: Bulk, Size: BulkChunk, Conns: 4},
+		{Workload: ConnRate, Conns: 1},
+		{Workload: Idle, Conns: 1},
+		{Workload: HTTP, Size: 64, Conns: 1},
+		{Workload: HTTP, Size: 64, Conns: 32},
+	}
 }
 
-// Applies reports whether spec can run over sys, and if not, why.
-func Applies(sys System, spec Spec) (bool, string) {
+// Applies reports whether spec can run over sys on a link of the given
+// MTU, and if not, why.
+func Applies(sys System, spec Spec, mtu int) (bool, string) {
 	if w, ok := sys.(Workloads); ok && !slices.Contains(w.Workloads(), spec.Workload) {
 		return false, "the server end is another process's echo and HTTP server"
 	}
 	switch spec.Workload {
 	case RR, MsgRate:
-		if m := sys.MaxMessage(); m > 0 && spec.Size > m {
-			return false, fmt.Sprintf("a message is one frame, at most %d B", m)
+		if m := sys.MaxMessage(mtu); m > 0 && spec.Size > m {
+			return false, fmt.Sprintf("a message is one frame, at most %d B at MTU %d", m, mtu)
 		}
 	case Bulk:
-		if sys.Kind() != Stream {
+		if _, ok := sys.(Flooder); ok {
+			if spec.Conns > 1 {
+				return false, "one flow at a time: one AF_XDP queue at each end"
+			}
+		} else if sys.Kind() != Stream {
 			return false, "datagrams, no stream to fill"
 		}
 	case ConnRate:
@@ -131,7 +145,7 @@ type Sample struct {
 	System  string
 	Hist    *hdrhistogram.Histogram // rr: each measured round trip, in ns
 	Count   int64                   // transactions, messages received, bytes received, connections
-	Sent    int64                   // msgrate: messages sent
+	Sent    int64                   // msgrate: messages sent; bulk over a Flooder: payload bytes sent
 	Lost    int64                   // rr over datagrams: transactions whose answer never came
 	Elapsed time.Duration           // the measured part of the run
 	CPU     time.Duration           // process user+system time during it
@@ -195,11 +209,12 @@ func (s *Sample) CPUPerMsg() float64 {
 	return float64(s.CPU.Nanoseconds()) / 1e3 / float64(m)
 }
 
-// Loss is the fraction of messages sent that never arrived (msgrate) or of
-// transactions that got no answer (rr), for datagram systems.
+// Loss is the fraction of messages (msgrate) or payload bytes (the floor's
+// bulk) sent that never arrived, or of transactions that got no answer
+// (rr), for datagram systems.
 func (s *Sample) Loss() float64 {
 	switch {
-	case s.Workload == MsgRate && s.Sent > 0:
+	case (s.Workload == MsgRate || s.Workload == Bulk) && s.Sent > 0:
 		return 1 - float64(s.Count)/float64(s.Sent)
 	case s.Workload == RR && s.Lost > 0:
 		return float64(s.Lost) / float64(s.Count+s.Lost)
@@ -213,20 +228,27 @@ func NewHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, 10e9, 3) }
 
 // Run runs spec once over sys, which must be open on h.
 func Run(ctx context.Context, sys System, h *Hosts, spec Spec, bud Budget) (*Sample, error) {
-	if ok, why := Applies(sys, spec); !ok {
+	mtu, err := h.MTU()
+	if err != nil {
+		return nil, err
+	}
+	if ok, why := Applies(sys, spec, mtu); !ok {
 		return nil, fmt.Errorf("bench: %s over %s: %s", spec, sys.Name(), why)
 	}
 	b := NewBound(ctx, bud.Setup+bud.Limit)
 	defer b.Stop()
 	r := &runner{sys: sys, h: h, b: b, bud: bud, s: &Sample{Spec: spec, System: sys.Name()}}
-	var err error
 	switch spec.Workload {
 	case RR:
 		err = r.rr()
 	case MsgRate:
 		err = r.msgrate()
 	case Bulk:
-		err = r.bulk()
+		if _, ok := sys.(Flooder); ok {
+			err = r.flood()
+		} else {
+			err = r.bulk()
+		}
 	case ConnRate:
 		err = r.connrate()
 	case Idle:
@@ -474,7 +496,11 @@ type Pinger struct {
 // everything ends after limit at the latest.
 func StartPinger(ctx context.Context, sys System, h *Hosts, size int, limit time.Duration) (*Pinger, error) {
 	spec := Spec{Workload: RR, Size: size, Conns: 1}
-	if ok, why := Applies(sys, spec); !ok || size < 8 {
+	mtu, err := h.MTU()
+	if err != nil {
+		return nil, err
+	}
+	if ok, why := Applies(sys, spec, mtu); !ok || size < 8 {
 		return nil, fmt.Errorf("bench: %s over %s: %s", spec, sys.Name(), why)
 	}
 	r := &runner{sys: sys, h: h, b: NewBound(ctx, limit), s: &Sample{Spec: spec}}
@@ -550,18 +576,60 @@ func echo(c Conn, kind Kind, size int) error {
 // one.
 func (r *runner) msgrate() error {
 	size := r.s.Size
-	c, s, err := r.sys.Pair(r.b)
+	sent, msgs, bytes, err := r.oneWay(size, r.bud.Messages)
 	if err != nil {
 		return err
 	}
+	r.s.Sent, r.s.Count = sent, msgs
+	if r.sys.Kind() == Stream {
+		r.s.Count = bytes / int64(size)
+	}
+	return nil
+}
+
+// flood is bulk over a Flooder, the floor: the client queues messages of
+// the largest size the link carries one way (MaxMessage), and the kernel
+// sends them a batch per kick, until the byte budget or the time limit;
+// the server takes them one by one. Count is the payload received, the
+// bytes a stream's bulk counts, over the time from the start to the last
+// message; Sent is the payload sent, so what the link dropped shows as
+// loss.
+func (r *runner) flood() error {
+	mtu, err := r.h.MTU()
+	if err != nil {
+		return err
+	}
+	size := r.sys.MaxMessage(mtu)
+	if size <= 0 {
+		return fmt.Errorf("bulk: %s has no largest message", r.sys.Name())
+	}
+	n := int(min((r.bud.Bytes+int64(size)-1)/int64(size), math.MaxInt32)) // frames to cover the byte budget
+	sent, _, bytes, err := r.oneWay(size, n)
+	if err != nil {
+		return err
+	}
+	r.s.Sent, r.s.Count = sent*int64(size), bytes
+	return nil
+}
+
+// oneWay has the client send up to n messages of size bytes one way, as
+// fast as it can (queued a batch per kick when its end is a Batcher),
+// until n or the time limit, and the server receive them. It returns the
+// messages sent, and the Recv calls and bytes the server had; it sets the
+// sample's Elapsed (from the start to the last arrival) and CPU.
+func (r *runner) oneWay(size, n int) (sent, msgs, bytes int64, err error) {
+	c, s, err := r.sys.Pair(r.b)
+	if err != nil {
+		return 0, 0, 0, err
+	}
 	defer closeAll(c, s)
-	kind := r.sys.Kind()
 	var (
 		begin    = make(chan struct{})
 		t0       time.Time
-		got      atomic.Int64 // bytes (stream) or messages (datagram) received
+		gotMsgs  atomic.Int64 // Recv calls that returned data
+		gotBytes atomic.Int64
 		lastRecv time.Time
-		sent     atomic.Int64
+		nsent    atomic.Int64
 		sending  = make(chan struct{}) // closed when the client is done
 	)
 	srv := r.server(func() error {
@@ -573,11 +641,8 @@ func (r *runner) msgrate() error {
 				return err
 			}
 			lastRecv = time.Now()
-			if kind == Stream {
-				got.Add(int64(n))
-			} else {
-				got.Add(1)
-			}
+			gotBytes.Add(int64(n))
+			gotMsgs.Add(1)
 		}
 	})
 	cli := r.client(false, func() (err error) {
@@ -591,8 +656,10 @@ func (r *runner) msgrate() error {
 		msg := make([]byte, size)
 		bc, batched := c.(Batcher)
 		i := 0
-		for ; i < r.bud.Messages; i++ {
-			if i%64 == 0 && (r.b.Stopped() || time.Since(t0) > r.bud.Limit) {
+		for ; i < n; i++ {
+			// The first message always goes: a client thread the
+			// scheduler starts late still measures something.
+			if i%64 == 0 && (r.b.Stopped() || (i > 0 && time.Since(t0) > r.bud.Limit)) {
 				break
 			}
 			var err error
@@ -610,23 +677,23 @@ func (r *runner) msgrate() error {
 				return err
 			}
 		}
-		sent.Store(int64(i))
+		nsent.Store(int64(i))
 		return c.CloseWrite() // a stream server reads to EOF
 	})
 	cpu0, err := r.cpu()
 	if err != nil {
 		r.b.Stop()
-		return errors.Join(err, r.finish(cli, srv))
+		return 0, 0, 0, errors.Join(err, r.finish(cli, srv))
 	}
 	t0 = time.Now()
 	close(begin)
 	<-sending
-	if kind == Datagram {
+	if r.sys.Kind() == Datagram {
 		// Wait for the receiver to drain: until it has everything, or
 		// nothing more arrived for a while.
 		for prev := int64(-1); ; {
-			n := got.Load()
-			if n >= sent.Load() || n == prev || r.b.Done() {
+			n := gotMsgs.Load()
+			if n >= nsent.Load() || n == prev || r.b.Done() {
 				break
 			}
 			prev = n
@@ -637,18 +704,13 @@ func (r *runner) msgrate() error {
 	err = r.finish(srv, cli)
 	cpu1, cerr := r.cpu()
 	if err = errors.Join(err, cerr); err != nil {
-		return err
-	}
-	r.s.Sent = sent.Load()
-	r.s.Count = got.Load()
-	if kind == Stream {
-		r.s.Count /= int64(size)
+		return 0, 0, 0, err
 	}
 	r.s.Elapsed, r.s.CPU = lastRecv.Sub(t0), time.Duration(cpu1-cpu0)
-	if r.s.Count == 0 || r.s.Elapsed <= 0 {
-		return fmt.Errorf("msgrate: nothing received")
+	if gotBytes.Load() == 0 || r.s.Elapsed <= 0 {
+		return 0, 0, 0, fmt.Errorf("%s: nothing received", r.s.Workload)
 	}
-	return nil
+	return nsent.Load(), gotMsgs.Load(), gotBytes.Load(), nil
 }
 
 // bulk: each connection's client writes BulkChunk bytes at a time until
@@ -679,7 +741,8 @@ func (r *runner) bulk() error {
 			<-begin
 			buf := make([]byte, BulkChunk)
 			for n := int64(0); n < share; n += BulkChunk {
-				if r.b.Stopped() || time.Since(t0) > r.bud.Limit {
+				// The first chunk always goes, as in oneWay.
+				if r.b.Stopped() || (n > 0 && time.Since(t0) > r.bud.Limit) {
 					break
 				}
 				if err := c.Send(buf); err != nil {

@@ -3,7 +3,6 @@ package bench
 import (
 	"errors"
 	"fmt"
-	"net"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -21,13 +20,12 @@ const XSKPort = 4792
 // on both veth ends, and no protocol. The client builds an
 // Ethernet/IPv4/UDP frame around its message; the server swaps the
 // addresses and sends the same frame back. A message is one frame, so at
-// most MTU-28 bytes.
+// most FrameMessage(mtu) bytes.
 type xskSystem struct {
-	h      *Hosts
-	steer  [2]*xdp.Steering
-	q      [2]*xdp.Queue
-	flow   frame.Flow // A to B
-	maxMsg int
+	h     *Hosts
+	steer [2]*xdp.Steering
+	q     [2]*xdp.Queue
+	flow  frame.Flow // A to B
 
 	// What the kernel granted, for the report.
 	xdpMode, xskMode, xdpFallback string
@@ -37,11 +35,24 @@ func (*xskSystem) Name() string { return "xsk-floor" }
 func (*xskSystem) Kind() Kind   { return Datagram }
 func (*xskSystem) Pinned() bool { return true }
 
-func (s *xskSystem) MaxMessage() int {
-	if s.maxMsg == 0 {
-		return 1500 - frame.IPv4Len - frame.UDPLen
-	}
-	return s.maxMsg
+func (*xskSystem) MaxMessage(mtu int) int { return FrameMessage(mtu) }
+
+// Flood: the floor's bulk is raw frames of FrameMessage bytes, 32 per kick.
+func (*xskSystem) Flood() {}
+
+// umemFrameMax is the largest UMEM frame an xdp.Queue takes
+// (xdp.Config.FrameSize); a queue picks it above MTU xdp.MaxMTU2048.
+const umemFrameMax = 4096
+
+// FrameMessage is the largest message one floor frame carries over a link
+// of the given MTU, and so the size of the floor's bulk frames: the MTU
+// less the IPv4 and UDP headers, as far as the whole Ethernet frame fits
+// what a receiving UMEM frame holds after the kernel's headroom
+// (xdp.RxFrameLen of the largest UMEM frame: 3840 bytes). A packet spread
+// over several UMEM frames (multi-buffer AF_XDP, XDP_USE_SG) lifts the
+// second bound and leaves the MTU's.
+func FrameMessage(mtu int) int {
+	return min(mtu, xdp.RxFrameLen(umemFrameMax)-frame.EthLen) - frame.IPv4Len - frame.UDPLen
 }
 
 // Modes reports the XDP attach mode and the AF_XDP copy mode the kernel
@@ -56,7 +67,10 @@ func (s *xskSystem) Open(h *Hosts) (err error) {
 			err = errors.Join(fmt.Errorf("xsk-floor: %w", err), s.Close())
 		}
 	}()
-	mtu := 0
+	mtu, err := h.MTU()
+	if err != nil {
+		return err
+	}
 	for i, host := range []*testbed.Host{&h.A, &h.B} {
 		if s.steer[i], err = xdp.AttachSteer(xdp.SteerConfig{Netns: host.NS, Interface: host.If, Port: XSKPort}); err != nil {
 			return err
@@ -67,17 +81,11 @@ func (s *xskSystem) Open(h *Hosts) (err error) {
 		if err := s.steer[i].Register(s.q[i]); err != nil {
 			return err
 		}
-		if err := host.Do(func() error {
-			ifi, err := net.InterfaceByName(host.If)
-			if err == nil && (mtu == 0 || ifi.MTU < mtu) {
-				mtu = ifi.MTU
-			}
-			return err
-		}); err != nil {
-			return err
+		if n := frame.HeaderLen + FrameMessage(mtu); n > s.q[i].RxFrameLen() {
+			return fmt.Errorf("%s: UMEM frames of %d bytes receive frames of at most %d bytes, not the %d of MTU %d",
+				host.If, s.q[i].FrameSize(), s.q[i].RxFrameLen(), n, mtu)
 		}
 	}
-	s.maxMsg = min(mtu-frame.IPv4Len-frame.UDPLen, s.q[0].RxFrameLen()-frame.HeaderLen)
 	s.xdpMode, s.xskMode = s.steer[0].Mode().String(), s.q[0].ModeReport()
 	s.xdpFallback = s.steer[0].Fallback()
 	s.flow = frame.Flow{

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -112,12 +111,7 @@ func collectEnv(h *bench.Hosts, o *options, built string, bud bench.Budget) Env 
 		LoadBefore: loadAverage(),
 		start:      takeCPU(),
 	}
-	h.A.Do(func() error {
-		if ifi, err := net.InterfaceByName(h.A.If); err == nil {
-			e.MTU = ifi.MTU
-		}
-		return nil
-	})
+	e.MTU, _ = h.MTU()
 	e.Queues, _ = xdp.RxQueues(h.A.NS, h.A.If)
 	return e
 }

@@ -16,8 +16,10 @@
 // -cpu-client and the server's to -cpu-server, the process is not.
 //
 // Workloads: ping-pong (rr) at 64 B, 1 KiB and 16 KiB with p50, p99,
-// p99.9 and max from an HDR histogram; one-way message rate at 64 B; bulk
-// throughput over 1 and 4 connections; connection setup rate; CPU time per
+// p99.9 and max from an HDR histogram; one-way message rate at 64 B and
+// at the largest message one raw frame carries on the link; bulk
+// throughput over 1 and 4 connections, and the raw AF_XDP floor's (frames
+// of that largest size, 32 per kick); connection setup rate; CPU time per
 // message. Each is repeated; the table gives the median, the spread
 // (min–max) and the ratio to kernel TCP with a spinning reader (tcp-spin).
 // -json writes the same for scripts; -plot draws the 64 B latency CDFs.
@@ -111,7 +113,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.jsonFile, "json", "", "write the results as JSON to `FILE`")
 	fs.StringVar(&o.plotFile, "plot", "", "draw the 64 B ping-pong latency CDFs into `FILE.png`")
 	systems := fs.String("systems", "", "comma-separated systems to run (default all): "+strings.Join(systemNames(), ","))
-	workloads := fs.String("workloads", "", "comma-separated workloads to run (default all): rr,msgrate,bulk,connrate")
+	workloads := fs.String("workloads", "", "comma-separated workloads to run (default all): "+workloadNames())
 	fs.DurationVar(&o.limit, "limit", 0, "time limit of each run's measured part (default 2s, 200ms with -quick)")
 	fs.IntVar(&o.cpuClient, "cpu-client", 0, "CPU the client's spinning threads are pinned to")
 	fs.IntVar(&o.cpuServer, "cpu-server", 1, "CPU the server's spinning threads are pinned to")
@@ -151,8 +153,8 @@ func parseFlags(args []string) (*options, error) {
 		o.systems = append(o.systems, s)
 	}
 	for _, w := range splitList(*workloads) {
-		if !slices.ContainsFunc(bench.Specs, func(s bench.Spec) bool { return string(s.Workload) == w }) {
-			return nil, fmt.Errorf("-workloads: unknown workload %q (have rr, msgrate, bulk, connrate)", w)
+		if !slices.Contains(bench.AllWorkloads, bench.Workload(w)) {
+			return nil, fmt.Errorf("-workloads: unknown workload %q (have %s)", w, workloadNames())
 		}
 		o.workloads = append(o.workloads, w)
 	}
@@ -175,6 +177,14 @@ func systemNames() []string {
 		names = append(names, s.Name())
 	}
 	return names
+}
+
+func workloadNames() string {
+	var names []string
+	for _, w := range bench.AllWorkloads {
+		names = append(names, string(w))
+	}
+	return strings.Join(names, ",")
 }
 
 func splitList(s string) []string {
@@ -289,8 +299,13 @@ func run(ctx context.Context, o *options) (_ *Report, err error) {
 	if err := h.Check(); err != nil {
 		return nil, err
 	}
+	mtu, err := h.MTU()
+	if err != nil {
+		return nil, err
+	}
 	bud := o.budgetFor()
 	rep := &Report{Env: collectEnv(h, o, built, bud)}
+	specs := bench.Specs(mtu)
 
 	var plan []step
 	var systems []bench.System
@@ -300,18 +315,18 @@ func run(ctx context.Context, o *options) (_ *Report, err error) {
 		}
 		systems = append(systems, sys)
 		rep.systems = append(rep.systems, sys.Name())
-		for _, spec := range bench.Specs {
+		for _, spec := range specs {
 			if len(o.workloads) > 0 && !slices.Contains(o.workloads, string(spec.Workload)) {
 				continue
 			}
-			if ok, why := bench.Applies(sys, spec); !ok {
+			if ok, why := bench.Applies(sys, spec, mtu); !ok {
 				rep.skip(sys.Name(), spec, why)
 				continue
 			}
 			plan = append(plan, step{sys, spec})
 		}
 	}
-	for _, spec := range bench.Specs {
+	for _, spec := range specs {
 		if len(o.workloads) == 0 || slices.Contains(o.workloads, string(spec.Workload)) {
 			rep.specs = append(rep.specs, spec)
 		}

@@ -86,9 +86,9 @@ func TestRun(t *testing.T) {
 		checkResult(t, key, r)
 	}
 	for _, sys := range bench.Systems() {
-		for _, spec := range bench.Specs {
+		for _, spec := range bench.Specs(doc.Env.MTU) {
 			key := fmt.Sprintf("%s/%s/%d/%d", sys.Name(), spec.Workload, spec.Size, spec.Conns)
-			ok, _ := bench.Applies(sys, spec)
+			ok, _ := bench.Applies(sys, spec, doc.Env.MTU)
 			if _, has := got[key]; has != ok {
 				t.Errorf("%s: result present %v, applies %v", key, has, ok)
 			}
@@ -100,7 +100,8 @@ func TestRun(t *testing.T) {
 		}
 	}
 	table := out.String()
-	for _, want := range []string{"### Ping-pong (rr), 64 B messages", "| sdx-adaptive | ", "| xsk-floor | ", "×1.00", "### Targets, from this run's medians", "### Idle connection", "### net/http (http)", "| sdx-conn-2p | "} {
+	for _, want := range []string{"### Ping-pong (rr), 64 B messages", "| sdx-adaptive | ", "| xsk-floor | ", "×1.00", "### Targets, from this run's medians", "### Idle connection", "### net/http (http)", "| sdx-conn-2p | ",
+		"(the most one raw frame carries at MTU 1500)", "| sdx-conn | MTU 1500: bulk, 1 connection ≥ 0.8 × xsk-floor bulk | ×"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
 		}
@@ -135,6 +136,79 @@ func checkResult(t *testing.T, key string, r Result) {
 		if !(sp[0] <= v && v <= sp[1]) {
 			t.Errorf("%s: %s %v outside its spread %v", key, f, v, sp)
 		}
+	}
+}
+
+// TestRunMTU9000 runs the floor and the provider at MTU 9000: the floor's
+// message is the 3798 bytes a UMEM frame receives, its bulk and its
+// message rate at that size are there, the 16 KiB ping-pong is skipped
+// with its reason, and the bulk target of MTU 9000 is judged, not the one
+// of 1500.
+func TestRunMTU9000(t *testing.T) {
+	privileged(t)
+	testutil.CheckFDs(t)
+	before := testutil.OwnNamespaces(t)
+	o, err := parseFlags([]string{"-mtu", "9000", "-repeat", "1", "-systems", "xsk-floor,sdx-adaptive", "-workloads", "rr,msgrate,bulk"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.budget = &tinyBudget
+	rep, err := run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := testutil.OwnNamespaces(t); after != before {
+		t.Fatalf("namespaces left behind: before %q, after %q", before, after)
+	}
+	if rep.Env.MTU != 9000 {
+		t.Errorf("env MTU %d, want 9000", rep.Env.MTU)
+	}
+	size := bench.FrameMessage(9000)
+	for _, spec := range []bench.Spec{
+		{Workload: bench.RR, Size: 1024, Conns: 1},
+		{Workload: bench.MsgRate, Size: 64, Conns: 1},
+		{Workload: bench.MsgRate, Size: size, Conns: 1},
+		{Workload: bench.Bulk, Size: bench.BulkChunk, Conns: 1},
+	} {
+		for _, sys := range []string{"xsk-floor", "sdx-adaptive"} {
+			r := rep.find(sys, spec)
+			if r == nil {
+				t.Errorf("%s %s: no result", sys, spec)
+				continue
+			}
+			if r.Rate <= 0 || r.CPUPerMsg <= 0 || r.Loss < 0 || r.Loss >= 1 {
+				t.Errorf("%s %s: rate %v cpu %v loss %v", sys, spec, r.Rate, r.CPUPerMsg, r.Loss)
+			}
+		}
+	}
+	rr16k := bench.Spec{Workload: bench.RR, Size: 16384, Conns: 1}
+	if sk := rep.skipped("xsk-floor", rr16k); sk == nil || !strings.Contains(sk.Reason, fmt.Sprintf("at most %d B at MTU 9000", size)) {
+		t.Errorf("xsk-floor 16 KiB rr: skip %+v, want one frame of at most %d B", sk, size)
+	}
+	if sk := rep.skipped("xsk-floor", bench.Spec{Workload: bench.Bulk, Size: bench.BulkChunk, Conns: 4}); sk == nil {
+		t.Error("xsk-floor bulk over 4 connections: not skipped")
+	}
+	for _, s := range rep.Skipped {
+		if strings.HasPrefix(s.Reason, "failed") {
+			t.Errorf("%s %s %d: %s", s.System, s.Workload, s.Size, s.Reason)
+		}
+	}
+	var out bytes.Buffer
+	if err := Markdown(&out, rep); err != nil {
+		t.Fatal(err)
+	}
+	table := out.String()
+	for _, want := range []string{
+		"veth MTU 9000",
+		fmt.Sprintf("### One-way message rate (msgrate), %d B messages (the most one raw frame carries at MTU 9000)", size),
+		"| sdx-adaptive | MTU 9000: bulk, 1 connection ≥ 0.8 × xsk-floor bulk | ×",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	if strings.Contains(table, "MTU 1500: bulk") {
+		t.Errorf("the MTU 1500 target judged at MTU 9000:\n%s", table)
 	}
 }
 

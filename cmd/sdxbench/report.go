@@ -206,7 +206,7 @@ func columns(w bench.Workload) []column {
 	case bench.MsgRate:
 		return []column{{"rate", "msg/s", true}, {"cpu_us_per_msg", "CPU µs/msg", true}, {"loss", "lost", false}}
 	case bench.Bulk:
-		return []column{{"rate", "Gbit/s", true}, {"cpu_us_per_msg", "CPU µs/64 KiB", true}}
+		return []column{{"rate", "Gbit/s", true}, {"cpu_us_per_msg", "CPU µs/64 KiB", true}, {"loss", "lost", false}}
 	case bench.ConnRate:
 		return []column{{"rate", "conn/s", true}, {"cpu_us_per_msg", "CPU µs/conn", true}}
 	case bench.Idle:
@@ -220,11 +220,15 @@ func columns(w bench.Workload) []column {
 	return nil
 }
 
-func title(s bench.Spec) string {
+// title names a workload's table; mtu is the link's.
+func title(s bench.Spec, mtu int) string {
 	switch s.Workload {
 	case bench.RR:
 		return fmt.Sprintf("Ping-pong (rr), %s messages, one connection", bench.SizeString(s.Size))
 	case bench.MsgRate:
+		if s.Size == bench.FrameMessage(mtu) {
+			return fmt.Sprintf("One-way message rate (msgrate), %s messages (the most one raw frame carries at MTU %d), one connection", bench.SizeString(s.Size), mtu)
+		}
 		return fmt.Sprintf("One-way message rate (msgrate), %s messages, one connection", bench.SizeString(s.Size))
 	case bench.Bulk:
 		if s.Conns == 1 {
@@ -251,7 +255,7 @@ func Markdown(w io.Writer, rep *Report) error {
 	fmt.Fprintf(&b, "\nEach cell: median of %d repeats, ×ratio to the same figure of %s (kernel TCP, spinning reader), (min–max over the repeats).\n", rep.Env.Repeats, Reference)
 	for _, spec := range rep.specs {
 		cols := columns(spec.Workload)
-		fmt.Fprintf(&b, "\n### %s\n\n| system |", title(spec))
+		fmt.Fprintf(&b, "\n### %s\n\n| system |", title(spec, rep.Env.MTU))
 		for _, c := range cols {
 			if c.ratio {
 				fmt.Fprintf(&b, " %s (× %s) |", c.title, Reference)
@@ -288,7 +292,7 @@ func Markdown(w io.Writer, rep *Report) error {
 }
 
 // target is a goal the project set itself, as a ratio of two medians of
-// one run (or, with limit 0 and absolute, a figure of its own).
+// one run (or, with absolute, a figure of its own), at any MTU or at one.
 type target struct {
 	what     string
 	system   string // the system judged
@@ -298,6 +302,7 @@ type target struct {
 	limit    float64 // the ratio (or the absolute figure) to stay at or below (atMost), or to reach
 	atMost   bool
 	absolute bool // limit bounds the figure itself, not a ratio
+	mtu      int  // judged only on a link of this MTU; 0: on any
 }
 
 var (
@@ -307,29 +312,38 @@ var (
 	idle    = bench.Spec{Workload: bench.Idle, Conns: 1}
 	http1   = bench.Spec{Workload: bench.HTTP, Size: 64, Conns: 1}
 	http32  = bench.Spec{Workload: bench.HTTP, Size: 64, Conns: 32}
+	bulk1   = bench.Spec{Workload: bench.Bulk, Size: bench.BulkChunk, Conns: 1}
 	targets = []target{
 		// What a net.Conn user gets (the switch).
-		{"64 B rr p50 ≤ 0.5 × tcp-gonet", "sdx-conn", rr64, "p50_us", "tcp-gonet", 0.5, true, false},
-		{"64 B rr p50 ≤ 1.3 × xsk-floor", "sdx-conn", rr64, "p50_us", "xsk-floor", 1.3, true, false},
-		{"64 B rr p99 ≤ 0.8 × tcp-gonet", "sdx-conn", rr64, "p99_us", "tcp-gonet", 0.8, true, false},
-		{"1 KiB rr p50 ≤ 0.6 × tcp-gonet", "sdx-conn", rr1k, "p50_us", "tcp-gonet", 0.6, true, false},
-		{"64 B msgrate ≥ 1.0 × sdx-adaptive (the switch adds nothing)", "sdx-conn", msg64, "rate", "sdx-adaptive", 1, false, false},
-		{"http, 1 client: p50 ≤ 0.7 × tcp-gonet", "sdx-conn", http1, "p50_us", "tcp-gonet", 0.7, true, false},
-		{"http, 32 clients: req/s ≥ 1.0 × tcp-gonet", "sdx-conn", http32, "rate", "tcp-gonet", 1, false, false},
-		{"two processes: 64 B rr p50 ≤ 0.7 × tcp-gonet", "sdx-conn-2p", rr64, "p50_us", "tcp-gonet-2p", 0.7, true, false},
-		{"idle connection ≤ 1% of a core", "sdx-conn", idle, "rate", "", 1, true, true},
+		{"64 B rr p50 ≤ 0.5 × tcp-gonet", "sdx-conn", rr64, "p50_us", "tcp-gonet", 0.5, true, false, 0},
+		{"64 B rr p50 ≤ 1.3 × xsk-floor", "sdx-conn", rr64, "p50_us", "xsk-floor", 1.3, true, false, 0},
+		{"64 B rr p99 ≤ 0.8 × tcp-gonet", "sdx-conn", rr64, "p99_us", "tcp-gonet", 0.8, true, false, 0},
+		{"1 KiB rr p50 ≤ 0.6 × tcp-gonet", "sdx-conn", rr1k, "p50_us", "tcp-gonet", 0.6, true, false, 0},
+		{"64 B msgrate ≥ 1.0 × sdx-adaptive (the switch adds nothing)", "sdx-conn", msg64, "rate", "sdx-adaptive", 1, false, false, 0},
+		{"http, 1 client: p50 ≤ 0.7 × tcp-gonet", "sdx-conn", http1, "p50_us", "tcp-gonet", 0.7, true, false, 0},
+		{"http, 32 clients: req/s ≥ 1.0 × tcp-gonet", "sdx-conn", http32, "rate", "tcp-gonet", 1, false, false, 0},
+		{"two processes: 64 B rr p50 ≤ 0.7 × tcp-gonet", "sdx-conn-2p", rr64, "p50_us", "tcp-gonet-2p", 0.7, true, false, 0},
+		{"idle connection ≤ 1% of a core", "sdx-conn", idle, "rate", "", 1, true, true, 0},
+		{"MTU 1500: bulk, 1 connection ≥ 0.8 × xsk-floor bulk", "sdx-conn", bulk1, "rate", "xsk-floor", 0.8, false, false, 1500},
+		{"MTU 9000: bulk, 1 connection ≥ 0.8 × xsk-floor bulk", "sdx-conn", bulk1, "rate", "xsk-floor", 0.8, false, false, 9000},
 		// The provider's own verbs (an inner figure).
-		{"64 B rr p50 ≤ 0.5 × tcp-spin", "sdx-adaptive", rr64, "p50_us", "tcp-spin", 0.5, true, false},
-		{"64 B rr p50 ≤ 1.3 × xsk-floor", "sdx-adaptive", rr64, "p50_us", "xsk-floor", 1.3, true, false},
-		{"64 B msgrate ≥ 5 × tcp-spin", "sdx-adaptive", msg64, "rate", "tcp-spin", 5, false, false},
+		{"64 B rr p50 ≤ 0.5 × tcp-spin", "sdx-adaptive", rr64, "p50_us", "tcp-spin", 0.5, true, false, 0},
+		{"64 B rr p50 ≤ 1.3 × xsk-floor", "sdx-adaptive", rr64, "p50_us", "xsk-floor", 1.3, true, false, 0},
+		{"64 B msgrate ≥ 5 × tcp-spin", "sdx-adaptive", msg64, "rate", "tcp-spin", 5, false, false, 0},
+		{"MTU 1500: bulk, 1 connection ≥ 0.8 × xsk-floor bulk", "sdx-adaptive", bulk1, "rate", "xsk-floor", 0.8, false, false, 1500},
+		{"MTU 9000: bulk, 1 connection ≥ 0.8 × xsk-floor bulk", "sdx-adaptive", bulk1, "rate", "xsk-floor", 0.8, false, false, 9000},
 	}
 )
 
-// targets writes the goals with what this run measured.
+// judgedAt reports whether t applies on a link of the given MTU.
+func (t *target) judgedAt(mtu int) bool { return t.mtu == 0 || t.mtu == mtu }
+
+// targets writes the goals with what this run measured: those of any MTU
+// and those of the link's.
 func (rep *Report) targets(b *strings.Builder) {
 	any := false
 	for _, t := range targets {
-		if rep.find(t.system, t.spec) != nil {
+		if t.judgedAt(rep.Env.MTU) && rep.find(t.system, t.spec) != nil {
 			any = true
 		}
 	}
@@ -339,7 +353,7 @@ func (rep *Report) targets(b *strings.Builder) {
 	b.WriteString("\n### Targets, from this run's medians\n\n| system | target | measured | verdict |\n|---|---|---:|---|\n")
 	for _, t := range targets {
 		res := rep.find(t.system, t.spec)
-		if res == nil {
+		if res == nil || !t.judgedAt(rep.Env.MTU) {
 			continue
 		}
 		v := res.figure(t.figure)

@@ -119,6 +119,37 @@ func TestMarkdown(t *testing.T) {
 	}
 }
 
+// TestTargetsByMTU: a target of one MTU is judged only on a link of that
+// MTU; the floor's bulk is the reference of the bulk targets.
+func TestTargetsByMTU(t *testing.T) {
+	bulk := bench.Spec{Workload: bench.Bulk, Size: bench.BulkChunk, Conns: 1}
+	for _, c := range []struct {
+		mtu       int
+		want, not string
+	}{
+		{1500, "| sdx-conn | MTU 1500: bulk, 1 connection ≥ 0.8 × xsk-floor bulk | ×0.75 | missed |", "MTU 9000"},
+		{9000, "| sdx-conn | MTU 9000: bulk, 1 connection ≥ 0.8 × xsk-floor bulk | ×0.75 | missed |", "MTU 1500"},
+		{65000, "### Targets", "bulk, 1 connection"},
+	} {
+		rep := &Report{
+			Env:     Env{Repeats: 1, MTU: c.mtu},
+			systems: []string{"sdx-conn", "xsk-floor"},
+			specs:   []bench.Spec{bulk},
+		}
+		rep.add(aggregate([]*bench.Sample{fakeSample("sdx-conn", bulk, 0, 3<<30)}))
+		rep.add(aggregate([]*bench.Sample{fakeSample("xsk-floor", bulk, 0, 4<<30)}))
+		rep.add(aggregate([]*bench.Sample{fakeSample("sdx-conn", idle, 0, 1)}))
+		var b bytes.Buffer
+		if err := Markdown(&b, rep); err != nil {
+			t.Fatal(err)
+		}
+		out := b.String()
+		if !strings.Contains(out, c.want) || strings.Contains(out, c.not) {
+			t.Errorf("MTU %d: want %q and no %q in:\n%s", c.mtu, c.want, c.not, out)
+		}
+	}
+}
+
 func TestJSONShape(t *testing.T) {
 	b, err := json.Marshal(fakeReport())
 	if err != nil {
