@@ -14,12 +14,11 @@ import (
 	"github.com/sdx-project/sdx/internal/testutil"
 )
 
-// TestFrameMessage: the floor's message is the MTU's payload while the
-// frame fits one UMEM frame, and what a 4096-byte UMEM frame receives
-// above that.
+// TestFrameMessage: the floor's message is the MTU's payload, also where
+// the frame spans several UMEM frames.
 func TestFrameMessage(t *testing.T) {
 	for _, c := range []struct{ mtu, want int }{
-		{576, 548}, {1500, 1472}, {1778, 1750}, {3826, 3798}, {9000, 3798}, {65000, 3798},
+		{576, 548}, {1500, 1472}, {1778, 1750}, {3826, 3798}, {9000, 8972}, {65000, 64972}, {65535, 65507},
 	} {
 		if got := bench.FrameMessage(c.mtu); got != c.want {
 			t.Errorf("FrameMessage(%d) = %d, want %d", c.mtu, got, c.want)

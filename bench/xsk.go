@@ -20,7 +20,8 @@ const XSKPort = 4792
 // on both veth ends, and no protocol. The client builds an
 // Ethernet/IPv4/UDP frame around its message; the server swaps the
 // addresses and sends the same frame back. A message is one frame, so at
-// most FrameMessage(mtu) bytes.
+// most FrameMessage(mtu) bytes; a frame longer than a UMEM frame is a
+// multi-buffer packet of several.
 type xskSystem struct {
 	h     *Hosts
 	steer [2]*xdp.Steering
@@ -46,13 +47,12 @@ const umemFrameMax = 4096
 
 // FrameMessage is the largest message one floor frame carries over a link
 // of the given MTU, and so the size of the floor's bulk frames: the MTU
-// less the IPv4 and UDP headers, as far as the whole Ethernet frame fits
-// what a receiving UMEM frame holds after the kernel's headroom
-// (xdp.RxFrameLen of the largest UMEM frame: 3840 bytes). A packet spread
-// over several UMEM frames (multi-buffer AF_XDP, XDP_USE_SG) lifts the
-// second bound and leaves the MTU's.
+// less the IPv4 and UDP headers, within what a multi-buffer packet of
+// UMEM frames holds (xdp.MaxPacketLen). Where the kernel lacks
+// multi-buffer frames, a queue receives one UMEM frame's worth (3840
+// bytes of Ethernet frame) and the floor refuses larger MTUs, saying why.
 func FrameMessage(mtu int) int {
-	return min(mtu, xdp.RxFrameLen(umemFrameMax)-frame.EthLen) - frame.IPv4Len - frame.UDPLen
+	return min(mtu, xdp.MaxPacketLen(umemFrameMax)-frame.EthLen) - frame.IPv4Len - frame.UDPLen
 }
 
 // Modes reports the XDP attach mode and the AF_XDP copy mode the kernel
@@ -81,9 +81,9 @@ func (s *xskSystem) Open(h *Hosts) (err error) {
 		if err := s.steer[i].Register(s.q[i]); err != nil {
 			return err
 		}
-		if n := frame.HeaderLen + FrameMessage(mtu); n > s.q[i].RxFrameLen() {
-			return fmt.Errorf("%s: UMEM frames of %d bytes receive frames of at most %d bytes, not the %d of MTU %d",
-				host.If, s.q[i].FrameSize(), s.q[i].RxFrameLen(), n, mtu)
+		if n := frame.HeaderLen + FrameMessage(mtu); n > s.q[i].MaxFrameLen() {
+			return fmt.Errorf("%s: the queue receives frames of at most %d bytes, not the %d of MTU %d (AF_XDP %s)",
+				host.If, s.q[i].MaxFrameLen(), n, mtu, s.q[i].ModeReport())
 		}
 	}
 	s.xdpMode, s.xskMode = s.steer[0].Mode().String(), s.q[0].ModeReport()
@@ -140,9 +140,7 @@ func drain(q *xdp.Queue) {
 	var descs [64]xdp.Desc
 	for {
 		n := q.Receive(descs[:])
-		for _, d := range descs[:n] {
-			q.Release(q.FrameOf(d))
-		}
+		q.ReleasePacket(descs[:n])
 		q.Complete()
 		q.Refill()
 		if n == 0 {
@@ -158,13 +156,16 @@ type xskConn struct {
 	flow frame.Flow
 	b    *Bound
 
-	rx       [64]xdp.Desc // received, handed out one by one
+	rx       [64]xdp.Desc // received packets, handed out one by one
 	nrx, nxt int
-	tx       [32]xdp.Desc // built, not yet on the tx ring
-	ntx      int
+	tx       [txBatch * xdp.MaxPacketFrames]xdp.Desc // built packets, not yet on the tx ring
+	ntx, npk int                                     // descriptors and packets in tx
 	parsed   frame.Parsed
 	ipID     uint16
 }
+
+// txBatch is how many frames go out per kick: the kernel's batch.
+const txBatch = 32
 
 func (c *xskConn) Send(p []byte) error {
 	if err := c.Queue(p); err != nil {
@@ -174,19 +175,17 @@ func (c *xskConn) Send(p []byte) error {
 }
 
 // Queue builds a frame carrying p; it goes out at the next Flush, or now
-// when 32 frames (the kernel's batch per kick) are waiting.
+// when txBatch frames (the kernel's batch per kick) are waiting.
 func (c *xskConn) Queue(p []byte) error {
 	var s spinner
 	for {
-		f, ok := c.q.Alloc()
+		chain, ok := c.q.AllocPacket(c.tx[c.ntx:c.ntx], frame.HeaderLen+len(p))
 		if ok {
-			buf := c.q.Frame(f)
-			copy(buf[frame.HeaderLen:], p)
 			c.ipID++
-			n := c.flow.Encode(buf, len(p), c.ipID)
-			c.tx[c.ntx] = xdp.Desc{Addr: c.q.Addr(f), Len: uint32(n)}
-			c.ntx++
-			if c.ntx == len(c.tx) {
+			c.flow.Encode(c.q.Data(chain[0]), len(p), c.ipID)
+			c.q.WritePacket(chain, frame.HeaderLen, p)
+			c.ntx += len(chain)
+			if c.npk++; c.npk == txBatch {
 				return c.Flush()
 			}
 			return nil
@@ -222,16 +221,29 @@ func (c *xskConn) Flush() error {
 			}
 		}
 	}
-	c.ntx = 0
+	c.ntx, c.npk = 0, 0
 	return nil
 }
 
 // dropTx releases the built frames from index i on.
 func (c *xskConn) dropTx(i int) {
-	for _, d := range c.tx[i:c.ntx] {
-		c.q.Release(c.q.FrameOf(d))
+	c.q.ReleasePacket(c.tx[i:c.ntx])
+	c.ntx, c.npk = 0, 0
+}
+
+// packet parses the headers of the packet whose chain begins at c.rx[i]
+// into c.parsed and returns the chain's length and the payload's.
+func (c *xskConn) packet(i int) (k, plen int, err error) {
+	n := 0
+	for k = 1; ; k++ {
+		d := c.rx[i+k-1]
+		n += int(d.Len)
+		if d.Options&xdp.PktContd == 0 {
+			break
+		}
 	}
-	c.ntx = 0
+	plen, err = frame.ParseHead(c.q.Data(c.rx[i]), n, &c.parsed)
+	return k, plen, err
 }
 
 func (c *xskConn) Recv(p []byte) (int, error) { return c.RecvUntil(p, c.b.deadline) }
@@ -240,11 +252,14 @@ func (c *xskConn) RecvUntil(p []byte, t time.Time) (int, error) {
 	var s spinner
 	for {
 		for c.nxt < c.nrx {
-			d := c.rx[c.nxt]
-			c.nxt++
-			err := frame.Parse(c.q.Data(d), &c.parsed)
+			i := c.nxt
+			k, plen, err := c.packet(i)
+			c.nxt += k
 			n := copy(p, c.parsed.Payload)
-			c.q.Release(c.q.FrameOf(d))
+			for _, d := range c.rx[i+1 : i+k] {
+				n += copy(p[n:min(plen, len(p))], c.q.Data(d))
+			}
+			c.q.ReleasePacket(c.rx[i : i+k])
 			if err == nil && c.parsed.Flow.Dst.Port == XSKPort {
 				return n, nil
 			}
@@ -275,21 +290,20 @@ func (c *xskConn) Echo() error {
 			continue
 		}
 		out := 0
-		for _, d := range c.rx[:n] {
-			buf := c.q.Data(d)
-			if frame.Parse(buf, &c.parsed) != nil {
-				c.q.Release(c.q.FrameOf(d))
+		for i := 0; i < n; {
+			k, plen, err := c.packet(i)
+			if err != nil {
+				c.q.ReleasePacket(c.rx[i : i+k])
+				i += k
 				continue
 			}
 			rev := c.parsed.Flow.Reverse()
-			rev.Encode(buf, len(c.parsed.Payload), 0)
-			c.rx[out] = d
-			out++
+			rev.Encode(c.q.Data(c.rx[i]), plen, 0)
+			out += copy(c.rx[out:], c.rx[i:i+k])
+			i += k
 		}
 		q := c.q.Transmit(c.rx[:out])
-		for _, d := range c.rx[q:out] {
-			c.q.Release(c.q.FrameOf(d))
-		}
+		c.q.ReleasePacket(c.rx[q:out])
 		if err := c.q.Kick(); err != nil {
 			return err
 		}
@@ -303,9 +317,7 @@ func (c *xskConn) CloseWrite() error { return nil }
 
 // Close gives back every frame the end still holds.
 func (c *xskConn) Close() error {
-	for _, d := range c.rx[c.nxt:c.nrx] {
-		c.q.Release(c.q.FrameOf(d))
-	}
+	c.q.ReleasePacket(c.rx[c.nxt:c.nrx])
 	c.nxt, c.nrx = 0, 0
 	c.dropTx(0)
 	c.q.Complete()

@@ -140,7 +140,7 @@ func checkResult(t *testing.T, key string, r Result) {
 }
 
 // TestRunMTU9000 runs the floor and the provider at MTU 9000: the floor's
-// message is the 3798 bytes a UMEM frame receives, its bulk and its
+// message is the 8972 bytes of the MTU (a multi-buffer packet), its bulk and its
 // message rate at that size are there, the 16 KiB ping-pong is skipped
 // with its reason, and the bulk target of MTU 9000 is judged, not the one
 // of 1500.

@@ -104,56 +104,65 @@ type Parsed struct {
 // allowed, fragments refused) and UDP headers. It checks every length and
 // the IPv4 header checksum, and never panics on any input.
 func Parse(b []byte, p *Parsed) error {
-	if len(b) < EthLen {
-		return ErrShort
+	_, err := ParseHead(b, len(b), p)
+	return err
+}
+
+// ParseHead is Parse for the first piece b of a frame of frameLen bytes
+// spread over several buffers (a multi-buffer packet): the headers must
+// lie in b. It returns the payload's length; p.Payload is its part in b,
+// the rest follows in the other pieces.
+func ParseHead(b []byte, frameLen int, p *Parsed) (int, error) {
+	if len(b) < EthLen || frameLen < len(b) {
+		return 0, ErrShort
 	}
 	copy(p.Flow.Dst.MAC[:], b[0:6])
 	copy(p.Flow.Src.MAC[:], b[6:12])
 	off, err := ipv4Offset(b)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if len(b) < off+IPv4Len {
-		return ErrShort
+		return 0, ErrShort
 	}
 	ip := b[off:]
 	if ip[0]>>4 != 4 {
-		return ErrBadIPv4
+		return 0, ErrBadIPv4
 	}
 	ihl := int(ip[0]&0x0f) * 4
 	if ihl < IPv4Len {
-		return ErrBadIPv4
+		return 0, ErrBadIPv4
 	}
 	if len(ip) < ihl {
-		return ErrShort
+		return 0, ErrShort
 	}
 	total := int(binary.BigEndian.Uint16(ip[2:4]))
-	if total < ihl || total > len(ip) {
-		return ErrShort
+	if total < ihl || total > frameLen-off {
+		return 0, ErrShort
 	}
 	if Checksum(ip[:ihl]) != 0 {
-		return ErrBadIPv4
+		return 0, ErrBadIPv4
 	}
 	if frag := binary.BigEndian.Uint16(ip[6:8]); frag&0x3fff != 0 {
-		return ErrFragment
+		return 0, ErrFragment
 	}
 	if ip[9] != protoUDP {
-		return ErrNotUDP
+		return 0, ErrNotUDP
 	}
 	p.Flow.Src.IP = netip.AddrFrom4([4]byte(ip[12:16]))
 	p.Flow.Dst.IP = netip.AddrFrom4([4]byte(ip[16:20]))
-	udp := ip[ihl:total]
-	if len(udp) < UDPLen {
-		return ErrShort
+	udp := ip[ihl:]
+	if total-ihl < UDPLen || len(udp) < UDPLen {
+		return 0, ErrShort
 	}
 	ulen := int(binary.BigEndian.Uint16(udp[4:6]))
-	if ulen < UDPLen || ulen > len(udp) {
-		return ErrShort
+	if ulen < UDPLen || ulen > total-ihl {
+		return 0, ErrShort
 	}
 	p.Flow.Src.Port = binary.BigEndian.Uint16(udp[0:2])
 	p.Flow.Dst.Port = binary.BigEndian.Uint16(udp[2:4])
-	p.Payload = udp[UDPLen:ulen]
-	return nil
+	p.Payload = udp[UDPLen:min(ulen, len(udp))]
+	return ulen - UDPLen, nil
 }
 
 // ipv4Offset returns where the IPv4 header of an Ethernet frame (b holds

@@ -44,6 +44,30 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// The first piece of a frame spread over several buffers parses as the
+// whole frame does, its payload cut where the piece ends; a piece that
+// lacks the headers, or a frame shorter than its IPv4 length, is refused.
+func TestParseHead(t *testing.T) {
+	b := make([]byte, 9014)
+	n := testFlow.Encode(b, 9014-HeaderLen, 1)
+	var whole, head Parsed
+	if err := Parse(b[:n], &whole); err != nil {
+		t.Fatal(err)
+	}
+	for _, cut := range []int{HeaderLen, HeaderLen + 1, 3840, n} {
+		plen, err := ParseHead(b[:cut], n, &head)
+		if err != nil || plen != len(whole.Payload) || head.Flow != whole.Flow || len(head.Payload) != cut-HeaderLen {
+			t.Fatalf("cut at %d: %v, payload %d (%d in the piece), flow %+v", cut, err, plen, len(head.Payload), head.Flow)
+		}
+	}
+	if _, err := ParseHead(b[:HeaderLen-1], n, &head); err == nil {
+		t.Fatal("headers cut short: parsed")
+	}
+	if _, err := ParseHead(b[:3840], n-1, &head); !errors.Is(err, ErrShort) {
+		t.Fatalf("frame shorter than its IPv4 length: %v", err)
+	}
+}
+
 func TestParseRejects(t *testing.T) {
 	b := make([]byte, 128)
 	n := testFlow.Encode(b, 16, 1)
