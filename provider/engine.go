@@ -178,10 +178,10 @@ type endpoint struct {
 	sackKnown uint64
 
 	// Retransmission timer, RFC 6298.
-	srtt, rttvar, rto int64
-	rtoAt             int64 // 0: stopped
-	synSent           int64 // when the connect request went out
-	synOnce           bool  // it went out once: its answer is an RTT sample
+	rtt     rttStats
+	rtoAt   int64 // 0: stopped
+	synSent int64 // when the connect request went out
+	synOnce bool  // it went out once: its answer is an RTT sample
 
 	// Receive side.
 	rcvNxt     uint64
@@ -540,7 +540,7 @@ func (e *engine) connect(ep *endpoint, to netip.AddrPort) error {
 	ep.lastHeard = e.now
 	e.sendCtl(ep, OpConnect, ReasonNone)
 	ep.synSent, ep.synOnce = e.now, true
-	ep.rtoAt = later(e.now, ep.rto)
+	ep.rtoAt = later(e.now, ep.rtt.rto)
 	e.schedule(ep, ep.rtoAt)
 	return nil
 }
@@ -548,7 +548,7 @@ func (e *engine) connect(ep *endpoint, to netip.AddrPort) error {
 // initConn gives an endpoint, whose mss is set, its rings and timers.
 func (e *engine) initConn(ep *endpoint) {
 	e.sizeRings(ep)
-	ep.rto = int64(e.cfg.InitialRTO)
+	ep.rtt.start(e.rtoBounds())
 	ep.sackKnown = math.MaxUint64
 	ep.lastEdge = 0 // the first frame with a window grants it
 }
@@ -1297,9 +1297,9 @@ func (e *engine) established(ep *endpoint, h *Header, ann int) {
 	ep.mss, ep.announced = e.peerMSS(ann), ann > 0
 	e.sizeRings(ep)
 	if ep.synOnce {
-		e.rttSample(ep, e.now-ep.synSent)
+		ep.rtt.sample(e.now - ep.synSent)
 	}
-	ep.rto = e.rtoValue(ep)
+	ep.rtt.settle(e.rtoBounds())
 	ep.synOnce = false
 	e.notify(ep, evConnected|evWritable)
 	// The third frame of the handshake: the acceptor hands the
@@ -1310,7 +1310,7 @@ func (e *engine) established(ep *endpoint, h *Header, ann int) {
 	// not leave its acceptor's half-open connection to expire.
 	e.ackSoon(ep, true)
 	ep.confirming = true
-	ep.rtoAt = later(e.now, ep.rto)
+	ep.rtoAt = later(e.now, ep.rtt.rto)
 	e.schedule(ep, min(ep.rtoAt, e.keepaliveAt(ep)))
 }
 
@@ -1323,7 +1323,7 @@ func (e *engine) onRetry(ep *endpoint, h *Header) {
 	ep.cookie = h.Seq
 	e.sendCtl(ep, OpConnect, ReasonNone)
 	ep.synSent, ep.synOnce = e.now, true
-	ep.rtoAt = later(e.now, ep.rto)
+	ep.rtoAt = later(e.now, ep.rtt.rto)
 	e.schedule(ep, ep.rtoAt)
 }
 
@@ -1334,10 +1334,10 @@ func (e *engine) confirm(c *endpoint) {
 	e.st.halfOpen.Add(-1)
 	c.halfOpen = false
 	if c.synOnce {
-		e.rttSample(c, e.now-c.synSent)
+		c.rtt.sample(e.now - c.synSent)
 	}
 	c.synOnce = false
-	c.rto = e.rtoValue(c)
+	c.rtt.settle(e.rtoBounds())
 	c.rtoAt, c.tries = 0, 0
 	l.backlog = append(l.backlog, c)
 	e.schedule(c, e.keepaliveAt(c))
@@ -1422,7 +1422,7 @@ func (e *engine) onConnect(from netip.Addr, h *Header, ann int) {
 	e.sendCtl(c, OpAccept, ReasonNone)
 	c.tries = 1
 	c.synSent, c.synOnce = e.now, true
-	c.rtoAt = later(e.now, c.rto)
+	c.rtoAt = later(e.now, c.rtt.rto)
 	e.schedule(c, c.rtoAt)
 }
 
@@ -1525,11 +1525,11 @@ func (e *engine) onAck(ep *endpoint, h *Header) {
 		ep.dupAcks = 0
 		ep.bigLost, ep.bigAt = 0, 0
 		if sample >= 0 && !repaired {
-			e.rttSample(ep, sample)
+			ep.rtt.sample(sample)
 		}
-		ep.rto = e.rtoValue(ep)
+		ep.rtt.settle(e.rtoBounds())
 		if ep.sent > 0 {
-			ep.rtoAt = later(e.now, ep.rto)
+			ep.rtoAt = later(e.now, ep.rtt.rto)
 			e.schedule(ep, ep.rtoAt)
 		} else {
 			ep.rtoAt = 0
@@ -1620,7 +1620,7 @@ func (e *engine) onSACK(ep *endpoint, h *Header) {
 		}
 	}
 	if sample >= 0 {
-		e.rttSample(ep, sample)
+		ep.rtt.sample(sample)
 	}
 	above := 0
 	var newest uint64 // the latest transmission the receiver has SACKed
@@ -1929,12 +1929,12 @@ func (e *engine) sendData(ep *endpoint) bool {
 		sent, acked = true, true
 	}
 	if ep.sent > 0 && ep.rtoAt == 0 {
-		ep.rtoAt = later(e.now, ep.rto)
+		ep.rtoAt = later(e.now, ep.rtt.rto)
 		e.schedule(ep, ep.rtoAt)
 	}
 	if ep.sent == 0 && ep.slen > 0 && ep.rtoAt == 0 {
 		// Window closed with data waiting: probe with the RTO's backoff.
-		ep.rtoAt = later(e.now, ep.rto)
+		ep.rtoAt = later(e.now, ep.rtt.rto)
 		e.schedule(ep, ep.rtoAt)
 	}
 	if ep.ackNow && !acked {
@@ -2160,8 +2160,8 @@ func (e *engine) onTimer(ep *endpoint) {
 			e.sendCtl(ep, OpAccept, ReasonNone)
 			ep.tries++
 			ep.synOnce = false
-			ep.rto = min(later(ep.rto, ep.rto), int64(e.cfg.MaxRTO))
-			ep.rtoAt = later(now, ep.rto)
+			ep.rtt.backoff(e.rtoBounds())
+			ep.rtoAt = later(now, ep.rtt.rto)
 		}
 		e.schedule(ep, min(ep.rtoAt, later(ep.lastHeard, int64(e.cfg.Timeout))))
 		return
@@ -2185,8 +2185,8 @@ func (e *engine) onTimer(ep *endpoint) {
 		if now >= ep.rtoAt {
 			e.sendCtl(ep, OpConnect, ReasonNone)
 			ep.synOnce = false // Karn: no sample from a repeated request
-			ep.rto = min(later(ep.rto, ep.rto), int64(e.cfg.MaxRTO))
-			ep.rtoAt = later(now, ep.rto)
+			ep.rtt.backoff(e.rtoBounds())
+			ep.rtoAt = later(now, ep.rtt.rto)
 			e.st.rtoExpiries.Add(1)
 		}
 		e.schedule(ep, min(ep.rtoAt, later(ep.lastHeard, int64(e.cfg.Timeout))))
@@ -2223,8 +2223,8 @@ func (e *engine) onRTO(ep *endpoint) {
 		if ep.confirming || ep.slen > 0 && ep.segs[ep.shead].seq+uint64(ep.segs[ep.shead].n) > ep.sndRight {
 			// Zero window, or a confirmation not yet answered: probe.
 			e.sendCtl(ep, OpProbe, ReasonNone)
-			ep.rto = min(later(ep.rto, ep.rto), int64(e.cfg.MaxRTO))
-			ep.rtoAt = later(e.now, ep.rto)
+			ep.rtt.backoff(e.rtoBounds())
+			ep.rtoAt = later(e.now, ep.rtt.rto)
 			return
 		}
 		ep.rtoAt = 0
@@ -2234,7 +2234,7 @@ func (e *engine) onRTO(ep *endpoint) {
 	if e.lostForSize(ep) {
 		return
 	}
-	cutoff := e.now - ep.rto
+	cutoff := e.now - ep.rtt.rto
 	marked := false
 	for i := range ep.sent {
 		s := &ep.segs[(ep.shead+i)&mask]
@@ -2250,8 +2250,8 @@ func (e *engine) onRTO(ep *endpoint) {
 		}
 	}
 	ep.dupAcks = 0
-	ep.rto = min(later(ep.rto, ep.rto), int64(e.cfg.MaxRTO))
-	ep.rtoAt = later(e.now, ep.rto)
+	ep.rtt.backoff(e.rtoBounds())
+	ep.rtoAt = later(e.now, ep.rtt.rto)
 	e.queueOutput(ep)
 }
 
@@ -2300,30 +2300,7 @@ func (e *engine) lostForSize(ep *endpoint) bool {
 	return false
 }
 
-// rttSample folds one round-trip measurement into SRTT and RTTVAR
-// (RFC 6298 section 2).
-func (e *engine) rttSample(ep *endpoint, r int64) {
-	if r < 0 {
-		return
-	}
-	if ep.srtt == 0 {
-		ep.srtt = max(r, 1)
-		ep.rttvar = r / 2
-		return
-	}
-	d := ep.srtt - r
-	if d < 0 {
-		d = -d
-	}
-	ep.rttvar = (3*ep.rttvar + d) / 4
-	ep.srtt = max((7*ep.srtt+r)/8, 1)
-}
-
-// rtoValue is SRTT + 4·RTTVAR within [MinRTO, MaxRTO], or InitialRTO
-// before the first sample.
-func (e *engine) rtoValue(ep *endpoint) int64 {
-	if ep.srtt == 0 {
-		return int64(e.cfg.InitialRTO)
-	}
-	return min(max(ep.srtt+4*ep.rttvar, int64(e.cfg.MinRTO)), int64(e.cfg.MaxRTO))
+// rtoBounds are the configured limits of the retransmission timeout.
+func (e *engine) rtoBounds() rtoBounds {
+	return rtoBounds{initial: int64(e.cfg.InitialRTO), min: int64(e.cfg.MinRTO), max: int64(e.cfg.MaxRTO)}
 }
