@@ -254,20 +254,9 @@ type engine struct {
 	mtu  int
 	mss  int
 
-	// The pool is split in halves: send data (queued and in flight) may
-	// hold up to sendCap buffers, received data plus the buffers committed
-	// to the windows granted up to recvCap, and sendCap+recvCap is the
-	// pool. So a window once granted can always be filled, and received
-	// data waiting for a reader that is itself waiting to send can never
-	// starve that send.
-	pool          *bufPool
-	sendCap       int
-	recvCap       int
-	recvCommitted int         // sum of endpoints' counted
-	trimmedAt     int         // nEps when commitments were last held to the fair share
-	sendBeyond    int         // sum of endpoints' beyond, at most beyondCap
-	beyondCap     int         // bytes: half the send half
-	rwait         []*endpoint // receivers whose window waits for buffers
+	// The buffer pool, split in a send half and a receive half, and the
+	// windows and writers waiting for it: see credit.go.
+	credit
 
 	eps     []*endpoint // by index
 	gens    []uint16
@@ -281,7 +270,6 @@ type engine struct {
 	timers  []*endpoint // min-heap on wakeAt
 	changed []*endpoint
 	output  []*endpoint
-	starved []*endpoint
 
 	now         int64
 	linkErr     error // last error of Flush
@@ -312,16 +300,13 @@ func newEngine(link Link, cfg engineConfig, seed [32]byte) (*engine, error) {
 		rng:      rand.New(rand.NewChaCha8(seed)),
 		mtu:      mtu,
 		mss:      mtu - HeaderLen,
-		pool:     newBufPool(cfg.Buffers, mtu),
-		sendCap:  cfg.Buffers / 2,
-		recvCap:  cfg.Buffers - cfg.Buffers/2,
+		credit:   newCredit(newBufPool(cfg.Buffers, mtu), mtu-HeaderLen),
 		eps:      make([]*endpoint, 0, 64),
 		ports:    make(map[uint16]*endpoint),
 		children: make(map[connKey]*endpoint),
 		quiet:    make(map[connKey]int64),
 		ctl:      make([]byte, HeaderLen+sackLen*MaxSACK),
 	}
-	e.beyondCap = e.sendCap / 2 * e.mss
 	e.inputFn = e.input
 	link.SetUnreachable(e.unreachable)
 	var key [16]byte
@@ -653,75 +638,6 @@ func (e *engine) write(ep *endpoint, b []byte) (int, error) {
 	return n, nil
 }
 
-// mayQueue reports whether a write may take a new buffer for ep. Data
-// within the peer's window always may: the peer committed buffers for it,
-// so it leaves the pool again. Data beyond the window may wait for the
-// peer's reader indefinitely, so all connections together hold at most
-// beyondCap bytes of it, each at most its share: otherwise connections
-// without a window could hold the whole send half while those with one
-// find no buffer (a deadlock across the two hosts). A write refused here
-// waits for its window (winWait) or for the total to fall (starved).
-func (e *engine) mayQueue(ep *endpoint) bool {
-	edge := max(ep.sndRight, ep.sndUna)
-	if ep.sndEnd+uint64(ep.mss) <= edge {
-		return true
-	}
-	add := ep.mss
-	if ep.sndEnd < edge {
-		add -= int(edge - ep.sndEnd)
-	}
-	if ep.beyond+add > max(ep.mss, e.beyondCap/max(e.nEps, 1)) {
-		ep.winWait = true
-		return false
-	}
-	if e.sendBeyond+add > e.beyondCap {
-		e.starve(ep)
-		return false
-	}
-	return true
-}
-
-// rebeyond recounts the bytes ep queues beyond its peer's window edge;
-// when that falls, writers waiting for it are woken.
-func (e *engine) rebeyond(ep *endpoint) {
-	b := 0
-	if ep.state == StateEstablished {
-		if edge := max(ep.sndRight, ep.sndUna); ep.sndEnd > edge {
-			b = int(ep.sndEnd - edge)
-		}
-	}
-	d := b - ep.beyond
-	e.sendBeyond += d
-	ep.beyond = b
-	if d < 0 {
-		if ep.winWait {
-			ep.winWait = false
-			e.notify(ep, evWritable)
-		}
-		e.wakeWriters(-d)
-	}
-}
-
-// wakeWriters wakes starved writers: all of them when the send half has
-// room, else (the total beyond windows fell by freed bytes) about as many
-// as that room takes.
-func (e *engine) wakeWriters(freed int) {
-	if len(e.starved) == 0 || e.sendHeld() >= e.sendCap {
-		return
-	}
-	k := len(e.starved)
-	if freed > 0 {
-		k = min(k, freed/e.mss+1)
-	}
-	for _, s := range e.starved[:k] {
-		s.starved = false
-		e.notify(s, evWritable)
-	}
-	n := copy(e.starved, e.starved[k:])
-	clear(e.starved[n:])
-	e.starved = e.starved[:n]
-}
-
 // writable reports whether write would take at least one byte, or fail.
 func (e *engine) writable(ep *endpoint) bool {
 	if ep.state != StateEstablished || ep.finQd {
@@ -729,22 +645,6 @@ func (e *engine) writable(ep *endpoint) bool {
 	}
 	return int(ep.sndEnd-ep.sndUna) < e.cfg.SendBuffer && (ep.slen < len(ep.segs) || ep.slen > ep.sent) &&
 		e.sendHeld() < e.sendCap
-}
-
-// sendHeld and recvHeld count the buffers of each half of the pool.
-func (e *engine) sendHeld() int {
-	return int(e.pool.count(placeSendQueued) + e.pool.count(placeInFlight))
-}
-
-func (e *engine) recvHeld() int {
-	return int(e.pool.count(placeRecvQueued) + e.pool.count(placeOutOfOrder))
-}
-
-func (e *engine) starve(ep *endpoint) {
-	if !ep.starved {
-		ep.starved = true
-		e.starved = append(e.starved, ep)
-	}
 }
 
 // shutdown ends the send direction: a disconnect marker follows the data.
@@ -814,143 +714,6 @@ func (e *engine) read(ep *endpoint, b []byte) (int, error) {
 // error.
 func (e *engine) readable(ep *endpoint) bool {
 	return ep.rqLen > 0 || ep.eof || ep.state == StateFailed
-}
-
-// window is the window to grant ep now: the room left in its receive
-// buffer, as far as the receive half of the pool can back it. A
-// connection takes at most its fair share of that half (the half over the
-// endpoints), so many connections each get a window rather than a few
-// taking all. It never shrinks what was granted.
-func (e *engine) window(ep *endpoint) uint32 {
-	granted := 0
-	if ep.lastEdge > ep.rcvNxt {
-		granted = int(ep.lastEdge - ep.rcvNxt)
-	}
-	room := max(e.cfg.RecvBuffer-ep.rqBytes, 0)
-	if room <= granted {
-		return uint32(granted)
-	}
-	extra := e.recvCap - e.recvHeld() - e.recvCommitted
-	if extra <= 0 && e.trimmedAt != e.nEps {
-		e.trimCommitments()
-		extra = e.recvCap - e.recvHeld() - e.recvCommitted
-	}
-	if share := e.recvCap/max(e.nEps, 1) - ep.rqLen - len(ep.ooo) - ep.need; share < extra {
-		extra = share
-	}
-	if ep.halfOpen {
-		// Until its connector answers, a connection's window is one
-		// buffer, enough for a first request: a flood of connects
-		// commits at most one buffer per half-open connection.
-		extra = min(extra, 1-ep.rqLen-len(ep.ooo)-ep.need)
-	}
-	if extra <= 0 {
-		return uint32(granted)
-	}
-	w := e.tailRoom(ep) + (ep.need+extra)*e.pool.size
-	return uint32(max(granted, min(room, w)))
-}
-
-// tailRoom is the free space of the last buffer of ep's receive queue,
-// which in-order data fills before it takes a new buffer.
-func (e *engine) tailRoom(ep *endpoint) int {
-	if ep.rqLen == 0 {
-		return 0
-	}
-	return e.pool.size - int(ep.rq[(ep.rqHead+ep.rqLen-1)&(len(ep.rq)-1)].end)
-}
-
-// recommit sets ep.need to the buffers that in-order data up to the
-// granted edge would still take, and keeps the total. Received data moves
-// the commitment into held buffers; reading frees both.
-//
-// Only the fair share of need is counted against the receive half. A
-// window granted while few connections shared the pool can be far larger
-// than the share of each once many do, and a window never shrinks: if all
-// of it stayed committed, a few early connections whose senders are quiet
-// would hold the half, and every later connection would be left a window
-// too small to move its data (with request-response traffic on both
-// hosts, a deadlock). The part beyond the share is a promise without a
-// reservation: data filling it takes a buffer if the pool has one, and is
-// otherwise dropped and retransmitted, as TCP does under memory pressure.
-func (e *engine) recommit(ep *endpoint) {
-	need := 0
-	if (ep.state == StateEstablished || ep.state == StateConnecting) && !ep.eof && ep.lastEdge > ep.rcvNxt {
-		if r := int(ep.lastEdge-ep.rcvNxt) - e.tailRoom(ep); r > 0 {
-			need = (r + e.pool.size - 1) / e.pool.size
-		}
-	}
-	counted := min(need, max(e.recvCap/max(e.nEps, 1), 1))
-	if counted > ep.counted {
-		// Grow only into what the receive half has uncommitted.
-		counted = min(counted, ep.counted+max(e.recvCap-e.recvHeld()-e.recvCommitted, 0))
-	}
-	e.recvCommitted += counted - ep.counted
-	ep.need, ep.counted = need, counted
-}
-
-// trimCommitments holds every endpoint's counted commitment to the fair
-// share of the endpoints there are now, once the receive half is fully
-// committed; windows waiting for buffers are then granted again.
-func (e *engine) trimCommitments() {
-	e.trimmedAt = e.nEps
-	before := e.recvCommitted
-	for _, ep := range e.eps {
-		if ep != nil && ep.counted > 0 {
-			e.recommit(ep)
-		}
-	}
-	if e.recvCommitted < before {
-		e.wakeReceivers()
-	}
-}
-
-// grant records the window of a frame going out: its edge is promised,
-// and the buffers to fill it are committed. A receiver whose window was
-// held back for want of buffers waits for them in rwait.
-func (e *engine) grant(ep *endpoint, w uint32) {
-	if edge := ep.rcvNxt + uint64(w); edge > ep.lastEdge {
-		ep.lastEdge = edge
-		e.recommit(ep)
-	}
-	// Held back by the pool, not by its own unread data or fair share.
-	if int(w) < ep.mss && int(w) < e.cfg.RecvBuffer-ep.rqBytes && !ep.rwaiting && !ep.eof &&
-		ep.rqLen+len(ep.ooo)+ep.need < e.recvCap/max(e.nEps, 1) {
-		ep.rwaiting = true
-		e.rwait = append(e.rwait, ep)
-	}
-}
-
-// wakeReceivers sends window updates to waiting receivers, as many as
-// the receive half has a buffer to spare for.
-func (e *engine) wakeReceivers() {
-	spare := e.recvCap - e.recvHeld() - e.recvCommitted
-	k := 0
-	for k < len(e.rwait) && k < spare {
-		ep := e.rwait[k]
-		ep.rwaiting = false
-		if ep.state == StateEstablished {
-			e.ackSoon(ep, true)
-		}
-		k++
-	}
-	if k > 0 {
-		n := copy(e.rwait, e.rwait[k:])
-		clear(e.rwait[n:])
-		e.rwait = e.rwait[:n]
-	}
-}
-
-// freeBuf returns a buffer and wakes writers and receivers waiting for
-// one.
-func (e *engine) freeBuf(i uint32) {
-	e.pool.put(i)
-	if len(e.starved) > 0 {
-		e.wakeWriters(0)
-	}
-	if len(e.rwait) > 0 {
-		e.wakeReceivers()
-	}
 }
 
 // abort is the hard close: a connection sends a reset, a listener resets
@@ -1700,7 +1463,7 @@ func (e *engine) onData(ep *endpoint, seq uint64, p []byte, req bool) {
 		e.ackSoon(ep, true)
 		return
 	}
-	if len(ep.ooo) >= ep.oooMax || e.recvHeld()+e.recvCommitted >= e.recvCap {
+	if len(ep.ooo) >= ep.oooMax || e.uncommitted() <= 0 {
 		// Out-of-order data takes only buffers no window is counting on.
 		e.st.dropNoBuffer.Add(1)
 		e.ackSoon(ep, true)
@@ -1777,14 +1540,14 @@ func (e *engine) appendInOrder(ep *endpoint, p []byte) bool {
 	} else {
 		need = len(p)
 	}
-	nbufs := (need + e.pool.size - 1) / e.pool.size
+	nbufs := e.buffersFor(need)
 	if nbufs > e.pool.nfree() || ep.rqLen+nbufs > len(ep.rq) {
 		return false
 	}
 	// Buffers come from what the window has counted, or from what the
 	// receive half has uncommitted: data filling the uncounted part of
 	// an old window (see recommit) never takes the send half's.
-	if nbufs > ep.counted+max(e.recvCap-e.recvHeld()-e.recvCommitted, 0) {
+	if !e.mayTake(nbufs, ep.counted) {
 		return false
 	}
 	if ep.rqLen > 0 {
