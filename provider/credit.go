@@ -221,7 +221,7 @@ func (e *engine) tailRoom(ep *endpoint) int {
 	if ep.rqLen == 0 {
 		return 0
 	}
-	return e.pool.size - int(ep.rq[(ep.rqHead+ep.rqLen-1)&(len(ep.rq)-1)].end)
+	return e.pool.size - int(ep.rqAt(ep.rqLen-1).end)
 }
 
 // recommit sets ep.need to the buffers that in-order data up to the
