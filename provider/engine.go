@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"github.com/sdx-project/sdx/internal/timerheap"
 )
 
 // engineConfig is the part of Config the protocol core uses, already
@@ -173,7 +175,7 @@ type engine struct {
 	children map[connKey]*endpoint // accepted-side connections by connector's key
 	quiet    map[connKey]int64     // closed children: duplicate connects ignored until then
 
-	timers  []*endpoint // min-heap on wakeAt
+	timers  timerheap.Heap[*endpoint] // on wakeAt
 	changed []*endpoint
 	output  []*endpoint
 
@@ -582,73 +584,30 @@ func (e *engine) schedule(ep *endpoint, t int64) {
 			return
 		}
 		ep.wakeAt = t
-		e.heapUp(ep.heapIdx)
+		e.timers.Fix(ep.heapIdx)
 		return
 	}
 	ep.wakeAt = t
-	ep.heapIdx = len(e.timers)
-	e.timers = append(e.timers, ep)
-	e.heapUp(ep.heapIdx)
+	e.timers.Push(ep)
 }
 
 func (e *engine) unschedule(ep *endpoint) {
-	i := ep.heapIdx
-	if i < 0 {
-		return
-	}
-	last := len(e.timers) - 1
-	e.heapSwap(i, last)
-	e.timers[last] = nil
-	e.timers = e.timers[:last]
-	ep.heapIdx = -1
-	if i < last {
-		e.heapDown(i)
-		e.heapUp(i)
+	if ep.heapIdx >= 0 {
+		e.timers.Remove(ep.heapIdx)
 	}
 }
 
-func (e *engine) heapSwap(i, j int) {
-	e.timers[i], e.timers[j] = e.timers[j], e.timers[i]
-	e.timers[i].heapIdx = i
-	e.timers[j].heapIdx = j
-}
-
-func (e *engine) heapUp(i int) {
-	for i > 0 {
-		p := (i - 1) / 2
-		if e.timers[p].wakeAt <= e.timers[i].wakeAt {
-			return
-		}
-		e.heapSwap(i, p)
-		i = p
-	}
-}
-
-func (e *engine) heapDown(i int) {
-	n := len(e.timers)
-	for {
-		l, r, m := 2*i+1, 2*i+2, i
-		if l < n && e.timers[l].wakeAt < e.timers[m].wakeAt {
-			m = l
-		}
-		if r < n && e.timers[r].wakeAt < e.timers[m].wakeAt {
-			m = r
-		}
-		if m == i {
-			return
-		}
-		e.heapSwap(i, m)
-		i = m
-	}
-}
+// Before and SetIndex make an endpoint a timer of the engine's heap.
+func (ep *endpoint) Before(o *endpoint) bool { return ep.wakeAt < o.wakeAt }
+func (ep *endpoint) SetIndex(i int)          { ep.heapIdx = i }
 
 // nextTimer returns when the earliest timer is due, and false when none is
 // armed.
 func (e *engine) nextTimer() (int64, bool) {
-	if len(e.timers) == 0 {
+	if e.timers.Len() == 0 {
 		return 0, false
 	}
-	return e.timers[0].wakeAt, true
+	return e.timers.Min().wakeAt, true
 }
 
 // ---- the poll step ----------------------------------------------------
@@ -672,9 +631,8 @@ func (e *engine) receive(now int64) int {
 func (e *engine) runTimers(now int64) bool {
 	e.now = now
 	fired := false
-	for len(e.timers) > 0 && e.timers[0].wakeAt <= now {
-		ep := e.timers[0]
-		e.unschedule(ep)
+	for e.timers.Len() > 0 && e.timers.Min().wakeAt <= now {
+		ep := e.timers.Pop()
 		e.onTimer(ep)
 		fired = true
 	}
