@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"github.com/sdx-project/sdx/internal/timerheap"
 )
 
 // engineConfig is the part of Config the protocol core uses, already
@@ -68,41 +70,6 @@ const (
 	evFailed                      // the connection failed (reset, time-out)
 )
 
-// seg is a segment of send data in its buffer: the payload sits at
-// HeaderLen in the buffer, so the header is encoded in place.
-type seg struct {
-	seq    uint64
-	sentAt int64 // last transmission; 0 before the first
-	buf    uint32
-	n      uint16
-	fin    bool // a disconnect marker: no data, one offset of sequence space
-	sacked bool
-	rtx    bool   // marked lost: retransmit at the next output
-	resent bool   // retransmitted at least once (no RTT sample: Karn)
-	fast   bool   // already fast-retransmitted in this loss episode
-	tx     uint64 // engine.txCount at its latest transmission: orders them, ties of the clock included
-}
-
-func (s *seg) end() uint64 {
-	if s.fin {
-		return s.seq + 1
-	}
-	return s.seq + uint64(s.n)
-}
-
-// rseg is received in-order data in a buffer: bytes [off, end).
-type rseg struct {
-	buf      uint32
-	off, end uint16
-}
-
-// oseg is received data beyond a hole.
-type oseg struct {
-	seq uint64
-	buf uint32
-	n   uint16
-}
-
 // connKey names a connection as its connector sees it.
 type connKey struct {
 	peer  netip.Addr
@@ -146,76 +113,17 @@ type endpoint struct {
 	cookie     uint64      // a connector's cookie from the listener's retry; 0: none
 	confirming bool        // a connector not yet heard from since the accept: its answer may be lost
 
-	// Send side: segs is a ring; the first sent segments from shead are in
-	// flight, the rest queued.
-	segs     []seg
-	shead    int
-	sent     int // segments transmitted and not yet acknowledged
-	slen     int // segments in the ring
-	sndUna   uint64
-	sndNxt   uint64 // highest offset transmitted + 1
-	sndEnd   uint64 // end of queued data
-	sndRight uint64 // the peer's window edge: we may send below it
-	dupAcks  int
-	finQd    bool // Shutdown called: no more data
-	finAcked bool
-	starved  bool // a write found no buffer; retry when one is freed
-	winWait  bool // a write stopped at its share beyond the peer's window
-	beyond   int  // bytes queued beyond the peer's window edge (in engine.sendBeyond)
+	// The connect request's round trip, the handshake's RTT sample.
+	synSent int64 // when the connect request went out
+	synOnce bool  // it went out once: its answer is an RTT sample
 
-	// Small segments (below the MSS): smallEnd is the end of the latest
-	// one sent, holdEnd of the latest one sent with FlagAckReq. While
-	// that one is unacknowledged, a further small segment waits and
-	// gathers the writes that follow (held) until its ack or a full
-	// segment. See sendData.
-	smallEnd, holdEnd uint64
-	held              bool
-
-	// sackKnown: below this offset the peer's latest SACK report listed
-	// every block it holds, so a segment there that no block covers is
-	// missing; above it the report may have left blocks out (see
-	// fillSACK), and no loss is inferred there.
-	sackKnown uint64
-
-	// Retransmission timer, RFC 6298.
-	srtt, rttvar, rto int64
-	rtoAt             int64 // 0: stopped
-	synSent           int64 // when the connect request went out
-	synOnce           bool  // it went out once: its answer is an RTT sample
-
-	// Receive side.
-	rcvNxt     uint64
-	rq         []rseg // ring of in-order data
-	rqHead     int
-	rqLen      int
-	rqBytes    int
-	ooo        []oseg // sorted by seq
-	oooMax     int
-	lastOOO    uint64
-	finPending bool
-	finSeq     uint64
-	eof        bool
-	ackNow     bool
-	ackAt      int64  // delayed ack due; 0: none
-	dupIn      int    // duplicates received since new data: our acks may be getting lost
-	probeAck   bool   // send the owed ack as a probe (see onData)
-	answer     bool   // the owed ack answers a probe: it goes out as an answer (see onProbe)
-	unacked    int    // in-order segments not yet acknowledged
-	lastEdge   uint64 // right edge of the window we granted: it never moves left
-	need       int    // receive buffers the granted window would still take (see recommit)
-	counted    int    // the part of need counted in recvCommitted: at most the fair share
-	rwaiting   bool   // in engine.rwait: its window was held back for want of buffers
+	sender   // the send side: see sender.go
+	receiver // the receive side: see receiver.go
 
 	// Liveness.
 	lastHeard int64
 	probeAt   int64
 	lastErr   error // last error the link reported sending to the peer
-	// Frames that vanish for their size: bigLost counts timer expiries
-	// that found the same large segment unacknowledged although the peer
-	// answered the probe sent at the previous one (bigAt). See
-	// lostForSize.
-	bigLost int
-	bigAt   int64
 
 	// Scheduling.
 	ev       uint8
@@ -254,20 +162,9 @@ type engine struct {
 	mtu  int
 	mss  int
 
-	// The pool is split in halves: send data (queued and in flight) may
-	// hold up to sendCap buffers, received data plus the buffers committed
-	// to the windows granted up to recvCap, and sendCap+recvCap is the
-	// pool. So a window once granted can always be filled, and received
-	// data waiting for a reader that is itself waiting to send can never
-	// starve that send.
-	pool          *bufPool
-	sendCap       int
-	recvCap       int
-	recvCommitted int         // sum of endpoints' counted
-	trimmedAt     int         // nEps when commitments were last held to the fair share
-	sendBeyond    int         // sum of endpoints' beyond, at most beyondCap
-	beyondCap     int         // bytes: half the send half
-	rwait         []*endpoint // receivers whose window waits for buffers
+	// The buffer pool, split in a send half and a receive half, and the
+	// windows and writers waiting for it: see credit.go.
+	credit
 
 	eps     []*endpoint // by index
 	gens    []uint16
@@ -278,10 +175,9 @@ type engine struct {
 	children map[connKey]*endpoint // accepted-side connections by connector's key
 	quiet    map[connKey]int64     // closed children: duplicate connects ignored until then
 
-	timers  []*endpoint // min-heap on wakeAt
+	timers  timerheap.Heap[*endpoint] // on wakeAt
 	changed []*endpoint
 	output  []*endpoint
-	starved []*endpoint
 
 	now         int64
 	linkErr     error // last error of Flush
@@ -312,16 +208,13 @@ func newEngine(link Link, cfg engineConfig, seed [32]byte) (*engine, error) {
 		rng:      rand.New(rand.NewChaCha8(seed)),
 		mtu:      mtu,
 		mss:      mtu - HeaderLen,
-		pool:     newBufPool(cfg.Buffers, mtu),
-		sendCap:  cfg.Buffers / 2,
-		recvCap:  cfg.Buffers - cfg.Buffers/2,
+		credit:   newCredit(newBufPool(cfg.Buffers, mtu), mtu-HeaderLen),
 		eps:      make([]*endpoint, 0, 64),
 		ports:    make(map[uint16]*endpoint),
 		children: make(map[connKey]*endpoint),
 		quiet:    make(map[connKey]int64),
 		ctl:      make([]byte, HeaderLen+sackLen*MaxSACK),
 	}
-	e.beyondCap = e.sendCap / 2 * e.mss
 	e.inputFn = e.input
 	link.SetUnreachable(e.unreachable)
 	var key [16]byte
@@ -448,7 +341,7 @@ func (e *engine) quietKey(k connKey) {
 // dropData frees every buffer the endpoint holds.
 func (e *engine) dropData(ep *endpoint) {
 	for i := range ep.slen {
-		s := &ep.segs[(ep.shead+i)&(len(ep.segs)-1)]
+		s := ep.at(i)
 		if s.buf != noBuf {
 			e.freeBuf(s.buf)
 		}
@@ -456,7 +349,7 @@ func (e *engine) dropData(ep *endpoint) {
 	}
 	ep.shead, ep.slen, ep.sent = 0, 0, 0
 	for i := range ep.rqLen {
-		r := &ep.rq[(ep.rqHead+i)&(len(ep.rq)-1)]
+		r := ep.rqAt(i)
 		e.freeBuf(r.buf)
 		*r = rseg{}
 	}
@@ -540,7 +433,7 @@ func (e *engine) connect(ep *endpoint, to netip.AddrPort) error {
 	ep.lastHeard = e.now
 	e.sendCtl(ep, OpConnect, ReasonNone)
 	ep.synSent, ep.synOnce = e.now, true
-	ep.rtoAt = later(e.now, ep.rto)
+	ep.rtoAt = later(e.now, ep.rtt.rto)
 	e.schedule(ep, ep.rtoAt)
 	return nil
 }
@@ -548,7 +441,7 @@ func (e *engine) connect(ep *endpoint, to netip.AddrPort) error {
 // initConn gives an endpoint, whose mss is set, its rings and timers.
 func (e *engine) initConn(ep *endpoint) {
 	e.sizeRings(ep)
-	ep.rto = int64(e.cfg.InitialRTO)
+	ep.rtt.start(e.rtoBounds())
 	ep.sackKnown = math.MaxUint64
 	ep.lastEdge = 0 // the first frame with a window grants it
 }
@@ -600,357 +493,6 @@ func (e *engine) accept(l *endpoint) *endpoint {
 		return c
 	}
 	return nil
-}
-
-// write copies as much of b into the send buffer as fits and returns how
-// many bytes it took.
-func (e *engine) write(ep *endpoint, b []byte) (int, error) {
-	switch {
-	case ep.state == StateFailed:
-		return 0, ep.err
-	case ep.state != StateEstablished:
-		return 0, ErrNotConn
-	case ep.finQd:
-		return 0, ErrShutdown
-	}
-	n := 0
-	mask := len(ep.segs) - 1
-	for n < len(b) && int(ep.sndEnd-ep.sndUna) < e.cfg.SendBuffer {
-		room := e.cfg.SendBuffer - int(ep.sndEnd-ep.sndUna)
-		if ep.slen > ep.sent {
-			// The newest segment is not yet transmitted: fill it up.
-			s := &ep.segs[(ep.shead+ep.slen-1)&mask]
-			if int(s.n) < ep.mss {
-				k := copy(e.pool.buf(s.buf)[HeaderLen+int(s.n):HeaderLen+ep.mss], b[n:min(len(b), n+room)])
-				s.n += uint16(k)
-				n += k
-				ep.sndEnd += uint64(k)
-				continue
-			}
-		}
-		if ep.slen == len(ep.segs) {
-			break
-		}
-		if e.sendHeld() >= e.sendCap {
-			e.starve(ep)
-			break
-		}
-		if !e.mayQueue(ep) {
-			break
-		}
-		buf, _ := e.pool.get(placeSendQueued)
-		k := copy(e.pool.buf(buf)[HeaderLen:HeaderLen+ep.mss], b[n:min(len(b), n+room)])
-		ep.segs[(ep.shead+ep.slen)&mask] = seg{seq: ep.sndEnd, buf: buf, n: uint16(k)}
-		ep.slen++
-		n += k
-		ep.sndEnd += uint64(k)
-		e.rebeyond(ep)
-	}
-	if n > 0 {
-		e.rebeyond(ep)
-		e.queueOutput(ep)
-	}
-	return n, nil
-}
-
-// mayQueue reports whether a write may take a new buffer for ep. Data
-// within the peer's window always may: the peer committed buffers for it,
-// so it leaves the pool again. Data beyond the window may wait for the
-// peer's reader indefinitely, so all connections together hold at most
-// beyondCap bytes of it, each at most its share: otherwise connections
-// without a window could hold the whole send half while those with one
-// find no buffer (a deadlock across the two hosts). A write refused here
-// waits for its window (winWait) or for the total to fall (starved).
-func (e *engine) mayQueue(ep *endpoint) bool {
-	edge := max(ep.sndRight, ep.sndUna)
-	if ep.sndEnd+uint64(ep.mss) <= edge {
-		return true
-	}
-	add := ep.mss
-	if ep.sndEnd < edge {
-		add -= int(edge - ep.sndEnd)
-	}
-	if ep.beyond+add > max(ep.mss, e.beyondCap/max(e.nEps, 1)) {
-		ep.winWait = true
-		return false
-	}
-	if e.sendBeyond+add > e.beyondCap {
-		e.starve(ep)
-		return false
-	}
-	return true
-}
-
-// rebeyond recounts the bytes ep queues beyond its peer's window edge;
-// when that falls, writers waiting for it are woken.
-func (e *engine) rebeyond(ep *endpoint) {
-	b := 0
-	if ep.state == StateEstablished {
-		if edge := max(ep.sndRight, ep.sndUna); ep.sndEnd > edge {
-			b = int(ep.sndEnd - edge)
-		}
-	}
-	d := b - ep.beyond
-	e.sendBeyond += d
-	ep.beyond = b
-	if d < 0 {
-		if ep.winWait {
-			ep.winWait = false
-			e.notify(ep, evWritable)
-		}
-		e.wakeWriters(-d)
-	}
-}
-
-// wakeWriters wakes starved writers: all of them when the send half has
-// room, else (the total beyond windows fell by freed bytes) about as many
-// as that room takes.
-func (e *engine) wakeWriters(freed int) {
-	if len(e.starved) == 0 || e.sendHeld() >= e.sendCap {
-		return
-	}
-	k := len(e.starved)
-	if freed > 0 {
-		k = min(k, freed/e.mss+1)
-	}
-	for _, s := range e.starved[:k] {
-		s.starved = false
-		e.notify(s, evWritable)
-	}
-	n := copy(e.starved, e.starved[k:])
-	clear(e.starved[n:])
-	e.starved = e.starved[:n]
-}
-
-// writable reports whether write would take at least one byte, or fail.
-func (e *engine) writable(ep *endpoint) bool {
-	if ep.state != StateEstablished || ep.finQd {
-		return true
-	}
-	return int(ep.sndEnd-ep.sndUna) < e.cfg.SendBuffer && (ep.slen < len(ep.segs) || ep.slen > ep.sent) &&
-		e.sendHeld() < e.sendCap
-}
-
-// sendHeld and recvHeld count the buffers of each half of the pool.
-func (e *engine) sendHeld() int {
-	return int(e.pool.count(placeSendQueued) + e.pool.count(placeInFlight))
-}
-
-func (e *engine) recvHeld() int {
-	return int(e.pool.count(placeRecvQueued) + e.pool.count(placeOutOfOrder))
-}
-
-func (e *engine) starve(ep *endpoint) {
-	if !ep.starved {
-		ep.starved = true
-		e.starved = append(e.starved, ep)
-	}
-}
-
-// shutdown ends the send direction: a disconnect marker follows the data.
-func (e *engine) shutdown(ep *endpoint) error {
-	switch {
-	case ep.state == StateFailed:
-		return ep.err
-	case ep.state != StateEstablished:
-		return ErrNotConn
-	case ep.finQd:
-		return nil
-	}
-	if ep.slen == len(ep.segs) {
-		return ErrNoBufs
-	}
-	ep.segs[(ep.shead+ep.slen)&(len(ep.segs)-1)] = seg{seq: ep.sndEnd, buf: noBuf, fin: true}
-	ep.slen++
-	ep.sndEnd++
-	ep.finQd = true
-	e.queueOutput(ep)
-	return nil
-}
-
-// read copies received in-order data into b. It returns 0, nil at the end
-// of the stream and 0, err when the connection failed; 0, nil with
-// readable false means nothing is there yet.
-func (e *engine) read(ep *endpoint, b []byte) (int, error) {
-	if ep.state == StateFailed {
-		return 0, ep.err
-	}
-	if ep.state != StateEstablished {
-		return 0, ErrNotConn
-	}
-	n := 0
-	mask := len(ep.rq) - 1
-	for n < len(b) && ep.rqLen > 0 {
-		r := &ep.rq[ep.rqHead]
-		k := copy(b[n:], e.pool.buf(r.buf)[r.off:r.end])
-		r.off += uint16(k)
-		n += k
-		ep.rqBytes -= k
-		if r.off == r.end {
-			e.freeBuf(r.buf)
-			*r = rseg{}
-			ep.rqHead = (ep.rqHead + 1) & mask
-			ep.rqLen--
-		}
-	}
-	if len(ep.ooo) > 0 && ep.ooo[0].seq <= ep.rcvNxt {
-		e.pullOOO(ep)
-		e.checkFin(ep)
-	}
-	e.recommit(ep)
-	if n > 0 {
-		// Window update: the edge we advertised was less than an MSS
-		// away, or would move by at least half the new window.
-		edge := ep.rcvNxt + uint64(e.window(ep))
-		if grow := edge - ep.lastEdge; edge > ep.lastEdge && grow >= uint64(ep.mss) &&
-			(ep.lastEdge-ep.rcvNxt < uint64(ep.mss) || grow >= (edge-ep.rcvNxt)/2) {
-			e.ackSoon(ep, true)
-		}
-	}
-	return n, nil
-}
-
-// readable reports whether read would return data, end of stream or an
-// error.
-func (e *engine) readable(ep *endpoint) bool {
-	return ep.rqLen > 0 || ep.eof || ep.state == StateFailed
-}
-
-// window is the window to grant ep now: the room left in its receive
-// buffer, as far as the receive half of the pool can back it. A
-// connection takes at most its fair share of that half (the half over the
-// endpoints), so many connections each get a window rather than a few
-// taking all. It never shrinks what was granted.
-func (e *engine) window(ep *endpoint) uint32 {
-	granted := 0
-	if ep.lastEdge > ep.rcvNxt {
-		granted = int(ep.lastEdge - ep.rcvNxt)
-	}
-	room := max(e.cfg.RecvBuffer-ep.rqBytes, 0)
-	if room <= granted {
-		return uint32(granted)
-	}
-	extra := e.recvCap - e.recvHeld() - e.recvCommitted
-	if extra <= 0 && e.trimmedAt != e.nEps {
-		e.trimCommitments()
-		extra = e.recvCap - e.recvHeld() - e.recvCommitted
-	}
-	if share := e.recvCap/max(e.nEps, 1) - ep.rqLen - len(ep.ooo) - ep.need; share < extra {
-		extra = share
-	}
-	if ep.halfOpen {
-		// Until its connector answers, a connection's window is one
-		// buffer, enough for a first request: a flood of connects
-		// commits at most one buffer per half-open connection.
-		extra = min(extra, 1-ep.rqLen-len(ep.ooo)-ep.need)
-	}
-	if extra <= 0 {
-		return uint32(granted)
-	}
-	w := e.tailRoom(ep) + (ep.need+extra)*e.pool.size
-	return uint32(max(granted, min(room, w)))
-}
-
-// tailRoom is the free space of the last buffer of ep's receive queue,
-// which in-order data fills before it takes a new buffer.
-func (e *engine) tailRoom(ep *endpoint) int {
-	if ep.rqLen == 0 {
-		return 0
-	}
-	return e.pool.size - int(ep.rq[(ep.rqHead+ep.rqLen-1)&(len(ep.rq)-1)].end)
-}
-
-// recommit sets ep.need to the buffers that in-order data up to the
-// granted edge would still take, and keeps the total. Received data moves
-// the commitment into held buffers; reading frees both.
-//
-// Only the fair share of need is counted against the receive half. A
-// window granted while few connections shared the pool can be far larger
-// than the share of each once many do, and a window never shrinks: if all
-// of it stayed committed, a few early connections whose senders are quiet
-// would hold the half, and every later connection would be left a window
-// too small to move its data (with request-response traffic on both
-// hosts, a deadlock). The part beyond the share is a promise without a
-// reservation: data filling it takes a buffer if the pool has one, and is
-// otherwise dropped and retransmitted, as TCP does under memory pressure.
-func (e *engine) recommit(ep *endpoint) {
-	need := 0
-	if (ep.state == StateEstablished || ep.state == StateConnecting) && !ep.eof && ep.lastEdge > ep.rcvNxt {
-		if r := int(ep.lastEdge-ep.rcvNxt) - e.tailRoom(ep); r > 0 {
-			need = (r + e.pool.size - 1) / e.pool.size
-		}
-	}
-	counted := min(need, max(e.recvCap/max(e.nEps, 1), 1))
-	if counted > ep.counted {
-		// Grow only into what the receive half has uncommitted.
-		counted = min(counted, ep.counted+max(e.recvCap-e.recvHeld()-e.recvCommitted, 0))
-	}
-	e.recvCommitted += counted - ep.counted
-	ep.need, ep.counted = need, counted
-}
-
-// trimCommitments holds every endpoint's counted commitment to the fair
-// share of the endpoints there are now, once the receive half is fully
-// committed; windows waiting for buffers are then granted again.
-func (e *engine) trimCommitments() {
-	e.trimmedAt = e.nEps
-	before := e.recvCommitted
-	for _, ep := range e.eps {
-		if ep != nil && ep.counted > 0 {
-			e.recommit(ep)
-		}
-	}
-	if e.recvCommitted < before {
-		e.wakeReceivers()
-	}
-}
-
-// grant records the window of a frame going out: its edge is promised,
-// and the buffers to fill it are committed. A receiver whose window was
-// held back for want of buffers waits for them in rwait.
-func (e *engine) grant(ep *endpoint, w uint32) {
-	if edge := ep.rcvNxt + uint64(w); edge > ep.lastEdge {
-		ep.lastEdge = edge
-		e.recommit(ep)
-	}
-	// Held back by the pool, not by its own unread data or fair share.
-	if int(w) < ep.mss && int(w) < e.cfg.RecvBuffer-ep.rqBytes && !ep.rwaiting && !ep.eof &&
-		ep.rqLen+len(ep.ooo)+ep.need < e.recvCap/max(e.nEps, 1) {
-		ep.rwaiting = true
-		e.rwait = append(e.rwait, ep)
-	}
-}
-
-// wakeReceivers sends window updates to waiting receivers, as many as
-// the receive half has a buffer to spare for.
-func (e *engine) wakeReceivers() {
-	spare := e.recvCap - e.recvHeld() - e.recvCommitted
-	k := 0
-	for k < len(e.rwait) && k < spare {
-		ep := e.rwait[k]
-		ep.rwaiting = false
-		if ep.state == StateEstablished {
-			e.ackSoon(ep, true)
-		}
-		k++
-	}
-	if k > 0 {
-		n := copy(e.rwait, e.rwait[k:])
-		clear(e.rwait[n:])
-		e.rwait = e.rwait[:n]
-	}
-}
-
-// freeBuf returns a buffer and wakes writers and receivers waiting for
-// one.
-func (e *engine) freeBuf(i uint32) {
-	e.pool.put(i)
-	if len(e.starved) > 0 {
-		e.wakeWriters(0)
-	}
-	if len(e.rwait) > 0 {
-		e.wakeReceivers()
-	}
 }
 
 // abort is the hard close: a connection sends a reset, a listener resets
@@ -1021,19 +563,6 @@ func (e *engine) queueOutput(ep *endpoint) {
 	}
 }
 
-// ackSoon asks for an ack: at once (now true) or within AckDelay.
-func (e *engine) ackSoon(ep *endpoint, now bool) {
-	if now {
-		ep.ackNow = true
-		e.queueOutput(ep)
-		return
-	}
-	if ep.ackAt == 0 {
-		ep.ackAt = later(e.now, int64(e.cfg.AckDelay))
-		e.schedule(ep, ep.ackAt)
-	}
-}
-
 // later is t+d on the engine's nanosecond clock, saturating instead of
 // wrapping: a deadline past the end of time never comes, where a wrapped
 // one would always be due and spin the timers. Validation keeps the
@@ -1055,73 +584,30 @@ func (e *engine) schedule(ep *endpoint, t int64) {
 			return
 		}
 		ep.wakeAt = t
-		e.heapUp(ep.heapIdx)
+		e.timers.Fix(ep.heapIdx)
 		return
 	}
 	ep.wakeAt = t
-	ep.heapIdx = len(e.timers)
-	e.timers = append(e.timers, ep)
-	e.heapUp(ep.heapIdx)
+	e.timers.Push(ep)
 }
 
 func (e *engine) unschedule(ep *endpoint) {
-	i := ep.heapIdx
-	if i < 0 {
-		return
-	}
-	last := len(e.timers) - 1
-	e.heapSwap(i, last)
-	e.timers[last] = nil
-	e.timers = e.timers[:last]
-	ep.heapIdx = -1
-	if i < last {
-		e.heapDown(i)
-		e.heapUp(i)
+	if ep.heapIdx >= 0 {
+		e.timers.Remove(ep.heapIdx)
 	}
 }
 
-func (e *engine) heapSwap(i, j int) {
-	e.timers[i], e.timers[j] = e.timers[j], e.timers[i]
-	e.timers[i].heapIdx = i
-	e.timers[j].heapIdx = j
-}
-
-func (e *engine) heapUp(i int) {
-	for i > 0 {
-		p := (i - 1) / 2
-		if e.timers[p].wakeAt <= e.timers[i].wakeAt {
-			return
-		}
-		e.heapSwap(i, p)
-		i = p
-	}
-}
-
-func (e *engine) heapDown(i int) {
-	n := len(e.timers)
-	for {
-		l, r, m := 2*i+1, 2*i+2, i
-		if l < n && e.timers[l].wakeAt < e.timers[m].wakeAt {
-			m = l
-		}
-		if r < n && e.timers[r].wakeAt < e.timers[m].wakeAt {
-			m = r
-		}
-		if m == i {
-			return
-		}
-		e.heapSwap(i, m)
-		i = m
-	}
-}
+// Before and SetIndex make an endpoint a timer of the engine's heap.
+func (ep *endpoint) Before(o *endpoint) bool { return ep.wakeAt < o.wakeAt }
+func (ep *endpoint) SetIndex(i int)          { ep.heapIdx = i }
 
 // nextTimer returns when the earliest timer is due, and false when none is
 // armed.
 func (e *engine) nextTimer() (int64, bool) {
-	if len(e.timers) == 0 {
+	if e.timers.Len() == 0 {
 		return 0, false
 	}
-	return e.timers[0].wakeAt, true
+	return e.timers.Min().wakeAt, true
 }
 
 // ---- the poll step ----------------------------------------------------
@@ -1145,9 +631,8 @@ func (e *engine) receive(now int64) int {
 func (e *engine) runTimers(now int64) bool {
 	e.now = now
 	fired := false
-	for len(e.timers) > 0 && e.timers[0].wakeAt <= now {
-		ep := e.timers[0]
-		e.unschedule(ep)
+	for e.timers.Len() > 0 && e.timers.Min().wakeAt <= now {
+		ep := e.timers.Pop()
 		e.onTimer(ep)
 		fired = true
 	}
@@ -1297,9 +782,9 @@ func (e *engine) established(ep *endpoint, h *Header, ann int) {
 	ep.mss, ep.announced = e.peerMSS(ann), ann > 0
 	e.sizeRings(ep)
 	if ep.synOnce {
-		e.rttSample(ep, e.now-ep.synSent)
+		ep.rtt.sample(e.now - ep.synSent)
 	}
-	ep.rto = e.rtoValue(ep)
+	ep.rtt.settle(e.rtoBounds())
 	ep.synOnce = false
 	e.notify(ep, evConnected|evWritable)
 	// The third frame of the handshake: the acceptor hands the
@@ -1310,7 +795,7 @@ func (e *engine) established(ep *endpoint, h *Header, ann int) {
 	// not leave its acceptor's half-open connection to expire.
 	e.ackSoon(ep, true)
 	ep.confirming = true
-	ep.rtoAt = later(e.now, ep.rto)
+	ep.rtoAt = later(e.now, ep.rtt.rto)
 	e.schedule(ep, min(ep.rtoAt, e.keepaliveAt(ep)))
 }
 
@@ -1323,7 +808,7 @@ func (e *engine) onRetry(ep *endpoint, h *Header) {
 	ep.cookie = h.Seq
 	e.sendCtl(ep, OpConnect, ReasonNone)
 	ep.synSent, ep.synOnce = e.now, true
-	ep.rtoAt = later(e.now, ep.rto)
+	ep.rtoAt = later(e.now, ep.rtt.rto)
 	e.schedule(ep, ep.rtoAt)
 }
 
@@ -1334,10 +819,10 @@ func (e *engine) confirm(c *endpoint) {
 	e.st.halfOpen.Add(-1)
 	c.halfOpen = false
 	if c.synOnce {
-		e.rttSample(c, e.now-c.synSent)
+		c.rtt.sample(e.now - c.synSent)
 	}
 	c.synOnce = false
-	c.rto = e.rtoValue(c)
+	c.rtt.settle(e.rtoBounds())
 	c.rtoAt, c.tries = 0, 0
 	l.backlog = append(l.backlog, c)
 	e.schedule(c, e.keepaliveAt(c))
@@ -1422,7 +907,7 @@ func (e *engine) onConnect(from netip.Addr, h *Header, ann int) {
 	e.sendCtl(c, OpAccept, ReasonNone)
 	c.tries = 1
 	c.synSent, c.synOnce = e.now, true
-	c.rtoAt = later(e.now, c.rto)
+	c.rtoAt = later(e.now, c.rtt.rto)
 	e.schedule(c, c.rtoAt)
 }
 
@@ -1476,514 +961,7 @@ func (e *engine) reply(to netip.Addr, h *Header, op Opcode, reason Reason, seq u
 	e.sendRaw(nil, to, e.ctl[:n])
 }
 
-// onAck processes the ack, window and SACK blocks of a frame.
-func (e *engine) onAck(ep *endpoint, h *Header) {
-	ack := h.Ack
-	if ack > ep.sndNxt {
-		e.st.dropBadAck.Add(1)
-		return
-	}
-	grew := false
-	if edge := ack + uint64(h.Window); edge > ep.sndRight {
-		ep.sndRight = edge
-		grew = true
-	}
-	mask := len(ep.segs) - 1
-	if ack > ep.sndUna {
-		var sample int64 = -1
-		freed, repaired := false, false
-		for ep.sent > 0 {
-			s := &ep.segs[ep.shead]
-			if s.end() > ack {
-				break
-			}
-			if s.resent {
-				// The ack moved because a hole was repaired: it came
-				// when the retransmission arrived, late for every
-				// segment above it, SACKed or not (a SACK report may
-				// leave blocks out). No sample from this ack.
-				repaired = true
-			} else if !s.sacked {
-				// A SACKed segment's cumulative ack comes late, when
-				// the hole before it is filled: no sample from it.
-				sample = e.now - s.sentAt
-			}
-			if s.fin {
-				ep.finAcked = true
-				e.notify(ep, evWritable) // a graceful close waits for it
-			}
-			if s.buf != noBuf {
-				e.freeBuf(s.buf)
-				freed = true
-			}
-			*s = seg{}
-			ep.shead = (ep.shead + 1) & mask
-			ep.sent--
-			ep.slen--
-		}
-		ep.sndUna = ack
-		ep.dupAcks = 0
-		ep.bigLost, ep.bigAt = 0, 0
-		if sample >= 0 && !repaired {
-			e.rttSample(ep, sample)
-		}
-		ep.rto = e.rtoValue(ep)
-		if ep.sent > 0 {
-			ep.rtoAt = later(e.now, ep.rto)
-			e.schedule(ep, ep.rtoAt)
-		} else {
-			ep.rtoAt = 0
-		}
-		if freed {
-			e.notify(ep, evWritable)
-		}
-	} else if ack == ep.sndUna && ep.sent > 0 && h.Op == OpAck && !grew {
-		ep.dupAcks++
-		if ep.dupAcks == 3 {
-			for i := range ep.sent {
-				s := &ep.segs[(ep.shead+i)&mask]
-				if !s.sacked {
-					if !s.fast && !s.rtx {
-						s.rtx, s.fast = true, true
-						e.st.fastRetransmits.Add(1)
-						e.queueOutput(ep)
-					}
-					break
-				}
-			}
-		}
-	}
-	if h.Op == OpAck || h.Op == OpProbe && h.Flags&FlagAnswer != 0 {
-		// A SACK report (data frames carry none): full, it may have left
-		// out blocks above the highest of its ascending part.
-		ep.sackKnown = math.MaxUint64
-		if h.NSACK == MaxSACK {
-			ep.sackKnown = 0
-			for _, b := range h.SACK[1:h.NSACK] {
-				ep.sackKnown = max(ep.sackKnown, b.End)
-			}
-		}
-		e.unSACK(ep, h)
-	}
-	if h.NSACK > 0 && ep.sent > 0 {
-		e.onSACK(ep, h)
-	}
-	if ep.slen > ep.sent {
-		e.queueOutput(ep) // new credit, or a persist timer to arm
-	}
-	if ep.beyond > 0 || ep.winWait {
-		e.rebeyond(ep)
-	}
-}
-
-// unSACK clears the SACK mark of every segment that a SACK report should
-// list, being below sackKnown, and does not: the receiver dropped it
-// (renege), and it must be sent again.
-func (e *engine) unSACK(ep *endpoint, h *Header) {
-	mask := len(ep.segs) - 1
-	for i := range ep.sent {
-		s := &ep.segs[(ep.shead+i)&mask]
-		if !s.sacked || s.end() > ep.sackKnown {
-			continue
-		}
-		listed := false
-		for _, b := range h.SACK[:h.NSACK] {
-			if s.seq >= b.Start && s.end() <= b.End {
-				listed = true
-				break
-			}
-		}
-		if !listed {
-			s.sacked = false
-		}
-	}
-}
-
-// onSACK marks SACKed segments and retransmits, once, each unSACKed
-// segment with three SACKed segments above it.
-func (e *engine) onSACK(ep *endpoint, h *Header) {
-	mask := len(ep.segs) - 1
-	var sample int64 = -1
-	for b := range int(h.NSACK) {
-		blk := h.SACK[b]
-		for i := range ep.sent {
-			s := &ep.segs[(ep.shead+i)&mask]
-			if !s.sacked && s.seq >= blk.Start && s.end() <= blk.End {
-				s.sacked = true
-				// Only the first block holds the segment whose arrival
-				// sent this ack; the others may be reported long after
-				// theirs (fillSACK), which is no round trip.
-				if r := e.now - s.sentAt; b == 0 && !s.resent && (sample < 0 || r < sample) {
-					sample = r // the newest segment: the freshest round trip
-				}
-			}
-		}
-	}
-	if sample >= 0 {
-		e.rttSample(ep, sample)
-	}
-	above := 0
-	var newest uint64 // the latest transmission the receiver has SACKed
-	for i := range ep.sent {
-		if s := &ep.segs[(ep.shead+i)&mask]; s.sacked {
-			newest = max(newest, s.tx)
-		}
-	}
-	for i := ep.sent - 1; i >= 0; i-- {
-		s := &ep.segs[(ep.shead+i)&mask]
-		if s.sacked {
-			above++
-			continue
-		}
-		if s.fast && !s.rtx && s.tx < newest && s.end() <= ep.sackKnown {
-			// Its fast retransmission was lost: something sent after
-			// it has arrived. Again now, not at the next timer expiry,
-			// which at 20% loss is most of the recovery time.
-			s.rtx = true
-			e.st.fastRetransmits.Add(1)
-			e.queueOutput(ep)
-			continue
-		}
-		if above >= 3 && !s.fast && !s.rtx && s.end() <= ep.sackKnown {
-			s.rtx, s.fast = true, true
-			e.st.fastRetransmits.Add(1)
-			e.queueOutput(ep)
-		}
-	}
-}
-
-// onData stores a data segment and decides when to ack it: at once when
-// the sender asked (req), after a hole, or every ackEvery segments; else
-// within AckDelay, or on the next frame we send.
-func (e *engine) onData(ep *endpoint, seq uint64, p []byte, req bool) {
-	if len(p) == 0 {
-		return
-	}
-	end := seq + uint64(len(p))
-	if end <= ep.rcvNxt {
-		e.st.dropDuplicate.Add(1)
-		e.dupAck(ep) // our ack may have been lost
-		return
-	}
-	ep.dupIn = 0
-	if seq < ep.rcvNxt {
-		p = p[ep.rcvNxt-seq:]
-		seq = ep.rcvNxt
-	}
-	if end > max(ep.lastEdge, ep.rcvNxt) || (ep.finPending && end > ep.finSeq) || ep.eof {
-		e.st.dropOutOfWindow.Add(1)
-		e.ackSoon(ep, true)
-		return
-	}
-	if seq == ep.rcvNxt {
-		if !e.appendInOrder(ep, p) && (!e.renege(ep) || !e.appendInOrder(ep, p)) {
-			e.st.dropNoBuffer.Add(1)
-			return
-		}
-		ep.rcvNxt = end
-		hadHole := len(ep.ooo) > 0
-		e.pullOOO(ep)
-		e.checkFin(ep)
-		e.notify(ep, evReadable)
-		ep.unacked++
-		e.ackSoon(ep, hadHole || req || ep.unacked >= ackEvery)
-		return
-	}
-	// Beyond a hole.
-	i := 0
-	for i < len(ep.ooo) && ep.ooo[i].seq < seq {
-		i++
-	}
-	if i > 0 && ep.ooo[i-1].seq+uint64(ep.ooo[i-1].n) >= end ||
-		i < len(ep.ooo) && ep.ooo[i].seq == seq && uint64(ep.ooo[i].n) >= uint64(len(p)) {
-		e.st.dropDuplicate.Add(1)
-		e.ackSoon(ep, true)
-		return
-	}
-	if len(ep.ooo) >= ep.oooMax || e.recvHeld()+e.recvCommitted >= e.recvCap {
-		// Out-of-order data takes only buffers no window is counting on.
-		e.st.dropNoBuffer.Add(1)
-		e.ackSoon(ep, true)
-		return
-	}
-	buf, ok := e.pool.get(placeOutOfOrder)
-	if !ok {
-		e.st.dropNoBuffer.Add(1)
-		e.ackSoon(ep, true)
-		return
-	}
-	copy(e.pool.buf(buf), p)
-	ep.ooo = append(ep.ooo, oseg{})
-	copy(ep.ooo[i+1:], ep.ooo[i:])
-	ep.ooo[i] = oseg{seq: seq, buf: buf, n: uint16(len(p))}
-	ep.lastOOO = seq
-	e.ackSoon(ep, true)
-}
-
-// onProbe answers a probe at once, unless it is itself an answer. The
-// answer is a probe marked FlagAnswer, not a pure ack: the prober is
-// waiting for it (a window that opened, a sign of life), and where every
-// pure ack is lost an ack would never come, while the peer probes on
-// until the dead-peer bound. An answer is never answered, so two ends
-// cannot probe each other for ever.
-func (e *engine) onProbe(ep *endpoint, h *Header) {
-	if h.Flags&FlagAnswer != 0 {
-		return // its ack and window were taken in onAck
-	}
-	ep.answer = true
-	e.ackSoon(ep, true)
-}
-
-// dupAck answers data the sender repeats. The first repeat gets an ack;
-// from the second on, the sender evidently does not hear our acks, so the
-// ack goes out as a probe, a frame that also carries ack and window and
-// that the peer answers: an ack path that has lost every pure ack still
-// delivers acks.
-func (e *engine) dupAck(ep *endpoint) {
-	ep.dupIn++
-	if ep.dupIn >= 2 {
-		ep.probeAck = true
-	}
-	e.ackSoon(ep, true)
-}
-
-// renege drops the endpoint's out-of-order data to make room for the
-// in-order segment that the pool had no buffer for: otherwise data beyond
-// holes could hold every buffer while the segments that fill the holes
-// find none. The sender clears its SACK marks after a second timer expiry
-// (RFC 2018 section 8) and so retransmits what was dropped. It reports
-// whether it freed anything.
-func (e *engine) renege(ep *endpoint) bool {
-	if len(ep.ooo) == 0 {
-		return false
-	}
-	for i := range ep.ooo {
-		e.freeBuf(ep.ooo[i].buf)
-	}
-	clear(ep.ooo)
-	ep.ooo = ep.ooo[:0]
-	e.st.reneged.Add(1)
-	return true
-}
-
-// appendInOrder copies in-order data into the receive queue, filling the
-// last buffer's free space first.
-func (e *engine) appendInOrder(ep *endpoint, p []byte) bool {
-	mask := len(ep.rq) - 1
-	need := 0
-	if ep.rqLen > 0 {
-		t := &ep.rq[(ep.rqHead+ep.rqLen-1)&mask]
-		need = max(len(p)-(e.pool.size-int(t.end)), 0)
-	} else {
-		need = len(p)
-	}
-	nbufs := (need + e.pool.size - 1) / e.pool.size
-	if nbufs > e.pool.nfree() || ep.rqLen+nbufs > len(ep.rq) {
-		return false
-	}
-	// Buffers come from what the window has counted, or from what the
-	// receive half has uncommitted: data filling the uncounted part of
-	// an old window (see recommit) never takes the send half's.
-	if nbufs > ep.counted+max(e.recvCap-e.recvHeld()-e.recvCommitted, 0) {
-		return false
-	}
-	if ep.rqLen > 0 {
-		t := &ep.rq[(ep.rqHead+ep.rqLen-1)&mask]
-		k := copy(e.pool.buf(t.buf)[t.end:], p)
-		t.end += uint16(k)
-		p = p[k:]
-		ep.rqBytes += k
-	}
-	for len(p) > 0 {
-		buf, _ := e.pool.get(placeRecvQueued)
-		k := copy(e.pool.buf(buf), p)
-		ep.rq[(ep.rqHead+ep.rqLen)&mask] = rseg{buf: buf, end: uint16(k)}
-		ep.rqLen++
-		p = p[k:]
-		ep.rqBytes += k
-	}
-	return true
-}
-
-// pullOOO moves out-of-order segments that the cumulative ack has reached
-// into the receive queue.
-func (e *engine) pullOOO(ep *endpoint) {
-	mask := len(ep.rq) - 1
-	k := 0
-	for k < len(ep.ooo) && ep.ooo[k].seq <= ep.rcvNxt {
-		o := ep.ooo[k]
-		end := o.seq + uint64(o.n)
-		if end <= ep.rcvNxt {
-			e.freeBuf(o.buf)
-			k++
-			continue
-		}
-		if ep.rqLen == len(ep.rq) {
-			break // the reader frees room; SACKed data is never dropped
-		}
-		k++
-		off := uint16(ep.rcvNxt - o.seq)
-		e.pool.move(o.buf, placeRecvQueued)
-		ep.rq[(ep.rqHead+ep.rqLen)&mask] = rseg{buf: o.buf, off: off, end: o.n}
-		ep.rqLen++
-		ep.rqBytes += int(o.n - off)
-		ep.rcvNxt = end
-	}
-	if k > 0 {
-		n := copy(ep.ooo, ep.ooo[k:])
-		clear(ep.ooo[n:])
-		ep.ooo = ep.ooo[:n]
-	}
-}
-
-func (e *engine) onFin(ep *endpoint, seq uint64) {
-	if ep.eof || seq < ep.rcvNxt {
-		e.dupAck(ep)
-		return
-	}
-	ep.finPending, ep.finSeq = true, seq
-	e.checkFin(ep)
-	e.ackSoon(ep, true)
-}
-
-func (e *engine) checkFin(ep *endpoint) {
-	if ep.finPending && !ep.eof && ep.rcvNxt == ep.finSeq {
-		ep.eof = true
-		ep.rcvNxt++
-		e.notify(ep, evReadable)
-	}
-}
-
 // ---- output -----------------------------------------------------------
-
-// sendData transmits retransmissions, then new segments within the peer's
-// window, then a pure ack if one is still owed. It reports whether it sent
-// anything.
-func (e *engine) sendData(ep *endpoint) bool {
-	mask := len(ep.segs) - 1
-	sent := false
-	acked := false
-	for i := range ep.sent {
-		s := &ep.segs[(ep.shead+i)&mask]
-		if !s.rtx || s.sacked {
-			s.rtx = false
-			continue
-		}
-		// A retransmission asks for its ack at once: the sender is
-		// recovering, and it may be the last segment of a burst.
-		if !e.sendSeg(ep, s, true) {
-			e.queueOutput(ep)
-			return sent
-		}
-		s.rtx = false
-		s.resent = true
-		e.st.retransmits.Add(1)
-		sent, acked = true, true
-	}
-	// The sender asks for an ack at once (FlagAckReq) on the segment
-	// that takes what it has in flight past half of what it may have
-	// (its send buffer or the peer's window): the ack then comes back
-	// while the other half is still going out.
-	var half uint64
-	if ep.sndRight > ep.sndUna {
-		half = min(uint64(e.cfg.SendBuffer), ep.sndRight-ep.sndUna) / 2
-	}
-	for ep.sent < ep.slen {
-		s := &ep.segs[(ep.shead+ep.sent)&mask]
-		if !s.fin && s.seq+uint64(s.n) > ep.sndRight {
-			break
-		}
-		req := s.seq-ep.sndUna < half && s.end()-ep.sndUna >= half
-		if !s.fin && int(s.n) < ep.mss && ep.sent+1 == ep.slen {
-			// The newest segment, not full: the tail of what was
-			// written. It goes at once, unless a small segment sent
-			// with FlagAckReq is unacknowledged: then it waits for that
-			// ack, which the peer sends at once, and gathers the writes
-			// made meanwhile (Nagle's rule as Minshall refined it, with
-			// the ack asked for). A lone message never waits; the
-			// second of two in a row goes at once too, asking for its
-			// ack, and the third waits at most for that.
-			if ep.holdEnd > ep.sndUna {
-				ep.held = true
-				break
-			}
-			if ep.smallEnd > ep.sndUna || ep.held {
-				req = true
-				ep.holdEnd = s.end()
-			}
-			ep.held = false
-			ep.smallEnd = s.end()
-		}
-		if s.buf != noBuf {
-			e.pool.move(s.buf, placeInFlight)
-		}
-		if !e.sendSeg(ep, s, req) {
-			if s.buf != noBuf {
-				e.pool.move(s.buf, placeSendQueued)
-			}
-			e.queueOutput(ep)
-			return sent
-		}
-		ep.sent++
-		ep.sndNxt = max(ep.sndNxt, s.end())
-		sent, acked = true, true
-	}
-	if ep.sent > 0 && ep.rtoAt == 0 {
-		ep.rtoAt = later(e.now, ep.rto)
-		e.schedule(ep, ep.rtoAt)
-	}
-	if ep.sent == 0 && ep.slen > 0 && ep.rtoAt == 0 {
-		// Window closed with data waiting: probe with the RTO's backoff.
-		ep.rtoAt = later(e.now, ep.rto)
-		e.schedule(ep, ep.rtoAt)
-	}
-	if ep.ackNow && !acked {
-		op := OpAck
-		switch {
-		case ep.probeAck:
-			op = OpProbe // asks for an answer, which answers a probe too
-		case ep.answer:
-			op = opAnswer
-		}
-		if e.sendCtl(ep, op, ReasonNone) == ErrNoBufs {
-			e.queueOutput(ep)
-			return sent
-		}
-		sent = true
-	}
-	return sent
-}
-
-// sendSeg encodes a segment's header in place and sends it, with
-// FlagAckReq when req. It reports false when the link is out of transmit
-// slots even after a flush.
-func (e *engine) sendSeg(ep *endpoint, s *seg, req bool) bool {
-	if s.fin {
-		e.fillHeader(ep, OpDisconnect, ReasonNone)
-		e.hdr.Seq = s.seq
-		n := e.hdr.Put(e.ctl, 0)
-		if !e.sendRaw(ep, ep.raddr, e.ctl[:n]) {
-			return false
-		}
-	} else {
-		e.fillHeader(ep, OpData, ReasonNone)
-		e.hdr.Seq = s.seq
-		if req {
-			e.hdr.Flags |= FlagAckReq
-		}
-		b := e.pool.buf(s.buf)
-		n := e.hdr.Put(b, int(s.n))
-		if !e.sendRaw(ep, ep.raddr, b[:n]) {
-			return false
-		}
-		e.st.dataOut.Add(1)
-	}
-	s.sentAt = e.now
-	e.txCount++
-	s.tx = e.txCount
-	e.acked(ep)
-	return true
-}
 
 // fillHeader fills e.hdr for a frame on ep's connection.
 func (e *engine) fillHeader(ep *endpoint, op Opcode, reason Reason) {
@@ -2008,18 +986,6 @@ func (e *engine) fillHeader(ep *endpoint, op Opcode, reason Reason) {
 	}
 }
 
-// acked records that a frame carrying our ack and window went out.
-func (e *engine) acked(ep *endpoint) {
-	if e.hdr.Flags&FlagAck == 0 {
-		return
-	}
-	ep.ackNow = false
-	ep.probeAck = false
-	ep.answer = false
-	ep.ackAt = 0
-	ep.unacked = 0
-}
-
 // opAnswer is sendCtl's name for a probe that answers a probe (OpProbe
 // with FlagAnswer); it never goes on the wire as an opcode.
 const opAnswer Opcode = 0x80 | OpProbe
@@ -2037,12 +1003,12 @@ func (e *engine) sendCtl(ep *endpoint, op Opcode, reason Reason) error {
 	case OpAccept:
 		h.Flags = FlagAck
 	case OpAck:
-		e.fillSACK(ep, h)
+		e.sackAll = ep.fillSACK(h, e.sackAll)
 		e.st.acksOut.Add(1)
 	case opAnswer:
 		h.Op = OpProbe
 		h.Flags |= FlagAnswer
-		e.fillSACK(ep, h)
+		e.sackAll = ep.fillSACK(h, e.sackAll)
 		e.st.probesOut.Add(1) // on the wire it is a probe
 	case OpProbe:
 		e.st.probesOut.Add(1)
@@ -2062,51 +1028,6 @@ func (e *engine) sendCtl(ep *endpoint, op Opcode, reason Reason) error {
 	}
 	e.acked(ep)
 	return e.lastSendErr
-}
-
-// fillSACK describes the out-of-order data in up to MaxSACK blocks: the
-// block holding the newest segment first (RFC 2018), then the others in
-// order from the lowest. A receiver with more blocks than fit (20% loss
-// makes dozens in a window) so reports every block below the highest it
-// lists, and the sender can tell where its knowledge ends: see sackKnown.
-func (e *engine) fillSACK(ep *endpoint, h *Header) {
-	h.NSACK = 0
-	if len(ep.ooo) == 0 {
-		return
-	}
-	all := e.sackAll[:0]
-	newest := -1
-	for i := 0; i < len(ep.ooo); {
-		start := ep.ooo[i].seq
-		end := start + uint64(ep.ooo[i].n)
-		for i++; i < len(ep.ooo) && ep.ooo[i].seq <= end; i++ {
-			end = max(end, ep.ooo[i].seq+uint64(ep.ooo[i].n))
-		}
-		if ep.lastOOO >= start && ep.lastOOO < end {
-			newest = len(all)
-		}
-		all = append(all, SACKBlock{Start: start, End: end})
-	}
-	e.sackAll = all[:0]
-	add := func(b SACKBlock) {
-		b.Start = max(b.Start, h.Ack)
-		if b.End <= b.Start || b.End-h.Ack > 1<<32-1 {
-			return
-		}
-		h.SACK[h.NSACK] = b
-		h.NSACK++
-	}
-	if newest >= 0 {
-		add(all[newest])
-	}
-	for k := range all {
-		if int(h.NSACK) >= MaxSACK {
-			break
-		}
-		if k != newest {
-			add(all[k])
-		}
-	}
 }
 
 // sendRaw hands a datagram to the link, flushing once if the link is out
@@ -2160,8 +1081,8 @@ func (e *engine) onTimer(ep *endpoint) {
 			e.sendCtl(ep, OpAccept, ReasonNone)
 			ep.tries++
 			ep.synOnce = false
-			ep.rto = min(later(ep.rto, ep.rto), int64(e.cfg.MaxRTO))
-			ep.rtoAt = later(now, ep.rto)
+			ep.rtt.backoff(e.rtoBounds())
+			ep.rtoAt = later(now, ep.rtt.rto)
 		}
 		e.schedule(ep, min(ep.rtoAt, later(ep.lastHeard, int64(e.cfg.Timeout))))
 		return
@@ -2185,8 +1106,8 @@ func (e *engine) onTimer(ep *endpoint) {
 		if now >= ep.rtoAt {
 			e.sendCtl(ep, OpConnect, ReasonNone)
 			ep.synOnce = false // Karn: no sample from a repeated request
-			ep.rto = min(later(ep.rto, ep.rto), int64(e.cfg.MaxRTO))
-			ep.rtoAt = later(now, ep.rto)
+			ep.rtt.backoff(e.rtoBounds())
+			ep.rtoAt = later(now, ep.rtt.rto)
 			e.st.rtoExpiries.Add(1)
 		}
 		e.schedule(ep, min(ep.rtoAt, later(ep.lastHeard, int64(e.cfg.Timeout))))
@@ -2214,116 +1135,7 @@ func (e *engine) onTimer(ep *endpoint) {
 	e.schedule(ep, next)
 }
 
-// onRTO handles the retransmission timer: everything sent more than one
-// RTO ago and not SACKed is presumed lost; the RTO backs off.
-func (e *engine) onRTO(ep *endpoint) {
-	e.st.rtoExpiries.Add(1)
-	mask := len(ep.segs) - 1
-	if ep.sent == 0 {
-		if ep.confirming || ep.slen > 0 && ep.segs[ep.shead].seq+uint64(ep.segs[ep.shead].n) > ep.sndRight {
-			// Zero window, or a confirmation not yet answered: probe.
-			e.sendCtl(ep, OpProbe, ReasonNone)
-			ep.rto = min(later(ep.rto, ep.rto), int64(e.cfg.MaxRTO))
-			ep.rtoAt = later(e.now, ep.rto)
-			return
-		}
-		ep.rtoAt = 0
-		e.queueOutput(ep)
-		return
-	}
-	if e.lostForSize(ep) {
-		return
-	}
-	cutoff := e.now - ep.rto
-	marked := false
-	for i := range ep.sent {
-		s := &ep.segs[(ep.shead+i)&mask]
-		s.fast = false
-		// What the receiver SACKed and then dropped (renege) lost its
-		// mark when a SACK report left it out (unSACK).
-		if s.sacked {
-			continue
-		}
-		if !marked || s.sentAt <= cutoff && s.end() <= ep.sackKnown {
-			s.rtx = true
-			marked = true
-		}
-	}
-	ep.dupAcks = 0
-	ep.rto = min(later(ep.rto, ep.rto), int64(e.cfg.MaxRTO))
-	ep.rtoAt = later(e.now, ep.rto)
-	e.queueOutput(ep)
-}
-
-// maxBigLost is how many timer expiries in a row may find a large segment
-// unacknowledged while the peer answers the probes sent beside it, before
-// the connection fails with EMSGSIZE. With the backoff from the 5 ms floor
-// that is about 3 s; random loss of 20% of frames fakes it with a
-// probability of about 2 in a million per stuck segment.
-const maxBigLost = 10
-
-// lostForSize is the retransmission timer's check for frames that vanish
-// for their size: the kernel drops a received frame longer than its UMEM
-// frame holds, a hop drops one above its MTU, and nobody tells the sender.
-// When the oldest unacknowledged segment is larger than every link carries
-// (minPeerDatagram), a probe goes out beside its retransmission; the peer
-// answers it at once. If expiry after expiry finds the segment still
-// unacknowledged although the peer answered in between, and no segment of
-// its size or larger was SACKed (which random loss would show), the
-// connection fails with a FrameSizeError instead of stalling for good:
-// keepalives would keep it alive for ever. It reports whether it failed ep.
-func (e *engine) lostForSize(ep *endpoint) bool {
-	mask := len(ep.segs) - 1
-	s := &ep.segs[ep.shead]
-	size := HeaderLen + int(s.n)
-	if s.fin || s.sacked || size <= minPeerDatagram {
-		ep.bigLost, ep.bigAt = 0, 0
-		return false
-	}
-	for i := 1; i < ep.sent; i++ {
-		if o := &ep.segs[(ep.shead+i)&mask]; o.sacked && HeaderLen+int(o.n) >= size {
-			ep.bigLost, ep.bigAt = 0, 0
-			return false
-		}
-	}
-	if ep.bigAt != 0 && ep.lastHeard > ep.bigAt {
-		ep.bigLost++
-	}
-	if ep.bigLost >= maxBigLost {
-		e.st.tooBig.Add(1)
-		e.sendCtl(ep, OpReset, ReasonTimedOut) // we give up on it
-		e.fail(ep, &FrameSizeError{Size: size, Peer: ep.raddr})
-		return true
-	}
-	ep.bigAt = e.now
-	e.sendCtl(ep, OpProbe, ReasonNone)
-	return false
-}
-
-// rttSample folds one round-trip measurement into SRTT and RTTVAR
-// (RFC 6298 section 2).
-func (e *engine) rttSample(ep *endpoint, r int64) {
-	if r < 0 {
-		return
-	}
-	if ep.srtt == 0 {
-		ep.srtt = max(r, 1)
-		ep.rttvar = r / 2
-		return
-	}
-	d := ep.srtt - r
-	if d < 0 {
-		d = -d
-	}
-	ep.rttvar = (3*ep.rttvar + d) / 4
-	ep.srtt = max((7*ep.srtt+r)/8, 1)
-}
-
-// rtoValue is SRTT + 4·RTTVAR within [MinRTO, MaxRTO], or InitialRTO
-// before the first sample.
-func (e *engine) rtoValue(ep *endpoint) int64 {
-	if ep.srtt == 0 {
-		return int64(e.cfg.InitialRTO)
-	}
-	return min(max(ep.srtt+4*ep.rttvar, int64(e.cfg.MinRTO)), int64(e.cfg.MaxRTO))
+// rtoBounds are the configured limits of the retransmission timeout.
+func (e *engine) rtoBounds() rtoBounds {
+	return rtoBounds{initial: int64(e.cfg.InitialRTO), min: int64(e.cfg.MinRTO), max: int64(e.cfg.MaxRTO)}
 }

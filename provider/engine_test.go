@@ -160,8 +160,8 @@ func TestEngineHandshake(t *testing.T) {
 		t.Fatalf("handshake took %v of virtual time with a 50µs delay", d)
 	}
 	// The first connect's round trip is an RTT sample.
-	if a.srtt != int64(100*time.Microsecond) {
-		t.Fatalf("srtt %v after the handshake", time.Duration(a.srtt))
+	if a.rtt.srtt != int64(100*time.Microsecond) {
+		t.Fatalf("srtt %v after the handshake", time.Duration(a.rtt.srtt))
 	}
 }
 
@@ -588,35 +588,6 @@ func TestEngineShutdownEOF(t *testing.T) {
 	// The other direction still works.
 	e1.write(b, []byte("reply"))
 	v.run(time.Minute, func() bool { n, _ := e0.read(a, buf); return n == 5 })
-}
-
-func TestRTOEstimator(t *testing.T) {
-	cfg := testEngineConfig()
-	cfg.MinRTO = time.Microsecond
-	v := newVNet(t, 1, Faults{}, cfg, 1)
-	e := v.hosts[0]
-	ep := &endpoint{}
-	if got := e.rtoValue(ep); got != int64(cfg.InitialRTO) {
-		t.Fatalf("initial RTO %d", got)
-	}
-	e.rttSample(ep, 1000)
-	if ep.srtt != 1000 || ep.rttvar != 500 || e.rtoValue(ep) != 3000 {
-		t.Fatalf("first sample: srtt %d rttvar %d rto %d", ep.srtt, ep.rttvar, e.rtoValue(ep))
-	}
-	e.rttSample(ep, 2000)
-	// RTTVAR = 3/4·500 + 1/4·|1000-2000| = 625; SRTT = 7/8·1000 + 1/8·2000 = 1125.
-	if ep.srtt != 1125 || ep.rttvar != 625 || e.rtoValue(ep) != 1125+4*625 {
-		t.Fatalf("second sample: srtt %d rttvar %d rto %d", ep.srtt, ep.rttvar, e.rtoValue(ep))
-	}
-	cfg.MinRTO = time.Millisecond
-	e.cfg = cfg
-	if e.rtoValue(ep) != int64(time.Millisecond) {
-		t.Fatal("MinRTO not applied")
-	}
-	ep.srtt = int64(time.Hour)
-	if e.rtoValue(ep) != int64(cfg.MaxRTO) {
-		t.Fatal("MaxRTO not applied")
-	}
 }
 
 func TestStateString(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/sdx-project/sdx/internal/timerheap"
 )
 
 // MemPrefix is the address range of MemNetwork hosts: 198.18.0.0/15, set
@@ -186,7 +188,7 @@ func (n *MemNetwork) Queued() int {
 	defer n.mu.Unlock()
 	q := 0
 	for _, h := range n.hosts {
-		q += len(h.in)
+		q += h.in.Len()
 	}
 	return q
 }
@@ -199,8 +201,8 @@ func (n *MemNetwork) NextDelivery() (time.Duration, bool) {
 	var t time.Duration
 	ok := false
 	for _, h := range n.hosts {
-		if len(h.in) > 0 && (!ok || h.in[0].at < t) {
-			t, ok = h.in[0].at, true
+		if h.in.Len() > 0 && (!ok || h.in.Min().at < t) {
+			t, ok = h.in.Min().at, true
 		}
 	}
 	return t, ok
@@ -277,7 +279,7 @@ type MemLink struct {
 	wake chan struct{} // Wake and arriving datagrams; any goroutine
 
 	// Protected by net.mu.
-	in     []memPkt // min-heap on (at, seq)
+	in     timerheap.Heap[memPkt] // on (at, seq)
 	rxCap  int
 	down   bool
 	closed bool
@@ -421,15 +423,14 @@ func (l *MemLink) sendLocked(p *memPkt, now time.Duration) {
 
 func (l *MemLink) queueLocked(p memPkt) {
 	n := l.net
-	if len(l.in) >= l.rxCap {
+	if l.in.Len() >= l.rxCap {
 		n.stats.Overflow++
 		n.putBufLocked(p.buf)
 		return
 	}
 	n.seqCount++
 	p.seq = n.seqCount
-	l.in = append(l.in, p)
-	heapUp(l.in, len(l.in)-1)
+	l.in.Push(p)
 	select {
 	case l.wake <- struct{}{}:
 	default:
@@ -446,8 +447,8 @@ func (l *MemLink) Receive(max int, fn func(peer netip.Addr, payload []byte)) int
 	n := l.net
 	n.mu.Lock()
 	now := n.nowLocked()
-	for len(l.rx) < max && len(l.in) > 0 && l.in[0].at <= now {
-		l.rx = append(l.rx, heapPop(&l.in))
+	for len(l.rx) < max && l.in.Len() > 0 && l.in.Min().at <= now {
+		l.rx = append(l.rx, l.in.Pop())
 		if !l.rx[len(l.rx)-1].icmp {
 			n.stats.Delivered++
 		}
@@ -486,12 +487,12 @@ func (l *MemLink) Wait(timeout time.Duration) error {
 		n.mu.Unlock()
 		return ErrNetDown
 	}
-	if len(l.in) > 0 {
+	if l.in.Len() > 0 {
 		if n.clock != nil {
 			n.mu.Unlock()
 			return nil
 		}
-		if d := l.in[0].at - n.nowLocked(); d < timeout {
+		if d := l.in.Min().at - n.nowLocked(); d < timeout {
 			timeout = d
 		}
 	}
@@ -523,11 +524,10 @@ func (l *MemLink) Close() error {
 	n.mu.Lock()
 	if !l.closed {
 		l.closed = true
-		for i := range l.in {
-			n.putBufLocked(l.in[i].buf)
+		for i := range l.in.Len() {
+			n.putBufLocked(l.in.At(i).buf)
 		}
-		clear(l.in)
-		l.in = l.in[:0]
+		l.in.Clear()
 		for i := range l.tx {
 			n.putBufLocked(l.tx[i].buf)
 		}
@@ -539,43 +539,10 @@ func (l *MemLink) Close() error {
 	return nil
 }
 
-// heapUp and heapPop keep h a min-heap on (at, seq).
-func heapUp(h []memPkt, i int) {
-	for i > 0 {
-		p := (i - 1) / 2
-		if !pktLess(&h[i], &h[p]) {
-			break
-		}
-		h[i], h[p] = h[p], h[i]
-		i = p
-	}
-}
-
-func heapPop(hp *[]memPkt) memPkt {
-	h := *hp
-	top := h[0]
-	last := len(h) - 1
-	h[0] = h[last]
-	h[last] = memPkt{}
-	h = h[:last]
-	i := 0
-	for {
-		l, r, m := 2*i+1, 2*i+2, i
-		if l < len(h) && pktLess(&h[l], &h[m]) {
-			m = l
-		}
-		if r < len(h) && pktLess(&h[r], &h[m]) {
-			m = r
-		}
-		if m == i {
-			break
-		}
-		h[i], h[m] = h[m], h[i]
-		i = m
-	}
-	*hp = h
-	return top
-}
+// Before and SetIndex make a datagram a timer of its link's heap: due at
+// its delivery time, ties in the order sent.
+func (p memPkt) Before(q memPkt) bool { return pktLess(&p, &q) }
+func (memPkt) SetIndex(int)           {}
 
 func pktLess(a, b *memPkt) bool {
 	if a.at != b.at {

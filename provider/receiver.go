@@ -1,0 +1,425 @@
+package provider
+
+// The receive side of a connection: the queue of in-order data, the data
+// beyond holes, the end of stream, and when to acknowledge.
+
+// receiver is a connection's receive side. In-order data waits for the
+// reader in the ring rq; data beyond a hole waits in ooo, sorted by
+// offset, until the hole is filled. It is part of its endpoint, owned by
+// the poller; the engine's receive path (read, onData, onFin, below)
+// drives it, and its own methods keep the queues and the SACK report
+// without touching the pool, the link or the clock.
+type receiver struct {
+	rcvNxt     uint64
+	rq         []rseg // ring of in-order data
+	rqHead     int
+	rqLen      int
+	rqBytes    int    // bytes in rq not yet read
+	ooo        []oseg // sorted by seq
+	oooMax     int
+	lastOOO    uint64 // offset of the newest segment put in ooo
+	finPending bool
+	finSeq     uint64
+	eof        bool
+
+	// Acks owed.
+	ackNow   bool
+	ackAt    int64 // delayed ack due; 0: none
+	dupIn    int   // duplicates received since new data: our acks may be getting lost
+	probeAck bool  // send the owed ack as a probe (see onData)
+	answer   bool  // the owed ack answers a probe: it goes out as an answer (see onProbe)
+	unacked  int   // in-order segments not yet acknowledged
+
+	// The window granted, and its credit (see credit.go).
+	lastEdge uint64 // right edge of the window we granted: it never moves left
+	need     int    // receive buffers the granted window would still take (see recommit)
+	counted  int    // the part of need counted in recvCommitted: at most the fair share
+	rwaiting bool   // in engine.rwait: its window was held back for want of buffers
+}
+
+// rseg is received in-order data in a buffer: bytes [off, end).
+type rseg struct {
+	buf      uint32
+	off, end uint16
+}
+
+// oseg is received data beyond a hole.
+type oseg struct {
+	seq uint64
+	buf uint32
+	n   uint16
+}
+
+// rqAt is the i-th entry of the receive queue from its head.
+func (r *receiver) rqAt(i int) *rseg {
+	return &r.rq[(r.rqHead+i)&(len(r.rq)-1)]
+}
+
+// rqFull reports whether the receive queue has no room for another entry.
+func (r *receiver) rqFull() bool {
+	return r.rqLen == len(r.rq)
+}
+
+// pushRQ appends x to the receive queue, which must have room.
+func (r *receiver) pushRQ(x rseg) {
+	*r.rqAt(r.rqLen) = x
+	r.rqLen++
+	r.rqBytes += int(x.end - x.off)
+}
+
+// popRQ drops the head of the receive queue, which was read.
+func (r *receiver) popRQ() {
+	*r.rqAt(0) = rseg{}
+	r.rqHead = (r.rqHead + 1) & (len(r.rq) - 1)
+	r.rqLen--
+}
+
+// oooPlace finds where data [seq, seq+n) goes among the out-of-order
+// segments, and reports whether they hold all of it already.
+func (r *receiver) oooPlace(seq uint64, n int) (int, bool) {
+	i := 0
+	for i < len(r.ooo) && r.ooo[i].seq < seq {
+		i++
+	}
+	dup := i > 0 && r.ooo[i-1].seq+uint64(r.ooo[i-1].n) >= seq+uint64(n) ||
+		i < len(r.ooo) && r.ooo[i].seq == seq && uint64(r.ooo[i].n) >= uint64(n)
+	return i, dup
+}
+
+// oooInsert puts o at index i of the out-of-order segments (see
+// oooPlace) and remembers it as the newest.
+func (r *receiver) oooInsert(i int, o oseg) {
+	r.ooo = append(r.ooo, oseg{})
+	copy(r.ooo[i+1:], r.ooo[i:])
+	r.ooo[i] = o
+	r.lastOOO = o.seq
+}
+
+// oooDrop forgets the first k out-of-order segments, whose buffers have
+// been freed or moved.
+func (r *receiver) oooDrop(k int) {
+	n := copy(r.ooo, r.ooo[k:])
+	clear(r.ooo[n:])
+	r.ooo = r.ooo[:n]
+}
+
+// takeFin ends the stream once everything before the disconnect marker
+// has arrived; the marker takes one offset. It reports whether it did.
+func (r *receiver) takeFin() bool {
+	if r.finPending && !r.eof && r.rcvNxt == r.finSeq {
+		r.eof = true
+		r.rcvNxt++
+		return true
+	}
+	return false
+}
+
+// ackSent records that a frame carrying our ack and window went out:
+// no ack is owed.
+func (r *receiver) ackSent() {
+	r.ackNow = false
+	r.probeAck = false
+	r.answer = false
+	r.ackAt = 0
+	r.unacked = 0
+}
+
+// fillSACK describes the out-of-order data in up to MaxSACK blocks of h,
+// whose Ack is set: the block holding the newest segment first (RFC
+// 2018), then the others in order from the lowest. A receiver with more
+// blocks than fit (20% loss makes dozens in a window) so reports every
+// block below the highest it lists, and the sender can tell where its
+// knowledge ends: see sender.sackKnown. scratch is room for every block;
+// fillSACK returns it, grown, for the next call.
+func (r *receiver) fillSACK(h *Header, scratch []SACKBlock) []SACKBlock {
+	h.NSACK = 0
+	if len(r.ooo) == 0 {
+		return scratch
+	}
+	all := scratch[:0]
+	newest := -1
+	for i := 0; i < len(r.ooo); {
+		start := r.ooo[i].seq
+		end := start + uint64(r.ooo[i].n)
+		for i++; i < len(r.ooo) && r.ooo[i].seq <= end; i++ {
+			end = max(end, r.ooo[i].seq+uint64(r.ooo[i].n))
+		}
+		if r.lastOOO >= start && r.lastOOO < end {
+			newest = len(all)
+		}
+		all = append(all, SACKBlock{Start: start, End: end})
+	}
+	add := func(b SACKBlock) {
+		b.Start = max(b.Start, h.Ack)
+		if b.End <= b.Start || b.End-h.Ack > 1<<32-1 {
+			return
+		}
+		h.SACK[h.NSACK] = b
+		h.NSACK++
+	}
+	if newest >= 0 {
+		add(all[newest])
+	}
+	for k := range all {
+		if int(h.NSACK) >= MaxSACK {
+			break
+		}
+		if k != newest {
+			add(all[k])
+		}
+	}
+	return all[:0]
+}
+
+// ---- the engine's receive path ------------------------------------------
+
+// read copies received in-order data into b. It returns 0, nil at the end
+// of the stream and 0, err when the connection failed; 0, nil with
+// readable false means nothing is there yet.
+func (e *engine) read(ep *endpoint, b []byte) (int, error) {
+	if ep.state == StateFailed {
+		return 0, ep.err
+	}
+	if ep.state != StateEstablished {
+		return 0, ErrNotConn
+	}
+	n := 0
+	for n < len(b) && ep.rqLen > 0 {
+		r := ep.rqAt(0)
+		k := copy(b[n:], e.pool.buf(r.buf)[r.off:r.end])
+		r.off += uint16(k)
+		n += k
+		ep.rqBytes -= k
+		if r.off == r.end {
+			e.freeBuf(r.buf)
+			ep.popRQ()
+		}
+	}
+	if len(ep.ooo) > 0 && ep.ooo[0].seq <= ep.rcvNxt {
+		e.pullOOO(ep)
+		e.checkFin(ep)
+	}
+	e.recommit(ep)
+	if n > 0 {
+		// Window update: the edge we advertised was less than an MSS
+		// away, or would move by at least half the new window.
+		edge := ep.rcvNxt + uint64(e.window(ep))
+		if grow := edge - ep.lastEdge; edge > ep.lastEdge && grow >= uint64(ep.mss) &&
+			(ep.lastEdge-ep.rcvNxt < uint64(ep.mss) || grow >= (edge-ep.rcvNxt)/2) {
+			e.ackSoon(ep, true)
+		}
+	}
+	return n, nil
+}
+
+// readable reports whether read would return data, end of stream or an
+// error.
+func (e *engine) readable(ep *endpoint) bool {
+	return ep.rqLen > 0 || ep.eof || ep.state == StateFailed
+}
+
+// onData stores a data segment and decides when to ack it: at once when
+// the sender asked (req), after a hole, or every ackEvery segments; else
+// within AckDelay, or on the next frame we send.
+func (e *engine) onData(ep *endpoint, seq uint64, p []byte, req bool) {
+	if len(p) == 0 {
+		return
+	}
+	end := seq + uint64(len(p))
+	if end <= ep.rcvNxt {
+		e.st.dropDuplicate.Add(1)
+		e.dupAck(ep) // our ack may have been lost
+		return
+	}
+	ep.dupIn = 0
+	if seq < ep.rcvNxt {
+		p = p[ep.rcvNxt-seq:]
+		seq = ep.rcvNxt
+	}
+	if end > max(ep.lastEdge, ep.rcvNxt) || (ep.finPending && end > ep.finSeq) || ep.eof {
+		e.st.dropOutOfWindow.Add(1)
+		e.ackSoon(ep, true)
+		return
+	}
+	if seq == ep.rcvNxt {
+		if !e.appendInOrder(ep, p) && (!e.renege(ep) || !e.appendInOrder(ep, p)) {
+			e.st.dropNoBuffer.Add(1)
+			return
+		}
+		ep.rcvNxt = end
+		hadHole := len(ep.ooo) > 0
+		e.pullOOO(ep)
+		e.checkFin(ep)
+		e.notify(ep, evReadable)
+		ep.unacked++
+		e.ackSoon(ep, hadHole || req || ep.unacked >= ackEvery)
+		return
+	}
+	// Beyond a hole.
+	i, dup := ep.oooPlace(seq, len(p))
+	if dup {
+		e.st.dropDuplicate.Add(1)
+		e.ackSoon(ep, true)
+		return
+	}
+	if len(ep.ooo) >= ep.oooMax || e.uncommitted() <= 0 {
+		// Out-of-order data takes only buffers no window is counting on.
+		e.st.dropNoBuffer.Add(1)
+		e.ackSoon(ep, true)
+		return
+	}
+	buf, ok := e.pool.get(placeOutOfOrder)
+	if !ok {
+		e.st.dropNoBuffer.Add(1)
+		e.ackSoon(ep, true)
+		return
+	}
+	copy(e.pool.buf(buf), p)
+	ep.oooInsert(i, oseg{seq: seq, buf: buf, n: uint16(len(p))})
+	e.ackSoon(ep, true)
+}
+
+// onProbe answers a probe at once, unless it is itself an answer. The
+// answer is a probe marked FlagAnswer, not a pure ack: the prober is
+// waiting for it (a window that opened, a sign of life), and where every
+// pure ack is lost an ack would never come, while the peer probes on
+// until the dead-peer bound. An answer is never answered, so two ends
+// cannot probe each other for ever.
+func (e *engine) onProbe(ep *endpoint, h *Header) {
+	if h.Flags&FlagAnswer != 0 {
+		return // its ack and window were taken in onAck
+	}
+	ep.answer = true
+	e.ackSoon(ep, true)
+}
+
+// dupAck answers data the sender repeats. The first repeat gets an ack;
+// from the second on, the sender evidently does not hear our acks, so the
+// ack goes out as a probe, a frame that also carries ack and window and
+// that the peer answers: an ack path that has lost every pure ack still
+// delivers acks.
+func (e *engine) dupAck(ep *endpoint) {
+	ep.dupIn++
+	if ep.dupIn >= 2 {
+		ep.probeAck = true
+	}
+	e.ackSoon(ep, true)
+}
+
+// renege drops the endpoint's out-of-order data to make room for the
+// in-order segment that the pool had no buffer for: otherwise data beyond
+// holes could hold every buffer while the segments that fill the holes
+// find none. The sender clears its SACK marks after a second timer expiry
+// (RFC 2018 section 8) and so retransmits what was dropped. It reports
+// whether it freed anything.
+func (e *engine) renege(ep *endpoint) bool {
+	if len(ep.ooo) == 0 {
+		return false
+	}
+	for i := range ep.ooo {
+		e.freeBuf(ep.ooo[i].buf)
+	}
+	clear(ep.ooo)
+	ep.ooo = ep.ooo[:0]
+	e.st.reneged.Add(1)
+	return true
+}
+
+// appendInOrder copies in-order data into the receive queue, filling the
+// last buffer's free space first.
+func (e *engine) appendInOrder(ep *endpoint, p []byte) bool {
+	need := 0
+	if ep.rqLen > 0 {
+		t := ep.rqAt(ep.rqLen - 1)
+		need = max(len(p)-(e.pool.size-int(t.end)), 0)
+	} else {
+		need = len(p)
+	}
+	nbufs := e.buffersFor(need)
+	if nbufs > e.pool.nfree() || ep.rqLen+nbufs > len(ep.rq) {
+		return false
+	}
+	// Buffers come from what the window has counted, or from what the
+	// receive half has uncommitted: data filling the uncounted part of
+	// an old window (see recommit) never takes the send half's.
+	if !e.mayTake(nbufs, ep.counted) {
+		return false
+	}
+	if ep.rqLen > 0 {
+		t := ep.rqAt(ep.rqLen - 1)
+		k := copy(e.pool.buf(t.buf)[t.end:], p)
+		t.end += uint16(k)
+		p = p[k:]
+		ep.rqBytes += k
+	}
+	for len(p) > 0 {
+		buf, _ := e.pool.get(placeRecvQueued)
+		k := copy(e.pool.buf(buf), p)
+		ep.pushRQ(rseg{buf: buf, end: uint16(k)})
+		p = p[k:]
+	}
+	return true
+}
+
+// pullOOO moves out-of-order segments that the cumulative ack has reached
+// into the receive queue.
+func (e *engine) pullOOO(ep *endpoint) {
+	k := 0
+	for k < len(ep.ooo) && ep.ooo[k].seq <= ep.rcvNxt {
+		o := ep.ooo[k]
+		end := o.seq + uint64(o.n)
+		if end <= ep.rcvNxt {
+			e.freeBuf(o.buf)
+			k++
+			continue
+		}
+		if ep.rqFull() {
+			break // the reader frees room; SACKed data is never dropped
+		}
+		k++
+		off := uint16(ep.rcvNxt - o.seq)
+		e.pool.move(o.buf, placeRecvQueued)
+		ep.pushRQ(rseg{buf: o.buf, off: off, end: o.n})
+		ep.rcvNxt = end
+	}
+	if k > 0 {
+		ep.oooDrop(k)
+	}
+}
+
+func (e *engine) onFin(ep *endpoint, seq uint64) {
+	if ep.eof || seq < ep.rcvNxt {
+		e.dupAck(ep)
+		return
+	}
+	ep.finPending, ep.finSeq = true, seq
+	e.checkFin(ep)
+	e.ackSoon(ep, true)
+}
+
+func (e *engine) checkFin(ep *endpoint) {
+	if ep.takeFin() {
+		e.notify(ep, evReadable)
+	}
+}
+
+// ackSoon asks for an ack: at once (now true) or within AckDelay.
+func (e *engine) ackSoon(ep *endpoint, now bool) {
+	if now {
+		ep.ackNow = true
+		e.queueOutput(ep)
+		return
+	}
+	if ep.ackAt == 0 {
+		ep.ackAt = later(e.now, int64(e.cfg.AckDelay))
+		e.schedule(ep, ep.ackAt)
+	}
+}
+
+// acked records that a frame carrying our ack and window went out.
+func (e *engine) acked(ep *endpoint) {
+	if e.hdr.Flags&FlagAck == 0 {
+		return
+	}
+	ep.ackSent()
+}

@@ -1,0 +1,599 @@
+package provider
+
+import "math"
+
+// The send side of a connection: the send queue of segments, what is in
+// flight, the SACK scoreboard and the retransmission state.
+
+// sender is a connection's send side. Its segments sit in a ring: the
+// first sent from shead are in flight (transmitted, not yet
+// acknowledged), the rest queued. It is part of its endpoint, owned by
+// the poller; the engine's send path (write, sendData, onAck, onSACK,
+// onRTO, below) drives it, and its own methods keep the ring and the
+// scoreboard without touching the pool, the link or the clock.
+type sender struct {
+	segs     []seg
+	shead    int
+	sent     int // segments transmitted and not yet acknowledged
+	slen     int // segments in the ring
+	sndUna   uint64
+	sndNxt   uint64 // highest offset transmitted + 1
+	sndEnd   uint64 // end of queued data
+	sndRight uint64 // the peer's window edge: we may send below it
+	dupAcks  int
+	finQd    bool // Shutdown called: no more data
+	finAcked bool
+
+	// Credit (see credit.go).
+	starved bool // a write found no buffer; retry when one is freed
+	winWait bool // a write stopped at its share beyond the peer's window
+	beyond  int  // bytes queued beyond the peer's window edge (in engine.sendBeyond)
+
+	// Small segments (below the MSS): smallEnd is the end of the latest
+	// one sent, holdEnd of the latest one sent with FlagAckReq. While
+	// that one is unacknowledged, a further small segment waits and
+	// gathers the writes that follow (held) until its ack or a full
+	// segment. See sendData.
+	smallEnd, holdEnd uint64
+	held              bool
+
+	// sackKnown: below this offset the peer's latest SACK report listed
+	// every block it holds, so a segment there that no block covers is
+	// missing; above it the report may have left blocks out (see
+	// fillSACK), and no loss is inferred there.
+	sackKnown uint64
+
+	// Retransmission timer, RFC 6298.
+	rtt   rttStats
+	rtoAt int64 // 0: stopped
+
+	// Frames that vanish for their size: bigLost counts timer expiries
+	// that found the same large segment unacknowledged although the peer
+	// answered the probe sent at the previous one (bigAt). See
+	// lostForSize.
+	bigLost int
+	bigAt   int64
+}
+
+// seg is a segment of send data in its buffer: the payload sits at
+// HeaderLen in the buffer, so the header is encoded in place.
+type seg struct {
+	seq    uint64
+	sentAt int64 // last transmission; 0 before the first
+	buf    uint32
+	n      uint16
+	fin    bool // a disconnect marker: no data, one offset of sequence space
+	sacked bool
+	rtx    bool   // marked lost: retransmit at the next output
+	resent bool   // retransmitted at least once (no RTT sample: Karn)
+	fast   bool   // already fast-retransmitted in this loss episode
+	tx     uint64 // engine.txCount at its latest transmission: orders them, ties of the clock included
+}
+
+func (s *seg) end() uint64 {
+	if s.fin {
+		return s.seq + 1
+	}
+	return s.seq + uint64(s.n)
+}
+
+// at is the i-th segment of the ring from its head: in flight for
+// i < sent, queued after.
+func (s *sender) at(i int) *seg {
+	return &s.segs[(s.shead+i)&(len(s.segs)-1)]
+}
+
+// full reports whether the ring has no room for another segment.
+func (s *sender) full() bool {
+	return s.slen == len(s.segs)
+}
+
+// push queues g after the ring's last segment, which must have room.
+func (s *sender) push(g seg) {
+	*s.at(s.slen) = g
+	s.slen++
+}
+
+// pop drops the oldest segment in flight: it was acknowledged.
+func (s *sender) pop() {
+	*s.at(0) = seg{}
+	s.shead = (s.shead + 1) & (len(s.segs) - 1)
+	s.sent--
+	s.slen--
+}
+
+// sackReport takes the blocks of a SACK report (an ack or an answer; data
+// frames carry none). A full report may have left out blocks above the
+// highest of its ascending part, and sackKnown says where the report's
+// knowledge ends; a segment marked SACKed below it that the report does
+// not list was dropped by the receiver (renege) and loses its mark.
+func (s *sender) sackReport(blocks []SACKBlock) {
+	s.sackKnown = math.MaxUint64
+	if len(blocks) == MaxSACK {
+		s.sackKnown = 0
+		for _, b := range blocks[1:] {
+			s.sackKnown = max(s.sackKnown, b.End)
+		}
+	}
+	for i := range s.sent {
+		g := s.at(i)
+		if !g.sacked || g.end() > s.sackKnown {
+			continue
+		}
+		listed := false
+		for _, b := range blocks {
+			if g.seq >= b.Start && g.end() <= b.End {
+				listed = true
+				break
+			}
+		}
+		if !listed {
+			g.sacked = false
+		}
+	}
+}
+
+// markSACKed marks the segments in flight that blocks cover, and returns
+// the round trip of the newest one the first block newly covers, or -1:
+// only the first block holds the segment whose arrival sent this ack;
+// the others may be reported long after theirs (fillSACK), which is no
+// round trip.
+func (s *sender) markSACKed(blocks []SACKBlock, now int64) int64 {
+	var sample int64 = -1
+	for b, blk := range blocks {
+		for i := range s.sent {
+			g := s.at(i)
+			if !g.sacked && g.seq >= blk.Start && g.end() <= blk.End {
+				g.sacked = true
+				if r := now - g.sentAt; b == 0 && !g.resent && (sample < 0 || r < sample) {
+					sample = r // the newest segment: the freshest round trip
+				}
+			}
+		}
+	}
+	return sample
+}
+
+// markFastLost marks for fast retransmission, once, each segment in
+// flight that is not SACKed and has three SACKed segments above it, and
+// again a fast-retransmitted one when something sent after it has been
+// SACKed (its retransmission was lost too). Only segments below sackKnown
+// count. It returns how many it marked.
+func (s *sender) markFastLost() int {
+	var newest uint64 // the latest transmission the receiver has SACKed
+	for i := range s.sent {
+		if g := s.at(i); g.sacked {
+			newest = max(newest, g.tx)
+		}
+	}
+	above, marked := 0, 0
+	for i := s.sent - 1; i >= 0; i-- {
+		g := s.at(i)
+		if g.sacked {
+			above++
+			continue
+		}
+		if g.fast && !g.rtx && g.tx < newest && g.end() <= s.sackKnown {
+			// Its fast retransmission was lost: something sent after
+			// it has arrived. Again now, not at the next timer expiry,
+			// which at 20% loss is most of the recovery time.
+			g.rtx = true
+			marked++
+			continue
+		}
+		if above >= 3 && !g.fast && !g.rtx && g.end() <= s.sackKnown {
+			g.rtx, g.fast = true, true
+			marked++
+		}
+	}
+	return marked
+}
+
+// countDupAck counts a duplicate ack; the third marks the oldest segment in
+// flight that is not SACKed for fast retransmission, unless it already
+// was. It reports whether it marked one.
+func (s *sender) countDupAck() bool {
+	s.dupAcks++
+	if s.dupAcks != 3 {
+		return false
+	}
+	for i := range s.sent {
+		g := s.at(i)
+		if !g.sacked {
+			if !g.fast && !g.rtx {
+				g.rtx, g.fast = true, true
+				return true
+			}
+			return false
+		}
+	}
+	return false
+}
+
+// markLost is the retransmission timer's verdict: the oldest segment in
+// flight that is not SACKed, and every other one sent at or before cutoff
+// below sackKnown, are marked for retransmission, and a new loss episode
+// begins (fast retransmissions may happen again).
+func (s *sender) markLost(cutoff int64) {
+	marked := false
+	for i := range s.sent {
+		g := s.at(i)
+		g.fast = false
+		// What the receiver SACKed and then dropped (renege) lost its
+		// mark when a SACK report left it out (sackReport).
+		if g.sacked {
+			continue
+		}
+		if !marked || g.sentAt <= cutoff && g.end() <= s.sackKnown {
+			g.rtx = true
+			marked = true
+		}
+	}
+	s.dupAcks = 0
+}
+
+// ---- the engine's send path ---------------------------------------------
+
+// write copies as much of b into the send buffer as fits and returns how
+// many bytes it took.
+func (e *engine) write(ep *endpoint, b []byte) (int, error) {
+	switch {
+	case ep.state == StateFailed:
+		return 0, ep.err
+	case ep.state != StateEstablished:
+		return 0, ErrNotConn
+	case ep.finQd:
+		return 0, ErrShutdown
+	}
+	n := 0
+	for n < len(b) && int(ep.sndEnd-ep.sndUna) < e.cfg.SendBuffer {
+		room := e.cfg.SendBuffer - int(ep.sndEnd-ep.sndUna)
+		if ep.slen > ep.sent {
+			// The newest segment is not yet transmitted: fill it up.
+			s := ep.at(ep.slen - 1)
+			if int(s.n) < ep.mss {
+				k := copy(e.pool.buf(s.buf)[HeaderLen+int(s.n):HeaderLen+ep.mss], b[n:min(len(b), n+room)])
+				s.n += uint16(k)
+				n += k
+				ep.sndEnd += uint64(k)
+				continue
+			}
+		}
+		if ep.full() {
+			break
+		}
+		if e.sendHeld() >= e.sendCap {
+			e.starve(ep)
+			break
+		}
+		if !e.mayQueue(ep) {
+			break
+		}
+		buf, _ := e.pool.get(placeSendQueued)
+		k := copy(e.pool.buf(buf)[HeaderLen:HeaderLen+ep.mss], b[n:min(len(b), n+room)])
+		ep.push(seg{seq: ep.sndEnd, buf: buf, n: uint16(k)})
+		n += k
+		ep.sndEnd += uint64(k)
+		e.rebeyond(ep)
+	}
+	if n > 0 {
+		e.rebeyond(ep)
+		e.queueOutput(ep)
+	}
+	return n, nil
+}
+
+// shutdown ends the send direction: a disconnect marker follows the data.
+func (e *engine) shutdown(ep *endpoint) error {
+	switch {
+	case ep.state == StateFailed:
+		return ep.err
+	case ep.state != StateEstablished:
+		return ErrNotConn
+	case ep.finQd:
+		return nil
+	}
+	if ep.full() {
+		return ErrNoBufs
+	}
+	ep.push(seg{seq: ep.sndEnd, buf: noBuf, fin: true})
+	ep.sndEnd++
+	ep.finQd = true
+	e.queueOutput(ep)
+	return nil
+}
+
+// writable reports whether write would take at least one byte, or fail.
+func (e *engine) writable(ep *endpoint) bool {
+	if ep.state != StateEstablished || ep.finQd {
+		return true
+	}
+	return int(ep.sndEnd-ep.sndUna) < e.cfg.SendBuffer && (ep.slen < len(ep.segs) || ep.slen > ep.sent) &&
+		e.sendHeld() < e.sendCap
+}
+
+// onAck processes the ack, window and SACK blocks of a frame.
+func (e *engine) onAck(ep *endpoint, h *Header) {
+	ack := h.Ack
+	if ack > ep.sndNxt {
+		e.st.dropBadAck.Add(1)
+		return
+	}
+	grew := false
+	if edge := ack + uint64(h.Window); edge > ep.sndRight {
+		ep.sndRight = edge
+		grew = true
+	}
+	if ack > ep.sndUna {
+		var sample int64 = -1
+		freed, repaired := false, false
+		for ep.sent > 0 {
+			s := ep.at(0)
+			if s.end() > ack {
+				break
+			}
+			if s.resent {
+				// The ack moved because a hole was repaired: it came
+				// when the retransmission arrived, late for every
+				// segment above it, SACKed or not (a SACK report may
+				// leave blocks out). No sample from this ack.
+				repaired = true
+			} else if !s.sacked {
+				// A SACKed segment's cumulative ack comes late, when
+				// the hole before it is filled: no sample from it.
+				sample = e.now - s.sentAt
+			}
+			if s.fin {
+				ep.finAcked = true
+				e.notify(ep, evWritable) // a graceful close waits for it
+			}
+			if s.buf != noBuf {
+				e.freeBuf(s.buf)
+				freed = true
+			}
+			ep.pop()
+		}
+		ep.sndUna = ack
+		ep.dupAcks = 0
+		ep.bigLost, ep.bigAt = 0, 0
+		if sample >= 0 && !repaired {
+			ep.rtt.sample(sample)
+		}
+		ep.rtt.settle(e.rtoBounds())
+		if ep.sent > 0 {
+			ep.rtoAt = later(e.now, ep.rtt.rto)
+			e.schedule(ep, ep.rtoAt)
+		} else {
+			ep.rtoAt = 0
+		}
+		if freed {
+			e.notify(ep, evWritable)
+		}
+	} else if ack == ep.sndUna && ep.sent > 0 && h.Op == OpAck && !grew {
+		if ep.countDupAck() {
+			e.st.fastRetransmits.Add(1)
+			e.queueOutput(ep)
+		}
+	}
+	if h.Op == OpAck || h.Op == OpProbe && h.Flags&FlagAnswer != 0 {
+		ep.sackReport(h.SACK[:h.NSACK])
+	}
+	if h.NSACK > 0 && ep.sent > 0 {
+		e.onSACK(ep, h)
+	}
+	if ep.slen > ep.sent {
+		e.queueOutput(ep) // new credit, or a persist timer to arm
+	}
+	if ep.beyond > 0 || ep.winWait {
+		e.rebeyond(ep)
+	}
+}
+
+// onSACK marks SACKed segments and retransmits, once, each unSACKed
+// segment with three SACKed segments above it.
+func (e *engine) onSACK(ep *endpoint, h *Header) {
+	if sample := ep.markSACKed(h.SACK[:h.NSACK], e.now); sample >= 0 {
+		ep.rtt.sample(sample)
+	}
+	if n := ep.markFastLost(); n > 0 {
+		e.st.fastRetransmits.Add(uint64(n))
+		e.queueOutput(ep)
+	}
+}
+
+// sendData transmits retransmissions, then new segments within the peer's
+// window, then a pure ack if one is still owed. It reports whether it sent
+// anything.
+func (e *engine) sendData(ep *endpoint) bool {
+	sent := false
+	acked := false
+	for i := range ep.sent {
+		s := ep.at(i)
+		if !s.rtx || s.sacked {
+			s.rtx = false
+			continue
+		}
+		// A retransmission asks for its ack at once: the sender is
+		// recovering, and it may be the last segment of a burst.
+		if !e.sendSeg(ep, s, true) {
+			e.queueOutput(ep)
+			return sent
+		}
+		s.rtx = false
+		s.resent = true
+		e.st.retransmits.Add(1)
+		sent, acked = true, true
+	}
+	// The sender asks for an ack at once (FlagAckReq) on the segment
+	// that takes what it has in flight past half of what it may have
+	// (its send buffer or the peer's window): the ack then comes back
+	// while the other half is still going out.
+	var half uint64
+	if ep.sndRight > ep.sndUna {
+		half = min(uint64(e.cfg.SendBuffer), ep.sndRight-ep.sndUna) / 2
+	}
+	for ep.sent < ep.slen {
+		s := ep.at(ep.sent)
+		if !s.fin && s.seq+uint64(s.n) > ep.sndRight {
+			break
+		}
+		req := s.seq-ep.sndUna < half && s.end()-ep.sndUna >= half
+		if !s.fin && int(s.n) < ep.mss && ep.sent+1 == ep.slen {
+			// The newest segment, not full: the tail of what was
+			// written. It goes at once, unless a small segment sent
+			// with FlagAckReq is unacknowledged: then it waits for that
+			// ack, which the peer sends at once, and gathers the writes
+			// made meanwhile (Nagle's rule as Minshall refined it, with
+			// the ack asked for). A lone message never waits; the
+			// second of two in a row goes at once too, asking for its
+			// ack, and the third waits at most for that.
+			if ep.holdEnd > ep.sndUna {
+				ep.held = true
+				break
+			}
+			if ep.smallEnd > ep.sndUna || ep.held {
+				req = true
+				ep.holdEnd = s.end()
+			}
+			ep.held = false
+			ep.smallEnd = s.end()
+		}
+		if s.buf != noBuf {
+			e.pool.move(s.buf, placeInFlight)
+		}
+		if !e.sendSeg(ep, s, req) {
+			if s.buf != noBuf {
+				e.pool.move(s.buf, placeSendQueued)
+			}
+			e.queueOutput(ep)
+			return sent
+		}
+		ep.sent++
+		ep.sndNxt = max(ep.sndNxt, s.end())
+		sent, acked = true, true
+	}
+	if ep.sent > 0 && ep.rtoAt == 0 {
+		ep.rtoAt = later(e.now, ep.rtt.rto)
+		e.schedule(ep, ep.rtoAt)
+	}
+	if ep.sent == 0 && ep.slen > 0 && ep.rtoAt == 0 {
+		// Window closed with data waiting: probe with the RTO's backoff.
+		ep.rtoAt = later(e.now, ep.rtt.rto)
+		e.schedule(ep, ep.rtoAt)
+	}
+	if ep.ackNow && !acked {
+		op := OpAck
+		switch {
+		case ep.probeAck:
+			op = OpProbe // asks for an answer, which answers a probe too
+		case ep.answer:
+			op = opAnswer
+		}
+		if e.sendCtl(ep, op, ReasonNone) == ErrNoBufs {
+			e.queueOutput(ep)
+			return sent
+		}
+		sent = true
+	}
+	return sent
+}
+
+// sendSeg encodes a segment's header in place and sends it, with
+// FlagAckReq when req. It reports false when the link is out of transmit
+// slots even after a flush.
+func (e *engine) sendSeg(ep *endpoint, s *seg, req bool) bool {
+	if s.fin {
+		e.fillHeader(ep, OpDisconnect, ReasonNone)
+		e.hdr.Seq = s.seq
+		n := e.hdr.Put(e.ctl, 0)
+		if !e.sendRaw(ep, ep.raddr, e.ctl[:n]) {
+			return false
+		}
+	} else {
+		e.fillHeader(ep, OpData, ReasonNone)
+		e.hdr.Seq = s.seq
+		if req {
+			e.hdr.Flags |= FlagAckReq
+		}
+		b := e.pool.buf(s.buf)
+		n := e.hdr.Put(b, int(s.n))
+		if !e.sendRaw(ep, ep.raddr, b[:n]) {
+			return false
+		}
+		e.st.dataOut.Add(1)
+	}
+	s.sentAt = e.now
+	e.txCount++
+	s.tx = e.txCount
+	e.acked(ep)
+	return true
+}
+
+// onRTO handles the retransmission timer: everything sent more than one
+// RTO ago and not SACKed is presumed lost; the RTO backs off.
+func (e *engine) onRTO(ep *endpoint) {
+	e.st.rtoExpiries.Add(1)
+	if ep.sent == 0 {
+		if ep.confirming || ep.slen > 0 && ep.at(0).seq+uint64(ep.at(0).n) > ep.sndRight {
+			// Zero window, or a confirmation not yet answered: probe.
+			e.sendCtl(ep, OpProbe, ReasonNone)
+			ep.rtt.backoff(e.rtoBounds())
+			ep.rtoAt = later(e.now, ep.rtt.rto)
+			return
+		}
+		ep.rtoAt = 0
+		e.queueOutput(ep)
+		return
+	}
+	if e.lostForSize(ep) {
+		return
+	}
+	ep.markLost(e.now - ep.rtt.rto)
+	ep.rtt.backoff(e.rtoBounds())
+	ep.rtoAt = later(e.now, ep.rtt.rto)
+	e.queueOutput(ep)
+}
+
+// maxBigLost is how many timer expiries in a row may find a large segment
+// unacknowledged while the peer answers the probes sent beside it, before
+// the connection fails with EMSGSIZE. With the backoff from the 5 ms floor
+// that is about 3 s; random loss of 20% of frames fakes it with a
+// probability of about 2 in a million per stuck segment.
+const maxBigLost = 10
+
+// lostForSize is the retransmission timer's check for frames that vanish
+// for their size: the kernel drops a received frame longer than its UMEM
+// frame holds, a hop drops one above its MTU, and nobody tells the sender.
+// When the oldest unacknowledged segment is larger than every link carries
+// (minPeerDatagram), a probe goes out beside its retransmission; the peer
+// answers it at once. If expiry after expiry finds the segment still
+// unacknowledged although the peer answered in between, and no segment of
+// its size or larger was SACKed (which random loss would show), the
+// connection fails with a FrameSizeError instead of stalling for good:
+// keepalives would keep it alive for ever. It reports whether it failed ep.
+func (e *engine) lostForSize(ep *endpoint) bool {
+	s := ep.at(0)
+	size := HeaderLen + int(s.n)
+	if s.fin || s.sacked || size <= minPeerDatagram {
+		ep.bigLost, ep.bigAt = 0, 0
+		return false
+	}
+	for i := 1; i < ep.sent; i++ {
+		if o := ep.at(i); o.sacked && HeaderLen+int(o.n) >= size {
+			ep.bigLost, ep.bigAt = 0, 0
+			return false
+		}
+	}
+	if ep.bigAt != 0 && ep.lastHeard > ep.bigAt {
+		ep.bigLost++
+	}
+	if ep.bigLost >= maxBigLost {
+		e.st.tooBig.Add(1)
+		e.sendCtl(ep, OpReset, ReasonTimedOut) // we give up on it
+		e.fail(ep, &FrameSizeError{Size: size, Peer: ep.raddr})
+		return true
+	}
+	ep.bigAt = e.now
+	e.sendCtl(ep, OpProbe, ReasonNone)
+	return false
+}
