@@ -280,3 +280,44 @@ func TestCreditGrantedWindowFills(t *testing.T) {
 	checkPool(t, e0)
 	checkPool(t, e1)
 }
+
+// Windows granted while few connections shared the pool are larger than
+// the fair share once many do. Data filling them takes the commitment it
+// was counted against, no more: the receive half never grows into the
+// send half, and the host can still write (it once found the pool empty
+// and failed).
+func TestCreditOldWindowsStayInTheirHalf(t *testing.T) {
+	const conns = 16
+	cfg := testEngineConfig()
+	cfg.Buffers = 128 // default buffer sizes: each window far above the share
+	v := newVNet(t, 13, Faults{Delay: 20 * time.Microsecond}, cfg, 2)
+	l := v.listen(1, 91, conns)
+	var as, bs []*endpoint
+	for range conns {
+		a := v.dial(0, 1, 91)
+		v.run(time.Second, func() bool { return len(l.backlog) > 0 })
+		as, bs = append(as, a), append(bs, v.hosts[1].accept(l))
+	}
+	e0, e1 := v.hosts[0], v.hosts[1]
+	src := make([]byte, 256<<10)
+	for deadline := v.now + int64(time.Second); v.now < deadline; {
+		for _, a := range as {
+			if _, err := e0.write(a, src); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !v.step() {
+			v.advance()
+		}
+		if e1.recvHeld() > e1.recvCap {
+			t.Fatalf("received data holds %d buffers, the receive half is %d", e1.recvHeld(), e1.recvCap)
+		}
+	}
+	// The host whose receive half is full writes back on every
+	// connection: its send half is whole.
+	for _, b := range bs {
+		if n, err := e1.write(b, src[:4096]); err != nil || n == 0 {
+			t.Fatalf("write back: %d, %v (send half %d of %d)", n, err, e1.sendHeld(), e1.sendCap)
+		}
+	}
+}

@@ -358,6 +358,12 @@ func (e *engine) appendInOrder(ep *endpoint, p []byte) bool {
 		ep.pushRQ(rseg{buf: buf, end: uint16(k)})
 		p = p[k:]
 	}
+	// What the buffers were committed for is now held: the commitment
+	// shrinks by as much, so that the segments after this one, before
+	// the next recommit, take only what is left of it.
+	used := min(nbufs, ep.counted)
+	ep.counted -= used
+	e.recvCommitted -= used
 	return true
 }
 

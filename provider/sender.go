@@ -269,7 +269,14 @@ func (e *engine) write(ep *endpoint, b []byte) (int, error) {
 		if !e.mayQueue(ep) {
 			break
 		}
-		buf, _ := e.pool.get(placeSendQueued)
+		buf, ok := e.pool.get(placeSendQueued)
+		if !ok {
+			// The halves bound what each holds, so the pool is never
+			// empty here; should the receive half overrun its bound,
+			// the writer waits for a buffer instead of failing.
+			e.starve(ep)
+			break
+		}
 		k := copy(e.pool.buf(buf)[HeaderLen:HeaderLen+ep.mss], b[n:min(len(b), n+room)])
 		ep.push(seg{seq: ep.sndEnd, buf: buf, n: uint16(k)})
 		n += k
