@@ -192,6 +192,14 @@ func (p *Provider) withdraw(t *op) {
 	default:
 		return
 	}
+	if t.kind == opRecv && l.head == t && sock.ep != nil {
+		// Data the engine delivered into its buffer is the receive's.
+		if n := takeDirect(sock.ep); n > 0 {
+			l.remove(t)
+			p.complete(t, n, nil)
+			return
+		}
+	}
 	if l.remove(t) {
 		p.complete(t, t.progress, errWithdrawn)
 	}

@@ -21,6 +21,12 @@ type receiver struct {
 	finPending bool
 	finSeq     uint64
 	eof        bool
+	// rd is the buffer of the receive waiting at the head of the
+	// socket's queue, while nothing is queued for it; in-order data goes
+	// straight into it (rdN bytes so far) instead of into buffers. The
+	// SPI sets it and takes it back before the receive completes.
+	rd  []byte
+	rdN int
 
 	// Acks owed.
 	ackNow   bool
@@ -242,8 +248,16 @@ func (e *engine) onData(ep *endpoint, seq uint64, p []byte, req bool) {
 		return
 	}
 	if seq == ep.rcvNxt {
-		if !e.appendInOrder(ep, p) && (!e.renege(ep) || !e.appendInOrder(ep, p)) {
+		took := e.deliver(ep, p)
+		if took < len(p) && !e.appendInOrder(ep, p[took:]) && (!e.renege(ep) || !e.appendInOrder(ep, p[took:])) {
 			e.st.dropNoBuffer.Add(1)
+			if took > 0 {
+				// The reader has the head of the segment; the
+				// sender repeats the rest.
+				ep.rcvNxt += uint64(took)
+				e.notify(ep, evReadable)
+				e.ackSoon(ep, true)
+			}
 			return
 		}
 		ep.rcvNxt = end
@@ -323,6 +337,19 @@ func (e *engine) renege(ep *endpoint) bool {
 	ep.ooo = ep.ooo[:0]
 	e.st.reneged.Add(1)
 	return true
+}
+
+// deliver copies the start of in-order data p straight into the buffer of
+// a receive waiting for it, when nothing is queued before it, and returns
+// how much it took.
+func (e *engine) deliver(ep *endpoint, p []byte) int {
+	if ep.rd == nil || ep.rqLen > 0 {
+		return 0
+	}
+	k := copy(ep.rd[ep.rdN:], p)
+	ep.rdN += k
+	e.st.recvDirect.Add(uint64(k))
+	return k
 }
 
 // appendInOrder copies in-order data into the receive queue, filling the

@@ -1,8 +1,10 @@
 package provider
 
 import (
+	"bytes"
 	"slices"
 	"testing"
+	"time"
 )
 
 func TestReceiverRing(t *testing.T) {
@@ -175,4 +177,54 @@ func TestReceiverAckSent(t *testing.T) {
 	if r.dupIn != 2 {
 		t.Fatal("ackSent forgot the duplicates seen")
 	}
+}
+
+// In-order data goes straight into the buffer of a waiting receive, as
+// much as fits, the rest into the queue behind it, in order; it takes no
+// buffer and leaves the window open. Data that arrives while something is
+// queued queues behind it.
+func TestReceiverDeliversIntoWaitingReceive(t *testing.T) {
+	v := newVNet(t, 31, Faults{Delay: 10 * time.Microsecond}, testEngineConfig(), 2)
+	a, b := v.pair()
+	ea, eb := v.hosts[0], v.hosts[1]
+	msg := make([]byte, 3000)
+	for i := range msg {
+		msg[i] = byte(i * 13)
+	}
+	rd := make([]byte, 1000)
+	b.rd = rd
+	if _, err := ea.write(a, msg); err != nil {
+		t.Fatal(err)
+	}
+	v.run(time.Second, func() bool { return b.rcvNxt == uint64(len(msg)) })
+	if b.rdN != len(rd) || b.rqBytes != len(msg)-len(rd) || !bytes.Equal(rd, msg[:len(rd)]) {
+		t.Fatalf("delivered %d, queued %d; want %d and %d, the first bytes in order", b.rdN, b.rqBytes, len(rd), len(msg)-len(rd))
+	}
+	if got := eb.st.recvDirect.Load(); got != uint64(len(rd)) {
+		t.Fatalf("recvDirect %d", got)
+	}
+	// Taken back: the rest is read from the queue, in order.
+	if n := takeDirect(b); n != len(rd) || b.rd != nil {
+		t.Fatalf("takeDirect %d", n)
+	}
+	rest := make([]byte, len(msg))
+	n, err := eb.read(b, rest)
+	if err != nil || !bytes.Equal(rest[:n], msg[len(rd):]) {
+		t.Fatalf("read %d, %v", n, err)
+	}
+	// With data queued, a waiting buffer gets nothing until it is read.
+	if _, err := ea.write(a, msg[:100]); err != nil {
+		t.Fatal(err)
+	}
+	v.run(time.Second, func() bool { return b.rqBytes == 100 })
+	b.rd = rd
+	if _, err := ea.write(a, msg[100:200]); err != nil {
+		t.Fatal(err)
+	}
+	v.run(time.Second, func() bool { return b.rqBytes == 200 })
+	if b.rdN != 0 {
+		t.Fatalf("%d bytes delivered past queued data", b.rdN)
+	}
+	takeDirect(b)
+	checkPool(t, ea)
 }

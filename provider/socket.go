@@ -819,13 +819,33 @@ func (p *Provider) progressRecvs(sock *socket) {
 			return
 		}
 		o := sock.recvs.head
-		n, err := e.read(ep, o.buf)
+		// What the engine delivered straight into the head's buffer
+		// comes first, then what is queued.
+		got := takeDirect(ep)
+		var n int
+		var err error
+		if got < len(o.buf) {
+			n, err = e.read(ep, o.buf[got:])
+		}
+		if got > 0 {
+			n, err = n+got, nil // an error waits for the next receive
+		}
 		if n == 0 && err == nil && !ep.eof {
+			ep.rd = o.buf // the next in-order data goes straight in
 			return
 		}
 		sock.recvs.pop()
 		p.complete(o, n, err)
 	}
+}
+
+// takeDirect takes back the buffer of the receive at the head of the
+// socket's queue from the engine and returns how many bytes it delivered
+// into it.
+func takeDirect(ep *endpoint) int {
+	n := ep.rdN
+	ep.rd, ep.rdN = nil, 0
+	return n
 }
 
 func (p *Provider) progressSends(sock *socket) {
@@ -867,6 +887,7 @@ func (p *Provider) closeSocket(sock *socket) error {
 	var err error
 	if ep != nil {
 		ep.sock = nil
+		takeDirect(ep) // the receive waiting in it is aborted below
 		err = e.abort(ep)
 		sock.ep = nil
 	}

@@ -46,7 +46,11 @@ type Stats struct {
 	RetriesOut, CookiesIn, HalfOpenExpired uint64
 	DeadPeers                              uint64 // connections failed by the dead-peer bound
 	Reneged                                uint64 // times out-of-order data was dropped for want of buffers
-	SendErrors                             uint64 // Link.Send errors other than ENOBUFS
+	// RecvDirect counts in-order bytes copied from the link straight into
+	// the buffer of a receive that was waiting for them, with no stop in
+	// the provider's buffers.
+	RecvDirect uint64
+	SendErrors uint64 // Link.Send errors other than ENOBUFS
 	// TooBig counts connections failed with EMSGSIZE: their full-size
 	// segments never reached the peer while smaller frames did.
 	TooBig uint64
@@ -149,6 +153,7 @@ func (p *Provider) Stats() Stats {
 		HalfOpenExpired:   st.halfOpenExpired.Load(),
 		DeadPeers:         st.deadPeers.Load(),
 		Reneged:           st.reneged.Load(),
+		RecvDirect:        st.recvDirect.Load(),
 		SendErrors:        st.sendErrors.Load(),
 		TooBig:            st.tooBig.Load(),
 		Unreachables:      st.unreachIn.Load(),
