@@ -4,11 +4,13 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 // dropPureAcks is a fault that loses every pure ack (opcode ack); probes,
 // answers and data get through.
-var dropPureAcks = Faults{Drop: func(_, _ netip.Addr, d []byte) bool { return Opcode(d[1]) == OpAck }}
+var dropPureAcks = Faults{Drop: func(_, _ netip.Addr, d []byte) bool { return wire.Opcode(d[1]) == wire.OpAck }}
 
 // With every pure ack lost, a side that only receives still gets its
 // window updates to the sender. The stall this guards against: the

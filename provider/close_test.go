@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 // Tests of CloseSocket, one or more per requirement of issue 4; the table
@@ -391,7 +392,7 @@ func TestCloseResetsPeer(t *testing.T) {
 		l := tn.listener(1, 80, 4)
 		a, b := tn.conn(l, 80)
 		if lose {
-			tn.net.SetFaults(Faults{Drop: DropOpcodes(OpReset)})
+			tn.net.SetFaults(Faults{Drop: wire.DropOpcodes(wire.OpReset)})
 		}
 		cq := must[*CompletionQueue](t)(p1.NewCompletionQueue(8, nil))
 		p1.PostRecv(b, make([]byte, 10), cq, 1)

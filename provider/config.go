@@ -3,6 +3,8 @@ package provider
 import (
 	"math/bits"
 	"time"
+
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 // PollMode says how the poller waits for work.
@@ -176,7 +178,7 @@ func (c *Config) setDefaults() {
 	def(&c.MaxBacklog, d.MaxBacklog)
 	def(&c.SendBuffer, d.SendBuffer)
 	def(&c.RecvBuffer, d.RecvBuffer)
-	if c.Buffers == 0 && c.Link != nil && c.Link.MTU() > HeaderLen {
+	if c.Buffers == 0 && c.Link != nil && c.Link.MTU() > wire.HeaderLen {
 		mtu := c.Link.MTU()
 		c.Buffers = max(min(d.Buffers, DefaultBufferPool/mtu), c.minBuffers(mtu))
 	}
@@ -224,8 +226,8 @@ func (c *Config) validate() error {
 		return configErr("Config.Timeout %v is too short to tell a dead peer from a slow one: use at least 2×MaxRTO (%v) or 1s", c.Timeout, 2*c.MaxRTO)
 	}
 	mtu := c.Link.MTU()
-	if mtu < HeaderLen+64 {
-		return configErr("the link's MTU %d is too small: sdx needs at least %d", mtu, HeaderLen+64)
+	if mtu < wire.HeaderLen+64 {
+		return configErr("the link's MTU %d is too small: sdx needs at least %d", mtu, wire.HeaderLen+64)
 	}
 	if c.Buffers < 1 || c.Buffers > MaxBufferPool/mtu {
 		return configErr("Config.Buffers %d is out of range: the pool of Buffers × MTU (%d) bytes must be at most %d MiB, so use at most %d", c.Buffers, mtu, MaxBufferPool>>20, MaxBufferPool/mtu)
@@ -239,7 +241,7 @@ func (c *Config) validate() error {
 // minBuffers is the smallest pool that holds one connection's send and
 // receive buffers twice over at mtu.
 func (c *Config) minBuffers(mtu int) int {
-	return 2 * ((c.SendBuffer+c.RecvBuffer)/(mtu-HeaderLen) + 4)
+	return 2 * ((c.SendBuffer+c.RecvBuffer)/(mtu-wire.HeaderLen) + 4)
 }
 
 func (c *Config) engineConfig() engineConfig {

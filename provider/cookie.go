@@ -5,6 +5,8 @@ import (
 	"crypto/cipher"
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 // Connect cookies let a listener under a connect flood keep no state for a
@@ -42,7 +44,7 @@ func newCookieMAC(key [16]byte) *cookieMAC {
 
 // make returns the cookie for a connect request from peer in epoch. It is
 // never 0: a connect with seq 0 carries no cookie.
-func (m *cookieMAC) make(peer netip.Addr, h *Header, epoch int64) uint64 {
+func (m *cookieMAC) make(peer netip.Addr, h *wire.Header, epoch int64) uint64 {
 	a := peer.As4()
 	copy(m.in[0:4], a[:])
 	binary.BigEndian.PutUint16(m.in[4:], h.SrcPort)
@@ -58,12 +60,12 @@ func (m *cookieMAC) make(peer netip.Addr, h *Header, epoch int64) uint64 {
 
 // check reports whether h carries the cookie of the current or the
 // previous epoch.
-func (m *cookieMAC) check(peer netip.Addr, h *Header, now int64) bool {
+func (m *cookieMAC) check(peer netip.Addr, h *wire.Header, now int64) bool {
 	epoch := now >> cookieEpochShift
 	return h.Seq == m.make(peer, h, epoch) || h.Seq == m.make(peer, h, epoch-1)
 }
 
 // cookie returns the cookie for a connect request from peer now.
-func (m *cookieMAC) cookie(peer netip.Addr, h *Header, now int64) uint64 {
+func (m *cookieMAC) cookie(peer netip.Addr, h *wire.Header, now int64) uint64 {
 	return m.make(peer, h, now>>cookieEpochShift)
 }

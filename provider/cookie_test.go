@@ -4,12 +4,14 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 func TestCookieMAC(t *testing.T) {
 	m := newCookieMAC([16]byte{1, 2, 3})
 	peer := netip.AddrFrom4([4]byte{198, 18, 0, 1})
-	h := Header{Op: OpConnect, SrcPort: 50000, DstPort: 80, SrcConn: 7, Token: 0xfeed}
+	h := wire.Header{Op: wire.OpConnect, SrcPort: 50000, DstPort: 80, SrcConn: 7, Token: 0xfeed}
 	const epoch = int64(1) << cookieEpochShift
 	now := 5*epoch + 17
 	h.Seq = m.cookie(peer, &h, now)
@@ -25,12 +27,12 @@ func TestCookieMAC(t *testing.T) {
 		}
 	}
 	// Every field the cookie covers changes it.
-	for name, change := range map[string]func(*Header, *netip.Addr){
-		"peer":     func(_ *Header, p *netip.Addr) { *p = netip.AddrFrom4([4]byte{198, 18, 0, 2}) },
-		"src port": func(h *Header, _ *netip.Addr) { h.SrcPort++ },
-		"dst port": func(h *Header, _ *netip.Addr) { h.DstPort++ },
-		"src conn": func(h *Header, _ *netip.Addr) { h.SrcConn++ },
-		"token":    func(h *Header, _ *netip.Addr) { h.Token ^= 1 << 40 },
+	for name, change := range map[string]func(*wire.Header, *netip.Addr){
+		"peer":     func(_ *wire.Header, p *netip.Addr) { *p = netip.AddrFrom4([4]byte{198, 18, 0, 2}) },
+		"src port": func(h *wire.Header, _ *netip.Addr) { h.SrcPort++ },
+		"dst port": func(h *wire.Header, _ *netip.Addr) { h.DstPort++ },
+		"src conn": func(h *wire.Header, _ *netip.Addr) { h.SrcConn++ },
+		"token":    func(h *wire.Header, _ *netip.Addr) { h.Token ^= 1 << 40 },
 	} {
 		h2, p2 := h, peer
 		change(&h2, &p2)
@@ -63,19 +65,19 @@ func TestEngineConnectFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var replies [numOpcodes]int
-	var retry Header
+	var replies [wire.NumOpcodes]int
+	var retry wire.Header
 	// run runs the network until cond, taking the raw host's replies as
 	// they arrive (a datagram left queued would hold the clock back).
 	run := func(limit time.Duration, cond func() bool) {
 		v.run(limit, func() bool {
 			raw.Receive(1<<20, func(_ netip.Addr, b []byte) {
-				var h Header
+				var h wire.Header
 				if _, err := h.Decode(b); err != nil {
 					t.Fatal(err)
 				}
 				replies[h.Op]++
-				if h.Op == OpRetry {
+				if h.Op == wire.OpRetry {
 					retry = h
 				}
 			})
@@ -85,7 +87,7 @@ func TestEngineConnectFlood(t *testing.T) {
 	drain := func() { run(time.Second, func() bool { return v.net.Queued() == 0 }) }
 	buf := make([]byte, 256)
 	connect := func(id uint32, cookie uint64) {
-		h := Header{Op: OpConnect, SrcPort: 40000, DstPort: 80, SrcConn: id, Token: uint64(id) * 0x9e3779b97f4a7c15, Window: 1 << 16, Seq: cookie}
+		h := wire.Header{Op: wire.OpConnect, SrcPort: 40000, DstPort: 80, SrcConn: id, Token: uint64(id) * 0x9e3779b97f4a7c15, Window: 1 << 16, Seq: cookie}
 		n := h.Put(buf, 0)
 		if err := raw.Send(v.addr(1), buf[:n]); err != nil {
 			t.Fatal(err)
@@ -106,8 +108,8 @@ func TestEngineConnectFlood(t *testing.T) {
 	if e.recvCommitted != backlog {
 		t.Errorf("%d receive buffers committed to %d half-open connections; want one each", e.recvCommitted, backlog)
 	}
-	if replies[OpRetry] != flood-backlog || replies[OpAccept] != backlog {
-		t.Fatalf("the flooder got %d retries and %d accepts; want %d and %d", replies[OpRetry], replies[OpAccept], flood-backlog, backlog)
+	if replies[wire.OpRetry] != flood-backlog || replies[wire.OpAccept] != backlog {
+		t.Fatalf("the flooder got %d retries and %d accepts; want %d and %d", replies[wire.OpRetry], replies[wire.OpAccept], flood-backlog, backlog)
 	}
 
 	// A legitimate connect: retry, connect with the cookie, accept.
@@ -147,8 +149,8 @@ func TestEngineConnectFlood(t *testing.T) {
 	if got := e.st.halfOpenExpired.Load(); got != backlog {
 		t.Errorf("%d half-open connections expired; want %d", got, backlog)
 	}
-	if want := backlog*maxAcceptTries + 1; replies[OpAccept] != want {
-		t.Errorf("the flooder got %d accepts; want %d (each half-open connection's %d, and its cookie's)", replies[OpAccept], want, maxAcceptTries)
+	if want := backlog*maxAcceptTries + 1; replies[wire.OpAccept] != want {
+		t.Errorf("the flooder got %d accepts; want %d (each half-open connection's %d, and its cookie's)", replies[wire.OpAccept], want, maxAcceptTries)
 	}
 	if len(e.quiet) != 0 {
 		t.Errorf("%d quiet keys: a half-open connection never confirmed needs none", len(e.quiet))
@@ -179,10 +181,10 @@ func TestEngineConfirmationRepeated(t *testing.T) {
 	accepts, acks := 0, 0
 	v.net.SetFaults(Faults{Delay: 50 * time.Microsecond, Drop: func(from, _ netip.Addr, d []byte) bool {
 		switch {
-		case from == v.addr(1) && Opcode(d[1]) == OpAccept:
+		case from == v.addr(1) && wire.Opcode(d[1]) == wire.OpAccept:
 			accepts++
 			return accepts > 1
-		case from == v.addr(0) && Opcode(d[1]) == OpAck:
+		case from == v.addr(0) && wire.Opcode(d[1]) == wire.OpAck:
 			acks++
 			return acks == 1
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/internal/timerheap"
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 // engineConfig is the part of Config the protocol core uses, already
@@ -89,7 +90,7 @@ type endpoint struct {
 	// Segment size: the data one datagram to the peer carries, from the
 	// smaller of our link's MTU and the peer's announcement. announced:
 	// the peer's announcement was seen (a connector may be established
-	// by another frame first, and then uses minPeerDatagram).
+	// by another frame first, and then uses wire.MinPeerDatagram).
 	mss       int
 	announced bool
 
@@ -183,11 +184,11 @@ type engine struct {
 	linkErr     error // last error of Flush
 	lastSendErr error // error of the last Send, for sendCtl
 	unflushed   int   // datagrams sent since the last Flush
-	hdr         Header
-	rhdr        Header
-	ctl         []byte      // control frame scratch
-	sackAll     []SACKBlock // fillSACK's scratch: every block of one endpoint
-	txCount     uint64      // segments transmitted (see seg.tx)
+	hdr         wire.Header
+	rhdr        wire.Header
+	ctl         []byte           // control frame scratch
+	sackAll     []wire.SACKBlock // fillSACK's scratch: every block of one endpoint
+	txCount     uint64           // segments transmitted (see seg.tx)
 	inputFn     func(netip.Addr, []byte)
 	cookies     *cookieMAC
 
@@ -196,8 +197,8 @@ type engine struct {
 
 func newEngine(link Link, cfg engineConfig, seed [32]byte) (*engine, error) {
 	mtu := link.MTU()
-	if mtu < HeaderLen+64 {
-		return nil, configErr("link MTU %d is too small: sdx needs at least %d", mtu, HeaderLen+64)
+	if mtu < wire.HeaderLen+64 {
+		return nil, configErr("link MTU %d is too small: sdx needs at least %d", mtu, wire.HeaderLen+64)
 	}
 	if mtu > 65535 {
 		mtu = 65535
@@ -207,13 +208,13 @@ func newEngine(link Link, cfg engineConfig, seed [32]byte) (*engine, error) {
 		cfg:      cfg,
 		rng:      rand.New(rand.NewChaCha8(seed)),
 		mtu:      mtu,
-		mss:      mtu - HeaderLen,
-		credit:   newCredit(newBufPool(cfg.Buffers, mtu), mtu-HeaderLen),
+		mss:      mtu - wire.HeaderLen,
+		credit:   newCredit(newBufPool(cfg.Buffers, mtu), mtu-wire.HeaderLen),
 		eps:      make([]*endpoint, 0, 64),
 		ports:    make(map[uint16]*endpoint),
 		children: make(map[connKey]*endpoint),
 		quiet:    make(map[connKey]int64),
-		ctl:      make([]byte, HeaderLen+sackLen*MaxSACK),
+		ctl:      make([]byte, wire.HeaderLen+wire.SACKLen*wire.MaxSACK),
 	}
 	e.inputFn = e.input
 	link.SetUnreachable(e.unreachable)
@@ -431,7 +432,7 @@ func (e *engine) connect(ep *endpoint, to netip.AddrPort) error {
 	ep.token = e.rng.Uint64() | 1
 	ep.state = StateConnecting
 	ep.lastHeard = e.now
-	e.sendCtl(ep, OpConnect, ReasonNone)
+	e.sendCtl(ep, wire.OpConnect, wire.ReasonNone)
 	ep.synSent, ep.synOnce = e.now, true
 	ep.rtoAt = later(e.now, ep.rtt.rto)
 	e.schedule(ep, ep.rtoAt)
@@ -464,9 +465,9 @@ func (e *engine) sizeRings(ep *endpoint) {
 // the datagram both links carry, less the header.
 func (e *engine) peerMSS(max int) int {
 	if max == 0 {
-		max = minPeerDatagram
+		max = wire.MinPeerDatagram
 	}
-	return min(e.mtu, max) - HeaderLen
+	return min(e.mtu, max) - wire.HeaderLen
 }
 
 func pow2(n int) int {
@@ -502,7 +503,7 @@ func (e *engine) abort(ep *endpoint) error {
 	var err error
 	switch ep.state {
 	case StateConnecting, StateEstablished:
-		if e.sendCtl(ep, OpReset, ReasonClosed) == ErrNetDown {
+		if e.sendCtl(ep, wire.OpReset, wire.ReasonClosed) == ErrNetDown {
 			err = ErrNetDown
 		}
 	case StateListening:
@@ -675,7 +676,7 @@ func (e *engine) input(from netip.Addr, b []byte) {
 	h := &e.rhdr
 	payload, err := h.Decode(b)
 	if err != nil {
-		if err == errChecksum {
+		if err == wire.ErrChecksum {
 			e.st.dropChecksum.Add(1)
 		} else {
 			e.st.dropMalformed.Add(1)
@@ -683,19 +684,19 @@ func (e *engine) input(from netip.Addr, b []byte) {
 		return
 	}
 	ann := 0
-	if h.Op == OpConnect || h.Op == OpAccept {
+	if h.Op == wire.OpConnect || h.Op == wire.OpAccept {
 		var ok bool
-		if ann, ok = announced(payload); !ok {
+		if ann, ok = wire.Announced(payload); !ok {
 			e.st.dropMalformed.Add(1)
 			return
 		}
 	}
-	if h.Op == OpConnect {
+	if h.Op == wire.OpConnect {
 		e.onConnect(from, h, ann)
 		return
 	}
 	ep := e.lookup(h.DstConn)
-	if ep == nil && h.Op == OpReset && h.DstConn == 0 {
+	if ep == nil && h.Op == wire.OpReset && h.DstConn == 0 {
 		// A connector that closed before it learnt our id.
 		ep = e.children[connKey{peer: from, id: h.SrcConn, token: h.Token}]
 		if ep != nil && ep.state == StateEstablished {
@@ -704,7 +705,7 @@ func (e *engine) input(from netip.Addr, b []byte) {
 	}
 	if ep == nil || !ep.state.IsConnection() {
 		e.st.dropUnknownConn.Add(1)
-		if h.Op != OpReset && h.Op != OpReject && h.Op != OpRetry {
+		if h.Op != wire.OpReset && h.Op != wire.OpReject && h.Op != wire.OpRetry {
 			e.resetUnknown(from, h)
 		}
 		return
@@ -716,21 +717,21 @@ func (e *engine) input(from netip.Addr, b []byte) {
 	}
 	ep.lastHeard = e.now
 	switch h.Op {
-	case OpReject:
+	case wire.OpReject:
 		if ep.state == StateConnecting {
 			e.fail(ep, ErrConnRefused)
 		}
 		return
-	case OpReset:
+	case wire.OpReset:
 		e.onReset(ep, h.Seq)
 		return
-	case OpRetry:
+	case wire.OpRetry:
 		if ep.state == StateConnecting {
 			e.onRetry(ep, h)
 		}
 		return
 	}
-	if ep.confirming && h.Op != OpAccept {
+	if ep.confirming && h.Op != wire.OpAccept {
 		// The acceptor has our connection.
 		ep.confirming = false
 		if ep.sent == 0 && ep.slen == 0 {
@@ -744,7 +745,7 @@ func (e *engine) input(from netip.Addr, b []byte) {
 	case ep.state == StateConnecting:
 		// Accept, or any valid frame of the acceptor if the accept was lost.
 		e.established(ep, h, ann)
-	case h.Op == OpAccept:
+	case h.Op == wire.OpAccept:
 		// A repeated accept: our answer to it was lost. A probe carries
 		// the ack and is answered, so it gets through where pure acks
 		// do not.
@@ -758,24 +759,24 @@ func (e *engine) input(from netip.Addr, b []byte) {
 			ep.announced = true
 		}
 	}
-	if h.Flags&FlagAck != 0 {
+	if h.Flags&wire.FlagAck != 0 {
 		e.onAck(ep, h)
 		if ep.state != StateEstablished {
 			return
 		}
 	}
 	switch h.Op {
-	case OpData:
-		e.onData(ep, h.Seq, payload, h.Flags&FlagAckReq != 0)
-	case OpDisconnect:
+	case wire.OpData:
+		e.onData(ep, h.Seq, payload, h.Flags&wire.FlagAckReq != 0)
+	case wire.OpDisconnect:
 		e.onFin(ep, h.Seq)
-	case OpProbe:
+	case wire.OpProbe:
 		e.onProbe(ep, h)
 	}
 	e.recommit(ep)
 }
 
-func (e *engine) established(ep *endpoint, h *Header, ann int) {
+func (e *engine) established(ep *endpoint, h *wire.Header, ann int) {
 	ep.peerID = h.SrcConn
 	ep.state = StateEstablished
 	// Nothing is queued yet: the rings may change with the segment size.
@@ -801,12 +802,12 @@ func (e *engine) established(ep *endpoint, h *Header, ann int) {
 
 // onRetry answers a listener's retry: the connect request goes again at
 // once, with the cookie.
-func (e *engine) onRetry(ep *endpoint, h *Header) {
+func (e *engine) onRetry(ep *endpoint, h *wire.Header) {
 	if h.Seq == 0 || h.Seq == ep.cookie {
 		return
 	}
 	ep.cookie = h.Seq
-	e.sendCtl(ep, OpConnect, ReasonNone)
+	e.sendCtl(ep, wire.OpConnect, wire.ReasonNone)
 	ep.synSent, ep.synOnce = e.now, true
 	ep.rtoAt = later(e.now, ep.rtt.rto)
 	e.schedule(ep, ep.rtoAt)
@@ -831,11 +832,11 @@ func (e *engine) confirm(c *endpoint) {
 	e.ackSoon(c, true)
 }
 
-func (e *engine) onConnect(from netip.Addr, h *Header, ann int) {
+func (e *engine) onConnect(from netip.Addr, h *wire.Header, ann int) {
 	key := connKey{peer: from, id: h.SrcConn, token: h.Token}
 	if c := e.children[key]; c != nil {
 		if c.state == StateEstablished {
-			e.sendCtl(c, OpAccept, ReasonNone) // our accept was lost
+			e.sendCtl(c, wire.OpAccept, wire.ReasonNone) // our accept was lost
 		}
 		return
 	}
@@ -856,29 +857,29 @@ func (e *engine) onConnect(from netip.Addr, h *Header, ann int) {
 		}
 	}
 	l := e.ports[h.DstPort]
-	reason := ReasonNone
+	reason := wire.ReasonNone
 	switch {
 	case l == nil || l.state != StateListening:
-		reason = ReasonNoListener
+		reason = wire.ReasonNoListener
 	case len(l.backlog) >= l.backlogMax+l.acceptWait:
-		reason = ReasonBacklogFull
+		reason = wire.ReasonBacklogFull
 	case !proven && len(l.half) >= l.backlogMax:
 		// Under a flood: keep nothing, and let the connector prove
 		// that it is at its address by echoing a cookie.
 		e.st.retriesOut.Add(1)
-		e.reply(from, h, OpRetry, ReasonNone, e.cookies.cookie(from, h, e.now))
+		e.reply(from, h, wire.OpRetry, wire.ReasonNone, e.cookies.cookie(from, h, e.now))
 		return
 	}
 	var c *endpoint
-	if reason == ReasonNone {
+	if reason == wire.ReasonNone {
 		var err error
 		if c, err = e.newEndpoint(); err != nil {
-			reason = ReasonNoResources
+			reason = wire.ReasonNoResources
 		}
 	}
-	if reason != ReasonNone {
+	if reason != wire.ReasonNone {
 		e.st.rejectsOut.Add(1)
-		e.reply(from, h, OpReject, reason, 0)
+		e.reply(from, h, wire.OpReject, reason, 0)
 		return
 	}
 	c.mss, c.announced = e.peerMSS(ann), ann > 0
@@ -894,7 +895,7 @@ func (e *engine) onConnect(from netip.Addr, h *Header, ann int) {
 	e.children[key] = c
 	if proven {
 		l.backlog = append(l.backlog, c)
-		e.sendCtl(c, OpAccept, ReasonNone)
+		e.sendCtl(c, wire.OpAccept, wire.ReasonNone)
 		e.schedule(c, e.keepaliveAt(c))
 		e.notify(l, evIncoming)
 		return
@@ -904,7 +905,7 @@ func (e *engine) onConnect(from netip.Addr, h *Header, ann int) {
 	c.halfOpen = true
 	l.half = append(l.half, c)
 	e.st.halfOpen.Add(1)
-	e.sendCtl(c, OpAccept, ReasonNone)
+	e.sendCtl(c, wire.OpAccept, wire.ReasonNone)
 	c.tries = 1
 	c.synSent, c.synOnce = e.now, true
 	c.rtoAt = later(e.now, c.rtt.rto)
@@ -913,15 +914,15 @@ func (e *engine) onConnect(from netip.Addr, h *Header, ann int) {
 
 // resetUnknown answers a frame for a connection we do not have with a
 // reset carrying the frame's own ids and token, so its sender accepts it.
-func (e *engine) resetUnknown(from netip.Addr, h *Header) {
+func (e *engine) resetUnknown(from netip.Addr, h *wire.Header) {
 	e.st.resetsOut.Add(1)
 	// The frame's ack is where its sender's receive window starts: the
 	// sequence number its sender takes a reset at (see onReset).
 	var seq uint64
-	if h.Flags&FlagAck != 0 {
+	if h.Flags&wire.FlagAck != 0 {
 		seq = h.Ack
 	}
-	e.reply(from, h, OpReset, ReasonUnknownConn, seq)
+	e.reply(from, h, wire.OpReset, wire.ReasonUnknownConn, seq)
 }
 
 // onReset takes a reset that passed the token check only if its sequence
@@ -948,9 +949,9 @@ func (e *engine) onReset(ep *endpoint, seq uint64) {
 
 // reply sends a control frame back to the sender of h; seq is a retry's
 // cookie.
-func (e *engine) reply(to netip.Addr, h *Header, op Opcode, reason Reason, seq uint64) {
+func (e *engine) reply(to netip.Addr, h *wire.Header, op wire.Opcode, reason wire.Reason, seq uint64) {
 	r := &e.hdr
-	*r = Header{
+	*r = wire.Header{
 		Op: op, Reason: reason,
 		SrcPort: h.DstPort, DstPort: h.SrcPort,
 		SrcConn: h.DstConn, DstConn: h.SrcConn,
@@ -964,9 +965,9 @@ func (e *engine) reply(to netip.Addr, h *Header, op Opcode, reason Reason, seq u
 // ---- output -----------------------------------------------------------
 
 // fillHeader fills e.hdr for a frame on ep's connection.
-func (e *engine) fillHeader(ep *endpoint, op Opcode, reason Reason) {
+func (e *engine) fillHeader(ep *endpoint, op wire.Opcode, reason wire.Reason) {
 	h := &e.hdr
-	*h = Header{
+	*h = wire.Header{
 		Op:      op,
 		Reason:  reason,
 		SrcPort: ep.lport,
@@ -976,48 +977,48 @@ func (e *engine) fillHeader(ep *endpoint, op Opcode, reason Reason) {
 		Token:   ep.token,
 		Seq:     ep.sndNxt,
 	}
-	if op != OpReset {
+	if op != wire.OpReset {
 		h.Window = e.window(ep)
 		e.grant(ep, h.Window)
 	}
-	if ep.state == StateEstablished && op != OpReset {
-		h.Flags = FlagAck
+	if ep.state == StateEstablished && op != wire.OpReset {
+		h.Flags = wire.FlagAck
 		h.Ack = ep.rcvNxt
 	}
 }
 
 // opAnswer is sendCtl's name for a probe that answers a probe (OpProbe
 // with FlagAnswer); it never goes on the wire as an opcode.
-const opAnswer Opcode = 0x80 | OpProbe
+const opAnswer wire.Opcode = 0x80 | wire.OpProbe
 
 // sendCtl sends a frame without data on ep's connection: connect, accept,
 // ack (with SACK blocks), probe, answer (with SACK blocks) or reset. It
 // returns the link's error.
-func (e *engine) sendCtl(ep *endpoint, op Opcode, reason Reason) error {
+func (e *engine) sendCtl(ep *endpoint, op wire.Opcode, reason wire.Reason) error {
 	e.fillHeader(ep, op, reason)
 	h := &e.hdr
 	switch op {
-	case OpConnect:
+	case wire.OpConnect:
 		h.DstConn = 0
 		h.Seq = ep.cookie
-	case OpAccept:
-		h.Flags = FlagAck
-	case OpAck:
+	case wire.OpAccept:
+		h.Flags = wire.FlagAck
+	case wire.OpAck:
 		e.sackAll = ep.fillSACK(h, e.sackAll)
 		e.st.acksOut.Add(1)
 	case opAnswer:
-		h.Op = OpProbe
-		h.Flags |= FlagAnswer
+		h.Op = wire.OpProbe
+		h.Flags |= wire.FlagAnswer
 		e.sackAll = ep.fillSACK(h, e.sackAll)
 		e.st.probesOut.Add(1) // on the wire it is a probe
-	case OpProbe:
+	case wire.OpProbe:
 		e.st.probesOut.Add(1)
-	case OpReset:
+	case wire.OpReset:
 		e.st.resetsOut.Add(1)
 	}
 	plen := 0
-	if op == OpConnect || op == OpAccept {
-		plen = putAnnounce(e.ctl[h.Len():], e.mtu)
+	if op == wire.OpConnect || op == wire.OpAccept {
+		plen = wire.PutAnnounce(e.ctl[h.Len():], e.mtu)
 	}
 	n := h.Put(e.ctl, plen)
 	e.lastSendErr = nil
@@ -1078,7 +1079,7 @@ func (e *engine) onTimer(ep *endpoint) {
 			return
 		}
 		if now >= ep.rtoAt {
-			e.sendCtl(ep, OpAccept, ReasonNone)
+			e.sendCtl(ep, wire.OpAccept, wire.ReasonNone)
 			ep.tries++
 			ep.synOnce = false
 			ep.rtt.backoff(e.rtoBounds())
@@ -1097,14 +1098,14 @@ func (e *engine) onTimer(ep *endpoint) {
 			err = ErrNetDown
 		}
 		if ep.state == StateEstablished {
-			e.sendCtl(ep, OpReset, ReasonTimedOut)
+			e.sendCtl(ep, wire.OpReset, wire.ReasonTimedOut)
 		}
 		e.fail(ep, err)
 		return
 	}
 	if ep.state == StateConnecting {
 		if now >= ep.rtoAt {
-			e.sendCtl(ep, OpConnect, ReasonNone)
+			e.sendCtl(ep, wire.OpConnect, wire.ReasonNone)
 			ep.synOnce = false // Karn: no sample from a repeated request
 			ep.rtt.backoff(e.rtoBounds())
 			ep.rtoAt = later(now, ep.rtt.rto)
@@ -1122,7 +1123,7 @@ func (e *engine) onTimer(ep *endpoint) {
 	}
 	idle := int64(e.cfg.Timeout) / 3
 	if now-ep.lastHeard >= idle && now >= ep.probeAt {
-		e.sendCtl(ep, OpProbe, ReasonNone)
+		e.sendCtl(ep, wire.OpProbe, wire.ReasonNone)
 		ep.probeAt = later(now, int64(e.cfg.Timeout)/6)
 	}
 	next := e.keepaliveAt(ep)

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 // vnet drives engines on a MemNetwork with a virtual clock: it steps every
@@ -472,7 +474,7 @@ func TestEngineReset(t *testing.T) {
 		dropped := 0
 		if dropFirst {
 			v.net.SetFaults(Faults{Drop: func(_, _ netip.Addr, d []byte) bool {
-				if Opcode(d[1]) == OpReset && dropped == 0 {
+				if wire.Opcode(d[1]) == wire.OpReset && dropped == 0 {
 					dropped++
 					return true
 				}
@@ -509,13 +511,13 @@ func TestEngineForgedFramesDropped(t *testing.T) {
 	v := newVNet(t, 13, Faults{}, testEngineConfig(), 2)
 	a, b := v.pair()
 	e1 := v.hosts[1]
-	forge := func(op Opcode, token uint64, from netip.Addr) {
-		h := Header{Op: op, Flags: FlagAck, SrcPort: a.lport, DstPort: b.lport, SrcConn: a.id, DstConn: b.id, Token: token, Seq: 0, Ack: 0}
-		e1.input(from, AppendDatagram(nil, &h, []byte("forged")))
+	forge := func(op wire.Opcode, token uint64, from netip.Addr) {
+		h := wire.Header{Op: op, Flags: wire.FlagAck, SrcPort: a.lport, DstPort: b.lport, SrcConn: a.id, DstConn: b.id, Token: token, Seq: 0, Ack: 0}
+		e1.input(from, wire.AppendDatagram(nil, &h, []byte("forged")))
 	}
-	forge(OpReset, a.token^1, v.addr(0))
-	forge(OpData, a.token+1, v.addr(0))
-	forge(OpReset, a.token, netip.MustParseAddr("198.18.0.77"))
+	forge(wire.OpReset, a.token^1, v.addr(0))
+	forge(wire.OpData, a.token+1, v.addr(0))
+	forge(wire.OpReset, a.token, netip.MustParseAddr("198.18.0.77"))
 	if b.state != StateEstablished || e1.st.dropBadToken.Load() != 3 {
 		t.Fatalf("forged frames: state %v, counted %d", b.state, e1.st.dropBadToken.Load())
 	}
@@ -541,8 +543,8 @@ func TestEngineFastRetransmit(t *testing.T) {
 	a, b := v.pair()
 	dropped := false
 	v.net.SetFaults(Faults{Delay: 10 * time.Microsecond, Drop: func(_, _ netip.Addr, d []byte) bool {
-		var h Header
-		if _, err := h.Decode(d); err == nil && h.Op == OpData && h.Seq == 10*uint64(v.hosts[0].mss) && !dropped {
+		var h wire.Header
+		if _, err := h.Decode(d); err == nil && h.Op == wire.OpData && h.Seq == 10*uint64(v.hosts[0].mss) && !dropped {
 			dropped = true
 			return true
 		}
@@ -635,7 +637,7 @@ func TestEngineTinyPool(t *testing.T) {
 // itself (its acks are not getting through), on a probe, which carries the
 // ack too. An echo, whose tail has no data going back, completes.
 func TestEngineAcksLost(t *testing.T) {
-	v := newVNet(t, 31, Faults{Drop: DropOpcodes(OpAck), Delay: 10 * time.Microsecond}, testEngineConfig(), 2)
+	v := newVNet(t, 31, Faults{Drop: wire.DropOpcodes(wire.OpAck), Delay: 10 * time.Microsecond}, testEngineConfig(), 2)
 	a, b := v.pair()
 	size := 4 << 20
 	if testing.Short() {

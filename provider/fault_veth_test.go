@@ -20,6 +20,7 @@ import (
 	"github.com/sdx-project/sdx/bpf"
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 // hopPair is a provider on A and on B of a hop testbed, with one sdx_fault
@@ -267,7 +268,7 @@ func TestFaultAcksLost(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	hp := newHopPair(t, testbed.HopOptions{Subnet: 31}, Config{})
 	ln := hp.listen(t, 4)
-	hp.configure(t, bpf.FaultConfig{DropRate: 0.5, Opcodes: []uint8{uint8(OpAck)}, Seed: 1})
+	hp.configure(t, bpf.FaultConfig{DropRate: 0.5, Opcodes: []uint8{uint8(wire.OpAck)}, Seed: 1})
 	f0, a0, b0 := hp.faultStats(t), hp.a.Stats(), hp.b.Stats()
 	s, r := hp.connectPair(t, ln)
 	size := int64(64 << 20)
@@ -321,7 +322,7 @@ func TestFaultResetLost(t *testing.T) {
 	s, r := hp.connectPair(t, ln)
 	// The next reset on the wire, whichever way, is dropped; later ones
 	// pass.
-	hp.configure(t, bpf.FaultConfig{Opcodes: []uint8{uint8(OpReset)}, DropNext: 1, Seed: 2})
+	hp.configure(t, bpf.FaultConfig{Opcodes: []uint8{uint8(wire.OpReset)}, DropNext: 1, Seed: 2})
 	f0 := hp.faultStats(t)
 	recvErr := make(chan error, 1)
 	go func() {
@@ -378,7 +379,7 @@ func TestFaultConnectRepliesLost(t *testing.T) {
 	hp := newHopPair(t, testbed.HopOptions{Subnet: 33}, Config{})
 	ln := hp.listen(t, 4)
 	const lost = 3
-	hp.configure(t, bpf.FaultConfig{Opcodes: []uint8{uint8(OpAccept), uint8(OpReject)}, DropNext: lost, Seed: 3})
+	hp.configure(t, bpf.FaultConfig{Opcodes: []uint8{uint8(wire.OpAccept), uint8(wire.OpReject)}, DropNext: lost, Seed: 3})
 	f0, a0, b0 := hp.faultStats(t), hp.a.Stats(), hp.b.Stats()
 	start := time.Now()
 	s, r := hp.connectPair(t, ln)
@@ -406,7 +407,7 @@ func TestFaultConnectRepliesLost(t *testing.T) {
 	hp.b.CloseSocket(r)
 
 	// A reject lost once: the refusal comes with the repeated request.
-	hp.configure(t, bpf.FaultConfig{Opcodes: []uint8{uint8(OpAccept), uint8(OpReject)}, DropNext: 1, Seed: 4})
+	hp.configure(t, bpf.FaultConfig{Opcodes: []uint8{uint8(wire.OpAccept), uint8(wire.OpReject)}, DropNext: 1, Seed: 4})
 	f0 = hp.faultStats(t)
 	c := must[Socket](t)(hp.a.Socket())
 	start = time.Now()

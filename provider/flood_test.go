@@ -25,6 +25,7 @@ import (
 	"github.com/sdx-project/sdx/internal/frame"
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 // floodServer is the application on B: it accepts every connection, and
@@ -440,9 +441,9 @@ func floodConnects(t *testing.T, subnet uint8, silentAfter time.Duration, maxSil
 	}
 
 	cEnd, bEnd := endpointOf(&hp.hop.C), endpointOf(&hp.hop.B)
-	h := Header{Op: OpConnect, DstPort: hp.port, Window: 256 << 10}
-	var replies [numOpcodes]uint64
-	count := func(_ *frame.Parsed, h *Header, _ []byte) { replies[h.Op]++ }
+	h := wire.Header{Op: wire.OpConnect, DstPort: hp.port, Window: 256 << 10}
+	var replies [wire.NumOpcodes]uint64
+	count := func(_ *frame.Parsed, h *wire.Header, _ []byte) { replies[h.Op]++ }
 	start := time.Now()
 	deadline := start.Add(90 * time.Second)
 	lastSample := start
@@ -504,8 +505,8 @@ func floodConnects(t *testing.T, subnet uint8, silentAfter time.Duration, maxSil
 	in := b.DatagramsIn - b0.DatagramsIn
 	t.Logf("flood: %d connect requests in %v (%.0f/s); B took in %d datagrams, sent %d retries, %d accepts to half-open connections (%d dropped unanswered), rejected %d, reset %d; C got %d retries, %d accepts, %d rejects, %d resets",
 		sent, floodTime.Round(time.Millisecond), float64(sent)/floodTime.Seconds(), in, b.RetriesOut-b0.RetriesOut,
-		replies[OpAccept], b.HalfOpenExpired-b0.HalfOpenExpired, b.RejectsOut-b0.RejectsOut, b.ResetsOut-b0.ResetsOut,
-		replies[OpRetry], replies[OpAccept], replies[OpReject], replies[OpReset])
+		replies[wire.OpAccept], b.HalfOpenExpired-b0.HalfOpenExpired, b.RejectsOut-b0.RejectsOut, b.ResetsOut-b0.ResetsOut,
+		replies[wire.OpRetry], replies[wire.OpAccept], replies[wire.OpReject], replies[wire.OpReset])
 	t.Logf("server: %d accepted (%d from the flood), %d closed silent (%d of them the client's), %d answered, %d EMFILE, at most %d open; client: %d sessions (%d failed) in %d attempts (%d refused, %d reset), session times %s; B took %d cookies (%d bad)",
 		srv.accepted.Load(), srv.floodAccepted.Load(), srv.silentClosed.Load(), srv.silentLegit.Load(), srv.answered.Load(), srv.emfile.Load(), srv.maxOpen.Load(),
 		cli.sessions.Load(), cli.failedSessions.Load(), cli.attempts.Load(), cli.refused.Load(), cli.reset.Load(),
@@ -517,7 +518,7 @@ func floodConnects(t *testing.T, subnet uint8, silentAfter time.Duration, maxSil
 	// garbage collector's headroom.
 	cfg := floodCfg
 	cfg.setDefaults()
-	unit := endpointBytes(cfg, hp.lb.MTU()-HeaderLen)
+	unit := endpointBytes(cfg, hp.lb.MTU()-wire.HeaderLen)
 	const live = 16
 	endpointBound := b0.Endpoints + backlog + live
 	bound := uint64(2*endpointBound*unit) + 48<<20
@@ -538,7 +539,7 @@ func floodConnects(t *testing.T, subnet uint8, silentAfter time.Duration, maxSil
 		t.Errorf("B had %d endpoints; want at most %d: %d before, %d half-open, %d live", peakEndpoints, endpointBound, b0.Endpoints, backlog, live)
 	}
 	// The flood carries no data: what B held was the stream's.
-	if limit := 2 * (cfg.RecvBuffer/(hp.lb.MTU()-HeaderLen) + 2); peakHeld > limit {
+	if limit := 2 * (cfg.RecvBuffer/(hp.lb.MTU()-wire.HeaderLen) + 2); peakHeld > limit {
 		t.Errorf("B held %d buffers; one stream's receive buffer is %d", peakHeld, limit)
 	}
 	if peakHeap-heap0 > bound {

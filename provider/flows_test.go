@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
+
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 // TestFlowEntropy: the two ends of a connection name its flow alike, and
@@ -12,7 +14,7 @@ import (
 func TestFlowEntropy(t *testing.T) {
 	peer := netip.MustParseAddr("198.18.0.2")
 	hdr := func(src, dst uint16) []byte {
-		b := make([]byte, HeaderLen)
+		b := make([]byte, wire.HeaderLen)
 		binary.BigEndian.PutUint16(b[8:], src)
 		binary.BigEndian.PutUint16(b[10:], dst)
 		return b

@@ -16,6 +16,7 @@ import (
 	"github.com/sdx-project/sdx/internal/frame"
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/internal/wire"
 	"github.com/sdx-project/sdx/xdp"
 )
 
@@ -32,7 +33,7 @@ type rawHost struct {
 	tx     []xdp.Desc
 	rx     [64]xdp.Desc
 	parsed frame.Parsed
-	hdr    Header
+	hdr    wire.Header
 }
 
 func newRawHost(t testing.TB, h *testbed.Host) *rawHost {
@@ -68,7 +69,7 @@ func endpointOf(h *testbed.Host) frame.Endpoint {
 // to dst, then h and payload encoded (checksum filled in), then mangle, if
 // set, may change the datagram. It reports false when no UMEM frame is
 // free: flush, then try again.
-func (r *rawHost) queue(src, dst frame.Endpoint, h *Header, payload []byte, mangle func(d []byte)) bool {
+func (r *rawHost) queue(src, dst frame.Endpoint, h *wire.Header, payload []byte, mangle func(d []byte)) bool {
 	f, ok := r.q.Alloc()
 	if !ok {
 		r.q.Complete()
@@ -111,7 +112,7 @@ func (r *rawHost) flush() error {
 }
 
 // send queues one frame and flushes.
-func (r *rawHost) send(src, dst frame.Endpoint, h *Header, payload []byte, mangle func([]byte)) error {
+func (r *rawHost) send(src, dst frame.Endpoint, h *wire.Header, payload []byte, mangle func([]byte)) error {
 	if !r.queue(src, dst, h, payload, mangle) {
 		if err := r.flush(); err != nil {
 			return err
@@ -125,7 +126,7 @@ func (r *rawHost) send(src, dst frame.Endpoint, h *Header, payload []byte, mangl
 
 // receive hands every sdx datagram waiting on the queue, decoded, to fn
 // (nil: just drain) and returns how many frames it took.
-func (r *rawHost) receive(fn func(p *frame.Parsed, h *Header, payload []byte)) int {
+func (r *rawHost) receive(fn func(p *frame.Parsed, h *wire.Header, payload []byte)) int {
 	total := 0
 	for {
 		n := r.q.Receive(r.rx[:])
@@ -151,7 +152,7 @@ type forgery struct {
 	name   string
 	toB    bool // to B from A's address (else to A from B's)
 	from   *testbed.Host
-	hdr    Header
+	hdr    wire.Header
 	data   []byte
 	mangle func([]byte)
 	want   func(d DropStats, st Stats) uint64 // the counter it moves, on its receiver
@@ -209,11 +210,11 @@ func TestForgedFrames(t *testing.T) {
 
 	// C reads a data frame of the connection from A to B: the ids, ports
 	// and token the forgeries start from.
-	var seen Header
+	var seen wire.Header
 	deadline := time.Now().Add(5 * time.Second)
-	for seen.Op != OpData {
-		raw.receive(func(p *frame.Parsed, h *Header, _ []byte) {
-			if h.Op == OpData && p.Flow.Src.IP == hp.hop.A.Addr {
+	for seen.Op != wire.OpData {
+		raw.receive(func(p *frame.Parsed, h *wire.Header, _ []byte) {
+			if h.Op == wire.OpData && p.Flow.Src.IP == hp.hop.A.Addr {
 				seen = *h
 			}
 		})
@@ -225,12 +226,12 @@ func TestForgedFrames(t *testing.T) {
 	aEnd, bEnd, cEnd := endpointOf(&hp.hop.A), endpointOf(&hp.hop.B), endpointOf(&hp.hop.C)
 	cEnd.IP = hp.hop.C.Addr
 	// toB is a header on the connection as A would send it, toA as B would.
-	toB := Header{Op: OpData, Flags: FlagAck, SrcPort: seen.SrcPort, DstPort: seen.DstPort,
+	toB := wire.Header{Op: wire.OpData, Flags: wire.FlagAck, SrcPort: seen.SrcPort, DstPort: seen.DstPort,
 		SrcConn: seen.SrcConn, DstConn: seen.DstConn, Token: seen.Token, Window: 1 << 20, Seq: seen.Seq}
-	toA := Header{Op: OpData, Flags: FlagAck, SrcPort: seen.DstPort, DstPort: seen.SrcPort,
+	toA := wire.Header{Op: wire.OpData, Flags: wire.FlagAck, SrcPort: seen.DstPort, DstPort: seen.SrcPort,
 		SrcConn: seen.DstConn, DstConn: seen.SrcConn, Token: seen.Token, Window: 1 << 20}
-	with := func(h Header, f func(h *Header)) Header { f(&h); return h }
-	wrongToken := func(h *Header) { h.Token ^= 0x9e3779b97f4a7c15 }
+	with := func(h wire.Header, f func(h *wire.Header)) wire.Header { f(&h); return h }
+	wrongToken := func(h *wire.Header) { h.Token ^= 0x9e3779b97f4a7c15 }
 	badToken := func(d DropStats, _ Stats) uint64 { return d.BadToken }
 	payload := make([]byte, 100)
 
@@ -238,21 +239,21 @@ func TestForgedFrames(t *testing.T) {
 	// peer (address, ids, ports): BadToken; for a connection id that does
 	// not exist, UnknownConn. Sent while the stream runs.
 	blind := []forgery{
-		{name: "reset, wrong token", toB: true, hdr: with(toB, func(h *Header) { h.Op, h.Flags = OpReset, 0; wrongToken(h) }), want: badToken},
+		{name: "reset, wrong token", toB: true, hdr: with(toB, func(h *wire.Header) { h.Op, h.Flags = wire.OpReset, 0; wrongToken(h) }), want: badToken},
 		{name: "data, wrong token", toB: true, hdr: with(toB, wrongToken), data: payload, want: badToken},
-		{name: "ack, wrong token", toB: true, hdr: with(toB, func(h *Header) { h.Op = OpAck; h.Ack = 1 << 40; wrongToken(h) }), want: badToken},
-		{name: "disconnect, wrong token", toB: true, hdr: with(toB, func(h *Header) { h.Op = OpDisconnect; wrongToken(h) }), want: badToken},
-		{name: "reset, token, wrong source conn id", toB: true, hdr: with(toB, func(h *Header) { h.Op, h.Flags = OpReset, 0; h.SrcConn ^= 0x5a5a }), want: badToken},
-		{name: "reset, token, wrong source port", toB: true, hdr: with(toB, func(h *Header) { h.Op, h.Flags = OpReset, 0; h.SrcPort++ }), want: badToken},
-		{name: "reset, token, wrong destination port", toB: true, hdr: with(toB, func(h *Header) { h.Op, h.Flags = OpReset, 0; h.DstPort++ }), want: badToken},
-		{name: "reset, token, from C's address", toB: true, from: &hp.hop.C, hdr: with(toB, func(h *Header) { h.Op, h.Flags = OpReset, 0 }), want: badToken},
-		{name: "reset to A, wrong token", hdr: with(toA, func(h *Header) { h.Op, h.Flags = OpReset, 0; wrongToken(h) }), want: badToken},
+		{name: "ack, wrong token", toB: true, hdr: with(toB, func(h *wire.Header) { h.Op = wire.OpAck; h.Ack = 1 << 40; wrongToken(h) }), want: badToken},
+		{name: "disconnect, wrong token", toB: true, hdr: with(toB, func(h *wire.Header) { h.Op = wire.OpDisconnect; wrongToken(h) }), want: badToken},
+		{name: "reset, token, wrong source conn id", toB: true, hdr: with(toB, func(h *wire.Header) { h.Op, h.Flags = wire.OpReset, 0; h.SrcConn ^= 0x5a5a }), want: badToken},
+		{name: "reset, token, wrong source port", toB: true, hdr: with(toB, func(h *wire.Header) { h.Op, h.Flags = wire.OpReset, 0; h.SrcPort++ }), want: badToken},
+		{name: "reset, token, wrong destination port", toB: true, hdr: with(toB, func(h *wire.Header) { h.Op, h.Flags = wire.OpReset, 0; h.DstPort++ }), want: badToken},
+		{name: "reset, token, from C's address", toB: true, from: &hp.hop.C, hdr: with(toB, func(h *wire.Header) { h.Op, h.Flags = wire.OpReset, 0 }), want: badToken},
+		{name: "reset to A, wrong token", hdr: with(toA, func(h *wire.Header) { h.Op, h.Flags = wire.OpReset, 0; wrongToken(h) }), want: badToken},
 		{name: "data to A, wrong token", hdr: with(toA, wrongToken), data: payload, want: badToken},
-		{name: "ack to A, wrong token", hdr: with(toA, func(h *Header) { h.Op = OpAck; h.Ack = seen.Seq; wrongToken(h) }), want: badToken},
-		{name: "reject to A, wrong token", hdr: with(toA, func(h *Header) { h.Op, h.Flags = OpReject, 0; wrongToken(h) }), want: badToken},
-		{name: "reset, unknown conn id", toB: true, hdr: with(toB, func(h *Header) { h.Op, h.Flags = OpReset, 0; h.DstConn += 1 << idBits }),
+		{name: "ack to A, wrong token", hdr: with(toA, func(h *wire.Header) { h.Op = wire.OpAck; h.Ack = seen.Seq; wrongToken(h) }), want: badToken},
+		{name: "reject to A, wrong token", hdr: with(toA, func(h *wire.Header) { h.Op, h.Flags = wire.OpReject, 0; wrongToken(h) }), want: badToken},
+		{name: "reset, unknown conn id", toB: true, hdr: with(toB, func(h *wire.Header) { h.Op, h.Flags = wire.OpReset, 0; h.DstConn += 1 << idBits }),
 			want: func(d DropStats, _ Stats) uint64 { return d.UnknownConn }},
-		{name: "data, unknown conn id, wrong token", toB: true, hdr: with(toB, func(h *Header) { h.DstConn += 1 << idBits; wrongToken(h) }), data: payload,
+		{name: "data, unknown conn id, wrong token", toB: true, hdr: with(toB, func(h *wire.Header) { h.DstConn += 1 << idBits; wrongToken(h) }), data: payload,
 			want: func(d DropStats, _ Stats) uint64 { return d.UnknownConn }},
 		{name: "data, bad checksum", toB: true, hdr: toB, data: payload, mangle: func(d []byte) { d[len(d)-1] ^= 1 },
 			want: func(d DropStats, _ Stats) uint64 { return d.Checksum }},
@@ -268,15 +269,15 @@ func TestForgedFrames(t *testing.T) {
 	// the window, or reset the connection: the token keeps out blind
 	// forgers, not readers of the wire; see docs/RELIABILITY.md.)
 	sequenced := []forgery{
-		{name: "data, token, below what B received", toB: true, hdr: with(toB, func(h *Header) { h.Seq = 0 }), data: payload,
+		{name: "data, token, below what B received", toB: true, hdr: with(toB, func(h *wire.Header) { h.Seq = 0 }), data: payload,
 			want: func(d DropStats, _ Stats) uint64 { return d.Duplicate }},
-		{name: "data, token, beyond B's window", toB: true, hdr: with(toB, func(h *Header) { h.Seq += 1 << 40 }), data: payload,
+		{name: "data, token, beyond B's window", toB: true, hdr: with(toB, func(h *wire.Header) { h.Seq += 1 << 40 }), data: payload,
 			want: func(d DropStats, _ Stats) uint64 { return d.OutOfWindow }},
-		{name: "ack, token, of data B never sent", toB: true, hdr: with(toB, func(h *Header) { h.Op = OpAck; h.Ack = 1 << 40 }),
+		{name: "ack, token, of data B never sent", toB: true, hdr: with(toB, func(h *wire.Header) { h.Op = wire.OpAck; h.Ack = 1 << 40 }),
 			want: func(d DropStats, _ Stats) uint64 { return d.BadAck }},
-		{name: "data to A, token, beyond A's window", hdr: with(toA, func(h *Header) { h.Seq = 1 << 40 }), data: payload,
+		{name: "data to A, token, beyond A's window", hdr: with(toA, func(h *wire.Header) { h.Seq = 1 << 40 }), data: payload,
 			want: func(d DropStats, _ Stats) uint64 { return d.OutOfWindow }},
-		{name: "ack to A, token, of data A never sent", hdr: with(toA, func(h *Header) { h.Op = OpAck; h.Ack = 1 << 50 }),
+		{name: "ack to A, token, of data A never sent", hdr: with(toA, func(h *wire.Header) { h.Op = wire.OpAck; h.Ack = 1 << 50 }),
 			want: func(d DropStats, _ Stats) uint64 { return d.BadAck }},
 	}
 	const each = 50
@@ -388,7 +389,7 @@ func TestForgedGarbage(t *testing.T) {
 	}
 	for i := range n {
 		x := uint64(i+1) * 0x9e3779b97f4a7c15
-		h := Header{Op: Opcode(x%11 + 1), Flags: uint8(x >> 40), SrcConn: uint32(x >> 8), DstConn: uint32(x >> 16),
+		h := wire.Header{Op: wire.Opcode(x%11 + 1), Flags: uint8(x >> 40), SrcConn: uint32(x >> 8), DstConn: uint32(x >> 16),
 			Token: x, Seq: x >> 3, Ack: x >> 5, SrcPort: uint16(x), DstPort: hp.port}
 		mangle := func(d []byte) {
 			if i%2 == 0 {

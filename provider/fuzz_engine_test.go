@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 var updateCorpus = flag.Bool("update-corpus", false, "rewrite FuzzEngine's seed corpus in testdata")
@@ -85,26 +87,26 @@ func frameBatch(d []byte) []byte {
 func fuzzEngineSeeds(tb testing.TB) map[string][]byte {
 	v := newVNet(tb, 1, Faults{}, fuzzEngineConfig(), 2)
 	a, b := v.pair()
-	hdr := func(op Opcode) Header {
-		return Header{Op: op, SrcPort: a.lport, DstPort: b.lport, SrcConn: a.id, DstConn: b.id,
-			Token: a.token, Seq: a.sndNxt, Ack: a.rcvNxt, Window: 1 << 16, Flags: FlagAck}
+	hdr := func(op wire.Opcode) wire.Header {
+		return wire.Header{Op: op, SrcPort: a.lport, DstPort: b.lport, SrcConn: a.id, DstConn: b.id,
+			Token: a.token, Seq: a.sndNxt, Ack: a.rcvNxt, Window: 1 << 16, Flags: wire.FlagAck}
 	}
-	frame := func(h Header, payload []byte) []byte { return frameBatch(AppendDatagram(nil, &h, payload)) }
+	frame := func(h wire.Header, payload []byte) []byte { return frameBatch(wire.AppendDatagram(nil, &h, payload)) }
 	// Connect and accept announce the sender's largest datagram.
-	announce := make([]byte, announceLen)
-	putAnnounce(announce, DefaultMemMTU)
+	announce := make([]byte, wire.AnnounceLen)
+	wire.PutAnnounce(announce, DefaultMemMTU)
 	seeds := map[string][]byte{"empty": {0}}
-	for op := Opcode(0); op < 12; op++ {
+	for op := wire.Opcode(0); op < 12; op++ {
 		h := hdr(op)
 		var payload []byte
 		switch op {
-		case OpData:
+		case wire.OpData:
 			payload = []byte("fuzz payload")
-		case OpConnect, OpAccept:
+		case wire.OpConnect, wire.OpAccept:
 			payload = announce
 		}
 		name := op.String()
-		if op == 0 || op >= numOpcodes {
+		if op == 0 || op >= wire.NumOpcodes {
 			name = fmt.Sprintf("op%d", op)
 		}
 		seeds[name] = frame(h, payload)
@@ -112,18 +114,18 @@ func fuzzEngineSeeds(tb testing.TB) map[string][]byte {
 		seeds[name+"_forged"] = frame(h, payload)
 	}
 	// Data beyond a hole, then the hole filled, then the end of stream.
-	d1, d2, fin := hdr(OpData), hdr(OpData), hdr(OpDisconnect)
+	d1, d2, fin := hdr(wire.OpData), hdr(wire.OpData), hdr(wire.OpDisconnect)
 	d2.Seq = 8
 	fin.Seq = 16
 	seeds["data_hole_fin"] = bytes.Join([][]byte{frame(d2, []byte("89abcdef")), frame(d1, []byte("01234567")), frame(fin, nil)}, nil)
 	// An ack with SACK blocks of data never sent.
-	ack := hdr(OpAck)
+	ack := hdr(wire.OpAck)
 	ack.NSACK = 2
-	ack.SACK[0] = SACKBlock{Start: 100, End: 200}
-	ack.SACK[1] = SACKBlock{Start: 300, End: 400}
+	ack.SACK[0] = wire.SACKBlock{Start: 100, End: 200}
+	ack.SACK[1] = wire.SACKBlock{Start: 300, End: 400}
 	seeds["ack_sack"] = frame(ack, nil)
 	// A connect to the listener's port, then its cookie echoed back.
-	c := Header{Op: OpConnect, SrcPort: a.lport + 1, DstPort: b.lport, SrcConn: 99, Token: 0x5eed, Window: 1 << 16}
+	c := wire.Header{Op: wire.OpConnect, SrcPort: a.lport + 1, DstPort: b.lport, SrcConn: 99, Token: 0x5eed, Window: 1 << 16}
 	cc := c
 	cc.Seq = 0x1234567
 	seeds["connect_cookie"] = bytes.Join([][]byte{frame(c, announce), frame(cc, announce)}, nil)

@@ -18,6 +18,7 @@ import (
 	"github.com/sdx-project/sdx/internal/frame"
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/internal/wire"
 	"github.com/sdx-project/sdx/xdp"
 )
 
@@ -46,8 +47,8 @@ func (r *rawHost) sendFrame(b []byte) error {
 
 // sdxDatagram is the IPv4 datagram (IPv4, UDP, sdx header) of h from src
 // to dst, as the frame after its Ethernet header.
-func sdxDatagram(src, dst frame.Endpoint, h *Header) []byte {
-	buf := make([]byte, frame.HeaderLen+HeaderLen+sackLen*MaxSACK)
+func sdxDatagram(src, dst frame.Endpoint, h *wire.Header) []byte {
+	buf := make([]byte, frame.HeaderLen+wire.HeaderLen+wire.SACKLen*wire.MaxSACK)
 	n := h.Put(buf[frame.HeaderLen:], 0)
 	flow := frame.Flow{Src: src, Dst: dst}
 	l := flow.Encode(buf, n, 1)
@@ -94,7 +95,7 @@ func TestSpoofedSourceDrawsNothing(t *testing.T) {
 	hp.listen(t, 4)
 	bEnd, cEnd := endpointOf(&hp.hop.B), endpointOf(&hp.hop.C)
 	fromB := func() (n int) {
-		raw.receive(func(p *frame.Parsed, _ *Header, _ []byte) {
+		raw.receive(func(p *frame.Parsed, _ *wire.Header, _ []byte) {
 			if p.Flow.Src.MAC == bEnd.MAC {
 				n++
 			}
@@ -104,7 +105,7 @@ func TestSpoofedSourceDrawsNothing(t *testing.T) {
 
 	// The control: a connect from C's own address draws an accept that C
 	// sees, so the silence below is B's.
-	h := Header{Op: OpConnect, SrcPort: 40000, DstPort: hp.port, SrcConn: 1, Token: 0x5eed, Window: 1 << 16}
+	h := wire.Header{Op: wire.OpConnect, SrcPort: 40000, DstPort: hp.port, SrcConn: 1, Token: 0x5eed, Window: 1 << 16}
 	if err := raw.send(cEnd, bEnd, &h, nil, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -125,9 +126,9 @@ func TestSpoofedSourceDrawsNothing(t *testing.T) {
 		src := cEnd
 		src.IP = netip.MustParseAddr(s)
 		for i := range each {
-			conn := Header{Op: OpConnect, SrcPort: 40000, DstPort: hp.port, SrcConn: uint32(100 + i), Token: uint64(i) + 1, Window: 1 << 16}
-			data := Header{Op: OpData, Flags: FlagAck, SrcPort: 40000, DstPort: hp.port, SrcConn: uint32(100 + i), DstConn: 12345, Token: uint64(i) + 1}
-			for _, h := range []*Header{&conn, &data} {
+			conn := wire.Header{Op: wire.OpConnect, SrcPort: 40000, DstPort: hp.port, SrcConn: uint32(100 + i), Token: uint64(i) + 1, Window: 1 << 16}
+			data := wire.Header{Op: wire.OpData, Flags: wire.FlagAck, SrcPort: 40000, DstPort: hp.port, SrcConn: uint32(100 + i), DstConn: 12345, Token: uint64(i) + 1}
+			for _, h := range []*wire.Header{&conn, &data} {
 				if err := raw.send(src, bEnd, h, nil, nil); err != nil {
 					t.Fatal(err)
 				}
@@ -337,14 +338,14 @@ func TestForgedUnreachable(t *testing.T) {
 		_, err := hp.a.Recv(s, buf)
 		return err
 	}
-	var seen Header
+	var seen wire.Header
 	deadline := time.Now().Add(5 * time.Second)
-	for seen.Op != OpData {
+	for seen.Op != wire.OpData {
 		if err := roundTrip(); err != nil {
 			t.Fatal(err)
 		}
-		raw.receive(func(p *frame.Parsed, h *Header, _ []byte) {
-			if h.Op == OpData && p.Flow.Src.IP == hp.hop.A.Addr {
+		raw.receive(func(p *frame.Parsed, h *wire.Header, _ []byte) {
+			if h.Op == wire.OpData && p.Flow.Src.IP == hp.hop.A.Addr {
 				seen = *h
 			}
 		})
@@ -355,7 +356,7 @@ func TestForgedUnreachable(t *testing.T) {
 	aEnd, bEnd, cEnd := endpointOf(&hp.hop.A), endpointOf(&hp.hop.B), endpointOf(&hp.hop.C)
 	asB := bEnd
 	asB.MAC = cEnd.MAC
-	with := func(f func(h *Header)) []byte {
+	with := func(f func(h *wire.Header)) []byte {
 		h := seen
 		if f != nil {
 			f(&h)
@@ -370,10 +371,10 @@ func TestForgedUnreachable(t *testing.T) {
 		quoted   []byte
 		toEngine bool // passes the steer program and the link: the engine judges
 	}{
-		{"wrong token", asB, with(func(h *Header) { h.Token ^= 1 << 33 }), true},
-		{"wrong src conn", asB, with(func(h *Header) { h.SrcConn ^= 1 }), true},
-		{"wrong dst conn", asB, with(func(h *Header) { h.DstConn ^= 1 }), true},
-		{"wrong stream port", asB, with(func(h *Header) { h.SrcPort++ }), true},
+		{"wrong token", asB, with(func(h *wire.Header) { h.Token ^= 1 << 33 }), true},
+		{"wrong src conn", asB, with(func(h *wire.Header) { h.SrcConn ^= 1 }), true},
+		{"wrong dst conn", asB, with(func(h *wire.Header) { h.DstConn ^= 1 }), true},
+		{"wrong stream port", asB, with(func(h *wire.Header) { h.SrcPort++ }), true},
 		{"IPv4 and UDP headers only", asB, with(nil)[:frame.IPv4Len+frame.UDPLen], true},
 		{"quoting a frame to C", asB, toC(), false},
 		{"from C's address", cEnd, with(nil), false},

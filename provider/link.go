@@ -13,6 +13,8 @@ package provider
 import (
 	"net/netip"
 	"time"
+
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 // Link carries sdx datagrams (the UDP payload: sdx header + data) between
@@ -44,3 +46,8 @@ type Link interface {
 	Wake()                            // any goroutine
 	Close() error
 }
+
+// DefaultUDPPort is the UDP port sdx frames go to unless the link is
+// configured otherwise. All sdx traffic on a link uses this one port;
+// stream ports live in the sdx header.
+const DefaultUDPPort = wire.DefaultUDPPort

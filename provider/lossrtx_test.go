@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 // At 20% loss in both directions the sender retransmits about what was
@@ -28,7 +30,7 @@ func TestEngineLossRetransmitsWhatWasLost(t *testing.T) {
 			if rng.Float64() >= 0.2 {
 				return false
 			}
-			if src == from && Opcode(d[1]) == OpData {
+			if src == from && wire.Opcode(d[1]) == wire.OpData {
 				dataLost++
 			}
 			return true

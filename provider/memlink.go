@@ -42,8 +42,8 @@ type Faults struct {
 	ReorderDelay time.Duration // extra delay of a reordered datagram (default 200µs)
 
 	// Drop, if set, is asked about every datagram before the other faults
-	// and drops it when it returns true (see DropOpcodes). It runs with the
-	// network's lock held and must not call back into the network.
+	// and drops it when it returns true. It sees the raw datagram and runs
+	// with the network's lock held and must not call back into the network.
 	Drop func(from, to netip.Addr, datagram []byte) bool
 }
 

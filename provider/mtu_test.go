@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 // newVNetMTU is newVNet with one link MTU per host.
@@ -49,7 +51,7 @@ func TestEngineMTUAgreement(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			v := newVNetMTU(t, 3, Faults{Delay: 10 * time.Microsecond}, testEngineConfig(), c.mtus...)
 			a, b := v.pair()
-			want := min(c.mtus[0], c.mtus[1]) - HeaderLen
+			want := min(c.mtus[0], c.mtus[1]) - wire.HeaderLen
 			if a.mss != want || b.mss != want || !a.announced || !b.announced {
 				t.Fatalf("segment sizes %d (announced %v) and %d (%v), want %d", a.mss, a.announced, b.mss, b.announced, want)
 			}
@@ -69,9 +71,9 @@ func TestEngineMTUAgreement(t *testing.T) {
 func TestEngineMTUUnannounced(t *testing.T) {
 	v := newVNetMTU(t, 5, Faults{}, testEngineConfig(), 9000-28, 9000-28)
 	c := &endpoint{state: StateConnecting}
-	v.hosts[0].established(c, &Header{SrcConn: 1}, 0)
-	if c.mss != minPeerDatagram-HeaderLen || c.announced {
-		t.Fatalf("segment size %d without an announcement, want %d", c.mss, minPeerDatagram-HeaderLen)
+	v.hosts[0].established(c, &wire.Header{SrcConn: 1}, 0)
+	if c.mss != wire.MinPeerDatagram-wire.HeaderLen || c.announced {
+		t.Fatalf("segment size %d without an announcement, want %d", c.mss, wire.MinPeerDatagram-wire.HeaderLen)
 	}
 	// Its rings hold a send buffer of the small segments.
 	if len(c.segs) < v.hosts[0].cfg.SendBuffer/c.mss {
@@ -85,10 +87,10 @@ func TestEngineMTUBadAnnouncement(t *testing.T) {
 	v := newVNetMTU(t, 9, Faults{}, testEngineConfig(), DefaultMemMTU, DefaultMemMTU)
 	v.listen(1, 80, 4)
 	e := v.hosts[1]
-	h := Header{Op: OpConnect, SrcPort: 5000, DstPort: 80, SrcConn: 7, Token: 99, Window: 1 << 16}
+	h := wire.Header{Op: wire.OpConnect, SrcPort: 5000, DstPort: 80, SrcConn: 7, Token: 99, Window: 1 << 16}
 	for _, p := range [][]byte{{0, 10}, {5}} {
 		before := e.st.dropMalformed.Load()
-		e.input(v.addr(0), AppendDatagram(nil, &h, p))
+		e.input(v.addr(0), wire.AppendDatagram(nil, &h, p))
 		if e.st.dropMalformed.Load() != before+1 || len(e.children) != 0 {
 			t.Fatalf("announcement %x: malformed %d->%d, %d connections", p, before, e.st.dropMalformed.Load(), len(e.children))
 		}
@@ -111,8 +113,8 @@ func TestEngineFramesTooBig(t *testing.T) {
 	}
 	v.run(time.Minute, func() bool { return a.state == StateFailed })
 	var fe *FrameSizeError
-	if !errors.Is(a.err, syscall.EMSGSIZE) || !errors.As(a.err, &fe) || fe.Size != a.mss+HeaderLen || fe.Peer != v.addr(1) {
-		t.Fatalf("connection failed with %v, want EMSGSIZE for %d-byte frames to %v", a.err, a.mss+HeaderLen, v.addr(1))
+	if !errors.Is(a.err, syscall.EMSGSIZE) || !errors.As(a.err, &fe) || fe.Size != a.mss+wire.HeaderLen || fe.Peer != v.addr(1) {
+		t.Fatalf("connection failed with %v, want EMSGSIZE for %d-byte frames to %v", a.err, a.mss+wire.HeaderLen, v.addr(1))
 	}
 	if got := e.st.tooBig.Load(); got != 1 {
 		t.Fatalf("tooBig %d", got)
@@ -162,7 +164,7 @@ func TestEngineEveryDatagramSize(t *testing.T) {
 				cfg.Buffers = max(cfg.Buffers*DefaultMemMTU/mtu, 64)
 				v := newVNetMTU(t, uint64(20+i), faults, cfg, mtu, peer)
 				a, b := v.pair()
-				if want := min(mtu, peer) - HeaderLen; a.mss != want || b.mss != want {
+				if want := min(mtu, peer) - wire.HeaderLen; a.mss != want || b.mss != want {
 					t.Fatalf("segments of %d and %d bytes, want %d", a.mss, b.mss, want)
 				}
 				transfer(t, v, a, b, 2<<20, uint64(i+1), true)

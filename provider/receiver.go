@@ -1,5 +1,9 @@
 package provider
 
+import (
+	"github.com/sdx-project/sdx/internal/wire"
+)
+
 // The receive side of a connection: the queue of in-order data, the data
 // beyond holes, the end of stream, and when to acknowledge.
 
@@ -137,7 +141,7 @@ func (r *receiver) ackSent() {
 // block below the highest it lists, and the sender can tell where its
 // knowledge ends: see sender.sackKnown. scratch is room for every block;
 // fillSACK returns it, grown, for the next call.
-func (r *receiver) fillSACK(h *Header, scratch []SACKBlock) []SACKBlock {
+func (r *receiver) fillSACK(h *wire.Header, scratch []wire.SACKBlock) []wire.SACKBlock {
 	h.NSACK = 0
 	if len(r.ooo) == 0 {
 		return scratch
@@ -153,9 +157,9 @@ func (r *receiver) fillSACK(h *Header, scratch []SACKBlock) []SACKBlock {
 		if r.lastOOO >= start && r.lastOOO < end {
 			newest = len(all)
 		}
-		all = append(all, SACKBlock{Start: start, End: end})
+		all = append(all, wire.SACKBlock{Start: start, End: end})
 	}
-	add := func(b SACKBlock) {
+	add := func(b wire.SACKBlock) {
 		b.Start = max(b.Start, h.Ack)
 		if b.End <= b.Start || b.End-h.Ack > 1<<32-1 {
 			return
@@ -167,7 +171,7 @@ func (r *receiver) fillSACK(h *Header, scratch []SACKBlock) []SACKBlock {
 		add(all[newest])
 	}
 	for k := range all {
-		if int(h.NSACK) >= MaxSACK {
+		if int(h.NSACK) >= wire.MaxSACK {
 			break
 		}
 		if k != newest {
@@ -299,8 +303,8 @@ func (e *engine) onData(ep *endpoint, seq uint64, p []byte, req bool) {
 // pure ack is lost an ack would never come, while the peer probes on
 // until the dead-peer bound. An answer is never answered, so two ends
 // cannot probe each other for ever.
-func (e *engine) onProbe(ep *endpoint, h *Header) {
-	if h.Flags&FlagAnswer != 0 {
+func (e *engine) onProbe(ep *endpoint, h *wire.Header) {
+	if h.Flags&wire.FlagAnswer != 0 {
 		return // its ack and window were taken in onAck
 	}
 	ep.answer = true
@@ -451,7 +455,7 @@ func (e *engine) ackSoon(ep *endpoint, now bool) {
 
 // acked records that a frame carrying our ack and window went out.
 func (e *engine) acked(ep *endpoint) {
-	if e.hdr.Flags&FlagAck == 0 {
+	if e.hdr.Flags&wire.FlagAck == 0 {
 		return
 	}
 	ep.ackSent()

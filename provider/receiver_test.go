@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 func TestReceiverRing(t *testing.T) {
@@ -96,11 +98,11 @@ func TestReceiverFillSACK(t *testing.T) {
 		r.ooo = append(r.ooo, o)
 	}
 	r.lastOOO = 600
-	h := &Header{Ack: 100}
+	h := &wire.Header{Ack: 100}
 	scratch := r.fillSACK(h, nil)
 	// Touching segments merge; the block of the newest comes first, the
 	// others follow from the lowest.
-	want := []SACKBlock{{600, 700}, {200, 400}, {900, 1020}}
+	want := []wire.SACKBlock{{Start: 600, End: 700}, {Start: 200, End: 400}, {Start: 900, End: 1020}}
 	if int(h.NSACK) != len(want) {
 		t.Fatalf("%d blocks: %v", h.NSACK, h.SACK[:h.NSACK])
 	}
@@ -110,9 +112,9 @@ func TestReceiverFillSACK(t *testing.T) {
 		}
 	}
 	// Blocks start no lower than the ack.
-	h = &Header{Ack: 250}
+	h = &wire.Header{Ack: 250}
 	scratch = r.fillSACK(h, scratch)
-	if h.SACK[1] != (SACKBlock{250, 400}) {
+	if h.SACK[1] != (wire.SACKBlock{Start: 250, End: 400}) {
 		t.Errorf("block below the ack: %v", h.SACK[1])
 	}
 	// No out-of-order data, no blocks; the scratch is reused, so a
@@ -135,15 +137,15 @@ func TestReceiverFillSACKFull(t *testing.T) {
 		r.ooo = append(r.ooo, oseg{seq: uint64(1000 + 200*i), n: 100})
 	}
 	r.lastOOO = 1000 + 200*15
-	h := &Header{Ack: 900}
+	h := &wire.Header{Ack: 900}
 	r.fillSACK(h, nil)
-	if h.NSACK != MaxSACK {
+	if h.NSACK != wire.MaxSACK {
 		t.Fatalf("%d blocks", h.NSACK)
 	}
 	if h.SACK[0].Start != r.lastOOO {
 		t.Errorf("first block %v, want the newest at %d", h.SACK[0], r.lastOOO)
 	}
-	for i := 1; i < MaxSACK; i++ {
+	for i := 1; i < wire.MaxSACK; i++ {
 		if want := uint64(1000 + 200*(i-1)); h.SACK[i].Start != want {
 			t.Errorf("block %d: %v, want from %d", i, h.SACK[i], want)
 		}

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 // A reset is taken only at the sequence number the receiver expects next
@@ -24,10 +26,10 @@ func TestEngineResetWindow(t *testing.T) {
 	v.run(time.Second, func() bool { return v.net.Queued() == 0 })
 	// forge sends b a reset of a's connection at seq.
 	forge := func(seq uint64) {
-		ea.fillHeader(a, OpReset, ReasonClosed)
+		ea.fillHeader(a, wire.OpReset, wire.ReasonClosed)
 		h := ea.hdr
 		h.Seq = seq
-		buf := make([]byte, HeaderLen+64)
+		buf := make([]byte, wire.HeaderLen+64)
 		n := h.Put(buf, 0)
 		eb.now = v.now
 		eb.input(v.addr(0), buf[:n])
@@ -84,7 +86,7 @@ func TestEngineResetWithDataInFlight(t *testing.T) {
 	// a's data is lost on the way: the reset that follows is past b's
 	// receive offset.
 	lose := true
-	v.net.SetFaults(Faults{Drop: func(_, _ netip.Addr, d []byte) bool { return lose && Opcode(d[1]) == OpData }})
+	v.net.SetFaults(Faults{Drop: func(_, _ netip.Addr, d []byte) bool { return lose && wire.Opcode(d[1]) == wire.OpData }})
 	ea.now = v.now
 	ea.write(a, make([]byte, 3000))
 	v.step()

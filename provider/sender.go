@@ -1,6 +1,10 @@
 package provider
 
-import "math"
+import (
+	"math"
+
+	"github.com/sdx-project/sdx/internal/wire"
+)
 
 // The send side of a connection: the send queue of segments, what is in
 // flight, the SACK scoreboard and the retransmission state.
@@ -107,9 +111,9 @@ func (s *sender) pop() {
 // highest of its ascending part, and sackKnown says where the report's
 // knowledge ends; a segment marked SACKed below it that the report does
 // not list was dropped by the receiver (renege) and loses its mark.
-func (s *sender) sackReport(blocks []SACKBlock) {
+func (s *sender) sackReport(blocks []wire.SACKBlock) {
 	s.sackKnown = math.MaxUint64
-	if len(blocks) == MaxSACK {
+	if len(blocks) == wire.MaxSACK {
 		s.sackKnown = 0
 		for _, b := range blocks[1:] {
 			s.sackKnown = max(s.sackKnown, b.End)
@@ -138,7 +142,7 @@ func (s *sender) sackReport(blocks []SACKBlock) {
 // only the first block holds the segment whose arrival sent this ack;
 // the others may be reported long after theirs (fillSACK), which is no
 // round trip.
-func (s *sender) markSACKed(blocks []SACKBlock, now int64) int64 {
+func (s *sender) markSACKed(blocks []wire.SACKBlock, now int64) int64 {
 	var sample int64 = -1
 	for b, blk := range blocks {
 		for i := range s.sent {
@@ -252,7 +256,7 @@ func (e *engine) write(ep *endpoint, b []byte) (int, error) {
 			// The newest segment is not yet transmitted: fill it up.
 			s := ep.at(ep.slen - 1)
 			if int(s.n) < ep.mss {
-				k := copy(e.pool.buf(s.buf)[HeaderLen+int(s.n):HeaderLen+ep.mss], b[n:min(len(b), n+room)])
+				k := copy(e.pool.buf(s.buf)[wire.HeaderLen+int(s.n):wire.HeaderLen+ep.mss], b[n:min(len(b), n+room)])
 				s.n += uint16(k)
 				n += k
 				ep.sndEnd += uint64(k)
@@ -277,7 +281,7 @@ func (e *engine) write(ep *endpoint, b []byte) (int, error) {
 			e.starve(ep)
 			break
 		}
-		k := copy(e.pool.buf(buf)[HeaderLen:HeaderLen+ep.mss], b[n:min(len(b), n+room)])
+		k := copy(e.pool.buf(buf)[wire.HeaderLen:wire.HeaderLen+ep.mss], b[n:min(len(b), n+room)])
 		ep.push(seg{seq: ep.sndEnd, buf: buf, n: uint16(k)})
 		n += k
 		ep.sndEnd += uint64(k)
@@ -320,7 +324,7 @@ func (e *engine) writable(ep *endpoint) bool {
 }
 
 // onAck processes the ack, window and SACK blocks of a frame.
-func (e *engine) onAck(ep *endpoint, h *Header) {
+func (e *engine) onAck(ep *endpoint, h *wire.Header) {
 	ack := h.Ack
 	if ack > ep.sndNxt {
 		e.st.dropBadAck.Add(1)
@@ -376,13 +380,13 @@ func (e *engine) onAck(ep *endpoint, h *Header) {
 		if freed {
 			e.notify(ep, evWritable)
 		}
-	} else if ack == ep.sndUna && ep.sent > 0 && h.Op == OpAck && !grew {
+	} else if ack == ep.sndUna && ep.sent > 0 && h.Op == wire.OpAck && !grew {
 		if ep.countDupAck() {
 			e.st.fastRetransmits.Add(1)
 			e.queueOutput(ep)
 		}
 	}
-	if h.Op == OpAck || h.Op == OpProbe && h.Flags&FlagAnswer != 0 {
+	if h.Op == wire.OpAck || h.Op == wire.OpProbe && h.Flags&wire.FlagAnswer != 0 {
 		ep.sackReport(h.SACK[:h.NSACK])
 	}
 	if h.NSACK > 0 && ep.sent > 0 {
@@ -398,7 +402,7 @@ func (e *engine) onAck(ep *endpoint, h *Header) {
 
 // onSACK marks SACKed segments and retransmits, once, each unSACKed
 // segment with three SACKed segments above it.
-func (e *engine) onSACK(ep *endpoint, h *Header) {
+func (e *engine) onSACK(ep *endpoint, h *wire.Header) {
 	if sample := ep.markSACKed(h.SACK[:h.NSACK], e.now); sample >= 0 {
 		ep.rtt.sample(sample)
 	}
@@ -489,14 +493,14 @@ func (e *engine) sendData(ep *endpoint) bool {
 		e.schedule(ep, ep.rtoAt)
 	}
 	if ep.ackNow && !acked {
-		op := OpAck
+		op := wire.OpAck
 		switch {
 		case ep.probeAck:
-			op = OpProbe // asks for an answer, which answers a probe too
+			op = wire.OpProbe // asks for an answer, which answers a probe too
 		case ep.answer:
 			op = opAnswer
 		}
-		if e.sendCtl(ep, op, ReasonNone) == ErrNoBufs {
+		if e.sendCtl(ep, op, wire.ReasonNone) == ErrNoBufs {
 			e.queueOutput(ep)
 			return sent
 		}
@@ -510,17 +514,17 @@ func (e *engine) sendData(ep *endpoint) bool {
 // slots even after a flush.
 func (e *engine) sendSeg(ep *endpoint, s *seg, req bool) bool {
 	if s.fin {
-		e.fillHeader(ep, OpDisconnect, ReasonNone)
+		e.fillHeader(ep, wire.OpDisconnect, wire.ReasonNone)
 		e.hdr.Seq = s.seq
 		n := e.hdr.Put(e.ctl, 0)
 		if !e.sendRaw(ep, ep.raddr, e.ctl[:n]) {
 			return false
 		}
 	} else {
-		e.fillHeader(ep, OpData, ReasonNone)
+		e.fillHeader(ep, wire.OpData, wire.ReasonNone)
 		e.hdr.Seq = s.seq
 		if req {
-			e.hdr.Flags |= FlagAckReq
+			e.hdr.Flags |= wire.FlagAckReq
 		}
 		b := e.pool.buf(s.buf)
 		n := e.hdr.Put(b, int(s.n))
@@ -543,7 +547,7 @@ func (e *engine) onRTO(ep *endpoint) {
 	if ep.sent == 0 {
 		if ep.confirming || ep.slen > 0 && ep.at(0).seq+uint64(ep.at(0).n) > ep.sndRight {
 			// Zero window, or a confirmation not yet answered: probe.
-			e.sendCtl(ep, OpProbe, ReasonNone)
+			e.sendCtl(ep, wire.OpProbe, wire.ReasonNone)
 			ep.rtt.backoff(e.rtoBounds())
 			ep.rtoAt = later(e.now, ep.rtt.rto)
 			return
@@ -572,7 +576,7 @@ const maxBigLost = 10
 // for their size: the kernel drops a received frame longer than its UMEM
 // frame holds, a hop drops one above its MTU, and nobody tells the sender.
 // When the oldest unacknowledged segment is larger than every link carries
-// (minPeerDatagram), a probe goes out beside its retransmission; the peer
+// (wire.MinPeerDatagram), a probe goes out beside its retransmission; the peer
 // answers it at once. If expiry after expiry finds the segment still
 // unacknowledged although the peer answered in between, and no segment of
 // its size or larger was SACKed (which random loss would show), the
@@ -580,13 +584,13 @@ const maxBigLost = 10
 // keepalives would keep it alive for ever. It reports whether it failed ep.
 func (e *engine) lostForSize(ep *endpoint) bool {
 	s := ep.at(0)
-	size := HeaderLen + int(s.n)
-	if s.fin || s.sacked || size <= minPeerDatagram {
+	size := wire.HeaderLen + int(s.n)
+	if s.fin || s.sacked || size <= wire.MinPeerDatagram {
 		ep.bigLost, ep.bigAt = 0, 0
 		return false
 	}
 	for i := 1; i < ep.sent; i++ {
-		if o := ep.at(i); o.sacked && HeaderLen+int(o.n) >= size {
+		if o := ep.at(i); o.sacked && wire.HeaderLen+int(o.n) >= size {
 			ep.bigLost, ep.bigAt = 0, 0
 			return false
 		}
@@ -596,11 +600,11 @@ func (e *engine) lostForSize(ep *endpoint) bool {
 	}
 	if ep.bigLost >= maxBigLost {
 		e.st.tooBig.Add(1)
-		e.sendCtl(ep, OpReset, ReasonTimedOut) // we give up on it
+		e.sendCtl(ep, wire.OpReset, wire.ReasonTimedOut) // we give up on it
 		e.fail(ep, &FrameSizeError{Size: size, Peer: ep.raddr})
 		return true
 	}
 	ep.bigAt = e.now
-	e.sendCtl(ep, OpProbe, ReasonNone)
+	e.sendCtl(ep, wire.OpProbe, wire.ReasonNone)
 	return false
 }

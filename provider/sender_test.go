@@ -4,6 +4,8 @@ import (
 	"math"
 	"slices"
 	"testing"
+
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 // testSender has n segments of 100 bytes from offset 0, the first
@@ -83,7 +85,7 @@ func TestSenderMarkSACKed(t *testing.T) {
 	// The first block holds the segment whose arrival sent the ack: its
 	// newest segment not resent is the sample. The second block gives
 	// none.
-	sample := s.markSACKed([]SACKBlock{{Start: 200, End: 400}, {Start: 600, End: 800}}, 100)
+	sample := s.markSACKed([]wire.SACKBlock{{Start: 200, End: 400}, {Start: 600, End: 800}}, 100)
 	if sample != 100-20 {
 		t.Errorf("sample %d, want the round trip of segment 2, 80", sample)
 	}
@@ -92,16 +94,16 @@ func TestSenderMarkSACKed(t *testing.T) {
 		t.Errorf("SACKed %v", sacked)
 	}
 	// Marked already: no new sample.
-	if sample := s.markSACKed([]SACKBlock{{Start: 200, End: 400}}, 200); sample != -1 {
+	if sample := s.markSACKed([]wire.SACKBlock{{Start: 200, End: 400}}, 200); sample != -1 {
 		t.Errorf("sample %d from segments SACKed before", sample)
 	}
 	// A block covering part of a segment marks nothing.
-	if s.markSACKed([]SACKBlock{{Start: 450, End: 550}}, 300); s.at(4).sacked || s.at(5).sacked {
+	if s.markSACKed([]wire.SACKBlock{{Start: 450, End: 550}}, 300); s.at(4).sacked || s.at(5).sacked {
 		t.Error("a partly covered segment was marked")
 	}
 	// Only segments in flight are marked.
 	q := testSender(t, 4, 2)
-	q.markSACKed([]SACKBlock{{Start: 0, End: 400}}, 50)
+	q.markSACKed([]wire.SACKBlock{{Start: 0, End: 400}}, 50)
 	if q.at(2).sacked || q.at(3).sacked {
 		t.Error("a queued segment was marked SACKed")
 	}
@@ -109,7 +111,7 @@ func TestSenderMarkSACKed(t *testing.T) {
 
 func TestSenderMarkFastLost(t *testing.T) {
 	s := testSender(t, 8, 8)
-	s.markSACKed([]SACKBlock{{Start: 300, End: 600}}, 100) // segments 3-5
+	s.markSACKed([]wire.SACKBlock{{Start: 300, End: 600}}, 100) // segments 3-5
 	// Segments 0-2 have three SACKed segments above them; 6 and 7 none.
 	if n := s.markFastLost(); n != 3 {
 		t.Fatalf("marked %d, want 3", n)
@@ -128,7 +130,7 @@ func TestSenderMarkFastLost(t *testing.T) {
 	// Segment 6, sent after the retransmissions of 0 and 1, is SACKed:
 	// those were lost again, and are marked again; 2 was sent after it.
 	s.at(6).tx = 22
-	s.markSACKed([]SACKBlock{{Start: 600, End: 700}}, 200)
+	s.markSACKed([]wire.SACKBlock{{Start: 600, End: 700}}, 200)
 	if n := s.markFastLost(); n != 2 {
 		t.Fatalf("marked %d lost retransmissions, want 2", n)
 	}
@@ -141,7 +143,7 @@ func TestSenderMarkFastLost(t *testing.T) {
 // inferred there.
 func TestSenderMarkFastLostSACKKnown(t *testing.T) {
 	s := testSender(t, 8, 8)
-	s.markSACKed([]SACKBlock{{Start: 400, End: 800}}, 100)
+	s.markSACKed([]wire.SACKBlock{{Start: 400, End: 800}}, 100)
 	s.sackKnown = 200
 	if n := s.markFastLost(); n != 2 {
 		t.Fatalf("marked %d, want segments 0 and 1 only", n)
@@ -153,10 +155,10 @@ func TestSenderMarkFastLostSACKKnown(t *testing.T) {
 
 func TestSenderSACKReport(t *testing.T) {
 	s := testSender(t, 10, 10)
-	s.markSACKed([]SACKBlock{{Start: 200, End: 400}, {Start: 600, End: 1000}}, 100)
+	s.markSACKed([]wire.SACKBlock{{Start: 200, End: 400}, {Start: 600, End: 1000}}, 100)
 	// A report that is not full lists every block: segment 2-3 no longer
 	// listed were dropped by the receiver.
-	s.sackReport([]SACKBlock{{Start: 600, End: 1000}})
+	s.sackReport([]wire.SACKBlock{{Start: 600, End: 1000}})
 	if s.sackKnown != math.MaxUint64 {
 		t.Errorf("sackKnown %d after a report that is not full", s.sackKnown)
 	}
@@ -166,14 +168,14 @@ func TestSenderSACKReport(t *testing.T) {
 	// A full report knows up to the highest block of its ascending part
 	// (the first block is the newest, out of order); above that a mark
 	// stays although the report does not list it.
-	full := make([]SACKBlock, MaxSACK)
-	full[0] = SACKBlock{Start: 600, End: 700}
-	for i := 1; i < MaxSACK; i++ {
-		full[i] = SACKBlock{Start: 10000 + 200*uint64(i), End: 10100 + 200*uint64(i)}
+	full := make([]wire.SACKBlock, wire.MaxSACK)
+	full[0] = wire.SACKBlock{Start: 600, End: 700}
+	for i := 1; i < wire.MaxSACK; i++ {
+		full[i] = wire.SACKBlock{Start: 10000 + 200*uint64(i), End: 10100 + 200*uint64(i)}
 	}
-	full[MaxSACK-1] = SACKBlock{Start: 700, End: 800} // the highest End is not the last
+	full[wire.MaxSACK-1] = wire.SACKBlock{Start: 700, End: 800} // the highest End is not the last
 	s.sackReport(full)
-	if want := full[MaxSACK-2].End; s.sackKnown != want {
+	if want := full[wire.MaxSACK-2].End; s.sackKnown != want {
 		t.Errorf("sackKnown %d, want %d", s.sackKnown, want)
 	}
 	if sacked, _ := marks(s); !slices.Equal(sacked, []int{6, 7}) {
@@ -181,11 +183,11 @@ func TestSenderSACKReport(t *testing.T) {
 	}
 	// Segments 8 and 9 SACKed, then a full report knowing up to 750 that
 	// lists 6 only: 7, 8 and 9 end above 750 and keep their marks.
-	s.markSACKed([]SACKBlock{{Start: 700, End: 1000}}, 200)
-	low := make([]SACKBlock, MaxSACK)
-	low[0] = SACKBlock{Start: 600, End: 700}
-	for i := 1; i < MaxSACK; i++ {
-		low[i] = SACKBlock{Start: 600 + 10*uint64(i), End: 700 + 10*uint64(i)}
+	s.markSACKed([]wire.SACKBlock{{Start: 700, End: 1000}}, 200)
+	low := make([]wire.SACKBlock, wire.MaxSACK)
+	low[0] = wire.SACKBlock{Start: 600, End: 700}
+	for i := 1; i < wire.MaxSACK; i++ {
+		low[i] = wire.SACKBlock{Start: 600 + 10*uint64(i), End: 700 + 10*uint64(i)}
 	}
 	s.sackReport(low)
 	if s.sackKnown != 770 {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 // echo runs a blocking echo loop on p's socket s until it fails.
@@ -396,7 +397,7 @@ func TestSlowReaderBoundedMemory(t *testing.T) {
 	if !bytes.Equal(got, src) {
 		t.Fatal("data differs")
 	}
-	mss := tn.links[0].MTU() - HeaderLen
+	mss := tn.links[0].MTU() - wire.HeaderLen
 	if maxHeld[0] > 64<<10/mss+3 || maxHeld[1] > 2*(32<<10/mss+3) {
 		t.Fatalf("buffers held: sender %d, receiver %d", maxHeld[0], maxHeld[1])
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 // TestSpoofedSourcesDoNotStallPoller sends connect requests from made-up
@@ -45,7 +46,7 @@ func TestSpoofedSourcesDoNotStallPoller(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		h := Header{Op: OpConnect, DstPort: 9999}
+		h := wire.Header{Op: wire.OpConnect, DstPort: 9999}
 		for i := range 2000 {
 			src := cEnd
 			src.IP = netip.AddrFrom4([4]byte{198, 18, 91, byte(100 + i%100)})

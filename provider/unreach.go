@@ -3,6 +3,8 @@ package provider
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 // quotedLen is how much of our sdx header an ICMP error must quote to name
@@ -22,11 +24,11 @@ const quotedLen = 32
 // and dropped: without the token, a forged ICMP cannot kill a connection
 // any more than a forged reset can.
 func (e *engine) unreachable(peer netip.Addr, q []byte) {
-	if len(q) < quotedLen || q[0] != WireVersion {
+	if len(q) < quotedLen || q[0] != wire.Version {
 		e.st.dropUnreach.Add(1)
 		return
 	}
-	op := Opcode(q[1])
+	op := wire.Opcode(q[1])
 	srcPort := binary.BigEndian.Uint16(q[8:])
 	dstPort := binary.BigEndian.Uint16(q[10:])
 	srcConn := binary.BigEndian.Uint32(q[12:])
@@ -40,7 +42,7 @@ func (e *engine) unreachable(peer netip.Addr, q []byte) {
 	}
 	err := ErrConnReset
 	if ep.state == StateConnecting {
-		if op != OpConnect || dstConn != 0 {
+		if op != wire.OpConnect || dstConn != 0 {
 			e.st.dropUnreach.Add(1)
 			return
 		}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 // capture keeps a copy of the last datagram from one address to another
@@ -59,7 +61,7 @@ func TestEngineUnreachable(t *testing.T) {
 	e := v.hosts[0]
 	a, b := v.pair()
 	sent := tap.get() // the connector's answer to the accept
-	if h := (Header{}); func() bool { _, err := h.Decode(sent); return err != nil }() {
+	if h := (wire.Header{}); func() bool { _, err := h.Decode(sent); return err != nil }() {
 		t.Fatalf("captured %d bytes that do not decode", len(sent))
 	}
 	inject := func(from netip.Addr, q []byte) {
@@ -125,7 +127,7 @@ func TestEngineUnreachable(t *testing.T) {
 
 	// While connecting: the connect requests are dropped on the way, and
 	// the unreachable quoting one refuses the connect.
-	tap.drop = func(d []byte) bool { return len(d) > 1 && Opcode(d[1]) == OpConnect }
+	tap.drop = func(d []byte) bool { return len(d) > 1 && wire.Opcode(d[1]) == wire.OpConnect }
 	c, err := e.newEndpoint()
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +139,7 @@ func TestEngineUnreachable(t *testing.T) {
 	for v.step() {
 	}
 	req := tap.get()
-	if len(req) < 2 || Opcode(req[1]) != OpConnect {
+	if len(req) < 2 || wire.Opcode(req[1]) != wire.OpConnect {
 		t.Fatalf("captured %x; want a connect request", req)
 	}
 	inject(v.addr(1), quotedWith(req, 0, be32(24, 1)))

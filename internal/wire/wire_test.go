@@ -1,4 +1,4 @@
-package provider
+package wire
 
 import (
 	"bytes"
@@ -82,8 +82,8 @@ func TestWireGolden(t *testing.T) {
 		t.Fatalf("reset encoding\n got %x\nwant %x", got, want)
 	}
 	c := Header{Op: OpConnect, SrcPort: 0xc001, DstPort: 8080, SrcConn: 0x00100001, Window: 256 << 10, Token: 0x0123456789abcdef}
-	ann := make([]byte, announceLen)
-	putAnnounce(ann, 9000-28)
+	ann := make([]byte, AnnounceLen)
+	PutAnnounce(ann, 9000-28)
 	got = AppendDatagram(nil, &c, ann)
 	want, _ = hex.DecodeString(goldenConnectHex)
 	if !bytes.Equal(got, want) {
@@ -94,7 +94,7 @@ func TestWireGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, ok := announced(p); !ok || n != 9000-28 {
+	if n, ok := Announced(p); !ok || n != 9000-28 {
 		t.Fatalf("announcement %d %v, want 8972", n, ok)
 	}
 }
@@ -110,10 +110,10 @@ func TestAnnounced(t *testing.T) {
 		{nil, 0, true},
 		{[]byte{0x05, 0xc0}, 1472, true},
 		{[]byte{0x05, 0xc0, 0xff}, 1472, true}, // later bytes are reserved
-		{[]byte{0x00, byte(minAnnounce - 1)}, minAnnounce - 1, false},
+		{[]byte{0x00, byte(MinAnnounce - 1)}, MinAnnounce - 1, false},
 		{[]byte{0x05}, 0, false},
 	} {
-		if n, ok := announced(c.payload); n != c.n || ok != c.ok {
+		if n, ok := Announced(c.payload); n != c.n || ok != c.ok {
 			t.Errorf("announced(%x) = %d, %v; want %d, %v", c.payload, n, ok, c.n, c.ok)
 		}
 	}
@@ -130,7 +130,7 @@ func TestWireRoundTrip(t *testing.T) {
 	if d != h || !bytes.Equal(p, payload) {
 		t.Fatalf("decoded %+v %q, want %+v %q", d, p, h, payload)
 	}
-	for op := OpConnect; op < numOpcodes; op++ {
+	for op := OpConnect; op < NumOpcodes; op++ {
 		h := Header{Op: op, Seq: 1 << 40, Ack: ^uint64(0) - 5, NSACK: 1}
 		h.SACK[0] = SACKBlock{Start: h.Ack + 2, End: h.Ack + 9} // wraps past 2^64
 		var d Header
@@ -157,8 +157,8 @@ func TestWireDecodeRejects(t *testing.T) {
 		{"truncated payload", func(b []byte) []byte { return b[:len(b)-1] }, errLength},
 		{"trailing bytes", func(b []byte) []byte { return append(b, 0) }, errLength},
 		{"reserved", func(b []byte) []byte { b[51] = 1; return b }, errReserved},
-		{"payload bit flip", func(b []byte) []byte { b[len(b)-1] ^= 1; return b }, errChecksum},
-		{"header bit flip", func(b []byte) []byte { b[30] ^= 0x80; return b }, errChecksum},
+		{"payload bit flip", func(b []byte) []byte { b[len(b)-1] ^= 1; return b }, ErrChecksum},
+		{"header bit flip", func(b []byte) []byte { b[30] ^= 0x80; return b }, ErrChecksum},
 	}
 	for _, c := range cases {
 		b := c.mod(bytes.Clone(good))
@@ -196,7 +196,7 @@ func TestWireDecodeAllocs(t *testing.T) {
 
 func TestDropOpcodes(t *testing.T) {
 	f := DropOpcodes(OpReset, OpReject)
-	for op := OpConnect; op < numOpcodes; op++ {
+	for op := OpConnect; op < NumOpcodes; op++ {
 		h := Header{Op: op}
 		want := op == OpReset || op == OpReject
 		if got := f(netip.Addr{}, netip.Addr{}, AppendDatagram(nil, &h, nil)); got != want {

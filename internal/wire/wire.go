@@ -1,4 +1,6 @@
-package provider
+// Package wire is the codec of the sdx header, which follows the UDP
+// header of every sdx frame; docs/PROTOCOL.md gives the layout.
+package wire
 
 import (
 	"encoding/binary"
@@ -12,7 +14,7 @@ import (
 // gives the layout with byte offsets and the reasons for it. All fields are
 // big-endian.
 //
-//	 0  version      u8    WireVersion
+//	 0  version      u8    Version
 //	 1  opcode       u8    Opcode
 //	 2  flags        u8    FlagAck, ...
 //	 3  nsack        u8    SACK blocks after the fixed header, 0..MaxSACK
@@ -35,45 +37,45 @@ const (
 	// stream ports live in the sdx header.
 	DefaultUDPPort = 7359
 
-	WireVersion = 1
-	HeaderLen   = 52 // fixed part; a header with n SACK blocks is HeaderLen+8n
-	MaxSACK     = 8
-	sackLen     = 8
+	Version   = 1
+	HeaderLen = 52 // fixed part; a header with n SACK blocks is HeaderLen+8n
+	MaxSACK   = 8
+	SACKLen   = 8
 )
 
 // The payload of connect and accept announces the largest datagram (sdx
 // header and data) the sender receives: its link's MTU, a u16. A peer
-// that announced nothing is taken to receive minPeerDatagram.
+// that announced nothing is taken to receive MinPeerDatagram.
 const (
-	announceLen = 2
-	// minPeerDatagram is the datagram of a 1280-byte link MTU (IPv6's
+	AnnounceLen = 2
+	// MinPeerDatagram is the datagram of a 1280-byte link MTU (IPv6's
 	// minimum, the smallest MTU sdx is built for): every sdx link carries
 	// it, so a frame no larger is never lost for its size.
-	minPeerDatagram = 1280 - 20 - 8
-	// minAnnounce is the smallest announcement taken: the smallest MTU
+	MinPeerDatagram = 1280 - 20 - 8
+	// MinAnnounce is the smallest announcement taken: the smallest MTU
 	// a provider starts on.
-	minAnnounce = HeaderLen + 64
+	MinAnnounce = HeaderLen + 64
 )
 
-// putAnnounce writes the announcement of max into b, which must hold
-// announceLen bytes, and returns announceLen.
-func putAnnounce(b []byte, max int) int {
+// PutAnnounce writes the announcement of max into b, which must hold
+// AnnounceLen bytes, and returns AnnounceLen.
+func PutAnnounce(b []byte, max int) int {
 	binary.BigEndian.PutUint16(b, uint16(min(max, 65535)))
-	return announceLen
+	return AnnounceLen
 }
 
-// announced reads the announcement in a connect's or accept's payload. It
+// Announced reads the announcement in a connect's or accept's payload. It
 // returns 0 for none (an empty payload) and false for one below
-// minAnnounce; bytes after the first announceLen are reserved and ignored.
-func announced(payload []byte) (int, bool) {
+// MinAnnounce; bytes after the first AnnounceLen are reserved and ignored.
+func Announced(payload []byte) (int, bool) {
 	switch {
 	case len(payload) == 0:
 		return 0, true
-	case len(payload) < announceLen:
+	case len(payload) < AnnounceLen:
 		return 0, false
 	}
 	n := int(binary.BigEndian.Uint16(payload))
-	return n, n >= minAnnounce
+	return n, n >= MinAnnounce
 }
 
 // Opcode says what a datagram is.
@@ -89,13 +91,13 @@ const (
 	OpProbe      Opcode = 7 // keepalive and window probe: the receiver answers at once with a probe marked FlagAnswer
 	OpDisconnect Opcode = 8 // end of the sender's stream at seq (half close)
 	OpRetry      Opcode = 9 // answer to a connect under a flood: connect again with the cookie in seq
-	numOpcodes          = 10
+	NumOpcodes          = 10
 )
 
-var opNames = [numOpcodes]string{"", "connect", "accept", "reject", "data", "ack", "reset", "probe", "disconnect", "retry"}
+var opNames = [NumOpcodes]string{"", "connect", "accept", "reject", "data", "ack", "reset", "probe", "disconnect", "retry"}
 
 func (o Opcode) String() string {
-	if o > 0 && o < numOpcodes {
+	if o > 0 && o < NumOpcodes {
 		return opNames[o]
 	}
 	return fmt.Sprintf("Opcode(%d)", uint8(o))
@@ -156,7 +158,7 @@ type Header struct {
 }
 
 // Len returns the encoded length of the header with its SACK blocks.
-func (h *Header) Len() int { return HeaderLen + sackLen*int(h.NSACK) }
+func (h *Header) Len() int { return HeaderLen + SACKLen*int(h.NSACK) }
 
 // Errors from Decode. Every one means the datagram is dropped and counted.
 var (
@@ -166,7 +168,7 @@ var (
 	errLength   = errors.New("wire: length fields disagree with the datagram")
 	errReserved = errors.New("wire: reserved field not zero")
 	errSACK     = errors.New("wire: bad SACK block")
-	errChecksum = errors.New("wire: bad checksum")
+	ErrChecksum = errors.New("wire: bad checksum")
 )
 
 var (
@@ -183,7 +185,7 @@ func (h *Header) Put(b []byte, payloadLen int) int {
 	n := hl + payloadLen
 	b = b[:n]
 	h.PayloadLen = uint16(payloadLen)
-	b[0] = WireVersion
+	b[0] = Version
 	b[1] = byte(h.Op)
 	b[2] = h.Flags
 	b[3] = h.NSACK
@@ -201,7 +203,7 @@ func (h *Header) Put(b []byte, payloadLen int) int {
 	b[51] = 0
 	for i := range int(h.NSACK) {
 		s := &h.SACK[i]
-		o := HeaderLen + sackLen*i
+		o := HeaderLen + SACKLen*i
 		binary.BigEndian.PutUint32(b[o:], uint32(s.Start-h.Ack))
 		binary.BigEndian.PutUint32(b[o+4:], uint32(s.End-s.Start))
 	}
@@ -231,16 +233,16 @@ func (h *Header) decode(b []byte, verify bool) (payload []byte, err error) {
 	if len(b) < HeaderLen {
 		return nil, errShort
 	}
-	if b[0] != WireVersion {
+	if b[0] != Version {
 		return nil, errVersion
 	}
 	op := Opcode(b[1])
-	if op == 0 || op >= numOpcodes {
+	if op == 0 || op >= NumOpcodes {
 		return nil, errOpcode
 	}
 	nsack := int(b[3])
 	plen := int(binary.BigEndian.Uint16(b[48:]))
-	hl := HeaderLen + sackLen*nsack
+	hl := HeaderLen + SACKLen*nsack
 	if nsack > MaxSACK || len(b) != hl+plen {
 		return nil, errLength
 	}
@@ -249,7 +251,7 @@ func (h *Header) decode(b []byte, verify bool) (payload []byte, err error) {
 	}
 	sum := crc32.Update(crc32.Update(crc32.Update(0, castagnoli, b[:4]), castagnoli, zero4[:]), castagnoli, b[8:])
 	if verify && sum != binary.BigEndian.Uint32(b[4:]) {
-		return nil, errChecksum
+		return nil, ErrChecksum
 	}
 	h.Op = op
 	h.Flags = b[2]
@@ -265,7 +267,7 @@ func (h *Header) decode(b []byte, verify bool) (payload []byte, err error) {
 	h.PayloadLen = uint16(plen)
 	h.Reason = Reason(b[50])
 	for i := range nsack {
-		o := HeaderLen + sackLen*i
+		o := HeaderLen + SACKLen*i
 		off := binary.BigEndian.Uint32(b[o:])
 		n := binary.BigEndian.Uint32(b[o+4:])
 		if n == 0 {
