@@ -10,12 +10,13 @@ import (
 
 	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/provider"
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
 // NewStack refuses absurd sizes and durations with an error that names
 // the field, before anything is attached or allocated (issue 13, item 7).
 func TestNewStackAbsurdValues(t *testing.T) {
-	n := provider.NewMemNetwork(1)
+	n := memnet.New(1)
 	cases := []struct {
 		name string
 		set  func(*Config)
@@ -28,7 +29,7 @@ func TestNewStackAbsurdValues(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg := Config{Link: l, Prefix: provider.MemPrefix, Provider: provider.Config{MaxSockets: 16, Buffers: 2048, Timeout: 5 * time.Second}}
+		cfg := Config{Link: l, Prefix: memnet.Prefix, Provider: provider.Config{MaxSockets: 16, Buffers: 2048, Timeout: 5 * time.Second}}
 		c.set(&cfg)
 		st, err := NewStack(cfg)
 		if err == nil {
@@ -43,7 +44,7 @@ func TestNewStackAbsurdValues(t *testing.T) {
 	}
 	// A provider field is the provider's error.
 	l, _ := n.NewLink()
-	_, err := NewStack(Config{Link: l, Prefix: provider.MemPrefix, Provider: provider.Config{Timeout: math.MaxInt64}})
+	_, err := NewStack(Config{Link: l, Prefix: memnet.Prefix, Provider: provider.Config{Timeout: math.MaxInt64}})
 	if !errors.Is(err, provider.ErrConfig) || !strings.Contains(err.Error(), "Config.Timeout") {
 		t.Errorf("Provider.Timeout never: %v", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/provider"
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
 // echo serves one connection: it copies what it reads back, then closes.
@@ -293,7 +294,7 @@ func TestLinkStackNoKernel(t *testing.T) {
 	if _, err := lc.Listen(context.Background(), "tcp", offLink); !errors.Is(err, syscall.EADDRNOTAVAIL) {
 		t.Fatalf("listen off the link: %v, want EADDRNOTAVAIL", err)
 	}
-	if !h.a.Prefix().Contains(h.b.Addr()) || h.a.Prefix() != provider.MemPrefix {
+	if !h.a.Prefix().Contains(h.b.Addr()) || h.a.Prefix() != memnet.Prefix {
 		t.Fatalf("prefix %v", h.a.Prefix())
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/provider"
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
 // testProbe is the probe time of dials that must go over sdx: generous,
@@ -18,18 +19,18 @@ import (
 // slow answer into a fallback.
 const testProbe = 2 * time.Second
 
-// hosts are two stacks that reach each other: over a MemNetwork (no root)
+// hosts are two stacks that reach each other: over a memnet.Network (no root)
 // or over the veth testbed with AF_XDP on both ends.
 type hosts struct {
 	a, b *Stack
-	bed  *testbed.Bed // nil for a MemNetwork
+	bed  *testbed.Bed // nil for a memnet.Network
 }
 
 // memHosts builds two stacks on an in-memory network; tweak, if not nil,
 // adjusts their configuration.
 func memHosts(t testing.TB, tweak ...func(*Config)) *hosts {
 	t.Helper()
-	n := provider.NewMemNetwork(1)
+	n := memnet.New(1)
 	h := &hosts{}
 	for _, st := range []**Stack{&h.a, &h.b} {
 		l, err := n.NewLink()
@@ -37,7 +38,7 @@ func memHosts(t testing.TB, tweak ...func(*Config)) *hosts {
 			t.Fatal(err)
 		}
 		cfg := Config{
-			Link: l, Prefix: provider.MemPrefix,
+			Link: l, Prefix: memnet.Prefix,
 			Provider:     provider.Config{Timeout: 5 * time.Second, MaxSockets: 256, Buffers: 2048},
 			CloseTimeout: 5 * time.Second,
 		}

@@ -74,7 +74,7 @@ type Config struct {
 	Addr netip.Addr
 
 	// Link, if set, replaces the AF_XDP link: the stack runs over it (for
-	// example a provider.MemNetwork link, for tests that need no root).
+	// example a memnet.Network link, for tests that need no root).
 	// Such a stack has no kernel side: its listeners accept sdx only, its
 	// dials never fall back, and Prefix must say which destinations the
 	// link reaches.

@@ -6,11 +6,12 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/internal/wire"
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
 // dropPureAcks is a fault that loses every pure ack (opcode ack); probes,
 // answers and data get through.
-var dropPureAcks = Faults{Drop: func(_, _ netip.Addr, d []byte) bool { return wire.Opcode(d[1]) == wire.OpAck }}
+var dropPureAcks = memnet.Faults{Drop: func(_, _ netip.Addr, d []byte) bool { return wire.Opcode(d[1]) == wire.OpAck }}
 
 // With every pure ack lost, a side that only receives still gets its
 // window updates to the sender. The stall this guards against: the
@@ -23,7 +24,7 @@ var dropPureAcks = Faults{Drop: func(_, _ netip.Addr, d []byte) bool { return wi
 func TestEngineAllPureAcksLostZeroWindow(t *testing.T) {
 	cfg := testEngineConfig()
 	cfg.Timeout = 10 * time.Second
-	v := newVNet(t, 52, Faults{}, cfg, 2)
+	v := newVNet(t, 52, memnet.Faults{}, cfg, 2)
 	a, b := v.pair()
 	v.run(time.Second, func() bool { return v.net.Queued() == 0 })
 	ea, eb := v.hosts[0], v.hosts[1]
@@ -75,7 +76,7 @@ func TestEngineAllPureAcksLostZeroWindow(t *testing.T) {
 // byte-exact well inside the dead-peer bound.
 func TestEngineAllPureAcksLostStream(t *testing.T) {
 	cfg := testEngineConfig()
-	v := newVNet(t, 51, Faults{}, cfg, 2)
+	v := newVNet(t, 51, memnet.Faults{}, cfg, 2)
 	a, b := v.pair()
 	v.run(time.Second, func() bool { return v.net.Queued() == 0 })
 	v.net.SetFaults(dropPureAcks)

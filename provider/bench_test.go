@@ -7,14 +7,16 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
 // BenchmarkPingPong measures a 64-byte request-response between two
-// providers on a MemNetwork, with blocking Send and Recv on both sides.
+// providers on a memnet.Network, with blocking Send and Recv on both sides.
 func BenchmarkPingPong(b *testing.B) {
 	for _, mode := range []PollMode{PollAdaptive, PollBusy} {
 		b.Run(mode.String(), func(b *testing.B) {
-			tn := newTestNet(b, 1, Faults{}, 2, func(c *Config) { c.Mode = mode })
+			tn := newTestNet(b, 1, memnet.Faults{}, 2, func(c *Config) { c.Mode = mode })
 			l := tn.listener(1, 80, 4)
 			a, s := tn.conn(l, 80)
 			var wg sync.WaitGroup
@@ -49,7 +51,7 @@ func BenchmarkPingPong(b *testing.B) {
 func BenchmarkCloseSocket(b *testing.B) {
 	for _, pending := range []int{0, 100, 10000} {
 		b.Run(fmt.Sprintf("pending=%d", pending), func(b *testing.B) {
-			tn := newTestNet(b, 2, Faults{}, 2, func(c *Config) { c.MaxOps = 16384 })
+			tn := newTestNet(b, 2, memnet.Faults{}, 2, func(c *Config) { c.MaxOps = 16384 })
 			p0, p1 := tn.ps[0], tn.ps[1]
 			l := tn.listener(1, 80, 64)
 			cq := must[*CompletionQueue](b)(p0.NewCompletionQueue(16384, nil))
@@ -94,7 +96,7 @@ func BenchmarkCloseSocket(b *testing.B) {
 // BenchmarkResetObserved measures the time from CloseSocket until the
 // peer's pending receive completes with ECONNRESET.
 func BenchmarkResetObserved(b *testing.B) {
-	tn := newTestNet(b, 3, Faults{}, 2, nil)
+	tn := newTestNet(b, 3, memnet.Faults{}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	l := tn.listener(1, 80, 64)
 	cq := must[*CompletionQueue](b)(p1.NewCompletionQueue(16, nil))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/internal/wire"
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
 // Tests of CloseSocket, one or more per requirement of issue 4; the table
@@ -34,7 +35,7 @@ func checkClosedErr(t testing.TB, err error) {
 // when the network failed; nothing else.
 func TestCloseReturnValues(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 21, Faults{}, 2, nil)
+	tn := newTestNet(t, 21, memnet.Faults{}, 2, nil)
 	p := tn.ps[0]
 	s := must[Socket](t)(p.Socket())
 	if err := p.CloseSocket(s); err != nil {
@@ -59,7 +60,7 @@ func TestCloseReturnValues(t *testing.T) {
 // ENOTSOCK, also after its slot is reused.
 func TestCloseStaleDescriptor(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 22, Faults{}, 2, nil)
+	tn := newTestNet(t, 22, memnet.Faults{}, 2, nil)
 	p := tn.ps[0]
 	l := tn.listener(1, 80, 4)
 	old, _ := tn.conn(l, 80)
@@ -108,7 +109,7 @@ func TestCloseStaleDescriptor(t *testing.T) {
 // closed, which frees its port at once and discards its queued data.
 func TestCloseDuplicate(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 23, Faults{}, 2, func(c *Config) { c.RecvBuffer = 64 << 10 })
+	tn := newTestNet(t, 23, memnet.Faults{}, 2, func(c *Config) { c.RecvBuffer = 64 << 10 })
 	p0, p1 := tn.ps[0], tn.ps[1]
 	l := tn.listener(1, 80, 4)
 	a, b := tn.conn(l, 80)
@@ -178,7 +179,7 @@ func TestCloseDuplicate(t *testing.T) {
 // function looks at the accounting from inside the completion.
 func TestCloseAbortsPendingOperations(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 24, Faults{}, 3, func(c *Config) { c.RecvBuffer = 64 << 10 })
+	tn := newTestNet(t, 24, memnet.Faults{}, 3, func(c *Config) { c.RecvBuffer = 64 << 10 })
 	p0, p1 := tn.ps[0], tn.ps[1]
 	l := tn.listener(1, 80, 4)
 	a, b := tn.conn(l, 80)
@@ -293,7 +294,7 @@ func holdPoller(t testing.TB, p *Provider) (release func()) {
 // posts no FD_READ. Point 7: the listener's backlog is reset.
 func TestCloseNoNotificationsOnceClosing(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 25, Faults{}, 2, nil)
+	tn := newTestNet(t, 25, memnet.Faults{}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	all := FDRead | FDWrite | FDAccept | FDConnect | FDClose
 
@@ -387,12 +388,12 @@ func TestCloseNoNotificationsOnceClosing(t *testing.T) {
 func TestCloseResetsPeer(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	for _, lose := range []bool{false, true} {
-		tn := newTestNet(t, 26, Faults{}, 2, nil)
+		tn := newTestNet(t, 26, memnet.Faults{}, 2, nil)
 		p0, p1 := tn.ps[0], tn.ps[1]
 		l := tn.listener(1, 80, 4)
 		a, b := tn.conn(l, 80)
 		if lose {
-			tn.net.SetFaults(Faults{Drop: wire.DropOpcodes(wire.OpReset)})
+			tn.net.SetFaults(memnet.Faults{Drop: wire.DropOpcodes(wire.OpReset)})
 		}
 		cq := must[*CompletionQueue](t)(p1.NewCompletionQueue(8, nil))
 		p1.PostRecv(b, make([]byte, 10), cq, 1)
@@ -406,7 +407,7 @@ func TestCloseResetsPeer(t *testing.T) {
 				t.Fatal("the peer learnt of the close though the reset was lost")
 			}
 			// Its next frame is answered with a reset; let that one through.
-			tn.net.SetFaults(Faults{})
+			tn.net.SetFaults(memnet.Faults{})
 			if _, err := p1.Send(b, []byte("hello?")); err != nil {
 				t.Fatal(err)
 			}
@@ -427,7 +428,7 @@ func TestCloseResetsPeer(t *testing.T) {
 // connections in its backlog.
 func TestCloseListener(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 27, Faults{}, 2, nil)
+	tn := newTestNet(t, 27, memnet.Faults{}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	l := tn.listener(1, 80, 8)
 	var conns []Socket
@@ -480,7 +481,7 @@ func TestCloseListener(t *testing.T) {
 // failed.
 func TestCloseNetworkDown(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 28, Faults{}, 2, nil)
+	tn := newTestNet(t, 28, memnet.Faults{}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	l := tn.listener(1, 80, 8)
 	a, _ := tn.conn(l, 80)
@@ -515,7 +516,7 @@ func TestCloseNetworkDown(t *testing.T) {
 // Cleanup closes every socket the same way.
 func TestCleanupAbortsEverything(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 29, Faults{}, 2, nil)
+	tn := newTestNet(t, 29, memnet.Faults{}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	l := tn.listener(1, 80, 8)
 	a, b := tn.conn(l, 80)

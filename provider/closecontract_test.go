@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
 // Tests of the close contract's finer points (docs/CLOSE.md, points 2
@@ -21,7 +22,7 @@ import (
 // argument is looked at: the descriptor is the first argument checked.
 func TestCloseNotSockBeforeArguments(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 31, Faults{}, 2, nil)
+	tn := newTestNet(t, 31, memnet.Faults{}, 2, nil)
 	p := tn.ps[0]
 	old := must[Socket](t)(p.Socket())
 	if err := p.CloseSocket(old); err != nil {
@@ -85,7 +86,7 @@ func dupCloseRounds() int {
 // with the socket still alive and no descriptor left to close it.
 func TestCloseDuplicateRacesLastClose(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 32, Faults{}, 1, nil)
+	tn := newTestNet(t, 32, memnet.Faults{}, 1, nil)
 	p := tn.ps[0]
 	port := netip.AddrPortFrom(netip.IPv4Unspecified(), 80)
 	cq := must[*CompletionQueue](t)(p.NewCompletionQueue(8, nil))
@@ -233,7 +234,7 @@ func (w *dupWorker) stop() { w.round.Store(-1); <-w.done }
 // it had).
 func TestCloseNotLastKeepsOperations(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 33, Faults{}, 2, nil)
+	tn := newTestNet(t, 33, memnet.Faults{}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	l := tn.listener(1, 80, 4)
 	cq := must[*CompletionQueue](t)(p1.NewCompletionQueue(8, nil))

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
 // Tests of what a stream costs in frames: acks coalesced, small writes
@@ -31,7 +33,7 @@ func readAll(t *testing.T, e *engine, ep *endpoint, out *bytes.Buffer) {
 // ackEvery segments, not one per two, and arrives exact, also under loss,
 // duplication and reordering.
 func TestEngineAcksCoalesced(t *testing.T) {
-	for _, f := range []Faults{{Delay: 20 * time.Microsecond}, {Delay: 20 * time.Microsecond, Loss: 0.01, Dup: 0.01, Reorder: 0.01}} {
+	for _, f := range []memnet.Faults{{Delay: 20 * time.Microsecond}, {Delay: 20 * time.Microsecond, Loss: 0.01, Dup: 0.01, Reorder: 0.01}} {
 		v := newVNet(t, 7, f, testEngineConfig(), 2)
 		ea, eb := v.hosts[0], v.hosts[1]
 		a, b := v.pair()
@@ -76,7 +78,7 @@ func TestEngineAcksCoalesced(t *testing.T) {
 // own (as a blocking Send makes them), travel several to a frame while the
 // first is unacknowledged, and arrive exact.
 func TestEngineSmallWritesGathered(t *testing.T) {
-	v := newVNet(t, 3, Faults{Delay: 10 * time.Microsecond}, testEngineConfig(), 2)
+	v := newVNet(t, 3, memnet.Faults{Delay: 10 * time.Microsecond}, testEngineConfig(), 2)
 	ea, eb := v.hosts[0], v.hosts[1]
 	a, b := v.pair()
 	const writes = 2000
@@ -118,7 +120,7 @@ func TestEngineSmallWritesGathered(t *testing.T) {
 // ping-pong draws no pure ack: each answer carries it.
 func TestEngineSmallWritesNotHeld(t *testing.T) {
 	const delay = 10 * time.Microsecond
-	v := newVNet(t, 5, Faults{Delay: delay}, testEngineConfig(), 2)
+	v := newVNet(t, 5, memnet.Faults{Delay: delay}, testEngineConfig(), 2)
 	ea, eb := v.hosts[0], v.hosts[1]
 	a, b := v.pair()
 	var got bytes.Buffer

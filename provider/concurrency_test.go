@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
 // TestConcurrentClose races CloseSocket with posts, blocking calls,
@@ -30,7 +31,7 @@ func TestConcurrentClose(t *testing.T) {
 	if testing.Short() {
 		seeds = 100
 	}
-	tn := newTestNet(t, 99, Faults{}, 2, func(c *Config) { c.MaxOps = 4096; c.RecvBuffer, c.SendBuffer = 8<<10, 8<<10 })
+	tn := newTestNet(t, 99, memnet.Faults{}, 2, func(c *Config) { c.MaxOps = 4096; c.RecvBuffer, c.SendBuffer = 8<<10, 8<<10 })
 	p0, p1 := tn.ps[0], tn.ps[1]
 	l := tn.listener(1, 80, 64)
 	start := time.Now()

@@ -195,7 +195,7 @@ func (c *Config) setDefaults() {
 func (c *Config) validate() error {
 	switch {
 	case c.Link == nil:
-		return configErr("Config.Link is nil: pass the Link to send through (OpenXDPLink, or a MemNetwork's NewLink)")
+		return configErr("Config.Link is nil: pass the Link to send through (OpenXDPLink, or a memnet.Network's NewLink)")
 	case c.Mode != PollAdaptive && c.Mode != PollBusy && c.Mode != PollPark:
 		return configErr("Config.Mode %d is unknown: use PollAdaptive, PollBusy or PollPark", c.Mode)
 	case c.Spin < 0 || c.Spin > MaxSpin:

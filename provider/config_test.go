@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
 // Absurd values give an error that names the field, at Startup: never an
 // allocation that kills the process, and never timers that overflow and
 // spin (issue 13, item 7).
 func TestStartupAbsurdValues(t *testing.T) {
-	n := NewMemNetwork(1)
+	n := memnet.New(1)
 	l, _ := n.NewLink()
 	cases := []struct {
 		name string
@@ -62,7 +63,7 @@ func TestEngineTimersSaturate(t *testing.T) {
 	cfg := testEngineConfig()
 	cfg.Timeout = math.MaxInt64
 	cfg.MaxRTO = math.MaxInt64
-	v := newVNet(t, 13, Faults{}, cfg, 2)
+	v := newVNet(t, 13, memnet.Faults{}, cfg, 2)
 	a, b := v.pair()
 	a.err, b.err = nil, nil
 	v.now += int64(3 * time.Second) // idle well past the old Timeout/3
@@ -85,7 +86,7 @@ func TestEngineTimersSaturate(t *testing.T) {
 // an overflowed deadline would return at once.
 func TestWaitLongestTimeout(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 34, Faults{}, 2, nil)
+	tn := newTestNet(t, 34, memnet.Faults{}, 2, nil)
 	p := tn.ps[0]
 	cq := must[*CompletionQueue](t)(p.NewCompletionQueue(8, nil))
 	type res struct {
@@ -120,7 +121,7 @@ func TestWaitLongestTimeout(t *testing.T) {
 // about MaxSockets, the field the caller set; below that bound, the
 // default MaxConnections follows it without going past its own limit.
 func TestStartupMaxSocketsNamesItself(t *testing.T) {
-	n := NewMemNetwork(1)
+	n := memnet.New(1)
 	l, _ := n.NewLink()
 	_, err := Startup(Config{Link: l, MaxSockets: maxConns + 1})
 	if !errors.Is(err, ErrConfig) || !strings.HasPrefix(strings.TrimPrefix(err.Error(), ErrConfig.Error()+": "), "Config.MaxSockets") {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/internal/wire"
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
 func TestCookieMAC(t *testing.T) {
@@ -57,7 +58,7 @@ func TestCookieMAC(t *testing.T) {
 // two round trips; a forged cookie counts and earns only another retry.
 func TestEngineConnectFlood(t *testing.T) {
 	cfg := testEngineConfig()
-	v := newVNet(t, 3, Faults{Delay: 50 * time.Microsecond}, cfg, 2)
+	v := newVNet(t, 3, memnet.Faults{Delay: 50 * time.Microsecond}, cfg, 2)
 	e0, e := v.hosts[0], v.hosts[1]
 	const backlog = 4
 	l := v.listen(1, 80, backlog)
@@ -177,9 +178,9 @@ func TestEngineConnectFlood(t *testing.T) {
 // its confirmation as a probe on the retransmission timer until the
 // acceptor answers, instead of leaving the half-open connection to expire.
 func TestEngineConfirmationRepeated(t *testing.T) {
-	v := newVNet(t, 7, Faults{Delay: 50 * time.Microsecond}, testEngineConfig(), 2)
+	v := newVNet(t, 7, memnet.Faults{Delay: 50 * time.Microsecond}, testEngineConfig(), 2)
 	accepts, acks := 0, 0
-	v.net.SetFaults(Faults{Delay: 50 * time.Microsecond, Drop: func(from, _ netip.Addr, d []byte) bool {
+	v.net.SetFaults(memnet.Faults{Delay: 50 * time.Microsecond, Drop: func(from, _ netip.Addr, d []byte) bool {
 		switch {
 		case from == v.addr(1) && wire.Opcode(d[1]) == wire.OpAccept:
 			accepts++

@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
 // The halves cover the pool exactly, the receive half takes the odd
@@ -187,8 +189,8 @@ func TestCreditGrantedWindowFills(t *testing.T) {
 	const conns = 16
 	cfg := testEngineConfig()
 	cfg.Buffers = 128
-	cfg.RecvBuffer = (cfg.Buffers / 2 / (conns + 1)) * DefaultMemMTU
-	v := newVNet(t, 11, Faults{Delay: 20 * time.Microsecond}, cfg, 2)
+	cfg.RecvBuffer = (cfg.Buffers / 2 / (conns + 1)) * memnet.DefaultMTU
+	v := newVNet(t, 11, memnet.Faults{Delay: 20 * time.Microsecond}, cfg, 2)
 	l := v.listen(1, 90, conns)
 	var as, bs []*endpoint
 	for range conns {
@@ -290,7 +292,7 @@ func TestCreditOldWindowsStayInTheirHalf(t *testing.T) {
 	const conns = 16
 	cfg := testEngineConfig()
 	cfg.Buffers = 128 // default buffer sizes: each window far above the share
-	v := newVNet(t, 13, Faults{Delay: 20 * time.Microsecond}, cfg, 2)
+	v := newVNet(t, 13, memnet.Faults{Delay: 20 * time.Microsecond}, cfg, 2)
 	l := v.listen(1, 91, conns)
 	var as, bs []*endpoint
 	for range conns {

@@ -11,24 +11,25 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/internal/wire"
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
-// vnet drives engines on a MemNetwork with a virtual clock: it steps every
+// vnet drives engines on a memnet.Network with a virtual clock: it steps every
 // engine until nothing happens, then jumps to the next timer or delayed
 // datagram. Runs are deterministic for a seed.
 type vnet struct {
 	t     testing.TB
-	net   *MemNetwork
+	net   *memnet.Network
 	now   int64
 	hosts []*engine
-	links []*MemLink
+	links []*memnet.Link
 }
 
-func newVNet(t testing.TB, seed uint64, f Faults, cfg engineConfig, nhosts int) *vnet {
+func newVNet(t testing.TB, seed uint64, f memnet.Faults, cfg engineConfig, nhosts int) *vnet {
 	t.Helper()
 	mtus := make([]int, nhosts)
 	for i := range mtus {
-		mtus[i] = DefaultMemMTU
+		mtus[i] = memnet.DefaultMTU
 	}
 	return newVNetMTU(t, seed, f, cfg, mtus...)
 }
@@ -146,7 +147,7 @@ func checkPool(t testing.TB, e *engine) {
 }
 
 func TestEngineHandshake(t *testing.T) {
-	v := newVNet(t, 1, Faults{Delay: 50 * time.Microsecond}, testEngineConfig(), 2)
+	v := newVNet(t, 1, memnet.Faults{Delay: 50 * time.Microsecond}, testEngineConfig(), 2)
 	start := v.now
 	a, b := v.pair()
 	if a.peerID != b.id || b.peerID != a.id || a.token != b.token || a.token == 0 {
@@ -169,7 +170,7 @@ func TestEngineHandshake(t *testing.T) {
 
 func TestEngineHandshakeLossy(t *testing.T) {
 	for seed := range uint64(20) {
-		v := newVNet(t, seed, Faults{Loss: 0.3, Dup: 0.3, Reorder: 0.3}, testEngineConfig(), 2)
+		v := newVNet(t, seed, memnet.Faults{Loss: 0.3, Dup: 0.3, Reorder: 0.3}, testEngineConfig(), 2)
 		a, b := v.pair()
 		if a.state != StateEstablished || b.state != StateEstablished {
 			t.Fatalf("seed %d: %v %v", seed, a.state, b.state)
@@ -184,7 +185,7 @@ func TestEngineHandshakeLossy(t *testing.T) {
 
 func TestEngineRefused(t *testing.T) {
 	cfg := testEngineConfig()
-	v := newVNet(t, 1, Faults{Delay: 50 * time.Microsecond}, cfg, 2)
+	v := newVNet(t, 1, memnet.Faults{Delay: 50 * time.Microsecond}, cfg, 2)
 	start := v.now
 	c := v.dial(0, 1, 81)
 	if c.state != StateFailed || !errors.Is(c.err, ErrConnRefused) {
@@ -217,7 +218,7 @@ func TestEngineRefused(t *testing.T) {
 }
 
 func TestEngineAddrInUse(t *testing.T) {
-	v := newVNet(t, 1, Faults{}, testEngineConfig(), 1)
+	v := newVNet(t, 1, memnet.Faults{}, testEngineConfig(), 1)
 	e := v.hosts[0]
 	a, _ := e.newEndpoint()
 	b, _ := e.newEndpoint()
@@ -336,7 +337,7 @@ func TestEngineStream(t *testing.T) {
 	}
 	for _, p := range []float64{0, 0.01, 0.05} {
 		t.Run(fmt.Sprintf("loss=%v", p), func(t *testing.T) {
-			v := newVNet(t, 42, Faults{Loss: p, Dup: p, Reorder: p, Delay: 20 * time.Microsecond}, testEngineConfig(), 2)
+			v := newVNet(t, 42, memnet.Faults{Loss: p, Dup: p, Reorder: p, Delay: 20 * time.Microsecond}, testEngineConfig(), 2)
 			a, b := v.pair()
 			start := time.Now()
 			vt := transfer(t, v, a, b, size, 42, false)
@@ -358,7 +359,7 @@ func TestEngineStreamBothWays(t *testing.T) {
 	if testing.Short() {
 		size = 1 << 20
 	}
-	v := newVNet(t, 3, Faults{Loss: 0.02, Dup: 0.02, Reorder: 0.02, Corrupt: 0.01}, testEngineConfig(), 2)
+	v := newVNet(t, 3, memnet.Faults{Loss: 0.02, Dup: 0.02, Reorder: 0.02, Corrupt: 0.01}, testEngineConfig(), 2)
 	a, b := v.pair()
 	transfer(t, v, a, b, size, 3, true)
 	if v.hosts[0].st.dropChecksum.Load()+v.hosts[1].st.dropChecksum.Load() == 0 {
@@ -372,7 +373,7 @@ func TestEngineSlowReader(t *testing.T) {
 	cfg := testEngineConfig()
 	cfg.SendBuffer = 64 << 10
 	cfg.RecvBuffer = 32 << 10
-	v := newVNet(t, 5, Faults{Loss: 0.01}, cfg, 2)
+	v := newVNet(t, 5, memnet.Faults{Loss: 0.01}, cfg, 2)
 	a, b := v.pair()
 	e0, e1 := v.hosts[0], v.hosts[1]
 	size := 2 << 20
@@ -420,7 +421,7 @@ func TestEngineDeadPeer(t *testing.T) {
 	cfg := testEngineConfig()
 	cfg.Timeout = 2 * time.Second
 	for _, withData := range []bool{false, true} {
-		v := newVNet(t, 9, Faults{}, cfg, 2)
+		v := newVNet(t, 9, memnet.Faults{}, cfg, 2)
 		a, _ := v.pair()
 		v.run(time.Second, func() bool { return v.net.Queued() == 0 })
 		v.step()
@@ -443,7 +444,7 @@ func TestEngineDeadPeer(t *testing.T) {
 		}
 	}
 	// A connect to an address with no host times out within the bound.
-	v := newVNet(t, 9, Faults{}, cfg, 1)
+	v := newVNet(t, 9, memnet.Faults{}, cfg, 1)
 	start := v.now
 	c, _ := v.hosts[0].newEndpoint()
 	v.hosts[0].connect(c, netip.AddrPortFrom(netip.MustParseAddr("198.18.0.99"), 80))
@@ -456,7 +457,7 @@ func TestEngineDeadPeer(t *testing.T) {
 func TestEngineKeepaliveKeepsIdleConnection(t *testing.T) {
 	cfg := testEngineConfig()
 	cfg.Timeout = time.Second
-	v := newVNet(t, 9, Faults{}, cfg, 2)
+	v := newVNet(t, 9, memnet.Faults{}, cfg, 2)
 	a, b := v.pair()
 	target := v.now + int64(10*time.Second)
 	v.run(time.Minute, func() bool { return v.now >= target })
@@ -470,10 +471,10 @@ func TestEngineKeepaliveKeepsIdleConnection(t *testing.T) {
 
 func TestEngineReset(t *testing.T) {
 	for _, dropFirst := range []bool{false, true} {
-		v := newVNet(t, 11, Faults{}, testEngineConfig(), 2)
+		v := newVNet(t, 11, memnet.Faults{}, testEngineConfig(), 2)
 		dropped := 0
 		if dropFirst {
-			v.net.SetFaults(Faults{Drop: func(_, _ netip.Addr, d []byte) bool {
+			v.net.SetFaults(memnet.Faults{Drop: func(_, _ netip.Addr, d []byte) bool {
 				if wire.Opcode(d[1]) == wire.OpReset && dropped == 0 {
 					dropped++
 					return true
@@ -508,7 +509,7 @@ func TestEngineReset(t *testing.T) {
 }
 
 func TestEngineForgedFramesDropped(t *testing.T) {
-	v := newVNet(t, 13, Faults{}, testEngineConfig(), 2)
+	v := newVNet(t, 13, memnet.Faults{}, testEngineConfig(), 2)
 	a, b := v.pair()
 	e1 := v.hosts[1]
 	forge := func(op wire.Opcode, token uint64, from netip.Addr) {
@@ -539,10 +540,10 @@ func TestEngineFastRetransmit(t *testing.T) {
 	cfg := testEngineConfig()
 	cfg.MinRTO = 50 * time.Millisecond
 	cfg.InitialRTO = 50 * time.Millisecond
-	v := newVNet(t, 17, Faults{Delay: 10 * time.Microsecond}, cfg, 2)
+	v := newVNet(t, 17, memnet.Faults{Delay: 10 * time.Microsecond}, cfg, 2)
 	a, b := v.pair()
 	dropped := false
-	v.net.SetFaults(Faults{Delay: 10 * time.Microsecond, Drop: func(_, _ netip.Addr, d []byte) bool {
+	v.net.SetFaults(memnet.Faults{Delay: 10 * time.Microsecond, Drop: func(_, _ netip.Addr, d []byte) bool {
 		var h wire.Header
 		if _, err := h.Decode(d); err == nil && h.Op == wire.OpData && h.Seq == 10*uint64(v.hosts[0].mss) && !dropped {
 			dropped = true
@@ -562,7 +563,7 @@ func TestEngineFastRetransmit(t *testing.T) {
 }
 
 func TestEngineShutdownEOF(t *testing.T) {
-	v := newVNet(t, 19, Faults{Loss: 0.1, Reorder: 0.1}, testEngineConfig(), 2)
+	v := newVNet(t, 19, memnet.Faults{Loss: 0.1, Reorder: 0.1}, testEngineConfig(), 2)
 	a, b := v.pair()
 	e0, e1 := v.hosts[0], v.hosts[1]
 	msg := bytes.Repeat([]byte("sdx"), 3000)
@@ -614,7 +615,7 @@ func TestStateString(t *testing.T) {
 func TestEngineTinyPool(t *testing.T) {
 	cfg := testEngineConfig()
 	cfg.Buffers = 96
-	v := newVNet(t, 5, Faults{Loss: 0.05, Reorder: 0.05, Delay: 10 * time.Microsecond}, cfg, 2)
+	v := newVNet(t, 5, memnet.Faults{Loss: 0.05, Reorder: 0.05, Delay: 10 * time.Microsecond}, cfg, 2)
 	a, b := v.pair()
 	size := 8 << 20
 	if testing.Short() {
@@ -637,7 +638,7 @@ func TestEngineTinyPool(t *testing.T) {
 // itself (its acks are not getting through), on a probe, which carries the
 // ack too. An echo, whose tail has no data going back, completes.
 func TestEngineAcksLost(t *testing.T) {
-	v := newVNet(t, 31, Faults{Drop: wire.DropOpcodes(wire.OpAck), Delay: 10 * time.Microsecond}, testEngineConfig(), 2)
+	v := newVNet(t, 31, memnet.Faults{Drop: wire.DropOpcodes(wire.OpAck), Delay: 10 * time.Microsecond}, testEngineConfig(), 2)
 	a, b := v.pair()
 	size := 4 << 20
 	if testing.Short() {

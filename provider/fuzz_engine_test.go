@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/internal/wire"
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
 var updateCorpus = flag.Bool("update-corpus", false, "rewrite FuzzEngine's seed corpus in testdata")
@@ -27,7 +28,7 @@ var updateCorpus = flag.Bool("update-corpus", false, "rewrite FuzzEngine's seed 
 // (TestFuzzEngineCorpus keeps the two in step).
 func FuzzEngine(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
-		v := newVNet(t, 1, Faults{}, fuzzEngineConfig(), 2)
+		v := newVNet(t, 1, memnet.Faults{}, fuzzEngineConfig(), 2)
 		a, b := v.pair()
 		e := v.hosts[1]
 		// data is a batch: each datagram is a length byte and that many bytes.
@@ -85,7 +86,7 @@ func frameBatch(d []byte) []byte {
 // lead into the state machine's corners. They depend on the engine's
 // random draws for the fixed seed, hence TestFuzzEngineCorpus.
 func fuzzEngineSeeds(tb testing.TB) map[string][]byte {
-	v := newVNet(tb, 1, Faults{}, fuzzEngineConfig(), 2)
+	v := newVNet(tb, 1, memnet.Faults{}, fuzzEngineConfig(), 2)
 	a, b := v.pair()
 	hdr := func(op wire.Opcode) wire.Header {
 		return wire.Header{Op: op, SrcPort: a.lport, DstPort: b.lport, SrcConn: a.id, DstConn: b.id,
@@ -94,7 +95,7 @@ func fuzzEngineSeeds(tb testing.TB) map[string][]byte {
 	frame := func(h wire.Header, payload []byte) []byte { return frameBatch(wire.AppendDatagram(nil, &h, payload)) }
 	// Connect and accept announce the sender's largest datagram.
 	announce := make([]byte, wire.AnnounceLen)
-	wire.PutAnnounce(announce, DefaultMemMTU)
+	wire.PutAnnounce(announce, memnet.DefaultMTU)
 	seeds := map[string][]byte{"empty": {0}}
 	for op := wire.Opcode(0); op < 12; op++ {
 		h := hdr(op)

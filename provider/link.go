@@ -5,7 +5,7 @@
 //
 // The protocol core (wire codec, connection state machine, reliability and
 // flow control) runs on one poller goroutine and talks to the network only
-// through a Link. The AF_XDP data path is one Link; MemNetwork gives an
+// through a Link. The AF_XDP data path is one Link; memnet.Network gives an
 // in-memory one with seeded loss, duplication, reordering and delay for
 // tests that need no root.
 package provider

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/internal/wire"
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
 // At 20% loss in both directions the sender retransmits about what was
@@ -20,13 +21,13 @@ import (
 func TestEngineLossRetransmitsWhatWasLost(t *testing.T) {
 	for _, delay := range []time.Duration{0, 20 * time.Microsecond, 200 * time.Microsecond} {
 		cfg := testEngineConfig()
-		v := newVNet(t, 61, Faults{}, cfg, 2)
+		v := newVNet(t, 61, memnet.Faults{}, cfg, 2)
 		a, b := v.pair()
 		v.run(time.Second, func() bool { return v.net.Queued() == 0 })
 		rng := rand.New(rand.NewPCG(61, uint64(delay)))
 		from := v.addr(0)
 		dataLost := 0
-		v.net.SetFaults(Faults{Delay: delay, Drop: func(src, _ netip.Addr, d []byte) bool {
+		v.net.SetFaults(memnet.Faults{Delay: delay, Drop: func(src, _ netip.Addr, d []byte) bool {
 			if rng.Float64() >= 0.2 {
 				return false
 			}

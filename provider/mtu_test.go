@@ -9,12 +9,13 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/internal/wire"
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
 // newVNetMTU is newVNet with one link MTU per host.
-func newVNetMTU(t testing.TB, seed uint64, f Faults, cfg engineConfig, mtus ...int) *vnet {
+func newVNetMTU(t testing.TB, seed uint64, f memnet.Faults, cfg engineConfig, mtus ...int) *vnet {
 	t.Helper()
-	v := &vnet{t: t, net: NewMemNetwork(seed)}
+	v := &vnet{t: t, net: memnet.New(seed)}
 	v.net.SetClock(func() time.Duration { return time.Duration(v.now) })
 	v.net.SetFaults(f)
 	for i, mtu := range mtus {
@@ -37,7 +38,7 @@ func newVNetMTU(t testing.TB, seed uint64, f Faults, cfg engineConfig, mtus ...i
 // segments of the smaller: a peer whose link holds less than ours gets
 // only frames it can hold, whichever end connects, in both directions.
 // Without the agreement the larger end's full segments are dropped on
-// arrival (MemStats.TooBig) and the transfer never completes.
+// arrival (memnet.Stats.TooBig) and the transfer never completes.
 func TestEngineMTUAgreement(t *testing.T) {
 	const big, small = 9000 - 28, 1500 - 28
 	for _, c := range []struct {
@@ -49,7 +50,7 @@ func TestEngineMTUAgreement(t *testing.T) {
 		{"equal", []int{big, big}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			v := newVNetMTU(t, 3, Faults{Delay: 10 * time.Microsecond}, testEngineConfig(), c.mtus...)
+			v := newVNetMTU(t, 3, memnet.Faults{Delay: 10 * time.Microsecond}, testEngineConfig(), c.mtus...)
 			a, b := v.pair()
 			want := min(c.mtus[0], c.mtus[1]) - wire.HeaderLen
 			if a.mss != want || b.mss != want || !a.announced || !b.announced {
@@ -69,7 +70,7 @@ func TestEngineMTUAgreement(t *testing.T) {
 // of the acceptor's receive path: it sends segments every sdx link holds
 // until an accept tells it more.
 func TestEngineMTUUnannounced(t *testing.T) {
-	v := newVNetMTU(t, 5, Faults{}, testEngineConfig(), 9000-28, 9000-28)
+	v := newVNetMTU(t, 5, memnet.Faults{}, testEngineConfig(), 9000-28, 9000-28)
 	c := &endpoint{state: StateConnecting}
 	v.hosts[0].established(c, &wire.Header{SrcConn: 1}, 0)
 	if c.mss != wire.MinPeerDatagram-wire.HeaderLen || c.announced {
@@ -84,7 +85,7 @@ func TestEngineMTUUnannounced(t *testing.T) {
 // A connect or accept whose announcement is below the smallest MTU a
 // provider starts on is malformed: dropped and counted, not obeyed.
 func TestEngineMTUBadAnnouncement(t *testing.T) {
-	v := newVNetMTU(t, 9, Faults{}, testEngineConfig(), DefaultMemMTU, DefaultMemMTU)
+	v := newVNetMTU(t, 9, memnet.Faults{}, testEngineConfig(), memnet.DefaultMTU, memnet.DefaultMTU)
 	v.listen(1, 80, 4)
 	e := v.hosts[1]
 	h := wire.Header{Op: wire.OpConnect, SrcPort: 5000, DstPort: 80, SrcConn: 7, Token: 99, Window: 1 << 16}
@@ -103,9 +104,9 @@ func TestEngineMTUBadAnnouncement(t *testing.T) {
 // retransmitting for ever while keepalives keep it alive.
 func TestEngineFramesTooBig(t *testing.T) {
 	const hop = 1500 - 28
-	v := newVNetMTU(t, 11, Faults{Delay: 10 * time.Microsecond}, testEngineConfig(), 9000-28, 9000-28)
+	v := newVNetMTU(t, 11, memnet.Faults{Delay: 10 * time.Microsecond}, testEngineConfig(), 9000-28, 9000-28)
 	a, b := v.pair()
-	v.net.SetFaults(Faults{Delay: 10 * time.Microsecond, Drop: func(_, _ netip.Addr, d []byte) bool { return len(d) > hop }})
+	v.net.SetFaults(memnet.Faults{Delay: 10 * time.Microsecond, Drop: func(_, _ netip.Addr, d []byte) bool { return len(d) > hop }})
 	e := v.hosts[0]
 	msg := make([]byte, 64<<10)
 	if _, err := e.write(a, msg); err != nil {
@@ -135,7 +136,7 @@ func TestEngineFramesTooBig(t *testing.T) {
 func TestEngineLossIsNotTooBig(t *testing.T) {
 	for _, p := range []float64{0.1, 0.3} {
 		t.Run(fmt.Sprintf("loss=%v", p), func(t *testing.T) {
-			v := newVNetMTU(t, 13, Faults{Loss: p, Delay: 10 * time.Microsecond}, testEngineConfig(), DefaultMemMTU, DefaultMemMTU)
+			v := newVNetMTU(t, 13, memnet.Faults{Loss: p, Delay: 10 * time.Microsecond}, testEngineConfig(), memnet.DefaultMTU, memnet.DefaultMTU)
 			a, b := v.pair()
 			transfer(t, v, a, b, 1<<20, 3, true)
 			if n := v.hosts[0].st.tooBig.Load() + v.hosts[1].st.tooBig.Load(); n != 0 {
@@ -151,8 +152,8 @@ func TestEngineLossIsNotTooBig(t *testing.T) {
 // and retransmissions carry the stream whole, and the pools are whole
 // afterwards.
 func TestEngineEveryDatagramSize(t *testing.T) {
-	faults := Faults{Loss: 0.02, Dup: 0.02, Reorder: 0.05, Delay: 10 * time.Microsecond}
-	sizes := []int{1280 - 28, DefaultMemMTU, 3798, 9000 - 28, 65000 - 28}
+	faults := memnet.Faults{Loss: 0.02, Dup: 0.02, Reorder: 0.05, Delay: 10 * time.Microsecond}
+	sizes := []int{1280 - 28, memnet.DefaultMTU, 3798, 9000 - 28, 65000 - 28}
 	for i, mtu := range sizes {
 		peers := []int{mtu}
 		if i > 0 {
@@ -161,7 +162,7 @@ func TestEngineEveryDatagramSize(t *testing.T) {
 		for _, peer := range peers {
 			t.Run(fmt.Sprintf("%d-%d", mtu, peer), func(t *testing.T) {
 				cfg := testEngineConfig()
-				cfg.Buffers = max(cfg.Buffers*DefaultMemMTU/mtu, 64)
+				cfg.Buffers = max(cfg.Buffers*memnet.DefaultMTU/mtu, 64)
 				v := newVNetMTU(t, uint64(20+i), faults, cfg, mtu, peer)
 				a, b := v.pair()
 				if want := min(mtu, peer) - wire.HeaderLen; a.mss != want || b.mss != want {

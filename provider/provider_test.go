@@ -12,19 +12,20 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
-// testNet is a MemNetwork with a provider on each of its hosts.
+// testNet is a memnet.Network with a provider on each of its hosts.
 type testNet struct {
 	t     testing.TB
-	net   *MemNetwork
-	links []*MemLink
+	net   *memnet.Network
+	links []*memnet.Link
 	ps    []*Provider
 }
 
-func newTestNet(t testing.TB, seed uint64, f Faults, n int, tweak func(*Config)) *testNet {
+func newTestNet(t testing.TB, seed uint64, f memnet.Faults, n int, tweak func(*Config)) *testNet {
 	t.Helper()
-	tn := &testNet{t: t, net: NewMemNetwork(seed)}
+	tn := &testNet{t: t, net: memnet.New(seed)}
 	tn.net.SetFaults(f)
 	for i := range n {
 		l, err := tn.net.NewLink()
@@ -95,7 +96,7 @@ func (tn *testNet) conn(l Socket, port uint16) (a, b Socket) {
 }
 
 func TestStartupValidation(t *testing.T) {
-	n := NewMemNetwork(1)
+	n := memnet.New(1)
 	l, _ := n.NewLink()
 	cases := []struct {
 		cfg  Config
@@ -120,7 +121,7 @@ func TestStartupValidation(t *testing.T) {
 
 func TestProviderHandshakeAndNames(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 1, Faults{}, 2, nil)
+	tn := newTestNet(t, 1, memnet.Faults{}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	l := tn.listener(1, 80, 4)
 	a, b := tn.conn(l, 80)
@@ -149,7 +150,7 @@ func TestProviderHandshakeAndNames(t *testing.T) {
 }
 
 func TestProviderRefusedFast(t *testing.T) {
-	tn := newTestNet(t, 2, Faults{}, 2, nil)
+	tn := newTestNet(t, 2, memnet.Faults{}, 2, nil)
 	p0 := tn.ps[0]
 	s := must[Socket](t)(p0.Socket())
 	start := time.Now()
@@ -175,7 +176,7 @@ func TestProviderRefusedFast(t *testing.T) {
 }
 
 func TestProviderAddrInUse(t *testing.T) {
-	tn := newTestNet(t, 3, Faults{}, 1, nil)
+	tn := newTestNet(t, 3, memnet.Faults{}, 1, nil)
 	p := tn.ps[0]
 	a := must[Socket](t)(p.Socket())
 	b := must[Socket](t)(p.Socket())
@@ -267,7 +268,7 @@ func TestProviderStream(t *testing.T) {
 		size = 16 << 20
 	}
 	for _, loss := range []float64{0, 0.01, 0.05} {
-		tn := newTestNet(t, 4, Faults{Loss: loss, Dup: loss, Reorder: loss}, 2, nil)
+		tn := newTestNet(t, 4, memnet.Faults{Loss: loss, Dup: loss, Reorder: loss}, 2, nil)
 		l := tn.listener(1, 80, 4)
 		a, b := tn.conn(l, 80)
 		start := time.Now()

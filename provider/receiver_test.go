@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/internal/wire"
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
 func TestReceiverRing(t *testing.T) {
@@ -186,7 +187,7 @@ func TestReceiverAckSent(t *testing.T) {
 // buffer and leaves the window open. Data that arrives while something is
 // queued queues behind it.
 func TestReceiverDeliversIntoWaitingReceive(t *testing.T) {
-	v := newVNet(t, 31, Faults{Delay: 10 * time.Microsecond}, testEngineConfig(), 2)
+	v := newVNet(t, 31, memnet.Faults{Delay: 10 * time.Microsecond}, testEngineConfig(), 2)
 	a, b := v.pair()
 	ea, eb := v.hosts[0], v.hosts[1]
 	msg := make([]byte, 3000)

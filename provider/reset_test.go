@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/internal/wire"
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
 // A reset is taken only at the sequence number the receiver expects next
@@ -15,7 +16,7 @@ import (
 // above, is dropped. Each with the connection's token, ids and ports, as
 // a reader of the wire could forge it.
 func TestEngineResetWindow(t *testing.T) {
-	v := newVNet(t, 41, Faults{}, testEngineConfig(), 2)
+	v := newVNet(t, 41, memnet.Faults{}, testEngineConfig(), 2)
 	a, b := v.pair()
 	ea, eb := v.hosts[0], v.hosts[1]
 	ea.now = v.now
@@ -79,14 +80,14 @@ func TestEngineResetWindow(t *testing.T) {
 // names, which the peer takes. The peer fails with ECONNRESET within a
 // round trip or two, as when the reset is exact.
 func TestEngineResetWithDataInFlight(t *testing.T) {
-	v := newVNet(t, 42, Faults{}, testEngineConfig(), 2)
+	v := newVNet(t, 42, memnet.Faults{}, testEngineConfig(), 2)
 	a, b := v.pair()
 	v.run(time.Second, func() bool { return v.net.Queued() == 0 })
 	ea, eb := v.hosts[0], v.hosts[1]
 	// a's data is lost on the way: the reset that follows is past b's
 	// receive offset.
 	lose := true
-	v.net.SetFaults(Faults{Drop: func(_, _ netip.Addr, d []byte) bool { return lose && wire.Opcode(d[1]) == wire.OpData }})
+	v.net.SetFaults(memnet.Faults{Drop: func(_, _ netip.Addr, d []byte) bool { return lose && wire.Opcode(d[1]) == wire.OpData }})
 	ea.now = v.now
 	ea.write(a, make([]byte, 3000))
 	v.step()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/internal/wire"
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
 // echo runs a blocking echo loop on p's socket s until it fails.
@@ -31,7 +32,7 @@ func TestSteadyStateAllocs(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	for _, mode := range []PollMode{PollAdaptive, PollBusy} {
 		t.Run(mode.String(), func(t *testing.T) {
-			tn := newTestNet(t, 5, Faults{}, 2, func(c *Config) { c.Mode = mode })
+			tn := newTestNet(t, 5, memnet.Faults{}, 2, func(c *Config) { c.Mode = mode })
 			l := tn.listener(1, 80, 4)
 			a, b := tn.conn(l, 80)
 			var wg sync.WaitGroup
@@ -98,7 +99,7 @@ func TestSteadyStateAllocs(t *testing.T) {
 
 func TestOverlappedCompletions(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 6, Faults{Loss: 0.02, Reorder: 0.02}, 2, nil)
+	tn := newTestNet(t, 6, memnet.Faults{Loss: 0.02, Reorder: 0.02}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	cq0 := must[*CompletionQueue](t)(p0.NewCompletionQueue(64, nil))
 	cq1 := must[*CompletionQueue](t)(p1.NewCompletionQueue(64, nil))
@@ -257,7 +258,7 @@ func (r *evRec) has(ev Event) bool {
 
 func TestEventSelect(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 7, Faults{}, 2, nil)
+	tn := newTestNet(t, 7, memnet.Faults{}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	all := FDRead | FDWrite | FDAccept | FDConnect | FDClose
 	l := tn.listener(1, 80, 4)
@@ -328,7 +329,7 @@ func TestEventSelect(t *testing.T) {
 func TestDeadPeerTimesOut(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	const bound = 300 * time.Millisecond
-	tn := newTestNet(t, 8, Faults{}, 2, func(c *Config) { c.Timeout = bound; c.MaxRTO = 100 * time.Millisecond })
+	tn := newTestNet(t, 8, memnet.Faults{}, 2, func(c *Config) { c.Timeout = bound; c.MaxRTO = 100 * time.Millisecond })
 	p0, p1 := tn.ps[0], tn.ps[1]
 	l := tn.listener(1, 80, 4)
 	a, _ := tn.conn(l, 80)
@@ -361,7 +362,7 @@ func TestDeadPeerTimesOut(t *testing.T) {
 
 func TestSlowReaderBoundedMemory(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 9, Faults{Loss: 0.01}, 2, func(c *Config) { c.SendBuffer, c.RecvBuffer = 64<<10, 32<<10 })
+	tn := newTestNet(t, 9, memnet.Faults{Loss: 0.01}, 2, func(c *Config) { c.SendBuffer, c.RecvBuffer = 64<<10, 32<<10 })
 	p0, p1 := tn.ps[0], tn.ps[1]
 	l := tn.listener(1, 80, 4)
 	a, b := tn.conn(l, 80)
@@ -406,7 +407,7 @@ func TestSlowReaderBoundedMemory(t *testing.T) {
 
 func TestTableLimits(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 10, Faults{}, 2, func(c *Config) { c.MaxSockets, c.MaxConnections = 4, 4 })
+	tn := newTestNet(t, 10, memnet.Faults{}, 2, func(c *Config) { c.MaxSockets, c.MaxConnections = 4, 4 })
 	p0, p1 := tn.ps[0], tn.ps[1]
 	var ss []Socket
 	for range 4 {
@@ -438,7 +439,7 @@ func TestTableLimits(t *testing.T) {
 
 func TestShutdownEndOfStream(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 11, Faults{Loss: 0.05, Reorder: 0.05}, 2, nil)
+	tn := newTestNet(t, 11, memnet.Faults{Loss: 0.05, Reorder: 0.05}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	l := tn.listener(1, 80, 4)
 	a, b := tn.conn(l, 80)

@@ -64,7 +64,7 @@ type Stats struct {
 
 // LinkStats is what a link reports about itself: for an XDPLink, how XDP
 // is attached and the kernel's counters of its AF_XDP socket; for a link
-// that reports nothing (a MemLink) only MTU.
+// that reports nothing (a memnet.Link) only MTU.
 type LinkStats struct {
 	MTU int // the largest datagram the link carries (Link.MTU)
 	// XDPMode is native or generic; 0 for a link without XDP. XDPFrags

@@ -9,10 +9,11 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/internal/wire"
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
 // capture keeps a copy of the last datagram from one address to another
-// that a MemNetwork carries, for Faults.Drop; drop, if set, decides.
+// that a memnet.Network carries, for Faults.Drop; drop, if set, decides.
 type capture struct {
 	mu   sync.Mutex
 	from netip.Addr
@@ -49,15 +50,15 @@ func quotedWith(d []byte, n int, f func(q []byte)) []byte {
 }
 
 // TestEngineUnreachable injects ICMP port unreachables into an engine on a
-// MemNetwork: one that quotes a datagram of a live connection, with its
+// memnet.Network: one that quotes a datagram of a live connection, with its
 // ids, ports and token, fails the connection at once (ECONNRESET when
 // established, ECONNREFUSED while connecting), even when the quote stops
 // after the token; forged or short ones change nothing and are counted.
 func TestEngineUnreachable(t *testing.T) {
 	tap := &capture{}
-	v := newVNet(t, 7, Faults{Delay: 50 * time.Microsecond}, testEngineConfig(), 2)
+	v := newVNet(t, 7, memnet.Faults{Delay: 50 * time.Microsecond}, testEngineConfig(), 2)
 	tap.from = v.addr(0)
-	v.net.SetFaults(Faults{Delay: 50 * time.Microsecond, Drop: tap.fn})
+	v.net.SetFaults(memnet.Faults{Delay: 50 * time.Microsecond, Drop: tap.fn})
 	e := v.hosts[0]
 	a, b := v.pair()
 	sent := tap.get() // the connector's answer to the accept

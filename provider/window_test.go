@@ -3,6 +3,8 @@ package provider
 import (
 	"testing"
 	"time"
+
+	"github.com/sdx-project/sdx/provider/memnet"
 )
 
 // TestEngineEarlyWindowsDoNotPinPool: a connection made while it was
@@ -15,7 +17,7 @@ import (
 func TestEngineEarlyWindowsDoNotPinPool(t *testing.T) {
 	cfg := testEngineConfig()
 	cfg.Buffers = 256 // a receive half of 128 buffers
-	v := newVNet(t, 7, Faults{Delay: 20 * time.Microsecond}, cfg, 2)
+	v := newVNet(t, 7, memnet.Faults{Delay: 20 * time.Microsecond}, cfg, 2)
 	// Early connections, each granted its window while few endpoints
 	// shared the pool; together they are promised all of host 1's half.
 	l := v.listen(1, 81, 64)

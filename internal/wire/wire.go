@@ -279,7 +279,7 @@ func (h *Header) decode(b []byte, verify bool) (payload []byte, err error) {
 	return b[hl:], nil
 }
 
-// DropOpcodes returns a Faults.Drop filter that drops every datagram
+// DropOpcodes returns a memnet.Faults.Drop filter that drops every datagram
 // carrying one of ops, for example only resets.
 func DropOpcodes(ops ...Opcode) func(from, to netip.Addr, datagram []byte) bool {
 	var set [256]bool

@@ -1,34 +1,39 @@
-package provider
+// Package memnet is an in-memory network for sdx's provider: hosts whose
+// links lose, duplicate, reorder, corrupt and delay datagrams as seeded
+// Faults say, so the protocol can be tested without root. A *Link
+// satisfies provider.Link; its errors are the errnos provider's are.
+package memnet
 
 import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sdx-project/sdx/internal/timerheap"
 )
 
-// MemPrefix is the address range of MemNetwork hosts: 198.18.0.0/15, set
+// Prefix is the address range of Network hosts: 198.18.0.0/15, set
 // aside for network benchmarks (RFC 2544), the same range the veth testbed
 // uses.
-var MemPrefix = netip.MustParsePrefix("198.18.0.0/15")
+var Prefix = netip.MustParsePrefix("198.18.0.0/15")
 
-// Defaults of a MemNetwork.
+// Defaults of a Network.
 const (
-	// DefaultMemMTU is the datagram MTU of a MemLink: a 1500-byte Ethernet
+	// DefaultMTU is the datagram MTU of a Link: a 1500-byte Ethernet
 	// frame less the IPv4 and UDP headers.
-	DefaultMemMTU = 1500 - 20 - 8
-	// DefaultMemTxSlots is how many sends a MemLink queues before Flush;
+	DefaultMTU = 1500 - 20 - 8
+	// DefaultTxSlots is how many sends a Link queues before Flush;
 	// past it Send returns ENOBUFS.
-	DefaultMemTxSlots = 256
-	// DefaultMemRxQueue is how many datagrams wait for a host before the
+	DefaultTxSlots = 256
+	// DefaultRxQueue is how many datagrams wait for a host before the
 	// network drops more (an rx ring overflowing).
-	DefaultMemRxQueue = 4096
+	DefaultRxQueue = 4096
 )
 
-// Faults are the misbehaviours of a MemNetwork. Probabilities are per
+// Faults are the misbehaviours of a Network. Probabilities are per
 // datagram and drawn from each sending link's seeded generator, so a run
 // that sends the same datagrams in the same order sees the same faults.
 type Faults struct {
@@ -47,8 +52,8 @@ type Faults struct {
 	Drop func(from, to netip.Addr, datagram []byte) bool
 }
 
-// MemStats counts what a MemNetwork did with the datagrams it was given.
-type MemStats struct {
+// Stats counts what a Network did with the datagrams it was given.
+type Stats struct {
 	Sent        uint64 // datagrams flushed by a link
 	Delivered   uint64 // datagrams handed to a receiver
 	Lost        uint64 // dropped by the Loss fault
@@ -63,15 +68,15 @@ type MemStats struct {
 	ICMP        uint64 // port unreachables queued by InjectUnreachable
 }
 
-// MemNetwork is an in-memory network of hosts whose links lose, duplicate,
+// Network is an in-memory network of hosts whose links lose, duplicate,
 // reorder, corrupt and delay datagrams as its Faults say, driven by a seed.
-// Its methods may be called from any goroutine; each MemLink belongs to its
-// poller like any Link.
-type MemNetwork struct {
+// Its methods may be called from any goroutine; each Link belongs to its
+// poller like any provider.Link.
+type Network struct {
 	seed uint64
 
 	mu       sync.Mutex // protects everything below
-	hosts    map[netip.Addr]*MemLink
+	hosts    map[netip.Addr]*Link
 	nhosts   uint32
 	mtu      int
 	faults   Faults
@@ -80,16 +85,16 @@ type MemNetwork struct {
 	cut      map[[2]netip.Addr]bool
 	free     [][]byte // datagram buffers, each with capacity mtu
 	nbufs    int      // buffers allocated, free or not
-	stats    MemStats
+	stats    Stats
 	seqCount uint64 // tie-break for equal delivery times: FIFO
 }
 
-// NewMemNetwork returns an empty network whose faults are drawn from seed.
-func NewMemNetwork(seed uint64) *MemNetwork {
-	return &MemNetwork{
+// New returns an empty network whose faults are drawn from seed.
+func New(seed uint64) *Network {
+	return &Network{
 		seed:  seed,
-		hosts: make(map[netip.Addr]*MemLink),
-		mtu:   DefaultMemMTU,
+		hosts: make(map[netip.Addr]*Link),
+		mtu:   DefaultMTU,
 		epoch: time.Now(),
 		cut:   make(map[[2]netip.Addr]bool),
 	}
@@ -97,7 +102,7 @@ func NewMemNetwork(seed uint64) *MemNetwork {
 
 // SetFaults replaces the network's faults; it applies to datagrams flushed
 // from then on.
-func (n *MemNetwork) SetFaults(f Faults) {
+func (n *Network) SetFaults(f Faults) {
 	if f.ReorderDelay == 0 {
 		f.ReorderDelay = 200 * time.Microsecond
 	}
@@ -106,11 +111,11 @@ func (n *MemNetwork) SetFaults(f Faults) {
 	n.mu.Unlock()
 }
 
-// SetMTU sets the MTU of links created afterwards (default DefaultMemMTU).
+// SetMTU sets the MTU of links created afterwards (default DefaultMTU).
 // Links of one network may differ: a datagram longer than its receiver's
-// MTU is dropped on arrival (MemStats.TooBig), silently, as a kernel drops
+// MTU is dropped on arrival (Stats.TooBig), silently, as a kernel drops
 // a frame longer than its receive buffers.
-func (n *MemNetwork) SetMTU(mtu int) {
+func (n *Network) SetMTU(mtu int) {
 	n.mu.Lock()
 	n.mtu = mtu
 	n.mu.Unlock()
@@ -120,39 +125,39 @@ func (n *MemNetwork) SetMTU(mtu int) {
 // monotonic clock, so a test can drive delays with a virtual clock. With a
 // clock set, Wait never sleeps for a delayed datagram: virtual time does
 // not pass while it sleeps.
-func (n *MemNetwork) SetClock(now func() time.Duration) {
+func (n *Network) SetClock(now func() time.Duration) {
 	n.mu.Lock()
 	n.clock = now
 	n.mu.Unlock()
 }
 
-func (n *MemNetwork) nowLocked() time.Duration {
+func (n *Network) nowLocked() time.Duration {
 	if n.clock != nil {
 		return n.clock()
 	}
 	return time.Since(n.epoch)
 }
 
-// NewLink adds a host with the next free address of MemPrefix and returns
+// NewLink adds a host with the next free address of Prefix and returns
 // its link.
-func (n *MemNetwork) NewLink() (*MemLink, error) {
+func (n *Network) NewLink() (*Link, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.nhosts++
-	base := MemPrefix.Addr().As4()
+	base := Prefix.Addr().As4()
 	v := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3])
 	v += n.nhosts
 	addr := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
-	if !MemPrefix.Contains(addr) || addr == netip.MustParseAddr("198.19.255.255") {
-		return nil, fmt.Errorf("provider: memnetwork: out of addresses in %v", MemPrefix)
+	if !Prefix.Contains(addr) || addr == netip.MustParseAddr("198.19.255.255") {
+		return nil, fmt.Errorf("memnet: out of addresses in %v", Prefix)
 	}
-	l := &MemLink{
+	l := &Link{
 		net:   n,
 		addr:  addr,
 		mtu:   n.mtu,
 		rng:   rand.New(rand.NewPCG(n.seed, uint64(n.nhosts))),
-		txCap: DefaultMemTxSlots,
-		rxCap: DefaultMemRxQueue,
+		txCap: DefaultTxSlots,
+		rxCap: DefaultRxQueue,
 		wake:  make(chan struct{}, 1),
 		timer: time.NewTimer(time.Hour),
 	}
@@ -163,7 +168,7 @@ func (n *MemNetwork) NewLink() (*MemLink, error) {
 
 // Partition cuts (cut true) or heals the path between a and b, in both
 // directions. Datagrams on a cut path are silently lost.
-func (n *MemNetwork) Partition(a, b netip.Addr, cut bool) {
+func (n *Network) Partition(a, b netip.Addr, cut bool) {
 	n.mu.Lock()
 	if cut {
 		n.cut[[2]netip.Addr{a, b}] = true
@@ -176,14 +181,14 @@ func (n *MemNetwork) Partition(a, b netip.Addr, cut bool) {
 }
 
 // Stats returns the network's counters.
-func (n *MemNetwork) Stats() MemStats {
+func (n *Network) Stats() Stats {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.stats
 }
 
 // Queued returns how many datagrams wait in hosts' receive queues.
-func (n *MemNetwork) Queued() int {
+func (n *Network) Queued() int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	q := 0
@@ -195,7 +200,7 @@ func (n *MemNetwork) Queued() int {
 
 // NextDelivery returns the earliest time at which a queued datagram
 // becomes deliverable, on the network's clock, and false when none waits.
-func (n *MemNetwork) NextDelivery() (time.Duration, bool) {
+func (n *Network) NextDelivery() (time.Duration, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	var t time.Duration
@@ -211,13 +216,13 @@ func (n *MemNetwork) NextDelivery() (time.Duration, bool) {
 // Buffers returns how many datagram buffers the network has allocated and
 // how many of them are free. Every buffer not free holds a datagram that
 // is queued in a link.
-func (n *MemNetwork) Buffers() (total, free int) {
+func (n *Network) Buffers() (total, free int) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.nbufs, len(n.free)
 }
 
-func (n *MemNetwork) getBufLocked() []byte {
+func (n *Network) getBufLocked() []byte {
 	if k := len(n.free); k > 0 {
 		b := n.free[k-1]
 		n.free[k-1] = nil
@@ -228,11 +233,11 @@ func (n *MemNetwork) getBufLocked() []byte {
 	return make([]byte, 0, n.mtu)
 }
 
-func (n *MemNetwork) putBufLocked(b []byte) { n.free = append(n.free, b[:0]) }
+func (n *Network) putBufLocked(b []byte) { n.free = append(n.free, b[:0]) }
 
 // memPkt is a datagram in flight, or a port unreachable (icmp) from
 // from's host quoting buf.
-type memPkt struct {
+type pkt struct {
 	from netip.Addr
 	to   netip.Addr
 	at   time.Duration // deliverable from this time on
@@ -247,7 +252,7 @@ type memPkt struct {
 // to its SetUnreachable function, in order with the datagrams it
 // receives. It reports false when to is no host of the network, or down.
 // Nothing sends one by itself: a closed host stays silent.
-func (n *MemNetwork) InjectUnreachable(from, to netip.Addr, datagram []byte) bool {
+func (n *Network) InjectUnreachable(from, to netip.Addr, datagram []byte) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	dst := n.hosts[to]
@@ -255,23 +260,23 @@ func (n *MemNetwork) InjectUnreachable(from, to netip.Addr, datagram []byte) boo
 		return false
 	}
 	n.stats.ICMP++
-	dst.queueLocked(memPkt{from: from, to: to, at: n.nowLocked(), buf: append(n.getBufLocked(), datagram...), icmp: true})
+	dst.queueLocked(pkt{from: from, to: to, at: n.nowLocked(), buf: append(n.getBufLocked(), datagram...), icmp: true})
 	return true
 }
 
-// MemLink is one host's Link on a MemNetwork. It is owned by its poller;
-// Wake, SetDown and the MemNetwork's methods may be called from any
+// Link is one host's Link on a Network. It is owned by its poller;
+// Wake, SetDown and the Network's methods may be called from any
 // goroutine.
-type MemLink struct {
-	net  *MemNetwork
+type Link struct {
+	net  *Network
 	addr netip.Addr
 	mtu  int
 
 	// Owned by the poller.
 	rng   *rand.Rand
-	tx    []memPkt // queued by Send, sent by Flush
+	tx    []pkt // queued by Send, sent by Flush
 	txCap int
-	rx    []memPkt // batch being handed to Receive's fn
+	rx    []pkt // batch being handed to Receive's fn
 	timer *time.Timer
 	// unreach takes the port unreachables; nil drops them.
 	unreach func(peer netip.Addr, quoted []byte)
@@ -279,67 +284,65 @@ type MemLink struct {
 	wake chan struct{} // Wake and arriving datagrams; any goroutine
 
 	// Protected by net.mu.
-	in     timerheap.Heap[memPkt] // on (at, seq)
+	in     timerheap.Heap[pkt] // on (at, seq)
 	rxCap  int
 	down   bool
 	closed bool
 }
 
-var _ Link = (*MemLink)(nil)
-
 // LocalAddr returns the host's address.
-func (l *MemLink) LocalAddr() netip.Addr { return l.addr }
+func (l *Link) LocalAddr() netip.Addr { return l.addr }
 
 // MTU returns the largest datagram the link carries.
-func (l *MemLink) MTU() int { return l.mtu }
+func (l *Link) MTU() int { return l.mtu }
 
 // SetDown takes the host off the network (down true) or back on. While it
 // is down, Send and Flush fail with ENETDOWN and datagrams sent to it are
 // lost.
-func (l *MemLink) SetDown(down bool) {
+func (l *Link) SetDown(down bool) {
 	l.net.mu.Lock()
 	l.down = down
 	l.net.mu.Unlock()
 }
 
 // Send queues a copy of payload for peer. It fails with EMSGSIZE when
-// payload exceeds the MTU, ENOBUFS when DefaultMemTxSlots sends are queued,
-// EHOSTUNREACH when peer is outside MemPrefix and ENETDOWN when the host is
-// down or the link closed. A peer inside MemPrefix with no host behind it
+// payload exceeds the MTU, ENOBUFS when DefaultTxSlots sends are queued,
+// EHOSTUNREACH when peer is outside Prefix and ENETDOWN when the host is
+// down or the link closed. A peer inside Prefix with no host behind it
 // is not an error: its datagrams are lost, as on a LAN where nobody
 // answers.
-func (l *MemLink) Send(peer netip.Addr, payload []byte) error {
+func (l *Link) Send(peer netip.Addr, payload []byte) error {
 	if len(payload) > l.mtu {
-		return ErrMsgSize
+		return syscall.EMSGSIZE
 	}
-	if !MemPrefix.Contains(peer) {
-		return ErrHostUnreach
+	if !Prefix.Contains(peer) {
+		return syscall.EHOSTUNREACH
 	}
 	if len(l.tx) >= l.txCap {
-		return ErrNoBufs
+		return syscall.ENOBUFS
 	}
 	n := l.net
 	n.mu.Lock()
 	if l.down || l.closed {
 		n.mu.Unlock()
-		return ErrNetDown
+		return syscall.ENETDOWN
 	}
 	b := n.getBufLocked()
 	n.mu.Unlock()
-	l.tx = append(l.tx, memPkt{from: l.addr, to: peer, buf: append(b, payload...)})
+	l.tx = append(l.tx, pkt{from: l.addr, to: peer, buf: append(b, payload...)})
 	return nil
 }
 
 // Flush hands the queued datagrams to the network, which applies its
 // faults and queues them at their receivers. When the host is down the
 // queued datagrams are discarded and Flush returns ENETDOWN.
-func (l *MemLink) Flush() error {
+func (l *Link) Flush() error {
 	if len(l.tx) == 0 {
 		l.net.mu.Lock()
 		down := l.down || l.closed
 		l.net.mu.Unlock()
 		if down {
-			return ErrNetDown
+			return syscall.ENETDOWN
 		}
 		return nil
 	}
@@ -351,7 +354,7 @@ func (l *MemLink) Flush() error {
 			n.putBufLocked(l.tx[i].buf)
 			n.stats.DownDrops++
 		}
-		err = ErrNetDown
+		err = syscall.ENETDOWN
 	} else {
 		now := n.nowLocked()
 		for i := range l.tx {
@@ -366,7 +369,7 @@ func (l *MemLink) Flush() error {
 
 // sendLocked applies the faults to p and queues it, or a copy of it, at
 // its receiver. It consumes p.buf.
-func (l *MemLink) sendLocked(p *memPkt, now time.Duration) {
+func (l *Link) sendLocked(p *pkt, now time.Duration) {
 	n := l.net
 	f := &n.faults
 	n.stats.Sent++
@@ -421,7 +424,7 @@ func (l *MemLink) sendLocked(p *memPkt, now time.Duration) {
 	p.buf = nil
 }
 
-func (l *MemLink) queueLocked(p memPkt) {
+func (l *Link) queueLocked(p pkt) {
 	n := l.net
 	if l.in.Len() >= l.rxCap {
 		n.stats.Overflow++
@@ -439,11 +442,11 @@ func (l *MemLink) queueLocked(p memPkt) {
 
 // SetUnreachable sets the function Receive hands port unreachables to
 // (see InjectUnreachable).
-func (l *MemLink) SetUnreachable(fn func(peer netip.Addr, quoted []byte)) { l.unreach = fn }
+func (l *Link) SetUnreachable(fn func(peer netip.Addr, quoted []byte)) { l.unreach = fn }
 
 // Receive hands up to max deliverable datagrams to fn, oldest first, and
 // port unreachables to the SetUnreachable function.
-func (l *MemLink) Receive(max int, fn func(peer netip.Addr, payload []byte)) int {
+func (l *Link) Receive(max int, fn func(peer netip.Addr, payload []byte)) int {
 	n := l.net
 	n.mu.Lock()
 	now := n.nowLocked()
@@ -480,12 +483,12 @@ func (l *MemLink) Receive(max int, fn func(peer netip.Addr, payload []byte)) int
 // passes. A datagram that arrives with a delay wakes Wait when it becomes
 // deliverable (on the real clock; with SetClock, Wait returns at once when
 // anything is queued).
-func (l *MemLink) Wait(timeout time.Duration) error {
+func (l *Link) Wait(timeout time.Duration) error {
 	n := l.net
 	n.mu.Lock()
 	if l.closed {
 		n.mu.Unlock()
-		return ErrNetDown
+		return syscall.ENETDOWN
 	}
 	if l.in.Len() > 0 {
 		if n.clock != nil {
@@ -510,7 +513,7 @@ func (l *MemLink) Wait(timeout time.Duration) error {
 }
 
 // Wake makes a blocked or the next Wait return. Any goroutine may call it.
-func (l *MemLink) Wake() {
+func (l *Link) Wake() {
 	select {
 	case l.wake <- struct{}{}:
 	default:
@@ -519,7 +522,7 @@ func (l *MemLink) Wake() {
 
 // Close takes the host off the network for good and frees what it held.
 // It is idempotent.
-func (l *MemLink) Close() error {
+func (l *Link) Close() error {
 	n := l.net
 	n.mu.Lock()
 	if !l.closed {
@@ -541,10 +544,10 @@ func (l *MemLink) Close() error {
 
 // Before and SetIndex make a datagram a timer of its link's heap: due at
 // its delivery time, ties in the order sent.
-func (p memPkt) Before(q memPkt) bool { return pktLess(&p, &q) }
-func (memPkt) SetIndex(int)           {}
+func (p pkt) Before(q pkt) bool { return pktLess(&p, &q) }
+func (pkt) SetIndex(int)        {}
 
-func pktLess(a, b *memPkt) bool {
+func pktLess(a, b *pkt) bool {
 	if a.at != b.at {
 		return a.at < b.at
 	}

@@ -1,17 +1,18 @@
-package provider
+package memnet
 
 import (
 	"errors"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sdx-project/sdx/internal/testutil"
 )
 
-func newMemPair(t testing.TB, seed uint64) (*MemNetwork, *MemLink, *MemLink) {
+func newPair(t testing.TB, seed uint64) (*Network, *Link, *Link) {
 	t.Helper()
-	n := NewMemNetwork(seed)
+	n := New(seed)
 	a, err := n.NewLink()
 	if err != nil {
 		t.Fatal(err)
@@ -26,7 +27,7 @@ func newMemPair(t testing.TB, seed uint64) (*MemNetwork, *MemLink, *MemLink) {
 
 // drain receives everything deliverable at l and returns the payloads'
 // first bytes.
-func drain(l *MemLink) (got []byte, from []netip.Addr) {
+func drain(l *Link) (got []byte, from []netip.Addr) {
 	for l.Receive(64, func(peer netip.Addr, p []byte) {
 		got = append(got, p[0])
 		from = append(from, peer)
@@ -36,11 +37,11 @@ func drain(l *MemLink) (got []byte, from []netip.Addr) {
 }
 
 func TestMemLinkDelivers(t *testing.T) {
-	n, a, b := newMemPair(t, 1)
+	n, a, b := newPair(t, 1)
 	if a.LocalAddr() != netip.MustParseAddr("198.18.0.1") || b.LocalAddr() != netip.MustParseAddr("198.18.0.2") {
 		t.Fatalf("addresses %v %v", a.LocalAddr(), b.LocalAddr())
 	}
-	if a.MTU() != DefaultMemMTU {
+	if a.MTU() != DefaultMTU {
 		t.Fatalf("mtu %d", a.MTU())
 	}
 	for i := range 10 {
@@ -69,19 +70,19 @@ func TestMemLinkDelivers(t *testing.T) {
 }
 
 func TestMemLinkErrors(t *testing.T) {
-	_, a, b := newMemPair(t, 1)
-	if err := a.Send(b.LocalAddr(), make([]byte, a.MTU()+1)); !errors.Is(err, ErrMsgSize) {
+	_, a, b := newPair(t, 1)
+	if err := a.Send(b.LocalAddr(), make([]byte, a.MTU()+1)); !errors.Is(err, syscall.EMSGSIZE) {
 		t.Errorf("oversize send: %v", err)
 	}
-	if err := a.Send(netip.AddrFrom4([4]byte{10, 0, 0, 1}) /* outside MemPrefix; nothing is sent */, []byte{1}); !errors.Is(err, ErrHostUnreach) {
+	if err := a.Send(netip.AddrFrom4([4]byte{10, 0, 0, 1}) /* outside Prefix; nothing is sent */, []byte{1}); !errors.Is(err, syscall.EHOSTUNREACH) {
 		t.Errorf("send outside the prefix: %v", err)
 	}
-	for i := range DefaultMemTxSlots {
+	for i := range DefaultTxSlots {
 		if err := a.Send(b.LocalAddr(), []byte{byte(i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := a.Send(b.LocalAddr(), []byte{0}); !errors.Is(err, ErrNoBufs) {
+	if err := a.Send(b.LocalAddr(), []byte{0}); !errors.Is(err, syscall.ENOBUFS) {
 		t.Errorf("send past the tx slots: %v", err)
 	}
 	if err := a.Flush(); err != nil {
@@ -91,10 +92,10 @@ func TestMemLinkErrors(t *testing.T) {
 		t.Errorf("send after flush: %v", err)
 	}
 	a.SetDown(true)
-	if err := a.Flush(); !errors.Is(err, ErrNetDown) {
+	if err := a.Flush(); !errors.Is(err, syscall.ENETDOWN) {
 		t.Errorf("flush while down: %v", err)
 	}
-	if err := a.Send(b.LocalAddr(), []byte{0}); !errors.Is(err, ErrNetDown) {
+	if err := a.Send(b.LocalAddr(), []byte{0}); !errors.Is(err, syscall.ENETDOWN) {
 		t.Errorf("send while down: %v", err)
 	}
 	a.SetDown(false)
@@ -105,8 +106,8 @@ func TestMemLinkErrors(t *testing.T) {
 
 func TestMemLinkFaultRates(t *testing.T) {
 	const N = 20000
-	run := func(seed uint64) (MemStats, []byte) {
-		n, a, b := newMemPair(t, seed)
+	run := func(seed uint64) (Stats, []byte) {
+		n, a, b := newPair(t, seed)
 		var now time.Duration
 		n.SetClock(func() time.Duration { return now })
 		n.SetFaults(Faults{Loss: 0.05, Dup: 0.05, Reorder: 0.05})
@@ -155,7 +156,7 @@ func TestMemLinkFaultRates(t *testing.T) {
 }
 
 func TestMemLinkDelayVirtualClock(t *testing.T) {
-	n, a, b := newMemPair(t, 1)
+	n, a, b := newPair(t, 1)
 	var now time.Duration
 	n.SetClock(func() time.Duration { return now })
 	n.SetFaults(Faults{Delay: 100 * time.Microsecond})
@@ -177,7 +178,7 @@ func TestMemLinkDelayVirtualClock(t *testing.T) {
 }
 
 func TestMemLinkDropFilterPartitionDown(t *testing.T) {
-	n, a, b := newMemPair(t, 1)
+	n, a, b := newPair(t, 1)
 	n.SetFaults(Faults{Drop: func(from, to netip.Addr, d []byte) bool { return d[0] == 9 }})
 	for _, v := range []byte{1, 9, 2} {
 		a.Send(b.LocalAddr(), []byte{v})
@@ -216,7 +217,7 @@ func TestMemLinkDropFilterPartitionDown(t *testing.T) {
 
 func TestMemLinkWaitWake(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	_, a, b := newMemPair(t, 1)
+	_, a, b := newPair(t, 1)
 	start := time.Now()
 	if err := b.Wait(5 * time.Millisecond); err != nil {
 		t.Fatal(err)
@@ -239,7 +240,7 @@ func TestMemLinkWaitWake(t *testing.T) {
 	}
 	<-sent
 	b.Close()
-	if err := b.Wait(time.Second); !errors.Is(err, ErrNetDown) {
+	if err := b.Wait(time.Second); !errors.Is(err, syscall.ENETDOWN) {
 		t.Fatalf("Wait on a closed link: %v", err)
 	}
 }
