@@ -12,6 +12,7 @@ import (
 
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/xdp"
 )
 
 // connect opens a connection from a to b's listener and returns both ends.
@@ -225,6 +226,9 @@ func TestVethCloseNetworkDown(t *testing.T) {
 	err := p.a.CloseSocket(a)
 	if !errors.Is(err, syscall.ENETDOWN) {
 		t.Fatalf("close with the interface down: %v, want ENETDOWN", err)
+	}
+	if le := (*xdp.LinkError)(nil); !errors.As(err, &le) {
+		t.Errorf("close with the interface down: %v (%T), want the link's *xdp.LinkError", err, err)
 	}
 	if st := p.a.Stats(); st.BuffersHeld() != 0 || st.Sockets != 0 {
 		t.Fatalf("close with the interface down left %d buffers, %d sockets", st.BuffersHeld(), st.Sockets)

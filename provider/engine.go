@@ -503,8 +503,8 @@ func (e *engine) abort(ep *endpoint) error {
 	var err error
 	switch ep.state {
 	case StateConnecting, StateEstablished:
-		if e.sendCtl(ep, wire.OpReset, wire.ReasonClosed) == ErrNetDown {
-			err = ErrNetDown
+		if serr := e.sendCtl(ep, wire.OpReset, wire.ReasonClosed); errors.Is(serr, ErrNetDown) {
+			err = serr
 		}
 	case StateListening:
 		for len(ep.backlog)+len(ep.half) > 0 {
@@ -518,8 +518,8 @@ func (e *engine) abort(ep *endpoint) error {
 		}
 	}
 	e.release(ep)
-	if ferr := e.flush(); ferr == ErrNetDown {
-		err = ErrNetDown
+	if ferr := e.flush(); errors.Is(ferr, ErrNetDown) {
+		err = ferr
 	}
 	return err
 }
@@ -1035,7 +1035,7 @@ func (e *engine) sendCtl(ep *endpoint, op wire.Opcode, reason wire.Reason) error
 // of transmit slots. It reports false only in that case.
 func (e *engine) sendRaw(ep *endpoint, to netip.Addr, b []byte) bool {
 	err := e.link.Send(to, b)
-	if err == ErrNoBufs || errors.Is(err, ErrNoBufs) {
+	if errors.Is(err, ErrNoBufs) {
 		e.flush()
 		err = e.link.Send(to, b)
 		if errors.Is(err, ErrNoBufs) {
@@ -1094,8 +1094,11 @@ func (e *engine) onTimer(ep *endpoint) {
 		// (EHOSTUNREACH from Send): no answer is no answer. Only our own
 		// link being down is reported as such.
 		err := ErrTimedOut
-		if e.linkErr == ErrNetDown || ep.lastErr == ErrNetDown {
-			err = ErrNetDown
+		switch {
+		case errors.Is(e.linkErr, ErrNetDown):
+			err = e.linkErr
+		case errors.Is(ep.lastErr, ErrNetDown):
+			err = ep.lastErr
 		}
 		if ep.state == StateEstablished {
 			e.sendCtl(ep, wire.OpReset, wire.ReasonTimedOut)

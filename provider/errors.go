@@ -13,8 +13,11 @@ import (
 //	errors.Is(err, provider.ErrConnReset)
 //	errors.Is(err, syscall.ECONNRESET)
 //
-// hold. Completions carry these values unwrapped; synchronous verbs may wrap
-// them with a short context. docs/ERRORS.md maps each to its Winsock code.
+// hold. Completions carry these values unwrapped, except that ErrNetDown
+// may come as the link's own error, which matches it and says more (from
+// XDPLink, an *xdp.LinkError: the interface was down or gone); synchronous
+// verbs may wrap them with a short context. docs/ERRORS.md maps each to
+// its Winsock code.
 var (
 	ErrNotSock      error = syscall.ENOTSOCK      // not a descriptor of a live socket (closed, stale, never issued)
 	ErrConnRefused  error = syscall.ECONNREFUSED  // the peer answered the connect with a reject

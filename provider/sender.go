@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"errors"
 	"math"
 
 	"github.com/sdx-project/sdx/internal/wire"
@@ -500,7 +501,7 @@ func (e *engine) sendData(ep *endpoint) bool {
 		case ep.answer:
 			op = opAnswer
 		}
-		if e.sendCtl(ep, op, wire.ReasonNone) == ErrNoBufs {
+		if errors.Is(e.sendCtl(ep, op, wire.ReasonNone), ErrNoBufs) {
 			e.queueOutput(ep)
 			return sent
 		}

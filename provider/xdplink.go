@@ -92,8 +92,6 @@ type XDPLink struct {
 	icmp       frame.Unreach
 	unreach    func(peer netip.Addr, quoted []byte)
 	stats      XDPLinkStats
-	// linkErr is the last transmit error that meant ENETDOWN.
-	linkErr error
 
 	// For LinkStats, from any goroutine: info is set before the link is
 	// shared; qmu keeps Close from closing the sockets under a read of
@@ -518,10 +516,9 @@ func (l *XDPLink) Flush() error {
 		}
 		if err := lq.flush(); err != nil {
 			if errors.Is(err, ErrNetDown) {
-				// The engine compares with the sentinel; the detail
-				// (down or gone) stays in LinkErr.
-				l.linkErr = err
-				return ErrNetDown
+				// An *xdp.LinkError: it says whether the interface
+				// was down or gone.
+				return err
 			}
 			errs = append(errs, err)
 		}
@@ -544,10 +541,6 @@ func (lq *linkQueue) flush() error {
 	q.Complete()
 	return nil
 }
-
-// LinkErr returns the last error that made Flush report ENETDOWN: an
-// *xdp.LinkError saying whether the interface was down or gone.
-func (l *XDPLink) LinkErr() error { return l.linkErr }
 
 // Receive hands up to max received sdx datagrams to fn and returns how many
 // it handed over. Frames not for this host's sdx port are counted and

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/xdp"
 )
 
 // xdpLinks opens an XDPLink on each end of a fresh testbed.
@@ -101,6 +102,8 @@ func TestXDPLinkErrors(t *testing.T) {
 	}
 	if err := a.Flush(); !errors.Is(err, syscall.ENETDOWN) {
 		t.Fatalf("flush on a downed interface: %v, want ENETDOWN", err)
+	} else if le := (*xdp.LinkError)(nil); !errors.As(err, &le) {
+		t.Fatalf("flush on a downed interface: %v (%T), want an *xdp.LinkError", err, err)
 	}
 }
 
