@@ -3,11 +3,20 @@
 // the Windows Sockets Direct model (Startup, Socket, Bind, Listen, Accept,
 // Connect, Send, Recv, EventSelect, Duplicate, CloseSocket) in Go form.
 //
-// The protocol core (wire codec, connection state machine, reliability and
-// flow control) runs on one poller goroutine and talks to the network only
-// through a Link. The AF_XDP data path is one Link; memnet.Network gives an
-// in-memory one with seeded loss, duplication, reordering and delay for
-// tests that need no root.
+// The protocol core (connection state machine, reliability and flow
+// control; the wire codec is internal/wire) runs on one poller goroutine
+// and talks to the network only through a Link. The AF_XDP data path is
+// one Link; memnet.Network gives an in-memory one with seeded loss,
+// duplication, reordering and delay for tests that need no root.
+//
+// The core by concern: engine.go holds the endpoints, the handshake,
+// control frames, timers and the poll step; sender.go a connection's send
+// side (segments, SACK scoreboard, retransmission); receiver.go its
+// receive side (in-order and out-of-order data, acks owed, the window
+// granted); credit.go how the buffer pool's halves are shared between
+// sending and receiving and between connections; rtt.go RTT and RTO
+// estimation. The SPI around it is socket.go, ops.go, direct.go and
+// provider.go (the poller role).
 package provider
 
 import (
