@@ -313,6 +313,8 @@ var (
 	http1   = bench.Spec{Workload: bench.HTTP, Size: 64, Conns: 1}
 	http32  = bench.Spec{Workload: bench.HTTP, Size: 64, Conns: 32}
 	bulk1   = bench.Spec{Workload: bench.Bulk, Size: bench.BulkChunk, Conns: 1}
+	bulk4   = bench.Spec{Workload: bench.Bulk, Size: bench.BulkChunk, Conns: 4}
+	rr16k   = bench.Spec{Workload: bench.RR, Size: 16 << 10, Conns: 1}
 	targets = []target{
 		// What a net.Conn user gets (the switch).
 		{"64 B rr p50 ≤ 0.5 × tcp-gonet", "sdx-conn", rr64, "p50_us", "tcp-gonet", 0.5, true, false, 0},
@@ -326,12 +328,21 @@ var (
 		{"idle connection ≤ 1% of a core", "sdx-conn", idle, "rate", "", 1, true, true, 0},
 		{"MTU 1500: bulk, 1 connection ≥ 0.8 × xsk-floor bulk", "sdx-conn", bulk1, "rate", "xsk-floor", 0.8, false, false, 1500},
 		{"MTU 9000: bulk, 1 connection ≥ 0.8 × xsk-floor bulk", "sdx-conn", bulk1, "rate", "xsk-floor", 0.8, false, false, 9000},
+		{"MTU 9000: bulk, 1 connection ≥ 0.7 × tcp-spin", "sdx-conn", bulk1, "rate", "tcp-spin", 0.7, false, false, 9000},
+		{"MTU 9000: bulk, 4 connections ≥ 0.7 × tcp-gonet", "sdx-conn", bulk4, "rate", "tcp-gonet", 0.7, false, false, 9000},
+		{"MTU 9000: 16 KiB rr p50 ≤ 1.0 × tcp-spin", "sdx-conn", rr16k, "p50_us", "tcp-spin", 1, true, false, 9000},
+		{"MTU 9000: CPU per 64 KiB of bulk ≤ 2 × tcp-spin", "sdx-conn", bulk1, "cpu_us_per_msg", "tcp-spin", 2, true, false, 9000},
+		{"MTU 65000: 16 KiB rr p50 ≤ 0.8 × tcp-spin", "sdx-conn", rr16k, "p50_us", "tcp-spin", 0.8, true, false, 65000},
 		// The provider's own verbs (an inner figure).
 		{"64 B rr p50 ≤ 0.5 × tcp-spin", "sdx-adaptive", rr64, "p50_us", "tcp-spin", 0.5, true, false, 0},
 		{"64 B rr p50 ≤ 1.3 × xsk-floor", "sdx-adaptive", rr64, "p50_us", "xsk-floor", 1.3, true, false, 0},
 		{"64 B msgrate ≥ 5 × tcp-spin", "sdx-adaptive", msg64, "rate", "tcp-spin", 5, false, false, 0},
 		{"MTU 1500: bulk, 1 connection ≥ 0.8 × xsk-floor bulk", "sdx-adaptive", bulk1, "rate", "xsk-floor", 0.8, false, false, 1500},
 		{"MTU 9000: bulk, 1 connection ≥ 0.8 × xsk-floor bulk", "sdx-adaptive", bulk1, "rate", "xsk-floor", 0.8, false, false, 9000},
+		{"MTU 9000: bulk, 1 connection ≥ 0.7 × tcp-spin", "sdx-adaptive", bulk1, "rate", "tcp-spin", 0.7, false, false, 9000},
+		{"MTU 9000: 16 KiB rr p50 ≤ 1.0 × tcp-spin", "sdx-adaptive", rr16k, "p50_us", "tcp-spin", 1, true, false, 9000},
+		{"MTU 9000: CPU per 64 KiB of bulk ≤ 2 × tcp-spin", "sdx-adaptive", bulk1, "cpu_us_per_msg", "tcp-spin", 2, true, false, 9000},
+		{"MTU 65000: 16 KiB rr p50 ≤ 0.8 × tcp-spin", "sdx-adaptive", rr16k, "p50_us", "tcp-spin", 0.8, true, false, 65000},
 	}
 )
 
