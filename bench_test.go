@@ -36,14 +36,21 @@ func echoConn(t testing.TB, tweak ...func(*Config)) (*hosts, *Listener, net.Conn
 	h := vethHosts(t, tweak...)
 	ln := h.listen(t)
 	go echoAll(ln)
+	return h, ln, sdxDial(t, h, ln.Addr().String())
+}
+
+// sdxDial connects from h.a to addr over sdx; the connection closes when
+// the test ends.
+func sdxDial(t testing.TB, h *hosts, addr string) net.Conn {
+	t.Helper()
 	d := Dialer{Stack: h.a, ProbeTimeout: testProbe}
-	c, err := d.Dial("tcp", ln.Addr().String())
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	checkPath(t, c, PathSDX)
-	return h, ln, c
+	return c
 }
 
 // echoAll echoes 64-byte messages on every connection ln accepts.
@@ -144,16 +151,7 @@ func BenchmarkStreams(b *testing.B) {
 			ln := h.listen(b)
 			go serveAll(ln, serveStream)
 			dial := map[string]func() net.Conn{
-				"sdx": func() net.Conn {
-					d := Dialer{Stack: h.a, ProbeTimeout: testProbe}
-					c, err := d.Dial("tcp", ln.Addr().String())
-					if err != nil {
-						b.Fatal(err)
-					}
-					b.Cleanup(func() { c.Close() })
-					checkPath(b, c, PathSDX)
-					return c
-				},
+				"sdx": func() net.Conn { return sdxDial(b, h, ln.Addr().String()) },
 				"tcp": func() net.Conn { return kernelDial(b, &bed.A, ln.Addr().String()) },
 			}
 			for _, path := range []string{"sdx", "tcp"} {

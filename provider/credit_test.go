@@ -191,13 +191,7 @@ func TestCreditGrantedWindowFills(t *testing.T) {
 	cfg.Buffers = 128
 	cfg.RecvBuffer = (cfg.Buffers / 2 / (conns + 1)) * memnet.DefaultMTU
 	v := newVNet(t, 11, memnet.Faults{Delay: 20 * time.Microsecond}, cfg, 2)
-	l := v.listen(1, 90, conns)
-	var as, bs []*endpoint
-	for range conns {
-		a := v.dial(0, 1, 90)
-		v.run(time.Second, func() bool { return len(l.backlog) > 0 })
-		as, bs = append(as, a), append(bs, v.hosts[1].accept(l))
-	}
+	as, bs := fanIn(v, conns, 90)
 	e0, e1 := v.hosts[0], v.hosts[1]
 	const size = 256 << 10
 	src := make([]byte, size)
@@ -293,13 +287,7 @@ func TestCreditOldWindowsStayInTheirHalf(t *testing.T) {
 	cfg := testEngineConfig()
 	cfg.Buffers = 128 // default buffer sizes: each window far above the share
 	v := newVNet(t, 13, memnet.Faults{Delay: 20 * time.Microsecond}, cfg, 2)
-	l := v.listen(1, 91, conns)
-	var as, bs []*endpoint
-	for range conns {
-		a := v.dial(0, 1, 91)
-		v.run(time.Second, func() bool { return len(l.backlog) > 0 })
-		as, bs = append(as, a), append(bs, v.hosts[1].accept(l))
-	}
+	as, bs := fanIn(v, conns, 91)
 	e0, e1 := v.hosts[0], v.hosts[1]
 	src := make([]byte, 256<<10)
 	for deadline := v.now + int64(time.Second); v.now < deadline; {
@@ -322,4 +310,16 @@ func TestCreditOldWindowsStayInTheirHalf(t *testing.T) {
 			t.Fatalf("write back: %d, %v (send half %d of %d)", n, err, e1.sendHeld(), e1.sendCap)
 		}
 	}
+}
+
+// fanIn connects n endpoints of host 0 to a listener on host 1's port and
+// returns both ends of each connection.
+func fanIn(v *vnet, n int, port uint16) (as, bs []*endpoint) {
+	l := v.listen(1, port, n)
+	for range n {
+		a := v.dial(0, 1, port)
+		v.run(time.Second, func() bool { return len(l.backlog) > 0 })
+		as, bs = append(as, a), append(bs, v.hosts[1].accept(l))
+	}
+	return as, bs
 }
