@@ -83,8 +83,10 @@ func serveAll(ln net.Listener, serve func(net.Conn)) {
 	}
 }
 
-func pingPong(b *testing.B, c net.Conn) {
-	buf := make([]byte, 64)
+func pingPong(b *testing.B, c net.Conn) { pingPongWith(b, c, make([]byte, 64)) }
+
+// pingPongWith writes buf and reads as much back, once per iteration.
+func pingPongWith(b *testing.B, c net.Conn, buf []byte) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := c.Write(buf); err != nil {
@@ -160,15 +162,7 @@ func BenchmarkStreams(b *testing.B) {
 					buf := make([]byte, 16<<10)
 					buf[0] = 'e'
 					direct := h.a.Provider().Stats().RecvDirect
-					b.ReportAllocs()
-					for b.Loop() {
-						if _, err := c.Write(buf); err != nil {
-							b.Fatal(err)
-						}
-						if _, err := io.ReadFull(c, buf); err != nil {
-							b.Fatal(err)
-						}
-					}
+					pingPongWith(b, c, buf)
 					if path == "sdx" {
 						b.ReportMetric(float64(h.a.Provider().Stats().RecvDirect-direct)/float64(b.N), "direct-B/op")
 					}
