@@ -50,10 +50,21 @@
 //
 // The kernel writes a received frame XDPPacketHeadroom (256) bytes into
 // its UMEM frame, in copy and in zero-copy mode, and drops a frame longer
-// than the rest (KernelStats.RxDropped): a 2048-byte frame receives
-// Ethernet frames of at most 1792 bytes. So FrameSize defaults to 4096
-// when the interface's MTU is above MaxMTU2048 (1778), and a user of a
-// Queue sizes what it sends to the peer's RxFrameLen.
+// than the rest (KernelStats.RxDropped) unless the socket takes
+// multi-buffer packets: a 2048-byte frame receives Ethernet frames of at
+// most 1792 bytes. So FrameSize defaults to 4096 when the interface's MTU
+// is above MaxMTU2048 (1778).
+//
+// Where the MTU allows longer frames, a queue binds with XDP_USE_SG
+// (Linux 6.6) and a frame travels as a chain of UMEM frames, each
+// descriptor but the last marked PktContd (AllocPacket, WritePacket and
+// ReadPacket build and read one); Receive and Transmit move whole chains.
+// veth needs a frags-aware XDP program for such frames (AttachSteer loads
+// one). Where the kernel refuses multi-buffer, the queue keeps to one UMEM
+// frame per packet and MultiBufferErr says why; a user of such a Queue
+// sizes what it sends to the peer's RxFrameLen. In zero-copy mode a
+// driver may take fewer descriptors per packet than copy mode's
+// MaxPacketFrames (its xdp_zc_max_segs); sdx does not query it.
 //
 // veth offers copy mode only; its XDP is native. The kernel sends at most 32
 // frames per sendto(2). veth's receive ring holds 256 frames: a sender that
