@@ -72,7 +72,7 @@ func TestEngineConnectFlood(t *testing.T) {
 	// they arrive (a datagram left queued would hold the clock back).
 	run := func(limit time.Duration, cond func() bool) {
 		v.run(limit, func() bool {
-			raw.Receive(1<<20, func(_ netip.Addr, b []byte) {
+			raw.Receive(1<<20, func(_ netip.Addr, b []byte, _ [][]byte) {
 				var h wire.Header
 				if _, err := h.Decode(b); err != nil {
 					t.Fatal(err)

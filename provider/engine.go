@@ -189,7 +189,7 @@ type engine struct {
 	ctl         []byte           // control frame scratch
 	sackAll     []wire.SACKBlock // fillSACK's scratch: every block of one endpoint
 	txCount     uint64           // segments transmitted (see seg.tx)
-	inputFn     func(netip.Addr, []byte)
+	inputFn     func(netip.Addr, []byte, [][]byte)
 	cookies     *cookieMAC
 
 	st engineStats
@@ -216,7 +216,7 @@ func newEngine(link Link, cfg engineConfig, seed [32]byte) (*engine, error) {
 		quiet:    make(map[connKey]int64),
 		ctl:      make([]byte, wire.HeaderLen+wire.SACKLen*wire.MaxSACK),
 	}
-	e.inputFn = e.input
+	e.inputFn = e.inputPieces
 	link.SetUnreachable(e.unreachable)
 	var key [16]byte
 	for i := range key {
@@ -671,10 +671,14 @@ func (e *engine) flush() error {
 
 // ---- input ------------------------------------------------------------
 
-func (e *engine) input(from netip.Addr, b []byte) {
+func (e *engine) input(from netip.Addr, b []byte) { e.inputPieces(from, b, nil) }
+
+// inputPieces is input for a datagram the link holds in pieces: b, which
+// holds the whole header, then more (see Link.Receive).
+func (e *engine) inputPieces(from netip.Addr, b []byte, more [][]byte) {
 	e.st.datagramsIn.Add(1)
 	h := &e.rhdr
-	payload, err := h.Decode(b)
+	payload, err := h.DecodePieces(b, more)
 	if err != nil {
 		if err == wire.ErrChecksum {
 			e.st.dropChecksum.Add(1)
@@ -767,7 +771,7 @@ func (e *engine) input(from netip.Addr, b []byte) {
 	}
 	switch h.Op {
 	case wire.OpData:
-		e.onData(ep, h.Seq, payload, h.Flags&wire.FlagAckReq != 0)
+		e.onData(ep, h.Seq, pieces{p: payload, more: more}, h.Flags&wire.FlagAckReq != 0)
 	case wire.OpDisconnect:
 		e.onFin(ep, h.Seq)
 	case wire.OpProbe:

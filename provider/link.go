@@ -42,8 +42,10 @@ type Link interface {
 	Send(peer netip.Addr, payload []byte) error
 	Flush() error // push queued sends to the wire; ENETDOWN when the link is down
 	// Receive calls fn for up to max received datagrams without blocking and returns how many;
-	// payload is valid only during fn.
-	Receive(max int, fn func(peer netip.Addr, payload []byte)) int
+	// payload is valid only during fn. A datagram the link holds in several
+	// buffers (a multi-buffer frame) comes in pieces, in order: payload,
+	// which holds at least the sdx header, then more; more is nil otherwise.
+	Receive(max int, fn func(peer netip.Addr, payload []byte, more [][]byte)) int
 	// SetUnreachable sets the function Receive calls, instead of fn, for
 	// an ICMP port unreachable from peer's host about a datagram we sent
 	// it: quoted is as much of that datagram as the ICMP carries (from

@@ -231,11 +231,12 @@ func (e *engine) readable(ep *endpoint) bool {
 // onData stores a data segment and decides when to ack it: at once when
 // the sender asked (req), after a hole, or every ackEvery segments; else
 // within AckDelay, or on the next frame we send.
-func (e *engine) onData(ep *endpoint, seq uint64, p []byte, req bool) {
-	if len(p) == 0 {
+func (e *engine) onData(ep *endpoint, seq uint64, p pieces, req bool) {
+	n := p.len()
+	if n == 0 {
 		return
 	}
-	end := seq + uint64(len(p))
+	end := seq + uint64(n)
 	if end <= ep.rcvNxt {
 		e.st.dropDuplicate.Add(1)
 		e.dupAck(ep) // our ack may have been lost
@@ -243,8 +244,9 @@ func (e *engine) onData(ep *endpoint, seq uint64, p []byte, req bool) {
 	}
 	ep.dupIn = 0
 	if seq < ep.rcvNxt {
-		p = p[ep.rcvNxt-seq:]
+		p.skip(int(ep.rcvNxt - seq))
 		seq = ep.rcvNxt
+		n = p.len()
 	}
 	if end > max(ep.lastEdge, ep.rcvNxt) || (ep.finPending && end > ep.finSeq) || ep.eof {
 		e.st.dropOutOfWindow.Add(1)
@@ -252,8 +254,8 @@ func (e *engine) onData(ep *endpoint, seq uint64, p []byte, req bool) {
 		return
 	}
 	if seq == ep.rcvNxt {
-		took := e.deliver(ep, p)
-		if took < len(p) && !e.appendInOrder(ep, p[took:]) && (!e.renege(ep) || !e.appendInOrder(ep, p[took:])) {
+		took := e.deliver(ep, &p)
+		if took < n && !e.appendInOrder(ep, p) && (!e.renege(ep) || !e.appendInOrder(ep, p)) {
 			e.st.dropNoBuffer.Add(1)
 			if took > 0 {
 				// The reader has the head of the segment; the
@@ -274,7 +276,7 @@ func (e *engine) onData(ep *endpoint, seq uint64, p []byte, req bool) {
 		return
 	}
 	// Beyond a hole.
-	i, dup := ep.oooPlace(seq, len(p))
+	i, dup := ep.oooPlace(seq, n)
 	if dup {
 		e.st.dropDuplicate.Add(1)
 		e.ackSoon(ep, true)
@@ -292,9 +294,53 @@ func (e *engine) onData(ep *endpoint, seq uint64, p []byte, req bool) {
 		e.ackSoon(ep, true)
 		return
 	}
-	copy(e.pool.buf(buf), p)
-	ep.oooInsert(i, oseg{seq: seq, buf: buf, n: uint16(len(p))})
+	p.copyTo(e.pool.buf(buf))
+	ep.oooInsert(i, oseg{seq: seq, buf: buf, n: uint16(n)})
 	e.ackSoon(ep, true)
+}
+
+// pieces is received data as the link holds it: p, then the pieces of
+// more (a multi-buffer frame; nil otherwise). copyTo and skip consume it
+// from the front.
+type pieces struct {
+	p    []byte
+	more [][]byte
+}
+
+func (d *pieces) len() int {
+	n := len(d.p)
+	for _, m := range d.more {
+		n += len(m)
+	}
+	return n
+}
+
+// copyTo copies as much of d into b as fits, consumes it and returns how
+// much that was.
+func (d *pieces) copyTo(b []byte) int {
+	n := 0
+	for {
+		k := copy(b[n:], d.p)
+		n += k
+		d.p = d.p[k:]
+		if len(d.p) > 0 || len(d.more) == 0 {
+			return n
+		}
+		d.p, d.more = d.more[0], d.more[1:]
+	}
+}
+
+// skip consumes the first n bytes of d.
+func (d *pieces) skip(n int) {
+	for n > 0 {
+		k := min(n, len(d.p))
+		d.p, n = d.p[k:], n-k
+		if len(d.p) == 0 && len(d.more) > 0 {
+			d.p, d.more = d.more[0], d.more[1:]
+		} else if k == 0 {
+			return
+		}
+	}
 }
 
 // onProbe answers a probe at once, unless it is itself an answer. The
@@ -344,13 +390,13 @@ func (e *engine) renege(ep *endpoint) bool {
 }
 
 // deliver copies the start of in-order data p straight into the buffer of
-// a receive waiting for it, when nothing is queued before it, and returns
-// how much it took.
-func (e *engine) deliver(ep *endpoint, p []byte) int {
+// a receive waiting for it, when nothing is queued before it, consumes it
+// and returns how much it took.
+func (e *engine) deliver(ep *endpoint, p *pieces) int {
 	if ep.rd == nil || ep.rqLen > 0 {
 		return 0
 	}
-	k := copy(ep.rd[ep.rdN:], p)
+	k := p.copyTo(ep.rd[ep.rdN:])
 	ep.rdN += k
 	e.st.recvDirect.Add(uint64(k))
 	return k
@@ -358,13 +404,14 @@ func (e *engine) deliver(ep *endpoint, p []byte) int {
 
 // appendInOrder copies in-order data into the receive queue, filling the
 // last buffer's free space first.
-func (e *engine) appendInOrder(ep *endpoint, p []byte) bool {
+func (e *engine) appendInOrder(ep *endpoint, p pieces) bool {
+	n := p.len()
 	need := 0
 	if ep.rqLen > 0 {
 		t := ep.rqAt(ep.rqLen - 1)
-		need = max(len(p)-(e.pool.size-int(t.end)), 0)
+		need = max(n-(e.pool.size-int(t.end)), 0)
 	} else {
-		need = len(p)
+		need = n
 	}
 	nbufs := e.buffersFor(need)
 	if nbufs > e.pool.nfree() || ep.rqLen+nbufs > len(ep.rq) {
@@ -378,16 +425,16 @@ func (e *engine) appendInOrder(ep *endpoint, p []byte) bool {
 	}
 	if ep.rqLen > 0 {
 		t := ep.rqAt(ep.rqLen - 1)
-		k := copy(e.pool.buf(t.buf)[t.end:], p)
+		k := p.copyTo(e.pool.buf(t.buf)[t.end:])
 		t.end += uint16(k)
-		p = p[k:]
+		n -= k
 		ep.rqBytes += k
 	}
-	for len(p) > 0 {
+	for n > 0 {
 		buf, _ := e.pool.get(placeRecvQueued)
-		k := copy(e.pool.buf(buf), p)
+		k := p.copyTo(e.pool.buf(buf))
 		ep.pushRQ(rseg{buf: buf, end: uint16(k)})
-		p = p[k:]
+		n -= k
 	}
 	// What the buffers were committed for is now held: the commitment
 	// shrinks by as much, so that the segments after this one, before

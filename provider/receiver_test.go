@@ -231,3 +231,47 @@ func TestReceiverDeliversIntoWaitingReceive(t *testing.T) {
 	takeDirect(b)
 	checkPool(t, ea)
 }
+
+// pieces consumes a datagram held in several buffers as one run of bytes.
+func TestReceiverPieces(t *testing.T) {
+	whole := make([]byte, 100)
+	for i := range whole {
+		whole[i] = byte(i)
+	}
+	for _, cuts := range [][]int{{100}, {1, 100}, {40, 41, 90, 100}, {0, 50, 50, 100}} {
+		mk := func() pieces {
+			var d pieces
+			at := 0
+			for i, c := range cuts {
+				if i == 0 {
+					d.p = whole[:c]
+				} else {
+					d.more = append(d.more, whole[at:c])
+				}
+				at = c
+			}
+			return d
+		}
+		d := mk()
+		if d.len() != len(whole) {
+			t.Fatalf("%v: len %d", cuts, d.len())
+		}
+		d.skip(7)
+		got := make([]byte, 0, 100)
+		for buf := make([]byte, 13); ; {
+			k := d.copyTo(buf)
+			got = append(got, buf[:k]...)
+			if k < len(buf) {
+				break
+			}
+		}
+		if !bytes.Equal(got, whole[7:]) || d.len() != 0 {
+			t.Fatalf("%v: after skip(7) and copies: %d bytes, %d left", cuts, len(got), d.len())
+		}
+		d = mk()
+		d.skip(200)
+		if d.len() != 0 {
+			t.Fatalf("%v: skip past the end left %d", cuts, d.len())
+		}
+	}
+}

@@ -86,8 +86,8 @@ type XDPLink struct {
 	unresolved map[netip.Addr]unresolvedPeer
 	waitWindow time.Duration
 	waited     time.Duration
-	descs      [64]xdp.Desc // received, being handed to fn
-	joined     []byte       // a multi-buffer frame's pieces, joined to parse
+	descs      [64]xdp.Desc                // received, being handed to fn
+	more       [xdp.MaxPacketFrames][]byte // a multi-buffer frame's pieces after the first
 	parsed     frame.Parsed
 	icmp       frame.Unreach
 	unreach    func(peer netip.Addr, quoted []byte)
@@ -253,7 +253,6 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 		// One UMEM frame per packet, whatever the interface allows.
 		l.mtu = min(l.mtu, l.qs[0].q.RxFrameLen()-frame.HeaderLen)
 	}
-	l.joined = make([]byte, 0, l.mtu+frame.HeaderLen+4)
 	if len(l.qs) > 1 {
 		qs := make([]*xdp.Queue, len(l.qs))
 		for i, lq := range l.qs {
@@ -547,7 +546,7 @@ func (lq *linkQueue) flush() error {
 // dropped.
 // With several queues it drains them in turn, starting one further each
 // call, so that no queue waits behind a busy one.
-func (l *XDPLink) Receive(max int, fn func(peer netip.Addr, payload []byte)) int {
+func (l *XDPLink) Receive(max int, fn func(peer netip.Addr, payload []byte, more [][]byte)) int {
 	if len(l.qs) == 1 {
 		return l.receive(l.qs[0], 0, max, fn)
 	}
@@ -564,7 +563,7 @@ func (l *XDPLink) Receive(max int, fn func(peer netip.Addr, payload []byte)) int
 }
 
 // receive is Receive on queue qi.
-func (l *XDPLink) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, payload []byte)) int {
+func (l *XDPLink) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, payload []byte, more [][]byte)) int {
 	q := lq.q
 	got := 0
 	for got < max {
@@ -578,14 +577,16 @@ func (l *XDPLink) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, p
 		for i := 0; i < n; packets++ {
 			d := l.descs[i]
 			data, k := q.Data(d), 1
-			if d.Options&xdp.PktContd != 0 {
-				// Joined to parse as one frame; a packet longer
-				// than the link's frames is cut short and fails to.
-				var m int
-				m, k = q.ReadPacket(l.joined[:cap(l.joined)], l.descs[i:n])
-				data = l.joined[:m]
+			var more [][]byte
+			var err error
+			if d.Options&xdp.PktContd == 0 {
+				err = frame.Parse(data, &l.parsed)
+			} else {
+				// A multi-buffer frame: its headers in the first
+				// buffer, its payload handed on in pieces.
+				k, more, err = l.pieces(q, l.descs[i:n])
 			}
-			switch err := frame.Parse(data, &l.parsed); {
+			switch {
 			case err == frame.ErrNotUDP:
 				if l.unreachable(data) {
 					got++
@@ -603,7 +604,7 @@ func (l *XDPLink) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, p
 					k, h := flowOf(l.parsed.Flow.Src.IP, l.parsed.Payload, true)
 					l.flows.put(k, h, uint8(qi))
 				}
-				fn(l.parsed.Flow.Src.IP, l.parsed.Payload)
+				fn(l.parsed.Flow.Src.IP, l.parsed.Payload, more)
 				got++
 			}
 			q.ReleasePacket(l.descs[i : i+k])
@@ -617,6 +618,36 @@ func (l *XDPLink) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, p
 	}
 	q.Refill()
 	return got
+}
+
+// pieces parses the multi-buffer frame whose chain begins descs into
+// l.parsed, whose Payload is then the payload's part in the first buffer,
+// and returns the chain's length and the payload's other pieces, valid
+// until the frames are released.
+func (l *XDPLink) pieces(q *xdp.Queue, descs []xdp.Desc) (k int, more [][]byte, err error) {
+	frameLen := 0
+	for k = 1; ; k++ {
+		d := descs[k-1]
+		frameLen += int(d.Len)
+		if d.Options&xdp.PktContd == 0 || k == len(descs) {
+			break
+		}
+	}
+	plen, err := frame.ParseHead(q.Data(descs[0]), frameLen, &l.parsed)
+	if err != nil {
+		return k, nil, err
+	}
+	if k-1 > len(l.more) {
+		return k, nil, frame.ErrShort // more buffers than a packet takes
+	}
+	more = l.more[:0]
+	for left, i := plen-len(l.parsed.Payload), 1; left > 0 && i < k; i++ {
+		p := q.Data(descs[i])
+		p = p[:min(len(p), left)]
+		more = append(more, p)
+		left -= len(p)
+	}
+	return k, more, nil
 }
 
 // Wait blocks until a frame arrives on any queue, Wake is called, or

@@ -63,7 +63,7 @@ func TestXDPLinkDatagrams(t *testing.T) {
 				}
 				deadline := time.Now().Add(5 * time.Second)
 				for want <= k {
-					to.Receive(64, func(peer netip.Addr, p []byte) {
+					to.Receive(64, func(peer netip.Addr, p []byte, _ [][]byte) {
 						exp := fmt.Appendf(nil, "datagram %d/%d %s", i, want, bytes.Repeat([]byte{byte(want)}, want%1400))
 						if peer != from.LocalAddr() || !bytes.Equal(p, exp) {
 							t.Fatalf("datagram %d from %v differs", want, peer)
@@ -141,7 +141,7 @@ func TestXDPLinkRefusesUnanswerable(t *testing.T) {
 		}
 	}
 	time.Sleep(20 * time.Millisecond)
-	if n := b.Receive(64, func(netip.Addr, []byte) {}); n != 0 {
+	if n := b.Receive(64, func(netip.Addr, []byte, [][]byte) {}); n != 0 {
 		t.Errorf("B received %d datagrams", n)
 	}
 }

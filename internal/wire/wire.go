@@ -224,12 +224,23 @@ func AppendDatagram(dst []byte, h *Header, payload []byte) []byte {
 // of b. It checks the version, the opcode, every length and the checksum;
 // it never panics and never allocates.
 func (h *Header) Decode(b []byte) (payload []byte, err error) {
-	return h.decode(b, true)
+	return h.decode(b, nil, true)
 }
 
-// decode is Decode with the checksum check optional, so the fuzz target
-// can reach the parsing behind it.
-func (h *Header) decode(b []byte, verify bool) (payload []byte, err error) {
+// DecodePieces is Decode for a datagram held in pieces: b, which holds at
+// least the whole header, then more. The payload is its part in b, and
+// the pieces of more after it.
+func (h *Header) DecodePieces(b []byte, more [][]byte) (payload []byte, err error) {
+	return h.decode(b, more, true)
+}
+
+// decode is DecodePieces with the checksum check optional, so the fuzz
+// target can reach the parsing behind it.
+func (h *Header) decode(b []byte, more [][]byte, verify bool) (payload []byte, err error) {
+	total := len(b)
+	for _, m := range more {
+		total += len(m)
+	}
 	if len(b) < HeaderLen {
 		return nil, errShort
 	}
@@ -243,13 +254,16 @@ func (h *Header) decode(b []byte, verify bool) (payload []byte, err error) {
 	nsack := int(b[3])
 	plen := int(binary.BigEndian.Uint16(b[48:]))
 	hl := HeaderLen + SACKLen*nsack
-	if nsack > MaxSACK || len(b) != hl+plen {
+	if nsack > MaxSACK || total != hl+plen || len(b) < hl {
 		return nil, errLength
 	}
 	if b[51] != 0 {
 		return nil, errReserved
 	}
 	sum := crc32.Update(crc32.Update(crc32.Update(0, castagnoli, b[:4]), castagnoli, zero4[:]), castagnoli, b[8:])
+	for _, m := range more {
+		sum = crc32.Update(sum, castagnoli, m)
+	}
 	if verify && sum != binary.BigEndian.Uint32(b[4:]) {
 		return nil, ErrChecksum
 	}

@@ -446,7 +446,7 @@ func (l *Link) SetUnreachable(fn func(peer netip.Addr, quoted []byte)) { l.unrea
 
 // Receive hands up to max deliverable datagrams to fn, oldest first, and
 // port unreachables to the SetUnreachable function.
-func (l *Link) Receive(max int, fn func(peer netip.Addr, payload []byte)) int {
+func (l *Link) Receive(max int, fn func(peer netip.Addr, payload []byte, more [][]byte)) int {
 	n := l.net
 	n.mu.Lock()
 	now := n.nowLocked()
@@ -463,7 +463,7 @@ func (l *Link) Receive(max int, fn func(peer netip.Addr, payload []byte)) int {
 	for i := range l.rx {
 		switch p := &l.rx[i]; {
 		case !p.icmp:
-			fn(p.from, p.buf)
+			fn(p.from, p.buf, nil)
 		case l.unreach != nil:
 			l.unreach(p.from, p.buf)
 		}

@@ -28,7 +28,7 @@ func newPair(t testing.TB, seed uint64) (*Network, *Link, *Link) {
 // drain receives everything deliverable at l and returns the payloads'
 // first bytes.
 func drain(l *Link) (got []byte, from []netip.Addr) {
-	for l.Receive(64, func(peer netip.Addr, p []byte) {
+	for l.Receive(64, func(peer netip.Addr, p []byte, _ [][]byte) {
 		got = append(got, p[0])
 		from = append(from, peer)
 	}) > 0 {
