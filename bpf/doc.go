@@ -149,6 +149,28 @@
 // package's attach path; chaining the two programs with a tail call would
 // need the same attach-path changes.
 //
+// # Duplication and reordering
+//
+// XDP can neither copy a frame nor hold one back, so sdx_disorder
+// (disorder.c, Disorder) is a TC program, attached through a bpf_link at
+// tcx egress (Linux 6.6, MinKernelTCX) of a hop's port, where it judges
+// what leaves toward the host behind that port. It parses as sdx_fault
+// does (pulling a multi-buffer frame's headers into the linear area
+// first) and gives each eligible frame one seeded draw, from the same
+// per-CPU splitmix64 generators: the high half duplicates the frame with
+// DupRate, by bpf_clone_redirect to the same port, and the low half
+// delays it with DelayRate, by setting skb->priority to DelayClass. The
+// copy runs the program again on its way out; the program marks the frame
+// (skb->mark) just before cloning and restores the mark right after, so the
+// copy alone carries the mark and passes once, unmarked (Clones). The delay
+// is the port's qdisc's work: internal/testbed.Hop.AddDelayClass gives the
+// port an htb root whose class 1:2 sends at a rate that holds a full frame
+// back for a set time, while every other frame takes htb's unshaped direct
+// queue and overtakes it (htb_classify picks a class by skb->priority). The
+// kernel these tests run on has no netem and no fq, so neither a per-frame
+// delay nor departure times are available; htb is. TestDisorderOnHop
+// counts, at the receiver, the copies and the frames overtaken.
+//
 // # Frags
 //
 // Both programs are frags-aware: their sections are "xdp.frags", so they

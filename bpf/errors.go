@@ -17,8 +17,14 @@ const MinKernel = "5.9"
 // MTUs above a page.
 const MinKernelFrags = "5.18"
 
+// MinKernelTCX is the first release that attaches TC programs through a
+// bpf_link at tcx hooks (BPF_TCX_EGRESS), which Disorder.AttachEgress
+// uses. Only the test tooling needs it.
+const MinKernelTCX = "6.6"
+
 var (
-	// ErrClosed is returned by the methods of a closed Steer or Fault.
+	// ErrClosed is returned by the methods of a closed Steer, Fault or
+	// Disorder.
 	ErrClosed = errors.New("closed")
 	// ErrQueueRange is returned for a queue index outside [0, MaxQueues).
 	ErrQueueRange = errors.New("queue index out of range")

@@ -5,7 +5,7 @@
  * committed objects do not change with the installed linux-libc-dev.
  * Values and layouts are those of <linux/types.h>, <linux/bpf.h>,
  * <linux/if_ether.h>, <linux/if_vlan.h>, <linux/ip.h>, <linux/in.h>,
- * <linux/udp.h> and <linux/icmp.h>; they are kernel ABI and never change.
+ * <linux/udp.h>, <linux/icmp.h> and <linux/pkt_cls.h>; they are kernel ABI and never change.
  *
  * The IPv4 version/IHL byte is one plain byte (ver_ihl) rather than the
  * kernel's endian-dependent bitfields.
@@ -34,6 +34,7 @@ typedef __u32 __wsum;
 /* <linux/bpf.h> */
 enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_XSKMAP = 17,
 };
@@ -55,6 +56,33 @@ struct xdp_md {
 	__u32 rx_queue_index;
 	__u32 egress_ifindex;
 };
+
+/*
+ * The context of a TC program, as far as data_end: the verifier checks
+ * each access by its offset, so a prefix of the layout is enough.
+ */
+struct __sk_buff {
+	__u32 len;
+	__u32 pkt_type;
+	__u32 mark;
+	__u32 queue_mapping;
+	__u32 protocol;
+	__u32 vlan_present;
+	__u32 vlan_tci;
+	__u32 vlan_proto;
+	__u32 priority;
+	__u32 ingress_ifindex;
+	__u32 ifindex;
+	__u32 tc_index;
+	__u32 cb[5];
+	__u32 hash;
+	__u32 tc_classid;
+	__u32 data;
+	__u32 data_end;
+};
+
+/* <linux/pkt_cls.h> */
+#define TC_ACT_OK 0
 
 /* <linux/if_ether.h> */
 #define ETH_ALEN 6

@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/sdx-project/sdx/internal/sys"
 )
@@ -36,6 +37,7 @@ type Hop struct {
 	RC     Host // the hop's port facing C; zero without HopOptions.Third
 	R      string
 	Prefix netip.Prefix
+	MTU    int // of every veth end and the bridge
 	closed atomic.Bool
 }
 
@@ -61,6 +63,10 @@ func CreateHop(o HopOptions) (_ *Hop, err error) {
 		B:      Host{NS: base + "-b", If: "b", Addr: addr(2)},
 		R:      base + "-r",
 		Prefix: netip.PrefixFrom(addr(0), 24),
+		MTU:    1500,
+	}
+	if o.MTU != 0 {
+		h.MTU = o.MTU
 	}
 	h.RA = Host{NS: h.R, If: "ra"}
 	h.RB = Host{NS: h.R, If: "rb"}
@@ -159,6 +165,40 @@ func (h *Hop) SetHub(on bool) error {
 	}
 	if on {
 		return IP("-n", h.R, "link", "set", "dev", "hop", "type", "bridge", "fdb_flush")
+	}
+	return nil
+}
+
+// DelayClass is the handle (1:2) of the slow class AddDelayClass builds:
+// a frame whose skb->priority is DelayClass waits in it.
+const DelayClass = 1<<16 | 2
+
+// AddDelayClass gives the hop's port p (RA, RB or RC) an htb root qdisc
+// whose one leaf class, DelayClass, sends at a rate that holds a frame of
+// the hop's MTU back for about delay; every other frame takes htb's direct
+// queue, unshaped, and overtakes the frames waiting in the class. htb
+// picks the class by skb->priority (htb_classify), which bpf's
+// sdx_disorder sets, at the port's tcx egress, for the frames it delays.
+// Frames that arrive faster than the class's rate queue behind each other,
+// up to 1000, and the next is dropped. The qdisc goes with the namespace.
+func (h *Hop) AddDelayClass(p *Host, delay time.Duration) error {
+	if p.NS != h.R || delay <= 0 {
+		return fmt.Errorf("hop delay class: %s in %s, delay %v: want a port of the hop and a positive delay", p.If, p.NS, delay)
+	}
+	bits := int64(h.MTU+14) * 8
+	rate := max(bits*int64(time.Second)/int64(delay), 8000)
+	for _, c := range [][]string{
+		// No default class: whatever priority names no class goes direct.
+		// veth's queue length is 0, which would cap the direct queue at 2.
+		{"qdisc", "add", "dev", p.If, "root", "handle", "1:", "htb", "direct_qlen", "1000"},
+		// A burst of one small frame: a full one always waits.
+		{"class", "add", "dev", p.If, "parent", "1:", "classid", "1:2", "htb",
+			"rate", fmt.Sprintf("%dbit", rate), "burst", "64b", "cburst", "64b"},
+		{"qdisc", "add", "dev", p.If, "parent", "1:2", "handle", "2:", "pfifo", "limit", "1000"},
+	} {
+		if err := TC(append([]string{"-n", h.R}, c...)...); err != nil {
+			return fmt.Errorf("hop delay class: %w", err)
+		}
 	}
 	return nil
 }

@@ -197,12 +197,17 @@ func (b *Bed) Neighbours() error {
 }
 
 // IP runs the ip(8) command with args.
-func IP(args ...string) error {
+func IP(args ...string) error { return run("ip", args...) }
+
+// TC runs the tc(8) command with args.
+func TC(args ...string) error { return run("tc", args...) }
+
+func run(name string, args ...string) error {
 	var stderr bytes.Buffer
-	cmd := exec.Command("ip", args...)
+	cmd := exec.Command(name, args...)
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return nil
 }
