@@ -290,7 +290,8 @@ func TestDisorderOnHop(t *testing.T) {
 	}
 	t.Logf("%d datagrams: counters %+v; B got %d (%d distinct, %d twice, %d overtaken); htb delay class sent %d, over its rate %d times",
 		n, st, len(got), len(seen), twice, late, sent-sent0, over)
-	if st.Eligible != n || st.Judged != n || st.Clones != st.Duplicated || st.DupFailed != 0 || st.Seen != st.Judged+st.Clones {
+	// Judged counts the hop's other frames too (neighbour discovery, say).
+	if st.Eligible != n || st.Judged < n || st.Clones != st.Duplicated || st.DupFailed != 0 || st.Seen != st.Judged+st.Clones {
 		t.Errorf("counters %+v: want %d eligible, every copy made and passed once", st, n)
 	}
 	if !within5Sigma(st.Duplicated, n, 0.1) || !within5Sigma(st.Delayed, n, 0.1) {

@@ -145,7 +145,7 @@ type engineStats struct {
 	dropMalformed, dropChecksum, dropBadToken           atomic.Uint64
 	dropUnknownConn, dropOutOfWindow, dropDuplicate     atomic.Uint64
 	dropNoBuffer, dropBadAck, dropBadCookie             atomic.Uint64
-	reneged, recvDirect                                 atomic.Uint64
+	reneged, recvDirect, oooIn                          atomic.Uint64
 	deadPeers, sendErrors, tooBig                       atomic.Uint64
 	unreachIn, dropUnreach                              atomic.Uint64
 	endpoints, halfOpen                                 atomic.Int64 // gauges

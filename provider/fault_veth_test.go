@@ -567,3 +567,83 @@ func TestFaultJumboTransfer(t *testing.T) {
 		})
 	}
 }
+
+// TestFaultDisorderTransfer moves streams through a hop that duplicates
+// and delays sdx frames (bpf's sdx_disorder at both ports' egress, an htb
+// class holding the delayed ones back while later frames overtake them),
+// at MTU 1500 and at 9000, where every full segment is a multi-buffer
+// packet: first with duplication and reordering alone, so that every
+// segment B finds beyond a hole was overtaken, then with loss as well.
+// Every byte arrives in order, the duplicates are dropped as such, and
+// the providers' buffers are all back at the end.
+func TestFaultDisorderTransfer(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	for i, mtu := range []int{1500, 9000} {
+		t.Run(fmt.Sprint(mtu), func(t *testing.T) {
+			hp := newHopPair(t, testbed.HopOptions{Subnet: uint8(38 + i), MTU: mtu}, Config{})
+			d, err := bpf.LoadDisorder()
+			if err != nil {
+				t.Fatalf("load disorder: %v", err)
+			}
+			t.Cleanup(func() { d.Close() })
+			for _, port := range []*testbed.Host{&hp.hop.RA, &hp.hop.RB} {
+				if err := hp.hop.AddDelayClass(port, 100*time.Microsecond); err != nil {
+					t.Fatal(err)
+				}
+				var l link.Link
+				if err := port.Do(func() (err error) {
+					l, err = d.AttachEgress(port.Index)
+					return err
+				}); err != nil {
+					t.Fatalf("attach disorder to %s: %v", port.If, err)
+				}
+				t.Cleanup(func() { l.Close() })
+			}
+			ln := hp.listen(t, 4)
+			size := lossCases()[0].size / 32 // 8 MiB, 1 MiB with -race
+			for j, loss := range []float64{0, 0.01} {
+				if err := d.Configure(bpf.DisorderConfig{Port: DefaultUDPPort, DupRate: 0.02, DelayRate: 0.02,
+					DelayClass: testbed.DelayClass, Seed: uint64(10*i + j)}); err != nil {
+					t.Fatal(err)
+				}
+				hp.configure(t, bpf.FaultConfig{DropRate: loss, Seed: uint64(20*i + j)})
+				d0, err := d.Stats()
+				if err != nil {
+					t.Fatal(err)
+				}
+				f0, b0 := hp.faultStats(t), hp.b.Stats()
+				s, r := hp.connectPair(t, ln)
+				res, err := sendStream(hp.a, hp.b, s, r, uint64(j+1), size)
+				hp.a.CloseSocket(s)
+				hp.b.CloseSocket(r)
+				if err != nil {
+					t.Fatalf("%d MiB, %v loss: %v", size>>20, loss, err)
+				}
+				d1, err := d.Stats()
+				if err != nil {
+					t.Fatal(err)
+				}
+				f, b := subFault(hp.faultStats(t), f0), hp.b.Stats()
+				dup, delayed := d1.Duplicated-d0.Duplicated, d1.Delayed-d0.Delayed
+				t.Logf("%d MiB at MTU %d, %v loss: %v; hop duplicated %d, delayed %d, dropped %d; B: %d duplicates dropped, %d segments beyond a hole",
+					size>>20, mtu, loss, res.elapsed.Round(time.Millisecond), dup, delayed, f.Dropped,
+					b.Drops.Duplicate-b0.Drops.Duplicate, b.OutOfOrder-b0.OutOfOrder)
+				if dup == 0 || delayed == 0 || d1.DupFailed != d0.DupFailed || b.Drops.Duplicate == b0.Drops.Duplicate {
+					t.Errorf("duplicated %d, delayed %d, copies refused %d, B dropped %d duplicates: the disorder did not happen",
+						dup, delayed, d1.DupFailed-d0.DupFailed, b.Drops.Duplicate-b0.Drops.Duplicate)
+				}
+				if loss == 0 && (b.OutOfOrder == b0.OutOfOrder || f.Dropped != 0) {
+					t.Errorf("without loss: %d segments beyond a hole, %d dropped: nothing was overtaken", b.OutOfOrder-b0.OutOfOrder, f.Dropped)
+				}
+				if loss > 0 && f.Dropped == 0 {
+					t.Errorf("the hop dropped nothing at %v loss", loss)
+				}
+			}
+			hp.configure(t, bpf.FaultConfig{})
+			if err := d.Configure(bpf.DisorderConfig{Port: DefaultUDPPort}); err != nil {
+				t.Fatal(err)
+			}
+			checkQuiet(t, hp.a, hp.b)
+		})
+	}
+}

@@ -276,6 +276,7 @@ func (e *engine) onData(ep *endpoint, seq uint64, p pieces, req bool) {
 		return
 	}
 	// Beyond a hole.
+	e.st.oooIn.Add(1)
 	i, dup := ep.oooPlace(seq, n)
 	if dup {
 		e.st.dropDuplicate.Add(1)

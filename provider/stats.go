@@ -50,6 +50,9 @@ type Stats struct {
 	// the buffer of a receive that was waiting for them, with no stop in
 	// the provider's buffers.
 	RecvDirect uint64
+	// OutOfOrder counts data segments that arrived beyond a hole: after a
+	// loss, or overtaken on the way.
+	OutOfOrder uint64
 	SendErrors uint64 // Link.Send errors other than ENOBUFS
 	// TooBig counts connections failed with EMSGSIZE: their full-size
 	// segments never reached the peer while smaller frames did.
@@ -154,6 +157,7 @@ func (p *Provider) Stats() Stats {
 		DeadPeers:         st.deadPeers.Load(),
 		Reneged:           st.reneged.Load(),
 		RecvDirect:        st.recvDirect.Load(),
+		OutOfOrder:        st.oooIn.Load(),
 		SendErrors:        st.sendErrors.Load(),
 		TooBig:            st.tooBig.Load(),
 		Unreachables:      st.unreachIn.Load(),
