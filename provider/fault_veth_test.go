@@ -587,7 +587,7 @@ func TestFaultDisorderTransfer(t *testing.T) {
 			}
 			t.Cleanup(func() { d.Close() })
 			for _, port := range []*testbed.Host{&hp.hop.RA, &hp.hop.RB} {
-				if err := hp.hop.AddDelayClass(port, 100*time.Microsecond); err != nil {
+				if err := hp.hop.AddDelayClass(port, 300*time.Microsecond); err != nil {
 					t.Fatal(err)
 				}
 				var l link.Link
@@ -600,9 +600,11 @@ func TestFaultDisorderTransfer(t *testing.T) {
 				t.Cleanup(func() { l.Close() })
 			}
 			ln := hp.listen(t, 4)
-			size := lossCases()[0].size / 32 // 8 MiB, 1 MiB with -race
+			// Enough segments, also under -race, that some delayed one
+			// is overtaken while it waits.
+			const size = 8 << 20
 			for j, loss := range []float64{0, 0.01} {
-				if err := d.Configure(bpf.DisorderConfig{Port: DefaultUDPPort, DupRate: 0.02, DelayRate: 0.02,
+				if err := d.Configure(bpf.DisorderConfig{Port: DefaultUDPPort, DupRate: 0.02, DelayRate: 0.05,
 					DelayClass: testbed.DelayClass, Seed: uint64(10*i + j)}); err != nil {
 					t.Fatal(err)
 				}
