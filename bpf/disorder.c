@@ -17,12 +17,9 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "sdx_parse.h"
+#include "sdx_draw.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
-
-// The offset of the opcode in the sdx header, from the start of the UDP
-// payload (docs/PROTOCOL.md, "sdx header").
-#define SDX_OPCODE_OFF 1
 
 // The most a parse reads from the start of a frame: Ethernet, one VLAN
 // tag, IPv4 with options, UDP and the opcode.
@@ -53,18 +50,6 @@ struct {
 	__type(value, struct config);
 } settings SEC(".maps");
 
-// The generator of one CPU: a splitmix64 state, seeded from Go.
-struct rng_state {
-	__u64 state;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct rng_state);
-} rng SEC(".maps");
-
 // Counters of sdx_disorder, one set per CPU. Every run adds one to seen
 // and to exactly one of clones and judged; a judged frame that is eligible
 // adds one to eligible, and then to duplicated or dup_failed if its draw
@@ -86,16 +71,6 @@ struct {
 	__type(value, struct counters);
 } stats SEC(".maps");
 
-// splitmix64 is fault.c's generator (disorder.go's tests replay it with
-// the Go copy in fault.go).
-static __always_inline __u64 splitmix64(__u64 *state)
-{
-	__u64 z = (*state += 0x9e3779b97f4a7c15ULL);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
 // eligible reports whether skb is an sdx frame to port whose opcode is in
 // the mask (0: every sdx frame to port), by sdx_steer's parse. A frame of
 // several buffers may have only part of its headers in the linear area,
@@ -108,22 +83,7 @@ static __always_inline int eligible(struct __sk_buff *skb, __u16 port, __u32 mas
 	if (skb->data_end - skb->data < SDX_HEAD_MAX && skb->data_end - skb->data < len)
 		bpf_skb_pull_data(skb, len < SDX_HEAD_MAX ? len : SDX_HEAD_MAX);
 
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct udphdr *udp;
-	__u32 udp_len;
-	if (sdx_classify(data, data_end, len, port, &udp, &udp_len) != SDX_CLASS_SDX)
-		return 0;
-
-	if (mask == 0)
-		return 1;
-	// A datagram too short to hold an opcode has none to choose.
-	__u8 *op = (__u8 *)(udp + 1) + SDX_OPCODE_OFF;
-	if ((void *)(op + 1) > data_end || udp_len < sizeof(*udp) + SDX_OPCODE_OFF + 1)
-		return 0;
-	if (*op >= 32)
-		return 0;
-	return (mask >> *op) & 1;
+	return sdx_chosen((void *)(long)skb->data, (void *)(long)skb->data_end, len, port, mask);
 }
 
 SEC("tc")
