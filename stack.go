@@ -64,8 +64,8 @@ type Config struct {
 	// multi-buffer packets (AF_XDP's XDP_USE_SG), which the stack
 	// otherwise uses where the interface's MTU exceeds what a UMEM frame
 	// receives (Linux 6.6 and a frags-aware XDP program). Datagrams are
-	// then at most 3798 bytes (1734 below an MTU of 1779), whatever the
-	// MTU; Provider().Stats().Link says which applies and why.
+	// then at most 3798 bytes (what a 4 KiB UMEM frame receives), whatever
+	// the MTU; Provider().Stats().Link says which applies and why.
 	SingleBuffer bool
 	// Addr is the one IPv4 address of Interface the stack serves (default:
 	// the interface's first, as `ip -4 address show` lists them). sdx
