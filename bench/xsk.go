@@ -232,16 +232,10 @@ func (c *xskConn) dropTx(i int) {
 }
 
 // packet parses the headers of the packet whose chain begins at c.rx[i]
-// into c.parsed and returns the chain's length and the payload's.
-func (c *xskConn) packet(i int) (k, plen int, err error) {
-	n := 0
-	for k = 1; ; k++ {
-		d := c.rx[i+k-1]
-		n += int(d.Len)
-		if d.Options&xdp.PktContd == 0 {
-			break
-		}
-	}
+// (and ends before c.rx[end]) into c.parsed and returns the chain's length
+// and the payload's.
+func (c *xskConn) packet(i, end int) (k, plen int, err error) {
+	k, n := xdp.Chain(c.rx[i:end])
 	plen, err = frame.ParseHead(c.q.Data(c.rx[i]), n, &c.parsed)
 	return k, plen, err
 }
@@ -253,7 +247,7 @@ func (c *xskConn) RecvUntil(p []byte, t time.Time) (int, error) {
 	for {
 		for c.nxt < c.nrx {
 			i := c.nxt
-			k, plen, err := c.packet(i)
+			k, plen, err := c.packet(i, c.nrx)
 			c.nxt += k
 			n := copy(p, c.parsed.Payload)
 			for _, d := range c.rx[i+1 : i+k] {
@@ -291,7 +285,7 @@ func (c *xskConn) Echo() error {
 		}
 		out := 0
 		for i := 0; i < n; {
-			k, plen, err := c.packet(i)
+			k, plen, err := c.packet(i, n)
 			if err != nil {
 				c.q.ReleasePacket(c.rx[i : i+k])
 				i += k

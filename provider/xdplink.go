@@ -353,46 +353,8 @@ func (l *XDPLink) Send(peer netip.Addr, payload []byte) error {
 	}
 	k, h := flowOf(peer, payload, false)
 	lq := l.txQueue(k, h)
-	if lq.ntx == len(lq.txq) {
-		if err := l.Flush(); err != nil {
-			return err
-		}
-	}
-	q := lq.q
-	n := frame.HeaderLen + len(payload)
-	if n > q.FrameSize() {
-		return l.sendFrames(lq, peer, mac, h, payload)
-	}
-	f, ok := q.Alloc()
-	if !ok {
-		q.Complete()
-		if f, ok = q.Alloc(); !ok {
-			l.stats.NoFrames++
-			return ErrNoBufs
-		}
-	}
-	buf := q.Frame(f)
-	l.encode(buf, peer, mac, h, len(payload))
-	copy(buf[frame.HeaderLen:], payload)
-	lq.txq[lq.ntx] = xdp.Desc{Addr: q.Addr(f), Len: uint32(n)}
-	lq.ntx++
-	lq.tx.Add(1)
-	l.stats.Sent++
-	return nil
-}
-
-// encode writes the headers of a frame to peer at mac, flow hash h, with
-// payloadLen bytes of payload into b[:frame.HeaderLen].
-func (l *XDPLink) encode(b []byte, peer netip.Addr, mac [6]byte, h uint32, payloadLen int) {
-	flow := frame.Flow{Src: l.local, Dst: frame.Endpoint{MAC: mac, IP: peer, Port: l.cfg.Port}}
-	flow.Src.Port = SrcPortMin + uint16(h%SrcPorts)
-	l.ipID++
-	flow.Encode(b, payloadLen, l.ipID)
-}
-
-// sendFrames is Send for a frame longer than a UMEM frame: a multi-buffer
-// packet of as many UMEM frames as it takes, queued whole or not at all.
-func (l *XDPLink) sendFrames(lq *linkQueue, peer netip.Addr, mac [6]byte, h uint32, payload []byte) error {
+	// A frame longer than a UMEM frame is a multi-buffer packet, queued
+	// whole or not at all; most are a chain of one.
 	q := lq.q
 	n := frame.HeaderLen + len(payload)
 	if nf := (n + q.FrameSize() - 1) / q.FrameSize(); lq.ntx+nf > len(lq.txq) {
@@ -418,6 +380,15 @@ func (l *XDPLink) sendFrames(lq *linkQueue, peer netip.Addr, mac [6]byte, h uint
 	lq.tx.Add(uint64(len(chain)))
 	l.stats.Sent++
 	return nil
+}
+
+// encode writes the headers of a frame to peer at mac, flow hash h, with
+// payloadLen bytes of payload into b[:frame.HeaderLen].
+func (l *XDPLink) encode(b []byte, peer netip.Addr, mac [6]byte, h uint32, payloadLen int) {
+	flow := frame.Flow{Src: l.local, Dst: frame.Endpoint{MAC: mac, IP: peer, Port: l.cfg.Port}}
+	flow.Src.Port = SrcPortMin + uint16(h%SrcPorts)
+	l.ipID++
+	flow.Encode(b, payloadLen, l.ipID)
 }
 
 // txQueue picks the queue flow k (hash h) goes out on: the one its frames
@@ -625,14 +596,7 @@ func (l *XDPLink) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, p
 // and returns the chain's length and the payload's other pieces, valid
 // until the frames are released.
 func (l *XDPLink) pieces(q *xdp.Queue, descs []xdp.Desc) (k int, more [][]byte, err error) {
-	frameLen := 0
-	for k = 1; ; k++ {
-		d := descs[k-1]
-		frameLen += int(d.Len)
-		if d.Options&xdp.PktContd == 0 || k == len(descs) {
-			break
-		}
-	}
+	k, frameLen := xdp.Chain(descs)
 	plen, err := frame.ParseHead(q.Data(descs[0]), frameLen, &l.parsed)
 	if err != nil {
 		return k, nil, err

@@ -46,6 +46,18 @@ func (q *Queue) WritePacket(chain []Desc, off int, p []byte) int {
 	return n
 }
 
+// Chain returns the length of the chain that begins descs, in descriptors
+// and in bytes; a chain that descs cuts short ends with descs.
+func Chain(descs []Desc) (k, n int) {
+	for i, d := range descs {
+		n += int(d.Len)
+		if d.Options&PktContd == 0 {
+			return i + 1, n
+		}
+	}
+	return len(descs), n
+}
+
 // ReadPacket copies the packet whose chain begins descs into dst, as much
 // as fits, and returns the bytes copied and the descriptors the chain
 // takes.
