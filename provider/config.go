@@ -180,7 +180,13 @@ func (c *Config) setDefaults() {
 	def(&c.RecvBuffer, d.RecvBuffer)
 	if c.Buffers == 0 && c.Link != nil && c.Link.MTU() > wire.HeaderLen {
 		mtu := c.Link.MTU()
-		c.Buffers = max(min(d.Buffers, DefaultBufferPool/mtu), c.minBuffers(mtu))
+		c.Buffers = c.defaultBuffers(mtu)
+		if l, ok := c.Link.(lender); ok {
+			// All that the link lends: it lent the default pool at the
+			// interface's MTU, more buffers where the link's is lower.
+			_, _, _, n := l.lent()
+			c.Buffers = max(c.Buffers, min(n, MaxBufferPool/mtu))
+		}
 	}
 	def(&c.MaxOps, 16384)
 	def(&c.SubmitQueue, 4096)
@@ -236,6 +242,20 @@ func (c *Config) validate() error {
 		return configErr("Config.Buffers %d cannot hold one connection's buffers twice over (%d at MTU %d): raise Buffers or lower SendBuffer/RecvBuffer", c.Buffers, need, mtu)
 	}
 	return nil
+}
+
+// defaultBuffers is the default Buffers at mtu: the default engine's,
+// within DefaultBufferPool, and at least c.minBuffers.
+func (c *Config) defaultBuffers(mtu int) int {
+	return max(min(defaultEngineConfig().Buffers, DefaultBufferPool/mtu), c.minBuffers(mtu))
+}
+
+// defaultLent is defaultBuffers for a Config of default buffer sizes,
+// which an XDPLink lends when it is not told how many.
+func defaultLent(mtu int) int {
+	d := defaultEngineConfig()
+	c := Config{SendBuffer: d.SendBuffer, RecvBuffer: d.RecvBuffer}
+	return c.defaultBuffers(mtu)
 }
 
 // minBuffers is the smallest pool that holds one connection's send and

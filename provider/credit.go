@@ -49,7 +49,7 @@ func newCredit(pool *bufPool, mss int) credit {
 
 // sendHeld and recvHeld count the buffers of each half of the pool.
 func (c *credit) sendHeld() int {
-	return int(c.pool.count(placeSendQueued) + c.pool.count(placeInFlight))
+	return int(c.pool.count(placeSendQueued) + c.pool.count(placeInFlight) + c.pool.count(placeSending))
 }
 
 func (c *credit) recvHeld() int {

@@ -145,7 +145,7 @@ type engineStats struct {
 	dropMalformed, dropChecksum, dropBadToken           atomic.Uint64
 	dropUnknownConn, dropOutOfWindow, dropDuplicate     atomic.Uint64
 	dropNoBuffer, dropBadAck, dropBadCookie             atomic.Uint64
-	reneged, recvDirect, oooIn                          atomic.Uint64
+	reneged, recvDirect, oooIn, inPlace                 atomic.Uint64
 	deadPeers, sendErrors, tooBig                       atomic.Uint64
 	unreachIn, dropUnreach                              atomic.Uint64
 	endpoints, halfOpen                                 atomic.Int64 // gauges
@@ -192,6 +192,15 @@ type engine struct {
 	inputFn     func(netip.Addr, []byte, [][]byte)
 	cookies     *cookieMAC
 
+	// A link that lends the pool its memory (see lender): segments are
+	// sent in place. rtx holds a copy to retransmit while the link still
+	// sends the previous transmission; lentFreed says that the link gave
+	// back a buffer nobody needs any more, and who waits for one is due
+	// a wake.
+	lender    lender
+	rtx       []byte
+	lentFreed bool
+
 	st engineStats
 }
 
@@ -209,13 +218,22 @@ func newEngine(link Link, cfg engineConfig, seed [32]byte) (*engine, error) {
 		rng:      rand.New(rand.NewChaCha8(seed)),
 		mtu:      mtu,
 		mss:      mtu - wire.HeaderLen,
-		credit:   newCredit(newBufPool(cfg.Buffers, mtu), mtu-wire.HeaderLen),
 		eps:      make([]*endpoint, 0, 64),
 		ports:    make(map[uint16]*endpoint),
 		children: make(map[connKey]*endpoint),
 		quiet:    make(map[connKey]int64),
 		ctl:      make([]byte, wire.HeaderLen+wire.SACKLen*wire.MaxSACK),
 	}
+	pool := newBufPool(cfg.Buffers, mtu)
+	if l, ok := link.(lender); ok {
+		if mem, stride, head, n := l.lent(); n > 0 && stride-head >= mtu {
+			pool = newBufPoolLent(cfg.Buffers, mtu, mem, stride, head, n)
+			e.lender = l
+			e.rtx = make([]byte, mtu)
+			l.setLentDone(e.lentDone)
+		}
+	}
+	e.credit = newCredit(pool, mtu-wire.HeaderLen)
 	e.inputFn = e.inputPieces
 	link.SetUnreachable(e.unreachable)
 	var key [16]byte
@@ -603,13 +621,23 @@ func (ep *endpoint) Before(o *endpoint) bool { return ep.wakeAt < o.wakeAt }
 func (ep *endpoint) SetIndex(i int)          { ep.heapIdx = i }
 
 // nextTimer returns when the earliest timer is due, and false when none is
-// armed.
+// armed. While the link sends from lent buffers it is at most reapEvery
+// away: nothing wakes a sleeping poller when the kernel is done with them.
 func (e *engine) nextTimer() (int64, bool) {
-	if e.timers.Len() == 0 {
-		return 0, false
+	var t int64
+	ok := e.timers.Len() > 0
+	if ok {
+		t = e.timers.Min().wakeAt
 	}
-	return e.timers.Min().wakeAt, true
+	if e.pool.nLinked > 0 && (!ok || t > e.now+int64(reapEvery)) {
+		t, ok = e.now+int64(reapEvery), true
+	}
+	return t, ok
 }
+
+// reapEvery bounds how long lent buffers the link is done with wait for
+// the poller to take them back.
+const reapEvery = 200 * time.Microsecond
 
 // ---- the poll step ----------------------------------------------------
 
@@ -623,8 +651,13 @@ func (e *engine) poll(now int64) bool {
 }
 
 // receive takes up to rxBatch datagrams from the link and processes them.
+// It takes back the lent buffers the link has sent first.
 func (e *engine) receive(now int64) int {
 	e.now = now
+	if e.pool.nLinked > 0 {
+		e.lender.reap()
+		e.wakeLent()
+	}
 	return e.link.Receive(rxBatch, e.inputFn)
 }
 
@@ -666,7 +699,31 @@ func (e *engine) flush() error {
 	e.unflushed = 0
 	err := e.link.Flush()
 	e.linkErr = err
+	e.wakeLent()
 	return err
+}
+
+// lentDone is the lender's call: the link no longer sends from lent
+// buffer i.
+func (e *engine) lentDone(i uint32) {
+	if e.pool.unlink(i) {
+		e.lentFreed = true
+	}
+}
+
+// wakeLent wakes writers and receivers waiting for a buffer when the link
+// gave one back.
+func (e *engine) wakeLent() {
+	if !e.lentFreed {
+		return
+	}
+	e.lentFreed = false
+	if len(e.starved) > 0 {
+		e.wakeWriters(0)
+	}
+	if len(e.rwait) > 0 {
+		e.wakeReceivers()
+	}
 }
 
 // ---- input ------------------------------------------------------------
@@ -1038,10 +1095,17 @@ func (e *engine) sendCtl(ep *endpoint, op wire.Opcode, reason wire.Reason) error
 // sendRaw hands a datagram to the link, flushing once if the link is out
 // of transmit slots. It reports false only in that case.
 func (e *engine) sendRaw(ep *endpoint, to netip.Addr, b []byte) bool {
-	err := e.link.Send(to, b)
+	return e.sendBuf(ep, to, b, noBuf)
+}
+
+// sendBuf is sendRaw for a datagram b in pool buffer buf: one the link
+// lent is sent in place, where the link can (see lender), and the link
+// then holds it until its transmission completes.
+func (e *engine) sendBuf(ep *endpoint, to netip.Addr, b []byte, buf uint32) bool {
+	err := e.linkSend(to, b, buf)
 	if errors.Is(err, ErrNoBufs) {
 		e.flush()
-		err = e.link.Send(to, b)
+		err = e.linkSend(to, b, buf)
 		if errors.Is(err, ErrNoBufs) {
 			return false
 		}
@@ -1056,6 +1120,22 @@ func (e *engine) sendRaw(ep *endpoint, to netip.Addr, b []byte) bool {
 		}
 	}
 	return true
+}
+
+// linkSend sends b, in place from lent buffer buf where it can.
+func (e *engine) linkSend(to netip.Addr, b []byte, buf uint32) error {
+	if buf == noBuf || !e.pool.inLent(buf) {
+		return e.link.Send(to, b)
+	}
+	err := e.lender.sendLent(to, buf, len(b))
+	switch {
+	case err == nil:
+		e.pool.link(buf)
+		e.st.inPlace.Add(1)
+	case errors.Is(err, errNotInPlace):
+		err = e.link.Send(to, b)
+	}
+	return err
 }
 
 // ---- timers -----------------------------------------------------------

@@ -33,10 +33,15 @@ type exhaustPair struct {
 
 func newExhaustPair(t testing.TB, subnet uint8, frames xdp.Config, cfg Config) *exhaustPair {
 	t.Helper()
+	return newExhaustPairLink(t, subnet, XDPLinkConfig{Frames: frames}, cfg)
+}
+
+func newExhaustPairLink(t testing.TB, subnet uint8, lc XDPLinkConfig, cfg Config) *exhaustPair {
+	t.Helper()
 	testutil.Privileged(t)
 	ep := &exhaustPair{bed: testbed.New(t, testbed.Options{Subnet: subnet})}
-	ep.a, ep.la = startOnFrames(t, &ep.bed.A, frames, cfg)
-	ep.b, ep.lb = startOnFrames(t, &ep.bed.B, frames, cfg)
+	ep.a, ep.la = startOnLink(t, &ep.bed.A, lc, cfg)
+	ep.b, ep.lb = startOnLink(t, &ep.bed.B, lc, cfg)
 	return ep
 }
 
@@ -92,11 +97,12 @@ func (ep *exhaustPair) endAndStats(t testing.TB) (XDPLinkStats, XDPLinkStats) {
 // (ENOBUFS from the link, which the provider takes as back-pressure), and
 // the receiver's fill ring runs dry (the kernel drops, the protocol
 // retransmits). Every byte arrives, and every frame is accounted for at
-// the end.
+// the end. The links lend no buffers: data sent in place takes no frame
+// of the pool, and the point is to run out of those.
 func TestExhaustUMEM(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	small := xdp.Config{NumFrames: 128, FillSize: 64, CompletionSize: 64, RxSize: 64, TxSize: 64}
-	ep := newExhaustPair(t, 60, small, Config{})
+	ep := newExhaustPairLink(t, 60, XDPLinkConfig{Frames: small, LendBuffers: -1}, Config{})
 	ln := ep.listen(t, 80, 4)
 	size := int64(64 << 20)
 	if testing.Short() || raceOn {

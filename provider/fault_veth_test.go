@@ -244,7 +244,7 @@ func checkQuiet(t testing.TB, ps ...*Provider) {
 	for _, p := range ps {
 		for {
 			st := p.Stats()
-			sum := st.BuffersFree + st.BuffersSendQueued + st.BuffersInFlight + st.BuffersOutOfOrder + st.BuffersRecvQueued
+			sum := st.BuffersFree + st.BuffersSendQueued + st.BuffersInFlight + st.BuffersOutOfOrder + st.BuffersRecvQueued + st.BuffersSending
 			if st.BuffersFree == st.Buffers && st.OpsInUse == 0 && sum == st.Buffers {
 				break
 			}

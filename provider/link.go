@@ -58,6 +58,26 @@ type Link interface {
 	Close() error
 }
 
+// lender is a Link that lends the engine memory it can send from in
+// place: the XDPLink's lent UMEM frames. The engine keeps its first
+// buffers there, so a segment goes out, and out again, from where the
+// writer's data was copied to, with no copy into a frame.
+type lender interface {
+	// lent returns the memory: n buffers, buffer i's datagram at
+	// mem[i*stride+head:], up to MTU bytes, with room for the link's
+	// headers in the head bytes before it.
+	lent() (mem []byte, stride, head, n int)
+	// sendLent is Send for the n-byte datagram in lent buffer i, in
+	// place. It returns errNotInPlace, having done nothing, when the
+	// frame must go out where the memory is not (another queue's): send
+	// a copy then. After a nil return the link sends from the buffer
+	// until it calls the function set with setLentDone.
+	sendLent(peer netip.Addr, i uint32, n int) error
+	setLentDone(fn func(i uint32))
+	// reap takes back what the kernel has sent, calling that function.
+	reap()
+}
+
 // DefaultUDPPort is the UDP port sdx frames go to unless the link is
 // configured otherwise. All sdx traffic on a link uses this one port;
 // stream ports live in the sdx header.

@@ -528,8 +528,15 @@ func (e *engine) sendSeg(ep *endpoint, s *seg, req bool) bool {
 			e.hdr.Flags |= wire.FlagAckReq
 		}
 		b := e.pool.buf(s.buf)
+		buf := s.buf
+		if e.pool.linking(buf) {
+			// The link still sends the previous transmission from b,
+			// so the new header goes on a copy.
+			copy(e.rtx[wire.HeaderLen:], b[wire.HeaderLen:wire.HeaderLen+int(s.n)])
+			b, buf = e.rtx, noBuf
+		}
 		n := e.hdr.Put(b, int(s.n))
-		if !e.sendRaw(ep, ep.raddr, b[:n]) {
+		if !e.sendBuf(ep, ep.raddr, b[:n], buf) {
 			return false
 		}
 		e.st.dataOut.Add(1)

@@ -11,14 +11,21 @@ import (
 // instant.
 type Stats struct {
 	// Buffer accounting: every buffer is in exactly one place, so
-	// BuffersFree + SendQueued + InFlight + OutOfOrder + RecvQueued ==
-	// Buffers at all times.
+	// BuffersFree + SendQueued + InFlight + OutOfOrder + RecvQueued +
+	// Sending == Buffers at all times.
 	Buffers           int // total
 	BuffersFree       int
 	BuffersSendQueued int // send data not yet transmitted
 	BuffersInFlight   int // send data transmitted, not yet acknowledged
 	BuffersOutOfOrder int // received data beyond a hole
 	BuffersRecvQueued int // received data not yet read
+	// BuffersSending: acknowledged (or discarded) send data that the link
+	// still transmits from in place; free once the kernel is done.
+	BuffersSending int
+	// BuffersLent is how many of Buffers live in memory the link lends
+	// (an XDPLink's UMEM), so that their data is sent where it was
+	// written, without a copy; the rest are the provider's own.
+	BuffersLent int
 
 	Ops      int // the operation pool's size
 	OpsInUse int // operations posted or running and not yet returned
@@ -50,6 +57,10 @@ type Stats struct {
 	// the buffer of a receive that was waiting for them, with no stop in
 	// the provider's buffers.
 	RecvDirect uint64
+	// SentInPlace counts data segments the link sent from the buffer
+	// they were written to (see BuffersLent); the rest of DataOut were
+	// copied into a frame.
+	SentInPlace uint64
 	// OutOfOrder counts data segments that arrived beyond a hole: after a
 	// loss, or overtaken on the way.
 	OutOfOrder uint64
@@ -134,6 +145,8 @@ func (p *Provider) Stats() Stats {
 		BuffersInFlight:   int(pl.count(placeInFlight)),
 		BuffersOutOfOrder: int(pl.count(placeOutOfOrder)),
 		BuffersRecvQueued: int(pl.count(placeRecvQueued)),
+		BuffersSending:    int(pl.count(placeSending)),
+		BuffersLent:       pl.nLent,
 		Ops:               len(p.ops.ops),
 		OpsInUse:          int(p.ops.inUse.Load()),
 		Sockets:           int(p.nSockets.Load()),
@@ -157,6 +170,7 @@ func (p *Provider) Stats() Stats {
 		DeadPeers:         st.deadPeers.Load(),
 		Reneged:           st.reneged.Load(),
 		RecvDirect:        st.recvDirect.Load(),
+		SentInPlace:       st.inPlace.Load(),
 		OutOfOrder:        st.oooIn.Load(),
 		SendErrors:        st.sendErrors.Load(),
 		TooBig:            st.tooBig.Load(),

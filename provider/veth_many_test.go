@@ -136,7 +136,7 @@ func TestVethManyConnections(t *testing.T) {
 		t.Errorf("sockets left: a %d, b %d (want 0 and the listener)", sa.Sockets, sb.Sockets)
 	}
 	for name, st := range map[string]Stats{"a": sa, "b": sb} {
-		if st.BuffersHeld() != 0 || st.BuffersFree+st.BuffersSendQueued+st.BuffersInFlight+st.BuffersOutOfOrder+st.BuffersRecvQueued != st.Buffers {
+		if st.BuffersHeld() != 0 || st.BuffersFree+st.BuffersSendQueued+st.BuffersInFlight+st.BuffersOutOfOrder+st.BuffersRecvQueued+st.BuffersSending != st.Buffers {
 			t.Errorf("%s: buffer accounting: %+v", name, st)
 		}
 		if st.OpsInUse != 0 {

@@ -47,7 +47,15 @@ func startOn(t testing.TB, h *testbed.Host, cfg Config) (*Provider, *XDPLink) {
 // startOnFrames is startOn with the link's UMEM and rings sized by frames.
 func startOnFrames(t testing.TB, h *testbed.Host, frames xdp.Config, cfg Config) (*Provider, *XDPLink) {
 	t.Helper()
-	l, err := OpenXDPLink(XDPLinkConfig{Netns: h.NS, Interface: h.If, Frames: frames})
+	return startOnLink(t, h, XDPLinkConfig{Frames: frames}, cfg)
+}
+
+// startOnLink is startOn with the link configured by lc (its Netns and
+// Interface are h's).
+func startOnLink(t testing.TB, h *testbed.Host, lc XDPLinkConfig, cfg Config) (*Provider, *XDPLink) {
+	t.Helper()
+	lc.Netns, lc.Interface = h.NS, h.If
+	l, err := OpenXDPLink(lc)
 	if err != nil {
 		t.Fatalf("link on %s: %v", h.NS, err)
 	}
@@ -138,11 +146,20 @@ func drainSum(r func([]byte) (int, error), chunk int) ([32]byte, int64, error) {
 func TestVethEcho(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	p := newVethPair(t, Config{})
-	ln := p.listen(t, 16)
 	size := int64(vethEchoBytes)
 	if testing.Short() {
 		size = 8 << 20
 	}
+	el := echoBytes(t, p, size)
+	t.Logf("%d MiB each way in %v (%.2f Gbit/s each way); a %+v", size>>20, el.Round(time.Millisecond), float64(size*8)/el.Seconds()/1e9, p.a.Stats())
+}
+
+// echoBytes has b echo size bytes of seeded random data that a sends, over
+// one new connection, checks them byte-exact and returns how long it took.
+func echoBytes(t testing.TB, p *vethPair, size int64) time.Duration {
+	t.Helper()
+	ln := p.listen(t, 16)
+	defer p.b.CloseSocket(ln)
 	type result struct {
 		sum [32]byte
 		n   int64
@@ -206,7 +223,7 @@ func TestVethEcho(t *testing.T) {
 	if r.n != size || r.sum != want {
 		t.Fatalf("echoed %d of %d bytes; digests equal: %v", r.n, size, r.sum == want)
 	}
-	t.Logf("%d MiB each way in %v (%.2f Gbit/s each way); a %+v", size>>20, el.Round(time.Millisecond), float64(size*8)/el.Seconds()/1e9, p.a.Stats())
+	return el
 }
 
 // TestVethRefused: no listener on the port, and a full backlog, are both

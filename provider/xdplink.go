@@ -37,6 +37,15 @@ type XDPLinkConfig struct {
 	// Frames sizes each queue's UMEM and rings; Netns, Interface and
 	// Queue are taken from above. Zero fields take xdp's defaults.
 	Frames xdp.Config
+	// LendBuffers is how many of the provider's buffers live in the first
+	// queue's UMEM, as many frames each as a datagram of the MTU takes:
+	// data written there is sent from there, with no copy into a frame.
+	// Zero: the provider's default pool at the interface's MTU (8192
+	// buffers at MTU 1500, 16 MiB of UMEM); negative: none. A provider
+	// with more Buffers keeps the rest in its own memory and copies their
+	// data into frames, as it does for frames that go out on another
+	// queue.
+	LendBuffers int
 }
 
 // queueIDs returns the queue ids c names; nil means every queue.
@@ -93,6 +102,14 @@ type XDPLink struct {
 	unreach    func(peer netip.Addr, quoted []byte)
 	stats      XDPLinkStats
 
+	// Lent buffers (see lender), in the first queue's UMEM: lentFrames
+	// UMEM frames each, of which lentOut[i] are on their way out.
+	lentMem    []byte
+	lentFrames int
+	lentN      int
+	lentOut    []uint8
+	lentFn     func(i uint32)
+
 	// For LinkStats, from any goroutine: info is set before the link is
 	// shared; qmu keeps Close from closing the sockets under a read of
 	// their kernel counters.
@@ -119,6 +136,10 @@ type XDPLinkStats struct {
 	Malformed      uint64 // frames whose headers did not parse
 	Unresolved     uint64 // sends dropped because the peer's address did not resolve in time
 	NoFrames       uint64 // sends refused with ENOBUFS for want of a UMEM frame or tx slot
+	// InPlace counts frames sent from the provider's buffer in lent UMEM
+	// frames; Copied, frames of such a buffer copied into a frame of
+	// another queue instead, the one their flow goes out on.
+	InPlace, Copied uint64
 	// Spoofed counts frames from a source nobody may answer (see
 	// unanswerable), dropped; Refused, sends to such an address, refused
 	// with EHOSTUNREACH; Unreach, ICMP port unreachables about our frames,
@@ -222,9 +243,23 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 	// The queues before the program: a queue another stack holds says
 	// so (EBUSY, "another sdx stack") before the attach would fail less
 	// clearly.
-	for _, id := range ids {
+	fs := cfg.Frames.FrameSize
+	if fs == 0 {
+		fs = xdp.FrameSizeFor(l.mtu + frame.IPv4Len + frame.UDPLen)
+	}
+	l.lentFrames = min((frame.HeaderLen+min(l.mtu, 65535)+fs-1)/fs, xdp.MaxPacketFrames)
+	switch {
+	case cfg.LendBuffers > 0:
+		l.lentN = cfg.LendBuffers
+	case cfg.LendBuffers == 0:
+		l.lentN = defaultLent(min(l.mtu, 65535))
+	}
+	for i, id := range ids {
 		fc := cfg.Frames
 		fc.Netns, fc.Interface, fc.Queue = cfg.Netns, cfg.Interface, id
+		if i == 0 {
+			fc.LentFrames = l.lentN * l.lentFrames
+		}
 		q, err := xdp.Open(fc)
 		if err != nil {
 			return nil, err
@@ -252,6 +287,11 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 	if !l.info.MultiBuffer {
 		// One UMEM frame per packet, whatever the interface allows.
 		l.mtu = min(l.mtu, l.qs[0].q.RxFrameLen()-frame.HeaderLen)
+	}
+	if l.lentN > 0 {
+		l.lentMem = l.qs[0].q.Lent()
+		l.lentOut = make([]uint8, l.lentN)
+		l.qs[0].q.SetLentDone(l.lentSent)
 	}
 	if len(l.qs) > 1 {
 		qs := make([]*xdp.Queue, len(l.qs))
@@ -380,6 +420,66 @@ func (l *XDPLink) Send(peer netip.Addr, payload []byte) error {
 	lq.tx.Add(uint64(len(chain)))
 	l.stats.Sent++
 	return nil
+}
+
+// lent, sendLent, setLentDone and reap make the link a lender.
+func (l *XDPLink) lent() (mem []byte, stride, head, n int) {
+	return l.lentMem, l.lentFrames * l.qs[0].q.FrameSize(), frame.HeaderLen, l.lentN
+}
+
+func (l *XDPLink) setLentDone(fn func(i uint32)) { l.lentFn = fn }
+
+func (l *XDPLink) reap() { l.qs[0].q.Complete() }
+
+// errNotInPlace is sendLent's answer for a frame that must go out on a
+// queue whose UMEM does not hold the buffer.
+var errNotInPlace = errors.New("provider: the frame goes out on another queue")
+
+func (l *XDPLink) sendLent(peer netip.Addr, i uint32, n int) error {
+	if n > l.mtu {
+		return ErrMsgSize
+	}
+	mac, err := l.resolve(peer)
+	if err != nil {
+		return err
+	}
+	stride := l.lentFrames * l.qs[0].q.FrameSize()
+	off := int(i) * stride
+	b := l.lentMem[off : off+frame.HeaderLen+n]
+	k, h := flowOf(peer, b[frame.HeaderLen:], false)
+	lq := l.txQueue(k, h)
+	if lq != l.qs[0] {
+		l.stats.Copied++
+		return errNotInPlace
+	}
+	q := lq.q
+	nf := (len(b) + q.FrameSize() - 1) / q.FrameSize()
+	if lq.ntx+nf > len(lq.txq) {
+		if err := l.Flush(); err != nil {
+			return err
+		}
+		if lq.ntx+nf > len(lq.txq) {
+			l.stats.NoFrames++
+			return ErrNoBufs
+		}
+	}
+	l.encode(b, peer, mac, h, n)
+	q.LentPacket(lq.txq[lq.ntx:lq.ntx], off, len(b))
+	l.lentOut[i] = uint8(nf)
+	lq.ntx += nf
+	lq.tx.Add(uint64(nf))
+	l.stats.Sent++
+	l.stats.InPlace++
+	return nil
+}
+
+// lentSent is the first queue's report of a lent frame sent: the buffer
+// it belongs to goes back to the engine with its last frame.
+func (l *XDPLink) lentSent(f uint32) {
+	i := f / uint32(l.lentFrames)
+	if l.lentOut[i]--; l.lentOut[i] == 0 && l.lentFn != nil {
+		l.lentFn(i)
+	}
 }
 
 // encode writes the headers of a frame to peer at mac, flow hash h, with

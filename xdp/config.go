@@ -43,6 +43,14 @@ type Config struct {
 	// fill ring plus what the owner keeps in flight.
 	FillSize, CompletionSize, RxSize, TxSize int
 
+	// LentFrames adds frames to the UMEM, after the NumFrames the queue's
+	// pool manages, that the owner lends out as it likes: it builds
+	// packets there itself (Lent, LentPacket), and their completions go
+	// to the function set with SetLentDone instead of to the pool. A
+	// provider keeps its send data there, so that a segment is sent, and
+	// sent again, from where it was written. Default 0.
+	LentFrames int
+
 	// ForceCopy binds in copy mode even where the driver offers zero-copy.
 	ForceCopy bool
 	// SingleBuffer binds without multi-buffer support (XDP_USE_SG) even
@@ -95,8 +103,8 @@ func MaxPacketLen(frameSize int) int {
 	return min(MaxPacketFrames*RxFrameLen(frameSize), 65535+ethLen)
 }
 
-// frameSizeFor is the default FrameSize for an interface MTU.
-func frameSizeFor(mtu int) int {
+// FrameSizeFor is the default FrameSize for an interface MTU.
+func FrameSizeFor(mtu int) int {
 	if mtu > MaxMTU2048 {
 		return 4096
 	}
@@ -138,6 +146,9 @@ func (c *Config) validate() error {
 		if r.n > 1<<20 {
 			return configErr("%s %d: at most %d", r.name, r.n, 1<<20)
 		}
+	}
+	if c.LentFrames < 0 || c.LentFrames > 1<<22 {
+		return configErr("LentFrames %d: use 0 to %d", c.LentFrames, 1<<22)
 	}
 	if c.NumFrames < c.FillSize {
 		return configErr("NumFrames %d is below FillSize %d: raise NumFrames or lower FillSize", c.NumFrames, c.FillSize)

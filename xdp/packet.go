@@ -77,3 +77,32 @@ func (q *Queue) ReleasePacket(chain []Desc) {
 		q.Release(q.FrameOf(d))
 	}
 }
+
+// Lent returns the lent frames (Config.LentFrames), frame after frame: the
+// owner's to build packets in. The slice stays valid after Close.
+func (q *Queue) Lent() []byte {
+	return q.umem[q.cfg.NumFrames*q.cfg.FrameSize:]
+}
+
+// LentPacket appends to descs the chain of a packet of n bytes built in
+// the lent frames from byte off of Lent on, which must begin a frame; the
+// packet takes as many frames as it needs, one after the other. Transmit
+// the chain whole; each frame, once sent, is reported to the function
+// set with SetLentDone. Packets of several frames need MultiBuffer.
+func (q *Queue) LentPacket(descs []Desc, off, n int) []Desc {
+	fs := q.cfg.FrameSize
+	base := uint64(q.cfg.NumFrames*fs + off)
+	nf := max((n+fs-1)/fs, 1)
+	for i := range nf {
+		d := Desc{Addr: base + uint64(i*fs), Len: uint32(min(n-i*fs, fs)), Options: PktContd}
+		if i == nf-1 {
+			d.Options = 0
+		}
+		descs = append(descs, d)
+	}
+	return descs
+}
+
+// SetLentDone sets the function Complete calls with the index (within
+// Lent) of each lent frame the kernel has sent.
+func (q *Queue) SetLentDone(fn func(frame uint32)) { q.lentDone = fn }

@@ -50,6 +50,11 @@ type Queue struct {
 	wake *os.File
 	pfds [2]unix.PollFd
 
+	// Lent frames (Config.LentFrames): how many are on the tx ring or in
+	// the kernel, and whom to tell when one comes back.
+	lentTx   int
+	lentDone func(frame uint32)
+
 	closed atomic.Bool
 	stats  Stats
 }
@@ -88,7 +93,7 @@ func Open(cfg Config) (_ *Queue, err error) {
 		}
 		ifindex, q.ifMTU = ifi.Index, ifi.MTU
 		if q.cfg.FrameSize == 0 {
-			q.cfg.FrameSize = frameSizeFor(ifi.MTU)
+			q.cfg.FrameSize = FrameSizeFor(ifi.MTU)
 		}
 		q.fd, err = unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
@@ -106,10 +111,7 @@ func Open(cfg Config) (_ *Queue, err error) {
 	for s := cfg.FrameSize; s > 1; s >>= 1 {
 		q.shift++
 	}
-	q.umem, err = unix.Mmap(-1, 0, cfg.NumFrames*cfg.FrameSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
-	if err != nil {
-		return nil, fmt.Errorf("xdp: map %d KiB UMEM: %w", cfg.NumFrames*cfg.FrameSize>>10, err)
-	}
+	q.umem = pageAligned((cfg.NumFrames + cfg.LentFrames) * cfg.FrameSize)
 	if err := q.setup(ifindex); err != nil {
 		return nil, err
 	}
@@ -366,7 +368,11 @@ func (q *Queue) Transmit(descs []Desc) int {
 	for i := range got {
 		d := descs[i]
 		q.txDescs[(idx+i)&mask] = d
-		q.pool.Move(q.FrameOf(d), PlaceHeld, PlaceTx)
+		if f := q.FrameOf(d); int(f) < q.cfg.NumFrames {
+			q.pool.Move(f, PlaceHeld, PlaceTx)
+		} else {
+			q.lentTx++
+		}
 	}
 	q.tx.Submit(got)
 	q.stats.TxFrames += uint64(got)
@@ -414,7 +420,14 @@ func (q *Queue) Complete() int {
 	mask := q.comp.Mask()
 	for i := range got {
 		f := uint32(q.compAddrs[(idx+i)&mask] >> q.shift)
-		q.pool.Put(f, PlaceTx)
+		if int(f) < q.cfg.NumFrames {
+			q.pool.Put(f, PlaceTx)
+			continue
+		}
+		q.lentTx--
+		if q.lentDone != nil {
+			q.lentDone(f - uint32(q.cfg.NumFrames))
+		}
 	}
 	q.comp.Release(got)
 	q.stats.Completed += uint64(got)
@@ -423,7 +436,7 @@ func (q *Queue) Complete() int {
 
 // TxPending returns how many frames are on the tx ring or in the kernel,
 // not yet completed.
-func (q *Queue) TxPending() int { return q.pool.Count(PlaceTx) }
+func (q *Queue) TxPending() int { return q.pool.Count(PlaceTx) + q.lentTx }
 
 func (q *Queue) needWakeup(m mapping) bool {
 	return atomic.LoadUint32(m.flag)&unix.XDP_RING_NEED_WAKEUP != 0
@@ -499,7 +512,7 @@ func (q *Queue) Close() error {
 	}
 	var errs []error
 	deadline := time.Now().Add(100 * time.Millisecond)
-	for q.pool.Count(PlaceTx) > 0 && time.Now().Before(deadline) {
+	for q.TxPending() > 0 && time.Now().Before(deadline) {
 		q.Kick()
 		if q.Complete() == 0 {
 			time.Sleep(time.Millisecond)
@@ -553,9 +566,8 @@ func (q *Queue) release() error {
 	if q.wake != nil {
 		errs = append(errs, q.wake.Close())
 	}
-	if q.umem != nil {
-		errs = append(errs, unix.Munmap(q.umem))
-		q.umem = nil
-	}
+	// The UMEM is Go memory: whoever still holds lent frames' slices
+	// keeps it alive, and the kernel let go of it with the socket.
+	q.umem = nil
 	return errors.Join(errs...)
 }

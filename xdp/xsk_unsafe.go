@@ -251,3 +251,13 @@ func (s KernelStats) Add(o KernelStats) KernelStats {
 	return KernelStats{s.RxDropped + o.RxDropped, s.RxInvalid + o.RxInvalid, s.TxInvalid + o.TxInvalid,
 		s.RxRingFull + o.RxRingFull, s.FillRingEmpty + o.FillRingEmpty, s.TxRingEmptyDescs + o.TxRingEmptyDescs}
 }
+
+// pageAligned returns n bytes of Go memory that begin on a page, as the
+// kernel wants a UMEM to. Go never moves it, and it lives while anyone
+// holds a slice of it, also after the socket is closed.
+func pageAligned(n int) []byte {
+	page := unix.Getpagesize()
+	b := make([]byte, n+page)
+	off := (page - int(uintptr(unsafe.Pointer(&b[0]))&uintptr(page-1))) & (page - 1)
+	return b[off : off+n : off+n]
+}

@@ -1,0 +1,237 @@
+package provider
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/sdx-project/sdx/internal/testbed"
+	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/internal/wire"
+	"github.com/sdx-project/sdx/provider/memnet"
+)
+
+// lendLink is a memnet link that lends its engine memory, as an XDPLink
+// lends UMEM frames. A datagram sent in place goes on the wire at once,
+// but the link gives its buffer back only hold flushes later, as a
+// kernel that completes late does. Meanwhile the engine must neither
+// write the buffer nor reuse it: the link checks, when it gives the
+// buffer back, that its bytes are those it sent. Every fifth buffer is
+// refused as "on another queue", so the engine copies it instead.
+type lendLink struct {
+	*memnet.Link
+	t                 testing.TB
+	mem               []byte
+	stride, head, n   int
+	hold              int
+	flushes           int
+	out               []lentSend
+	done              func(i uint32)
+	inPlace, notHere  int
+	rtxHeld, dataSent int
+}
+
+type lentSend struct {
+	i    uint32
+	due  int
+	seq  uint64
+	snap []byte
+}
+
+func newLendLink(t testing.TB, l *memnet.Link, n, hold int) *lendLink {
+	const head = 42 // an XDPLink's Ethernet, IPv4 and UDP headers
+	stride := (head + l.MTU() + 63) &^ 63
+	return &lendLink{Link: l, t: t, mem: make([]byte, n*stride), stride: stride, head: head, n: n, hold: hold}
+}
+
+func (l *lendLink) lent() ([]byte, int, int, int) { return l.mem, l.stride, l.head, l.n }
+
+func (l *lendLink) setLentDone(fn func(i uint32)) { l.done = fn }
+
+func (l *lendLink) sendLent(peer netip.Addr, i uint32, n int) error {
+	if i%5 == 4 {
+		l.notHere++
+		return errNotInPlace
+	}
+	for _, o := range l.out {
+		if o.i == i {
+			l.t.Errorf("buffer %d sent in place while the link still sends it", i)
+		}
+	}
+	o := int(i)*l.stride + l.head
+	b := l.mem[o : o+n]
+	if err := l.Link.Send(peer, b); err != nil {
+		return err
+	}
+	var h wire.Header
+	h.Decode(b)
+	l.out = append(l.out, lentSend{i: i, due: l.flushes + l.hold, seq: h.Seq, snap: bytes.Clone(b)})
+	l.inPlace++
+	l.dataSent++
+	return nil
+}
+
+// Send counts the data datagrams the engine copies, and among them the
+// retransmissions of a segment whose buffer the link still holds.
+func (l *lendLink) Send(peer netip.Addr, b []byte) error {
+	var h wire.Header
+	if _, err := h.Decode(b); err == nil && h.Op == wire.OpData {
+		l.dataSent++
+		for _, o := range l.out {
+			if o.seq == h.Seq {
+				l.rtxHeld++
+			}
+		}
+	}
+	return l.Link.Send(peer, b)
+}
+
+func (l *lendLink) Flush() error {
+	err := l.Link.Flush()
+	l.flushes++
+	l.reap()
+	return err
+}
+
+func (l *lendLink) reap() {
+	k := 0
+	for _, o := range l.out {
+		if o.due > l.flushes {
+			l.out[k] = o
+			k++
+			continue
+		}
+		at := int(o.i)*l.stride + l.head
+		if !bytes.Equal(l.mem[at:at+len(o.snap)], o.snap) {
+			l.t.Errorf("buffer %d (seq %d) written while the link sent from it", o.i, o.seq)
+		}
+		l.done(o.i)
+	}
+	l.out = l.out[:k]
+}
+
+// TestEngineSendsInPlace moves data both ways, under loss, duplication
+// and reordering, through links that lend half the pool and give buffers
+// back late. It checks what the link checks (nothing written or reused
+// while lent), that segments went out in place and, retransmitted while
+// still lent, as copies; and that every buffer comes back.
+func TestEngineSendsInPlace(t *testing.T) {
+	for _, mtu := range []int{memnet.DefaultMTU, 9000 - 28} {
+		t.Run(fmt.Sprint(mtu), func(t *testing.T) {
+			cfg := testEngineConfig()
+			cfg.Buffers = max(cfg.Buffers*memnet.DefaultMTU/mtu, 128)
+			v := &vnet{t: t, net: memnet.New(7)}
+			v.net.SetClock(func() time.Duration { return time.Duration(v.now) })
+			v.net.SetFaults(memnet.Faults{Loss: 0.03, Dup: 0.02, Reorder: 0.05, Delay: 10 * time.Microsecond})
+			v.net.SetMTU(mtu)
+			var lls []*lendLink
+			for i := range 2 {
+				ml, err := v.net.NewLink()
+				if err != nil {
+					t.Fatal(err)
+				}
+				ll := newLendLink(t, ml, cfg.Buffers/2, 3)
+				e, err := newEngine(ll, cfg, [32]byte{byte(i)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if e.lender == nil || e.pool.nLent != cfg.Buffers/2 {
+					t.Fatalf("the engine took %d lent buffers, want %d", e.pool.nLent, cfg.Buffers/2)
+				}
+				v.hosts = append(v.hosts, e)
+				v.links = append(v.links, ml)
+				lls = append(lls, ll)
+			}
+			a, b := v.pair()
+			transfer(t, v, a, b, 4<<20, 9, true)
+			// The last buffers come back with the flushes still due.
+			for range 4 {
+				for _, e := range v.hosts {
+					e.flush()
+				}
+			}
+			for i, e := range v.hosts {
+				ll := lls[i]
+				st := &e.st
+				if len(ll.out) != 0 || e.pool.nLinked != 0 || e.pool.count(placeSending) != 0 {
+					t.Fatalf("host %d: %d sends held, %d buffers linked, %d sending", i, len(ll.out), e.pool.nLinked, e.pool.count(placeSending))
+				}
+				if ll.inPlace == 0 || ll.notHere == 0 || ll.rtxHeld == 0 || st.inPlace.Load() != uint64(ll.inPlace) {
+					t.Fatalf("host %d: %d sent in place (engine: %d), %d refused, %d retransmitted while held, of %d data; retransmits %d",
+						i, ll.inPlace, st.inPlace.Load(), ll.notHere, ll.rtxHeld, ll.dataSent, st.retransmits.Load())
+				}
+				t.Logf("host %d: %d of %d data datagrams in place, %d refused, %d retransmitted while held", i, ll.inPlace, ll.dataSent, ll.notHere, ll.rtxHeld)
+				checkPool(t, e)
+			}
+		})
+	}
+}
+
+// TestVethSendsInPlace: over veth, at MTU 1500 and 9000, a link lends the
+// provider its whole default pool by default, part of a larger one when
+// told, none when told so; data moves byte-exact each way, every data
+// segment from a lent buffer goes out in place (one queue: no other to
+// go out on), and every buffer and UMEM frame comes back.
+func TestVethSendsInPlace(t *testing.T) {
+	for _, c := range []struct {
+		mtu, lend, buffers int
+	}{{1500, 0, 0}, {9000, 0, 0}, {9000, 64, 0}, {1500, -1, 0}, {1500, 0, 9000}} {
+		t.Run(fmt.Sprintf("mtu=%d/lend=%d/buffers=%d", c.mtu, c.lend, c.buffers), func(t *testing.T) {
+			testutil.Privileged(t)
+			bed := testbed.New(t, testbed.Options{MTU: c.mtu})
+			var ps [2]*Provider
+			for i, h := range []*testbed.Host{&bed.A, &bed.B} {
+				l, err := OpenXDPLink(XDPLinkConfig{Netns: h.NS, Interface: h.If, LendBuffers: c.lend})
+				if err != nil {
+					t.Fatal(err)
+				}
+				p, err := Startup(Config{Link: l, Buffers: c.buffers})
+				if err != nil {
+					l.Close()
+					t.Fatal(err)
+				}
+				t.Cleanup(func() {
+					if err := p.Cleanup(); err != nil {
+						t.Errorf("cleanup: %v", err)
+					}
+				})
+				ps[i] = p
+			}
+			st := ps[0].Stats()
+			var wantLent int
+			switch {
+			case c.lend < 0:
+			case c.lend > 0:
+				wantLent = c.lend
+			case c.buffers > 0:
+				wantLent = defaultLent(st.Link.MTU)
+			default:
+				wantLent = st.Buffers
+			}
+			if st.BuffersLent != wantLent || c.buffers > 0 && st.Buffers != c.buffers {
+				t.Fatalf("%d buffers, %d of them lent; want %d lent", st.Buffers, st.BuffersLent, wantLent)
+			}
+			p := &vethPair{bed: bed, a: ps[0], b: ps[1], portB: 5000}
+			echoBytes(t, p, 8<<20)
+			for _, pr := range ps {
+				deadline := time.Now().Add(2 * time.Second)
+				for pr.Stats().BuffersHeld() > 0 && time.Now().Before(deadline) {
+					time.Sleep(time.Millisecond)
+				}
+				st := pr.Stats()
+				if st.BuffersHeld() != 0 {
+					t.Fatalf("buffers held after the transfer: %+v", st)
+				}
+				switch {
+				case wantLent == 0 && st.SentInPlace != 0,
+					wantLent == st.Buffers && st.SentInPlace != st.DataOut,
+					wantLent > 0 && st.SentInPlace == 0:
+					t.Fatalf("%d of %d data segments sent in place, %d of %d buffers lent", st.SentInPlace, st.DataOut, st.BuffersLent, st.Buffers)
+				}
+				t.Logf("%d of %d data segments sent in place; %d of %d buffers lent", st.SentInPlace, st.DataOut, st.BuffersLent, st.Buffers)
+			}
+		})
+	}
+}
