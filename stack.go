@@ -168,6 +168,8 @@ func NewStack(cfg Config) (_ *Stack, err error) {
 		xl, err := provider.OpenXDPLink(provider.XDPLinkConfig{
 			Netns: cfg.Netns, Interface: cfg.Interface, Queues: cfg.Queues, Queue: cfg.Queue, Port: cfg.Port,
 			Addr: cfg.Addr, XDPMode: cfg.XDPMode, Frames: xdp.Config{SingleBuffer: cfg.SingleBuffer},
+			// The whole pool in the UMEM, sent from in place.
+			LendBuffers: cfg.Provider.Buffers,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("sdx: %w", err)

@@ -112,7 +112,7 @@ type Config struct {
 	SendBuffer, RecvBuffer int
 	// Buffers is the number of datagram-sized buffers shared by all
 	// connections (default 8192, at most DefaultBufferPool bytes: 11.5
-	// MiB at a 1472-byte MTU, 30 MiB at 3798, 3740 buffers at 8972, 516
+	// MiB at a 1472-byte MTU, 30 MiB at 3798, 3739 buffers at 8972, 516
 	// at 64972). It bounds
 	// the provider's memory for data, however many connections there
 	// are: half holds send data, half received data. The windows granted
@@ -120,7 +120,10 @@ type Config struct {
 	// RecvBuffer and its share of the half), so SendBuffer and RecvBuffer
 	// are per-connection limits within that bound, not reservations.
 	// The pool is one allocation of Buffers × MTU bytes, at most
-	// MaxBufferPool (4 GiB).
+	// MaxBufferPool (4 GiB). On an XDPLink the first buffers (by default
+	// all of the default pool; XDPLinkConfig.LendBuffers) are UMEM
+	// frames the link lends, so that data is sent from where Send copied
+	// it; the default is then at least what the link lends.
 	Buffers int
 
 	// MaxOps bounds the operations posted and not yet completed, all

@@ -711,6 +711,19 @@ func (e *engine) lentDone(i uint32) {
 	}
 }
 
+// unlinkAll takes back every lent buffer from a link that is closed: it
+// sends from none any more.
+func (e *engine) unlinkAll() {
+	for i := range e.pool.nLent {
+		if e.pool.nLinked == 0 {
+			break
+		}
+		if e.pool.linked[i] {
+			e.pool.unlink(uint32(i))
+		}
+	}
+}
+
 // wakeLent wakes writers and receivers waiting for a buffer when the link
 // gave one back.
 func (e *engine) wakeLent() {

@@ -196,6 +196,9 @@ func TestVethSendsInPlace(t *testing.T) {
 					if err := p.Cleanup(); err != nil {
 						t.Errorf("cleanup: %v", err)
 					}
+					if st := p.Stats(); st.BuffersFree != st.Buffers {
+						t.Errorf("after cleanup, %d of %d buffers free, %d sending", st.BuffersFree, st.Buffers, st.BuffersSending)
+					}
 				})
 				ps[i] = p
 			}

@@ -17,6 +17,13 @@
 // sending and receiving and between connections; rtt.go RTT and RTO
 // estimation. The SPI around it is socket.go, ops.go, direct.go and
 // provider.go (the poller role).
+//
+// Copies. A send copies the caller's bytes once, into a buffer of the
+// pool; on an XDPLink that buffer is a UMEM frame the link lends (see
+// lender), and the segment goes out, and out again if lost, from there.
+// A receive copies once, from the UMEM frame into the caller's buffer
+// when a receive waits (Stats.RecvDirect), else into a pool buffer and
+// from there when the caller reads.
 package provider
 
 import (

@@ -473,6 +473,7 @@ func (p *Provider) Cleanup() error {
 	}
 	e.transmit()
 	err := p.link.Close()
+	e.unlinkAll()
 	p.cleaned.Store(true)
 	p.cqMu.Lock()
 	for _, q := range p.cqs {

@@ -12,15 +12,23 @@
 // after the poller has stopped, in this order: drain completions and
 // receives, reclaim what the kernel's rings held (closing an AF_XDP socket
 // returns nothing by itself), check the accounting, unmap the rings, close
-// the socket, unmap the UMEM.
+// the socket. The UMEM is Go memory, page-aligned: it stays valid for
+// whoever still holds a slice of it, and goes with the last one.
 //
 // # Frames
 //
-// Every UMEM frame is in exactly one Place: free, fill, rx, held, tx or
-// completion. Pool.Check verifies that the places add up to the total and
-// that the free stack holds exactly the free frames. Built with
-// -tags sdxdebug, every move also checks the frame's current place and
-// panics on a frame in two places.
+// Every UMEM frame of the pool is in exactly one Place: free, fill, rx,
+// held, tx or completion. Pool.Check verifies that the places add up to
+// the total and that the free stack holds exactly the free frames. Built
+// with -tags sdxdebug, every move also checks the frame's current place
+// and panics on a frame in two places.
+//
+// Config.LentFrames adds frames after the pool's that the pool never
+// hands out: the owner keeps its own data there (sdx's provider, its
+// buffer pool) and transmits it in place (Lent, LentPacket). Such frames
+// are the owner's to account for; the queue counts those on the tx ring
+// or in the kernel (TxPending) and reports each one sent to the function
+// set with SetLentDone, not to the pool.
 //
 // # What is taken from asavie/xdp, and what is not
 //
