@@ -228,10 +228,13 @@ func TestConnectionsSpreadOverQueues(t *testing.T) {
 		if busy < 3 {
 			t.Errorf("%v: %d of %d queues carried frames both ways, want at least 3: %+v", s.Addr(), busy, len(qs), qs)
 		}
-		// Data of the flows on the first queue goes out from the
-		// provider's buffers in place, the rest as copies on theirs.
-		if ps := s.Provider().Stats(); ps.SentInPlace == 0 || ps.SentInPlace >= ps.DataOut {
-			t.Errorf("%v: %d of %d data segments sent in place; want some, not all", s.Addr(), ps.SentInPlace, ps.DataOut)
+		// Each queue's UMEM holds a share of the provider's buffers, and
+		// a connection's data goes out from its queue's share in place.
+		// Copies are for a flow that moved queues after its data was
+		// written (no reason for it here) and for a retransmission
+		// whose buffer the kernel has not given back yet.
+		if ps := s.Provider().Stats(); ps.SentInPlace < ps.DataOut*95/100 {
+			t.Errorf("%v: %d of %d data segments sent in place; want all but retransmissions", s.Addr(), ps.SentInPlace, ps.DataOut)
 		} else {
 			t.Logf("%v: %d of %d data segments sent in place", s.Addr(), ps.SentInPlace, ps.DataOut)
 		}

@@ -33,18 +33,23 @@ const noBuf = ^uint32(0)
 
 // bufPool is a bounded pool of fixed-size buffers, each the size of one
 // datagram. The first nLent live in memory the link lends (see lender),
-// the rest in one slab of our own. It is owned by the poller; the counters
-// may be read from any goroutine.
+// in regions of per buffers, one region per queue the link sends on; the
+// rest in one slab of our own. Each region, and the slab, has its own
+// stack of free buffers, so that send data can go where its frames go
+// out. It is owned by the poller; the counters may be read from any
+// goroutine.
 type bufPool struct {
 	size   int
 	mem    []byte     // buffers nLent and up, size bytes apart
-	free   []uint32   // stack of free buffer indices
+	free   [][]uint32 // stacks of free buffer indices: one per region, then the slab's
 	place  []bufPlace // place of every buffer
 	counts [numBufPlaces]atomic.Int64
 
-	// Lent memory: buffer i < nLent at lent[i*stride+head:]. linked marks
-	// those the link sends from in place; nLinked counts them.
-	lent         []byte
+	// Lent memory: buffer r*per+j < nLent at lent[r][j*stride+head:].
+	// linked marks those the link sends from in place; nLinked counts
+	// them.
+	lent         [][]byte
+	per          int
 	stride, head int
 	nLent        int
 	linked       []bool
@@ -53,38 +58,76 @@ type bufPool struct {
 
 func newBufPool(n, size int) *bufPool { return newBufPoolLent(n, size, nil, 0, 0, 0) }
 
-// newBufPoolLent is newBufPool with the first nLent buffers in lent, each
-// stride bytes from the last and head bytes into its stride.
-func newBufPoolLent(n, size int, lent []byte, stride, head, nLent int) *bufPool {
-	nLent = min(nLent, n)
+// newBufPoolLent is newBufPool with the first buffers in the regions of
+// lent, per buffers each, stride bytes from one to the next and head
+// bytes into their stride.
+func newBufPoolLent(n, size int, lent [][]byte, per, stride, head int) *bufPool {
+	nLent := min(len(lent)*per, n)
 	p := &bufPool{
 		size:   size,
 		mem:    make([]byte, (n-nLent)*size),
-		free:   make([]uint32, n),
+		free:   make([][]uint32, len(lent)+1),
 		place:  make([]bufPlace, n),
 		lent:   lent,
+		per:    per,
 		stride: stride,
 		head:   head,
 		nLent:  nLent,
 		linked: make([]bool, nLent),
 	}
-	for i := range p.free {
-		// Low indices, the lent ones, are handed out first.
-		p.free[i] = uint32(n - 1 - i)
+	for i := n - 1; i >= 0; i-- {
+		// Low indices first within each stack.
+		r := p.region(uint32(i))
+		if p.free[r] == nil {
+			p.free[r] = make([]uint32, 0, p.regionLen(r))
+		}
+		p.free[r] = append(p.free[r], uint32(i))
 	}
 	p.counts[placeFree].Store(int64(n))
 	return p
 }
 
-// get takes a free buffer and puts it in place to; it reports false when
-// the pool is empty.
-func (p *bufPool) get(to bufPlace) (uint32, bool) {
-	k := len(p.free)
-	if k == 0 {
-		return noBuf, false
+// region is the free stack buffer i belongs on: its lent region, or the
+// slab's (len(lent)).
+func (p *bufPool) region(i uint32) int {
+	if int(i) < p.nLent {
+		return int(i) / p.per
 	}
-	i := p.free[k-1]
-	p.free = p.free[:k-1]
+	return len(p.lent)
+}
+
+// regionLen is how many buffers region r holds.
+func (p *bufPool) regionLen(r int) int {
+	if r == len(p.lent) {
+		return len(p.place) - p.nLent
+	}
+	return min(p.per, p.nLent-r*p.per)
+}
+
+// get takes a free buffer and puts it in place to; it reports false when
+// the pool is empty. It takes from the slab first, then from the region
+// with the most free buffers: send data asks for its region with getIn.
+func (p *bufPool) get(to bufPlace) (uint32, bool) { return p.getIn(to, len(p.lent)) }
+
+// getIn is get from region r first (len(lent), or any out of range: the
+// slab), then from the stack with the most free buffers.
+func (p *bufPool) getIn(to bufPlace, r int) (uint32, bool) {
+	if r < 0 || r > len(p.lent) {
+		r = len(p.lent)
+	}
+	if len(p.free[r]) == 0 {
+		for k := range p.free {
+			if len(p.free[k]) > len(p.free[r]) {
+				r = k
+			}
+		}
+		if len(p.free[r]) == 0 {
+			return noBuf, false
+		}
+	}
+	k := len(p.free[r])
+	i := p.free[r][k-1]
+	p.free[r] = p.free[r][:k-1]
 	p.place[i] = to
 	p.counts[placeFree].Add(-1)
 	p.counts[to].Add(1)
@@ -116,17 +159,24 @@ func (p *bufPool) put(i uint32) {
 		p.move(i, placeSending)
 		return
 	}
+	p.free1(i, from)
+}
+
+// free1 puts buffer i, in place from, on its free stack.
+func (p *bufPool) free1(i uint32, from bufPlace) {
 	p.place[i] = placeFree
 	p.counts[from].Add(-1)
 	p.counts[placeFree].Add(1)
-	p.free = append(p.free, i)
+	r := p.region(i)
+	p.free[r] = append(p.free[r], i)
 }
 
 // buf returns the whole of buffer i.
 func (p *bufPool) buf(i uint32) []byte {
 	if int(i) < p.nLent {
-		o := int(i)*p.stride + p.head
-		return p.lent[o : o+p.size : o+p.size]
+		r := int(i) / p.per
+		o := (int(i)-r*p.per)*p.stride + p.head
+		return p.lent[r][o : o+p.size : o+p.size]
 	}
 	o := (int(i) - p.nLent) * p.size
 	return p.mem[o : o+p.size : o+p.size]
@@ -156,13 +206,10 @@ func (p *bufPool) unlink(i uint32) bool {
 	if p.place[i] != placeSending {
 		return false
 	}
-	p.place[i] = placeFree
-	p.counts[placeSending].Add(-1)
-	p.counts[placeFree].Add(1)
-	p.free = append(p.free, i)
+	p.free1(i, placeSending)
 	return true
 }
 
 func (p *bufPool) total() int              { return len(p.place) }
-func (p *bufPool) nfree() int              { return len(p.free) }
+func (p *bufPool) nfree() int              { return int(p.counts[placeFree].Load()) }
 func (p *bufPool) count(pl bufPlace) int64 { return p.counts[pl].Load() }

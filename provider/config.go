@@ -187,8 +187,8 @@ func (c *Config) setDefaults() {
 		if l, ok := c.Link.(lender); ok {
 			// All that the link lends: it lent the default pool at the
 			// interface's MTU, more buffers where the link's is lower.
-			_, _, _, n := l.lent()
-			c.Buffers = max(c.Buffers, min(n, MaxBufferPool/mtu))
+			regions, per, _, _ := l.lent()
+			c.Buffers = max(c.Buffers, min(len(regions)*per, MaxBufferPool/mtu))
 		}
 	}
 	def(&c.MaxOps, 16384)

@@ -226,8 +226,8 @@ func newEngine(link Link, cfg engineConfig, seed [32]byte) (*engine, error) {
 	}
 	pool := newBufPool(cfg.Buffers, mtu)
 	if l, ok := link.(lender); ok {
-		if mem, stride, head, n := l.lent(); n > 0 && stride-head >= mtu {
-			pool = newBufPoolLent(cfg.Buffers, mtu, mem, stride, head, n)
+		if regions, per, stride, head := l.lent(); len(regions) > 0 && per > 0 && stride-head >= mtu {
+			pool = newBufPoolLent(cfg.Buffers, mtu, regions, per, stride, head)
 			e.lender = l
 			e.rtx = make([]byte, mtu)
 			l.setLentDone(e.lentDone)
@@ -701,6 +701,15 @@ func (e *engine) flush() error {
 	e.linkErr = err
 	e.wakeLent()
 	return err
+}
+
+// sendRegion is the pool region ep's send data belongs in (see
+// lender.region); -1 without a lender.
+func (e *engine) sendRegion(ep *endpoint) int {
+	if e.lender == nil {
+		return -1
+	}
+	return e.lender.region(ep.raddr, ep.lport, ep.rport)
 }
 
 // lentDone is the lender's call: the link no longer sends from lent

@@ -33,6 +33,12 @@ func flowOf(peer netip.Addr, datagram []byte, received bool) (flowKey, uint32) {
 	if received {
 		local, remote = dst, src
 	}
+	return flowFor(peer, local, remote)
+}
+
+// flowFor is flowOf for the connection from local port local to peer's
+// port remote.
+func flowFor(peer netip.Addr, local, remote uint16) (flowKey, uint32) {
 	a := peer.As4()
 	k := flowKey(binary.BigEndian.Uint32(a[:]))<<32 | flowKey(local)<<16 | flowKey(remote)
 	// A 64-bit finaliser (splitmix64): every input bit moves the hash.

@@ -14,23 +14,27 @@ import (
 )
 
 // lendLink is a memnet link that lends its engine memory, as an XDPLink
-// lends UMEM frames. A datagram sent in place goes on the wire at once,
-// but the link gives its buffer back only hold flushes later, as a
-// kernel that completes late does. Meanwhile the engine must neither
-// write the buffer nor reuse it: the link checks, when it gives the
-// buffer back, that its bytes are those it sent. Every fifth buffer is
-// refused as "on another queue", so the engine copies it instead.
+// lends UMEM frames, in two regions, as of two queues: a connection's
+// frames go out from region lport+rport mod 2. A datagram sent in place
+// goes on the wire at once, but the link gives its buffer back only hold
+// flushes later, as a kernel that completes late does. Meanwhile the
+// engine must neither write the buffer nor reuse it: the link checks,
+// when it gives the buffer back, that its bytes are those it sent. A
+// buffer of the other region is refused, and so is every fifth, so that
+// the engine copies them instead.
 type lendLink struct {
 	*memnet.Link
 	t                 testing.TB
-	mem               []byte
-	stride, head, n   int
+	mem               [2][]byte
+	per, stride, head int
 	hold              int
 	flushes           int
 	out               []lentSend
 	done              func(i uint32)
 	inPlace, notHere  int
+	otherRegion       int // refused: from a buffer of the other region
 	rtxHeld, dataSent int
+	byRegion          [2]int // sent in place
 }
 
 type lentSend struct {
@@ -40,17 +44,41 @@ type lentSend struct {
 	snap []byte
 }
 
-func newLendLink(t testing.TB, l *memnet.Link, n, hold int) *lendLink {
+func newLendLink(t testing.TB, l *memnet.Link, per, hold int) *lendLink {
 	const head = 42 // an XDPLink's Ethernet, IPv4 and UDP headers
 	stride := (head + l.MTU() + 63) &^ 63
-	return &lendLink{Link: l, t: t, mem: make([]byte, n*stride), stride: stride, head: head, n: n, hold: hold}
+	ll := &lendLink{Link: l, t: t, per: per, stride: stride, head: head, hold: hold}
+	for r := range ll.mem {
+		ll.mem[r] = make([]byte, per*stride)
+	}
+	return ll
 }
 
-func (l *lendLink) lent() ([]byte, int, int, int) { return l.mem, l.stride, l.head, l.n }
+func (l *lendLink) lent() ([][]byte, int, int, int) {
+	return l.mem[:], l.per, l.stride, l.head
+}
+
+func (l *lendLink) region(peer netip.Addr, lport, rport uint16) int {
+	return int(lport+rport) % 2
+}
 
 func (l *lendLink) setLentDone(fn func(i uint32)) { l.done = fn }
 
+// at is lent buffer i's datagram of n bytes.
+func (l *lendLink) at(i uint32, n int) []byte {
+	r, j := int(i)/l.per, int(i)%l.per
+	o := j*l.stride + l.head
+	return l.mem[r][o : o+n]
+}
+
 func (l *lendLink) sendLent(peer netip.Addr, i uint32, n int) error {
+	b := l.at(i, n)
+	var h wire.Header
+	h.Decode(b)
+	if int(i)/l.per != l.region(peer, h.SrcPort, h.DstPort) {
+		l.otherRegion++
+		return errNotInPlace
+	}
 	if i%5 == 4 {
 		l.notHere++
 		return errNotInPlace
@@ -60,15 +88,12 @@ func (l *lendLink) sendLent(peer netip.Addr, i uint32, n int) error {
 			l.t.Errorf("buffer %d sent in place while the link still sends it", i)
 		}
 	}
-	o := int(i)*l.stride + l.head
-	b := l.mem[o : o+n]
 	if err := l.Link.Send(peer, b); err != nil {
 		return err
 	}
-	var h wire.Header
-	h.Decode(b)
 	l.out = append(l.out, lentSend{i: i, due: l.flushes + l.hold, seq: h.Seq, snap: bytes.Clone(b)})
 	l.inPlace++
+	l.byRegion[i/uint32(l.per)]++
 	l.dataSent++
 	return nil
 }
@@ -103,8 +128,7 @@ func (l *lendLink) reap() {
 			k++
 			continue
 		}
-		at := int(o.i)*l.stride + l.head
-		if !bytes.Equal(l.mem[at:at+len(o.snap)], o.snap) {
+		if !bytes.Equal(l.at(o.i, len(o.snap)), o.snap) {
 			l.t.Errorf("buffer %d (seq %d) written while the link sent from it", o.i, o.seq)
 		}
 		l.done(o.i)
@@ -112,11 +136,12 @@ func (l *lendLink) reap() {
 	l.out = l.out[:k]
 }
 
-// TestEngineSendsInPlace moves data both ways, under loss, duplication
-// and reordering, through links that lend half the pool and give buffers
-// back late. It checks what the link checks (nothing written or reused
-// while lent), that segments went out in place and, retransmitted while
-// still lent, as copies; and that every buffer comes back.
+// TestEngineSendsInPlace moves data both ways over several connections,
+// under loss, duplication and reordering, through links that lend half
+// the pool in two regions and give buffers back late. It checks what the
+// link checks (nothing written or reused while lent), that segments went
+// out in place from their connection's region, and as copies when
+// retransmitted while still lent; and that every buffer comes back.
 func TestEngineSendsInPlace(t *testing.T) {
 	for _, mtu := range []int{memnet.DefaultMTU, 9000 - 28} {
 		t.Run(fmt.Sprint(mtu), func(t *testing.T) {
@@ -132,20 +157,30 @@ func TestEngineSendsInPlace(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				ll := newLendLink(t, ml, cfg.Buffers/2, 3)
+				ll := newLendLink(t, ml, cfg.Buffers/4, 3)
 				e, err := newEngine(ll, cfg, [32]byte{byte(i)})
 				if err != nil {
 					t.Fatal(err)
 				}
-				if e.lender == nil || e.pool.nLent != cfg.Buffers/2 {
-					t.Fatalf("the engine took %d lent buffers, want %d", e.pool.nLent, cfg.Buffers/2)
+				if e.lender == nil || e.pool.nLent != cfg.Buffers/4*2 {
+					t.Fatalf("the engine took %d lent buffers, want %d", e.pool.nLent, cfg.Buffers/4*2)
 				}
 				v.hosts = append(v.hosts, e)
 				v.links = append(v.links, ml)
 				lls = append(lls, ll)
 			}
-			a, b := v.pair()
-			transfer(t, v, a, b, 4<<20, 9, true)
+			// Four connections, one after the other, of random
+			// ephemeral ports: both regions have some.
+			l := v.listen(1, 80, 16)
+			for k := range 4 {
+				a := v.dial(0, 1, 80)
+				v.run(time.Minute, func() bool { return len(l.backlog) > 0 })
+				b := v.hosts[1].accept(l)
+				if a.state != StateEstablished || b == nil {
+					t.Fatalf("connection %d: %v %v", k, a.state, a.err)
+				}
+				transfer(t, v, a, b, 1<<20, uint64(9+k), true)
+			}
 			// The last buffers come back with the flushes still due.
 			for range 4 {
 				for _, e := range v.hosts {
@@ -158,11 +193,11 @@ func TestEngineSendsInPlace(t *testing.T) {
 				if len(ll.out) != 0 || e.pool.nLinked != 0 || e.pool.count(placeSending) != 0 {
 					t.Fatalf("host %d: %d sends held, %d buffers linked, %d sending", i, len(ll.out), e.pool.nLinked, e.pool.count(placeSending))
 				}
-				if ll.inPlace == 0 || ll.notHere == 0 || ll.rtxHeld == 0 || st.inPlace.Load() != uint64(ll.inPlace) {
-					t.Fatalf("host %d: %d sent in place (engine: %d), %d refused, %d retransmitted while held, of %d data; retransmits %d",
-						i, ll.inPlace, st.inPlace.Load(), ll.notHere, ll.rtxHeld, ll.dataSent, st.retransmits.Load())
+				if ll.inPlace == 0 || ll.notHere == 0 || ll.rtxHeld == 0 || st.inPlace.Load() != uint64(ll.inPlace) || ll.otherRegion > ll.inPlace/4 || ll.byRegion[0] == 0 || ll.byRegion[1] == 0 {
+					t.Fatalf("host %d: %d sent in place (engine: %d; by region %v), %d refused, %d from the other region, %d retransmitted while held, of %d data; retransmits %d",
+						i, ll.inPlace, st.inPlace.Load(), ll.byRegion, ll.notHere, ll.otherRegion, ll.rtxHeld, ll.dataSent, st.retransmits.Load())
 				}
-				t.Logf("host %d: %d of %d data datagrams in place, %d refused, %d retransmitted while held", i, ll.inPlace, ll.dataSent, ll.notHere, ll.rtxHeld)
+				t.Logf("host %d: %d of %d data datagrams in place (by region %v), %d refused, %d from the other region, %d retransmitted while held", i, ll.inPlace, ll.dataSent, ll.byRegion, ll.notHere, ll.otherRegion, ll.rtxHeld)
 				checkPool(t, e)
 			}
 		})

@@ -70,14 +70,19 @@ type Link interface {
 // buffers there, so a segment goes out, and out again, from where the
 // writer's data was copied to, with no copy into a frame.
 type lender interface {
-	// lent returns the memory: n buffers, buffer i's datagram at
-	// mem[i*stride+head:], up to MTU bytes, with room for the link's
-	// headers in the head bytes before it.
-	lent() (mem []byte, stride, head, n int)
+	// lent returns the memory in regions of per buffers, one region per
+	// queue the link sends on: buffer r*per+j's datagram at
+	// regions[r][j*stride+head:], up to MTU bytes, with room for the
+	// link's headers in the head bytes before it.
+	lent() (regions [][]byte, per, stride, head int)
+	// region is the region whose buffers the frames of the connection
+	// from local port lport to peer's port rport go out from in place:
+	// where its send data belongs, for now (a flow may change queues).
+	region(peer netip.Addr, lport, rport uint16) int
 	// sendLent is Send for the n-byte datagram in lent buffer i, in
 	// place. It returns errNotInPlace, having done nothing, when the
-	// frame must go out where the memory is not (another queue's): send
-	// a copy then. After a nil return the link sends from the buffer
+	// frame must go out where the buffer is not (another queue): send a
+	// copy then. After a nil return the link sends from the buffer
 	// until it calls the function set with setLentDone.
 	sendLent(peer netip.Addr, i uint32, n int) error
 	setLentDone(fn func(i uint32))

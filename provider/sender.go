@@ -251,6 +251,7 @@ func (e *engine) write(ep *endpoint, b []byte) (int, error) {
 		return 0, ErrShutdown
 	}
 	n := 0
+	region := -2 // not yet asked
 	for n < len(b) && int(ep.sndEnd-ep.sndUna) < e.cfg.SendBuffer {
 		room := e.cfg.SendBuffer - int(ep.sndEnd-ep.sndUna)
 		if ep.slen > ep.sent {
@@ -274,7 +275,10 @@ func (e *engine) write(ep *endpoint, b []byte) (int, error) {
 		if !e.mayQueue(ep) {
 			break
 		}
-		buf, ok := e.pool.get(placeSendQueued)
+		if region == -2 {
+			region = e.sendRegion(ep)
+		}
+		buf, ok := e.pool.getIn(placeSendQueued, region)
 		if !ok {
 			// The halves bound what each holds, so the pool is never
 			// empty here; should the receive half overrun its bound,

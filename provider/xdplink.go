@@ -37,14 +37,16 @@ type XDPLinkConfig struct {
 	// Frames sizes each queue's UMEM and rings; Netns, Interface and
 	// Queue are taken from above. Zero fields take xdp's defaults.
 	Frames xdp.Config
-	// LendBuffers is how many of the provider's buffers live in the first
-	// queue's UMEM, as many frames each as a datagram of the MTU takes:
-	// data written there is sent from there, with no copy into a frame.
-	// Zero: the provider's default pool at the interface's MTU (8192
-	// buffers at MTU 1500, 16 MiB of UMEM); negative: none. A provider
-	// with more Buffers keeps the rest in its own memory and copies their
-	// data into frames, as it does for frames that go out on another
-	// queue.
+	// LendBuffers is how many of the provider's buffers live in the
+	// queues' UMEMs, an equal share in each, as many frames each as a
+	// datagram of the MTU takes: data written there is sent from there,
+	// with no copy into a frame. A connection's send data goes in the
+	// share of the queue its frames go out on, while that has a free
+	// buffer. Zero: the provider's default pool at the interface's MTU
+	// (8192 buffers at MTU 1500, 16 MiB of UMEM); negative: none. A
+	// provider with more Buffers keeps the rest in its own memory and
+	// copies their data into frames, as it does for data in another
+	// queue's share than the one its frame goes out on.
 	LendBuffers int
 }
 
@@ -102,11 +104,10 @@ type XDPLink struct {
 	unreach    func(peer netip.Addr, quoted []byte)
 	stats      XDPLinkStats
 
-	// Lent buffers (see lender), in the first queue's UMEM: lentFrames
+	// Lent buffers (see lender): lentPer in each queue's UMEM, lentFrames
 	// UMEM frames each, of which lentOut[i] are on their way out.
-	lentMem    []byte
+	lentPer    int
 	lentFrames int
-	lentN      int
 	lentOut    []uint8
 	lentFn     func(i uint32)
 
@@ -123,6 +124,7 @@ type XDPLink struct {
 // LinkStats, which any goroutine may call.
 type linkQueue struct {
 	id     int
+	idx    int // in XDPLink.qs
 	q      *xdp.Queue
 	txq    [256]xdp.Desc
 	ntx    int
@@ -138,7 +140,8 @@ type XDPLinkStats struct {
 	NoFrames       uint64 // sends refused with ENOBUFS for want of a UMEM frame or tx slot
 	// InPlace counts frames sent from the provider's buffer in lent UMEM
 	// frames; Copied, frames of such a buffer copied into a frame of
-	// another queue instead, the one their flow goes out on.
+	// another queue instead, the one their flow goes out on (it moved
+	// since the data was written, or its queue's share was used up).
 	InPlace, Copied uint64
 	// Spoofed counts frames from a source nobody may answer (see
 	// unanswerable), dropped; Refused, sends to such an address, refused
@@ -248,24 +251,23 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 		fs = xdp.FrameSizeFor(l.mtu + frame.IPv4Len + frame.UDPLen)
 	}
 	l.lentFrames = min((frame.HeaderLen+min(l.mtu, 65535)+fs-1)/fs, xdp.MaxPacketFrames)
-	switch {
-	case cfg.LendBuffers > 0:
-		l.lentN = cfg.LendBuffers
-	case cfg.LendBuffers == 0:
-		l.lentN = defaultLent(min(l.mtu, 65535))
+	lend := cfg.LendBuffers
+	if lend == 0 {
+		lend = defaultLent(min(l.mtu, 65535))
 	}
-	for i, id := range ids {
+	if lend > 0 {
+		l.lentPer = (lend + len(ids) - 1) / len(ids)
+	}
+	for _, id := range ids {
 		fc := cfg.Frames
 		fc.Netns, fc.Interface, fc.Queue = cfg.Netns, cfg.Interface, id
-		if i == 0 {
-			fc.LentFrames = l.lentN * l.lentFrames
-		}
+		fc.LentFrames = l.lentPer * l.lentFrames
 		q, err := xdp.Open(fc)
 		if err != nil {
 			return nil, err
 		}
 		l.qmu.Lock()
-		l.qs = append(l.qs, &linkQueue{id: id, q: q})
+		l.qs = append(l.qs, &linkQueue{id: id, idx: len(l.qs), q: q})
 		l.qmu.Unlock()
 		// A received frame must fit what the queue receives: one
 		// UMEM frame less the kernel's headroom, or several with
@@ -288,10 +290,12 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 		// One UMEM frame per packet, whatever the interface allows.
 		l.mtu = min(l.mtu, l.qs[0].q.RxFrameLen()-frame.HeaderLen)
 	}
-	if l.lentN > 0 {
-		l.lentMem = l.qs[0].q.Lent()
-		l.lentOut = make([]uint8, l.lentN)
-		l.qs[0].q.SetLentDone(l.lentSent)
+	if l.lentPer > 0 {
+		l.lentOut = make([]uint8, l.lentPer*len(l.qs))
+		for _, lq := range l.qs {
+			base := uint32(lq.idx * l.lentPer)
+			lq.q.SetLentDone(func(f uint32) { l.lentSent(base + f/uint32(l.lentFrames)) })
+		}
 	}
 	if len(l.qs) > 1 {
 		qs := make([]*xdp.Queue, len(l.qs))
@@ -422,14 +426,40 @@ func (l *XDPLink) Send(peer netip.Addr, payload []byte) error {
 	return nil
 }
 
-// lent, sendLent, setLentDone and reap make the link a lender.
-func (l *XDPLink) lent() (mem []byte, stride, head, n int) {
-	return l.lentMem, l.lentFrames * l.qs[0].q.FrameSize(), frame.HeaderLen, l.lentN
+// lent, region, sendLent, setLentDone and reap make the link a lender:
+// each queue's UMEM lends lentPer buffers.
+func (l *XDPLink) lent() (regions [][]byte, per, stride, head int) {
+	if l.lentPer == 0 {
+		return nil, 0, 0, 0
+	}
+	for _, lq := range l.qs {
+		regions = append(regions, lq.q.Lent())
+	}
+	return regions, l.lentPer, l.lentStride(), frame.HeaderLen
+}
+
+func (l *XDPLink) lentStride() int { return l.lentFrames * l.qs[0].q.FrameSize() }
+
+func (l *XDPLink) region(peer netip.Addr, lport, rport uint16) int {
+	if len(l.qs) == 1 {
+		return 0
+	}
+	k, h := flowFor(peer, lport, rport)
+	return l.txQueue(k, h).idx
 }
 
 func (l *XDPLink) setLentDone(fn func(i uint32)) { l.lentFn = fn }
 
-func (l *XDPLink) reap() { l.qs[0].q.Complete() }
+// reap also sends what waits to go out, so that frames held back while
+// the interface was down leave, and give their buffers back, once it is
+// up, whether or not the engine has more to send.
+func (l *XDPLink) reap() {
+	for _, lq := range l.qs {
+		if lq.ntx > 0 || lq.q.TxPending() > 0 {
+			lq.flush()
+		}
+	}
+}
 
 // errNotInPlace is sendLent's answer for a frame that must go out on a
 // queue whose UMEM does not hold the buffer.
@@ -443,12 +473,11 @@ func (l *XDPLink) sendLent(peer netip.Addr, i uint32, n int) error {
 	if err != nil {
 		return err
 	}
-	stride := l.lentFrames * l.qs[0].q.FrameSize()
-	off := int(i) * stride
-	b := l.lentMem[off : off+frame.HeaderLen+n]
+	lq := l.qs[int(i)/l.lentPer]
+	off := (int(i) - lq.idx*l.lentPer) * l.lentStride()
+	b := lq.q.Lent()[off : off+frame.HeaderLen+n]
 	k, h := flowOf(peer, b[frame.HeaderLen:], false)
-	lq := l.txQueue(k, h)
-	if lq != l.qs[0] {
+	if l.txQueue(k, h) != lq {
 		l.stats.Copied++
 		return errNotInPlace
 	}
@@ -473,10 +502,9 @@ func (l *XDPLink) sendLent(peer netip.Addr, i uint32, n int) error {
 	return nil
 }
 
-// lentSent is the first queue's report of a lent frame sent: the buffer
-// it belongs to goes back to the engine with its last frame.
-func (l *XDPLink) lentSent(f uint32) {
-	i := f / uint32(l.lentFrames)
+// lentSent is a queue's report of a frame of lent buffer i sent: the
+// buffer goes back to the engine with its last frame.
+func (l *XDPLink) lentSent(i uint32) {
 	if l.lentOut[i]--; l.lentOut[i] == 0 && l.lentFn != nil {
 		l.lentFn(i)
 	}
