@@ -19,8 +19,10 @@
 //   - xsk-floor: raw AF_XDP (package xdp) with no protocol at all: the
 //     client builds a frame, the server turns it around in place. It is
 //     the floor under any protocol over AF_XDP on this link. A message is
-//     one frame, at most FrameMessage(mtu) bytes; its bulk (a Flooder) is
-//     frames of that size one way, 32 per kick, counted as payload.
+//     one frame, at most FrameMessage(mtu) bytes; a longer ping-pong
+//     message goes as frames of about equal size, one kick for all, each
+//     turned around as it arrives. Its bulk (a Flooder) is frames of that
+//     size one way, 32 per kick, counted as payload.
 //
 // # Threads
 //

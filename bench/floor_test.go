@@ -63,10 +63,21 @@ func TestFloorBulk(t *testing.T) {
 			if ok, why := bench.Applies(sys, bench.Spec{Workload: bench.Bulk, Size: bench.BulkChunk, Conns: 4}, mtu); ok || !strings.Contains(why, "one flow") {
 				t.Errorf("bulk over 4 connections applies %v (%q); want one flow only", ok, why)
 			}
-			if ok, why := bench.Applies(sys, bench.Spec{Workload: bench.RR, Size: 16384, Conns: 1}, mtu); ok || !strings.Contains(why, frameName(mtu)) {
-				t.Errorf("16 KiB rr applies %v (%q); want a message of one frame at %s", ok, why, frameName(mtu))
+			if ok, why := bench.Applies(sys, bench.Spec{Workload: bench.MsgRate, Size: 16384, Conns: 1}, mtu); ok || !strings.Contains(why, frameName(mtu)) {
+				t.Errorf("16 KiB msgrate applies %v (%q); want a message of one frame at %s", ok, why, frameName(mtu))
 			}
-			bud := bench.Budget{Messages: 100000, Bytes: 256 << 20, Limit: 100 * time.Millisecond, Setup: 3 * time.Second}
+			bud := bench.Budget{Messages: 100000, Bytes: 256 << 20, Limit: 100 * time.Millisecond, Setup: 3 * time.Second,
+				Warmup: 100, Transactions: 100000}
+
+			// A ping-pong message longer than a frame goes as several.
+			rr, err := bench.Run(context.Background(), sys, h, bench.Spec{Workload: bench.RR, Size: 16384, Conns: 1}, bud)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rr.Count == 0 || rr.Lost > rr.Count/100 || rr.Hist.ValueAtQuantile(50) <= 0 {
+				t.Errorf("16 KiB rr: %d transactions, %d lost", rr.Count, rr.Lost)
+			}
+			t.Logf("16 KiB rr in frames of at most %d B: p50 %.1f µs, %d transactions, %d lost", size, float64(rr.Hist.ValueAtQuantile(50))/1e3, rr.Count, rr.Lost)
 
 			bulk, err := bench.Run(context.Background(), sys, h, bench.Spec{Workload: bench.Bulk, Size: bench.BulkChunk, Conns: 1}, bud)
 			if err != nil {

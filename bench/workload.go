@@ -91,7 +91,8 @@ func Applies(sys System, spec Spec, mtu int) (bool, string) {
 	}
 	switch spec.Workload {
 	case RR, MsgRate:
-		if m := sys.MaxMessage(mtu); m > 0 && spec.Size > m {
+		_, split := sys.(Flooder)
+		if m := sys.MaxMessage(mtu); m > 0 && spec.Size > m && (!split || spec.Workload != RR) {
 			return false, fmt.Sprintf("a message is one frame, at most %d B at MTU %d", m, mtu)
 		}
 	case Bulk:
@@ -381,9 +382,13 @@ func (r *runner) rr() error {
 		return echo(s, kind, size)
 	})
 	r.s.Hist = NewHist()
+	part, err := r.part(size)
+	if err != nil {
+		return err
+	}
 	cli := r.client(false, func() error {
 		defer c.CloseWrite() // a stream server sees EOF
-		return r.rrClient(c, kind, size)
+		return r.rrClient(c, kind, size, part)
 	})
 	return r.finish(cli, srv)
 }
@@ -392,7 +397,26 @@ func (r *runner) rr() error {
 // before counting the transaction lost.
 const lossWait = 50 * time.Millisecond
 
-func (r *runner) rrClient(c Conn, kind Kind, size int) error {
+// part is how an rr message of size bytes goes over the system: whole
+// (0), or, over the floor (a Flooder) where it is longer than a frame, as
+// frames of at most part bytes.
+func (r *runner) part(size int) (int, error) {
+	if _, ok := r.sys.(Flooder); !ok {
+		return 0, nil
+	}
+	mtu, err := r.h.MTU()
+	if err != nil {
+		return 0, err
+	}
+	m := r.sys.MaxMessage(mtu)
+	if size <= m {
+		return 0, nil
+	}
+	n := (size + m - 1) / m
+	return (size + n - 1) / n, nil
+}
+
+func (r *runner) rrClient(c Conn, kind Kind, size, part int) error {
 	out := make([]byte, size)
 	in := make([]byte, max(size, 64<<10))
 	dc, _ := c.(DatagramConn)
@@ -420,7 +444,7 @@ func (r *runner) rrClient(c Conn, kind Kind, size int) error {
 			break
 		}
 		start := time.Now()
-		ok, err := transact(c, dc, kind, out, in, uint64(i), start)
+		ok, err := transact(c, dc, kind, out, in, uint64(i), start, part)
 		if err != nil {
 			return err
 		}
@@ -450,8 +474,13 @@ func (r *runner) rrClient(c Conn, kind Kind, size int) error {
 
 // transact sends out carrying sequence number seq and waits for the echo
 // in in. It reports false when a datagram system's answer did not come
-// within lossWait of start.
-func transact(c Conn, dc DatagramConn, kind Kind, out, in []byte, seq uint64, start time.Time) (bool, error) {
+// within lossWait of start. With part > 0 (the floor, a message longer
+// than a frame) out goes as frames of at most part bytes, each carrying
+// seq, with one kick, and the answer is those frames back.
+func transact(c Conn, dc DatagramConn, kind Kind, out, in []byte, seq uint64, start time.Time, part int) (bool, error) {
+	if part > 0 {
+		return transactParts(c.(Batcher), dc, out, in, seq, start, part)
+	}
 	binary.LittleEndian.PutUint64(out, seq)
 	if err := c.Send(out); err != nil {
 		return false, err
@@ -480,6 +509,33 @@ func transact(c Conn, dc DatagramConn, kind Kind, out, in []byte, seq uint64, st
 	}
 }
 
+// transactParts is transact for a message sent as frames of part bytes.
+func transactParts(b Batcher, dc DatagramConn, out, in []byte, seq uint64, start time.Time, part int) (bool, error) {
+	for off := 0; off < len(out); off += part {
+		p := out[off:min(off+part, len(out))]
+		binary.LittleEndian.PutUint64(p, seq)
+		if err := b.Queue(p); err != nil {
+			return false, err
+		}
+	}
+	if err := b.Flush(); err != nil {
+		return false, err
+	}
+	for got := 0; got < len(out); {
+		n, err := dc.RecvUntil(in, start.Add(lossWait))
+		if err == ErrTimeout {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if n >= 8 && binary.LittleEndian.Uint64(in) == seq {
+			got += n
+		}
+	}
+	return true, nil
+}
+
 // Pinger is a ping-pong driven one transaction at a time, for go test
 // benchmarks: the server echoes on its own thread (pinned when the system
 // spins); the caller is the client and pins its own thread.
@@ -490,6 +546,7 @@ type Pinger struct {
 	srv     <-chan error
 	out, in []byte
 	seq     uint64
+	part    int // see runner.part
 }
 
 // StartPinger connects a pair over sys (open on h) and starts its server;
@@ -510,6 +567,11 @@ func StartPinger(ctx context.Context, sys System, h *Hosts, size int, limit time
 		return nil, err
 	}
 	p := &Pinger{r: r, c: c, s: s, out: make([]byte, size), in: make([]byte, max(size, 64<<10))}
+	if p.part, err = r.part(size); err != nil {
+		r.b.Stop()
+		closeAll(c, s)
+		return nil, err
+	}
 	p.dc, _ = c.(DatagramConn)
 	kind := sys.Kind()
 	p.srv = r.server(func() error {
@@ -526,7 +588,7 @@ func StartPinger(ctx context.Context, sys System, h *Hosts, size int, limit time
 func (p *Pinger) Do() (time.Duration, error) {
 	p.seq++
 	start := time.Now()
-	ok, err := transact(p.c, p.dc, p.r.sys.Kind(), p.out, p.in, p.seq, start)
+	ok, err := transact(p.c, p.dc, p.r.sys.Kind(), p.out, p.in, p.seq, start, p.part)
 	if err == nil && !ok {
 		err = fmt.Errorf("rr: transaction %d lost", p.seq)
 	}
