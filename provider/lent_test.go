@@ -2,8 +2,10 @@ package provider
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -271,5 +273,20 @@ func TestVethSendsInPlace(t *testing.T) {
 				t.Logf("%d of %d data segments sent in place; %d of %d buffers lent", st.SentInPlace, st.DataOut, st.BuffersLent, st.Buffers)
 			}
 		})
+	}
+}
+
+// TestXDPLinkLendTooMany: more buffers than a UMEM may lend is a
+// configuration error that names the field, not a failed UMEM.
+func TestXDPLinkLendTooMany(t *testing.T) {
+	testutil.Privileged(t)
+	bed := testbed.New(t, testbed.Options{})
+	l, err := OpenXDPLink(XDPLinkConfig{Netns: bed.A.NS, Interface: bed.A.If, LendBuffers: 1 << 30})
+	if err == nil {
+		l.Close()
+		t.Fatal("a link lending 1<<30 buffers opened")
+	}
+	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "LendBuffers") {
+		t.Fatalf("got %v, want a configuration error about LendBuffers", err)
 	}
 }

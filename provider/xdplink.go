@@ -243,9 +243,8 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 			return nil, configErr("XDPLinkConfig.Queues %v: queue %d twice", ids, id)
 		}
 	}
-	// The queues before the program: a queue another stack holds says
-	// so (EBUSY, "another sdx stack") before the attach would fail less
-	// clearly.
+	// Each buffer lent takes the frames a datagram of the interface's
+	// MTU takes, whatever the link's MTU turns out to be below.
 	fs := cfg.Frames.FrameSize
 	if fs == 0 {
 		fs = xdp.FrameSizeFor(l.mtu + frame.IPv4Len + frame.UDPLen)
@@ -257,7 +256,13 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 	}
 	if lend > 0 {
 		l.lentPer = (lend + len(ids) - 1) / len(ids)
+		if max := xdp.MaxLentFrames / l.lentFrames * len(ids); lend > max {
+			return nil, configErr("XDPLinkConfig.LendBuffers %d: at most %d on %s", lend, max, cfg.Interface)
+		}
 	}
+	// The queues before the program: a queue another stack holds says
+	// so (EBUSY, "another sdx stack") before the attach would fail less
+	// clearly.
 	for _, id := range ids {
 		fc := cfg.Frames
 		fc.Netns, fc.Interface, fc.Queue = cfg.Netns, cfg.Interface, id

@@ -62,6 +62,9 @@ type Config struct {
 	SingleBuffer bool
 }
 
+// MaxLentFrames bounds Config.LentFrames: 16 GiB of 4 KiB frames.
+const MaxLentFrames = 1 << 22
+
 // Defaults used for zero Config fields.
 const (
 	DefaultFrameSize = 2048
@@ -147,8 +150,8 @@ func (c *Config) validate() error {
 			return configErr("%s %d: at most %d", r.name, r.n, 1<<20)
 		}
 	}
-	if c.LentFrames < 0 || c.LentFrames > 1<<22 {
-		return configErr("LentFrames %d: use 0 to %d", c.LentFrames, 1<<22)
+	if c.LentFrames < 0 || c.LentFrames > MaxLentFrames {
+		return configErr("LentFrames %d: use 0 to %d", c.LentFrames, MaxLentFrames)
 	}
 	if c.NumFrames < c.FillSize {
 		return configErr("NumFrames %d is below FillSize %d: raise NumFrames or lower FillSize", c.NumFrames, c.FillSize)
