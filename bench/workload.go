@@ -494,19 +494,26 @@ func transact(c Conn, dc DatagramConn, kind Kind, out, in []byte, seq uint64, st
 		}
 		return true, nil
 	}
-	// Skip late answers to earlier transactions.
-	for {
-		n, err := dc.RecvUntil(in, start.Add(lossWait))
+	return awaitEcho(dc, in, seq, start, len(out))
+}
+
+// awaitEcho receives datagrams into in until those carrying seq add up to
+// n bytes, skipping late answers to earlier transactions. It reports
+// false when they did not come within lossWait of start.
+func awaitEcho(dc DatagramConn, in []byte, seq uint64, start time.Time, n int) (bool, error) {
+	for got := 0; got < n; {
+		k, err := dc.RecvUntil(in, start.Add(lossWait))
 		if err == ErrTimeout {
 			return false, nil
 		}
 		if err != nil {
 			return false, err
 		}
-		if n >= 8 && binary.LittleEndian.Uint64(in) == seq {
-			return true, nil
+		if k >= 8 && binary.LittleEndian.Uint64(in) == seq {
+			got += k
 		}
 	}
+	return true, nil
 }
 
 // transactParts is transact for a message sent as frames of part bytes.
@@ -521,19 +528,7 @@ func transactParts(b Batcher, dc DatagramConn, out, in []byte, seq uint64, start
 	if err := b.Flush(); err != nil {
 		return false, err
 	}
-	for got := 0; got < len(out); {
-		n, err := dc.RecvUntil(in, start.Add(lossWait))
-		if err == ErrTimeout {
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		if n >= 8 && binary.LittleEndian.Uint64(in) == seq {
-			got += n
-		}
-	}
-	return true, nil
+	return awaitEcho(dc, in, seq, start, len(out))
 }
 
 // Pinger is a ping-pong driven one transaction at a time, for go test

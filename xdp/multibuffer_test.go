@@ -25,6 +25,43 @@ func sendPacket(q *xdp.Queue, flow *frame.Flow, payload []byte, descs []xdp.Desc
 	return descs
 }
 
+// takeSent receives what q's rx ring holds, each packet a whole chain of
+// descriptors, checks the packets byte for byte against sent[got:], and
+// returns got moved past them. It refills q, and waits a little when
+// nothing came.
+func takeSent(t *testing.T, q *xdp.Queue, sent [][]byte, got int) int {
+	t.Helper()
+	var (
+		rx     [64]xdp.Desc
+		whole  = make([]byte, 2*xdp.MaxPacketLen(q.FrameSize()))
+		parsed frame.Parsed
+	)
+	n := q.Receive(rx[:])
+	if n > 0 && rx[n-1].Options&xdp.PktContd != 0 {
+		t.Fatalf("Receive took %d descriptors: a packet cut in two", n)
+	}
+	for i := 0; i < n; {
+		m, k := q.ReadPacket(whole, rx[i:n])
+		if rx[i+k-1].Options&xdp.PktContd != 0 {
+			t.Fatalf("packet %d: chain of %d descriptors without an end", got, k)
+		}
+		q.ReleasePacket(rx[i : i+k])
+		i += k
+		if err := frame.Parse(whole[:m], &parsed); err != nil {
+			t.Fatalf("packet %d (%d bytes): %v", got, m, err)
+		}
+		if got >= len(sent) || !bytes.Equal(parsed.Payload, sent[got]) {
+			t.Fatalf("packet %d: %d bytes, or different bytes, of %d sent", got, len(parsed.Payload), len(sent))
+		}
+		got++
+	}
+	q.Refill()
+	if n == 0 {
+		q.Wait(time.Millisecond)
+	}
+	return got
+}
+
 // TestMultiBufferFrames sends frames of every length from one UMEM frame's
 // to the 9000-byte MTU's as multi-buffer packets over veth, through a tx
 // ring too small for a whole burst, and receives them byte-exact, each as
@@ -51,9 +88,6 @@ func TestMultiBufferFrames(t *testing.T) {
 
 	var (
 		pending []xdp.Desc // built, not yet on the tx ring
-		whole   = make([]byte, 2*mtu)
-		rx      [64]xdp.Desc
-		parsed  frame.Parsed
 		got     int
 		next    int
 	)
@@ -80,29 +114,7 @@ func TestMultiBufferFrames(t *testing.T) {
 			t.Fatal(err)
 		}
 		p.a.Complete()
-		n := p.b.Receive(rx[:])
-		if n > 0 && rx[n-1].Options&xdp.PktContd != 0 {
-			t.Fatalf("Receive took %d descriptors: a packet cut in two", n)
-		}
-		for i := 0; i < n; {
-			m, k := p.b.ReadPacket(whole, rx[i:n])
-			if rx[i+k-1].Options&xdp.PktContd != 0 {
-				t.Fatalf("packet %d: chain of %d descriptors without an end", got, k)
-			}
-			p.b.ReleasePacket(rx[i : i+k])
-			i += k
-			if err := frame.Parse(whole[:m], &parsed); err != nil {
-				t.Fatalf("packet %d (%d bytes): %v", got, m, err)
-			}
-			if !bytes.Equal(parsed.Payload, sent[got]) {
-				t.Fatalf("packet %d: %d bytes, want %d, or different bytes", got, len(parsed.Payload), len(sent[got]))
-			}
-			got++
-		}
-		p.b.Refill()
-		if n == 0 {
-			p.b.Wait(time.Millisecond)
-		}
+		got = takeSent(t, p.b, sent, got)
 	}
 	ks, err := p.b.KernelStats()
 	if err != nil {
@@ -152,11 +164,8 @@ func TestLentFrames(t *testing.T) {
 	gen := rand.New(rand.NewPCG(3, 4))
 	sizes := []int{64, fs - frame.HeaderLen, mtu - frame.IPv4Len - frame.UDPLen}
 	var (
-		descs  []xdp.Desc
-		sent   [][]byte
-		rx     [64]xdp.Desc
-		whole  = make([]byte, 2*mtu)
-		parsed frame.Parsed
+		descs []xdp.Desc
+		sent  [][]byte
 	)
 	for i, n := range sizes {
 		off := i * 4 * fs
@@ -183,23 +192,7 @@ func TestLentFrames(t *testing.T) {
 			t.Fatal(err)
 		}
 		p.a.Complete()
-		n := p.b.Receive(rx[:])
-		for i := 0; i < n; {
-			m, k := p.b.ReadPacket(whole, rx[i:n])
-			p.b.ReleasePacket(rx[i : i+k])
-			i += k
-			if err := frame.Parse(whole[:m], &parsed); err != nil {
-				t.Fatalf("packet %d: %v", got, err)
-			}
-			if !bytes.Equal(parsed.Payload, sent[got]) {
-				t.Fatalf("packet %d: %d bytes, want %d, or different bytes", got, len(parsed.Payload), len(sent[got]))
-			}
-			got++
-		}
-		p.b.Refill()
-		if n == 0 {
-			p.b.Wait(time.Millisecond)
-		}
+		got = takeSent(t, p.b, sent, got)
 	}
 	seen := map[uint32]bool{}
 	for _, f := range done {
