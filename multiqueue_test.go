@@ -60,6 +60,23 @@ func noSocketFrames(t *testing.T, s *Stack) {
 
 // echoEvery accepts on ln and echoes every connection; once ln closes it
 // resets the connections still open, so that wg's wait is bounded.
+// echoListener listens on b and echoes every connection (echoEvery);
+// stop closes the listener and waits for the echoes to end.
+func echoListener(t *testing.T, b *Stack) (ln net.Listener, stop func()) {
+	t.Helper()
+	ln, err := (&ListenConfig{Stack: b}).Listen(context.Background(), "tcp", netip.AddrPortFrom(b.Addr(), 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go echoEvery(ln, &wg)
+	return ln, func() {
+		ln.Close()
+		wg.Wait()
+	}
+}
+
 func echoEvery(ln net.Listener, wg *sync.WaitGroup) {
 	defer wg.Done()
 	var open []net.Conn
@@ -123,15 +140,8 @@ func TestSingleQueueReachesDefaultStack(t *testing.T) {
 	if n := len(b.Provider().Stats().Link.Queues); n != mqQueues {
 		t.Fatalf("default stack serves %d queues, want %d", n, mqQueues)
 	}
-	ln, err := (&ListenConfig{Stack: b}).Listen(context.Background(), "tcp", netip.AddrPortFrom(b.Addr(), 0).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go echoEvery(ln, &wg)
-	defer wg.Wait()
-	defer ln.Close()
+	ln, stop := echoListener(t, b)
+	defer stop()
 	for q := range mqQueues {
 		a := mqStack(t, &bed.A, []int{q})
 		d := Dialer{Stack: a, ProbeTimeout: testProbe}
@@ -168,13 +178,7 @@ func TestConnectionsSpreadOverQueues(t *testing.T) {
 	testutil.CheckFDs(t)
 	bed := testbed.New(t, testbed.Options{Queues: mqQueues})
 	a, b := mqStack(t, &bed.A, nil), mqStack(t, &bed.B, nil)
-	ln, err := (&ListenConfig{Stack: b}).Listen(context.Background(), "tcp", netip.AddrPortFrom(b.Addr(), 0).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go echoEvery(ln, &wg)
+	ln, stop := echoListener(t, b)
 
 	const conns = 64
 	var cs []net.Conn
@@ -209,8 +213,7 @@ func TestConnectionsSpreadOverQueues(t *testing.T) {
 	for _, c := range cs {
 		c.Close()
 	}
-	ln.Close()
-	wg.Wait()
+	stop()
 
 	for _, s := range []*Stack{a, b} {
 		busy := 0

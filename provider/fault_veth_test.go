@@ -157,6 +157,21 @@ func sendStream(p, q *Provider, s, r Socket, seed uint64, size int64) (streamRes
 const acceptBound = 2 * 10 * time.Second
 
 // connectPair dials from a and accepts on b.
+// stream connects a new pair to ln, streams size bytes of seed's data
+// from A to B over it (sendStream), closes both ends and returns the
+// result; a failed stream fails t, the message led by what.
+func (hp *hopPair) stream(t testing.TB, ln Socket, seed uint64, size int64, what string) streamResult {
+	t.Helper()
+	s, r := hp.connectPair(t, ln)
+	res, err := sendStream(hp.a, hp.b, s, r, seed, size)
+	hp.a.CloseSocket(s)
+	hp.b.CloseSocket(r)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return res
+}
+
 func (hp *hopPair) connectPair(t testing.TB, ln Socket) (Socket, Socket) {
 	t.Helper()
 	acc := make(chan Socket, 1)
@@ -197,13 +212,7 @@ func TestFaultLossTransfer(t *testing.T) {
 			}
 			hp.configure(t, bpf.FaultConfig{DropRate: c.rate, Seed: uint64(100 + i)})
 			f0, a0, b0 := hp.faultStats(t), hp.a.Stats(), hp.b.Stats()
-			s, r := hp.connectPair(t, ln)
-			res, err := sendStream(hp.a, hp.b, s, r, uint64(i+1), size)
-			hp.a.CloseSocket(s)
-			hp.b.CloseSocket(r)
-			if err != nil {
-				t.Fatalf("%d MiB at %v loss: %v", size>>20, c.rate, err)
-			}
+			res := hp.stream(t, ln, uint64(i+1), size, fmt.Sprintf("%d MiB at %v loss", size>>20, c.rate))
 			f := subFault(hp.faultStats(t), f0)
 			a, b := hp.a.Stats(), hp.b.Stats()
 			rate := float64(f.Dropped) / float64(f.Eligible)
@@ -505,13 +514,7 @@ func BenchmarkFaultLoss(b *testing.B) {
 			var busy time.Duration
 			b.ReportAllocs()
 			for b.Loop() {
-				s, r := hp.connectPair(b, ln)
-				res, err := sendStream(hp.a, hp.b, s, r, uint64(i), size)
-				hp.a.CloseSocket(s)
-				hp.b.CloseSocket(r)
-				if err != nil {
-					b.Fatal(err)
-				}
+				res := hp.stream(b, ln, uint64(i), size, "stream")
 				moved += res.n
 				busy += res.elapsed
 			}
@@ -545,13 +548,7 @@ func TestFaultJumboTransfer(t *testing.T) {
 			// MTU 65000 a short stream is a few hundred frames.
 			hp.configure(t, bpf.FaultConfig{DropRate: rate, Seed: uint64(7 + i), Opcodes: []uint8{uint8(wire.OpData)}, DropNext: 2})
 			f0, a0 := hp.faultStats(t), hp.a.Stats()
-			s, r := hp.connectPair(t, ln)
-			res, err := sendStream(hp.a, hp.b, s, r, uint64(i+1), size)
-			hp.a.CloseSocket(s)
-			hp.b.CloseSocket(r)
-			if err != nil {
-				t.Fatalf("%d MiB at %v loss: %v", size>>20, rate, err)
-			}
+			res := hp.stream(t, ln, uint64(i+1), size, fmt.Sprintf("%d MiB at %v loss", size>>20, rate))
 			f, a := subFault(hp.faultStats(t), f0), hp.a.Stats()
 			t.Logf("%d MiB at MTU %d, %v loss: %v, %.1f MB/s; hop dropped %d of %d; A: %d data out, %d retransmits",
 				size>>20, mtu, rate, res.elapsed.Round(time.Millisecond), float64(size)/res.elapsed.Seconds()/1e6,
@@ -616,13 +613,7 @@ func TestFaultDisorderTransfer(t *testing.T) {
 					t.Fatal(err)
 				}
 				f0, b0 := hp.faultStats(t), hp.b.Stats()
-				s, r := hp.connectPair(t, ln)
-				res, err := sendStream(hp.a, hp.b, s, r, uint64(j+1), size)
-				hp.a.CloseSocket(s)
-				hp.b.CloseSocket(r)
-				if err != nil {
-					t.Fatalf("%d MiB, %v loss: %v", size>>20, loss, err)
-				}
+				res := hp.stream(t, ln, uint64(j+1), size, fmt.Sprintf("%d MiB, %v loss", size>>20, loss))
 				d1, err := d.Stats()
 				if err != nil {
 					t.Fatal(err)

@@ -45,23 +45,11 @@ func privileged(t *testing.T) {
 func TestRun(t *testing.T) {
 	privileged(t)
 	testutil.CheckFDs(t)
-	before := testutil.OwnNamespaces(t)
 	dir := t.TempDir()
-	o, err := parseFlags([]string{"-repeat", "2", "-json", filepath.Join(dir, "r.json"), "-plot", filepath.Join(dir, "r.png")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.budget = &tinyBudget
-	rep, err := run(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	o, rep := tinyRun(t, "-repeat", "2", "-json", filepath.Join(dir, "r.json"), "-plot", filepath.Join(dir, "r.png"))
 	var out bytes.Buffer
 	if err := writeOutputs(&out, rep, o); err != nil {
 		t.Fatal(err)
-	}
-	if after := testutil.OwnNamespaces(t); after != before {
-		t.Fatalf("namespaces left behind: before %q, after %q", before, after)
 	}
 
 	b, err := os.ReadFile(o.jsonFile)
@@ -147,19 +135,7 @@ func checkResult(t *testing.T, key string, r Result) {
 func TestRunMTU9000(t *testing.T) {
 	privileged(t)
 	testutil.CheckFDs(t)
-	before := testutil.OwnNamespaces(t)
-	o, err := parseFlags([]string{"-mtu", "9000", "-repeat", "1", "-systems", "xsk-floor,sdx-adaptive", "-workloads", "rr,msgrate,bulk"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.budget = &tinyBudget
-	rep, err := run(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if after := testutil.OwnNamespaces(t); after != before {
-		t.Fatalf("namespaces left behind: before %q, after %q", before, after)
-	}
+	_, rep := tinyRun(t, "-mtu", "9000", "-repeat", "1", "-systems", "xsk-floor,sdx-adaptive", "-workloads", "rr,msgrate,bulk")
 	if rep.Env.MTU != 9000 {
 		t.Errorf("env MTU %d, want 9000", rep.Env.MTU)
 	}
@@ -235,6 +211,31 @@ func TestInterrupted(t *testing.T) {
 	if el := time.Since(start); el > 5*time.Second {
 		t.Errorf("interrupted run took %v", el)
 	}
+	noNamespacesLeft(t, before)
+}
+
+// tinyRun runs sdxbench with args on the tiny budget, and checks that it
+// removed every namespace it made.
+func tinyRun(t *testing.T, args ...string) (*options, *Report) {
+	t.Helper()
+	before := testutil.OwnNamespaces(t)
+	o, err := parseFlags(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.budget = &tinyBudget
+	rep, err := run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noNamespacesLeft(t, before)
+	return o, rep
+}
+
+// noNamespacesLeft fails t if the process's namespaces are not those of
+// before.
+func noNamespacesLeft(t *testing.T, before string) {
+	t.Helper()
 	if after := testutil.OwnNamespaces(t); after != before {
 		t.Fatalf("namespaces left behind: before %q, after %q", before, after)
 	}
