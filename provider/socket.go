@@ -886,8 +886,15 @@ func (p *Provider) closeSocket(sock *socket) error {
 	ep := sock.ep
 	var err error
 	if ep != nil {
+		// Data the engine put into the buffer of the receive at the head
+		// was handed over before the close (closure stops progress, not
+		// input): that receive completes with it, as it would have
+		// before the close. A hard close discards what is queued, never
+		// what a receive already took.
+		if got := takeDirect(ep); got > 0 {
+			p.complete(sock.recvs.pop(), got, nil)
+		}
 		ep.sock = nil
-		takeDirect(ep) // the receive waiting in it is aborted below
 		err = e.abort(ep)
 		sock.ep = nil
 	}
