@@ -419,38 +419,22 @@ func (c *sconn) CloseWrite() error {
 			return c.opErr("close", err)
 		}
 	}
-	if err := c.shutdownLocked(dl); err != nil {
+	if err := c.shutdownLocked(); err != nil {
 		return c.opErr("close", c.connErr(err))
 	}
 	return nil
 }
 
 // shutdownLocked sends the disconnect after the data, noting whether the
-// peer's came first. The provider refuses a disconnect with ENOBUFS while
-// the connection's send ring is full (many small sends in flight); it is
-// tried again, backing off, until it is taken, expire passes, or the
-// connection or the stack closes.
-func (c *sconn) shutdownLocked(expire time.Time) error {
+// peer's came first. The provider takes it at once, also while the send
+// ring is full (it follows the data as soon as a slot frees).
+func (c *sconn) shutdownLocked() error {
 	c.second = c.peerFIN.Load()
-	backoff := 50 * time.Microsecond
-	for {
-		err := c.p.Shutdown(c.sock)
-		if !errors.Is(err, syscall.ENOBUFS) {
-			if err == nil {
-				c.wshut = true
-			}
-			return err
-		}
-		if !expire.IsZero() && !time.Now().Add(backoff).Before(expire) {
-			return os.ErrDeadlineExceeded
-		}
-		select {
-		case <-time.After(backoff):
-		case <-c.st.quit:
-			return net.ErrClosed
-		}
-		backoff = min(2*backoff, 5*time.Millisecond)
+	err := c.p.Shutdown(c.sock)
+	if err == nil {
+		c.wshut = true
 	}
+	return err
 }
 
 // ---- deadlines and options --------------------------------------------

@@ -27,6 +27,7 @@ type sender struct {
 	sndRight uint64 // the peer's window edge: we may send below it
 	dupAcks  int
 	finQd    bool // Shutdown called: no more data
+	finOwed  bool // the disconnect waits for a free slot in the ring
 	finAcked bool
 
 	// Credit (see credit.go).
@@ -309,14 +310,24 @@ func (e *engine) shutdown(ep *endpoint) error {
 	case ep.finQd:
 		return nil
 	}
+	ep.finQd = true
 	if ep.full() {
-		return ErrNoBufs
+		// Many small segments in flight: the disconnect follows them as
+		// soon as an ack frees a slot. The caller is not told to try
+		// again for a resource the engine frees by itself.
+		ep.finOwed = true
+		return nil
 	}
+	e.queueFin(ep)
+	return nil
+}
+
+// queueFin puts the disconnect marker after the data; the ring has room.
+func (e *engine) queueFin(ep *endpoint) {
+	ep.finOwed = false
 	ep.push(seg{seq: ep.sndEnd, buf: noBuf, fin: true})
 	ep.sndEnd++
-	ep.finQd = true
 	e.queueOutput(ep)
-	return nil
 }
 
 // writable reports whether write would take at least one byte, or fail.
@@ -381,6 +392,9 @@ func (e *engine) onAck(ep *endpoint, h *wire.Header) {
 			e.schedule(ep, ep.rtoAt)
 		} else {
 			ep.rtoAt = 0
+		}
+		if ep.finOwed && !ep.full() {
+			e.queueFin(ep)
 		}
 		if freed {
 			e.notify(ep, evWritable)
