@@ -49,6 +49,7 @@ type CompletionQueue struct {
 	reserved atomic.Int64 // slots promised to posted operations and unreaped completions
 	waiting  atomic.Bool
 	wake     chan struct{}
+	rw       roleWait // a waiter's place among those wanting the poller role; signals wake
 	notify   func(Completion)
 }
 
@@ -62,6 +63,7 @@ func (p *Provider) NewCompletionQueue(size int, notify func(Completion)) (*Compl
 		return nil, configErr("completion queue size %d: %v", size, err)
 	}
 	q := &CompletionQueue{p: p, r: r, wake: make(chan struct{}, 1), notify: notify}
+	q.rw.ch = q.wake
 	p.cqMu.Lock()
 	p.cqs = append(p.cqs, q)
 	p.cqMu.Unlock()
@@ -82,7 +84,7 @@ func (q *CompletionQueue) push(c Completion) {
 		panic("provider: completion queue overflow despite reservation")
 	}
 	if q.waiting.Load() {
-		q.p.yield = true // the goroutine we wake needs a CPU
+		q.p.role.yield = true // the goroutine we wake needs a CPU
 		q.signal()
 	}
 	if q.notify != nil {
@@ -139,7 +141,8 @@ func (q *CompletionQueue) Wait(out []Completion, timeout time.Duration) (int, er
 }
 
 // waitable implementation.
-func (q *CompletionQueue) ready() bool { return q.r.Len() > 0 || q.p.cleaned.Load() }
+func (q *CompletionQueue) ready() bool         { return q.r.Len() > 0 || q.p.cleaned.Load() }
+func (q *CompletionQueue) roleWait() *roleWait { return &q.rw }
 func (q *CompletionQueue) park(timeout time.Duration) {
 	q.waiting.Store(true)
 	if !q.ready() {
@@ -201,6 +204,7 @@ type op struct {
 	done    atomic.Bool
 	waiting atomic.Bool
 	wake    chan struct{}
+	rw      roleWait    // the caller's place among those wanting the poller role; signals wake
 	timer   *time.Timer // the parked caller's, kept with the op so parking allocates once
 
 	// Pool.
@@ -209,7 +213,8 @@ type op struct {
 	heap     bool // allocated outside the pool (CloseSocket when the pool is empty)
 }
 
-func (o *op) ready() bool { return o.done.Load() || o.intr != nil && o.intr.woken.Load() }
+func (o *op) ready() bool         { return o.done.Load() || o.intr != nil && o.intr.woken.Load() }
+func (o *op) roleWait() *roleWait { return &o.rw }
 func (o *op) park(timeout time.Duration) {
 	o.waiting.Store(true)
 	if !o.ready() {
@@ -260,6 +265,7 @@ func newOpPool(n int) *opPool {
 		o := &p.ops[i]
 		o.idx = uint32(i)
 		o.wake = make(chan struct{}, 1)
+		o.rw.ch = o.wake
 		o.freeNext.Store(uint32(i + 2)) // next free: index+1 of i+1
 	}
 	p.ops[n-1].freeNext.Store(0)

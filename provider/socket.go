@@ -171,7 +171,7 @@ func (p *Provider) runOp(o *op, deadline int64) {
 // it took the role; if not, the caller submits o. Either way the verb has
 // left (leave) once o is applied or submitted.
 func (p *Provider) applyInline(o *op, deadline int64) (took, idle bool) {
-	if p.stopping.Load() || !p.tryToken() {
+	if p.stopping.Load() || !p.role.tryTake() {
 		return false, false
 	}
 	now := p.nanotime()
@@ -184,7 +184,7 @@ func (p *Provider) applyInline(o *op, deadline int64) (took, idle bool) {
 	if !o.ready() && (deadline == 0 || now < deadline) {
 		idle = p.pollLoop(o, false, deadline)
 	}
-	p.releaseToken(now)
+	p.releaseInline(now)
 	return true, idle
 }
 
@@ -194,6 +194,7 @@ func (p *Provider) getOp(kind opKind, s Socket) *op {
 	o := p.ops.get()
 	if o == nil {
 		o = &op{heap: true, wake: make(chan struct{}, 1)}
+		o.rw.ch = o.wake
 	}
 	o.kind, o.s = kind, s
 	return o
@@ -391,11 +392,11 @@ func (p *Provider) post(kind opKind, s Socket, buf []byte, to netip.AddrPort, cq
 		return ErrNoBufs
 	}
 	o.kind, o.s, o.buf, o.addr, o.cq, o.ctx = kind, s, buf, to, cq, ctx
-	p.posted.Add(1)
+	p.role.posted.Add(1)
 	o.sock = sock
 	p.submit(o)
-	if !p.token.Load() {
-		p.wakePoller() // nobody polls right now
+	if !p.role.held.Load() {
+		p.role.wakePoller() // nobody polls right now
 	}
 	return nil
 }
@@ -522,13 +523,13 @@ func (p *Provider) complete(o *op, n int, err error) {
 			c.Verb = VerbConnect
 		}
 		p.ops.put(o)
-		p.posted.Add(-1)
+		p.role.posted.Add(-1)
 		q.push(c)
 		return
 	}
 	o.done.Store(true)
 	if o.waiting.Load() {
-		p.yield = true // the goroutine we wake needs a CPU
+		p.role.yield = true // the goroutine we wake needs a CPU
 		select {
 		case o.wake <- struct{}{}:
 		default:

@@ -10,6 +10,9 @@ import (
 // notify function; each field is read atomically, the whole is not one
 // instant.
 type Stats struct {
+	// Poller counts what the poller role did (poller.go).
+	Poller PollerStats
+
 	// Buffer accounting: every buffer is in exactly one place, so
 	// BuffersFree + SendQueued + InFlight + OutOfOrder + RecvQueued +
 	// Sending == Buffers at all times.
@@ -187,7 +190,8 @@ func (p *Provider) Stats() Stats {
 			BadCookie:   st.dropBadCookie.Load(),
 			Unreach:     st.dropUnreach.Load(),
 		},
-		Link: LinkStats{MTU: e.mtu},
+		Link:   LinkStats{MTU: e.mtu},
+		Poller: p.role.stats(),
 	}
 	if r, ok := p.link.(linkReporter); ok {
 		s.Link = r.LinkStats()
