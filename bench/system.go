@@ -193,7 +193,8 @@ func Systems() []System {
 		newTwoProc("tcp-gonet"),
 		&tcpSpinSystem{},
 		&udpSpinSystem{},
-		&xskSystem{},
+		newXSK("xsk-floor", false),
+		newXSK("xsk-floor-park", true),
 	}
 }
 
