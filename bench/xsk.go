@@ -373,25 +373,66 @@ func (c *xskConn) Echo() error {
 			}
 			continue
 		}
-		out := 0
-		for i := 0; i < n; {
-			k, plen, err := c.packet(i, n)
-			if err != nil {
-				c.q.ReleasePacket(c.rx[i : i+k])
-				i += k
-				continue
-			}
-			rev := c.parsed.Flow.Reverse()
-			rev.Encode(c.q.Data(c.rx[i]), plen, 0)
-			out += copy(c.rx[out:], c.rx[i:i+k])
-			i += k
-		}
-		q := c.q.Transmit(c.rx[:out])
-		c.q.ReleasePacket(c.rx[q:out])
-		if err := c.q.Kick(); err != nil {
+		if err := c.echoBatch(n); err != nil {
 			return err
 		}
-		c.q.Complete()
+	}
+}
+
+// echoBatch turns around the n descriptors just received into c.rx.
+func (c *xskConn) echoBatch(n int) error {
+	out := 0
+	for i := 0; i < n; {
+		k, plen, err := c.packet(i, n)
+		if err != nil {
+			c.q.ReleasePacket(c.rx[i : i+k])
+			i += k
+			continue
+		}
+		rev := c.parsed.Flow.Reverse()
+		rev.Encode(c.q.Data(c.rx[i]), plen, 0)
+		out += copy(c.rx[out:], c.rx[i:i+k])
+		i += k
+	}
+	q := c.q.Transmit(c.rx[:out])
+	c.q.ReleasePacket(c.rx[q:out])
+	if err := c.q.Kick(); err != nil {
+		return err
+	}
+	c.q.Complete()
+	c.q.Refill()
+	return nil
+}
+
+// serve is the floor's server end in a child process: it turns every
+// frame around as Echo does, or, while k is on, counts each frame for the
+// floor's port (as Recv would return it) and releases it.
+func (c *xskConn) serve(k *sink) error {
+	var s spinner
+	for {
+		n := c.q.Receive(c.rx[:])
+		if n == 0 {
+			c.q.Complete()
+			c.q.Refill()
+			if err := c.rxWait(&s, c.b.deadline); err != nil {
+				return err
+			}
+			continue
+		}
+		if !k.on.Load() {
+			if err := c.echoBatch(n); err != nil {
+				return err
+			}
+			continue
+		}
+		for i := 0; i < n; {
+			j, plen, err := c.packet(i, n)
+			if err == nil && c.parsed.Flow.Dst.Port == XSKPort {
+				k.add(plen)
+			}
+			c.q.ReleasePacket(c.rx[i : i+j])
+			i += j
+		}
 		c.q.Refill()
 	}
 }
