@@ -147,6 +147,7 @@ type Sample struct {
 	Lost    int64                   // rr over datagrams: transactions whose answer never came
 	Elapsed time.Duration           // the measured part of the run
 	CPU     time.Duration           // process user+system time during it
+	Counts  *Counts                 // RunCounting: the events counted during it
 }
 
 // Rate is the run's figure of merit, in Unit.
@@ -226,6 +227,10 @@ func NewHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, 10e9, 3) }
 
 // Run runs spec once over sys, which must be open on h.
 func Run(ctx context.Context, sys System, h *Hosts, spec Spec, bud Budget) (*Sample, error) {
+	return run(ctx, sys, h, spec, bud, false)
+}
+
+func run(ctx context.Context, sys System, h *Hosts, spec Spec, bud Budget, count bool) (*Sample, error) {
 	mtu, err := h.MTU()
 	if err != nil {
 		return nil, err
@@ -236,6 +241,9 @@ func Run(ctx context.Context, sys System, h *Hosts, spec Spec, bud Budget) (*Sam
 	b := NewBound(ctx, bud.Setup+bud.Limit)
 	defer b.Stop()
 	r := &runner{sys: sys, h: h, b: b, bud: bud, s: &Sample{Spec: spec, System: sys.Name()}}
+	if count {
+		r.cnt = openCounter(sys)
+	}
 	switch spec.Workload {
 	case RR:
 		err = r.rr()
@@ -256,6 +264,9 @@ func Run(ctx context.Context, sys System, h *Hosts, spec Spec, bud Budget) (*Sam
 	default:
 		err = fmt.Errorf("bench: unknown workload %q", spec.Workload)
 	}
+	if r.cnt != nil {
+		r.s.Counts = r.cnt.counts()
+	}
 	if err == nil && ctx.Err() != nil {
 		err = ctx.Err()
 	}
@@ -274,6 +285,7 @@ type runner struct {
 	b   *Bound
 	bud Budget
 	s   *Sample
+	cnt *counter // RunCounting's; nil when not counting
 }
 
 // client and server start fn on the client's or the server's thread:
@@ -317,8 +329,13 @@ func start(ns string, cpu int, fn func() error) <-chan error {
 }
 
 // cpu returns the CPU time the run's processes have used so far, in ns:
-// this process's, and a two-process system's child's.
+// this process's, and a two-process system's child's. Every workload
+// calls it at the start of its measured part and at its end, so when
+// counting it marks the counters there too.
 func (r *runner) cpu() (int64, error) {
+	if r.cnt != nil {
+		r.cnt.mark()
+	}
 	t, err := cpuTime()
 	if x, ok := r.sys.(interface{ ExtraCPU() (int64, error) }); ok && err == nil {
 		var c int64

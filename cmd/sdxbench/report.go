@@ -48,6 +48,13 @@ type Result struct {
 	Repeats int     `json:"repeats"`
 	// Spread is [min, max] over the repeats of each figure above.
 	Spread map[string][2]float64 `json:"spread"`
+	// Counts (-count) are each event of bench.CountNames per CountsPer
+	// (a transaction, a message, ...), the median of the repeats, with
+	// their spread; CountsMissing names the events not counted, and why.
+	Counts        map[string]float64    `json:"counts,omitempty"`
+	CountsPer     string                `json:"counts_per,omitempty"`
+	CountsSpread  map[string][2]float64 `json:"counts_spread,omitempty"`
+	CountsMissing map[string]string     `json:"counts_missing,omitempty"`
 
 	hist *hdrhistogram.Histogram // rr: all repeats merged, for the plot
 }
@@ -147,7 +154,40 @@ func aggregate(samples []*bench.Sample) Result {
 		*res.field(f) = median(v)
 		res.Spread[f] = [2]float64{slices.Min(v), slices.Max(v)}
 	}
+	aggregateCounts(&res, samples)
 	return res
+}
+
+// aggregateCounts sets res's counts from the repeats' (-count): an event
+// is given only when every repeat counted it; otherwise it is missing,
+// with the first reason seen.
+func aggregateCounts(res *Result, samples []*bench.Sample) {
+	if samples[0].Counts == nil {
+		return
+	}
+	res.Counts, res.CountsSpread = map[string]float64{}, map[string][2]float64{}
+	for _, name := range bench.CountNames {
+		var v []float64
+		for _, s := range samples {
+			if why, miss := s.Counts.Missing[name]; miss {
+				if res.CountsMissing == nil {
+					res.CountsMissing = map[string]string{}
+				}
+				res.CountsMissing[name] = why
+				break
+			}
+			per, unit := s.Per()
+			if _, ok := per[name]; !ok {
+				break
+			}
+			v = append(v, per[name])
+			res.CountsPer = unit
+		}
+		if len(v) == len(samples) {
+			res.Counts[name] = median(v)
+			res.CountsSpread[name] = [2]float64{slices.Min(v), slices.Max(v)}
+		}
+	}
 }
 
 func us(ns int64) float64 { return float64(ns) / 1e3 }
@@ -286,9 +326,68 @@ func Markdown(w io.Writer, rep *Report) error {
 			b.WriteString("\n")
 		}
 	}
+	rep.counts(&b)
 	rep.targets(&b)
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// countTitles are the columns of the counts table, by bench.CountNames.
+var countTitles = map[string]string{
+	"syscalls": "syscalls", "futex": "futex calls", "context_switches": "context switches",
+	"wakeups": "wake-ups", "cpu_migrations": "CPU migrations", "cpu_ns": "CPU µs",
+}
+
+// counts writes the table of -count: each event per message, the median
+// of the repeats and their spread; an event not counted says n/a, and a
+// note below says why.
+func (rep *Report) counts(b *strings.Builder) {
+	var rows []*Result
+	for _, spec := range rep.specs {
+		for _, sys := range rep.systems {
+			if res := rep.find(sys, spec); res != nil && res.Counts != nil {
+				rows = append(rows, res)
+			}
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	b.WriteString("\n### Counts per message (-count), over every thread of the run's processes\n\n| system | workload | per |")
+	for _, name := range bench.CountNames {
+		fmt.Fprintf(b, " %s |", countTitles[name])
+	}
+	b.WriteString("\n|---|---|---|" + strings.Repeat("---:|", len(bench.CountNames)) + "\n")
+	why := map[string]string{}
+	for _, res := range rows {
+		spec := bench.Spec{Workload: bench.Workload(res.Workload), Size: res.Size, Conns: res.Conns}
+		fmt.Fprintf(b, "| %s | %s | %s |", res.System, spec, res.CountsPer)
+		for _, name := range bench.CountNames {
+			v, ok := res.Counts[name]
+			if !ok {
+				b.WriteString(" n/a |")
+				if w, miss := res.CountsMissing[name]; miss {
+					why[name] = w
+				}
+				continue
+			}
+			sp := res.CountsSpread[name]
+			if name == "cpu_ns" {
+				v, sp = v/1e3, [2]float64{sp[0] / 1e3, sp[1] / 1e3}
+			}
+			s := num(v)
+			if res.Repeats > 1 {
+				s += fmt.Sprintf(" (%s–%s)", num(sp[0]), num(sp[1]))
+			}
+			fmt.Fprintf(b, " %s |", s)
+		}
+		b.WriteString("\n")
+	}
+	for _, name := range bench.CountNames {
+		if w, ok := why[name]; ok {
+			fmt.Fprintf(b, "\nNot counted: %s: %s\n", countTitles[name], w)
+		}
+	}
 }
 
 // target is a goal the project set itself, as a ratio of two medians of
