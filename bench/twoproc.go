@@ -114,8 +114,13 @@ func startChild(spec string) (*childProc, error) {
 			readyc <- nil
 		}
 		for sc.Scan() {
+			line := sc.Text()
+			if !isAnswer(line) {
+				fmt.Fprintf(os.Stderr, "sdxbench child: %s\n", line)
+				continue
+			}
 			select {
-			case c.lines <- sc.Text():
+			case c.lines <- line:
 			default: // nobody asked: the request that did times out
 			}
 		}
@@ -138,6 +143,12 @@ func startChild(spec string) (*childProc, error) {
 		return nil, errors.Join(err, c.stop())
 	}
 	return c, nil
+}
+
+// isAnswer reports whether a line the child wrote is an answer to a
+// request; anything else it may print is passed on to stderr.
+func isAnswer(line string) bool {
+	return line == "ok" || strings.HasPrefix(line, "sunk ") || strings.HasPrefix(line, "error ")
 }
 
 // request sends one line to the child and returns its answer, waiting up

@@ -808,6 +808,12 @@ func (r *runner) oneWayRemote(rs RemoteSink, size, n int) (sent, msgs, bytes int
 	if err := rs.ResetSink(64 << 10); err != nil {
 		return 0, 0, 0, err
 	}
+	drained := false
+	defer func() {
+		if !drained {
+			rs.DrainSink(0, 0) // the floor's child goes back to echoing
+		}
+	}()
 	c, err := rs.DialSink(r.b)
 	if err != nil {
 		return 0, 0, 0, err
@@ -830,6 +836,7 @@ func (r *runner) oneWayRemote(rs RemoteSink, size, n int) (sent, msgs, bytes int
 		want = sent
 	}
 	rep, err := rs.DrainSink(want, r.drainWait())
+	drained = true
 	cpu1, cerr := r.cpu()
 	if err = errors.Join(err, cerr); err != nil {
 		return 0, 0, 0, err
@@ -850,10 +857,16 @@ func (r *runner) bulk() error {
 	clients, servers := make([]Conn, k), make([]Conn, k)
 	defer func() { closeAll(clients...); closeAll(servers...) }()
 	rs, remote := r.sys.(RemoteSink)
+	drained := false
 	if remote {
 		if err := rs.ResetSink(256 << 10); err != nil {
 			return err
 		}
+		defer func() {
+			if !drained {
+				rs.DrainSink(0, 0) // the floor's child goes back to echoing
+			}
+		}()
 	}
 	for i := range k {
 		var err error
@@ -933,6 +946,7 @@ func (r *runner) bulk() error {
 	}
 	if remote && len(errs) == 0 {
 		rep, err := rs.DrainSink(int64(k), r.drainWait())
+		drained = true
 		if err != nil {
 			errs = append(errs, err)
 		}
