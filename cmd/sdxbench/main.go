@@ -2,7 +2,7 @@
 // instead over the same link: Go net TCP, kernel TCP and UDP driven by a
 // spinning reader, and the raw AF_XDP floor with no protocol at all.
 //
-//	sdxbench [-quick] [-repeat N] [-json FILE] [-plot FILE.png]
+//	sdxbench [-quick] [-count] [-repeat N] [-json FILE] [-plot FILE.png]
 //	         [-systems LIST] [-workloads LIST] [-limit D]
 //	         [-cpu-client N] [-cpu-server N] [-mtu N] [-queues N]
 //	         [-ns-a NS -ns-b NS -if-a IF -if-b IF -addr-a IP -addr-b IP]
@@ -22,7 +22,10 @@
 // of that largest size, 32 per kick); connection setup rate; CPU time per
 // message. Each is repeated; the table gives the median, the spread
 // (min–max) and the ratio to kernel TCP with a spinning reader (tcp-spin).
-// -json writes the same for scripts; -plot draws the 64 B latency CDFs.
+// -json writes the same for scripts; -plot draws the 64 B latency CDFs;
+// -count adds what each message cost the kernel: system calls, context
+// switches, wake-ups, CPU migrations and CPU time, counted with
+// perf_event_open(2) over every thread of the run's processes.
 //
 // It needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN) and Linux 5.9 or
 // later (AF_XDP with need_wakeup, XDP through bpf_link), and at least two
@@ -53,6 +56,7 @@ import (
 // options are the command line.
 type options struct {
 	quick      bool
+	count      bool
 	repeat     int
 	jsonFile   string
 	plotFile   string
@@ -109,6 +113,7 @@ func parseFlags(args []string) (*options, error) {
 	o := &options{commandArg: strings.Join(append([]string{"sdxbench"}, args...), " ")}
 	fs := flag.NewFlagSet("sdxbench", flag.ContinueOnError)
 	fs.BoolVar(&o.quick, "quick", false, "short runs and 3 repeats: the whole table in under a minute")
+	fs.BoolVar(&o.count, "count", false, "count system calls, futex calls, context switches, wake-ups, CPU migrations and CPU time per message (perf_event_open on every thread of the run's processes)")
 	fs.IntVar(&o.repeat, "repeat", 0, "repeats of each run; the table shows the median and the spread (default 5, 3 with -quick)")
 	fs.StringVar(&o.jsonFile, "json", "", "write the results as JSON to `FILE`")
 	fs.StringVar(&o.plotFile, "plot", "", "draw the 64 B ping-pong latency CDFs into `FILE.png`")
@@ -351,7 +356,7 @@ func run(ctx context.Context, o *options) (_ *Report, err error) {
 			if len(idx) == 0 {
 				continue
 			}
-			if err := runSystem(ctx, sys, h, plan, idx, r, o.repeat, bud, rep, samples, failed, prog); err != nil {
+			if err := runSystem(ctx, sys, h, plan, idx, r, o.repeat, bud, o.count, rep, samples, failed, prog); err != nil {
 				return rep, err
 			}
 		}
@@ -372,7 +377,7 @@ func run(ctx context.Context, o *options) (_ *Report, err error) {
 // runSystem opens sys, runs the steps plan[idx] once (repeat r) and closes
 // it. A step that fails is recorded in failed and not run again; the others
 // still run. The error returned is an interrupt or a failure to tear down.
-func runSystem(ctx context.Context, sys bench.System, h *bench.Hosts, plan []step, idx []int, r, repeat int, bud bench.Budget,
+func runSystem(ctx context.Context, sys bench.System, h *bench.Hosts, plan []step, idx []int, r, repeat int, bud bench.Budget, count bool,
 	rep *Report, samples [][]*bench.Sample, failed []error, prog *progress) (err error) {
 	prog.show(fmt.Sprintf("%s: opening", sys.Name()))
 	if err := sys.Open(h); err != nil {
@@ -394,7 +399,11 @@ func runSystem(ctx context.Context, sys bench.System, h *bench.Hosts, plan []ste
 			return err
 		}
 		spec := plan[i].spec
-		s, err := bench.Run(ctx, sys, h, spec, bud)
+		runOnce := bench.Run
+		if count {
+			runOnce = bench.RunCounting
+		}
+		s, err := runOnce(ctx, sys, h, spec, bud)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
