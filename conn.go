@@ -28,6 +28,7 @@ const (
 type Conn struct {
 	tcp *net.TCPConn // PathTCP
 	s   *sconn       // PathSDX
+	why Fallback     // PathTCP: why; FallbackNone for PathSDX
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -39,6 +40,10 @@ func (c *Conn) Path() Path {
 	}
 	return PathTCP
 }
+
+// Fallback returns why the connection went over kernel TCP, or
+// FallbackNone for a PathSDX connection.
+func (c *Conn) Fallback() Fallback { return c.why }
 
 // Read reads data from the connection. After the peer's graceful close it
 // returns io.EOF once every byte before it was read; after the peer's hard

@@ -127,6 +127,8 @@ type Stack struct {
 	quit      chan struct{} // closed by Close: background closers give up
 	listeners map[*Listener]struct{}
 	bg        sync.WaitGroup // background closers
+
+	fallbacks fallbackCounts // kernel TCP connections by reason
 }
 
 // handler receives the completions of operations posted with its handle.
