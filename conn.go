@@ -29,6 +29,7 @@ type Conn struct {
 	tcp *net.TCPConn // PathTCP
 	s   *sconn       // PathSDX
 	why Fallback     // PathTCP: why; FallbackNone for PathSDX
+	ts  *Stack       // PathTCP: the stack that lists it (sdx stat conns); nil if none
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -72,6 +73,9 @@ func (c *Conn) Write(b []byte) (int, error) {
 func (c *Conn) Close() error {
 	if c.s != nil {
 		return c.s.Close()
+	}
+	if c.ts != nil {
+		c.ts.untrackTCP(c)
 	}
 	return c.tcp.Close()
 }

@@ -154,12 +154,14 @@ func (d *Dialer) dial(ctx context.Context, network, address string) (*Conn, erro
 	if err != nil {
 		return nil, err
 	}
+	c := &Conn{tcp: kc.(*net.TCPConn), why: why}
 	if st != nil {
 		st.fallbacks.add(why)
+		st.trackTCP(c)
 	} else {
 		stackless.add(why)
 	}
-	return &Conn{tcp: kc.(*net.TCPConn), why: why}, nil
+	return c, nil
 }
 
 var errNotIPv4 = errors.New("sdx: not an IPv4 destination")

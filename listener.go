@@ -224,7 +224,9 @@ func (l *Listener) Accept() (net.Conn, error) {
 			return conn, nil
 		case c := <-l.tcpc:
 			l.st.fallbacks.add(FallbackPeerTCP)
-			return &Conn{tcp: c.(*net.TCPConn), why: FallbackPeerTCP}, nil
+			conn := &Conn{tcp: c.(*net.TCPConn), why: FallbackPeerTCP}
+			l.st.trackTCP(conn)
+			return conn, nil
 		case err := <-l.tcperr:
 			l.tcperr <- err // for the other Accept calls
 			return nil, l.opErr(err)
