@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -216,8 +217,11 @@ func fallbackList(m map[string]uint64) string {
 }
 
 func printConns(w io.Writer, rs []control.Reply, detail bool) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	var table bytes.Buffer
+	var details []string
+	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "STACK\tSTATE\tLOCAL\tPEER\tPATH\tRECV-Q\tSEND-Q\tFALLBACK")
+	details = append(details, "")
 	for _, r := range rs {
 		name := strings.TrimPrefix(stackName(r.Stack), "stack ")
 		for _, c := range r.Conns {
@@ -229,41 +233,54 @@ func printConns(w io.Writer, rs []control.Reply, detail bool) {
 				fb = "-"
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%d\t%d\t%s\n", name, c.State, c.Local, peer, c.Path, c.RecvQ, c.SendQ, fb)
-			if detail {
-				fmt.Fprintf(tw, "\t  %s\n", connDetail(&c))
-			}
+			details = append(details, connDetail(&c))
 		}
 	}
 	tw.Flush()
+	// The figures go under their row, outside the table's columns.
+	for i, line := range strings.SplitAfter(strings.TrimSuffix(table.String(), "\n"), "\n") {
+		io.WriteString(w, strings.TrimSuffix(line, "\n")+"\n")
+		if detail && i < len(details) && details[i] != "" {
+			io.WriteString(w, details[i])
+		}
+	}
 }
 
-func us(d time.Duration) string {
-	if d < 0 {
+// dur prints a duration with three significant digits or so; "-" for
+// none.
+func dur(d time.Duration) string {
+	switch {
+	case d < 0:
 		return "-"
+	case d >= time.Second:
+		return d.Round(time.Millisecond).String()
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond).String()
 	}
 	return d.Round(100 * time.Nanosecond).String()
 }
 
 func connDetail(c *control.Conn) string {
 	switch {
-	case c.SDX != nil:
+	case c.SDX != nil && c.SDX.Peer.IsValid():
 		s := c.SDX
-		if !s.Peer.IsValid() {
-			return fmt.Sprintf("id %d", s.ID)
-		}
 		cw := "cwnd -"
 		if s.Cwnd > 0 {
 			cw = fmt.Sprintf("cwnd %d ssthresh %d", s.Cwnd, s.Ssthresh)
 		}
-		return fmt.Sprintf("id %d mss %d rtt %s/%s minrtt %s rto %s retrans %d (fast %d, timer %d) "+
-			"sent %d acked %d received %d segs %d/%d in-flight %d window peer %d own %d limit %s %s "+
-			"last send %s recv %s ack %s timers rto %s ack %s keepalive %s",
-			s.ID, s.MSS, us(s.RTT), us(s.RTTVar), us(s.MinRTT), us(s.RTO), s.Retransmits, s.FastRetransmits, s.RTOExpiries,
-			s.BytesSent, s.BytesAcked, s.BytesReceived, s.SegsOut, s.SegsIn, s.InFlight, s.PeerWindow, s.OwnWindow, s.Limit, cw,
-			us(s.LastSend), us(s.LastRecv), us(s.LastAck), us(s.RTOTimer), us(s.AckTimer), us(s.KeepaliveTimer))
+		return fmt.Sprintf("    id %d  mss %d  rtt %s/%s  minrtt %s  rto %s\n"+
+			"    retrans %d (fast marks %d, timer expiries %d)  bytes sent %d acked %d received %d  segs out %d in %d\n"+
+			"    in-flight %d  window peer %d own %d  limited by %s  %s\n"+
+			"    ages: send %s recv %s ack %s  timers: rto %s ack %s keepalive %s\n",
+			s.ID, s.MSS, dur(s.RTT), dur(s.RTTVar), dur(s.MinRTT), dur(s.RTO),
+			s.Retransmits, s.FastRetransmits, s.RTOExpiries, s.BytesSent, s.BytesAcked, s.BytesReceived, s.SegsOut, s.SegsIn,
+			s.InFlight, s.PeerWindow, s.OwnWindow, s.Limit, cw,
+			dur(s.LastSend), dur(s.LastRecv), dur(s.LastAck), dur(s.RTOTimer), dur(s.AckTimer), dur(s.KeepaliveTimer))
+	case c.SDX != nil:
+		return fmt.Sprintf("    id %d\n", c.SDX.ID)
 	case c.TCP != nil:
 		t := c.TCP
-		return fmt.Sprintf("kernel: rtt %dus/%dus retrans %d acked %d received %d", t.RTTMicros, t.RTTVarMicros, t.Retransmits, t.BytesAcked, t.BytesRecv)
+		return fmt.Sprintf("    kernel: rtt %dus/%dus  retrans %d  bytes acked %d received %d\n", t.RTTMicros, t.RTTVarMicros, t.Retransmits, t.BytesAcked, t.BytesRecv)
 	}
 	return ""
 }
@@ -335,7 +352,7 @@ func printCounters(w io.Writer, rs []control.Reply, prev []flat, deltas bool) []
 			}
 		}
 		fmt.Fprintf(w, "%s (%s %s)\n", f.name, r.Stack.Interface, r.Stack.Addr)
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		for _, k := range f.keys {
 			x := f.values[k]
 			switch {
@@ -344,9 +361,9 @@ func printCounters(w io.Writer, rs []control.Reply, prev []flat, deltas bool) []
 				if d == 0 {
 					continue
 				}
-				fmt.Fprintf(tw, "  %s\t%.0f\t%+.0f\t\n", k, x, d)
+				fmt.Fprintf(tw, "  %s\t%14.0f\t%+14.0f\n", k, x, d)
 			case x != 0 || !deltas:
-				fmt.Fprintf(tw, "  %s\t%.0f\t\n", k, x)
+				fmt.Fprintf(tw, "  %s\t%14.0f\n", k, x)
 			}
 		}
 		tw.Flush()
