@@ -30,7 +30,7 @@ import (
 // that holds sdx connections (envHolder).
 const (
 	envMain   = "SDX_TEST_MAIN"
-	envHolder = "SDX_TEST_HOLDER" // netns,interface,peer address:port,connections
+	envHolder = "SDX_TEST_HOLDER" // netns,interface,peer address:port,connections[,bytes to write on each]
 )
 
 func TestMain(m *testing.M) {
@@ -51,6 +51,10 @@ func TestMain(m *testing.M) {
 func hold(spec string) int {
 	f := strings.Split(spec, ",")
 	k, _ := strconv.Atoi(f[3])
+	var write int
+	if len(f) > 4 {
+		write, _ = strconv.Atoi(f[4])
+	}
 	st, err := sdx.NewStack(sdx.Config{Netns: f[0], Interface: f[1], Queues: []int{0}})
 	if err != nil {
 		fmt.Println("ERR", err)
@@ -66,6 +70,10 @@ func hold(spec string) int {
 			return 1
 		}
 		defer c.Close()
+		if _, err := c.Write(make([]byte, write)); err != nil {
+			fmt.Println("ERR", err)
+			return 1
+		}
 		ports = append(ports, strconv.Itoa(c.LocalAddr().(*net.TCPAddr).Port))
 	}
 	fmt.Println("PORTS", strings.Join(ports, " "))
@@ -131,7 +139,7 @@ func TestStatTwoProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	child := exec.Command(bin, "-test.run=^$")
-	child.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%s,%d", envHolder, bed.A.NS, bed.A.If, ln.Addr(), k))
+	child.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%s,%d,%d", envHolder, bed.A.NS, bed.A.If, ln.Addr(), k, 1000))
 	stdin, err := child.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -190,6 +198,9 @@ func TestStatTwoProcesses(t *testing.T) {
 		}
 		if c.Path != "sdx" || c.State != "Established" || c.Local.Addr() != bed.A.Addr || c.Peer != netip.MustParseAddrPort(ln.Addr().String()) {
 			t.Errorf("connection %+v: want an established sdx connection %v -> %v", c, bed.A.Addr, ln.Addr())
+		}
+		if c.SDX == nil || c.SDX.BytesSent < 1000 || c.SDX.ID == 0 {
+			t.Errorf("connection %v: figures %+v; want the 1000 bytes the child wrote", c.Local, c.SDX)
 		}
 		got = append(got, c.Local.Port())
 	}
