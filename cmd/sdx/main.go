@@ -2,6 +2,7 @@
 //
 //	sdx demo [-frames N] [-size BYTES] [-queues N] [-mtu BYTES] [-timeout D]
 //	sdx stat [stacks|conns|ss|counters] [-json] [-i] [-w SECONDS] [-p PID]
+//	sdx capture -p PID [-i IFACE] -w FILE.pcap|- [-s SNAPLEN] [-c COUNT]
 //
 // demo builds a throw-away testbed (two network namespaces joined by a veth
 // pair, addresses in 198.18.0.0/15), attaches the steer program to both
@@ -17,6 +18,10 @@
 // one's figures) or counters, as tables or JSON, once or every -w
 // seconds. It needs root or the user the processes run as, nothing of
 // the kernel beyond Unix sockets.
+//
+// capture records the frames a process's stack sends and receives into a
+// pcap file, or to standard output for tcpdump -r -, through the same
+// control socket; tools/wireshark/sdx.lua dissects them.
 package main
 
 import (
@@ -60,6 +65,13 @@ func main() {
 			os.Exit(2)
 		}
 		err = stat(ctx, os.Stdout, c)
+	case "capture":
+		c, perr := parseCapture(os.Args[2:])
+		if perr != nil {
+			fmt.Fprintln(os.Stderr, "sdx:", perr)
+			os.Exit(2)
+		}
+		err = capture(ctx, c, os.Stderr)
 	case "help", "-h", "--help":
 		usage()
 	default:
@@ -76,9 +88,11 @@ func usage() {
 	fmt.Fprintln(os.Stderr, `usage: sdx demo [-frames N] [-size BYTES] [-queues N] [-mtu BYTES] [-timeout D]
        sdx stat [stacks|conns|ss|counters] [-json] [-i] [-w SECONDS] [-p PID] [-dir DIR]
        sdx ss [-json] [-i] [-w SECONDS] [-p PID]   (sdx stat conns)
+       sdx capture -p PID [-i IFACE] -w FILE.pcap|- [-s SNAPLEN] [-c COUNT]
 
 demo: build a veth testbed, move frames over AF_XDP both ways, print the
 counters, tear the testbed down. Needs root.
-stat: look inside the sdx stacks of running processes (sdx stat -h).`)
+stat: look inside the sdx stacks of running processes (sdx stat -h).
+capture: record a stack's frames as pcap (sdx capture -h).`)
 	os.Exit(2)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sort"
 	"time"
@@ -61,3 +62,38 @@ func Query(path, cmd string) (*Reply, error) {
 	}
 	return &r, nil
 }
+
+// Capture asks the stack at path for a capture and returns the pcap
+// stream; closing it ends the capture.
+func Capture(path string, snaplen int) (io.ReadCloser, error) {
+	c, err := net.DialTimeout("unix", path, ioTimeout)
+	if err != nil {
+		return nil, err
+	}
+	c.SetDeadline(time.Now().Add(ioTimeout))
+	b, _ := json.Marshal(Request{Cmd: CmdCapture, Snaplen: snaplen})
+	rd := bufio.NewReader(c)
+	var r Reply
+	line, err := []byte(nil), error(nil)
+	if _, err = c.Write(append(b, '\n')); err == nil {
+		if line, err = rd.ReadBytes('\n'); err == nil {
+			err = json.Unmarshal(line, &r)
+		}
+	}
+	if err == nil && r.Error != "" {
+		err = errors.New(r.Error)
+	}
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	c.SetDeadline(time.Time{})
+	return &stream{Reader: rd, c: c}, nil
+}
+
+type stream struct {
+	*bufio.Reader
+	c net.Conn
+}
+
+func (s *stream) Close() error { return s.c.Close() }

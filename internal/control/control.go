@@ -28,11 +28,16 @@ const (
 	CmdStack    = "stack"    // Reply.Stack
 	CmdConns    = "conns"    // Reply.Stack and Reply.Conns
 	CmdCounters = "counters" // Reply.Stack and Reply.Counters
+	// CmdCapture streams the frames the stack's link sends and receives:
+	// after the reply line (empty, or Error), a pcap file (link type
+	// Ethernet) until the client closes its side or the stack closes.
+	CmdCapture = "capture"
 )
 
 // Request is what a client sends.
 type Request struct {
-	Cmd string `json:"cmd"`
+	Cmd     string `json:"cmd"`
+	Snaplen int    `json:"snaplen,omitempty"` // CmdCapture: bytes kept of each frame (0: all)
 }
 
 // Reply is what a stack answers; Error is set, and nothing else, when it
@@ -64,6 +69,11 @@ type Stack struct {
 	TCPConns    int               `json:"tcp_conns"` // open kernel TCP connections it dialled or accepted
 	Listeners   int               `json:"listeners"`
 	Fallbacks   map[string]uint64 `json:"fallbacks"` // by reason, zeros included
+	// Capture: whether a capture runs, and what it recorded and dropped
+	// (its ring was full) so far.
+	Capturing      bool   `json:"capturing"`
+	CaptureFrames  uint64 `json:"capture_frames"`
+	CaptureDropped uint64 `json:"capture_dropped"`
 }
 
 // Queue describes one AF_XDP queue of a stack.

@@ -36,7 +36,7 @@ func TestServeAndClose(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	testutil.CheckFDs(t)
 	dir := t.TempDir()
-	s, err := Listen(dir, echoHandler)
+	s, err := Listen(dir, echoHandler, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestOtherUserRefused(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Listen(filepath.Join(dir, "run"), echoHandler)
+	s, err := Listen(filepath.Join(dir, "run"), echoHandler, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
