@@ -28,6 +28,8 @@ const (
 type Conn struct {
 	tcp *net.TCPConn // PathTCP
 	s   *sconn       // PathSDX
+	why Fallback     // PathTCP: why; FallbackNone for PathSDX
+	ts  *Stack       // PathTCP: the stack that lists it (sdx stat conns); nil if none
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -39,6 +41,10 @@ func (c *Conn) Path() Path {
 	}
 	return PathTCP
 }
+
+// Fallback returns why the connection went over kernel TCP, or
+// FallbackNone for a PathSDX connection.
+func (c *Conn) Fallback() Fallback { return c.why }
 
 // Read reads data from the connection. After the peer's graceful close it
 // returns io.EOF once every byte before it was read; after the peer's hard
@@ -67,6 +73,9 @@ func (c *Conn) Write(b []byte) (int, error) {
 func (c *Conn) Close() error {
 	if c.s != nil {
 		return c.s.Close()
+	}
+	if c.ts != nil {
+		c.ts.untrackTCP(c)
 	}
 	return c.tcp.Close()
 }

@@ -121,6 +121,8 @@ type endpoint struct {
 	sender   // the send side: see sender.go
 	receiver // the receive side: see receiver.go
 
+	stat connCounters // per-connection figures: see snapshot.go
+
 	// Liveness.
 	lastHeard int64
 	probeAt   int64
@@ -1219,6 +1221,7 @@ func (e *engine) onTimer(ep *endpoint) {
 			ep.rtt.backoff(e.rtoBounds())
 			ep.rtoAt = later(now, ep.rtt.rto)
 			e.st.rtoExpiries.Add(1)
+			ep.stat.rtoExpiries++
 		}
 		e.schedule(ep, min(ep.rtoAt, later(ep.lastHeard, int64(e.cfg.Timeout))))
 		return

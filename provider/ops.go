@@ -167,8 +167,9 @@ const (
 	opClose
 	opEventSelect
 	opGetName
-	opCancel  // withdraw target, a pending direct op
-	opWaitEnd // complete when the connection's end matches arg (End bits)
+	opCancel   // withdraw target, a pending direct op
+	opWaitEnd  // complete when the connection's end matches arg (End bits)
+	opSnapshot // fill snap with every connection's figures (snapshot.go)
 )
 
 // op is one request to the poller: a verb's arguments, its progress while
@@ -186,8 +187,9 @@ type op struct {
 	sock   *socket // the socket, resolved while the descriptor was live (opClose, and the overlapped verbs)
 	evFn   func(Socket, Event, error)
 	evSet  Event
-	intr   *Waiter // direct verbs: a wake makes the op ready to withdraw
-	target *op     // opCancel: the op to withdraw
+	intr   *Waiter      // direct verbs: a wake makes the op ready to withdraw
+	target *op          // opCancel: the op to withdraw
+	snap   *[]ConnStats // opSnapshot: where the figures go
 
 	// Poller-owned while pending.
 	progress  int
@@ -297,7 +299,7 @@ func (p *opPool) get() *op {
 // put clears the op's references and returns it to the pool.
 func (p *opPool) put(o *op) {
 	o.buf, o.cq, o.sock, o.evFn, o.err, o.next = nil, nil, nil, nil, nil, nil
-	o.intr, o.target = nil, nil
+	o.intr, o.target, o.snap = nil, nil, nil
 	o.addr, o.arg, o.ctx, o.evSet = netip.AddrPort{}, 0, 0, 0
 	o.progress, o.completed = 0, false
 	o.n, o.res, o.local, o.peer = 0, 0, netip.AddrPort{}, netip.AddrPort{}

@@ -381,6 +381,7 @@ func (e *engine) onAck(ep *endpoint, h *wire.Header) {
 			ep.pop()
 		}
 		ep.sndUna = ack
+		ep.stat.lastAck = e.now
 		ep.dupAcks = 0
 		ep.bigLost, ep.bigAt = 0, 0
 		if sample >= 0 && !repaired {
@@ -402,6 +403,7 @@ func (e *engine) onAck(ep *endpoint, h *wire.Header) {
 	} else if ack == ep.sndUna && ep.sent > 0 && h.Op == wire.OpAck && !grew {
 		if ep.countDupAck() {
 			e.st.fastRetransmits.Add(1)
+			ep.stat.fastRetransmits++
 			e.queueOutput(ep)
 		}
 	}
@@ -427,6 +429,7 @@ func (e *engine) onSACK(ep *endpoint, h *wire.Header) {
 	}
 	if n := ep.markFastLost(); n > 0 {
 		e.st.fastRetransmits.Add(uint64(n))
+		ep.stat.fastRetransmits += uint64(n)
 		e.queueOutput(ep)
 	}
 }
@@ -452,6 +455,7 @@ func (e *engine) sendData(ep *endpoint) bool {
 		s.rtx = false
 		s.resent = true
 		e.st.retransmits.Add(1)
+		ep.stat.retransmits++
 		sent, acked = true, true
 	}
 	// The sender asks for an ack at once (FlagAckReq) on the segment
@@ -558,8 +562,11 @@ func (e *engine) sendSeg(ep *endpoint, s *seg, req bool) bool {
 			return false
 		}
 		e.st.dataOut.Add(1)
+		ep.stat.segsOut++
+		ep.stat.bytesOut += uint64(s.n)
 	}
 	s.sentAt = e.now
+	ep.stat.lastSend = e.now
 	e.txCount++
 	s.tx = e.txCount
 	e.acked(ep)
@@ -570,6 +577,7 @@ func (e *engine) sendSeg(ep *endpoint, s *seg, req bool) bool {
 // RTO ago and not SACKed is presumed lost; the RTO backs off.
 func (e *engine) onRTO(ep *endpoint) {
 	e.st.rtoExpiries.Add(1)
+	ep.stat.rtoExpiries++
 	if ep.sent == 0 {
 		if ep.confirming || ep.slen > 0 && ep.at(0).seq+uint64(ep.at(0).n) > ep.sndRight {
 			// Zero window, or a confirmation not yet answered: probe.

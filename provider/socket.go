@@ -573,6 +573,10 @@ func (p *Provider) apply(o *op) {
 		p.withdraw(o.target)
 		p.complete(o, 0, nil)
 		return
+	case opSnapshot:
+		p.snapshot(o.snap)
+		p.complete(o, 0, nil)
+		return
 	case opDup:
 		sock := p.resolve(o.s)
 		if sock == nil {

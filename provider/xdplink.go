@@ -102,6 +102,7 @@ type XDPLink struct {
 	icmp       frame.Unreach
 	unreach    func(peer netip.Addr, quoted []byte)
 	stats      XDPLinkStats
+	tap        atomic.Pointer[Capture] // a running capture (capture.go); nil: none
 
 	// Lent buffers (see lender): lentPer in each queue's UMEM, lentFrames
 	// UMEM frames each, of which lentOut[i] are on their way out.
@@ -428,6 +429,9 @@ func (l *XDPLink) Send(peer netip.Addr, payload []byte) error {
 	}
 	l.encode(q.Data(chain[0]), peer, mac, h, len(payload))
 	q.WritePacket(chain, frame.HeaderLen, payload)
+	if t := l.tap.Load(); t != nil {
+		t.record(true, q.Data(chain[0])[:frame.HeaderLen], payload)
+	}
 	lq.ntx += len(chain)
 	lq.tx.Add(uint64(len(chain)))
 	l.stats.Sent++
@@ -505,6 +509,9 @@ func (l *XDPLink) sendLent(peer netip.Addr, i uint32, n int) error {
 	}
 	l.encode(b, peer, mac, h, n)
 	q.LentPacket(lq.txq[lq.ntx:lq.ntx], off, len(b))
+	if t := l.tap.Load(); t != nil {
+		t.record(true, b)
+	}
 	l.lentOut[i] = uint8(nf)
 	lq.ntx += nf
 	lq.tx.Add(uint64(nf))
@@ -687,6 +694,7 @@ func (l *XDPLink) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, p
 			break
 		}
 		lq.rx.Add(uint64(n))
+		tap := l.tap.Load()
 		packets := 0
 		for i := 0; i < n; packets++ {
 			d := l.descs[i]
@@ -699,6 +707,9 @@ func (l *XDPLink) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, p
 				// A multi-buffer frame: its headers in the first
 				// buffer, its payload handed on in pieces.
 				k, more, err = l.pieces(q, l.descs[i:n])
+			}
+			if tap != nil {
+				l.capture(tap, q, l.descs[i:i+k])
 			}
 			switch {
 			case err == frame.ErrNotUDP:

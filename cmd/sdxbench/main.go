@@ -4,7 +4,7 @@
 //
 //	sdxbench [-quick] [-count] [-repeat N] [-json FILE] [-plot FILE.png]
 //	         [-systems LIST] [-workloads LIST] [-limit D]
-//	         [-cpu-client N] [-cpu-server N] [-mtu N] [-queues N]
+//	         [-cpu-client N] [-cpu-server N] [-mtu N] [-queues N] [-no-control]
 //	         [-ns-a NS -ns-b NS -if-a IF -if-b IF -addr-a IP -addr-b IP]
 //
 // It builds its own testbed (two network namespaces joined by a veth pair,
@@ -20,7 +20,9 @@
 // at the largest message one raw frame carries on the link; bulk
 // throughput over 1 and 4 connections, and the raw AF_XDP floor's (frames
 // of that largest size, 32 per kick); connection setup rate; CPU time per
-// message. Each is repeated; the table gives the median, the spread
+// message. -no-control opens the sdx-conn systems' stacks without their
+// control socket (sdx.Config.NoControl), to measure what serving it costs.
+// Each is repeated; the table gives the median, the spread
 // (min–max) and the ratio to kernel TCP with a spinning reader (tcp-spin).
 // -json writes the same for scripts; -plot draws the 64 B latency CDFs;
 // -count adds what each message cost the kernel: system calls, context
@@ -57,6 +59,7 @@ import (
 type options struct {
 	quick      bool
 	count      bool
+	noControl  bool
 	repeat     int
 	jsonFile   string
 	plotFile   string
@@ -89,6 +92,9 @@ func main() {
 		os.Exit(2)
 	}
 	o.progress = os.Stderr
+	if o.noControl {
+		os.Setenv(bench.NoControlEnv, "1") // two-process children inherit it
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-ctx.Done()
@@ -123,6 +129,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.cpuClient, "cpu-client", 0, "CPU the client's spinning threads are pinned to")
 	fs.IntVar(&o.cpuServer, "cpu-server", 1, "CPU the server's spinning threads are pinned to")
 	fs.IntVar(&o.mtu, "mtu", 1500, "MTU of the built-in testbed's veth pair")
+	fs.BoolVar(&o.noControl, "no-control", false, "open the sdx-conn systems' stacks without their control socket (sdx.Config.NoControl)")
 	fs.IntVar(&o.queues, "queues", 1, "rx/tx queues of each end of the built-in testbed's veth pair; sdx stacks serve every queue")
 	fs.StringVar(&o.nsA, "ns-a", "", "run in this existing network namespace (client side) instead of building a testbed")
 	fs.StringVar(&o.nsB, "ns-b", "", "existing network namespace of the server side")

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"image/color"
+	"math"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -213,12 +215,33 @@ func TestPlot(t *testing.T) {
 		}
 	}
 	for _, sys := range []string{"tcp-spin", "xsk-floor"} {
-		if !seen[systemColor[sys]] {
+		if !seen[systemStyle[sys].color] {
 			t.Errorf("no %s curve in the plot", sys)
 		}
 	}
 	if _, err := Plot(&Report{}); err == nil {
 		t.Error("plot of an empty report did not fail")
+	}
+}
+
+// Every system has a style of its own: two systems that share a dash
+// pattern differ in grey (luminance) by at least a fifth of the range.
+func TestPlotStyles(t *testing.T) {
+	grey := func(c color.RGBA) float64 { return 0.299*float64(c.R) + 0.587*float64(c.G) + 0.114*float64(c.B) }
+	var names []string
+	for _, s := range bench.Systems() {
+		names = append(names, s.Name())
+		if _, ok := systemStyle[s.Name()]; !ok {
+			t.Errorf("system %s has no style of its own", s.Name())
+		}
+	}
+	for i, a := range names {
+		for _, b := range names[i+1:] {
+			sa, sb := styleOf(a), styleOf(b)
+			if slices.Equal(sa.dash, sb.dash) && math.Abs(grey(sa.color)-grey(sb.color)) < 51 {
+				t.Errorf("%s and %s share a dash pattern and look alike in grey (%.0f, %.0f)", a, b, grey(sa.color), grey(sb.color))
+			}
+		}
 	}
 }
 
