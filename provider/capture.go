@@ -125,6 +125,11 @@ func (c *Capture) record(sent bool, parts ...[]byte) {
 
 // capture records the received packet whose chain is descs.
 func (l *XDPLink) capture(c *Capture, q *xdp.Queue, descs []xdp.Desc) {
+	l.captureChain(c, false, q, descs)
+}
+
+// captureChain records the packet whose chain is descs, sent or received.
+func (l *XDPLink) captureChain(c *Capture, sent bool, q *xdp.Queue, descs []xdp.Desc) {
 	var parts [xdp.MaxPacketFrames][]byte
 	n := 0
 	for _, d := range descs {
@@ -134,7 +139,7 @@ func (l *XDPLink) capture(c *Capture, q *xdp.Queue, descs []xdp.Desc) {
 		parts[n] = q.Data(d)
 		n++
 	}
-	c.record(false, parts[:n]...)
+	c.record(sent, parts[:n]...)
 }
 
 // CaptureState reports whether a capture runs on the link, and what it

@@ -276,7 +276,7 @@ func holdPoller(t testing.TB, p *Provider) (release func()) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	rw := &roleWait{ch: make(chan struct{}, 1)}
-	for !p.role.register(rw) {
+	for !p.role.register(rw, p.nanotime()) {
 		p.kick()
 		select {
 		case <-rw.ch:

@@ -105,6 +105,9 @@ func (l *XDPLink) sendPending(f pendingFrame) {
 		lq.q.ReleasePacket(f.chain)
 		return
 	}
+	if t := l.tap.Load(); t != nil {
+		l.captureChain(t, true, lq.q, f.chain)
+	}
 	lq.ntx += copy(lq.txq[lq.ntx:], f.chain)
 	lq.tx.Add(uint64(len(f.chain)))
 	l.stats.Sent++

@@ -28,15 +28,24 @@ import (
 // The rule for every wait, stated once: register, then retry, then wait.
 // A goroutine that wants the role registers as a wanter (under mu, after
 // one more tryTake), then kicks the holder and parks on its own channel;
-// a holder that gives the role up hands it to the first wanter without
+// a holder that gives the role up hands it to the newest wanter without
 // freeing it (granted), and wakes it. A goroutine whose operation
 // completes first takes itself off the list; if the role was handed to
 // it meanwhile, it hands it on. Nobody loops on runtime.Gosched waiting
 // for another goroutine: only the spinning phases of PollAdaptive and
 // PollBusy yield, and they wait for the network, not for a goroutine.
+//
+// Who gives way to a wanter: the dedicated poller at once, always (the
+// wanter then waits in the link itself, and is woken by its own input).
+// An inline holder only when it has nothing to do and a wanter registered
+// within handoverWait: a goroutine that has just submitted work. One that
+// has waited longer is asleep on an operation the holder completes for
+// it; handing it the role would leave the link unwatched for as long as
+// waking it takes, on every hand-off.
 type poller struct {
-	held atomic.Bool  // the role is taken
-	want atomic.Int32 // registered wanters (len(wanters), readable without mu)
+	held     atomic.Bool  // the role is taken
+	want     atomic.Int32 // registered wanters (len(wanters), readable without mu)
+	wantedAt atomic.Int64 // nanotime of the latest registration
 
 	mu      sync.Mutex  // protects wanters
 	wanters []*roleWait // FIFO of goroutines parked until the role is handed to them
@@ -97,7 +106,7 @@ func (pl *poller) tryTake() bool { return !pl.held.Load() && pl.held.CompareAndS
 // register puts w on the list of wanters, unless the role is free: then
 // it takes it and reports true. Register, then retry: the holder hands
 // the role to a wanter under mu, so one that frees it sees the wanter.
-func (pl *poller) register(w *roleWait) (took bool) {
+func (pl *poller) register(w *roleWait, now int64) (took bool) {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
 	if pl.tryTake() {
@@ -106,9 +115,19 @@ func (pl *poller) register(w *roleWait) (took bool) {
 	w.granted.Store(false)
 	w.queued = true
 	pl.wanters = append(pl.wanters, w)
+	pl.wantedAt.Store(now)
 	pl.want.Add(1)
 	return false
 }
+
+// fresh reports whether a wanter registered within handoverWait of now.
+func (pl *poller) fresh(now int64) bool {
+	return pl.want.Load() > 0 && now-pl.wantedAt.Load() < int64(handoverWait)
+}
+
+// handoverWait is how long a wanter counts as fresh: one an idle inline
+// holder gives way to.
+const handoverWait = 200 * time.Microsecond
 
 // unregister takes w off the list and reports whether the role was handed
 // to it meanwhile: then the caller holds it.
@@ -129,8 +148,9 @@ func (pl *poller) unregister(w *roleWait) (granted bool) {
 	return w.granted.Swap(false)
 }
 
-// handOff gives up the role, held by the caller: to the first wanter,
-// which is woken holding it, or, with none, by freeing it.
+// handOff gives up the role, held by the caller: to the newest wanter
+// (the likeliest to have work, and a warm cache), which is woken holding
+// it, or, with none, by freeing it.
 func (pl *poller) handOff() {
 	pl.mu.Lock()
 	if len(pl.wanters) == 0 {
@@ -138,8 +158,7 @@ func (pl *poller) handOff() {
 		pl.mu.Unlock()
 		return
 	}
-	w := pl.wanters[0]
-	copy(pl.wanters, pl.wanters[1:])
+	w := pl.wanters[len(pl.wanters)-1]
 	pl.wanters[len(pl.wanters)-1] = nil
 	pl.wanters = pl.wanters[:len(pl.wanters)-1]
 	w.queued = false
@@ -346,7 +365,7 @@ func (p *Provider) awaitFrom(w waitable, deadline int64, idle bool) {
 		// Register, retry, wait.
 		wanted := false
 		if !idle && !p.stopping.Load() {
-			if pl.register(rw) {
+			if pl.register(rw, now) {
 				idle = p.holdInline(w, now, deadline) // the role was free after all
 				continue
 			}
@@ -441,7 +460,7 @@ func (p *Provider) pollLoop(w waitable, dedicated bool, deadline int64) (idle bo
 			// inline holder's thread is often locked and pinned, and a
 			// yield with anything else runnable hands the CPU over
 			// through the scheduler and back.
-			if dedicated || pl.yield || pl.want.Load() > 0 || now-pl.yielded > int64(yieldEvery) {
+			if dedicated || pl.yield || pl.fresh(now) || now-pl.yielded > int64(yieldEvery) {
 				pl.yield = false
 				pl.yielded = now
 				pl.st.yields.Add(1)
@@ -450,7 +469,7 @@ func (p *Provider) pollLoop(w waitable, dedicated bool, deadline int64) (idle bo
 			continue
 		}
 		// Idle: sleep in the link until input, a kick or the next timer.
-		if !dedicated && pl.want.Load() > 0 {
+		if !dedicated && pl.fresh(now) {
 			return true
 		}
 		timeout := time.Second
@@ -461,7 +480,7 @@ func (p *Provider) pollLoop(w waitable, dedicated bool, deadline int64) (idle bo
 			timeout = min(timeout, time.Duration(deadline-now))
 		}
 		pl.sleeping.Store(true)
-		if p.subq.Len() == 0 && (w == nil || !w.ready()) && pl.want.Load() == 0 && !p.stopping.Load() {
+		if p.subq.Len() == 0 && (w == nil || !w.ready()) && !(dedicated && pl.want.Load() > 0) && !pl.fresh(p.nanotime()) && !p.stopping.Load() {
 			pl.st.sleeps.Add(1)
 			p.link.Wait(timeout)
 		}

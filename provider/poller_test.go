@@ -10,8 +10,8 @@ import (
 )
 
 // The role alone: a wanter parks, and the holder's hand-off wakes it
-// holding the role; the role is never free in between, and a wanter that
-// leaves first is taken off the list.
+// holding the role, the newest wanter first; the role is never free in
+// between, and a wanter that leaves first is taken off the list.
 func TestPollerHandOff(t *testing.T) {
 	var pl poller
 	pl.init()
@@ -26,7 +26,7 @@ func TestPollerHandOff(t *testing.T) {
 		ws[i] = &roleWait{ch: make(chan struct{}, 1)}
 	}
 	for i, w := range ws {
-		if pl.register(w) {
+		if pl.register(w, 0) {
 			t.Fatal("registered while the role was held, and took it")
 		}
 		wg.Add(1)
@@ -57,8 +57,8 @@ func TestPollerHandOff(t *testing.T) {
 	close(order)
 	next := 0
 	for i := range order {
-		if i != next {
-			t.Fatalf("wanter %d got the role in turn %d: the hand-off is first come, first served", i, next)
+		if i != n-1-next {
+			t.Fatalf("wanter %d got the role in turn %d: the hand-off goes to the newest wanter first", i, next)
 		}
 		next++
 	}
@@ -73,7 +73,7 @@ func TestPollerHandOff(t *testing.T) {
 	// frees the role.
 	pl.tryTake()
 	w := &roleWait{ch: make(chan struct{}, 1)}
-	pl.register(w)
+	pl.register(w, 0)
 	if pl.unregister(w) {
 		t.Fatal("a wanter that left was handed the role")
 	}
@@ -99,7 +99,7 @@ func TestPollerReleaseRacesRegister(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			if pl.register(w) {
+			if pl.register(w, 0) {
 				return
 			}
 			select {

@@ -197,7 +197,7 @@ func (p *Provider) Cleanup() error {
 	// Take the role like any goroutine: the holder sees stopping and
 	// hands it over.
 	rw := &roleWait{ch: make(chan struct{}, 1)}
-	for !p.role.register(rw) {
+	for !p.role.register(rw, p.nanotime()) {
 		p.link.Wake()
 		<-rw.ch
 		if p.role.unregister(rw) {

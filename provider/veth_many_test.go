@@ -132,12 +132,6 @@ func TestVethManyConnections(t *testing.T) {
 	t.Logf("%d connections × %d KiB each way in %v (%.2f Gbit/s each way)", conns, size>>10, el.Round(time.Millisecond), float64(total*8)/el.Seconds()/1e9)
 	t.Logf("a: retransmits %d, rto expiries %d, no-buffer drops %d, reneged %d; b: retransmits %d, rto expiries %d, no-buffer drops %d, reneged %d",
 		sa.Retransmits, sa.RTOExpiries, sa.Drops.NoBuffer, sa.Reneged, sb.Retransmits, sb.RTOExpiries, sb.Drops.NoBuffer, sb.Reneged)
-	if la, ok := p.a.Link().(*XDPLink); ok {
-		t.Logf("a link: %+v", la.Stats())
-	}
-	if lb, ok := p.b.Link().(*XDPLink); ok {
-		t.Logf("b link: %+v", lb.Stats())
-	}
 	if sa.Sockets != 0 || sb.Sockets != 1 {
 		t.Errorf("sockets left: a %d, b %d (want 0 and the listener)", sa.Sockets, sb.Sockets)
 	}

@@ -72,6 +72,8 @@ var systemStyle = map[string]style{
 	"tcp-spin":          {sky, dashDD},
 	"udp-spin":          {green, longDot},
 	"xsk-floor":         {black, dotted},
+	"xsk-floor-park":    {black, dashed},
+	"xsk-floor-2p":      {black, long},
 }
 
 // styleOf returns a system's style; one the table does not know is grey
