@@ -63,6 +63,7 @@ func TestEngineTimersSaturate(t *testing.T) {
 	cfg := testEngineConfig()
 	cfg.Timeout = math.MaxInt64
 	cfg.MaxRTO = math.MaxInt64
+	cfg.PeerTimeout = 0 // heartbeats keep timers of their own, well inside the hour
 	v := newVNet(t, 13, memnet.Faults{}, cfg, 2)
 	a, b := v.pair()
 	a.err, b.err = nil, nil

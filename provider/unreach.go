@@ -52,5 +52,16 @@ func (e *engine) unreachable(peer netip.Addr, q []byte) {
 		return
 	}
 	e.st.unreachIn.Add(1)
+	// The peer's stack is gone, not just this connection: every
+	// connection to its address ends now, not one per ICMP the peer's
+	// kernel lets through its rate limit.
+	if p := ep.peer; p != nil {
+		e.failPeer(p, func(c *endpoint) error {
+			if c.state == StateConnecting {
+				return ErrPortUnreach
+			}
+			return ErrConnReset
+		}, false)
+	}
 	e.fail(ep, err)
 }
