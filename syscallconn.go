@@ -45,6 +45,10 @@ func (c *Conn) SyscallConn() (syscall.RawConn, error) {
 
 var _ syscall.Conn = (*Conn)(nil)
 
+// probeWait bounds how long a health check waits for the peer's stack to
+// answer before it reports a connection alive that nothing says is dead.
+const probeWait = 5 * time.Millisecond
+
 // probe is an sdx connection's stand-in descriptor (see SyscallConn).
 type probe struct {
 	c      *sconn
@@ -110,9 +114,11 @@ func (p *probe) state() sys.ProbeState {
 			return sys.ProbeDead
 		}
 	}
-	// Then the provider's: a wait for nothing, which answers where the
-	// connection stands at once.
-	end, err := c.p.WaitEnd(c.sock, provider.EndReadable|provider.EndPeerFin, time.Now(), nil)
+	// Then the provider's, with a check of the peer's stack: unless it
+	// was heard from in the last 2ms, it is asked, and a restarted or
+	// vanished peer fails the connection with its first answer. A live
+	// one answers in a round trip; a silent one is given probeWait.
+	end, err := c.p.WaitEnd(c.sock, provider.EndReadable|provider.EndPeerFin|provider.EndPeerChecked, time.Now().Add(probeWait), nil)
 	switch {
 	case err == nil && end&provider.EndReadable != 0:
 		return sys.ProbeReadable

@@ -148,14 +148,14 @@ type Config struct {
 	// a peer silent for a day is dead, and a bound keeps the timer
 	// arithmetic far from overflow ("never" is not on offer).
 	Timeout time.Duration
-	// PeerTimeout is the liveness bound of a peer's stack (default 900ms,
+	// PeerTimeout is the liveness bound of a peer's stack (default 800ms,
 	// at most Timeout): toward a peer that announced an incarnation in its
 	// handshake (every sdx stack with heartbeats does), a peer from which
 	// nothing at all is heard for this long, on any connection, is dead,
 	// and every connection to it fails with ETIMEDOUT. To tell, the stacks
 	// exchange heartbeats when no other frame passes between them: a
-	// frame every PeerTimeout/4 each way while idle (under 10 a second at
-	// the default), none while their connections carry traffic; a
+	// frame every 5/18 PeerTimeout each way while idle (9 a second at
+	// the default, both ways together), none while their connections carry traffic; a
 	// restarted peer is recognised at its first answer and its earlier
 	// connections reset. A peer without an incarnation (an earlier sdx)
 	// keeps the per-connection bound alone. Negative: no heartbeats.

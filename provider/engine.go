@@ -40,7 +40,7 @@ func defaultEngineConfig() engineConfig {
 		AckDelay:   200 * time.Microsecond,
 		Timeout:    10 * time.Second,
 
-		PeerTimeout: 900 * time.Millisecond,
+		PeerTimeout: 800 * time.Millisecond,
 	}
 }
 
@@ -72,6 +72,7 @@ const (
 	evReadable                    // in-order data or end of stream arrived
 	evWritable                    // send space was freed
 	evFailed                      // the connection failed (reset, time-out)
+	evPeerHeard                   // the peer's stack was heard from, as a check asked (see checkPeer)
 )
 
 // connKey names a connection as its connector sees it.
@@ -128,6 +129,7 @@ type endpoint struct {
 	peer      *peer  // the peer stack this connection belongs to (see peer.go); nil when not a connection
 	peerIdx   int    // index in peer.conns
 	peerInc   uint64 // the peer's incarnation its handshake announced; 0: none
+	peerCheck bool   // a WaitEnd waits to hear from the peer's stack (checkPeer)
 	lastHeard int64
 	probeAt   int64
 	lastErr   error // last error the link reported sending to the peer
@@ -837,6 +839,9 @@ func (e *engine) inputPieces(from netip.Addr, b []byte, more [][]byte) {
 	ep.lastHeard = e.now
 	if p := ep.peer; p != nil {
 		p.lastHeard = e.now
+		if p.checking {
+			e.peerHeard(p)
+		}
 	}
 	switch h.Op {
 	case wire.OpReject:

@@ -194,6 +194,7 @@ func TestEngineHeartbeatLossy(t *testing.T) {
 // connection to it fails with ETIMEDOUT, within 1 s of the death.
 func TestEngineHeartbeatSilentPeer(t *testing.T) {
 	cfg := testEngineConfig()
+	var worst time.Duration
 	for seed := range uint64(8) {
 		v := newVNet(t, 200+seed, memnet.Faults{Delay: 50 * time.Microsecond}, cfg, 2)
 		conns, _ := v.pairs(0, 1, 80, 16)
@@ -212,13 +213,12 @@ func TestEngineHeartbeatSilentPeer(t *testing.T) {
 		if d >= time.Second {
 			t.Fatalf("seed %d: the dead peer noticed %v after it died; want under 1s", seed, d)
 		}
-		if seed == 0 {
-			t.Logf("dead peer noticed %v after it went silent", d)
-		}
+		worst = max(worst, d)
 		if len(v.hosts[0].peers) != 0 || v.hosts[0].ptimers.Len() != 0 {
 			t.Fatalf("seed %d: %d peers, %d peer timers left", seed, len(v.hosts[0].peers), v.hosts[0].ptimers.Len())
 		}
 	}
+	t.Logf("dead peer noticed at most %v after it went silent (8 runs)", worst)
 }
 
 // TestEngineHeartbeatRestart: host 1's stack restarts (a new engine with a
