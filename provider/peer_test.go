@@ -329,3 +329,44 @@ func TestEngineHeartbeatOldPeer(t *testing.T) {
 		t.Fatalf("old peer: heartbeat dropped %d times, %d answers", e.st.dropMalformed.Load()-before, v.hosts[0].st.heartbeatsIn.Load()-in)
 	}
 }
+
+// TestEngineCheckPeer: a health check (WaitEnd with EndPeerChecked) asks
+// a peer not heard from lately and is answered in a round trip: by a live
+// peer, with nothing changed; by a restarted one, with every connection
+// to its former incarnation reset, long before the next heartbeat.
+func TestEngineCheckPeer(t *testing.T) {
+	cfg := testEngineConfig()
+	v := newVNet(t, 500, memnet.Faults{Delay: 50 * time.Microsecond}, cfg, 2)
+	conns, _ := v.pairs(0, 1, 80, 4)
+	v.runFor(100 * time.Millisecond)
+	e := v.hosts[0]
+	check := func(ep *endpoint) {
+		e.now = v.now
+		e.checkPeer(ep)
+		v.run(time.Millisecond, func() bool { return !ep.peerCheck })
+	}
+	hb := e.st.heartbeatsOut.Load()
+	check(conns[0])
+	if e.st.heartbeatsOut.Load() != hb+1 || conns[0].state != StateEstablished {
+		t.Fatalf("live peer: %d heartbeats, %v", e.st.heartbeatsOut.Load()-hb, conns[0].state)
+	}
+	// Heard from just now: nothing to ask.
+	check(conns[1])
+	if e.st.heartbeatsOut.Load() != hb+1 {
+		t.Fatal("asked a peer heard from within peerFresh")
+	}
+	v.runFor(10 * time.Millisecond)
+	nh, err := newEngine(v.links[1], cfg, [32]byte{5, 5, 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.hosts[1] = nh
+	start := v.now
+	check(conns[2])
+	if !allFailed(conns) || !errors.Is(conns[3].err, ErrConnReset) {
+		t.Fatalf("after a check of a restarted peer: %v %v", conns[3].state, conns[3].err)
+	}
+	if d := time.Duration(v.now - start); d > time.Millisecond {
+		t.Fatalf("the check took %v", d)
+	}
+}
