@@ -54,6 +54,8 @@ type peer struct {
 	pollAt    int64 // next heartbeat asking for an answer, while the peer is silent
 	askNow    bool  // ask for an answer at once: a frame claimed another incarnation
 	askedAt   int64 // when checkPeer last asked
+	firstAsk  int64 // the first answer-requesting heartbeat since the peer was last heard
+	asks      int   // how many since then
 	checking  bool  // some connection's peerCheck is set
 
 	heapIdx int // -1: not in engine.ptimers
@@ -67,11 +69,17 @@ func (p *peer) SetIndex(i int)      { p.heapIdx = i }
 // Heartbeat timing, from PeerTimeout (D): a heartbeat after an interval
 // of 5D/18 without a frame to the peer; after that interval and D/16 more
 // of silence from the peer, a heartbeat asking for an answer every D/20;
-// dead after D. At the default D of 800 ms: 222 ms (4.5 heartbeats a
+// dead after D, once minAsks of those went unanswered. At the default D
+// of 800 ms: 222 ms (4.5 heartbeats a
 // second each way while idle), 272 ms, 40 ms.
 func (e *engine) hbInterval() int64  { return int64(e.cfg.PeerTimeout) * 5 / 18 }
 func (e *engine) hbSuspect() int64   { return e.hbInterval() + int64(e.cfg.PeerTimeout)/16 }
 func (e *engine) hbPollEvery() int64 { return int64(e.cfg.PeerTimeout) / 20 }
+
+// minAsks is how many answer-requesting heartbeats a silent peer leaves
+// unanswered before it is dead.
+const minAsks = 3
+
 func (e *engine) heartbeatsOn() bool { return e.cfg.PeerTimeout > 0 }
 
 // attachPeer makes ep, whose raddr is set, one of its peer's connections.
@@ -213,7 +221,14 @@ func (e *engine) onPeerTimer(p *peer) {
 		return
 	}
 	silent := now - p.lastHeard
-	if silent >= int64(e.cfg.PeerTimeout) {
+	if p.firstAsk < p.lastHeard {
+		p.firstAsk, p.asks = 0, 0 // heard since: a new silence
+	}
+	// Dead after PeerTimeout of silence, but only once the peer has had
+	// its chance: minAsks requests for an answer over two poll intervals.
+	// A poller that did not run for a while (a stalled process) sent
+	// none meanwhile, and asks before it judges.
+	if silent >= int64(e.cfg.PeerTimeout) && p.asks >= minAsks && now-p.firstAsk >= 2*e.hbPollEvery() {
 		if e.rxFull {
 			// More input may wait in the link: read it before deciding.
 			e.armPeer(p, now+1)
@@ -238,12 +253,16 @@ func (e *engine) onPeerTimer(p *peer) {
 	switch {
 	case p.askNow || suspect && now >= p.pollAt:
 		e.sendHeartbeat(p, rep, wire.FlagAckReq)
+		if p.asks == 0 {
+			p.firstAsk = now
+		}
+		p.asks++
 		p.askNow = false
 		p.pollAt = later(now, e.hbPollEvery())
 	case now-p.lastSent >= e.hbInterval():
 		e.sendHeartbeat(p, rep, 0)
 	}
-	next := min(later(p.lastSent, e.hbInterval()), later(p.lastHeard, int64(e.cfg.PeerTimeout)))
+	next := min(later(p.lastSent, e.hbInterval()), max(later(p.lastHeard, int64(e.cfg.PeerTimeout)), later(p.firstAsk, 2*e.hbPollEvery())))
 	if suspect {
 		next = min(next, p.pollAt)
 	} else {

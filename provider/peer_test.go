@@ -370,3 +370,19 @@ func TestEngineCheckPeer(t *testing.T) {
 		t.Fatalf("the check took %v", d)
 	}
 }
+
+// TestEngineHeartbeatStall: both stacks' pollers stop for 2 s (a process
+// descheduled, a machine overloaded) and resume: neither takes the other
+// for dead on waking, before it has asked and waited for answers.
+func TestEngineHeartbeatStall(t *testing.T) {
+	v := newVNet(t, 600, memnet.Faults{Delay: 50 * time.Microsecond}, testEngineConfig(), 2)
+	conns, accepted := v.pairs(0, 1, 80, 4)
+	v.runFor(time.Second)
+	v.now += int64(2 * time.Second) // nothing ran meanwhile
+	v.runFor(2 * time.Second)
+	for _, c := range append(conns, accepted...) {
+		if c.state != StateEstablished {
+			t.Fatalf("a connection failed after a stall of both pollers: %v", c.err)
+		}
+	}
+}
