@@ -18,9 +18,9 @@ const quotedLen = 32
 // a datagram we sent it (from the sdx header on). When q names a live
 // connection to peer, with our id (src conn), the peer's id (dst conn; 0 in
 // a connect request), both ports and the token, the peer has no stack on
-// its sdx port any more, and the connection fails at once: ErrPortUnreach
-// (which matches ECONNREFUSED) while it connects, ECONNRESET once
-// established. Anything else is counted
+// its sdx port any more, and every connection to the peer's address fails
+// at once: ErrPortUnreach (which matches ECONNREFUSED) while it connects,
+// ECONNRESET once established. Anything else is counted
 // and dropped: without the token, a forged ICMP cannot kill a connection
 // any more than a forged reset can.
 func (e *engine) unreachable(peer netip.Addr, q []byte) {
