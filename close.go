@@ -117,5 +117,6 @@ func (c *sconn) abort() {
 		return
 	}
 	c.p.CloseSocket(c.sock)
+	c.closeProbe()
 	c.st.unregister(c.handle)
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -164,6 +165,16 @@ func newChanMutex() chanMutex { return make(chanMutex, 1) }
 func (m chanMutex) lock()   { m <- struct{}{} }
 func (m chanMutex) unlock() { <-m }
 
+// tryLock takes the lock if it is free.
+func (m chanMutex) tryLock() bool {
+	select {
+	case m <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
 // lockUnless takes the lock, or reports false once done is closed.
 func (m chanMutex) lockUnless(done <-chan struct{}) bool {
 	select {
@@ -233,6 +244,11 @@ type sconn struct {
 	// second: the peer's disconnect had arrived before ours went out, so
 	// the peer closes the connection, not us (see disconnect).
 	second bool
+
+	// The stand-in descriptor of SyscallConn, made at its first call
+	// (syscallconn.go); probeMu protects the pointer.
+	probeMu sync.Mutex
+	probe   *probe
 }
 
 func newSConn(st *Stack, sock provider.Socket) *sconn {
@@ -275,6 +291,11 @@ func (c *sconn) complete(cp provider.Completion) {
 func (c *sconn) wake() {
 	c.rw.Wake()
 	c.ww.Wake()
+	c.probeMu.Lock()
+	if c.probe != nil {
+		c.probe.w.Wake()
+	}
+	c.probeMu.Unlock()
 }
 
 // onEvent is the EventSelect callback; it runs on the poller.

@@ -26,6 +26,10 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(childEnv); spec != "" {
 		os.Exit(runChild(spec))
 	}
+	if v := os.Getenv(serverChildEnv); v != "" {
+		ns, ifname, _ := strings.Cut(v, ",")
+		os.Exit(serverChild(ns, ifname))
+	}
 	os.Exit(m.Run())
 }
 

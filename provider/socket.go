@@ -712,6 +712,9 @@ func (p *Provider) apply(o *op) {
 			p.complete(o, 0, ErrAlready)
 		default:
 			sock.endWait = o
+			if End(o.arg)&EndPeerChecked != 0 {
+				p.eng.checkPeer(ep) // until the peer is heard from, endOf says not checked
+			}
 			p.progressEnd(sock)
 		}
 	default:

@@ -75,6 +75,12 @@ type Stats struct {
 	// Unreachables counts ICMP port unreachables that named a live
 	// connection (ids, ports, token) and failed it: its peer's stack is gone.
 	Unreachables uint64
+	// Peer stacks (see Config.PeerTimeout): heartbeats sent and
+	// received; peers declared dead for silence (their connections are
+	// counted in DeadPeers); peers found restarted (a new incarnation),
+	// whose earlier connections were reset.
+	HeartbeatsOut, HeartbeatsIn uint64
+	PeersDead, PeerRestarts     uint64
 	// Link is what the link reports about itself.
 	Link LinkStats
 }
@@ -178,6 +184,10 @@ func (p *Provider) Stats() Stats {
 		SendErrors:        st.sendErrors.Load(),
 		TooBig:            st.tooBig.Load(),
 		Unreachables:      st.unreachIn.Load(),
+		HeartbeatsOut:     st.heartbeatsOut.Load(),
+		HeartbeatsIn:      st.heartbeatsIn.Load(),
+		PeersDead:         st.peersDead.Load(),
+		PeerRestarts:      st.peerRestarts.Load(),
 		Drops: DropStats{
 			Malformed:   st.dropMalformed.Load(),
 			Checksum:    st.dropChecksum.Load(),
