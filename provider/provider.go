@@ -12,15 +12,17 @@ import (
 // Provider is a SAN service provider bound to one Link: it owns the
 // link, the protocol engine, the descriptor table and the poller.
 //
-// Threads. Exactly one goroutine at a time holds the poller role (the
-// "poller token"): it alone touches the link (except Wake), the engine and
-// every socket's pending operations. The dedicated goroutine
-// routinePoller holds it when nobody else does. In both modes a
-// goroutine blocked in a blocking verb (or CompletionQueue.Wait) takes the
-// role inline when it is free, and runs the poll loop until its operation
-// completes, so a request-response exchange has one spinning goroutine per
-// process, not two. Every other goroutine hands work to the role holder
-// through a lock-free MPSC submission ring and gets results back through
+// Threads. Exactly one goroutine at a time holds the poller role
+// (poller.go, with its states and hand-over): it alone touches the link
+// (except Wake), the engine and every socket's pending operations. The
+// dedicated goroutine routinePoller holds it when nobody else does. In
+// every mode a goroutine blocked in a blocking verb (or
+// CompletionQueue.Wait) takes the role inline when it is free, and runs
+// the poll loop until its operation completes, so a request-response
+// exchange has one polling goroutine per process, not two, and in
+// PollPark that goroutine is the one the netpoller wakes when its answer
+// arrives. Every other goroutine hands work to the role holder through a
+// lock-free MPSC submission ring and gets results back through
 // completion queues or its op's done flag.
 //
 // Every exported method may be called from any goroutine, except from an
