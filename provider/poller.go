@@ -109,14 +109,17 @@ func (pl *poller) tryTake() bool { return !pl.held.Load() && pl.held.CompareAndS
 func (pl *poller) register(w *roleWait, now int64) (took bool) {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
+	// Counted before the retry: a release that frees the role after our
+	// look sees the count and serves the list (see release).
+	pl.want.Add(1)
 	if pl.tryTake() {
+		pl.want.Add(-1)
 		return true
 	}
 	w.granted.Store(false)
 	w.queued = true
 	pl.wanters = append(pl.wanters, w)
 	pl.wantedAt.Store(now)
-	pl.want.Add(1)
 	return false
 }
 

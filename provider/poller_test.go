@@ -89,9 +89,9 @@ func TestPollerHandOff(t *testing.T) {
 func TestPollerReleaseRacesRegister(t *testing.T) {
 	var pl poller
 	pl.init()
-	rounds := 20000
+	rounds := 100000
 	if raceOn {
-		rounds = 2000
+		rounds = 20000
 	}
 	for round := range rounds {
 		pl.tryTake()
@@ -141,7 +141,10 @@ func TestPollerParkModeHandsOff(t *testing.T) {
 	a, b := tn.conn(l, 80)
 	before := p1.Stats().Poller
 
-	release := holdPoller(t, p1)
+	var once sync.Once
+	hold := holdPoller(t, p1)
+	release := func() { once.Do(hold) }
+	defer release()
 	got := make(chan error, 1)
 	buf := make([]byte, 8)
 	go func() {
@@ -151,20 +154,23 @@ func TestPollerParkModeHandsOff(t *testing.T) {
 		}
 		got <- err
 	}()
-	// Posts while the test holds the role fill the two-slot ring; the
-	// rest wait for room.
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s", what)
+			}
+		}
+	}
+	waitFor("wanter", func() bool { return p1.role.want.Load() == 1 })
+	// Posts while the test holds the role fill the two-slot ring (the
+	// Recv took one); the rest wait for room.
 	cq := must[*CompletionQueue](t)(p1.NewCompletionQueue(16, nil))
 	posted := make(chan error, 6)
 	for range 6 {
 		go func() { posted <- p1.PostSend(b, []byte("x"), cq, 0) }()
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for p1.role.want.Load() == 0 || p1.role.subWaiting.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no wanter (%d) or no blocked submitter (%d)", p1.role.want.Load(), p1.role.subWaiting.Load())
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitFor("blocked submitter", func() bool { return p1.role.subWaiting.Load() > 0 })
 	release()
 	for range 6 {
 		if err := <-posted; err != nil {
