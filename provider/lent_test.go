@@ -73,7 +73,7 @@ func (l *lendLink) at(i uint32, n int) []byte {
 	return l.mem[r][o : o+n]
 }
 
-func (l *lendLink) sendLent(peer netip.Addr, i uint32, n int) error {
+func (l *lendLink) sendLent(peer netip.Addr, i uint32, n int, ect bool) error {
 	b := l.at(i, n)
 	var h wire.Header
 	h.Decode(b)
@@ -90,7 +90,11 @@ func (l *lendLink) sendLent(peer netip.Addr, i uint32, n int) error {
 			l.t.Errorf("buffer %d sent in place while the link still sends it", i)
 		}
 	}
-	if err := l.Link.Send(peer, b); err != nil {
+	send := l.Link.Send
+	if ect {
+		send = l.Link.SendECT
+	}
+	if err := send(peer, b); err != nil {
 		return err
 	}
 	l.out = append(l.out, lentSend{i: i, due: l.flushes + l.hold, seq: h.Seq, snap: bytes.Clone(b)})

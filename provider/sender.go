@@ -58,6 +58,52 @@ type sender struct {
 	// lostForSize.
 	bigLost int
 	bigAt   int64
+
+	// Congestion control (cc.go). The pipe is sndNxt - sndUna less
+	// sackedB (bytes in flight SACKed) and lostB (bytes marked for
+	// retransmission and not yet retransmitted); sackNew counts the
+	// bytes SACKed since the last ack was taken. cwndLimited: the window, not the data or the credit,
+	// held the sender back when it last sent, so an ack may open it
+	// further. limit is what stopped the sender last (limitNone, ...).
+	cc             congestion
+	sackedB, lostB int
+	sackNew        int
+	cwndLimited    bool
+	limit          uint8
+}
+
+// What stopped a sender with data queued: nothing, the peer's window
+// (credit), the congestion window, or the buffer pool.
+const (
+	limitNone uint8 = iota
+	limitCredit
+	limitCwnd
+	limitPool
+)
+
+// segLen is the sequence space a segment takes.
+func (s *seg) segLen() int { return int(s.end() - s.seq) }
+
+// pipe is RFC 6675's estimate of the bytes in the network.
+func (s *sender) pipe() int {
+	return max(int(s.sndNxt-s.sndUna)-s.sackedB-s.lostB, 0)
+}
+
+// markRtx marks g for retransmission.
+func (s *sender) markRtx(g *seg) {
+	if !g.rtx {
+		g.rtx = true
+		s.lostB += g.segLen()
+	}
+}
+
+// clearRtx takes g's retransmission mark away: it was retransmitted, or
+// SACKed, or acknowledged.
+func (s *sender) clearRtx(g *seg) {
+	if g.rtx {
+		g.rtx = false
+		s.lostB -= g.segLen()
+	}
 }
 
 // seg is a segment of send data in its buffer: the payload sits at
@@ -101,7 +147,12 @@ func (s *sender) push(g seg) {
 
 // pop drops the oldest segment in flight: it was acknowledged.
 func (s *sender) pop() {
-	*s.at(0) = seg{}
+	g := s.at(0)
+	if g.sacked {
+		s.sackedB -= g.segLen()
+	}
+	s.clearRtx(g)
+	*g = seg{}
 	s.shead = (s.shead + 1) & (len(s.segs) - 1)
 	s.sent--
 	s.slen--
@@ -134,6 +185,7 @@ func (s *sender) sackReport(blocks []wire.SACKBlock) {
 		}
 		if !listed {
 			g.sacked = false
+			s.sackedB -= g.segLen()
 		}
 	}
 }
@@ -150,6 +202,9 @@ func (s *sender) markSACKed(blocks []wire.SACKBlock, now int64) int64 {
 			g := s.at(i)
 			if !g.sacked && g.seq >= blk.Start && g.end() <= blk.End {
 				g.sacked = true
+				s.sackedB += g.segLen()
+				s.sackNew += g.segLen()
+				s.clearRtx(g)
 				if r := now - g.sentAt; b == 0 && !g.resent && (sample < 0 || r < sample) {
 					sample = r // the newest segment: the freshest round trip
 				}
@@ -182,12 +237,13 @@ func (s *sender) markFastLost() int {
 			// Its fast retransmission was lost: something sent after
 			// it has arrived. Again now, not at the next timer expiry,
 			// which at 20% loss is most of the recovery time.
-			g.rtx = true
+			s.markRtx(g)
 			marked++
 			continue
 		}
 		if above >= 3 && !g.fast && !g.rtx && g.end() <= s.sackKnown {
-			g.rtx, g.fast = true, true
+			s.markRtx(g)
+			g.fast = true
 			marked++
 		}
 	}
@@ -206,7 +262,8 @@ func (s *sender) countDupAck() bool {
 		g := s.at(i)
 		if !g.sacked {
 			if !g.fast && !g.rtx {
-				g.rtx, g.fast = true, true
+				s.markRtx(g)
+				g.fast = true
 				return true
 			}
 			return false
@@ -230,7 +287,7 @@ func (s *sender) markLost(cutoff int64) {
 			continue
 		}
 		if !marked || g.sentAt <= cutoff && g.end() <= s.sackKnown {
-			g.rtx = true
+			s.markRtx(g)
 			marked = true
 		}
 	}
@@ -330,7 +387,7 @@ func (e *engine) writable(ep *endpoint) bool {
 
 // onAck processes the ack, window and SACK blocks of a frame.
 func (e *engine) onAck(ep *endpoint, h *wire.Header) {
-	ack := h.Ack
+	ack, una := h.Ack, ep.sndUna
 	if ack > ep.sndNxt {
 		e.st.dropBadAck.Add(1)
 		return
@@ -340,13 +397,20 @@ func (e *engine) onAck(ep *endpoint, h *wire.Header) {
 		ep.sndRight = edge
 		grew = true
 	}
+	ep.sackNew = 0
 	if ack > ep.sndUna {
 		var sample int64 = -1
-		freed, repaired := false, false
+		freed, repaired, spurious := false, false, false
+		acked := int(ack - ep.sndUna)
 		for ep.sent > 0 {
 			s := ep.at(0)
 			if s.end() > ack {
 				break
+			}
+			if s.rtx && !s.resent && !s.sacked {
+				// The timer presumed it lost, and it was never sent
+				// again: this ack is its first transmission's.
+				spurious = true
 			}
 			if s.resent {
 				// The ack moved because a hole was repaired: it came
@@ -372,6 +436,11 @@ func (e *engine) onAck(ep *endpoint, h *wire.Header) {
 		ep.sndUna = ack
 		ep.dupAcks = 0
 		ep.bigLost, ep.bigAt = 0, 0
+		if spurious && ep.cc.onSpurious() {
+			e.st.spuriousRTOs.Add(1)
+			e.undoRTO(ep)
+		}
+		ep.cc.onAck(acked, ack, ep.cwndLimited)
 		if sample >= 0 && !repaired {
 			ep.rtt.sample(sample)
 		}
@@ -388,6 +457,7 @@ func (e *engine) onAck(ep *endpoint, h *wire.Header) {
 	} else if ack == ep.sndUna && ep.sent > 0 && h.Op == wire.OpAck && !grew {
 		if ep.countDupAck() {
 			e.st.fastRetransmits.Add(1)
+			e.onLoss(ep)
 			e.queueOutput(ep)
 		}
 	}
@@ -396,6 +466,18 @@ func (e *engine) onAck(ep *endpoint, h *wire.Header) {
 	}
 	if h.NSACK > 0 && ep.sent > 0 {
 		e.onSACK(ep, h)
+	}
+	if ep.ecnOK && h.Flags&wire.FlagECN != 0 {
+		newly := ep.sackNew
+		if ack > una {
+			newly += int(ack - una)
+		}
+		if marks := h.CE - ep.cc.ceSeen; marks > 0 {
+			e.st.ceEchoed.Add(uint64(marks))
+		}
+		if ep.cc.onECN(h.CE, newly, ep.sndUna, ep.sndNxt) {
+			e.st.ecnReductions.Add(1)
+		}
 	}
 	if ep.slen > ep.sent {
 		e.queueOutput(ep) // new credit, or a persist timer to arm
@@ -413,8 +495,28 @@ func (e *engine) onSACK(ep *endpoint, h *wire.Header) {
 	}
 	if n := ep.markFastLost(); n > 0 {
 		e.st.fastRetransmits.Add(uint64(n))
+		e.onLoss(ep)
 		e.queueOutput(ep)
 	}
+}
+
+// onLoss tells the congestion window of a loss the scoreboard found.
+func (e *engine) onLoss(ep *endpoint) {
+	if ep.cc.onLoss(ep.sndUna, ep.sndNxt, int(ep.sndNxt-ep.sndUna)) {
+		e.st.lossReductions.Add(1)
+	}
+}
+
+// undoRTO takes back what a spurious retransmission timeout did beside
+// the window: the segments it presumed lost and that were not sent again
+// are in flight after all, so they lose their marks.
+func (e *engine) undoRTO(ep *endpoint) {
+	for i := range ep.sent {
+		if g := ep.at(i); g.rtx && !g.resent && !g.fast {
+			ep.clearRtx(g)
+		}
+	}
+	ep.rtt.settle(e.rtoBounds())
 }
 
 // sendData transmits retransmissions, then new segments within the peer's
@@ -423,11 +525,19 @@ func (e *engine) onSACK(ep *endpoint, h *wire.Header) {
 func (e *engine) sendData(ep *endpoint) bool {
 	sent := false
 	acked := false
+	ep.limit = limitNone
+	byCwnd := false
 	for i := range ep.sent {
 		s := ep.at(i)
 		if !s.rtx || s.sacked {
-			s.rtx = false
+			ep.clearRtx(s)
 			continue
+		}
+		// The congestion window holds retransmissions back too, but for
+		// the oldest segment's: the repair everything waits for.
+		if i > 0 && ep.pipe()+s.segLen() > ep.cc.cwnd {
+			ep.limit, byCwnd = limitCwnd, true
+			break
 		}
 		// A retransmission asks for its ack at once: the sender is
 		// recovering, and it may be the last segment of a burst.
@@ -435,22 +545,27 @@ func (e *engine) sendData(ep *endpoint) bool {
 			e.queueOutput(ep)
 			return sent
 		}
-		s.rtx = false
+		ep.clearRtx(s)
 		s.resent = true
 		e.st.retransmits.Add(1)
 		sent, acked = true, true
 	}
 	// The sender asks for an ack at once (FlagAckReq) on the segment
 	// that takes what it has in flight past half of what it may have
-	// (its send buffer or the peer's window): the ack then comes back
-	// while the other half is still going out.
+	// (its send buffer, the peer's window or the congestion window):
+	// the ack then comes back while the other half is still going out.
 	var half uint64
 	if ep.sndRight > ep.sndUna {
-		half = min(uint64(e.cfg.SendBuffer), ep.sndRight-ep.sndUna) / 2
+		half = min(uint64(e.cfg.SendBuffer), ep.sndRight-ep.sndUna, uint64(ep.cc.cwnd)) / 2
 	}
 	for ep.sent < ep.slen {
 		s := ep.at(ep.sent)
 		if !s.fin && s.seq+uint64(s.n) > ep.sndRight {
+			ep.limit = limitCredit
+			break
+		}
+		if pipe := ep.pipe(); pipe > 0 && pipe+s.segLen() > ep.cc.cwnd {
+			ep.limit, byCwnd = limitCwnd, true
 			break
 		}
 		req := s.seq-ep.sndUna < half && s.end()-ep.sndUna >= half
@@ -487,6 +602,13 @@ func (e *engine) sendData(ep *endpoint) bool {
 		ep.sent++
 		ep.sndNxt = max(ep.sndNxt, s.end())
 		sent, acked = true, true
+	}
+	// The window was what held the sender back, or nearly: an ack may
+	// open it further (RFC 7661's test, with Linux's slack of half a
+	// window in slow start).
+	ep.cwndLimited = byCwnd || 2*ep.pipe() >= ep.cc.cwnd
+	if byCwnd {
+		e.st.cwndLimited.Add(1)
 	}
 	if ep.sent > 0 && ep.rtoAt == 0 {
 		ep.rtoAt = later(e.now, ep.rtt.rto)
@@ -540,7 +662,7 @@ func (e *engine) sendSeg(ep *endpoint, s *seg, req bool) bool {
 			b, buf = e.rtx, noBuf
 		}
 		n := e.hdr.Put(b, int(s.n))
-		if !e.sendBuf(ep, ep.raddr, b[:n], buf) {
+		if !e.sendBuf(ep, ep.raddr, b[:n], buf, ep.ecnOK) {
 			return false
 		}
 		e.st.dataOut.Add(1)
@@ -571,6 +693,7 @@ func (e *engine) onRTO(ep *endpoint) {
 	if e.lostForSize(ep) {
 		return
 	}
+	ep.cc.onRTO(ep.sndNxt, int(ep.sndNxt-ep.sndUna))
 	ep.markLost(e.now - ep.rtt.rto)
 	ep.rtt.backoff(e.rtoBounds())
 	ep.rtoAt = later(e.now, ep.rtt.rto)
