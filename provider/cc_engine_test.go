@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/internal/wire"
 	"github.com/sdx-project/sdx/provider/memnet"
 )
@@ -325,5 +326,40 @@ func TestCCSpuriousRTOUndone(t *testing.T) {
 	}
 	if a.cc.cwnd < before {
 		t.Fatalf("window %d after the undo, was %d before the timeout", a.cc.cwnd, before)
+	}
+}
+
+// ConnInfo and Stats show the congestion state: a stream through a
+// marking bottleneck on real goroutines leaves ECN agreed, marks seen by
+// the receiver and echoed to the sender, a window below its start, and
+// the sender's limit named; a listener has no such state.
+func TestProviderConnInfo(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	tn := newTestNet(t, 5, memnet.Faults{Rate: 20e6, QueueBytes: 60_000, MarkBytes: 15_000}, 2, nil)
+	l := tn.listener(1, 80, 4)
+	a, b := tn.conn(l, 80)
+	before, err := tn.ps[0].ConnInfo(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !before.ECN || before.Cwnd == 0 || before.Ssthresh != maxCwnd || !before.SlowStart {
+		t.Fatalf("a new connection: %+v", before)
+	}
+	stream(t, tn.ps[0], tn.ps[1], a, b, 4<<20, 9, false)
+	ia := must[ConnInfo](t)(tn.ps[0].ConnInfo(a))
+	ib := must[ConnInfo](t)(tn.ps[1].ConnInfo(b))
+	s0, s1 := tn.ps[0].Stats(), tn.ps[1].Stats()
+	t.Logf("sender %+v; receiver saw %d marks; stats: %d ECN reductions, %d cwnd-limited", ia, ib.CEReceived, s0.ECNReductions, s0.CwndLimited)
+	if ia.CEEchoed == 0 || ib.CEReceived == 0 || ia.CEEchoed > ib.CEReceived || ia.Alpha <= 0 || ia.Ssthresh == maxCwnd {
+		t.Errorf("marks: sender heard %d, receiver saw %d, α %.3f, ssthresh %d", ia.CEEchoed, ib.CEReceived, ia.Alpha, ia.Ssthresh)
+	}
+	if s0.ECNReductions == 0 || s0.CwndLimited == 0 || s1.CEReceived != ib.CEReceived || s0.ECNConnections != 1 {
+		t.Errorf("stats: %d reductions, %d cwnd-limited, %d CE received, %d ECN connections", s0.ECNReductions, s0.CwndLimited, s1.CEReceived, s0.ECNConnections)
+	}
+	if _, err := tn.ps[1].ConnInfo(l); err != ErrNotConn {
+		t.Errorf("ConnInfo of a listener: %v", err)
+	}
+	if LimitCwnd.String() != "cwnd" || ia.Limit.String() == "" {
+		t.Errorf("limit names: %v %v", LimitCwnd, ia.Limit)
 	}
 }

@@ -122,9 +122,10 @@ type endpoint struct {
 	// wire.FlagECN, so our data goes out ECT(0) and our acks carry ceIn,
 	// the count of data frames that arrived marked CE (mod 256); lastCE,
 	// the latest data frame did.
-	ecnOK  bool
-	ceIn   uint8
-	lastCE bool
+	ecnOK   bool
+	ceIn    uint8
+	lastCE  bool
+	ceTotal uint64 // CE-marked data frames received, for ConnInfo
 
 	sender   // the send side: see sender.go
 	receiver // the receive side: see receiver.go
@@ -891,6 +892,7 @@ func (e *engine) takeCE(ep *endpoint) {
 	ce := e.ecn.ReceivedCE()
 	if ce {
 		ep.ceIn++
+		ep.ceTotal++
 		e.st.ceIn.Add(1)
 	}
 	if ce != ep.lastCE {

@@ -1,6 +1,9 @@
 package provider
 
 import (
+	"strconv"
+	"time"
+
 	"github.com/sdx-project/sdx/bpf"
 	"github.com/sdx-project/sdx/xdp"
 )
@@ -72,6 +75,19 @@ type Stats struct {
 	// Unreachables counts ICMP port unreachables that named a live
 	// connection (ids, ports, token) and failed it: its peer's stack is gone.
 	Unreachables uint64
+	// Congestion control (docs/RELIABILITY.md). LossReductions counts
+	// congestion windows halved for a loss (once per recovery episode),
+	// ECNReductions windows shrunk for ECN marks (once per round trip),
+	// SpuriousRTOs timeouts whose restart was undone because the acks
+	// showed the data had arrived. ECNConnections counts connections on
+	// which both ends took part in ECN; CEReceived data frames that
+	// arrived marked CE; CEEchoed marks the peers reported back to us.
+	// CwndLimited counts the times the congestion window stopped a
+	// sender with data to send and credit to send it; PoolLimited the
+	// times a writer waited for a buffer of the pool.
+	LossReductions, ECNReductions, SpuriousRTOs uint64
+	ECNConnections, CEReceived, CEEchoed        uint64
+	CwndLimited, PoolLimited                    uint64
 	// Link is what the link reports about itself.
 	Link LinkStats
 }
@@ -175,6 +191,14 @@ func (p *Provider) Stats() Stats {
 		SendErrors:        st.sendErrors.Load(),
 		TooBig:            st.tooBig.Load(),
 		Unreachables:      st.unreachIn.Load(),
+		LossReductions:    st.lossReductions.Load(),
+		ECNReductions:     st.ecnReductions.Load(),
+		SpuriousRTOs:      st.spuriousRTOs.Load(),
+		ECNConnections:    st.ecnConns.Load(),
+		CEReceived:        st.ceIn.Load(),
+		CEEchoed:          st.ceEchoed.Load(),
+		CwndLimited:       st.cwndLimited.Load(),
+		PoolLimited:       st.poolLimited.Load(),
 		Drops: DropStats{
 			Malformed:   st.dropMalformed.Load(),
 			Checksum:    st.dropChecksum.Load(),
@@ -198,3 +222,67 @@ func (p *Provider) Stats() Stats {
 // BuffersHeld returns how many buffers hold data: the total less the free
 // ones.
 func (s Stats) BuffersHeld() int { return s.Buffers - s.BuffersFree }
+
+// ConnInfo is one connection's congestion state, as Provider.ConnInfo
+// reports it: a snapshot taken on the poller.
+type ConnInfo struct {
+	// Cwnd is the congestion window and Ssthresh the slow-start
+	// threshold, in bytes (Ssthresh is math.MaxInt32 until the first
+	// reduction); InFlight is what the sender counts in the network
+	// (RFC 6675's pipe), SendWindow the peer's credit beyond what it
+	// acknowledged. The sender sends while InFlight is below both.
+	Cwnd, Ssthresh, InFlight, SendWindow int
+	SlowStart, Recovering                bool
+	SRTT, RTO                            time.Duration
+	// ECN says both ends take part in ECN; Alpha is DCTCP's estimate of
+	// the fraction of our bytes marked; CEReceived counts the data frames
+	// that reached us marked CE, CEEchoed the marks the peer reported.
+	ECN                  bool
+	Alpha                float64
+	CEReceived, CEEchoed uint64
+	// Limit is what stopped the sender last time it had data queued.
+	Limit SendLimit
+}
+
+// SendLimit is what holds a connection's sender back.
+type SendLimit uint8
+
+const (
+	LimitNone   SendLimit = SendLimit(limitNone)   // nothing: it sent all it had
+	LimitCredit SendLimit = SendLimit(limitCredit) // the peer's window (receive credit)
+	LimitCwnd   SendLimit = SendLimit(limitCwnd)   // the congestion window
+	LimitPool   SendLimit = SendLimit(limitPool)   // the buffer pool: a writer waited for a buffer
+)
+
+func (l SendLimit) String() string {
+	switch l {
+	case LimitNone:
+		return "none"
+	case LimitCredit:
+		return "credit"
+	case LimitCwnd:
+		return "cwnd"
+	case LimitPool:
+		return "pool"
+	}
+	return "SendLimit(" + strconv.Itoa(int(l)) + ")"
+}
+
+// connInfo reads ep's congestion state; on the poller.
+func connInfo(ep *endpoint) ConnInfo {
+	c := &ep.cc
+	info := ConnInfo{
+		Cwnd: c.cwnd, Ssthresh: c.ssthresh, InFlight: ep.pipe(),
+		SlowStart: c.inSlowStart(), Recovering: c.recovering,
+		SRTT: time.Duration(ep.rtt.srtt), RTO: time.Duration(ep.rtt.rto),
+		ECN: ep.ecnOK, CEReceived: ep.ceTotal, CEEchoed: c.ceEchoed,
+		Limit: SendLimit(ep.limit),
+	}
+	if ep.sndRight > ep.sndUna {
+		info.SendWindow = int(ep.sndRight - ep.sndUna)
+	}
+	if ep.ecnOK {
+		info.Alpha = float64(c.alpha) / alphaOne
+	}
+	return info
+}
