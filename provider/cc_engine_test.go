@@ -167,9 +167,10 @@ func TestCCSlowStart(t *testing.T) {
 		t.Fatalf("%d bytes sent in the first round trip, want the initial window %d", out, initialSegments*mss)
 	}
 	// Four round trips (200 µs each): 10 → 160 segments, less what
-	// the sender had no data for; at least 8 times the start.
+	// pacing and the acks' timing hold back; at least 6 times the start
+	// (congestion avoidance would give 14 segments).
 	v.run(time.Second, func() bool { return v.now-start >= int64(4*200*time.Microsecond+100*time.Microsecond) })
-	if a.cc.cwnd < 8*initialSegments*mss {
+	if a.cc.cwnd < 6*initialSegments*mss {
 		t.Fatalf("window %d segments after four round trips of slow start", a.cc.cwnd/mss)
 	}
 }
@@ -361,5 +362,28 @@ func TestProviderConnInfo(t *testing.T) {
 	}
 	if LimitCwnd.String() != "cwnd" || ia.Limit.String() == "" {
 		t.Errorf("limit names: %v %v", LimitCwnd, ia.Limit)
+	}
+}
+
+// Pacing keeps bursts of new segments at 16 or so: with it the burst
+// histogram has nothing at 32 segments or more. Without it (NoPacing) a
+// sender in slow start on a 1 ms round trip sends twice what each ack
+// covers at once, and an ack covers 16 segments.
+func TestCCPacingBursts(t *testing.T) {
+	for _, pacing := range []bool{false, true} {
+		cfg := testEngineConfig()
+		cfg.Pacing = pacing
+		v := newVNet(t, 7, memnet.Faults{Delay: 500 * time.Microsecond}, cfg, 2)
+		a, b := v.pair()
+		took := transfer(t, v, a, b, 8<<20, 3, false)
+		var hist [numBurstBuckets]uint64
+		for i := range hist {
+			hist[i] = v.hosts[0].st.bursts[i].Load()
+		}
+		t.Logf("pacing %v: bursts of 1, 2-3, 4-7, 8-15, 16-31, 32-63, 64+ segments: %v; 8 MiB in %v", pacing, hist, took)
+		big := hist[5] + hist[6]
+		if pacing && big != 0 || !pacing && big == 0 {
+			t.Errorf("pacing %v: %d bursts of 32 segments or more", pacing, big)
+		}
 	}
 }

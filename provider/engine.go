@@ -24,6 +24,7 @@ type engineConfig struct {
 	InitialRTO, MinRTO, MaxRTO time.Duration
 	AckDelay                   time.Duration
 	Timeout                    time.Duration // dead-peer bound
+	Pacing                     bool          // spread a window over the round trip (see pace)
 }
 
 func defaultEngineConfig() engineConfig {
@@ -38,6 +39,7 @@ func defaultEngineConfig() engineConfig {
 		MaxRTO:     time.Second,
 		AckDelay:   200 * time.Microsecond,
 		Timeout:    10 * time.Second,
+		Pacing:     true,
 	}
 }
 
@@ -161,6 +163,8 @@ type engineStats struct {
 	lossReductions, ecnReductions, spuriousRTOs atomic.Uint64
 	ceIn, ceEchoed, ecnConns                    atomic.Uint64
 	cwndLimited, poolLimited                    atomic.Uint64
+	paceWaits                                   atomic.Uint64
+	bursts                                      [numBurstBuckets]atomic.Uint64
 	endpoints, halfOpen                         atomic.Int64 // gauges
 }
 
@@ -1297,6 +1301,10 @@ func (e *engine) onTimer(ep *endpoint) {
 	if ep.rtoAt != 0 && now >= ep.rtoAt {
 		e.onRTO(ep)
 	}
+	if ep.paceWait && now >= ep.paceNext-ep.paceSlack() {
+		ep.paceWait = false
+		e.queueOutput(ep)
+	}
 	idle := int64(e.cfg.Timeout) / 3
 	if now-ep.lastHeard >= idle && now >= ep.probeAt {
 		e.sendCtl(ep, wire.OpProbe, wire.ReasonNone)
@@ -1308,6 +1316,9 @@ func (e *engine) onTimer(ep *endpoint) {
 	}
 	if ep.ackAt != 0 {
 		next = min(next, ep.ackAt)
+	}
+	if ep.paceWait {
+		next = min(next, ep.paceNext-ep.paceSlack())
 	}
 	e.schedule(ep, next)
 }

@@ -70,6 +70,11 @@ type sender struct {
 	sackNew        int
 	cwndLimited    bool
 	limit          uint8
+
+	// Pacing (see pace): the next segment may go at paceNext, less the
+	// slack of a burst; paceWait, a timer is set for it.
+	paceNext int64
+	paceWait bool
 }
 
 // What stopped a sender with data queued: nothing, the peer's window
@@ -79,7 +84,48 @@ const (
 	limitCredit
 	limitCwnd
 	limitPool
+	limitPace
 )
+
+// Pacing. A window sent at once arrives at a shallow buffer as one burst
+// and overflows it; spread over the round trip it arrives as the acks
+// come back. A connection sends at most paceBurst segments back to back
+// and the rest of its window at paceRate times cwnd per SRTT (twice that
+// in slow start, as Linux does), so the window can still grow.
+const (
+	paceBurst       = 16
+	paceRateSlow    = 2  // times cwnd per SRTT, in slow start
+	paceRatePer10   = 12 // tenths of cwnd per SRTT, in congestion avoidance
+	numBurstBuckets = 7  // 1, 2-3, 4-7, 8-15, 16-31, 32-63, 64+ segments
+)
+
+// paceGap is how long n bytes take at the pacing rate; 0 before an RTT
+// sample.
+func (s *sender) paceGap(n int) int64 {
+	if s.rtt.srtt == 0 || s.cc.cwnd <= 0 {
+		return 0
+	}
+	if s.cc.inSlowStart() {
+		return int64(n) * s.rtt.srtt / (paceRateSlow * int64(s.cc.cwnd))
+	}
+	return int64(n) * s.rtt.srtt * 10 / (paceRatePer10 * int64(s.cc.cwnd))
+}
+
+// paceSlack is how far ahead of paceNext a segment may go: a burst of
+// paceBurst segments.
+func (s *sender) paceSlack() int64 { return s.paceGap(paceBurst * s.mssOrOne()) }
+
+func (s *sender) mssOrOne() int { return max(s.cc.mss, 1) }
+
+// burstBucket is the histogram bucket of a burst of n segments.
+func burstBucket(n int) int {
+	b := 0
+	for n > 1 && b < numBurstBuckets-1 {
+		n >>= 1
+		b++
+	}
+	return b
+}
 
 // segLen is the sequence space a segment takes.
 func (s *seg) segLen() int { return int(s.end() - s.seq) }
@@ -527,6 +573,7 @@ func (e *engine) sendData(ep *endpoint) bool {
 	acked := false
 	ep.limit = limitNone
 	byCwnd := false
+	burst := 0 // new segments sent back to back
 	for i := range ep.sent {
 		s := ep.at(i)
 		if !s.rtx || s.sacked {
@@ -568,6 +615,16 @@ func (e *engine) sendData(ep *endpoint) bool {
 			ep.limit, byCwnd = limitCwnd, true
 			break
 		}
+		if e.cfg.Pacing && burst > 0 && e.now < ep.paceNext-ep.paceSlack() {
+			// Paced: the rest goes when the timer says.
+			ep.limit = limitPace
+			if !ep.paceWait {
+				ep.paceWait = true
+				e.st.paceWaits.Add(1)
+				e.schedule(ep, ep.paceNext-ep.paceSlack())
+			}
+			break
+		}
 		req := s.seq-ep.sndUna < half && s.end()-ep.sndUna >= half
 		if !s.fin && int(s.n) < ep.mss && ep.sent+1 == ep.slen {
 			// The newest segment, not full: the tail of what was
@@ -602,6 +659,13 @@ func (e *engine) sendData(ep *endpoint) bool {
 		ep.sent++
 		ep.sndNxt = max(ep.sndNxt, s.end())
 		sent, acked = true, true
+		burst++
+		if e.cfg.Pacing {
+			ep.paceNext = max(ep.paceNext, e.now) + ep.paceGap(s.segLen())
+		}
+	}
+	if burst > 0 {
+		e.st.bursts[burstBucket(burst)].Add(1)
 	}
 	// The window was what held the sender back, or nearly: an ack may
 	// open it further (RFC 7661's test, with Linux's slack of half a

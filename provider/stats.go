@@ -88,6 +88,12 @@ type Stats struct {
 	LossReductions, ECNReductions, SpuriousRTOs uint64
 	ECNConnections, CEReceived, CEEchoed        uint64
 	CwndLimited, PoolLimited                    uint64
+	// Bursts is a histogram of the new data segments a connection sent
+	// back to back, by size: 1, 2-3, 4-7, 8-15, 16-31, 32-63, 64 and
+	// more. Pacing keeps them at 16 or fewer; PaceWaits counts the times
+	// it held a sender back.
+	Bursts    [numBurstBuckets]uint64
+	PaceWaits uint64
 	// Link is what the link reports about itself.
 	Link LinkStats
 }
@@ -199,6 +205,7 @@ func (p *Provider) Stats() Stats {
 		CEEchoed:          st.ceEchoed.Load(),
 		CwndLimited:       st.cwndLimited.Load(),
 		PoolLimited:       st.poolLimited.Load(),
+		PaceWaits:         st.paceWaits.Load(),
 		Drops: DropStats{
 			Malformed:   st.dropMalformed.Load(),
 			Checksum:    st.dropChecksum.Load(),
@@ -212,6 +219,9 @@ func (p *Provider) Stats() Stats {
 			Unreach:     st.dropUnreach.Load(),
 		},
 		Link: LinkStats{MTU: e.mtu},
+	}
+	for i := range s.Bursts {
+		s.Bursts[i] = st.bursts[i].Load()
 	}
 	if r, ok := p.link.(linkReporter); ok {
 		s.Link = r.LinkStats()
@@ -252,6 +262,7 @@ const (
 	LimitCredit SendLimit = SendLimit(limitCredit) // the peer's window (receive credit)
 	LimitCwnd   SendLimit = SendLimit(limitCwnd)   // the congestion window
 	LimitPool   SendLimit = SendLimit(limitPool)   // the buffer pool: a writer waited for a buffer
+	LimitPace   SendLimit = SendLimit(limitPace)   // pacing: the rest of the window goes later in the round trip
 )
 
 func (l SendLimit) String() string {
@@ -264,6 +275,8 @@ func (l SendLimit) String() string {
 		return "cwnd"
 	case LimitPool:
 		return "pool"
+	case LimitPace:
+		return "pace"
 	}
 	return "SendLimit(" + strconv.Itoa(int(l)) + ")"
 }
