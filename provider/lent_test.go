@@ -107,6 +107,18 @@ func (l *lendLink) sendLent(peer netip.Addr, i uint32, n int, ect bool) error {
 // Send counts the data datagrams the engine copies, and among them the
 // retransmissions of a segment whose buffer the link still holds.
 func (l *lendLink) Send(peer netip.Addr, b []byte) error {
+	l.countCopy(b)
+	return l.Link.Send(peer, b)
+}
+
+// SendECT is Send for a frame marked ECT(0): data on a connection with
+// ECN goes out this way.
+func (l *lendLink) SendECT(peer netip.Addr, b []byte) error {
+	l.countCopy(b)
+	return l.Link.SendECT(peer, b)
+}
+
+func (l *lendLink) countCopy(b []byte) {
 	var h wire.Header
 	if _, err := h.Decode(b); err == nil && h.Op == wire.OpData {
 		l.dataSent++
@@ -116,7 +128,6 @@ func (l *lendLink) Send(peer netip.Addr, b []byte) error {
 			}
 		}
 	}
-	return l.Link.Send(peer, b)
 }
 
 func (l *lendLink) Flush() error {
