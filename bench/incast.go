@@ -34,7 +34,7 @@ type Incast struct {
 	Warmup   time.Duration
 	Duration time.Duration
 	Subnet   uint8
-	NoPacing bool // sdx sends each window as one burst (provider.Config.NoPacing)
+	Pacing   bool // sdx paces its windows (provider.Config.Pacing)
 }
 
 // The systems of an incast run.
@@ -122,7 +122,7 @@ func RunIncast(ctx context.Context, c Incast) (_ *IncastResult, err error) {
 		if err != nil {
 			return nil, err
 		}
-		p, err := provider.Startup(provider.Config{Link: l, NoPacing: c.NoPacing})
+		p, err := provider.Startup(provider.Config{Link: l, Pacing: c.Pacing})
 		if err != nil {
 			l.Close()
 			return nil, err

@@ -366,7 +366,7 @@ func TestProviderConnInfo(t *testing.T) {
 }
 
 // Pacing keeps bursts of new segments at 16 or so: with it the burst
-// histogram has nothing at 32 segments or more. Without it (NoPacing) a
+// histogram has nothing at 32 segments or more. Without it (the default) a
 // sender in slow start on a 1 ms round trip sends twice what each ack
 // covers at once, and an ack covers 16 segments.
 func TestCCPacingBursts(t *testing.T) {

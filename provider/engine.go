@@ -39,7 +39,6 @@ func defaultEngineConfig() engineConfig {
 		MaxRTO:     time.Second,
 		AckDelay:   200 * time.Microsecond,
 		Timeout:    10 * time.Second,
-		Pacing:     true,
 	}
 }
 

@@ -90,8 +90,8 @@ type Stats struct {
 	CwndLimited, PoolLimited                    uint64
 	// Bursts is a histogram of the new data segments a connection sent
 	// back to back, by size: 1, 2-3, 4-7, 8-15, 16-31, 32-63, 64 and
-	// more. Pacing keeps them at 16 or fewer; PaceWaits counts the times
-	// it held a sender back.
+	// more. Pacing (Config.Pacing) keeps them at 16 or so; PaceWaits
+	// counts the times it held a sender back.
 	Bursts    [numBurstBuckets]uint64
 	PaceWaits uint64
 	// Link is what the link reports about itself.
