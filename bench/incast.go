@@ -34,7 +34,8 @@ type Incast struct {
 	Warmup   time.Duration
 	Duration time.Duration
 	Subnet   uint8
-	Pacing   bool // sdx paces its windows (provider.Config.Pacing)
+	Pacing   bool          // sdx paces its windows (provider.Config.Pacing)
+	MinRTO   time.Duration // sdx's retransmission timeout floor; 0: the provider's default
 }
 
 // The systems of an incast run.
@@ -122,7 +123,7 @@ func RunIncast(ctx context.Context, c Incast) (_ *IncastResult, err error) {
 		if err != nil {
 			return nil, err
 		}
-		p, err := provider.Startup(provider.Config{Link: l, Pacing: c.Pacing})
+		p, err := provider.Startup(provider.Config{Link: l, Pacing: c.Pacing, MinRTO: c.MinRTO})
 		if err != nil {
 			l.Close()
 			return nil, err
