@@ -1,7 +1,6 @@
 package provider
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -17,18 +16,20 @@ import (
 // congestion windows keep the drops at the port low, and the two flows
 // share it. The bounds are loose (a shared 2-core machine); sdxbench's
 // incast workload measures. The ECN-marking variant needs RED in the
-// kernel and is skipped, with the reason, where it is missing.
+// kernel; where it is missing (the 6.18 test VM has no marking qdisc at
+// all) the test says so in its log and runs the drop-tail variant only,
+// and memnet's marking bottleneck (TestCCBottleneckECN) covers ECN.
 func TestVethBottleneck(t *testing.T) {
 	testutil.Privileged(t)
 	testutil.CheckGoroutines(t)
 	for _, ecn := range []bool{false, true} {
+		if ecn && !testbed.HasQdisc("red") {
+			t.Logf("ECN-marking variant not run: %v", testbed.ErrNoMarkingQdisc)
+			continue
+		}
 		t.Run(fmt.Sprintf("ecn=%v", ecn), func(t *testing.T) {
 			sh := testbed.NewShared(t, testbed.SharedOptions{Senders: 2, Subnet: 60})
-			err := sh.SetBottleneck(testbed.Bottleneck{Rate: 500e6, Buffer: 100_000, ECN: ecn})
-			if errors.Is(err, testbed.ErrNoMarkingQdisc) {
-				t.Skip(err)
-			}
-			if err != nil {
+			if err := sh.SetBottleneck(testbed.Bottleneck{Rate: 500e6, Buffer: 100_000, ECN: ecn}); err != nil {
 				t.Fatal(err)
 			}
 			size := int64(24 << 20)
