@@ -74,7 +74,7 @@ func (c *sconn) disconnect(deadline time.Time) {
 	c.wmu.lock()
 	ok := c.werr == nil
 	if ok && !c.wshut {
-		ok = c.shutdownLocked(deadline) == nil
+		ok = c.shutdownLocked() == nil
 	}
 	second := c.second
 	c.wmu.unlock()
@@ -117,5 +117,6 @@ func (c *sconn) abort() {
 		return
 	}
 	c.p.CloseSocket(c.sock)
+	c.closeProbe()
 	c.st.unregister(c.handle)
 }

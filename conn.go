@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -28,6 +29,8 @@ const (
 type Conn struct {
 	tcp *net.TCPConn // PathTCP
 	s   *sconn       // PathSDX
+	why Fallback     // PathTCP: why; FallbackNone for PathSDX
+	ts  *Stack       // PathTCP: the stack that lists it (sdx stat conns); nil if none
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -39,6 +42,10 @@ func (c *Conn) Path() Path {
 	}
 	return PathTCP
 }
+
+// Fallback returns why the connection went over kernel TCP, or
+// FallbackNone for a PathSDX connection.
+func (c *Conn) Fallback() Fallback { return c.why }
 
 // Read reads data from the connection. After the peer's graceful close it
 // returns io.EOF once every byte before it was read; after the peer's hard
@@ -67,6 +74,9 @@ func (c *Conn) Write(b []byte) (int, error) {
 func (c *Conn) Close() error {
 	if c.s != nil {
 		return c.s.Close()
+	}
+	if c.ts != nil {
+		c.ts.untrackTCP(c)
 	}
 	return c.tcp.Close()
 }
@@ -155,6 +165,16 @@ func newChanMutex() chanMutex { return make(chanMutex, 1) }
 func (m chanMutex) lock()   { m <- struct{}{} }
 func (m chanMutex) unlock() { <-m }
 
+// tryLock takes the lock if it is free.
+func (m chanMutex) tryLock() bool {
+	select {
+	case m <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
 // lockUnless takes the lock, or reports false once done is closed.
 func (m chanMutex) lockUnless(done <-chan struct{}) bool {
 	select {
@@ -224,6 +244,11 @@ type sconn struct {
 	// second: the peer's disconnect had arrived before ours went out, so
 	// the peer closes the connection, not us (see disconnect).
 	second bool
+
+	// The stand-in descriptor of SyscallConn, made at its first call
+	// (syscallconn.go); probeMu protects the pointer.
+	probeMu sync.Mutex
+	probe   *probe
 }
 
 func newSConn(st *Stack, sock provider.Socket) *sconn {
@@ -266,6 +291,11 @@ func (c *sconn) complete(cp provider.Completion) {
 func (c *sconn) wake() {
 	c.rw.Wake()
 	c.ww.Wake()
+	c.probeMu.Lock()
+	if c.probe != nil {
+		c.probe.w.Wake()
+	}
+	c.probeMu.Unlock()
 }
 
 // onEvent is the EventSelect callback; it runs on the poller.
@@ -419,38 +449,22 @@ func (c *sconn) CloseWrite() error {
 			return c.opErr("close", err)
 		}
 	}
-	if err := c.shutdownLocked(dl); err != nil {
+	if err := c.shutdownLocked(); err != nil {
 		return c.opErr("close", c.connErr(err))
 	}
 	return nil
 }
 
 // shutdownLocked sends the disconnect after the data, noting whether the
-// peer's came first. The provider refuses a disconnect with ENOBUFS while
-// the connection's send ring is full (many small sends in flight); it is
-// tried again, backing off, until it is taken, expire passes, or the
-// connection or the stack closes.
-func (c *sconn) shutdownLocked(expire time.Time) error {
+// peer's came first. The provider takes it at once, also while the send
+// ring is full (it follows the data as soon as a slot frees).
+func (c *sconn) shutdownLocked() error {
 	c.second = c.peerFIN.Load()
-	backoff := 50 * time.Microsecond
-	for {
-		err := c.p.Shutdown(c.sock)
-		if !errors.Is(err, syscall.ENOBUFS) {
-			if err == nil {
-				c.wshut = true
-			}
-			return err
-		}
-		if !expire.IsZero() && !time.Now().Add(backoff).Before(expire) {
-			return os.ErrDeadlineExceeded
-		}
-		select {
-		case <-time.After(backoff):
-		case <-c.st.quit:
-			return net.ErrClosed
-		}
-		backoff = min(2*backoff, 5*time.Millisecond)
+	err := c.p.Shutdown(c.sock)
+	if err == nil {
+		c.wshut = true
 	}
+	return err
 }
 
 // ---- deadlines and options --------------------------------------------

@@ -97,15 +97,23 @@ func (d *Dialer) dial(ctx context.Context, network, address string) (*Conn, erro
 		defer cancel()
 	}
 	st := d.Stack
+	why := FallbackNoStack
 	dst, err := resolve(ctx, address)
 	switch {
 	case errors.Is(err, errNotIPv4):
 		dst = netip.AddrPort{} // kernel TCP only
+		why = FallbackNotIPv4
 	case err != nil:
 		return nil, err
 	}
 	if st == nil && dst.IsValid() {
 		st = stackFor(dst.Addr())
+	}
+	if st != nil && dst.IsValid() {
+		why = FallbackNoRoute
+		if st.closed.Load() {
+			why = FallbackStackClosed
+		}
 	}
 	if st != nil && dst.IsValid() && st.Routes(dst.Addr()) {
 		probe := d.ProbeTimeout
@@ -127,6 +135,7 @@ func (d *Dialer) dial(ctx context.Context, network, address string) (*Conn, erro
 			return nil, err
 		}
 		// No answer, or the SAN socket could not be set up: fall back.
+		why = whyNot(err)
 	}
 	if d.DisableFallback {
 		return nil, syscall.ENETUNREACH
@@ -145,7 +154,14 @@ func (d *Dialer) dial(ctx context.Context, network, address string) (*Conn, erro
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{tcp: kc.(*net.TCPConn)}, nil
+	c := &Conn{tcp: kc.(*net.TCPConn), why: why}
+	if st != nil {
+		st.fallbacks.add(why)
+		st.trackTCP(c)
+	} else {
+		stackless.add(why)
+	}
+	return c, nil
 }
 
 var errNotIPv4 = errors.New("sdx: not an IPv4 destination")

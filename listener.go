@@ -223,7 +223,10 @@ func (l *Listener) Accept() (net.Conn, error) {
 			}
 			return conn, nil
 		case c := <-l.tcpc:
-			return &Conn{tcp: c.(*net.TCPConn)}, nil
+			l.st.fallbacks.add(FallbackPeerTCP)
+			conn := &Conn{tcp: c.(*net.TCPConn), why: FallbackPeerTCP}
+			l.st.trackTCP(conn)
+			return conn, nil
 		case err := <-l.tcperr:
 			l.tcperr <- err // for the other Accept calls
 			return nil, l.opErr(err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/bpf"
+	"github.com/sdx-project/sdx/internal/control"
 	"github.com/sdx-project/sdx/internal/sys"
 	"github.com/sdx-project/sdx/provider"
 	"github.com/sdx-project/sdx/xdp"
@@ -89,6 +90,15 @@ type Config struct {
 	// CloseTimeout bounds a background graceful close (default
 	// DefaultCloseTimeout, at most MaxCloseTimeout: 24h).
 	CloseTimeout time.Duration
+
+	// NoControl turns off the stack's control socket. By default (false)
+	// every stack serves one, ControlDir/<pid>-<n>.sock, mode 0600, for
+	// `sdx stat` (root and the process's own user only); it answers from
+	// snapshots the poller takes on request, and costs the data path
+	// nothing while nobody reads it. ControlDir defaults to
+	// DefaultControlDir (/run/sdx).
+	NoControl  bool
+	ControlDir string
 }
 
 // Stack is the switch's handle on one SAN service provider: a provider on
@@ -127,6 +137,16 @@ type Stack struct {
 	quit      chan struct{} // closed by Close: background closers give up
 	listeners map[*Listener]struct{}
 	bg        sync.WaitGroup // background closers
+
+	fallbacks fallbackCounts // kernel TCP connections by reason
+
+	// The control socket (control.go) and the open kernel TCP
+	// connections it lists; tcpMu protects tcpConns.
+	ctl      *control.Server
+	ctlErr   error
+	pollMode provider.PollMode
+	tcpMu    sync.Mutex
+	tcpConns map[*Conn]struct{}
 }
 
 // handler receives the completions of operations posted with its handle.
@@ -159,6 +179,7 @@ func NewStack(cfg Config) (_ *Stack, err error) {
 		handles:   make(map[uint64]handler),
 		quit:      make(chan struct{}),
 		listeners: make(map[*Listener]struct{}),
+		tcpConns:  make(map[*Conn]struct{}),
 	}
 	link := cfg.Link
 	if link == nil {
@@ -216,7 +237,9 @@ func NewStack(cfg Config) (_ *Stack, err error) {
 		s.p.Cleanup()
 		return nil, fmt.Errorf("sdx: %w", err)
 	}
+	s.pollMode = pc.Mode
 	register(s)
+	s.startControl()
 	return s, nil
 }
 
@@ -317,6 +340,9 @@ func (s *Stack) Close() error {
 	}
 	s.hmu.RUnlock()
 	s.bg.Wait()
+	if s.ctl != nil {
+		s.ctl.Close()
+	}
 	err := s.p.Cleanup()
 	if s.res != nil {
 		s.res.Close()

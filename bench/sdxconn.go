@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"syscall"
 	"time"
 
@@ -60,12 +61,19 @@ func (s *sdxConnSystem) Open(h *Hosts) (err error) {
 	return nil
 }
 
+// NoControlEnv names the environment variable that, set to 1, opens the
+// stacks of the sdx-conn systems without their control socket
+// (sdx.Config.NoControl), in this process and in two-process children:
+// for measuring what serving it costs while nobody reads it.
+const NoControlEnv = "SDXBENCH_NO_CONTROL"
+
 // openStack starts a stack on host, retrying the short EBUSY that follows
 // the close of a previous socket on the same queue.
 func openStack(host *testbed.Host, mode provider.PollMode, queues []int) (*sdx.Stack, error) {
 	deadline := time.Now().Add(busyRetry)
+	noControl := os.Getenv(NoControlEnv) == "1"
 	for {
-		st, err := sdx.NewStack(sdx.Config{Netns: host.NS, Interface: host.If, Queues: queues, Provider: provider.Config{Mode: mode}})
+		st, err := sdx.NewStack(sdx.Config{Netns: host.NS, Interface: host.If, Queues: queues, Provider: provider.Config{Mode: mode}, NoControl: noControl})
 		if err == nil || !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
 			return st, err
 		}

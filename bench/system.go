@@ -193,7 +193,9 @@ func Systems() []System {
 		newTwoProc("tcp-gonet"),
 		&tcpSpinSystem{},
 		&udpSpinSystem{},
-		&xskSystem{},
+		newXSK("xsk-floor", false),
+		newXSK("xsk-floor-park", true),
+		&xskTwoProc{},
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -86,9 +85,6 @@ func Specs(mtu int) []Spec {
 // Applies reports whether spec can run over sys on a link of the given
 // MTU, and if not, why.
 func Applies(sys System, spec Spec, mtu int) (bool, string) {
-	if w, ok := sys.(Workloads); ok && !slices.Contains(w.Workloads(), spec.Workload) {
-		return false, "the server end is another process's echo and HTTP server"
-	}
 	switch spec.Workload {
 	case RR, MsgRate:
 		_, split := sys.(Flooder)
@@ -104,7 +100,8 @@ func Applies(sys System, spec Spec, mtu int) (bool, string) {
 			return false, "datagrams, no stream to fill"
 		}
 	case ConnRate:
-		if _, ok := sys.(Listening); !ok {
+		_, remote := sys.(RemoteConnect)
+		if _, ok := sys.(Listening); !ok && !remote {
 			return false, "no connections"
 		}
 	case HTTP:
@@ -150,6 +147,7 @@ type Sample struct {
 	Lost    int64                   // rr over datagrams: transactions whose answer never came
 	Elapsed time.Duration           // the measured part of the run
 	CPU     time.Duration           // process user+system time during it
+	Counts  *Counts                 // RunCounting: the events counted during it
 }
 
 // Rate is the run's figure of merit, in Unit.
@@ -229,6 +227,10 @@ func NewHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, 10e9, 3) }
 
 // Run runs spec once over sys, which must be open on h.
 func Run(ctx context.Context, sys System, h *Hosts, spec Spec, bud Budget) (*Sample, error) {
+	return run(ctx, sys, h, spec, bud, false)
+}
+
+func run(ctx context.Context, sys System, h *Hosts, spec Spec, bud Budget, count bool) (*Sample, error) {
 	mtu, err := h.MTU()
 	if err != nil {
 		return nil, err
@@ -239,6 +241,9 @@ func Run(ctx context.Context, sys System, h *Hosts, spec Spec, bud Budget) (*Sam
 	b := NewBound(ctx, bud.Setup+bud.Limit)
 	defer b.Stop()
 	r := &runner{sys: sys, h: h, b: b, bud: bud, s: &Sample{Spec: spec, System: sys.Name()}}
+	if count {
+		r.cnt = openCounter(sys)
+	}
 	switch spec.Workload {
 	case RR:
 		err = r.rr()
@@ -259,6 +264,9 @@ func Run(ctx context.Context, sys System, h *Hosts, spec Spec, bud Budget) (*Sam
 	default:
 		err = fmt.Errorf("bench: unknown workload %q", spec.Workload)
 	}
+	if r.cnt != nil {
+		r.s.Counts = r.cnt.counts()
+	}
 	if err == nil && ctx.Err() != nil {
 		err = ctx.Err()
 	}
@@ -277,6 +285,7 @@ type runner struct {
 	b   *Bound
 	bud Budget
 	s   *Sample
+	cnt *counter // RunCounting's; nil when not counting
 }
 
 // client and server start fn on the client's or the server's thread:
@@ -320,8 +329,13 @@ func start(ns string, cpu int, fn func() error) <-chan error {
 }
 
 // cpu returns the CPU time the run's processes have used so far, in ns:
-// this process's, and a two-process system's child's.
+// this process's, and a two-process system's child's. Every workload
+// calls it at the start of its measured part and at its end, so when
+// counting it marks the counters there too.
 func (r *runner) cpu() (int64, error) {
+	if r.cnt != nil {
+		r.cnt.mark()
+	}
 	t, err := cpuTime()
 	if x, ok := r.sys.(interface{ ExtraCPU() (int64, error) }); ok && err == nil {
 		var c int64
@@ -675,6 +689,9 @@ func (r *runner) flood() error {
 // messages sent, and the Recv calls and bytes the server had; it sets the
 // sample's Elapsed (from the start to the last arrival) and CPU.
 func (r *runner) oneWay(size, n int) (sent, msgs, bytes int64, err error) {
+	if rs, ok := r.sys.(RemoteSink); ok {
+		return r.oneWayRemote(rs, size, n)
+	}
 	c, s, err := r.sys.Pair(r.b)
 	if err != nil {
 		return 0, 0, 0, err
@@ -710,32 +727,9 @@ func (r *runner) oneWay(size, n int) (sent, msgs, bytes int64, err error) {
 			close(sending)
 		}()
 		<-begin
-		msg := make([]byte, size)
-		bc, batched := c.(Batcher)
-		i := 0
-		for ; i < n; i++ {
-			// The first message always goes: a client thread the
-			// scheduler starts late still measures something.
-			if i%64 == 0 && (r.b.Stopped() || (i > 0 && time.Since(t0) > r.bud.Limit)) {
-				break
-			}
-			var err error
-			if batched {
-				err = bc.Queue(msg)
-			} else {
-				err = c.Send(msg)
-			}
-			if err != nil {
-				return err
-			}
-		}
-		if batched {
-			if err := bc.Flush(); err != nil {
-				return err
-			}
-		}
-		nsent.Store(int64(i))
-		return c.CloseWrite() // a stream server reads to EOF
+		k, err := r.sendOneWay(c, size, n, t0)
+		nsent.Store(k)
+		return err
 	})
 	cpu0, err := r.cpu()
 	if err != nil {
@@ -770,6 +764,90 @@ func (r *runner) oneWay(size, n int) (sent, msgs, bytes int64, err error) {
 	return nsent.Load(), gotMsgs.Load(), gotBytes.Load(), nil
 }
 
+// sendOneWay is oneWay's client: it sends up to n messages of size bytes
+// over c, as fast as it can (queued a batch per kick when c is a
+// Batcher), until n or the time limit from t0, then ends the stream.
+func (r *runner) sendOneWay(c Conn, size, n int, t0 time.Time) (sent int64, err error) {
+	msg := make([]byte, size)
+	bc, batched := c.(Batcher)
+	i := 0
+	for ; i < n; i++ {
+		// The first message always goes: a client thread the scheduler
+		// starts late still measures something.
+		if i%64 == 0 && (r.b.Stopped() || (i > 0 && time.Since(t0) > r.bud.Limit)) {
+			break
+		}
+		var err error
+		if batched {
+			err = bc.Queue(msg)
+		} else {
+			err = c.Send(msg)
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	if batched {
+		if err := bc.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	return int64(i), c.CloseWrite() // a stream server reads to EOF
+}
+
+// drainWait is how long a remote sink may take to receive the rest once
+// the client is done: what is left of the run's time, and at least
+// a tenth of a second.
+func (r *runner) drainWait() time.Duration {
+	return max(time.Until(r.b.Deadline()), 100*time.Millisecond)
+}
+
+// oneWayRemote is oneWay to a sink in another process: the client sends
+// from here, and the sink reports what it received.
+func (r *runner) oneWayRemote(rs RemoteSink, size, n int) (sent, msgs, bytes int64, err error) {
+	if err := rs.ResetSink(64 << 10); err != nil {
+		return 0, 0, 0, err
+	}
+	drained := false
+	defer func() {
+		if !drained {
+			rs.DrainSink(0, 0) // the floor's child goes back to echoing
+		}
+	}()
+	c, err := rs.DialSink(r.b)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer c.Close()
+	cpu0, err := r.cpu()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	t0 := time.Now()
+	cli := r.client(false, func() (err error) {
+		sent, err = r.sendOneWay(c, size, n, t0)
+		return err
+	})
+	if err := <-cli; err != nil {
+		return 0, 0, 0, err
+	}
+	want := int64(1) // a stream: the connection ended
+	if r.sys.Kind() == Datagram {
+		want = sent
+	}
+	rep, err := rs.DrainSink(want, r.drainWait())
+	drained = true
+	cpu1, cerr := r.cpu()
+	if err = errors.Join(err, cerr); err != nil {
+		return 0, 0, 0, err
+	}
+	r.s.Elapsed, r.s.CPU = rep.Last.Sub(t0), time.Duration(cpu1-cpu0)
+	if rep.Bytes == 0 || r.s.Elapsed <= 0 {
+		return 0, 0, 0, fmt.Errorf("%s: nothing received", r.s.Workload)
+	}
+	return sent, rep.Reads, rep.Bytes, nil
+}
+
 // bulk: each connection's client writes BulkChunk bytes at a time until
 // its share of the budget or the time limit, then closes; its server reads
 // to EOF. The rate is all bytes received over the time from the start to
@@ -778,9 +856,26 @@ func (r *runner) bulk() error {
 	k := r.s.Conns
 	clients, servers := make([]Conn, k), make([]Conn, k)
 	defer func() { closeAll(clients...); closeAll(servers...) }()
+	rs, remote := r.sys.(RemoteSink)
+	drained := false
+	if remote {
+		if err := rs.ResetSink(256 << 10); err != nil {
+			return err
+		}
+		defer func() {
+			if !drained {
+				rs.DrainSink(0, 0) // the floor's child goes back to echoing
+			}
+		}()
+	}
 	for i := range k {
 		var err error
-		if clients[i], servers[i], err = r.sys.Pair(r.b); err != nil {
+		if remote {
+			clients[i], err = rs.DialSink(r.b)
+		} else {
+			clients[i], servers[i], err = r.sys.Pair(r.b)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -808,6 +903,9 @@ func (r *runner) bulk() error {
 			}
 			return nil
 		}))
+		if remote {
+			continue // the sink in the other process reads
+		}
 		chans = append(chans, r.server(func() error {
 			<-begin
 			buf := make([]byte, 256<<10)
@@ -846,6 +944,14 @@ func (r *runner) bulk() error {
 			r.b.Stop()
 		}
 	}
+	if remote && len(errs) == 0 {
+		rep, err := rs.DrainSink(int64(k), r.drainWait())
+		drained = true
+		if err != nil {
+			errs = append(errs, err)
+		}
+		total, last = rep.Bytes, rep.Last
+	}
 	cpu1, err := r.cpu()
 	if err = errors.Join(append(errs, err)...); err != nil {
 		return err
@@ -861,6 +967,9 @@ func (r *runner) bulk() error {
 // its sending side; the client sees the end of the stream and closes; the
 // server sees that and closes. One connection at a time.
 func (r *runner) connrate() error {
+	if rc, ok := r.sys.(RemoteConnect); ok {
+		return r.connrateRemote(rc)
+	}
 	ls, _ := r.sys.(Listening)
 	ln, err := ls.Listen(r.b)
 	if err != nil {
@@ -928,6 +1037,46 @@ func (r *runner) connrate() error {
 		err = errors.Join(err, serr)
 	}
 	if err != nil {
+		return err
+	}
+	r.s.Elapsed, r.s.CPU = t1.Sub(t0), time.Duration(cpu1-cpu0)
+	if r.s.Count == 0 {
+		return fmt.Errorf("connrate: no connection within %v", r.bud.Limit)
+	}
+	return nil
+}
+
+// connrateRemote is connrate against a closer in another process, which
+// accepts and closes as connrate's server does.
+func (r *runner) connrateRemote(rc RemoteConnect) error {
+	var t0, t1 time.Time
+	var cpu0, cpu1 int64
+	cli := r.client(false, func() (err error) {
+		var one [1]byte
+		if cpu0, err = r.cpu(); err != nil {
+			return err
+		}
+		t0 = time.Now()
+		for i := 0; i < r.bud.Conns; i++ {
+			if r.b.Stopped() || time.Since(t0) > r.bud.Limit {
+				break
+			}
+			c, err := rc.DialCloser(r.b)
+			if err != nil {
+				return err
+			}
+			_, err = c.Recv(one[:])
+			c.Close()
+			if !closedByPeer(err) {
+				return fmt.Errorf("connrate: client expected the server's close, got %v", err)
+			}
+			r.s.Count++
+		}
+		t1 = time.Now()
+		cpu1, err = r.cpu()
+		return err
+	})
+	if err := <-cli; err != nil {
 		return err
 	}
 	r.s.Elapsed, r.s.CPU = t1.Sub(t0), time.Duration(cpu1-cpu0)

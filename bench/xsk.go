@@ -22,7 +22,15 @@ const XSKPort = 4792
 // addresses and sends the same frame back. A message is one frame, so at
 // most FrameMessage(mtu) bytes; a frame longer than a UMEM frame is a
 // multi-buffer packet of several.
+//
+// As xsk-floor its ends spin on pinned threads. As xsk-floor-park (park)
+// nothing is pinned and each end is one goroutine that, when its rx ring
+// is empty, parks in Go's netpoller on its AF_XDP socket (xdp.Queue.Wait)
+// until a frame arrives: it waits the way sdx's park mode does, so that
+// every sdx-conn figure has a floor that waits the same way.
 type xskSystem struct {
+	name  string
+	park  bool
 	h     *Hosts
 	steer [2]*xdp.Steering
 	q     [2]*xdp.Queue
@@ -32,9 +40,11 @@ type xskSystem struct {
 	xdpMode, xskMode, xdpFallback string
 }
 
-func (*xskSystem) Name() string { return "xsk-floor" }
-func (*xskSystem) Kind() Kind   { return Datagram }
-func (*xskSystem) Pinned() bool { return true }
+func newXSK(name string, park bool) *xskSystem { return &xskSystem{name: name, park: park} }
+
+func (s *xskSystem) Name() string { return s.name }
+func (*xskSystem) Kind() Kind     { return Datagram }
+func (s *xskSystem) Pinned() bool { return !s.park }
 
 func (*xskSystem) MaxMessage(mtu int) int { return FrameMessage(mtu) }
 
@@ -64,7 +74,7 @@ func (s *xskSystem) Open(h *Hosts) (err error) {
 	s.h = h
 	defer func() {
 		if err != nil {
-			err = errors.Join(fmt.Errorf("xsk-floor: %w", err), s.Close())
+			err = errors.Join(fmt.Errorf("%s: %w", s.name, err), s.Close())
 		}
 	}()
 	mtu, err := h.MTU()
@@ -72,27 +82,51 @@ func (s *xskSystem) Open(h *Hosts) (err error) {
 		return err
 	}
 	for i, host := range []*testbed.Host{&h.A, &h.B} {
-		if s.steer[i], err = xdp.AttachSteer(xdp.SteerConfig{Netns: host.NS, Interface: host.If, Port: XSKPort}); err != nil {
+		if s.steer[i], s.q[i], err = openFloorEnd(host, mtu); err != nil {
 			return err
-		}
-		if s.q[i], err = openQueue(host); err != nil {
-			return err
-		}
-		if err := s.steer[i].Register(s.q[i]); err != nil {
-			return err
-		}
-		if n := frame.HeaderLen + FrameMessage(mtu); n > s.q[i].MaxFrameLen() {
-			return fmt.Errorf("%s: the queue receives frames of at most %d bytes, not the %d of MTU %d (AF_XDP %s)",
-				host.If, s.q[i].MaxFrameLen(), n, mtu, s.q[i].ModeReport())
 		}
 	}
 	s.xdpMode, s.xskMode = s.steer[0].Mode().String(), s.q[0].ModeReport()
 	s.xdpFallback = s.steer[0].Fallback()
-	s.flow = frame.Flow{
+	s.flow = floorFlow(h)
+	return nil
+}
+
+// floorFlow is the floor's flow from A to B.
+func floorFlow(h *Hosts) frame.Flow {
+	return frame.Flow{
 		Src: frame.Endpoint{MAC: [6]byte(h.A.MAC), IP: h.A.Addr, Port: XSKPort},
 		Dst: frame.Endpoint{MAC: [6]byte(h.B.MAC), IP: h.B.Addr, Port: XSKPort},
 	}
-	return nil
+}
+
+// openFloorEnd attaches the steer program to host's interface and opens
+// and registers an AF_XDP queue there that takes frames of the MTU. On
+// failure it closes what it opened.
+func openFloorEnd(host *testbed.Host, mtu int) (st *xdp.Steering, q *xdp.Queue, err error) {
+	if st, err = xdp.AttachSteer(xdp.SteerConfig{Netns: host.NS, Interface: host.If, Port: XSKPort}); err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if err != nil {
+			if q != nil {
+				err = errors.Join(err, q.Close())
+			}
+			err = errors.Join(err, st.Close())
+			st, q = nil, nil
+		}
+	}()
+	if q, err = openQueue(host); err != nil {
+		return st, nil, err
+	}
+	if err := st.Register(q); err != nil {
+		return st, q, err
+	}
+	if n := frame.HeaderLen + FrameMessage(mtu); n > q.MaxFrameLen() {
+		return st, q, fmt.Errorf("%s: the queue receives frames of at most %d bytes, not the %d of MTU %d (AF_XDP %s)",
+			host.If, q.MaxFrameLen(), n, mtu, q.ModeReport())
+	}
+	return st, q, nil
 }
 
 // openQueue opens an AF_XDP queue on host, retrying the short EBUSY that
@@ -127,12 +161,12 @@ func (s *xskSystem) Close() error {
 // pair at a time; frames a previous run left behind are dropped first.
 func (s *xskSystem) Pair(b *Bound) (client, server Conn, err error) {
 	if s.q[0] == nil {
-		return nil, nil, errors.New("xsk-floor: not open")
+		return nil, nil, fmt.Errorf("%s: not open", s.name)
 	}
 	for _, q := range s.q {
 		drain(q)
 	}
-	return &xskConn{q: s.q[0], flow: s.flow, b: b}, &xskConn{q: s.q[1], flow: s.flow.Reverse(), b: b}, nil
+	return newXSKConn(s.q[0], s.flow, b, s.park), newXSKConn(s.q[1], s.flow.Reverse(), b, s.park), nil
 }
 
 // drain releases what sits on q's rx ring and takes back completed sends.
@@ -150,11 +184,15 @@ func drain(q *xdp.Queue) {
 }
 
 // xskConn is one end of the floor on one queue. Its goroutine owns the
-// queue while the run lasts.
+// queue while the run lasts. It spins, or with park waits in the
+// netpoller (xdp.Queue.Wait); any goroutine may wake that wait, and the
+// Bound's stop does.
 type xskConn struct {
-	q    *xdp.Queue
-	flow frame.Flow
-	b    *Bound
+	q      *xdp.Queue
+	flow   frame.Flow
+	b      *Bound
+	park   bool
+	unhook func() // park: takes the Bound's wake-up back
 
 	rx       [64]xdp.Desc // received packets, handed out one by one
 	nrx, nxt int
@@ -166,6 +204,58 @@ type xskConn struct {
 
 // txBatch is how many frames go out per kick: the kernel's batch.
 const txBatch = 32
+
+func newXSKConn(q *xdp.Queue, flow frame.Flow, b *Bound, park bool) *xskConn {
+	c := &xskConn{q: q, flow: flow, b: b, park: park}
+	if park {
+		c.unhook = b.OnStop(q.Wake)
+	}
+	return c
+}
+
+// rxWait is called when the rx ring was found empty: it spins (one look
+// at the Bound per spinCheck calls), or with park parks the goroutine in
+// the netpoller until a frame arrives, the Bound stops or until passes.
+// It returns ErrStopped once the Bound is done, ErrTimeout once until
+// has passed.
+func (c *xskConn) rxWait(s *spinner, until time.Time) error {
+	if !c.park {
+		return s.wait(c.b, until)
+	}
+	if c.b.Stopped() {
+		return ErrStopped
+	}
+	now, end := time.Now(), c.b.deadline
+	if now.After(end) {
+		return ErrStopped
+	}
+	if until.Before(end) {
+		end = until
+	}
+	if now.After(end) {
+		return ErrTimeout
+	}
+	_, err := c.q.Wait(end.Sub(now))
+	return err
+}
+
+// txPause is how long a parked end sleeps when the tx ring or the frame
+// pool is full after a kick. In copy mode the kick sends synchronously,
+// so this is rare; the sleep is on a runtime timer, not a spin.
+const txPause = 20 * time.Microsecond
+
+// txWait is called when no frame could be queued or sent: it spins, or
+// with park sleeps for txPause.
+func (c *xskConn) txWait(s *spinner) error {
+	if !c.park {
+		return s.wait(c.b, c.b.deadline)
+	}
+	if c.b.Done() {
+		return ErrStopped
+	}
+	time.Sleep(txPause)
+	return nil
+}
 
 func (c *xskConn) Send(p []byte) error {
 	if err := c.Queue(p); err != nil {
@@ -196,7 +286,7 @@ func (c *xskConn) Queue(p []byte) error {
 			}
 		}
 		c.q.Complete()
-		if err := s.wait(c.b, c.b.deadline); err != nil {
+		if err := c.txWait(&s); err != nil {
 			return err
 		}
 	}
@@ -215,7 +305,7 @@ func (c *xskConn) Flush() error {
 		}
 		c.q.Complete()
 		if k == 0 {
-			if err := s.wait(c.b, c.b.deadline); err != nil {
+			if err := c.txWait(&s); err != nil {
 				c.dropTx(sent)
 				return err
 			}
@@ -262,7 +352,7 @@ func (c *xskConn) RecvUntil(p []byte, t time.Time) (int, error) {
 		c.nrx, c.nxt = c.q.Receive(c.rx[:]), 0
 		if c.nrx == 0 {
 			c.q.Complete()
-			if err := s.wait(c.b, t); err != nil {
+			if err := c.rxWait(&s, t); err != nil {
 				return 0, err
 			}
 		}
@@ -278,30 +368,71 @@ func (c *xskConn) Echo() error {
 		if n == 0 {
 			c.q.Complete()
 			c.q.Refill()
-			if err := s.wait(c.b, c.b.deadline); err != nil {
+			if err := c.rxWait(&s, c.b.deadline); err != nil {
 				return err
 			}
 			continue
 		}
-		out := 0
-		for i := 0; i < n; {
-			k, plen, err := c.packet(i, n)
-			if err != nil {
-				c.q.ReleasePacket(c.rx[i : i+k])
-				i += k
-				continue
-			}
-			rev := c.parsed.Flow.Reverse()
-			rev.Encode(c.q.Data(c.rx[i]), plen, 0)
-			out += copy(c.rx[out:], c.rx[i:i+k])
-			i += k
-		}
-		q := c.q.Transmit(c.rx[:out])
-		c.q.ReleasePacket(c.rx[q:out])
-		if err := c.q.Kick(); err != nil {
+		if err := c.echoBatch(n); err != nil {
 			return err
 		}
-		c.q.Complete()
+	}
+}
+
+// echoBatch turns around the n descriptors just received into c.rx.
+func (c *xskConn) echoBatch(n int) error {
+	out := 0
+	for i := 0; i < n; {
+		k, plen, err := c.packet(i, n)
+		if err != nil {
+			c.q.ReleasePacket(c.rx[i : i+k])
+			i += k
+			continue
+		}
+		rev := c.parsed.Flow.Reverse()
+		rev.Encode(c.q.Data(c.rx[i]), plen, 0)
+		out += copy(c.rx[out:], c.rx[i:i+k])
+		i += k
+	}
+	q := c.q.Transmit(c.rx[:out])
+	c.q.ReleasePacket(c.rx[q:out])
+	if err := c.q.Kick(); err != nil {
+		return err
+	}
+	c.q.Complete()
+	c.q.Refill()
+	return nil
+}
+
+// serve is the floor's server end in a child process: it turns every
+// frame around as Echo does, or, while k is on, counts each frame for the
+// floor's port (as Recv would return it) and releases it.
+func (c *xskConn) serve(k *sink) error {
+	var s spinner
+	for {
+		n := c.q.Receive(c.rx[:])
+		if n == 0 {
+			c.q.Complete()
+			c.q.Refill()
+			if err := c.rxWait(&s, c.b.deadline); err != nil {
+				return err
+			}
+			continue
+		}
+		if !k.on.Load() {
+			if err := c.echoBatch(n); err != nil {
+				return err
+			}
+			continue
+		}
+		for i := 0; i < n; {
+			j, plen, err := c.packet(i, n)
+			if err == nil && c.parsed.Flow.Dst.Port == XSKPort {
+				k.add(plen)
+			}
+			c.q.ReleasePacket(c.rx[i : i+j])
+			i += j
+		}
 		c.q.Refill()
 	}
 }
@@ -311,6 +442,10 @@ func (c *xskConn) CloseWrite() error { return nil }
 
 // Close gives back every frame the end still holds.
 func (c *xskConn) Close() error {
+	if c.unhook != nil {
+		c.unhook()
+		c.unhook = nil
+	}
 	c.q.ReleasePacket(c.rx[c.nxt:c.nrx])
 	c.nxt, c.nrx = 0, 0
 	c.dropTx(0)

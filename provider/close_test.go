@@ -275,17 +275,21 @@ func TestCloseAbortsPendingOperations(t *testing.T) {
 func holdPoller(t testing.TB, p *Provider) (release func()) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	p.want.Add(1)
-	p.kick()
-	for !p.tryToken() {
+	rw := &roleWait{ch: make(chan struct{}, 1)}
+	for !p.role.register(rw, p.nanotime()) {
+		p.kick()
+		select {
+		case <-rw.ch:
+		case <-time.After(time.Until(deadline)):
+		}
+		if p.role.unregister(rw) {
+			break
+		}
 		if time.Now().After(deadline) {
 			t.Fatal("could not take the poller role")
 		}
-		p.link.Wake()
-		time.Sleep(10 * time.Microsecond)
 	}
-	p.want.Add(-1)
-	return func() { p.releaseToken(0) }
+	return func() { p.releaseInline(0) }
 }
 
 // Point 5: once closure has begun, no notification is posted: a connect

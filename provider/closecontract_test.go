@@ -324,3 +324,209 @@ func TestCloseNotLastKeepsOperations(t *testing.T) {
 		t.Fatalf("left behind: %d sockets, %d ops, %d buffers", st.Sockets, st.OpsInUse, st.BuffersHeld())
 	}
 }
+
+// abortRaceRounds is how many rounds TestCloseAbortedRecvTookNothing runs.
+func abortRaceRounds() int {
+	if raceOn || testing.Short() {
+		return 2000
+	}
+	return 4000
+}
+
+// A hard close that races data flowing into posted receives: a receive
+// that completes with ErrAborted took nothing (its buffer is as it was
+// posted), and the receives that completed before it carry the stream's
+// start, in order. Data already handed into a receive's buffer completes
+// it with its bytes, not with ErrAborted: the close discards what is
+// queued, never what was handed over. Half the rounds close through a
+// duplicate, so the last close is not the descriptor the receives were
+// posted on.
+func TestCloseAbortedRecvTookNothing(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	// The receiver's dedicated poller spins, so a close is usually
+	// applied by it, after input it took while the close was on its way.
+	host := 0
+	tn := newTestNet(t, 34, memnet.Faults{}, 2, func(c *Config) {
+		if host == 1 {
+			c.Mode = PollBusy
+		}
+		host++
+	})
+	p0, p1 := tn.ps[0], tn.ps[1]
+	l := tn.listener(1, 80, 4)
+	const posted, sentinel = 4, 0xAA
+	cq := must[*CompletionQueue](t)(p1.NewCompletionQueue(2*posted, nil))
+	got := make([]Completion, 2*posted)
+	rng := rand.New(rand.NewPCG(34, 0))
+	// The stream's bytes never equal the sentinel, so a buffer that took
+	// any of them differs from it.
+	data := make([]byte, 16<<10)
+	for i := range data {
+		data[i] = byte(rng.IntN(0x80))
+	}
+	handedOver := 0
+	for round := range abortRaceRounds() {
+		a, b := tn.conn(l, 80)
+		on := b // the descriptor receives are posted on
+		bufs := make([][]byte, posted)
+		post := func(k int) {
+			buf := bufs[k][:1+rng.IntN(cap(bufs[k]))]
+			for i := range buf {
+				buf[i] = sentinel
+			}
+			bufs[k] = buf
+			if err := p1.PostRecv(on, buf, cq, uint64(k)); err != nil {
+				t.Fatalf("round %d: post: %v", round, err)
+			}
+		}
+		for k := range bufs {
+			bufs[k] = make([]byte, 3000)
+			post(k)
+		}
+		sent := make(chan error, 1)
+		go func() {
+			// Small sends with pauses: the receives wait for data, so it
+			// goes straight into their buffers.
+			for off := 0; off < len(data); {
+				n := min(1+int(uint(off*7919)%1400), len(data)-off)
+				if _, err := p0.Send(a, data[off:off+n]); err != nil {
+					sent <- err
+					return
+				}
+				off += n
+				spin(2000)
+			}
+			sent <- nil
+		}()
+		if round%2 == 1 {
+			on = must[Socket](t)(p1.Duplicate(b))
+			if err := p1.CloseSocket(b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Reap and repost until the seeded moment of the close.
+		off, closeAt := 0, rng.IntN(len(data)/2)
+		pending := posted
+		check := func(c Completion) {
+			buf := bufs[c.Context]
+			switch {
+			case c.Err == nil:
+				if c.Bytes == 0 || off+c.Bytes > len(data) || string(buf[:c.Bytes]) != string(data[off:off+c.Bytes]) {
+					t.Fatalf("round %d: receive of %d bytes at stream offset %d holds the wrong bytes", round, c.Bytes, off)
+				}
+				off += c.Bytes
+			case errors.Is(c.Err, ErrAborted):
+				if c.Bytes != 0 {
+					t.Fatalf("round %d: an aborted receive reports %d bytes", round, c.Bytes)
+				}
+				for i, x := range buf {
+					if x != sentinel {
+						t.Fatalf("round %d: an aborted receive of %d bytes had taken stream data (byte %d changed)", round, len(buf), i)
+					}
+				}
+			default:
+				t.Fatalf("round %d: receive failed with %v", round, c.Err)
+			}
+		}
+		for off < closeAt {
+			n, err := cq.Wait(got, 5*time.Second)
+			if err != nil || n == 0 {
+				t.Fatalf("round %d: no completion at offset %d: %v", round, off, err)
+			}
+			for _, c := range got[:n] {
+				check(c)
+				post(int(c.Context))
+			}
+		}
+		spin(rng.IntN(3000))
+		if err := p1.CloseSocket(on); err != nil {
+			t.Fatal(err)
+		}
+		// Everything pending completed before CloseSocket returned.
+		n := cq.Poll(got)
+		if n != pending {
+			t.Fatalf("round %d: %d completions after the close, want %d", round, n, pending)
+		}
+		for _, c := range got[:n] {
+			if c.Err == nil {
+				handedOver++
+			}
+			check(c)
+		}
+		if err := <-sent; err != nil && !errors.Is(err, ErrConnReset) {
+			t.Fatalf("round %d: the sender saw %v", round, err)
+		}
+		p0.CloseSocket(a)
+	}
+	t.Logf("%d receives completed with data in the poll after the close; %d bytes went straight into receives", handedOver, p1.Stats().RecvDirect)
+	if st := p1.Stats(); st.Sockets != 1 || st.OpsInUse != 0 || st.BuffersHeld() != 0 {
+		t.Fatalf("left behind: %d sockets, %d ops, %d buffers", st.Sockets, st.OpsInUse, st.BuffersHeld())
+	}
+}
+
+// The race of TestCloseAbortedRecvTookNothing, ordered by hand: a receive
+// waits with its buffer lent to the engine, CloseSocket begins (closure
+// has begun: nothing is notified from here on), and data arrives before
+// the poller applies the close. The data went into the receive's buffer,
+// so the receive completes with it, before CloseSocket returns.
+func TestCloseKeepsDataHandedOver(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	tn := newTestNet(t, 35, memnet.Faults{}, 2, nil)
+	p0, p1 := tn.ps[0], tn.ps[1]
+	l := tn.listener(1, 80, 4)
+	a, b := tn.conn(l, 80)
+	cq := must[*CompletionQueue](t)(p1.NewCompletionQueue(4, nil))
+	got := make([]Completion, 4)
+	first, second := make([]byte, 16), make([]byte, 16)
+	if err := p1.PostRecv(b, first, cq, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := p1.PostRecv(b, second, cq, 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p1.GetSockName(b); err != nil { // both receives are taken up
+		t.Fatal(err)
+	}
+	sock := p1.liveSock(b)
+	release := holdPoller(t, p1)
+	closed := make(chan error, 1)
+	go func() { closed <- p1.CloseSocket(b) }()
+	for !sock.closing.Load() {
+		runtime.Gosched()
+	}
+	if _, err := p0.Send(a, []byte("handed over")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for p1.Stats().RecvDirect == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the data never reached the waiting receive")
+		}
+		// Input only: the close waits in the submission ring.
+		now := p1.nanotime()
+		p1.eng.now = now
+		p1.eng.receive(now)
+		p1.settle()
+	}
+	release()
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	n := cq.Poll(got)
+	if n != 2 {
+		t.Fatalf("%d completions after the close, want 2: %+v", n, got[:n])
+	}
+	for _, c := range got[:n] {
+		switch c.Context {
+		case 1:
+			if c.Err != nil || string(first[:c.Bytes]) != "handed over" {
+				t.Errorf("the receive that took the data: %d bytes %q, %v; want its bytes and success", c.Bytes, first[:c.Bytes], c.Err)
+			}
+		case 2:
+			if !errors.Is(c.Err, ErrAborted) || c.Bytes != 0 || string(second) != string(make([]byte, 16)) {
+				t.Errorf("the receive behind it: %d bytes, %v, buffer %q; want ErrAborted and nothing taken", c.Bytes, c.Err, second)
+			}
+		}
+	}
+	p0.CloseSocket(a)
+}

@@ -155,6 +155,19 @@ type Config struct {
 	// a peer silent for a day is dead, and a bound keeps the timer
 	// arithmetic far from overflow ("never" is not on offer).
 	Timeout time.Duration
+	// PeerTimeout is the liveness bound of a peer's stack (default 800ms,
+	// at most Timeout): toward a peer that announced an incarnation in its
+	// handshake (every sdx stack with heartbeats does), a peer from which
+	// nothing at all is heard for this long, on any connection, is dead,
+	// and every connection to it fails with ETIMEDOUT. To tell, the stacks
+	// exchange heartbeats when no other frame passes between them: a
+	// frame every 5/18 PeerTimeout each way while idle (9 a second at
+	// the default, both ways together), none while their connections carry traffic; a
+	// restarted peer is recognised at its first answer and its earlier
+	// connections reset. A peer without an incarnation (an earlier sdx)
+	// keeps the per-connection bound alone. Negative: no heartbeats.
+	// At least 100ms.
+	PeerTimeout time.Duration
 
 	// Seed seeds the generator of connection tokens and ephemeral ports;
 	// nil draws it from crypto/rand. Tests set it for repeatable runs.
@@ -205,6 +218,7 @@ func (c *Config) setDefaults() {
 	defd(&c.MaxRTO, d.MaxRTO)
 	defd(&c.AckDelay, d.AckDelay)
 	defd(&c.Timeout, d.Timeout)
+	defd(&c.PeerTimeout, d.PeerTimeout)
 }
 
 // validate checks c after defaults; each error says what to change.
@@ -238,6 +252,8 @@ func (c *Config) validate() error {
 		return configErr("RTO bounds: need 0 < MinRTO (%v) <= InitialRTO (%v) <= MaxRTO (%v)", c.MinRTO, c.InitialRTO, c.MaxRTO)
 	case c.AckDelay < 0 || c.AckDelay >= c.MinRTO:
 		return configErr("Config.AckDelay %v must be below MinRTO %v, or the peer retransmits what we are about to ack", c.AckDelay, c.MinRTO)
+	case c.PeerTimeout > 0 && c.PeerTimeout < 100*time.Millisecond || c.PeerTimeout > MaxTimeout:
+		return configErr("Config.PeerTimeout %v is out of range: use 100ms..%v, or negative for no heartbeats", c.PeerTimeout, MaxTimeout)
 	case c.Timeout < 2*c.MaxRTO && c.Timeout < time.Second || c.Timeout <= c.MinRTO:
 		return configErr("Config.Timeout %v is too short to tell a dead peer from a slow one: use at least 2×MaxRTO (%v) or 1s", c.Timeout, 2*c.MaxRTO)
 	}
@@ -287,5 +303,7 @@ func (c *Config) engineConfig() engineConfig {
 		AckDelay:   c.AckDelay,
 		Timeout:    c.Timeout,
 		Pacing:     c.Pacing,
+
+		PeerTimeout: max(min(c.PeerTimeout, c.Timeout), 0),
 	}
 }

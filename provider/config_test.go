@@ -33,6 +33,8 @@ func TestStartupAbsurdValues(t *testing.T) {
 		{"Spin an hour", Config{Spin: time.Hour}, "Config.Spin"},
 		{"MaxBacklog 1<<30", Config{MaxBacklog: 1 << 30}, "Config.MaxBacklog"},
 		{"RecvBuffer 1<<40", Config{RecvBuffer: 1 << 40}, "RecvBuffer"},
+		{"PeerTimeout never", Config{PeerTimeout: math.MaxInt64}, "Config.PeerTimeout"},
+		{"PeerTimeout 1ms", Config{PeerTimeout: time.Millisecond}, "Config.PeerTimeout"},
 	}
 	for _, c := range cases {
 		c.cfg.Link = l
@@ -63,6 +65,7 @@ func TestEngineTimersSaturate(t *testing.T) {
 	cfg := testEngineConfig()
 	cfg.Timeout = math.MaxInt64
 	cfg.MaxRTO = math.MaxInt64
+	cfg.PeerTimeout = 0 // heartbeats keep timers of their own, well inside the hour
 	v := newVNet(t, 13, memnet.Faults{}, cfg, 2)
 	a, b := v.pair()
 	a.err, b.err = nil, nil

@@ -70,6 +70,14 @@ const (
 	EndFinAcked                 // our disconnect was acknowledged: the peer has all our data
 	EndReadable                 // received data waits to be read
 	EndFailed                   // the connection failed (reset, time-out): nothing more will come
+	// EndPeerChecked, wanted, makes WaitEnd a health check of the peer's
+	// stack: unless it was heard from within the last 2ms (or takes no
+	// heartbeat), the provider asks it for an answer (a heartbeat), and
+	// the wait ends when anything of the peer's arrives. A peer that
+	// restarted answers as a new incarnation, and the connection fails
+	// (EndFailed); one whose stack is gone draws an ICMP port
+	// unreachable, which fails it too.
+	EndPeerChecked
 )
 
 // RecvWait receives into b (len(b) > 0) like Recv, until deadline (zero:
@@ -219,6 +227,9 @@ func (p *Provider) endOf(ep *endpoint) End {
 	}
 	if ep.state == StateFailed {
 		e |= EndFailed
+	}
+	if !ep.peerCheck {
+		e |= EndPeerChecked
 	}
 	return e
 }

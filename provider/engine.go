@@ -25,6 +25,7 @@ type engineConfig struct {
 	AckDelay                   time.Duration
 	Timeout                    time.Duration // dead-peer bound
 	Pacing                     bool          // spread a window over the round trip (see pace)
+	PeerTimeout                time.Duration // liveness bound of a peer stack with heartbeats; 0: no heartbeats
 }
 
 func defaultEngineConfig() engineConfig {
@@ -39,6 +40,8 @@ func defaultEngineConfig() engineConfig {
 		MaxRTO:     time.Second,
 		AckDelay:   200 * time.Microsecond,
 		Timeout:    10 * time.Second,
+
+		PeerTimeout: 800 * time.Millisecond,
 	}
 }
 
@@ -70,6 +73,7 @@ const (
 	evReadable                    // in-order data or end of stream arrived
 	evWritable                    // send space was freed
 	evFailed                      // the connection failed (reset, time-out)
+	evPeerHeard                   // the peer's stack was heard from, as a check asked (see checkPeer)
 )
 
 // connKey names a connection as its connector sees it.
@@ -131,7 +135,13 @@ type endpoint struct {
 	sender   // the send side: see sender.go
 	receiver // the receive side: see receiver.go
 
+	stat connCounters // per-connection figures: see snapshot.go
+
 	// Liveness.
+	peer      *peer  // the peer stack this connection belongs to (see peer.go); nil when not a connection
+	peerIdx   int    // index in peer.conns
+	peerInc   uint64 // the peer's incarnation its handshake announced; 0: none
+	peerCheck bool   // a WaitEnd waits to hear from the peer's stack (checkPeer)
 	lastHeard int64
 	probeAt   int64
 	lastErr   error // last error the link reported sending to the peer
@@ -147,17 +157,18 @@ type endpoint struct {
 // engineStats are the engine's counters, written by the poller and read by
 // anyone.
 type engineStats struct {
-	datagramsIn, datagramsOut                           atomic.Uint64
-	dataOut, retransmits, fastRetransmits, rtoExpiries  atomic.Uint64
-	acksOut, probesOut, resetsOut, resetsIn, rejectsOut atomic.Uint64
-	resetsChallenged                                    atomic.Uint64
-	retriesOut, cookiesIn, halfOpenExpired              atomic.Uint64
-	dropMalformed, dropChecksum, dropBadToken           atomic.Uint64
-	dropUnknownConn, dropOutOfWindow, dropDuplicate     atomic.Uint64
-	dropNoBuffer, dropBadAck, dropBadCookie             atomic.Uint64
-	reneged, recvDirect, oooIn, inPlace                 atomic.Uint64
-	deadPeers, sendErrors, tooBig                       atomic.Uint64
-	unreachIn, dropUnreach                              atomic.Uint64
+	datagramsIn, datagramsOut                            atomic.Uint64
+	dataOut, retransmits, fastRetransmits, rtoExpiries   atomic.Uint64
+	acksOut, probesOut, resetsOut, resetsIn, rejectsOut  atomic.Uint64
+	resetsChallenged                                     atomic.Uint64
+	retriesOut, cookiesIn, halfOpenExpired               atomic.Uint64
+	dropMalformed, dropChecksum, dropBadToken            atomic.Uint64
+	dropUnknownConn, dropOutOfWindow, dropDuplicate      atomic.Uint64
+	dropNoBuffer, dropBadAck, dropBadCookie              atomic.Uint64
+	reneged, recvDirect, oooIn, inPlace                  atomic.Uint64
+	deadPeers, sendErrors, tooBig                        atomic.Uint64
+	unreachIn, dropUnreach                               atomic.Uint64
+	heartbeatsOut, heartbeatsIn, peerRestarts, peersDead atomic.Uint64
 	// Congestion control (cc.go).
 	lossReductions, ecnReductions, spuriousRTOs atomic.Uint64
 	ceIn, ceEchoed, ecnConns                    atomic.Uint64
@@ -192,9 +203,17 @@ type engine struct {
 	children map[connKey]*endpoint // accepted-side connections by connector's key
 	quiet    map[connKey]int64     // closed children: duplicate connects ignored until then
 
-	timers  timerheap.Heap[*endpoint] // on wakeAt
-	changed []*endpoint
-	output  []*endpoint
+	timers timerheap.Heap[*endpoint] // on wakeAt
+	rxFull bool                      // the last Receive took a full batch: more may wait
+
+	// Peer stacks: see peer.go. inc is our own incarnation, drawn at
+	// start.
+	inc         uint64
+	peers       map[netip.Addr]*peer
+	ptimers     timerheap.Heap[*peer] // on peer.wakeAt
+	peerScratch []*endpoint
+	changed     []*endpoint
+	output      []*endpoint
 
 	now         int64
 	linkErr     error // last error of Flush
@@ -241,6 +260,7 @@ func newEngine(link Link, cfg engineConfig, seed [32]byte) (*engine, error) {
 		ports:    make(map[uint16]*endpoint),
 		children: make(map[connKey]*endpoint),
 		quiet:    make(map[connKey]int64),
+		peers:    make(map[netip.Addr]*peer),
 		ctl:      make([]byte, wire.HeaderLen+wire.SACKLen*wire.MaxSACK),
 	}
 	pool := newBufPool(cfg.Buffers, mtu)
@@ -261,6 +281,7 @@ func newEngine(link Link, cfg engineConfig, seed [32]byte) (*engine, error) {
 		key[i] = byte(e.rng.Uint32())
 	}
 	e.cookies = newCookieMAC(key)
+	e.inc = e.rng.Uint64() | 1
 	return e, nil
 }
 
@@ -283,6 +304,7 @@ func (e *engine) newEndpoint() (*endpoint, error) {
 	ep := &endpoint{
 		id:      uint32(e.gens[idx])<<idBits | (idx + 1),
 		heapIdx: -1,
+		peerIdx: -1,
 	}
 	e.eps[idx] = ep
 	e.nEps++
@@ -315,6 +337,7 @@ func (e *engine) release(ep *endpoint) {
 	}
 	e.dropData(ep)
 	e.unschedule(ep)
+	e.detachPeer(ep)
 	if ep.ownPort && e.ports[ep.lport] == ep {
 		delete(e.ports, ep.lport)
 	}
@@ -470,6 +493,7 @@ func (e *engine) connect(ep *endpoint, to netip.AddrPort) error {
 	ep.token = e.rng.Uint64() | 1
 	ep.state = StateConnecting
 	ep.lastHeard = e.now
+	e.attachPeer(ep, 0)
 	e.sendCtl(ep, wire.OpConnect, wire.ReasonNone)
 	ep.synSent, ep.synOnce = e.now, true
 	ep.rtoAt = later(e.now, ep.rtt.rto)
@@ -582,6 +606,7 @@ func (e *engine) fail(ep *endpoint, err error) {
 	ep.err = err
 	e.dropData(ep)
 	e.unschedule(ep)
+	e.detachPeer(ep)
 	ep.rtoAt, ep.ackAt, ep.ackNow = 0, 0, false
 	if connecting {
 		e.notify(ep, evConnected)
@@ -653,6 +678,9 @@ func (e *engine) nextTimer() (int64, bool) {
 	if ok {
 		t = e.timers.Min().wakeAt
 	}
+	if e.ptimers.Len() > 0 && (!ok || e.ptimers.Min().wakeAt < t) {
+		t, ok = e.ptimers.Min().wakeAt, true
+	}
 	if e.pool.nLinked > 0 && (!ok || t > e.now+int64(reapEvery)) {
 		t, ok = e.now+int64(reapEvery), true
 	}
@@ -682,7 +710,9 @@ func (e *engine) receive(now int64) int {
 		e.lender.reap()
 		e.wakeLent()
 	}
-	return e.link.Receive(rxBatch, e.inputFn)
+	n := e.link.Receive(rxBatch, e.inputFn)
+	e.rxFull = n >= rxBatch
+	return n
 }
 
 // runTimers runs the timers that are due.
@@ -692,6 +722,11 @@ func (e *engine) runTimers(now int64) bool {
 	for e.timers.Len() > 0 && e.timers.Min().wakeAt <= now {
 		ep := e.timers.Pop()
 		e.onTimer(ep)
+		fired = true
+	}
+	for e.ptimers.Len() > 0 && e.ptimers.Min().wakeAt <= now {
+		p := e.ptimers.Pop()
+		e.onPeerTimer(p)
 		fired = true
 	}
 	return fired
@@ -790,16 +825,21 @@ func (e *engine) inputPieces(from netip.Addr, b []byte, more [][]byte) {
 		}
 		return
 	}
-	ann := 0
+	if h.Op == wire.OpHeartbeat {
+		e.onHeartbeat(from, h)
+		return
+	}
+	ann, inc := 0, uint64(0)
 	if h.Op == wire.OpConnect || h.Op == wire.OpAccept {
 		var ok bool
 		if ann, ok = wire.Announced(payload); !ok {
 			e.st.dropMalformed.Add(1)
 			return
 		}
+		inc = wire.Incarnation(payload)
 	}
 	if h.Op == wire.OpConnect {
-		e.onConnect(from, h, ann)
+		e.onConnect(from, h, ann, inc)
 		return
 	}
 	ep := e.lookup(h.DstConn)
@@ -823,6 +863,12 @@ func (e *engine) inputPieces(from netip.Addr, b []byte, more [][]byte) {
 		return
 	}
 	ep.lastHeard = e.now
+	if p := ep.peer; p != nil {
+		p.lastHeard = e.now
+		if p.checking {
+			e.peerHeard(p)
+		}
+	}
 	switch h.Op {
 	case wire.OpReject:
 		if ep.state == StateConnecting {
@@ -851,7 +897,7 @@ func (e *engine) inputPieces(from netip.Addr, b []byte, more [][]byte) {
 		e.confirm(ep)
 	case ep.state == StateConnecting:
 		// Accept, or any valid frame of the acceptor if the accept was lost.
-		e.established(ep, h, ann)
+		e.established(ep, h, ann, inc)
 	case h.Op == wire.OpAccept:
 		// A repeated accept: our answer to it was lost. A probe carries
 		// the ack and is answered, so it gets through where pure acks
@@ -865,6 +911,11 @@ func (e *engine) inputPieces(from netip.Addr, b []byte, more [][]byte) {
 			ep.mss = max(ep.mss, e.peerMSS(ann))
 			ep.announced = true
 			ep.cc.setMSS(ep.mss)
+		}
+		if ep.peerInc == 0 && inc != 0 && ep.peer != nil {
+			ep.peerInc = inc
+			e.heardInc(ep.peer, inc, true)
+			e.armPeer(ep.peer, e.now)
 		}
 	}
 	if h.Flags&wire.FlagAck != 0 {
@@ -905,9 +956,15 @@ func (e *engine) takeCE(ep *endpoint) {
 	}
 }
 
-func (e *engine) established(ep *endpoint, h *wire.Header, ann int) {
+func (e *engine) established(ep *endpoint, h *wire.Header, ann int, inc uint64) {
 	ep.peerID = h.SrcConn
 	ep.state = StateEstablished
+	if p := ep.peer; p != nil && inc != 0 {
+		// The accept carries our token: its incarnation is the peer's.
+		ep.peerInc = inc
+		e.heardInc(p, inc, true)
+		e.armPeer(p, e.now)
+	}
 	// Nothing is queued yet: the rings may change with the segment size.
 	ep.mss, ep.announced = e.peerMSS(ann), ann > 0
 	e.sizeRings(ep)
@@ -962,11 +1019,15 @@ func (e *engine) confirm(c *endpoint) {
 	l.backlog = append(l.backlog, c)
 	e.schedule(c, e.keepaliveAt(c))
 	e.notify(l, evIncoming)
+	if p := c.peer; p != nil {
+		e.heardInc(p, c.peerInc, false)
+		e.armPeer(p, e.now)
+	}
 	// Its window may now open past the half-open one.
 	e.ackSoon(c, true)
 }
 
-func (e *engine) onConnect(from netip.Addr, h *wire.Header, ann int) {
+func (e *engine) onConnect(from netip.Addr, h *wire.Header, ann int, inc uint64) {
 	key := connKey{peer: from, id: h.SrcConn, token: h.Token}
 	if c := e.children[key]; c != nil {
 		if c.state == StateEstablished {
@@ -1028,11 +1089,14 @@ func (e *engine) onConnect(from netip.Addr, h *wire.Header, ann int) {
 	c.lastHeard = e.now
 	c.parent = l
 	e.children[key] = c
+	e.attachPeer(c, inc)
 	if proven {
 		l.backlog = append(l.backlog, c)
 		e.sendCtl(c, wire.OpAccept, wire.ReasonNone)
 		e.schedule(c, e.keepaliveAt(c))
 		e.notify(l, evIncoming)
+		e.heardInc(c.peer, inc, false)
+		e.armPeer(c.peer, e.now)
 		return
 	}
 	// Half-open until the connector answers the accept, which is sent
@@ -1158,6 +1222,9 @@ func (e *engine) sendCtl(ep *endpoint, op wire.Opcode, reason wire.Reason) error
 	plen := 0
 	if op == wire.OpConnect || op == wire.OpAccept {
 		plen = wire.PutAnnounce(e.ctl[h.Len():], e.mtu)
+		if e.heartbeatsOn() {
+			plen += wire.PutIncarnation(e.ctl[h.Len():], e.inc)
+		}
 		if e.ecn != nil {
 			// We take part in ECN (see ECNLink); an acceptor answers for
 			// itself, whatever the connector said.
@@ -1195,6 +1262,9 @@ func (e *engine) sendBuf(ep *endpoint, to netip.Addr, b []byte, buf uint32, ect 
 	}
 	e.st.datagramsOut.Add(1)
 	e.unflushed++
+	if ep != nil && ep.peer != nil {
+		ep.peer.lastSent = e.now
+	}
 	if err != nil {
 		e.st.sendErrors.Add(1)
 		e.lastSendErr = err
@@ -1289,6 +1359,7 @@ func (e *engine) onTimer(ep *endpoint) {
 			ep.rtt.backoff(e.rtoBounds())
 			ep.rtoAt = later(now, ep.rtt.rto)
 			e.st.rtoExpiries.Add(1)
+			ep.stat.rtoExpiries++
 		}
 		e.schedule(ep, min(ep.rtoAt, later(ep.lastHeard, int64(e.cfg.Timeout))))
 		return

@@ -652,3 +652,50 @@ func TestEngineAcksLost(t *testing.T) {
 	v.run(time.Minute, func() bool { return a.finAcked })
 	t.Logf("%d KiB in %v virtual with every pure ack dropped; probes %d", size>>10, d, v.hosts[1].st.probesOut.Load())
 }
+
+// A disconnect while the send ring is full of small segments in flight
+// is taken at once: it follows the data when an ack frees a slot, never
+// an ENOBUFS for the caller to retry.
+func TestEngineShutdownFullRing(t *testing.T) {
+	cfg := testEngineConfig()
+	cfg.SendBuffer = 8 << 10
+	v := newVNet(t, 23, memnet.Faults{}, cfg, 2)
+	a, b := v.pair()
+	e0, e1 := v.hosts[0], v.hosts[1]
+	v.net.Partition(v.addr(0), v.addr(1), true)
+	var sent []byte
+	for i := 0; !a.full(); i++ {
+		if i > 100000 {
+			t.Fatalf("the ring never filled: %d segments of %d", a.slen, len(a.segs))
+		}
+		// One byte a segment: marked as sent (lost on the cut path), a
+		// segment is not filled up, so the next byte takes a new one.
+		if _, err := e0.write(a, []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, byte(i))
+		a.sent = a.slen
+		a.sndNxt = a.sndEnd
+	}
+	if err := e0.shutdown(a); err != nil {
+		t.Fatalf("shutdown with a full ring: %v, want it taken", err)
+	}
+	if _, err := e0.write(a, []byte("more")); !errors.Is(err, ErrShutdown) {
+		t.Fatalf("write after shutdown: %v", err)
+	}
+	v.net.Partition(v.addr(0), v.addr(1), false)
+	var got []byte
+	buf := make([]byte, 4096)
+	v.run(time.Minute, func() bool {
+		n, err := e1.read(b, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf[:n]...)
+		return n == 0 && b.eof
+	})
+	if !bytes.Equal(got, sent) {
+		t.Fatalf("got %d bytes before end of stream, want %d", len(got), len(sent))
+	}
+	v.run(time.Minute, func() bool { return a.finAcked })
+}

@@ -15,8 +15,10 @@
 // receive side (in-order and out-of-order data, acks owed, the window
 // granted); credit.go how the buffer pool's halves are shared between
 // sending and receiving and between connections; rtt.go RTT and RTO
-// estimation. The SPI around it is socket.go, ops.go, direct.go and
-// provider.go (the poller role).
+// estimation; peer.go the peers' liveness (heartbeat, incarnation). The
+// SPI around it is socket.go, ops.go, direct.go and provider.go; the
+// poller role, who holds it and how it is handed over, is poller.go. On
+// the AF_XDP link, pending.go holds frames while a neighbour resolves.
 //
 // Copies. A send copies the caller's bytes once, into a buffer of the
 // pool; on an XDPLink that buffer is a UMEM frame the link lends (see

@@ -72,7 +72,7 @@ func TestEngineMTUAgreement(t *testing.T) {
 func TestEngineMTUUnannounced(t *testing.T) {
 	v := newVNetMTU(t, 5, memnet.Faults{}, testEngineConfig(), 9000-28, 9000-28)
 	c := &endpoint{state: StateConnecting}
-	v.hosts[0].established(c, &wire.Header{SrcConn: 1}, 0)
+	v.hosts[0].established(c, &wire.Header{SrcConn: 1}, 0, 0)
 	if c.mss != wire.MinPeerDatagram-wire.HeaderLen || c.announced {
 		t.Fatalf("segment size %d without an announcement, want %d", c.mss, wire.MinPeerDatagram-wire.HeaderLen)
 	}

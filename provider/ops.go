@@ -49,6 +49,7 @@ type CompletionQueue struct {
 	reserved atomic.Int64 // slots promised to posted operations and unreaped completions
 	waiting  atomic.Bool
 	wake     chan struct{}
+	rw       roleWait // a waiter's place among those wanting the poller role; signals wake
 	notify   func(Completion)
 }
 
@@ -62,6 +63,7 @@ func (p *Provider) NewCompletionQueue(size int, notify func(Completion)) (*Compl
 		return nil, configErr("completion queue size %d: %v", size, err)
 	}
 	q := &CompletionQueue{p: p, r: r, wake: make(chan struct{}, 1), notify: notify}
+	q.rw.ch = q.wake
 	p.cqMu.Lock()
 	p.cqs = append(p.cqs, q)
 	p.cqMu.Unlock()
@@ -82,7 +84,7 @@ func (q *CompletionQueue) push(c Completion) {
 		panic("provider: completion queue overflow despite reservation")
 	}
 	if q.waiting.Load() {
-		q.p.yield = true // the goroutine we wake needs a CPU
+		q.p.role.yield = true // the goroutine we wake needs a CPU
 		q.signal()
 	}
 	if q.notify != nil {
@@ -139,7 +141,8 @@ func (q *CompletionQueue) Wait(out []Completion, timeout time.Duration) (int, er
 }
 
 // waitable implementation.
-func (q *CompletionQueue) ready() bool { return q.r.Len() > 0 || q.p.cleaned.Load() }
+func (q *CompletionQueue) ready() bool         { return q.r.Len() > 0 || q.p.cleaned.Load() }
+func (q *CompletionQueue) roleWait() *roleWait { return &q.rw }
 func (q *CompletionQueue) park(timeout time.Duration) {
 	q.waiting.Store(true)
 	if !q.ready() {
@@ -165,8 +168,9 @@ const (
 	opEventSelect
 	opGetName
 	opConnInfo
-	opCancel  // withdraw target, a pending direct op
-	opWaitEnd // complete when the connection's end matches arg (End bits)
+	opCancel   // withdraw target, a pending direct op
+	opWaitEnd  // complete when the connection's end matches arg (End bits)
+	opSnapshot // fill snap with every connection's figures (snapshot.go)
 )
 
 // op is one request to the poller: a verb's arguments, its progress while
@@ -184,8 +188,9 @@ type op struct {
 	sock   *socket // the socket, resolved while the descriptor was live (opClose, and the overlapped verbs)
 	evFn   func(Socket, Event, error)
 	evSet  Event
-	intr   *Waiter // direct verbs: a wake makes the op ready to withdraw
-	target *op     // opCancel: the op to withdraw
+	intr   *Waiter      // direct verbs: a wake makes the op ready to withdraw
+	target *op          // opCancel: the op to withdraw
+	snap   *[]ConnStats // opSnapshot: where the figures go
 
 	// Poller-owned while pending.
 	progress  int
@@ -203,6 +208,7 @@ type op struct {
 	done    atomic.Bool
 	waiting atomic.Bool
 	wake    chan struct{}
+	rw      roleWait    // the caller's place among those wanting the poller role; signals wake
 	timer   *time.Timer // the parked caller's, kept with the op so parking allocates once
 
 	// Pool.
@@ -211,7 +217,8 @@ type op struct {
 	heap     bool // allocated outside the pool (CloseSocket when the pool is empty)
 }
 
-func (o *op) ready() bool { return o.done.Load() || o.intr != nil && o.intr.woken.Load() }
+func (o *op) ready() bool         { return o.done.Load() || o.intr != nil && o.intr.woken.Load() }
+func (o *op) roleWait() *roleWait { return &o.rw }
 func (o *op) park(timeout time.Duration) {
 	o.waiting.Store(true)
 	if !o.ready() {
@@ -262,6 +269,7 @@ func newOpPool(n int) *opPool {
 		o := &p.ops[i]
 		o.idx = uint32(i)
 		o.wake = make(chan struct{}, 1)
+		o.rw.ch = o.wake
 		o.freeNext.Store(uint32(i + 2)) // next free: index+1 of i+1
 	}
 	p.ops[n-1].freeNext.Store(0)
@@ -293,7 +301,7 @@ func (p *opPool) get() *op {
 // put clears the op's references and returns it to the pool.
 func (p *opPool) put(o *op) {
 	o.buf, o.cq, o.sock, o.evFn, o.err, o.next = nil, nil, nil, nil, nil, nil
-	o.intr, o.target = nil, nil
+	o.intr, o.target, o.snap = nil, nil, nil
 	o.addr, o.arg, o.ctx, o.evSet = netip.AddrPort{}, 0, 0, 0
 	o.progress, o.completed = 0, false
 	o.n, o.res, o.local, o.peer = 0, 0, netip.AddrPort{}, netip.AddrPort{}

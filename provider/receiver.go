@@ -236,6 +236,7 @@ func (e *engine) onData(ep *endpoint, seq uint64, p pieces, req bool) {
 	if n == 0 {
 		return
 	}
+	ep.stat.segsIn++
 	end := seq + uint64(n)
 	if end <= ep.rcvNxt {
 		e.st.dropDuplicate.Add(1)

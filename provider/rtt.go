@@ -18,6 +18,7 @@ type rttStats struct {
 	srtt   int64 // smoothed round trip; 0: no sample yet
 	rttvar int64 // round-trip variation
 	rto    int64 // the timeout now in force
+	minRTT int64 // the smallest measurement; 0: none yet
 }
 
 // start arms the timeout of a connection that has no sample yet.
@@ -30,6 +31,9 @@ func (r *rttStats) start(b rtoBounds) {
 func (r *rttStats) sample(d int64) {
 	if d < 0 {
 		return
+	}
+	if r.minRTT == 0 || d < r.minRTT {
+		r.minRTT = max(d, 1)
 	}
 	if r.srtt == 0 {
 		r.srtt = max(d, 1)

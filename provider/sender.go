@@ -27,6 +27,7 @@ type sender struct {
 	sndRight uint64 // the peer's window edge: we may send below it
 	dupAcks  int
 	finQd    bool // Shutdown called: no more data
+	finOwed  bool // the disconnect waits for a free slot in the ring
 	finAcked bool
 
 	// Credit (see credit.go).
@@ -412,14 +413,24 @@ func (e *engine) shutdown(ep *endpoint) error {
 	case ep.finQd:
 		return nil
 	}
+	ep.finQd = true
 	if ep.full() {
-		return ErrNoBufs
+		// Many small segments in flight: the disconnect follows them as
+		// soon as an ack frees a slot. The caller is not told to try
+		// again for a resource the engine frees by itself.
+		ep.finOwed = true
+		return nil
 	}
+	e.queueFin(ep)
+	return nil
+}
+
+// queueFin puts the disconnect marker after the data; the ring has room.
+func (e *engine) queueFin(ep *endpoint) {
+	ep.finOwed = false
 	ep.push(seg{seq: ep.sndEnd, buf: noBuf, fin: true})
 	ep.sndEnd++
-	ep.finQd = true
 	e.queueOutput(ep)
-	return nil
 }
 
 // writable reports whether write would take at least one byte, or fail.
@@ -480,6 +491,7 @@ func (e *engine) onAck(ep *endpoint, h *wire.Header) {
 			ep.pop()
 		}
 		ep.sndUna = ack
+		ep.stat.lastAck = e.now
 		ep.dupAcks = 0
 		ep.bigLost, ep.bigAt = 0, 0
 		if spurious && ep.cc.onSpurious() {
@@ -497,12 +509,16 @@ func (e *engine) onAck(ep *endpoint, h *wire.Header) {
 		} else {
 			ep.rtoAt = 0
 		}
+		if ep.finOwed && !ep.full() {
+			e.queueFin(ep)
+		}
 		if freed {
 			e.notify(ep, evWritable)
 		}
 	} else if ack == ep.sndUna && ep.sent > 0 && h.Op == wire.OpAck && !grew {
 		if ep.countDupAck() {
 			e.st.fastRetransmits.Add(1)
+			ep.stat.fastRetransmits++
 			e.onLoss(ep)
 			e.queueOutput(ep)
 		}
@@ -541,6 +557,7 @@ func (e *engine) onSACK(ep *endpoint, h *wire.Header) {
 	}
 	if n := ep.markFastLost(); n > 0 {
 		e.st.fastRetransmits.Add(uint64(n))
+		ep.stat.fastRetransmits += uint64(n)
 		e.onLoss(ep)
 		e.queueOutput(ep)
 	}
@@ -595,6 +612,7 @@ func (e *engine) sendData(ep *endpoint) bool {
 		ep.clearRtx(s)
 		s.resent = true
 		e.st.retransmits.Add(1)
+		ep.stat.retransmits++
 		sent, acked = true, true
 	}
 	// The sender asks for an ack at once (FlagAckReq) on the segment
@@ -730,8 +748,11 @@ func (e *engine) sendSeg(ep *endpoint, s *seg, req bool) bool {
 			return false
 		}
 		e.st.dataOut.Add(1)
+		ep.stat.segsOut++
+		ep.stat.bytesOut += uint64(s.n)
 	}
 	s.sentAt = e.now
+	ep.stat.lastSend = e.now
 	e.txCount++
 	s.tx = e.txCount
 	e.acked(ep)
@@ -742,6 +763,7 @@ func (e *engine) sendSeg(ep *endpoint, s *seg, req bool) bool {
 // RTO ago and not SACKed is presumed lost; the RTO backs off.
 func (e *engine) onRTO(ep *endpoint) {
 	e.st.rtoExpiries.Add(1)
+	ep.stat.rtoExpiries++
 	if ep.sent == 0 {
 		if ep.confirming || ep.slen > 0 && ep.at(0).seq+uint64(ep.at(0).n) > ep.sndRight {
 			// Zero window, or a confirmation not yet answered: probe.

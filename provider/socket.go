@@ -171,7 +171,7 @@ func (p *Provider) runOp(o *op, deadline int64) {
 // it took the role; if not, the caller submits o. Either way the verb has
 // left (leave) once o is applied or submitted.
 func (p *Provider) applyInline(o *op, deadline int64) (took, idle bool) {
-	if p.stopping.Load() || !p.tryToken() {
+	if p.stopping.Load() || !p.role.tryTake() {
 		return false, false
 	}
 	now := p.nanotime()
@@ -184,7 +184,7 @@ func (p *Provider) applyInline(o *op, deadline int64) (took, idle bool) {
 	if !o.ready() && (deadline == 0 || now < deadline) {
 		idle = p.pollLoop(o, false, deadline)
 	}
-	p.releaseToken(now)
+	p.releaseInline(now)
 	return true, idle
 }
 
@@ -194,6 +194,7 @@ func (p *Provider) getOp(kind opKind, s Socket) *op {
 	o := p.ops.get()
 	if o == nil {
 		o = &op{heap: true, wake: make(chan struct{}, 1)}
+		o.rw.ch = o.wake
 	}
 	o.kind, o.s = kind, s
 	return o
@@ -404,11 +405,11 @@ func (p *Provider) post(kind opKind, s Socket, buf []byte, to netip.AddrPort, cq
 		return ErrNoBufs
 	}
 	o.kind, o.s, o.buf, o.addr, o.cq, o.ctx = kind, s, buf, to, cq, ctx
-	p.posted.Add(1)
+	p.role.posted.Add(1)
 	o.sock = sock
 	p.submit(o)
-	if !p.token.Load() {
-		p.wakePoller() // nobody polls right now
+	if !p.role.held.Load() {
+		p.role.wakePoller() // nobody polls right now
 	}
 	return nil
 }
@@ -535,13 +536,13 @@ func (p *Provider) complete(o *op, n int, err error) {
 			c.Verb = VerbConnect
 		}
 		p.ops.put(o)
-		p.posted.Add(-1)
+		p.role.posted.Add(-1)
 		q.push(c)
 		return
 	}
 	o.done.Store(true)
 	if o.waiting.Load() {
-		p.yield = true // the goroutine we wake needs a CPU
+		p.role.yield = true // the goroutine we wake needs a CPU
 		select {
 		case o.wake <- struct{}{}:
 		default:
@@ -583,6 +584,10 @@ func (p *Provider) apply(o *op) {
 		return
 	case opCancel:
 		p.withdraw(o.target)
+		p.complete(o, 0, nil)
+		return
+	case opSnapshot:
+		p.snapshot(o.snap)
 		p.complete(o, 0, nil)
 		return
 	case opDup:
@@ -727,6 +732,9 @@ func (p *Provider) apply(o *op) {
 			p.complete(o, 0, ErrAlready)
 		default:
 			sock.endWait = o
+			if End(o.arg)&EndPeerChecked != 0 {
+				p.eng.checkPeer(ep) // until the peer is heard from, endOf says not checked
+			}
 			p.progressEnd(sock)
 		}
 	default:
@@ -906,8 +914,15 @@ func (p *Provider) closeSocket(sock *socket) error {
 	ep := sock.ep
 	var err error
 	if ep != nil {
+		// Data the engine put into the buffer of the receive at the head
+		// was handed over before the close (closure stops progress, not
+		// input): that receive completes with it, as it would have
+		// before the close. A hard close discards what is queued, never
+		// what a receive already took.
+		if got := takeDirect(ep); got > 0 {
+			p.complete(sock.recvs.pop(), got, nil)
+		}
 		ep.sock = nil
-		takeDirect(ep) // the receive waiting in it is aborted below
 		err = e.abort(ep)
 		sock.ep = nil
 	}

@@ -1,7 +1,6 @@
 package provider
 
 import (
-	"strconv"
 	"time"
 
 	"github.com/sdx-project/sdx/bpf"
@@ -13,6 +12,9 @@ import (
 // notify function; each field is read atomically, the whole is not one
 // instant.
 type Stats struct {
+	// Poller counts what the poller role did (poller.go).
+	Poller PollerStats
+
 	// Buffer accounting: every buffer is in exactly one place, so
 	// BuffersFree + SendQueued + InFlight + OutOfOrder + RecvQueued +
 	// Sending == Buffers at all times.
@@ -75,6 +77,12 @@ type Stats struct {
 	// Unreachables counts ICMP port unreachables that named a live
 	// connection (ids, ports, token) and failed it: its peer's stack is gone.
 	Unreachables uint64
+	// Peer stacks (see Config.PeerTimeout): heartbeats sent and
+	// received; peers declared dead for silence (their connections are
+	// counted in DeadPeers); peers found restarted (a new incarnation),
+	// whose earlier connections were reset.
+	HeartbeatsOut, HeartbeatsIn uint64
+	PeersDead, PeerRestarts     uint64
 	// Congestion control (docs/RELIABILITY.md). LossReductions counts
 	// congestion windows halved for a loss (once per recovery episode),
 	// ECNReductions windows shrunk for ECN marks (once per round trip),
@@ -197,6 +205,10 @@ func (p *Provider) Stats() Stats {
 		SendErrors:        st.sendErrors.Load(),
 		TooBig:            st.tooBig.Load(),
 		Unreachables:      st.unreachIn.Load(),
+		HeartbeatsOut:     st.heartbeatsOut.Load(),
+		HeartbeatsIn:      st.heartbeatsIn.Load(),
+		PeersDead:         st.peersDead.Load(),
+		PeerRestarts:      st.peerRestarts.Load(),
 		LossReductions:    st.lossReductions.Load(),
 		ECNReductions:     st.ecnReductions.Load(),
 		SpuriousRTOs:      st.spuriousRTOs.Load(),
@@ -218,7 +230,8 @@ func (p *Provider) Stats() Stats {
 			BadCookie:   st.dropBadCookie.Load(),
 			Unreach:     st.dropUnreach.Load(),
 		},
-		Link: LinkStats{MTU: e.mtu},
+		Link:   LinkStats{MTU: e.mtu},
+		Poller: p.role.stats(),
 	}
 	for i := range s.Bursts {
 		s.Bursts[i] = st.bursts[i].Load()
@@ -250,35 +263,9 @@ type ConnInfo struct {
 	ECN                  bool
 	Alpha                float64
 	CEReceived, CEEchoed uint64
-	// Limit is what stopped the sender last time it had data queued.
-	Limit SendLimit
-}
-
-// SendLimit is what holds a connection's sender back.
-type SendLimit uint8
-
-const (
-	LimitNone   SendLimit = SendLimit(limitNone)   // nothing: it sent all it had
-	LimitCredit SendLimit = SendLimit(limitCredit) // the peer's window (receive credit)
-	LimitCwnd   SendLimit = SendLimit(limitCwnd)   // the congestion window
-	LimitPool   SendLimit = SendLimit(limitPool)   // the buffer pool: a writer waited for a buffer
-	LimitPace   SendLimit = SendLimit(limitPace)   // pacing: the rest of the window goes later in the round trip
-)
-
-func (l SendLimit) String() string {
-	switch l {
-	case LimitNone:
-		return "none"
-	case LimitCredit:
-		return "credit"
-	case LimitCwnd:
-		return "cwnd"
-	case LimitPool:
-		return "pool"
-	case LimitPace:
-		return "pace"
-	}
-	return "SendLimit(" + strconv.Itoa(int(l)) + ")"
+	// Limit is what stopped the sender the last time it sent: LimitNone
+	// (it sent all it had), LimitWindow, LimitCwnd, LimitPool or LimitPace.
+	Limit Limit
 }
 
 // connInfo reads ep's congestion state; on the poller.
@@ -289,7 +276,7 @@ func connInfo(ep *endpoint) ConnInfo {
 		SlowStart: c.inSlowStart(), Recovering: c.recovering,
 		SRTT: time.Duration(ep.rtt.srtt), RTO: time.Duration(ep.rtt.rto),
 		ECN: ep.ecnOK, CEReceived: ep.ceTotal, CEEchoed: c.ceEchoed,
-		Limit: SendLimit(ep.limit),
+		Limit: limitName[ep.limit],
 	}
 	if ep.sndRight > ep.sndUna {
 		info.SendWindow = int(ep.sndRight - ep.sndUna)
@@ -299,3 +286,6 @@ func connInfo(ep *endpoint) ConnInfo {
 	}
 	return info
 }
+
+// limitName names the sender's limit codes (sender.limit).
+var limitName = [...]Limit{limitNone: LimitNone, limitCredit: LimitWindow, limitCwnd: LimitCwnd, limitPool: LimitPool, limitPace: LimitPace}

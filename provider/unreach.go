@@ -18,9 +18,9 @@ const quotedLen = 32
 // a datagram we sent it (from the sdx header on). When q names a live
 // connection to peer, with our id (src conn), the peer's id (dst conn; 0 in
 // a connect request), both ports and the token, the peer has no stack on
-// its sdx port any more, and the connection fails at once: ErrPortUnreach
-// (which matches ECONNREFUSED) while it connects, ECONNRESET once
-// established. Anything else is counted
+// its sdx port any more, and every connection to the peer's address fails
+// at once: ErrPortUnreach (which matches ECONNREFUSED) while it connects,
+// ECONNRESET once established. Anything else is counted
 // and dropped: without the token, a forged ICMP cannot kill a connection
 // any more than a forged reset can.
 func (e *engine) unreachable(peer netip.Addr, q []byte) {
@@ -52,5 +52,16 @@ func (e *engine) unreachable(peer netip.Addr, q []byte) {
 		return
 	}
 	e.st.unreachIn.Add(1)
+	// The peer's stack is gone, not just this connection: every
+	// connection to its address ends now, not one per ICMP the peer's
+	// kernel lets through its rate limit.
+	if p := ep.peer; p != nil {
+		e.failPeer(p, func(c *endpoint) error {
+			if c.state == StateConnecting {
+				return ErrPortUnreach
+			}
+			return ErrConnReset
+		}, false)
+	}
 	e.fail(ep, err)
 }

@@ -88,21 +88,21 @@ type XDPLink struct {
 	// Neighbours. Times are on the link's clock (since born). last is
 	// the peer of the previous send: one comparison instead of a map
 	// lookup in a conversation. unresolved holds peers that failed to
-	// resolve, until when they fail fast; waited is the time spent
-	// waiting for the kernel since waitWindow began.
+	// resolve, until when they fail fast; pending, the frames to peers
+	// the kernel is resolving (pending.go).
 	born       time.Time
 	last       netip.Addr
 	lastPeer   peerMAC
 	peers      map[netip.Addr]peerMAC
 	unresolved map[netip.Addr]unresolvedPeer
-	waitWindow time.Duration
-	waited     time.Duration
+	pending    map[netip.Addr]*pendingPeer
 	descs      [64]xdp.Desc                // received, being handed to fn
 	more       [xdp.MaxPacketFrames][]byte // a multi-buffer frame's pieces after the first
 	parsed     frame.Parsed
 	icmp       frame.Unreach
 	unreach    func(peer netip.Addr, quoted []byte)
 	stats      XDPLinkStats
+	tap        atomic.Pointer[Capture] // a running capture (capture.go); nil: none
 
 	// Lent buffers (see lender): lentPer in each queue's UMEM, lentFrames
 	// UMEM frames each, of which lentOut[i] are on their way out.
@@ -137,7 +137,10 @@ type XDPLinkStats struct {
 	NotOurs        uint64 // frames on the queue not addressed to this host's sdx port
 	Malformed      uint64 // frames whose headers did not parse
 	Unresolved     uint64 // sends dropped because the peer's address did not resolve in time
-	NoFrames       uint64 // sends refused with ENOBUFS for want of a UMEM frame or tx slot
+	// Pending counts frames that waited for their peer's address to
+	// resolve (sent later, or dropped as Unresolved).
+	Pending  uint64
+	NoFrames uint64 // sends refused with ENOBUFS for want of a UMEM frame or tx slot
 	// InPlace counts frames sent from the provider's buffer in lent UMEM
 	// frames; Copied, frames of such a buffer copied into a frame of
 	// another queue instead, the one their flow goes out on (it moved
@@ -163,17 +166,15 @@ type peerMAC struct {
 // kernel's table is asked again; the kernel keeps the entry fresh by ARP.
 const neighbourTTL = 5 * time.Second
 
-// Resolving a peer the kernel does not know: Send waits at most resolveWait
-// for the answer, and all such waits together take at most waitBudget of
-// every waitEvery (3% of the poller); a peer that did not resolve fails fast
-// for unresolvedFirst, doubling with each failure in a row up to
+// Resolving a peer the kernel does not know: its frames wait at most
+// resolveWait for the answer, in a queue of their own (pending.go), while
+// the poller goes on; a peer that did not resolve fails fast for
+// unresolvedFirst, doubling with each failure in a row up to
 // unresolvedFor (the kernel keeps resolving it meanwhile), and at most
 // maxUnresolved such peers are remembered. A frame that fails is dropped;
 // the protocol retransmits.
 const (
 	resolveWait     = 2 * time.Millisecond
-	waitBudget      = 3 * time.Millisecond
-	waitEvery       = 100 * time.Millisecond
 	unresolvedFirst = 10 * time.Millisecond
 	unresolvedFor   = 200 * time.Millisecond
 	maxUnresolved   = 1024
@@ -184,7 +185,7 @@ func OpenXDPLink(cfg XDPLinkConfig) (_ *XDPLink, err error) {
 	if cfg.Port == 0 {
 		cfg.Port = DefaultUDPPort
 	}
-	l := &XDPLink{cfg: cfg, born: time.Now(), peers: make(map[netip.Addr]peerMAC), unresolved: make(map[netip.Addr]unresolvedPeer)}
+	l := &XDPLink{cfg: cfg, born: time.Now(), peers: make(map[netip.Addr]peerMAC), unresolved: make(map[netip.Addr]unresolvedPeer), pending: make(map[netip.Addr]*pendingPeer)}
 	defer func() {
 		if err != nil {
 			l.Close()
@@ -410,12 +411,15 @@ func (l *XDPLink) send(peer netip.Addr, payload []byte, ecn uint8) error {
 	if len(payload) > l.mtu {
 		return ErrMsgSize
 	}
-	mac, err := l.resolve(peer)
+	mac, resolving, err := l.resolve(peer)
 	if err != nil {
 		return err
 	}
 	k, h := flowOf(peer, payload, false)
 	lq := l.txQueue(k, h)
+	if resolving {
+		return l.queuePending(peer, lq, h, payload)
+	}
 	// A frame longer than a UMEM frame is a multi-buffer packet, queued
 	// whole or not at all; most are a chain of one.
 	q := lq.q
@@ -439,6 +443,9 @@ func (l *XDPLink) send(peer netip.Addr, payload []byte, ecn uint8) error {
 	}
 	l.encode(q.Data(chain[0]), peer, mac, h, len(payload), ecn)
 	q.WritePacket(chain, frame.HeaderLen, payload)
+	if t := l.tap.Load(); t != nil {
+		t.record(true, q.Data(chain[0])[:frame.HeaderLen], payload)
+	}
 	lq.ntx += len(chain)
 	lq.tx.Add(uint64(len(chain)))
 	l.stats.Sent++
@@ -488,9 +495,12 @@ func (l *XDPLink) sendLent(peer netip.Addr, i uint32, n int, ect bool) error {
 	if n > l.mtu {
 		return ErrMsgSize
 	}
-	mac, err := l.resolve(peer)
+	mac, resolving, err := l.resolve(peer)
 	if err != nil {
 		return err
+	}
+	if resolving {
+		return errNotInPlace // a copy waits for the answer, the buffer does not
 	}
 	lq := l.qs[int(i)/l.lentPer]
 	off := (int(i) - lq.idx*l.lentPer) * l.lentStride()
@@ -517,6 +527,9 @@ func (l *XDPLink) sendLent(peer netip.Addr, i uint32, n int, ect bool) error {
 	}
 	l.encode(b, peer, mac, h, n, ecn)
 	q.LentPacket(lq.txq[lq.ntx:lq.ntx], off, len(b))
+	if t := l.tap.Load(); t != nil {
+		t.record(true, b)
+	}
 	l.lentOut[i] = uint8(nf)
 	lq.ntx += nf
 	lq.tx.Add(uint64(nf))
@@ -554,82 +567,83 @@ func (l *XDPLink) txQueue(k flowKey, h uint32) *linkQueue {
 	return l.qs[h%uint32(len(l.qs))]
 }
 
-// resolve returns peer's Ethernet address from the cache or the kernel.
-// A peer the kernel does not know yet is solicited; the poller waits for
-// the answer at most resolveWait, and for all peers together at most
-// waitBudget per waitEvery, so that frames from addresses nobody answers for
-// (a flood of spoofed sources, say) cannot stall it. A peer that did not
-// resolve fails fast for a while (unresolvedFirst, doubling up to
-// unresolvedFor).
-func (l *XDPLink) resolve(peer netip.Addr) ([6]byte, error) {
+// resolve returns peer's Ethernet address from the cache or the kernel,
+// or reports that the kernel is resolving it (resolving): the frame then
+// waits in peer's pending queue. A peer that did not resolve fails fast
+// for a while (unresolvedFirst, doubling up to unresolvedFor).
+func (l *XDPLink) resolve(peer netip.Addr) (mac [6]byte, resolving bool, err error) {
 	now := time.Since(l.born)
 	if peer == l.last && now-l.lastPeer.checked < neighbourTTL {
-		return l.lastPeer.mac, nil
+		return l.lastPeer.mac, false, nil
 	}
 	if p, ok := l.peers[peer]; ok && now-p.checked < neighbourTTL {
 		l.last, l.lastPeer = peer, p
-		return p.mac, nil
+		return p.mac, false, nil
+	}
+	if _, ok := l.pending[peer]; ok {
+		return mac, true, nil
 	}
 	if u, ok := l.unresolved[peer]; ok && now < u.until {
 		l.stats.Unresolved++
-		return [6]byte{}, ErrHostUnreach
+		return mac, false, ErrHostUnreach
 	}
 	if l.unanswerable(peer) {
 		l.stats.Refused++
-		return [6]byte{}, ErrHostUnreach
+		return mac, false, ErrHostUnreach
 	}
 	hop, err := l.res.NextHop(peer)
 	if err != nil {
-		return [6]byte{}, ErrHostUnreach
+		return mac, false, ErrHostUnreach
 	}
-	if now-l.waitWindow >= waitEvery {
-		l.waitWindow, l.waited = now, 0
+	mac, ok, err := l.res.Neighbour(hop)
+	if err != nil {
+		return mac, false, fmt.Errorf("provider: neighbour %v: %w", hop, err)
 	}
-	wait := l.waited < waitBudget
-	deadline := now + min(resolveWait, waitBudget-l.waited)
-	defer func() { l.waited += time.Since(l.born) - now }()
-	for solicited := false; ; {
-		mac, ok, err := l.res.Neighbour(hop)
-		if err != nil {
-			return [6]byte{}, fmt.Errorf("provider: neighbour %v: %w", hop, err)
-		}
-		if ok {
-			p := peerMAC{mac: mac, checked: now}
-			l.peers[peer] = p
-			l.last, l.lastPeer = peer, p
-			delete(l.unresolved, peer)
-			return mac, nil
-		}
-		if !solicited {
-			if err := l.res.Solicit(hop); err != nil {
-				return [6]byte{}, err
-			}
-			solicited = true
-		}
-		if !wait || time.Since(l.born) > deadline {
-			l.stats.Unresolved++
-			if len(l.unresolved) >= maxUnresolved {
-				clear(l.unresolved)
-			}
-			// Fail fast for a while that doubles with every failure in a
-			// row: a peer whose answer was merely slow (a loaded host)
-			// is tried again by the next retransmission, one that never
-			// answers costs a lookup at most every unresolvedFor.
-			b := unresolvedFirst
-			if u, ok := l.unresolved[peer]; ok {
-				b = min(2*u.backoff, unresolvedFor)
-			}
-			l.unresolved[peer] = unresolvedPeer{until: now + b, backoff: b}
-			return [6]byte{}, ErrHostUnreach
-		}
-		time.Sleep(50 * time.Microsecond)
+	if ok {
+		l.known(peer, mac, now)
+		return mac, false, nil
 	}
+	if len(l.pending) >= maxPendingPeers {
+		l.stats.Unresolved++
+		return mac, false, ErrHostUnreach
+	}
+	if err := l.res.Solicit(hop); err != nil {
+		return mac, false, err
+	}
+	l.pending[peer] = &pendingPeer{hop: hop, since: now, checked: now}
+	return mac, true, nil
+}
+
+// known caches peer's Ethernet address.
+func (l *XDPLink) known(peer netip.Addr, mac [6]byte, now time.Duration) {
+	p := peerMAC{mac: mac, checked: now}
+	l.peers[peer] = p
+	l.last, l.lastPeer = peer, p
+	delete(l.unresolved, peer)
+}
+
+// failed makes peer fail fast for a while that doubles with every failure
+// in a row: a peer whose answer was merely slow (a loaded host) is tried
+// again by the next retransmission, one that never answers costs a
+// lookup at most every unresolvedFor.
+func (l *XDPLink) failed(peer netip.Addr, now time.Duration) {
+	if len(l.unresolved) >= maxUnresolved {
+		clear(l.unresolved)
+	}
+	b := unresolvedFirst
+	if u, ok := l.unresolved[peer]; ok {
+		b = min(2*u.backoff, unresolvedFor)
+	}
+	l.unresolved[peer] = unresolvedPeer{until: now + b, backoff: b}
 }
 
 // Flush puts the queued frames on the tx ring and kicks the kernel. A
 // downed or vanished interface returns an error matching ENETDOWN; frames
 // that did not fit on the ring stay queued for the next Flush.
 func (l *XDPLink) Flush() error {
+	if len(l.pending) > 0 {
+		l.resolvePending()
+	}
 	var errs []error
 	for _, lq := range l.qs {
 		if len(l.qs) > 1 && lq.ntx == 0 && lq.q.TxPending() == 0 {
@@ -669,6 +683,9 @@ func (lq *linkQueue) flush() error {
 // With several queues it drains them in turn, starting one further each
 // call, so that no queue waits behind a busy one.
 func (l *XDPLink) Receive(max int, fn func(peer netip.Addr, payload []byte, more [][]byte)) int {
+	if len(l.pending) > 0 {
+		l.resolvePending()
+	}
 	if len(l.qs) == 1 {
 		return l.receive(l.qs[0], 0, max, fn)
 	}
@@ -695,6 +712,7 @@ func (l *XDPLink) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, p
 			break
 		}
 		lq.rx.Add(uint64(n))
+		tap := l.tap.Load()
 		packets := 0
 		for i := 0; i < n; packets++ {
 			d := l.descs[i]
@@ -707,6 +725,9 @@ func (l *XDPLink) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, p
 				// A multi-buffer frame: its headers in the first
 				// buffer, its payload handed on in pieces.
 				k, more, err = l.pieces(q, l.descs[i:n])
+			}
+			if tap != nil {
+				l.capture(tap, q, l.descs[i:i+k])
 			}
 			switch {
 			case err == frame.ErrNotUDP:
@@ -768,6 +789,9 @@ func (l *XDPLink) pieces(q *xdp.Queue, descs []xdp.Desc) (k int, more [][]byte, 
 // Wait blocks until a frame arrives on any queue, Wake is called, or
 // timeout passes.
 func (l *XDPLink) Wait(timeout time.Duration) error {
+	if len(l.pending) > 0 && (timeout < 0 || timeout > resolvePoll) {
+		timeout = resolvePoll // look at the kernel's answer soon
+	}
 	if l.group != nil {
 		_, err := l.group.Wait(timeout)
 		return err
@@ -789,6 +813,7 @@ func (l *XDPLink) Wake() {
 // detaches the program and closes the netlink socket.
 func (l *XDPLink) Close() error {
 	var errs []error
+	l.dropPending()
 	for _, lq := range l.qs {
 		for _, d := range lq.txq[:lq.ntx] {
 			lq.q.Release(lq.q.FrameOf(d))

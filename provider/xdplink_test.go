@@ -41,7 +41,29 @@ func TestXDPLinkDatagrams(t *testing.T) {
 	if a.MTU() != 1500-28 {
 		t.Fatalf("MTU %d, want %d", a.MTU(), 1500-28)
 	}
-	// The first send to a peer resolves it through the kernel (ARP).
+	// The first send to a peer resolves it through the kernel (ARP): the
+	// datagram waits for the answer in the peer's pending queue, and goes
+	// out with a later Flush (or Receive) once the kernel has it.
+	for _, pair := range [][2]*XDPLink{{a, b}, {b, a}} {
+		from, to := pair[0], pair[1]
+		if err := from.Send(to.LocalAddr(), []byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		got := false
+		for deadline := time.Now().Add(5 * time.Second); !got; {
+			if time.Now().After(deadline) {
+				t.Fatalf("the first datagram to %v did not arrive: %+v", to.LocalAddr(), from.Stats())
+			}
+			from.Flush()
+			to.Receive(64, func(peer netip.Addr, p []byte, _ [][]byte) {
+				got = peer == from.LocalAddr() && string(p) == "hello"
+			})
+		}
+		// B may have learnt A's address from A's ARP request.
+		if s := from.Stats(); s.Pending > 1 || from == a && s.Pending != 1 || s.Unresolved != 0 {
+			t.Fatalf("first datagram: %+v, want it pending once (or known already) and sent", s)
+		}
+	}
 	for i, pair := range [][2]*XDPLink{{a, b}, {b, a}} {
 		from, to := pair[0], pair[1]
 		const n = 1000
@@ -80,6 +102,9 @@ func TestXDPLinkDatagrams(t *testing.T) {
 	if s := a.Stats(); s.Unresolved != 0 || s.Malformed != 0 || s.NotOurs != 0 {
 		t.Fatalf("link counters: %+v", s)
 	}
+	if sa, sb := a.Stats(), b.Stats(); sa.Pending != 1 || sb.Pending > 1 {
+		t.Errorf("%d and %d frames waited for a resolution, want only the first", sa.Pending, sb.Pending)
+	}
 	if err := a.Send(b.LocalAddr(), make([]byte, a.MTU()+1)); !errors.Is(err, syscall.EMSGSIZE) {
 		t.Fatalf("oversized send: %v", err)
 	}
@@ -90,13 +115,32 @@ func TestXDPLinkErrors(t *testing.T) {
 	if err := a.Send(netip.MustParseAddr("198.19.1.1"), []byte("x")); !errors.Is(err, syscall.EHOSTUNREACH) {
 		t.Fatalf("send off the link: %v, want EHOSTUNREACH", err)
 	}
-	// An address on the subnet with nobody there never resolves.
-	if err := a.Send(netip.MustParseAddr("198.18.0.99"), []byte("x")); !errors.Is(err, syscall.EHOSTUNREACH) {
-		t.Fatalf("send to an absent host: %v, want EHOSTUNREACH", err)
+	// An address on the subnet with nobody there never resolves. Its
+	// frame waits for the kernel's answer while the caller goes on; after
+	// resolveWait it is dropped, and later sends fail fast.
+	absent := netip.MustParseAddr("198.18.0.99")
+	start := time.Now()
+	if err := a.Send(absent, []byte("x")); err != nil {
+		t.Fatalf("send to a host being resolved: %v, want it queued", err)
 	}
-	// B is known up front: the absent host's lookup above may have used
-	// up the link's budget for waiting on the kernel, and a loaded
-	// machine's neighbour resolution is not what this test is about.
+	if d := time.Since(start); d >= resolveWait {
+		t.Errorf("a send to a host being resolved took %v: it waited for the answer", d)
+	}
+	if s := a.Stats(); s.Pending != 1 || s.Sent != 0 {
+		t.Fatalf("after a send to a host being resolved: %+v, want 1 pending and none sent", s)
+	}
+	for deadline := time.Now().Add(5 * time.Second); a.Stats().Unresolved == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the frame to an absent host was never dropped")
+		}
+		a.Wait(time.Millisecond)
+		a.Receive(64, func(netip.Addr, []byte, [][]byte) {})
+	}
+	if err := a.Send(absent, []byte("x")); !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Fatalf("send to an absent host after it failed to resolve: %v, want EHOSTUNREACH", err)
+	}
+	// B is known up front: a loaded machine's neighbour resolution is not
+	// what the rest of this test is about.
 	if err := bed.Neighbours(); err != nil {
 		t.Fatal(err)
 	}

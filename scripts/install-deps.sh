@@ -4,6 +4,8 @@
 #   iputils-ping   ping(8), to prove ICMP still works with XDP attached
 #   clang-14, llvm the pinned eBPF compiler and llvm-strip-14, for make generate
 #                  and the check that the committed objects match their source
+#   tshark         the test that decodes an `sdx capture` with the Wireshark
+#                  dissector in tools/wireshark
 # Go itself must already be installed; Go tools (bpf2go) come from go.mod.
 set -euo pipefail
 
@@ -13,6 +15,7 @@ command -v ping >/dev/null 2>&1 || pkgs+=(iputils-ping)
 if [ "${1:-}" != "--runtime" ]; then
 	command -v clang-14 >/dev/null 2>&1 || pkgs+=(clang-14)
 	command -v llvm-strip-14 >/dev/null 2>&1 || pkgs+=(llvm)
+	command -v tshark >/dev/null 2>&1 || pkgs+=(tshark)
 fi
 [ ${#pkgs[@]} -eq 0 ] && exit 0
 

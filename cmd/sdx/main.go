@@ -1,6 +1,8 @@
 // Command sdx is the sdx command-line tool.
 //
 //	sdx demo [-frames N] [-size BYTES] [-queues N] [-mtu BYTES] [-timeout D]
+//	sdx stat [stacks|conns|ss|counters] [-json] [-i] [-w SECONDS] [-p PID]
+//	sdx capture -p PID [-i IFACE] -w FILE.pcap|- [-s SNAPLEN] [-c COUNT]
 //
 // demo builds a throw-away testbed (two network namespaces joined by a veth
 // pair, addresses in 198.18.0.0/15), attaches the steer program to both
@@ -10,6 +12,16 @@
 //
 // It needs root (or CAP_NET_ADMIN, CAP_BPF and CAP_SYS_ADMIN) and Linux 5.9
 // or later (AF_XDP with need_wakeup, XDP attached through bpf_link).
+//
+// stat reads the sdx stacks of running processes through their control
+// sockets (/run/sdx/<pid>-<n>.sock): stacks, connections (with -i each
+// one's figures) or counters, as tables or JSON, once or every -w
+// seconds. It needs root or the user the processes run as, nothing of
+// the kernel beyond Unix sockets.
+//
+// capture records the frames a process's stack sends and receives into a
+// pcap file, or to standard output for tcpdump -r -, through the same
+// control socket; tools/wireshark/sdx.lua dissects them.
 package main
 
 import (
@@ -39,6 +51,27 @@ func main() {
 		timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
 		fs.Parse(os.Args[2:])
 		err = demo(ctx, demoConfig{frames: *frames, size: *size, queues: *queues, mtu: *mtu, timeout: *timeout})
+	case "stat":
+		c, perr := parseStat(os.Args[2:])
+		if perr != nil {
+			fmt.Fprintln(os.Stderr, "sdx:", perr)
+			os.Exit(2)
+		}
+		err = stat(ctx, os.Stdout, c)
+	case "ss":
+		c, perr := parseStat(append([]string{"conns"}, os.Args[2:]...))
+		if perr != nil {
+			fmt.Fprintln(os.Stderr, "sdx:", perr)
+			os.Exit(2)
+		}
+		err = stat(ctx, os.Stdout, c)
+	case "capture":
+		c, perr := parseCapture(os.Args[2:])
+		if perr != nil {
+			fmt.Fprintln(os.Stderr, "sdx:", perr)
+			os.Exit(2)
+		}
+		err = capture(ctx, c, os.Stderr)
 	case "help", "-h", "--help":
 		usage()
 	default:
@@ -53,8 +86,13 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage: sdx demo [-frames N] [-size BYTES] [-queues N] [-mtu BYTES] [-timeout D]
+       sdx stat [stacks|conns|ss|counters] [-json] [-i] [-w SECONDS] [-p PID] [-dir DIR]
+       sdx ss [-json] [-i] [-w SECONDS] [-p PID]   (sdx stat conns)
+       sdx capture -p PID [-i IFACE] -w FILE.pcap|- [-s SNAPLEN] [-c COUNT]
 
 demo: build a veth testbed, move frames over AF_XDP both ways, print the
-counters, tear the testbed down. Needs root.`)
+counters, tear the testbed down. Needs root.
+stat: look inside the sdx stacks of running processes (sdx stat -h).
+capture: record a stack's frames as pcap (sdx capture -h).`)
 	os.Exit(2)
 }

@@ -96,7 +96,7 @@ func collectEnv(h *bench.Hosts, o *options, built string, bud bench.Budget) Env 
 		Go:         runtime.Version(),
 		GOMAXPROCS: runtime.GOMAXPROCS(0),
 		Pinning: fmt.Sprintf("spinning threads only (LockOSThread + sched_setaffinity): client CPU %d, server CPU %d "+
-			"(tcp-spin, udp-spin, xsk-floor, and sdx-busy and sdx-adaptive, whose blocked verbs poll); tcp-gonet and the providers' dedicated pollers unpinned; "+
+			"(tcp-spin, udp-spin, xsk-floor, and sdx-busy and sdx-adaptive, whose blocked verbs poll); tcp-gonet, the sdx-conn systems, xsk-floor-park, the two-process systems and the providers' dedicated pollers unpinned; "+
 			"the process is not pinned", h.ClientCPU, h.ServerCPU),
 		XDPMode: "not measured",
 		XSKMode: "not measured",

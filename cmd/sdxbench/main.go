@@ -2,9 +2,9 @@
 // instead over the same link: Go net TCP, kernel TCP and UDP driven by a
 // spinning reader, and the raw AF_XDP floor with no protocol at all.
 //
-//	sdxbench [-quick] [-repeat N] [-json FILE] [-plot FILE.png]
+//	sdxbench [-quick] [-count] [-repeat N] [-json FILE] [-plot FILE.png]
 //	         [-systems LIST] [-workloads LIST] [-limit D]
-//	         [-cpu-client N] [-cpu-server N] [-mtu N] [-queues N]
+//	         [-cpu-client N] [-cpu-server N] [-mtu N] [-queues N] [-no-control]
 //	         [-ns-a NS -ns-b NS -if-a IF -if-b IF -addr-a IP -addr-b IP]
 //
 // It builds its own testbed (two network namespaces joined by a veth pair,
@@ -20,9 +20,14 @@
 // at the largest message one raw frame carries on the link; bulk
 // throughput over 1 and 4 connections, and the raw AF_XDP floor's (frames
 // of that largest size, 32 per kick); connection setup rate; CPU time per
-// message. Each is repeated; the table gives the median, the spread
+// message. -no-control opens the sdx-conn systems' stacks without their
+// control socket (sdx.Config.NoControl), to measure what serving it costs.
+// Each is repeated; the table gives the median, the spread
 // (min–max) and the ratio to kernel TCP with a spinning reader (tcp-spin).
-// -json writes the same for scripts; -plot draws the 64 B latency CDFs.
+// -json writes the same for scripts; -plot draws the 64 B latency CDFs;
+// -count adds what each message cost the kernel: system calls, context
+// switches, wake-ups, CPU migrations and CPU time, counted with
+// perf_event_open(2) over every thread of the run's processes.
 //
 // It needs root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN) and Linux 5.9 or
 // later (AF_XDP with need_wakeup, XDP through bpf_link), and at least two
@@ -53,6 +58,8 @@ import (
 // options are the command line.
 type options struct {
 	quick      bool
+	count      bool
+	noControl  bool
 	repeat     int
 	jsonFile   string
 	plotFile   string
@@ -86,6 +93,9 @@ func main() {
 		os.Exit(2)
 	}
 	o.progress = os.Stderr
+	if o.noControl {
+		os.Setenv(bench.NoControlEnv, "1") // two-process children inherit it
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-ctx.Done()
@@ -118,6 +128,7 @@ func parseFlags(args []string) (*options, error) {
 	o := &options{commandArg: strings.Join(append([]string{"sdxbench"}, args...), " ")}
 	fs := flag.NewFlagSet("sdxbench", flag.ContinueOnError)
 	fs.BoolVar(&o.quick, "quick", false, "short runs and 3 repeats: the whole table in under a minute")
+	fs.BoolVar(&o.count, "count", false, "count system calls, futex calls, context switches, wake-ups, CPU migrations and CPU time per message (perf_event_open on every thread of the run's processes)")
 	fs.IntVar(&o.repeat, "repeat", 0, "repeats of each run; the table shows the median and the spread (default 5, 3 with -quick)")
 	fs.StringVar(&o.jsonFile, "json", "", "write the results as JSON to `FILE`")
 	fs.StringVar(&o.plotFile, "plot", "", "draw the 64 B ping-pong latency CDFs into `FILE.png`")
@@ -127,6 +138,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.cpuClient, "cpu-client", 0, "CPU the client's spinning threads are pinned to")
 	fs.IntVar(&o.cpuServer, "cpu-server", 1, "CPU the server's spinning threads are pinned to")
 	fs.IntVar(&o.mtu, "mtu", 1500, "MTU of the built-in testbed's veth pair")
+	fs.BoolVar(&o.noControl, "no-control", false, "open the sdx-conn systems' stacks without their control socket (sdx.Config.NoControl)")
 	fs.IntVar(&o.queues, "queues", 1, "rx/tx queues of each end of the built-in testbed's veth pair; sdx stacks serve every queue")
 	fs.StringVar(&o.nsA, "ns-a", "", "run in this existing network namespace (client side) instead of building a testbed")
 	fs.StringVar(&o.nsB, "ns-b", "", "existing network namespace of the server side")
@@ -386,7 +398,7 @@ func run(ctx context.Context, o *options) (_ *Report, err error) {
 			if len(idx) == 0 {
 				continue
 			}
-			if err := runSystem(ctx, sys, h, plan, idx, r, o.repeat, bud, rep, samples, failed, prog); err != nil {
+			if err := runSystem(ctx, sys, h, plan, idx, r, o.repeat, bud, o.count, rep, samples, failed, prog); err != nil {
 				return rep, err
 			}
 		}
@@ -407,7 +419,7 @@ func run(ctx context.Context, o *options) (_ *Report, err error) {
 // runSystem opens sys, runs the steps plan[idx] once (repeat r) and closes
 // it. A step that fails is recorded in failed and not run again; the others
 // still run. The error returned is an interrupt or a failure to tear down.
-func runSystem(ctx context.Context, sys bench.System, h *bench.Hosts, plan []step, idx []int, r, repeat int, bud bench.Budget,
+func runSystem(ctx context.Context, sys bench.System, h *bench.Hosts, plan []step, idx []int, r, repeat int, bud bench.Budget, count bool,
 	rep *Report, samples [][]*bench.Sample, failed []error, prog *progress) (err error) {
 	prog.show(fmt.Sprintf("%s: opening", sys.Name()))
 	if err := sys.Open(h); err != nil {
@@ -429,7 +441,11 @@ func runSystem(ctx context.Context, sys bench.System, h *bench.Hosts, plan []ste
 			return err
 		}
 		spec := plan[i].spec
-		s, err := bench.Run(ctx, sys, h, spec, bud)
+		runOnce := bench.Run
+		if count {
+			runOnce = bench.RunCounting
+		}
+		s, err := runOnce(ctx, sys, h, spec, bud)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()

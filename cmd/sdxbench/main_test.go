@@ -240,3 +240,48 @@ func noNamespacesLeft(t *testing.T, before string) {
 		t.Fatalf("namespaces left behind: before %q, after %q", before, after)
 	}
 }
+
+// TestCount runs -count over a floor in one process and a system in two:
+// every result has each event per message, or says why not; what is
+// counted is plausible (system calls and CPU time on every message), and
+// the table shows it.
+func TestCount(t *testing.T) {
+	privileged(t)
+	testutil.CheckFDs(t)
+	o, rep := tinyRun(t, "-count", "-repeat", "1", "-systems", "xsk-floor-park,tcp-gonet-2p", "-workloads", "rr,msgrate,idle")
+	if !o.count {
+		t.Fatal("-count not set")
+	}
+	if len(rep.Results) == 0 {
+		t.Fatal("no results")
+	}
+	for _, r := range rep.Results {
+		key := fmt.Sprintf("%s %s %d", r.System, r.Workload, r.Size)
+		if r.Counts == nil || r.CountsPer != bench.PerUnit(bench.Workload(r.Workload)) {
+			t.Errorf("%s: counts %v per %q", key, r.Counts, r.CountsPer)
+			continue
+		}
+		for _, name := range bench.CountNames {
+			v, counted := r.Counts[name]
+			why, missing := r.CountsMissing[name]
+			if counted == missing || (missing && why == "") || v < 0 {
+				t.Errorf("%s: %s counted %v (%v), missing %v (%q)", key, name, counted, v, missing, why)
+			}
+		}
+		if v, ok := r.Counts["syscalls"]; ok && r.Workload != string(bench.Idle) && v <= 0 {
+			t.Errorf("%s: %v system calls per message", key, v)
+		}
+		if v, ok := r.Counts["cpu_ns"]; ok && r.Workload != string(bench.Idle) && v <= 0 {
+			t.Errorf("%s: %v ns of CPU per message", key, v)
+		}
+	}
+	var out bytes.Buffer
+	if err := writeOutputs(&out, rep, o); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"### Counts per message (-count)", "| xsk-floor-park | rr 64 B | transaction |", "| tcp-gonet-2p | msgrate 64 B | message |"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+}

@@ -26,21 +26,75 @@ var (
 	minor   = color.RGBA{240, 240, 240, 255}
 )
 
-// systemColor gives each system the same color in every plot.
-var systemColor = map[string]color.RGBA{
-	"sdx-busy":     {214, 39, 40, 255},
-	"sdx-adaptive": {255, 127, 14, 255},
-	"tcp-gonet":    {148, 103, 189, 255},
-	"tcp-spin":     {31, 119, 180, 255},
-	"udp-spin":     {44, 160, 44, 255},
-	"xsk-floor":    {90, 90, 90, 255},
+// style is how a system's curve is drawn: a colour and a dash pattern
+// (lengths in pixels along the curve, on and off in turn; nil: solid).
+// Every system has a style of its own, and the styles differ in their
+// dashes or, where two share a pattern, in lightness, so that the
+// curves can be told apart printed in grey. The colours are the
+// Okabe-Ito palette, which colour-blind readers can tell apart too.
+type style struct {
+	color color.RGBA
+	dash  []float64
+}
+
+var (
+	vermillion = color.RGBA{213, 94, 0, 255}
+	orange     = color.RGBA{230, 159, 0, 255}
+	purple     = color.RGBA{204, 121, 167, 255}
+	blue       = color.RGBA{0, 72, 130, 255} // Okabe-Ito's blue, darkened: apart from vermillion in grey
+	sky        = color.RGBA{86, 180, 233, 255}
+	green      = color.RGBA{0, 158, 115, 255}
+	black      = color.RGBA{0, 0, 0, 255}
+	grey       = color.RGBA{120, 120, 120, 255}
+
+	solid   []float64
+	dashed  = []float64{14, 6}
+	dotted  = []float64{3, 5}
+	dashDot = []float64{14, 5, 3, 5}
+	long    = []float64{26, 8}
+	dashDD  = []float64{14, 4, 3, 4, 3, 4}
+	short   = []float64{7, 5}
+	longDot = []float64{22, 5, 6, 5}
+)
+
+// systemStyle gives each system the same style in every plot: the sdx
+// systems in warm colours, the kernel references in cool ones, the floor
+// in black; the two-process ones dashed like nothing else.
+var systemStyle = map[string]style{
+	"sdx-conn":          {vermillion, solid},
+	"sdx-conn-adaptive": {vermillion, dashed},
+	"sdx-conn-1q":       {vermillion, dotted},
+	"sdx-conn-2p":       {purple, long},
+	"sdx-busy":          {orange, dashDot},
+	"sdx-adaptive":      {orange, short},
+	"tcp-gonet":         {blue, solid},
+	"tcp-gonet-2p":      {blue, long},
+	"tcp-spin":          {sky, dashDD},
+	"udp-spin":          {green, longDot},
+	"xsk-floor":         {black, dotted},
+	"xsk-floor-park":    {black, dashed},
+	"xsk-floor-2p":      {black, long},
+}
+
+// styleOf returns a system's style; one the table does not know is grey
+// with a pattern picked from its name.
+func styleOf(name string) style {
+	if st, ok := systemStyle[name]; ok {
+		return st
+	}
+	pats := [][]float64{solid, dashed, dotted, dashDot, long, dashDD, short, longDot}
+	h := 0
+	for _, r := range name {
+		h = h*31 + int(r)
+	}
+	return style{grey, pats[(h%len(pats)+len(pats))%len(pats)]}
 }
 
 // curve is one system's CDF: latencies in µs and the fraction of
 // transactions at or below each.
 type curve struct {
 	name  string
-	color color.RGBA
+	style style
 	x, q  []float64
 	n     int64
 }
@@ -56,10 +110,7 @@ func (c curve) at(q float64) float64 {
 }
 
 func cdf(name string, h *hdrhistogram.Histogram) curve {
-	c := curve{name: name, color: systemColor[name], n: h.TotalCount()}
-	if c.color == (color.RGBA{}) {
-		c.color = ink
-	}
+	c := curve{name: name, style: styleOf(name), n: h.TotalCount()}
 	var cum int64
 	for _, b := range h.Distribution() {
 		if b.Count == 0 {
@@ -115,7 +166,25 @@ func Plot(rep *Report) (*image.RGBA, error) {
 	bx1 := math.Max(x0+1, math.Ceil(math.Log10(body)))
 	tailDecades := math.Min(6, math.Max(2, math.Ceil(-math.Log10(minTail))))
 
-	const W, H = 1400, 720
+	// The legend goes below the panels, wrapped to the width: the picture
+	// grows by a line for each line of it past the third.
+	const W = 1400
+	type entry struct {
+		x, y  float64
+		label string
+	}
+	var legend []entry
+	lx, ly := 110.0, 640.0
+	for _, cv := range curves {
+		label := fmt.Sprintf("%s (%d samples)", cv.name, cv.n)
+		w := 66 + textWidth(label, 2)
+		if lx+w > W-30 {
+			lx, ly = 110, ly+32
+		}
+		legend = append(legend, entry{lx, ly, label})
+		lx += w + 40
+	}
+	H := int(math.Max(720, ly+24))
 	c := newCanvas(W, H)
 	c.text(40, 34, 2, ink, fmt.Sprintf("Ping-pong round trip, 64 B messages: CDF, %d repeat(s) merged (%s)", rep.Env.Repeats, rep.Env.Date))
 
@@ -150,7 +219,7 @@ func Plot(rep *Report) (*image.RGBA, error) {
 			}
 			pts = append(pts, [2]float64{x, left.y + left.h - cv.q[i]*left.h})
 		}
-		c.polyline(pts, cv.color)
+		c.polyline(pts, cv.style)
 	}
 	left.frame()
 
@@ -182,21 +251,13 @@ func Plot(rep *Report) (*image.RGBA, error) {
 			}
 			pts = append(pts, [2]float64{right.px(cv.x[i]), ty(t)})
 		}
-		c.polyline(pts, cv.color)
+		c.polyline(pts, cv.style)
 	}
 	right.frame()
 
-	// Legend, below the panels, wrapped to the width.
-	lx, ly := left.x, 640.0
-	for _, cv := range curves {
-		label := fmt.Sprintf("%s (%d samples)", cv.name, cv.n)
-		w := 44 + c.width(label, 2)
-		if lx+w > W-30 {
-			lx, ly = left.x, ly+32
-		}
-		c.thickLine(lx, ly-5, lx+36, ly-5, cv.color)
-		c.text(lx+44, ly+2, 2, ink, label)
-		lx += w + 40
+	for i, e := range legend {
+		c.polyline([][2]float64{{e.x, e.y - 5}, {e.x + 58, e.y - 5}}, curves[i].style)
+		c.text(e.x+66, e.y+2, 2, ink, e.label)
 	}
 	return c.img, nil
 }
@@ -292,11 +353,16 @@ func (c *canvas) rect(x0, y0, x1, y1 float64, col color.RGBA) {
 	c.vline(x1, y0, y1, col)
 }
 
-// thickLine draws a line two and a half pixels wide.
-func (c *canvas) thickLine(x0, y0, x1, y1 float64, col color.RGBA) {
+// thickLine draws a line two and a half pixels wide; on, if not nil,
+// says at which distances along it (from 0 to its length) to draw.
+func (c *canvas) thickLine(x0, y0, x1, y1 float64, col color.RGBA, on func(d float64) bool) {
+	length := math.Hypot(x1-x0, y1-y0)
 	n := int(math.Max(math.Abs(x1-x0), math.Abs(y1-y0))*2) + 1
 	for i := 0; i <= n; i++ {
 		t := float64(i) / float64(n)
+		if on != nil && !on(t*length) {
+			continue
+		}
 		x, y := x0+(x1-x0)*t, y0+(y1-y0)*t
 		for dx := -1; dx <= 1; dx++ {
 			for dy := -1; dy <= 1; dy++ {
@@ -309,14 +375,38 @@ func (c *canvas) thickLine(x0, y0, x1, y1 float64, col color.RGBA) {
 	}
 }
 
-func (c *canvas) polyline(pts [][2]float64, col color.RGBA) {
+// polyline draws the line through pts in st; the dash pattern runs on
+// from one segment to the next.
+func (c *canvas) polyline(pts [][2]float64, st style) {
+	period := 0.0
+	for _, d := range st.dash {
+		period += d
+	}
+	along := 0.0
 	for i := 1; i < len(pts); i++ {
-		c.thickLine(pts[i-1][0], pts[i-1][1], pts[i][0], pts[i][1], col)
+		var on func(float64) bool
+		if period > 0 {
+			start := along
+			on = func(d float64) bool {
+				p := math.Mod(start+d, period)
+				for k, seg := range st.dash {
+					if p < seg {
+						return k%2 == 0
+					}
+					p -= seg
+				}
+				return false
+			}
+		}
+		c.thickLine(pts[i-1][0], pts[i-1][1], pts[i][0], pts[i][1], st.color, on)
+		along += math.Hypot(pts[i][0]-pts[i-1][0], pts[i][1]-pts[i-1][1])
 	}
 }
 
 // width is how wide s is at the given scale.
-func (c *canvas) width(s string, scale int) float64 {
+func (c *canvas) width(s string, scale int) float64 { return textWidth(s, scale) }
+
+func textWidth(s string, scale int) float64 {
 	return float64(len([]rune(s)) * advance * scale)
 }
 

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"image/color"
+	"math"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -213,12 +215,33 @@ func TestPlot(t *testing.T) {
 		}
 	}
 	for _, sys := range []string{"tcp-spin", "xsk-floor"} {
-		if !seen[systemColor[sys]] {
+		if !seen[systemStyle[sys].color] {
 			t.Errorf("no %s curve in the plot", sys)
 		}
 	}
 	if _, err := Plot(&Report{}); err == nil {
 		t.Error("plot of an empty report did not fail")
+	}
+}
+
+// Every system has a style of its own: two systems that share a dash
+// pattern differ in grey (luminance) by at least a fifth of the range.
+func TestPlotStyles(t *testing.T) {
+	grey := func(c color.RGBA) float64 { return 0.299*float64(c.R) + 0.587*float64(c.G) + 0.114*float64(c.B) }
+	var names []string
+	for _, s := range bench.Systems() {
+		names = append(names, s.Name())
+		if _, ok := systemStyle[s.Name()]; !ok {
+			t.Errorf("system %s has no style of its own", s.Name())
+		}
+	}
+	for i, a := range names {
+		for _, b := range names[i+1:] {
+			sa, sb := styleOf(a), styleOf(b)
+			if slices.Equal(sa.dash, sb.dash) && math.Abs(grey(sa.color)-grey(sb.color)) < 51 {
+				t.Errorf("%s and %s share a dash pattern and look alike in grey (%.0f, %.0f)", a, b, grey(sa.color), grey(sb.color))
+			}
+		}
 	}
 }
 
@@ -256,5 +279,64 @@ func TestGivenAddressesOutsideRange(t *testing.T) {
 		if _, _, _, err := hosts(o); err == nil || !strings.Contains(err.Error(), "outside") {
 			t.Errorf("addresses %v: %v, want a refusal", addrs, err)
 		}
+	}
+}
+
+// TestCountsTable: the counts of -count are per message, the median of
+// the repeats with their spread; an event one repeat could not count is
+// n/a with its reason, never a number; a run without -count has no
+// counts table.
+func TestCountsTable(t *testing.T) {
+	rr := bench.Spec{Workload: bench.RR, Size: 64, Conns: 1}
+	var samples []*bench.Sample
+	for i, n := range []int64{1000, 3000, 2000} {
+		s := fakeSample("tcp-gonet-2p", rr, 8, n)
+		s.Counts = &bench.Counts{Totals: map[string]uint64{
+			"syscalls": uint64(10 * n), "futex": uint64(n), "context_switches": uint64(3 * n),
+			"wakeups": uint64(2 * n), "cpu_migrations": 0, "cpu_ns": uint64(40000 * n),
+		}}
+		if i == 1 {
+			delete(s.Counts.Totals, "wakeups")
+			s.Counts.Missing = map[string]string{"wakeups": "tracepoint sched/sched_wakeup: no tracefs"}
+		}
+		samples = append(samples, s)
+	}
+	rep := &Report{Env: Env{Repeats: 3}, systems: []string{"tcp-gonet-2p"}, specs: []bench.Spec{rr}}
+	rep.add(aggregate(samples))
+	r := rep.find("tcp-gonet-2p", rr)
+	if r.CountsPer != "transaction" || r.Counts["syscalls"] != 10 || r.Counts["cpu_ns"] != 40000 || r.Counts["cpu_migrations"] != 0 {
+		t.Errorf("counts %v per %q", r.Counts, r.CountsPer)
+	}
+	if _, ok := r.Counts["wakeups"]; ok || !strings.Contains(r.CountsMissing["wakeups"], "no tracefs") {
+		t.Errorf("wake-ups counted in 2 of 3 repeats: %v, missing %v", r.Counts["wakeups"], r.CountsMissing)
+	}
+	var out bytes.Buffer
+	if err := Markdown(&out, rep); err != nil {
+		t.Fatal(err)
+	}
+	table := out.String()
+	for _, want := range []string{
+		"### Counts per message (-count)",
+		"| tcp-gonet-2p | rr 64 B | transaction | 10.0 (10.0–10.0) | 1.00 (1.00–1.00) | 3.00 (3.00–3.00) | n/a | 0 (0–0) | 40.0 (40.0–40.0) |",
+		"Not counted: wake-ups: tracepoint sched/sched_wakeup: no tracefs",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte(`"counts_per":"transaction"`)) || !bytes.Contains(b, []byte(`"counts_missing":{"wakeups"`)) {
+		t.Errorf("JSON: %s", b)
+	}
+	plain := fakeReport()
+	out.Reset()
+	if err := Markdown(&out, plain); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "Counts per message") {
+		t.Error("a counts table without -count")
 	}
 }

@@ -45,9 +45,12 @@ const (
 
 // The payload of connect and accept announces the largest datagram (sdx
 // header and data) the sender receives: its link's MTU, a u16. A peer
-// that announced nothing is taken to receive MinPeerDatagram.
+// that announced nothing is taken to receive MinPeerDatagram. The
+// sender's incarnation, a u64, may follow (IncarnationLen bytes more): a
+// peer that sends none is one that knows no heartbeat.
 const (
-	AnnounceLen = 2
+	AnnounceLen    = 2
+	IncarnationLen = 8
 	// MinPeerDatagram is the datagram of a 1280-byte link MTU (IPv6's
 	// minimum, the smallest MTU sdx is built for): every sdx link carries
 	// it, so a frame no larger is never lost for its size.
@@ -62,6 +65,23 @@ const (
 func PutAnnounce(b []byte, max int) int {
 	binary.BigEndian.PutUint16(b, uint16(min(max, 65535)))
 	return AnnounceLen
+}
+
+// PutIncarnation writes inc after the announcement in b, which must hold
+// AnnounceLen+IncarnationLen bytes, and returns IncarnationLen.
+func PutIncarnation(b []byte, inc uint64) int {
+	binary.BigEndian.PutUint64(b[AnnounceLen:], inc)
+	return IncarnationLen
+}
+
+// Incarnation reads the sender's incarnation from a connect's or
+// accept's payload: 0 when it carries none (a peer that knows no
+// heartbeat). Bytes after it are reserved and ignored.
+func Incarnation(payload []byte) uint64 {
+	if len(payload) < AnnounceLen+IncarnationLen {
+		return 0
+	}
+	return binary.BigEndian.Uint64(payload[AnnounceLen:])
 }
 
 // Announced reads the announcement in a connect's or accept's payload. It
@@ -91,10 +111,15 @@ const (
 	OpProbe      Opcode = 7 // keepalive and window probe: the receiver answers at once with a probe marked FlagAnswer
 	OpDisconnect Opcode = 8 // end of the sender's stream at seq (half close)
 	OpRetry      Opcode = 9 // answer to a connect under a flood: connect again with the cookie in seq
-	NumOpcodes          = 10
+	// OpHeartbeat is the liveness frame between two stacks, one per peer
+	// host, named like a frame of one of their connections: seq = the
+	// sender's incarnation, ack = the receiver's as the sender knows it;
+	// FlagAckReq asks for an answer, FlagAnswer marks one.
+	OpHeartbeat Opcode = 10
+	NumOpcodes         = 11
 )
 
-var opNames = [NumOpcodes]string{"", "connect", "accept", "reject", "data", "ack", "reset", "probe", "disconnect", "retry"}
+var opNames = [NumOpcodes]string{"", "connect", "accept", "reject", "data", "ack", "reset", "probe", "disconnect", "retry", "heartbeat"}
 
 func (o Opcode) String() string {
 	if o > 0 && o < NumOpcodes {
@@ -106,8 +131,8 @@ func (o Opcode) String() string {
 // Flags.
 const (
 	FlagAck    uint8 = 1 << 0 // ack and window are valid
-	FlagAnswer uint8 = 1 << 1 // this probe answers a probe: take its ack, do not answer it
-	FlagAckReq uint8 = 1 << 2 // data: the sender waits for this segment's ack; acknowledge it at once
+	FlagAnswer uint8 = 1 << 1 // this probe (heartbeat) answers a probe (heartbeat): do not answer it
+	FlagAckReq uint8 = 1 << 2 // data: the sender waits for this segment's ack; acknowledge it at once; heartbeat: answer it
 	// FlagECN: in a connect or accept, the sender takes part in ECN (it
 	// counts the CE marks of what it receives and reacts to the marks
 	// echoed to it); in any other frame with FlagAck, CE holds the count.

@@ -83,6 +83,76 @@ const goldenECNAckHex = "" +
 	"0000000000005000" +
 	"0000" + "00" + "2a" // no payload, no reason, CE count 42
 
+// goldenHeartbeatHex is a heartbeat asking for an answer, named after a
+// connection (its ids, ports and token), with the sender's incarnation in
+// seq and the receiver's, as the sender knows it, in ack.
+const goldenHeartbeatHex = "" +
+	"01" + "0a" + "04" + "00" + // version, opcode heartbeat, ACKREQ, no SACK
+	"5935794d" +
+	"c001" + "1f90" +
+	"00100001" + "00200003" +
+	"00000000" + // no window
+	"0123456789abcdef" +
+	"1122334455667789" + // seq: the sender's incarnation
+	"99aabbccddeeff01" + // ack: the receiver's incarnation
+	"0000" + "00" + "00"
+
+// goldenAcceptIncHex is an accept announcing a 1472-byte largest datagram
+// and the acceptor's incarnation after it.
+const goldenAcceptIncHex = "" +
+	"01" + "02" + "01" + "00" + // version, opcode accept, ACK, no SACK
+	"84577b07" +
+	"1f90" + "c001" +
+	"00200003" + "00100001" +
+	"00040000" +
+	"0123456789abcdef" +
+	"0000000000000000" +
+	"0000000000000000" +
+	"000a" + "00" + "00" + // a 10-byte payload
+	"05c0" + // the announcement: 1472
+	"99aabbccddeeff01" // the incarnation
+
+// TestWireGoldenHeartbeat pins the heartbeat and the incarnation in an
+// accept's payload, and reads both back; an announcement alone (an sdx
+// before heartbeats) carries incarnation 0.
+func TestWireGoldenHeartbeat(t *testing.T) {
+	h := Header{Op: OpHeartbeat, Flags: FlagAckReq, SrcPort: 0xc001, DstPort: 8080, SrcConn: 0x00100001, DstConn: 0x00200003, Token: 0x0123456789abcdef, Seq: 0x1122334455667789, Ack: 0x99aabbccddeeff01}
+	got := AppendDatagram(nil, &h, nil)
+	want, _ := hex.DecodeString(goldenHeartbeatHex)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("heartbeat encoding\n got %x\nwant %x", got, want)
+	}
+	var d Header
+	if _, err := d.Decode(got); err != nil || d != h || d.Op.String() != "heartbeat" {
+		t.Fatalf("heartbeat decodes to %+v, %v", d, err)
+	}
+	c := Header{Op: OpAccept, Flags: FlagAck, SrcPort: 8080, DstPort: 0xc001, SrcConn: 0x00200003, DstConn: 0x00100001, Window: 256 << 10, Token: 0x0123456789abcdef}
+	p := make([]byte, AnnounceLen+IncarnationLen)
+	PutAnnounce(p, 1500-28)
+	PutIncarnation(p, 0x99aabbccddeeff01)
+	got = AppendDatagram(nil, &c, p)
+	want, _ = hex.DecodeString(goldenAcceptIncHex)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("accept encoding\n got %x\nwant %x", got, want)
+	}
+	payload, err := d.Decode(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := Announced(payload); !ok || n != 1472 {
+		t.Fatalf("announcement %d %v, want 1472", n, ok)
+	}
+	if inc := Incarnation(payload); inc != 0x99aabbccddeeff01 {
+		t.Fatalf("incarnation %x", inc)
+	}
+	if inc := Incarnation(payload[:AnnounceLen]); inc != 0 {
+		t.Fatalf("incarnation %x from an announcement alone, want 0", inc)
+	}
+	if inc := Incarnation(payload[:AnnounceLen+IncarnationLen-1]); inc != 0 {
+		t.Fatalf("incarnation %x from a short one, want 0", inc)
+	}
+}
+
 func TestWireGolden(t *testing.T) {
 	h, payload := goldenData()
 	got := AppendDatagram(nil, &h, payload)
