@@ -42,7 +42,9 @@ func TestEngineAllPureAcksLostZeroWindow(t *testing.T) {
 	}
 	v.run(time.Second, func() bool {
 		write()
-		return b.lastEdge > 0 && b.rcvNxt >= b.lastEdge && a.sndUna == b.rcvNxt && a.slen > 0 && v.net.Queued() == 0
+		// The window is full, or what is left of it is less than a
+		// segment, which the sender does not split: zero to it.
+		return b.lastEdge > 0 && b.rcvNxt+uint64(a.mss) > b.lastEdge && a.sndUna == b.rcvNxt && a.slen > 0 && v.net.Queued() == 0
 	})
 	v.net.SetFaults(dropPureAcks)
 	start := v.now

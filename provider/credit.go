@@ -177,7 +177,9 @@ func (e *engine) starve(ep *endpoint) {
 	if !ep.starved {
 		ep.starved = true
 		e.starved = append(e.starved, ep)
+		e.st.poolLimited.Add(1)
 	}
+	ep.limit = limitPool
 }
 
 // window is the window to grant ep now: the room left in its receive

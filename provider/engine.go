@@ -24,6 +24,7 @@ type engineConfig struct {
 	InitialRTO, MinRTO, MaxRTO time.Duration
 	AckDelay                   time.Duration
 	Timeout                    time.Duration // dead-peer bound
+	Pacing                     bool          // spread a window over the round trip (see pace)
 	PeerTimeout                time.Duration // liveness bound of a peer stack with heartbeats; 0: no heartbeats
 }
 
@@ -122,6 +123,15 @@ type endpoint struct {
 	synSent int64 // when the connect request went out
 	synOnce bool  // it went out once: its answer is an RTT sample
 
+	// ECN (RFC 3168, docs/PROTOCOL.md): ecnOK, both ends announced
+	// wire.FlagECN, so our data goes out ECT(0) and our acks carry ceIn,
+	// the count of data frames that arrived marked CE (mod 256); lastCE,
+	// the latest data frame did.
+	ecnOK   bool
+	ceIn    uint8
+	lastCE  bool
+	ceTotal uint64 // CE-marked data frames received, for ConnInfo
+
 	sender   // the send side: see sender.go
 	receiver // the receive side: see receiver.go
 
@@ -159,7 +169,13 @@ type engineStats struct {
 	deadPeers, sendErrors, tooBig                        atomic.Uint64
 	unreachIn, dropUnreach                               atomic.Uint64
 	heartbeatsOut, heartbeatsIn, peerRestarts, peersDead atomic.Uint64
-	endpoints, halfOpen                                  atomic.Int64 // gauges
+	// Congestion control (cc.go).
+	lossReductions, ecnReductions, spuriousRTOs atomic.Uint64
+	ceIn, ceEchoed, ecnConns                    atomic.Uint64
+	cwndLimited, poolLimited                    atomic.Uint64
+	paceWaits                                   atomic.Uint64
+	bursts                                      [numBurstBuckets]atomic.Uint64
+	endpoints, halfOpen                         atomic.Int64 // gauges
 }
 
 // engine is the protocol core: endpoints, the connection state machine,
@@ -220,6 +236,9 @@ type engine struct {
 	rtx       []byte
 	lentFreed bool
 
+	// ecn is the link as an ECNLink; nil when it carries no ECN field.
+	ecn ECNLink
+
 	st engineStats
 }
 
@@ -254,6 +273,7 @@ func newEngine(link Link, cfg engineConfig, seed [32]byte) (*engine, error) {
 		}
 	}
 	e.credit = newCredit(pool, mtu-wire.HeaderLen)
+	e.ecn, _ = link.(ECNLink)
 	e.inputFn = e.inputPieces
 	link.SetUnreachable(e.unreachable)
 	var key [16]byte
@@ -484,6 +504,10 @@ func (e *engine) connect(ep *endpoint, to netip.AddrPort) error {
 // initConn gives an endpoint, whose mss is set, its rings and timers.
 func (e *engine) initConn(ep *endpoint) {
 	e.sizeRings(ep)
+	ep.cc.start(ep.mss, ep.ecnOK)
+	if ep.ecnOK {
+		e.st.ecnConns.Add(1)
+	}
 	ep.rtt.start(e.rtoBounds())
 	ep.sackKnown = math.MaxUint64
 	ep.lastEdge = 0 // the first frame with a window grants it
@@ -886,6 +910,7 @@ func (e *engine) inputPieces(from netip.Addr, b []byte, more [][]byte) {
 			// the rings sized for smaller ones.
 			ep.mss = max(ep.mss, e.peerMSS(ann))
 			ep.announced = true
+			ep.cc.setMSS(ep.mss)
 		}
 		if ep.peerInc == 0 && inc != 0 && ep.peer != nil {
 			ep.peerInc = inc
@@ -901,6 +926,9 @@ func (e *engine) inputPieces(from netip.Addr, b []byte, more [][]byte) {
 	}
 	switch h.Op {
 	case wire.OpData:
+		if ep.ecnOK {
+			e.takeCE(ep)
+		}
 		e.onData(ep, h.Seq, pieces{p: payload, more: more}, h.Flags&wire.FlagAckReq != 0)
 	case wire.OpDisconnect:
 		e.onFin(ep, h.Seq)
@@ -908,6 +936,24 @@ func (e *engine) inputPieces(from netip.Addr, b []byte, more [][]byte) {
 		e.onProbe(ep, h)
 	}
 	e.recommit(ep)
+}
+
+// takeCE counts a data frame that arrived marked CE. When the marks
+// start or stop, the ack goes at once, so the sender hears of them
+// within a round trip (RFC 8257 section 3.2 does the same for its ECE
+// flag); in between, the count rides on the acks as they come.
+func (e *engine) takeCE(ep *endpoint) {
+	ce := e.ecn.ReceivedCE()
+	if ce {
+		ep.ceIn++
+		ep.ceTotal++
+		e.st.ceIn.Add(1)
+	}
+	if ce != ep.lastCE {
+		ep.lastCE = ce
+		ep.ackNow = true
+		e.queueOutput(ep)
+	}
 }
 
 func (e *engine) established(ep *endpoint, h *wire.Header, ann int, inc uint64) {
@@ -922,6 +968,11 @@ func (e *engine) established(ep *endpoint, h *wire.Header, ann int, inc uint64) 
 	// Nothing is queued yet: the rings may change with the segment size.
 	ep.mss, ep.announced = e.peerMSS(ann), ann > 0
 	e.sizeRings(ep)
+	ep.ecnOK = e.ecn != nil && h.Flags&wire.FlagECN != 0
+	ep.cc.start(ep.mss, ep.ecnOK)
+	if ep.ecnOK {
+		e.st.ecnConns.Add(1)
+	}
 	if ep.synOnce {
 		ep.rtt.sample(e.now - ep.synSent)
 	}
@@ -1027,6 +1078,7 @@ func (e *engine) onConnect(from netip.Addr, h *wire.Header, ann int, inc uint64)
 		return
 	}
 	c.mss, c.announced = e.peerMSS(ann), ann > 0
+	c.ecnOK = e.ecn != nil && h.Flags&wire.FlagECN != 0
 	e.initConn(c)
 	c.state = StateEstablished
 	c.lport = l.lport
@@ -1131,6 +1183,10 @@ func (e *engine) fillHeader(ep *endpoint, op wire.Opcode, reason wire.Reason) {
 	if ep.state == StateEstablished && op != wire.OpReset {
 		h.Flags = wire.FlagAck
 		h.Ack = ep.rcvNxt
+		if ep.ecnOK {
+			h.Flags |= wire.FlagECN
+			h.CE = ep.ceIn
+		}
 	}
 }
 
@@ -1169,6 +1225,11 @@ func (e *engine) sendCtl(ep *endpoint, op wire.Opcode, reason wire.Reason) error
 		if e.heartbeatsOn() {
 			plen += wire.PutIncarnation(e.ctl[h.Len():], e.inc)
 		}
+		if e.ecn != nil {
+			// We take part in ECN (see ECNLink); an acceptor answers for
+			// itself, whatever the connector said.
+			h.Flags |= wire.FlagECN
+		}
 	}
 	n := h.Put(e.ctl, plen)
 	e.lastSendErr = nil
@@ -1184,17 +1245,17 @@ func (e *engine) sendCtl(ep *endpoint, op wire.Opcode, reason wire.Reason) error
 // sendRaw hands a datagram to the link, flushing once if the link is out
 // of transmit slots. It reports false only in that case.
 func (e *engine) sendRaw(ep *endpoint, to netip.Addr, b []byte) bool {
-	return e.sendBuf(ep, to, b, noBuf)
+	return e.sendBuf(ep, to, b, noBuf, false)
 }
 
 // sendBuf is sendRaw for a datagram b in pool buffer buf: one the link
 // lent is sent in place, where the link can (see lender), and the link
 // then holds it until its transmission completes.
-func (e *engine) sendBuf(ep *endpoint, to netip.Addr, b []byte, buf uint32) bool {
-	err := e.linkSend(to, b, buf)
+func (e *engine) sendBuf(ep *endpoint, to netip.Addr, b []byte, buf uint32, ect bool) bool {
+	err := e.linkSend(to, b, buf, ect)
 	if errors.Is(err, ErrNoBufs) {
 		e.flush()
-		err = e.linkSend(to, b, buf)
+		err = e.linkSend(to, b, buf, ect)
 		if errors.Is(err, ErrNoBufs) {
 			return false
 		}
@@ -1214,20 +1275,29 @@ func (e *engine) sendBuf(ep *endpoint, to netip.Addr, b []byte, buf uint32) bool
 	return true
 }
 
-// linkSend sends b, in place from lent buffer buf where it can.
-func (e *engine) linkSend(to netip.Addr, b []byte, buf uint32) error {
+// linkSend sends b, in place from lent buffer buf where it can, marked
+// ECT(0) when ect (only on an ECNLink).
+func (e *engine) linkSend(to netip.Addr, b []byte, buf uint32, ect bool) error {
 	if buf == noBuf || !e.pool.inLent(buf) {
-		return e.link.Send(to, b)
+		return e.send(to, b, ect)
 	}
-	err := e.lender.sendLent(to, buf, len(b))
+	err := e.lender.sendLent(to, buf, len(b), ect)
 	switch {
 	case err == nil:
 		e.pool.link(buf)
 		e.st.inPlace.Add(1)
 	case errors.Is(err, errNotInPlace):
-		err = e.link.Send(to, b)
+		err = e.send(to, b, ect)
 	}
 	return err
+}
+
+// send is the link's Send, or SendECT when ect.
+func (e *engine) send(to netip.Addr, b []byte, ect bool) error {
+	if ect {
+		return e.ecn.SendECT(to, b)
+	}
+	return e.link.Send(to, b)
 }
 
 // ---- timers -----------------------------------------------------------
@@ -1301,6 +1371,10 @@ func (e *engine) onTimer(ep *endpoint) {
 	if ep.rtoAt != 0 && now >= ep.rtoAt {
 		e.onRTO(ep)
 	}
+	if ep.paceWait && now >= ep.paceNext-ep.paceSlack() {
+		ep.paceWait = false
+		e.queueOutput(ep)
+	}
 	idle := int64(e.cfg.Timeout) / 3
 	if now-ep.lastHeard >= idle && now >= ep.probeAt {
 		e.sendCtl(ep, wire.OpProbe, wire.ReasonNone)
@@ -1312,6 +1386,9 @@ func (e *engine) onTimer(ep *endpoint) {
 	}
 	if ep.ackAt != 0 {
 		next = min(next, ep.ackAt)
+	}
+	if ep.paceWait {
+		next = min(next, ep.paceNext-ep.paceSlack())
 	}
 	e.schedule(ep, next)
 }

@@ -102,6 +102,8 @@ func (ep *exhaustPair) endAndStats(t testing.TB) (XDPLinkStats, XDPLinkStats) {
 func TestExhaustUMEM(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	small := xdp.Config{NumFrames: 128, FillSize: 64, CompletionSize: 64, RxSize: 64, TxSize: 64}
+	// Unpaced (the default), a sender whose window opens sends it in
+	// one burst, which is what runs a small UMEM dry; paced, it fits.
 	ep := newExhaustPairLink(t, 60, XDPLinkConfig{Frames: small, LendBuffers: -1}, Config{})
 	ln := ep.listen(t, 80, 4)
 	size := int64(64 << 20)

@@ -73,7 +73,7 @@ func (l *lendLink) at(i uint32, n int) []byte {
 	return l.mem[r][o : o+n]
 }
 
-func (l *lendLink) sendLent(peer netip.Addr, i uint32, n int) error {
+func (l *lendLink) sendLent(peer netip.Addr, i uint32, n int, ect bool) error {
 	b := l.at(i, n)
 	var h wire.Header
 	h.Decode(b)
@@ -90,7 +90,11 @@ func (l *lendLink) sendLent(peer netip.Addr, i uint32, n int) error {
 			l.t.Errorf("buffer %d sent in place while the link still sends it", i)
 		}
 	}
-	if err := l.Link.Send(peer, b); err != nil {
+	send := l.Link.Send
+	if ect {
+		send = l.Link.SendECT
+	}
+	if err := send(peer, b); err != nil {
 		return err
 	}
 	l.out = append(l.out, lentSend{i: i, due: l.flushes + l.hold, seq: h.Seq, snap: bytes.Clone(b)})
@@ -103,6 +107,18 @@ func (l *lendLink) sendLent(peer netip.Addr, i uint32, n int) error {
 // Send counts the data datagrams the engine copies, and among them the
 // retransmissions of a segment whose buffer the link still holds.
 func (l *lendLink) Send(peer netip.Addr, b []byte) error {
+	l.countCopy(b)
+	return l.Link.Send(peer, b)
+}
+
+// SendECT is Send for a frame marked ECT(0): data on a connection with
+// ECN goes out this way.
+func (l *lendLink) SendECT(peer netip.Addr, b []byte) error {
+	l.countCopy(b)
+	return l.Link.SendECT(peer, b)
+}
+
+func (l *lendLink) countCopy(b []byte) {
 	var h wire.Header
 	if _, err := h.Decode(b); err == nil && h.Op == wire.OpData {
 		l.dataSent++
@@ -112,7 +128,6 @@ func (l *lendLink) Send(peer netip.Addr, b []byte) error {
 			}
 		}
 	}
-	return l.Link.Send(peer, b)
 }
 
 func (l *lendLink) Flush() error {

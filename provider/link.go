@@ -67,6 +67,21 @@ type Link interface {
 	Close() error
 }
 
+// ECNLink is a Link that carries the ECN field of the IPv4 header
+// (RFC 3168), so the engine can run ECN on connections whose peer takes
+// part (wire.FlagECN). A Link without it gets no ECN: its frames go out
+// Not-ECT and are dropped, not marked, at a full queue. The XDPLink and
+// memnet's Link are ECNLinks.
+type ECNLink interface {
+	Link
+	// SendECT is Send for a datagram marked ECN-capable, ECT(0): a
+	// queue that would drop it for congestion may mark it CE instead.
+	SendECT(peer netip.Addr, payload []byte) error
+	// ReceivedCE reports whether the datagram Receive hands to its fn
+	// arrived marked CE. It is called only from inside that fn.
+	ReceivedCE() bool
+}
+
 // lender is a Link that lends the engine memory it can send from in
 // place: the XDPLink's lent UMEM frames. The engine keeps its first
 // buffers there, so a segment goes out, and out again, from where the
@@ -85,8 +100,9 @@ type lender interface {
 	// place. It returns errNotInPlace, having done nothing, when the
 	// frame must go out where the buffer is not (another queue): send a
 	// copy then. After a nil return the link sends from the buffer
-	// until it calls the function set with setLentDone.
-	sendLent(peer netip.Addr, i uint32, n int) error
+	// until it calls the function set with setLentDone. ect marks the
+	// frame ECT(0) (see ECNLink).
+	sendLent(peer netip.Addr, i uint32, n int, ect bool) error
 	setLentDone(fn func(i uint32))
 	// reap takes back what the kernel has sent, calling that function.
 	reap()

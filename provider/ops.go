@@ -167,6 +167,7 @@ const (
 	opClose
 	opEventSelect
 	opGetName
+	opConnInfo
 	opCancel   // withdraw target, a pending direct op
 	opWaitEnd  // complete when the connection's end matches arg (End bits)
 	opSnapshot // fill snap with every connection's figures (snapshot.go)
@@ -201,6 +202,7 @@ type op struct {
 	err         error
 	res         Socket
 	local, peer netip.AddrPort
+	info        ConnInfo
 
 	// Hand-back to a blocking caller.
 	done    atomic.Bool

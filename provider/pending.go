@@ -56,7 +56,7 @@ func (l *XDPLink) queuePending(peer netip.Addr, lq *linkQueue, h uint32, payload
 			return ErrNoBufs
 		}
 	}
-	l.encode(q.Data(chain[0]), peer, [6]byte{}, h, len(payload))
+	l.encode(q.Data(chain[0]), peer, [6]byte{}, h, len(payload), frame.NotECT)
 	q.WritePacket(chain, frame.HeaderLen, payload)
 	pp.frames = append(pp.frames, pendingFrame{lq: lq, chain: chain})
 	l.stats.Pending++

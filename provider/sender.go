@@ -59,6 +59,98 @@ type sender struct {
 	// lostForSize.
 	bigLost int
 	bigAt   int64
+
+	// Congestion control (cc.go). The pipe is sndNxt - sndUna less
+	// sackedB (bytes in flight SACKed) and lostB (bytes marked for
+	// retransmission and not yet retransmitted); sackNew counts the
+	// bytes SACKed since the last ack was taken. cwndLimited: the window, not the data or the credit,
+	// held the sender back when it last sent, so an ack may open it
+	// further. limit is what stopped the sender last (limitNone, ...).
+	cc             congestion
+	sackedB, lostB int
+	sackNew        int
+	cwndLimited    bool
+	limit          uint8
+
+	// Pacing (see pace): the next segment may go at paceNext, less the
+	// slack of a burst; paceWait, a timer is set for it.
+	paceNext int64
+	paceWait bool
+}
+
+// What stopped a sender with data queued: nothing, the peer's window
+// (credit), the congestion window, or the buffer pool.
+const (
+	limitNone uint8 = iota
+	limitCredit
+	limitCwnd
+	limitPool
+	limitPace
+)
+
+// Pacing. A window sent at once arrives at a shallow buffer as one burst
+// and overflows it; spread over the round trip it arrives as the acks
+// come back. A connection sends at most paceBurst segments back to back
+// and the rest of its window at paceRate times cwnd per SRTT (twice that
+// in slow start, as Linux does), so the window can still grow.
+const (
+	paceBurst       = 16
+	paceRateSlow    = 2  // times cwnd per SRTT, in slow start
+	paceRatePer10   = 12 // tenths of cwnd per SRTT, in congestion avoidance
+	numBurstBuckets = 7  // 1, 2-3, 4-7, 8-15, 16-31, 32-63, 64+ segments
+)
+
+// paceGap is how long n bytes take at the pacing rate; 0 before an RTT
+// sample.
+func (s *sender) paceGap(n int) int64 {
+	if s.rtt.srtt == 0 || s.cc.cwnd <= 0 {
+		return 0
+	}
+	if s.cc.inSlowStart() {
+		return int64(n) * s.rtt.srtt / (paceRateSlow * int64(s.cc.cwnd))
+	}
+	return int64(n) * s.rtt.srtt * 10 / (paceRatePer10 * int64(s.cc.cwnd))
+}
+
+// paceSlack is how far ahead of paceNext a segment may go: a burst of
+// paceBurst segments.
+func (s *sender) paceSlack() int64 { return s.paceGap(paceBurst * s.mssOrOne()) }
+
+func (s *sender) mssOrOne() int { return max(s.cc.mss, 1) }
+
+// burstBucket is the histogram bucket of a burst of n segments.
+func burstBucket(n int) int {
+	b := 0
+	for n > 1 && b < numBurstBuckets-1 {
+		n >>= 1
+		b++
+	}
+	return b
+}
+
+// segLen is the sequence space a segment takes.
+func (s *seg) segLen() int { return int(s.end() - s.seq) }
+
+// pipe is RFC 6675's estimate of the bytes in the network.
+func (s *sender) pipe() int {
+	return max(int(s.sndNxt-s.sndUna)-s.sackedB-s.lostB, 0)
+}
+
+// markRtx marks g for retransmission.
+func (s *sender) markRtx(g *seg) {
+	if !g.rtx {
+		g.rtx = true
+		s.lostB += g.segLen()
+	}
+}
+
+// clearRtx takes g's retransmission mark away: it was retransmitted, or
+// SACKed, or acknowledged.
+func (s *sender) clearRtx(g *seg) {
+	if g.rtx {
+		g.rtx = false
+		s.lostB -= g.segLen()
+	}
 }
 
 // seg is a segment of send data in its buffer: the payload sits at
@@ -102,7 +194,12 @@ func (s *sender) push(g seg) {
 
 // pop drops the oldest segment in flight: it was acknowledged.
 func (s *sender) pop() {
-	*s.at(0) = seg{}
+	g := s.at(0)
+	if g.sacked {
+		s.sackedB -= g.segLen()
+	}
+	s.clearRtx(g)
+	*g = seg{}
 	s.shead = (s.shead + 1) & (len(s.segs) - 1)
 	s.sent--
 	s.slen--
@@ -135,6 +232,7 @@ func (s *sender) sackReport(blocks []wire.SACKBlock) {
 		}
 		if !listed {
 			g.sacked = false
+			s.sackedB -= g.segLen()
 		}
 	}
 }
@@ -151,6 +249,9 @@ func (s *sender) markSACKed(blocks []wire.SACKBlock, now int64) int64 {
 			g := s.at(i)
 			if !g.sacked && g.seq >= blk.Start && g.end() <= blk.End {
 				g.sacked = true
+				s.sackedB += g.segLen()
+				s.sackNew += g.segLen()
+				s.clearRtx(g)
 				if r := now - g.sentAt; b == 0 && !g.resent && (sample < 0 || r < sample) {
 					sample = r // the newest segment: the freshest round trip
 				}
@@ -183,12 +284,13 @@ func (s *sender) markFastLost() int {
 			// Its fast retransmission was lost: something sent after
 			// it has arrived. Again now, not at the next timer expiry,
 			// which at 20% loss is most of the recovery time.
-			g.rtx = true
+			s.markRtx(g)
 			marked++
 			continue
 		}
 		if above >= 3 && !g.fast && !g.rtx && g.end() <= s.sackKnown {
-			g.rtx, g.fast = true, true
+			s.markRtx(g)
+			g.fast = true
 			marked++
 		}
 	}
@@ -207,7 +309,8 @@ func (s *sender) countDupAck() bool {
 		g := s.at(i)
 		if !g.sacked {
 			if !g.fast && !g.rtx {
-				g.rtx, g.fast = true, true
+				s.markRtx(g)
+				g.fast = true
 				return true
 			}
 			return false
@@ -231,7 +334,7 @@ func (s *sender) markLost(cutoff int64) {
 			continue
 		}
 		if !marked || g.sentAt <= cutoff && g.end() <= s.sackKnown {
-			g.rtx = true
+			s.markRtx(g)
 			marked = true
 		}
 	}
@@ -341,7 +444,7 @@ func (e *engine) writable(ep *endpoint) bool {
 
 // onAck processes the ack, window and SACK blocks of a frame.
 func (e *engine) onAck(ep *endpoint, h *wire.Header) {
-	ack := h.Ack
+	ack, una := h.Ack, ep.sndUna
 	if ack > ep.sndNxt {
 		e.st.dropBadAck.Add(1)
 		return
@@ -351,13 +454,20 @@ func (e *engine) onAck(ep *endpoint, h *wire.Header) {
 		ep.sndRight = edge
 		grew = true
 	}
+	ep.sackNew = 0
 	if ack > ep.sndUna {
 		var sample int64 = -1
-		freed, repaired := false, false
+		freed, repaired, spurious := false, false, false
+		acked := int(ack - ep.sndUna)
 		for ep.sent > 0 {
 			s := ep.at(0)
 			if s.end() > ack {
 				break
+			}
+			if s.rtx && !s.resent && !s.sacked {
+				// The timer presumed it lost, and it was never sent
+				// again: this ack is its first transmission's.
+				spurious = true
 			}
 			if s.resent {
 				// The ack moved because a hole was repaired: it came
@@ -384,6 +494,11 @@ func (e *engine) onAck(ep *endpoint, h *wire.Header) {
 		ep.stat.lastAck = e.now
 		ep.dupAcks = 0
 		ep.bigLost, ep.bigAt = 0, 0
+		if spurious && ep.cc.onSpurious() {
+			e.st.spuriousRTOs.Add(1)
+			e.undoRTO(ep)
+		}
+		ep.cc.onAck(acked, ack, ep.cwndLimited)
 		if sample >= 0 && !repaired {
 			ep.rtt.sample(sample)
 		}
@@ -404,6 +519,7 @@ func (e *engine) onAck(ep *endpoint, h *wire.Header) {
 		if ep.countDupAck() {
 			e.st.fastRetransmits.Add(1)
 			ep.stat.fastRetransmits++
+			e.onLoss(ep)
 			e.queueOutput(ep)
 		}
 	}
@@ -412,6 +528,18 @@ func (e *engine) onAck(ep *endpoint, h *wire.Header) {
 	}
 	if h.NSACK > 0 && ep.sent > 0 {
 		e.onSACK(ep, h)
+	}
+	if ep.ecnOK && h.Flags&wire.FlagECN != 0 {
+		newly := ep.sackNew
+		if ack > una {
+			newly += int(ack - una)
+		}
+		if marks := h.CE - ep.cc.ceSeen; marks > 0 {
+			e.st.ceEchoed.Add(uint64(marks))
+		}
+		if ep.cc.onECN(h.CE, newly, ep.sndUna, ep.sndNxt) {
+			e.st.ecnReductions.Add(1)
+		}
 	}
 	if ep.slen > ep.sent {
 		e.queueOutput(ep) // new credit, or a persist timer to arm
@@ -430,8 +558,28 @@ func (e *engine) onSACK(ep *endpoint, h *wire.Header) {
 	if n := ep.markFastLost(); n > 0 {
 		e.st.fastRetransmits.Add(uint64(n))
 		ep.stat.fastRetransmits += uint64(n)
+		e.onLoss(ep)
 		e.queueOutput(ep)
 	}
+}
+
+// onLoss tells the congestion window of a loss the scoreboard found.
+func (e *engine) onLoss(ep *endpoint) {
+	if ep.cc.onLoss(ep.sndUna, ep.sndNxt, int(ep.sndNxt-ep.sndUna)) {
+		e.st.lossReductions.Add(1)
+	}
+}
+
+// undoRTO takes back what a spurious retransmission timeout did beside
+// the window: the segments it presumed lost and that were not sent again
+// are in flight after all, so they lose their marks.
+func (e *engine) undoRTO(ep *endpoint) {
+	for i := range ep.sent {
+		if g := ep.at(i); g.rtx && !g.resent && !g.fast {
+			ep.clearRtx(g)
+		}
+	}
+	ep.rtt.settle(e.rtoBounds())
 }
 
 // sendData transmits retransmissions, then new segments within the peer's
@@ -440,11 +588,20 @@ func (e *engine) onSACK(ep *endpoint, h *wire.Header) {
 func (e *engine) sendData(ep *endpoint) bool {
 	sent := false
 	acked := false
+	ep.limit = limitNone
+	byCwnd := false
+	burst := 0 // new segments sent back to back
 	for i := range ep.sent {
 		s := ep.at(i)
 		if !s.rtx || s.sacked {
-			s.rtx = false
+			ep.clearRtx(s)
 			continue
+		}
+		// The congestion window holds retransmissions back too, but for
+		// the oldest segment's: the repair everything waits for.
+		if i > 0 && ep.pipe()+s.segLen() > ep.cc.cwnd {
+			ep.limit, byCwnd = limitCwnd, true
+			break
 		}
 		// A retransmission asks for its ack at once: the sender is
 		// recovering, and it may be the last segment of a burst.
@@ -452,7 +609,7 @@ func (e *engine) sendData(ep *endpoint) bool {
 			e.queueOutput(ep)
 			return sent
 		}
-		s.rtx = false
+		ep.clearRtx(s)
 		s.resent = true
 		e.st.retransmits.Add(1)
 		ep.stat.retransmits++
@@ -460,15 +617,30 @@ func (e *engine) sendData(ep *endpoint) bool {
 	}
 	// The sender asks for an ack at once (FlagAckReq) on the segment
 	// that takes what it has in flight past half of what it may have
-	// (its send buffer or the peer's window): the ack then comes back
-	// while the other half is still going out.
+	// (its send buffer, the peer's window or the congestion window):
+	// the ack then comes back while the other half is still going out.
 	var half uint64
 	if ep.sndRight > ep.sndUna {
-		half = min(uint64(e.cfg.SendBuffer), ep.sndRight-ep.sndUna) / 2
+		half = min(uint64(e.cfg.SendBuffer), ep.sndRight-ep.sndUna, uint64(ep.cc.cwnd)) / 2
 	}
 	for ep.sent < ep.slen {
 		s := ep.at(ep.sent)
 		if !s.fin && s.seq+uint64(s.n) > ep.sndRight {
+			ep.limit = limitCredit
+			break
+		}
+		if pipe := ep.pipe(); pipe > 0 && pipe+s.segLen() > ep.cc.cwnd {
+			ep.limit, byCwnd = limitCwnd, true
+			break
+		}
+		if e.cfg.Pacing && burst > 0 && e.now < ep.paceNext-ep.paceSlack() {
+			// Paced: the rest goes when the timer says.
+			ep.limit = limitPace
+			if !ep.paceWait {
+				ep.paceWait = true
+				e.st.paceWaits.Add(1)
+				e.schedule(ep, ep.paceNext-ep.paceSlack())
+			}
 			break
 		}
 		req := s.seq-ep.sndUna < half && s.end()-ep.sndUna >= half
@@ -505,6 +677,20 @@ func (e *engine) sendData(ep *endpoint) bool {
 		ep.sent++
 		ep.sndNxt = max(ep.sndNxt, s.end())
 		sent, acked = true, true
+		burst++
+		if e.cfg.Pacing {
+			ep.paceNext = max(ep.paceNext, e.now) + ep.paceGap(s.segLen())
+		}
+	}
+	if burst > 0 {
+		e.st.bursts[burstBucket(burst)].Add(1)
+	}
+	// The window was what held the sender back, or nearly: an ack may
+	// open it further (RFC 7661's test, with Linux's slack of half a
+	// window in slow start).
+	ep.cwndLimited = byCwnd || 2*ep.pipe() >= ep.cc.cwnd
+	if byCwnd {
+		e.st.cwndLimited.Add(1)
 	}
 	if ep.sent > 0 && ep.rtoAt == 0 {
 		ep.rtoAt = later(e.now, ep.rtt.rto)
@@ -558,7 +744,7 @@ func (e *engine) sendSeg(ep *endpoint, s *seg, req bool) bool {
 			b, buf = e.rtx, noBuf
 		}
 		n := e.hdr.Put(b, int(s.n))
-		if !e.sendBuf(ep, ep.raddr, b[:n], buf) {
+		if !e.sendBuf(ep, ep.raddr, b[:n], buf, ep.ecnOK) {
 			return false
 		}
 		e.st.dataOut.Add(1)
@@ -593,6 +779,7 @@ func (e *engine) onRTO(ep *endpoint) {
 	if e.lostForSize(ep) {
 		return
 	}
+	ep.cc.onRTO(ep.sndNxt, int(ep.sndNxt-ep.sndUna))
 	ep.markLost(e.now - ep.rtt.rto)
 	ep.rtt.backoff(e.rtoBounds())
 	ep.rtoAt = later(e.now, ep.rtt.rto)

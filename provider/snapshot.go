@@ -30,9 +30,8 @@ const (
 	LimitWindow     Limit = "window"      // the peer's receive window
 	LimitPool       Limit = "pool"        // the shared buffer pool: a write found no buffer
 	LimitSendBuffer Limit = "send-buffer" // its own send buffer (Config.SendBuffer) is full
-	// LimitCwnd is reserved for the congestion window, once the provider
-	// has one.
-	LimitCwnd Limit = "cwnd"
+	LimitCwnd       Limit = "cwnd"        // the congestion window (cc.go)
+	LimitPace       Limit = "pace"        // pacing (Config.Pacing): the rest of the window goes later in the round trip
 )
 
 // ConnStats is one endpoint's figures at one instant, taken by the
@@ -70,7 +69,9 @@ type ConnStats struct {
 	OwnWindow  int   `json:"own_window"`  // what we granted the peer beyond what we received
 	Limit      Limit `json:"limit"`
 	// Cwnd and Ssthresh are the congestion window and slow-start
-	// threshold in bytes; 0 while the provider has no congestion control.
+	// threshold in bytes (Ssthresh is math.MaxInt32 before the first
+	// reduction); 0 for an endpoint that is not an established
+	// connection. Provider.ConnInfo has the rest of the congestion state.
 	Cwnd     int `json:"cwnd"`
 	Ssthresh int `json:"ssthresh"`
 
@@ -181,8 +182,15 @@ func (e *engine) connStats(ep *endpoint, local netip.Addr, now int64) ConnStats 
 		c.Limit = LimitPool
 	case ep.winWait || ep.slen > ep.sent && ep.at(ep.sent).end() > ep.sndRight:
 		c.Limit = LimitWindow
+	case ep.slen > ep.sent && ep.limit == limitCwnd:
+		c.Limit = LimitCwnd
+	case ep.slen > ep.sent && ep.limit == limitPace:
+		c.Limit = LimitPace
 	case c.SendQ >= e.cfg.SendBuffer:
 		c.Limit = LimitSendBuffer
+	}
+	if ep.state == StateEstablished {
+		c.Cwnd, c.Ssthresh = ep.cc.cwnd, ep.cc.ssthresh
 	}
 	if ep.state.IsConnected() {
 		c.KeepaliveTimer = until(e.keepaliveAt(ep), now)

@@ -283,6 +283,19 @@ func (p *Provider) names(s Socket) (local, peer netip.AddrPort, err error) {
 	return local, peer, p.result(o)
 }
 
+// ConnInfo returns the congestion state of a connected socket: its
+// window, what limits its sender, its ECN marks. ENOTCONN for a socket
+// that is not an established connection.
+func (p *Provider) ConnInfo(s Socket) (ConnInfo, error) {
+	if !p.enter() {
+		return ConnInfo{}, ErrNotSock
+	}
+	o := p.getOp(opConnInfo, s)
+	p.call(o)
+	info := o.info
+	return info, p.result(o)
+}
+
 // Duplicate returns another descriptor for the same socket. The socket
 // lives until its last descriptor is closed.
 //
@@ -652,6 +665,13 @@ func (p *Provider) apply(o *op) {
 		if ep.state.HasPeer() {
 			o.peer = netip.AddrPortFrom(ep.raddr, ep.rport)
 		}
+		p.complete(o, 0, nil)
+	case opConnInfo:
+		if ep.state != StateEstablished {
+			p.complete(o, 0, ErrNotConn)
+			return
+		}
+		o.info = connInfo(ep)
 		p.complete(o, 0, nil)
 	case opEventSelect:
 		if o.evSet != 0 && o.evFn == nil {

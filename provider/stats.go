@@ -1,6 +1,8 @@
 package provider
 
 import (
+	"time"
+
 	"github.com/sdx-project/sdx/bpf"
 	"github.com/sdx-project/sdx/xdp"
 )
@@ -81,6 +83,25 @@ type Stats struct {
 	// whose earlier connections were reset.
 	HeartbeatsOut, HeartbeatsIn uint64
 	PeersDead, PeerRestarts     uint64
+	// Congestion control (docs/RELIABILITY.md). LossReductions counts
+	// congestion windows halved for a loss (once per recovery episode),
+	// ECNReductions windows shrunk for ECN marks (once per round trip),
+	// SpuriousRTOs timeouts whose restart was undone because the acks
+	// showed the data had arrived. ECNConnections counts connections on
+	// which both ends took part in ECN; CEReceived data frames that
+	// arrived marked CE; CEEchoed marks the peers reported back to us.
+	// CwndLimited counts the times the congestion window stopped a
+	// sender with data to send and credit to send it; PoolLimited the
+	// times a writer waited for a buffer of the pool.
+	LossReductions, ECNReductions, SpuriousRTOs uint64
+	ECNConnections, CEReceived, CEEchoed        uint64
+	CwndLimited, PoolLimited                    uint64
+	// Bursts is a histogram of the new data segments a connection sent
+	// back to back, by size: 1, 2-3, 4-7, 8-15, 16-31, 32-63, 64 and
+	// more. Pacing (Config.Pacing) keeps them at 16 or so; PaceWaits
+	// counts the times it held a sender back.
+	Bursts    [numBurstBuckets]uint64
+	PaceWaits uint64
 	// Link is what the link reports about itself.
 	Link LinkStats
 }
@@ -188,6 +209,15 @@ func (p *Provider) Stats() Stats {
 		HeartbeatsIn:      st.heartbeatsIn.Load(),
 		PeersDead:         st.peersDead.Load(),
 		PeerRestarts:      st.peerRestarts.Load(),
+		LossReductions:    st.lossReductions.Load(),
+		ECNReductions:     st.ecnReductions.Load(),
+		SpuriousRTOs:      st.spuriousRTOs.Load(),
+		ECNConnections:    st.ecnConns.Load(),
+		CEReceived:        st.ceIn.Load(),
+		CEEchoed:          st.ceEchoed.Load(),
+		CwndLimited:       st.cwndLimited.Load(),
+		PoolLimited:       st.poolLimited.Load(),
+		PaceWaits:         st.paceWaits.Load(),
 		Drops: DropStats{
 			Malformed:   st.dropMalformed.Load(),
 			Checksum:    st.dropChecksum.Load(),
@@ -203,6 +233,9 @@ func (p *Provider) Stats() Stats {
 		Link:   LinkStats{MTU: e.mtu},
 		Poller: p.role.stats(),
 	}
+	for i := range s.Bursts {
+		s.Bursts[i] = st.bursts[i].Load()
+	}
 	if r, ok := p.link.(linkReporter); ok {
 		s.Link = r.LinkStats()
 	}
@@ -212,3 +245,47 @@ func (p *Provider) Stats() Stats {
 // BuffersHeld returns how many buffers hold data: the total less the free
 // ones.
 func (s Stats) BuffersHeld() int { return s.Buffers - s.BuffersFree }
+
+// ConnInfo is one connection's congestion state, as Provider.ConnInfo
+// reports it: a snapshot taken on the poller.
+type ConnInfo struct {
+	// Cwnd is the congestion window and Ssthresh the slow-start
+	// threshold, in bytes (Ssthresh is math.MaxInt32 until the first
+	// reduction); InFlight is what the sender counts in the network
+	// (RFC 6675's pipe), SendWindow the peer's credit beyond what it
+	// acknowledged. The sender sends while InFlight is below both.
+	Cwnd, Ssthresh, InFlight, SendWindow int
+	SlowStart, Recovering                bool
+	SRTT, RTO                            time.Duration
+	// ECN says both ends take part in ECN; Alpha is DCTCP's estimate of
+	// the fraction of our bytes marked; CEReceived counts the data frames
+	// that reached us marked CE, CEEchoed the marks the peer reported.
+	ECN                  bool
+	Alpha                float64
+	CEReceived, CEEchoed uint64
+	// Limit is what stopped the sender the last time it sent: LimitNone
+	// (it sent all it had), LimitWindow, LimitCwnd, LimitPool or LimitPace.
+	Limit Limit
+}
+
+// connInfo reads ep's congestion state; on the poller.
+func connInfo(ep *endpoint) ConnInfo {
+	c := &ep.cc
+	info := ConnInfo{
+		Cwnd: c.cwnd, Ssthresh: c.ssthresh, InFlight: ep.pipe(),
+		SlowStart: c.inSlowStart(), Recovering: c.recovering,
+		SRTT: time.Duration(ep.rtt.srtt), RTO: time.Duration(ep.rtt.rto),
+		ECN: ep.ecnOK, CEReceived: ep.ceTotal, CEEchoed: c.ceEchoed,
+		Limit: limitName[ep.limit],
+	}
+	if ep.sndRight > ep.sndUna {
+		info.SendWindow = int(ep.sndRight - ep.sndUna)
+	}
+	if ep.ecnOK {
+		info.Alpha = float64(c.alpha) / alphaOne
+	}
+	return info
+}
+
+// limitName names the sender's limit codes (sender.limit).
+var limitName = [...]Limit{limitNone: LimitNone, limitCredit: LimitWindow, limitCwnd: LimitCwnd, limitPool: LimitPool, limitPace: LimitPace}

@@ -394,6 +394,20 @@ func (l *XDPLink) Steering() *xdp.Steering { return l.steer }
 
 // Send builds one frame for peer in a UMEM frame and queues it for Flush.
 func (l *XDPLink) Send(peer netip.Addr, payload []byte) error {
+	return l.send(peer, payload, frame.NotECT)
+}
+
+// SendECT is Send with the frame marked ECT(0) (see ECNLink).
+func (l *XDPLink) SendECT(peer netip.Addr, payload []byte) error {
+	return l.send(peer, payload, frame.ECT0)
+}
+
+// ReceivedCE reports whether the frame Receive hands to its fn arrived
+// marked CE (see ECNLink).
+func (l *XDPLink) ReceivedCE() bool { return l.parsed.Flow.ECN == frame.CE }
+
+// send is Send with the frame's ECN codepoint.
+func (l *XDPLink) send(peer netip.Addr, payload []byte, ecn uint8) error {
 	if len(payload) > l.mtu {
 		return ErrMsgSize
 	}
@@ -427,7 +441,7 @@ func (l *XDPLink) Send(peer netip.Addr, payload []byte) error {
 			return ErrNoBufs
 		}
 	}
-	l.encode(q.Data(chain[0]), peer, mac, h, len(payload))
+	l.encode(q.Data(chain[0]), peer, mac, h, len(payload), ecn)
 	q.WritePacket(chain, frame.HeaderLen, payload)
 	if t := l.tap.Load(); t != nil {
 		t.record(true, q.Data(chain[0])[:frame.HeaderLen], payload)
@@ -477,7 +491,7 @@ func (l *XDPLink) reap() {
 // queue whose UMEM does not hold the buffer.
 var errNotInPlace = errors.New("provider: the frame goes out on another queue")
 
-func (l *XDPLink) sendLent(peer netip.Addr, i uint32, n int) error {
+func (l *XDPLink) sendLent(peer netip.Addr, i uint32, n int, ect bool) error {
 	if n > l.mtu {
 		return ErrMsgSize
 	}
@@ -507,7 +521,11 @@ func (l *XDPLink) sendLent(peer netip.Addr, i uint32, n int) error {
 			return ErrNoBufs
 		}
 	}
-	l.encode(b, peer, mac, h, n)
+	ecn := frame.NotECT
+	if ect {
+		ecn = frame.ECT0
+	}
+	l.encode(b, peer, mac, h, n, ecn)
 	q.LentPacket(lq.txq[lq.ntx:lq.ntx], off, len(b))
 	if t := l.tap.Load(); t != nil {
 		t.record(true, b)
@@ -529,9 +547,9 @@ func (l *XDPLink) lentSent(i uint32) {
 }
 
 // encode writes the headers of a frame to peer at mac, flow hash h, with
-// payloadLen bytes of payload into b[:frame.HeaderLen].
-func (l *XDPLink) encode(b []byte, peer netip.Addr, mac [6]byte, h uint32, payloadLen int) {
-	flow := frame.Flow{Src: l.local, Dst: frame.Endpoint{MAC: mac, IP: peer, Port: l.cfg.Port}}
+// payloadLen bytes of payload and ECN codepoint ecn into b[:frame.HeaderLen].
+func (l *XDPLink) encode(b []byte, peer netip.Addr, mac [6]byte, h uint32, payloadLen int, ecn uint8) {
+	flow := frame.Flow{Src: l.local, Dst: frame.Endpoint{MAC: mac, IP: peer, Port: l.cfg.Port}, ECN: ecn}
 	flow.Src.Port = SrcPortMin + uint16(h%SrcPorts)
 	l.ipID++
 	flow.Encode(b, payloadLen, l.ipID)

@@ -77,6 +77,7 @@ type options struct {
 	progress   io.Writer // nil: no progress line
 	budget     *bench.Budget
 	commandArg string
+	incast     *incastOptions // -workload incast; nil otherwise
 }
 
 func main() {
@@ -102,6 +103,14 @@ func main() {
 		stop()
 	}()
 	start := time.Now()
+	if o.incast != nil {
+		if err := runIncast(ctx, os.Stdout, o); err != nil {
+			fmt.Fprintln(os.Stderr, "sdxbench:", err)
+			os.Exit(1)
+		}
+		fmt.Fprintf(os.Stderr, "sdxbench: done in %v\n", time.Since(start).Round(100*time.Millisecond))
+		return
+	}
 	rep, err := run(ctx, o)
 	if rep != nil {
 		if werr := writeOutputs(os.Stdout, rep, o); werr != nil {
@@ -137,8 +146,34 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.ifB, "if-b", "", "interface inside -ns-b")
 	fs.StringVar(&o.addrA, "addr-a", "", "IPv4 address of -if-a, in 198.18.0.0/15")
 	fs.StringVar(&o.addrB, "addr-b", "", "IPv4 address of -if-b, in 198.18.0.0/15")
+	workload := fs.String("workload", "", "incast: N senders stream to one receiver through a shallow-buffered port (its own testbed; see -senders, -rate, -buffer, -ecn, -mix)")
+	inc := &incastOptions{}
+	fs.IntVar(&inc.senders, "senders", 4, "incast: sender hosts")
+	rate := fs.String("rate", "500M", "incast: the bottleneck's rate in bit/s (suffix K, M or G)")
+	fs.IntVar(&inc.buffer, "buffer", 100_000, "incast: the bottleneck's buffer in bytes")
+	fs.BoolVar(&inc.ecn, "ecn", false, "incast: the bottleneck marks ECN instead of dropping (needs RED in the kernel)")
+	fs.DurationVar(&inc.minRTO, "min-rto", 0, "incast: sdx's retransmission timeout floor (default the provider's, 5ms)")
+	fs.BoolVar(&inc.pacing, "pacing", false, "incast: sdx paces its windows (provider.Config.Pacing), to compare the burst sizes")
+	mix := fs.String("mix", "", "incast: runs to make, of sdx, cubic, mixed (half and half; default all three)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	switch *workload {
+	case "":
+	case "incast":
+		var err error
+		if inc.rate, err = parseRate(*rate); err != nil {
+			return nil, err
+		}
+		if inc.mixes, err = parseMixes(*mix); err != nil {
+			return nil, err
+		}
+		if inc.senders < 1 || inc.senders > 64 || inc.buffer < 3000 {
+			return nil, fmt.Errorf("-senders %d / -buffer %d: want 1..64 senders and a buffer of at least 3000 B", inc.senders, inc.buffer)
+		}
+		o.incast = inc
+	default:
+		return nil, fmt.Errorf("-workload %q: the only one is incast (the others go in -workloads)", *workload)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -474,4 +509,22 @@ func (p *progress) end() {
 	if p != nil && p.w != nil && p.tty {
 		fmt.Fprint(p.w, "\r\033[K")
 	}
+}
+
+// parseRate reads a rate in bit/s with an optional K, M or G suffix.
+func parseRate(s string) (int64, error) {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "G"):
+		mult, s = 1e9, strings.TrimSuffix(s, "G")
+	case strings.HasSuffix(s, "M"):
+		mult, s = 1e6, strings.TrimSuffix(s, "M")
+	case strings.HasSuffix(s, "K"):
+		mult, s = 1e3, strings.TrimSuffix(s, "K")
+	}
+	var n int64
+	if _, err := fmt.Sscan(s, &n); err != nil || n <= 0 || n*mult > 100e9 {
+		return 0, fmt.Errorf("-rate %q: want a positive rate up to 100G", s)
+	}
+	return n * mult, nil
 }

@@ -40,9 +40,21 @@ type Endpoint struct {
 	Port uint16
 }
 
-// Flow is the header template of a one-way flow: source and destination.
+// The ECN field of the IPv4 header, its two low bits of the TOS byte
+// (RFC 3168 section 5).
+const (
+	NotECT uint8 = 0 // the sender does not take part in ECN
+	ECT1   uint8 = 1
+	ECT0   uint8 = 2 // ECN-capable transport, the codepoint sdx sends
+	CE     uint8 = 3 // congestion experienced: set by a router or qdisc
+)
+
+// Flow is the header template of a one-way flow: source and destination,
+// and the ECN codepoint its frames carry (NotECT, ECT0, ...; Parse sets it
+// from the frame).
 type Flow struct {
 	Src, Dst Endpoint
+	ECN      uint8
 }
 
 // Reverse returns the flow in the other direction.
@@ -59,7 +71,7 @@ func (f *Flow) Encode(b []byte, payloadLen int, ipID uint16) int {
 	binary.BigEndian.PutUint16(b[12:14], etherTypeIPv4)
 	ip := b[EthLen : EthLen+IPv4Len]
 	ip[0] = 0x45
-	ip[1] = 0
+	ip[1] = f.ECN & 3 // DSCP 0
 	binary.BigEndian.PutUint16(ip[2:4], uint16(IPv4Len+UDPLen+payloadLen))
 	binary.BigEndian.PutUint16(ip[4:6], ipID)
 	binary.BigEndian.PutUint16(ip[6:8], 0x4000) // don't fragment
@@ -149,6 +161,7 @@ func ParseHead(b []byte, frameLen int, p *Parsed) (int, error) {
 	if ip[9] != protoUDP {
 		return 0, ErrNotUDP
 	}
+	p.Flow.ECN = ip[1] & 3
 	p.Flow.Src.IP = netip.AddrFrom4([4]byte(ip[12:16]))
 	p.Flow.Dst.IP = netip.AddrFrom4([4]byte(ip[16:20]))
 	udp := ip[ihl:]

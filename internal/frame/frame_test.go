@@ -26,6 +26,28 @@ func TestEncodeGolden(t *testing.T) {
 	}
 }
 
+// The ECN codepoint goes in the low two bits of the TOS byte, under the
+// header checksum, and Parse reads it back, also after a hop marked CE.
+func TestECN(t *testing.T) {
+	b := make([]byte, 64)
+	f := testFlow
+	f.ECN = ECT0
+	n := f.Encode(b, 4, 7)
+	if b[EthLen+1] != 0x02 || hex.EncodeToString(b[EthLen+10:EthLen+12]) != "ae9c" {
+		t.Fatalf("ECT(0) header: tos %#x checksum %x", b[EthLen+1], b[EthLen+10:EthLen+12])
+	}
+	var p Parsed
+	if err := Parse(b[:n], &p); err != nil || p.Flow.ECN != ECT0 {
+		t.Fatalf("parsed ECN %d, %v", p.Flow.ECN, err)
+	}
+	// A router marks CE and fixes the checksum (RFC 1624, as Linux does).
+	f.ECN = CE
+	f.Encode(b, 4, 7)
+	if err := Parse(b[:n], &p); err != nil || p.Flow.ECN != CE {
+		t.Fatalf("parsed ECN %d, %v; want CE", p.Flow.ECN, err)
+	}
+}
+
 func TestRoundTrip(t *testing.T) {
 	b := make([]byte, 2048)
 	payload := bytes.Repeat([]byte{0xab}, 1400)

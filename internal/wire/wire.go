@@ -29,7 +29,7 @@ import (
 //	40  ack          u64   cumulative ack: next stream offset expected
 //	48  payload len  u16   bytes of payload after the header
 //	50  reason       u8    Reason, for reject and reset
-//	51  reserved     u8    zero
+//	51  ce count     u8    with FlagECN: CE-marked data frames received, mod 256; else zero
 //	52  SACK blocks  nsack × (u32 start - ack, u32 length)
 const (
 	// DefaultUDPPort is the UDP port sdx frames go to unless the link is
@@ -133,6 +133,12 @@ const (
 	FlagAck    uint8 = 1 << 0 // ack and window are valid
 	FlagAnswer uint8 = 1 << 1 // this probe (heartbeat) answers a probe (heartbeat): do not answer it
 	FlagAckReq uint8 = 1 << 2 // data: the sender waits for this segment's ack; acknowledge it at once; heartbeat: answer it
+	// FlagECN: in a connect or accept, the sender takes part in ECN (it
+	// counts the CE marks of what it receives and reacts to the marks
+	// echoed to it); in any other frame with FlagAck, CE holds the count.
+	// Sent only on a connection both ends announced it on; a peer that
+	// never sets it never sees it, nor a CE count.
+	FlagECN uint8 = 1 << 3
 )
 
 // Reason says why a connect was rejected or a connection reset.
@@ -179,7 +185,11 @@ type Header struct {
 	Ack        uint64
 	PayloadLen uint16
 	NSACK      uint8
-	SACK       [MaxSACK]SACKBlock
+	// CE is, with FlagECN, how many data frames marked CE (congestion
+	// experienced) the sender of this frame has received on the
+	// connection, mod 256; zero otherwise.
+	CE   uint8
+	SACK [MaxSACK]SACKBlock
 }
 
 // Len returns the encoded length of the header with its SACK blocks.
@@ -191,7 +201,7 @@ var (
 	errVersion  = errors.New("wire: unknown version")
 	errOpcode   = errors.New("wire: unknown opcode")
 	errLength   = errors.New("wire: length fields disagree with the datagram")
-	errReserved = errors.New("wire: reserved field not zero")
+	errReserved = errors.New("wire: CE count without FlagECN")
 	errSACK     = errors.New("wire: bad SACK block")
 	ErrChecksum = errors.New("wire: bad checksum")
 )
@@ -226,6 +236,9 @@ func (h *Header) Put(b []byte, payloadLen int) int {
 	binary.BigEndian.PutUint16(b[48:], h.PayloadLen)
 	b[50] = byte(h.Reason)
 	b[51] = 0
+	if h.Flags&FlagECN != 0 {
+		b[51] = h.CE
+	}
 	for i := range int(h.NSACK) {
 		s := &h.SACK[i]
 		o := HeaderLen + SACKLen*i
@@ -282,7 +295,7 @@ func (h *Header) decode(b []byte, more [][]byte, verify bool) (payload []byte, e
 	if nsack > MaxSACK || total != hl+plen || len(b) < hl {
 		return nil, errLength
 	}
-	if b[51] != 0 {
+	if b[51] != 0 && b[2]&FlagECN == 0 {
 		return nil, errReserved
 	}
 	sum := crc32.Update(crc32.Update(crc32.Update(0, castagnoli, b[:4]), castagnoli, zero4[:]), castagnoli, b[8:])
@@ -305,6 +318,7 @@ func (h *Header) decode(b []byte, more [][]byte, verify bool) (payload []byte, e
 	h.Ack = binary.BigEndian.Uint64(b[40:])
 	h.PayloadLen = uint16(plen)
 	h.Reason = Reason(b[50])
+	h.CE = b[51]
 	for i := range nsack {
 		o := HeaderLen + SACKLen*i
 		off := binary.BigEndian.Uint32(b[o:])

@@ -69,6 +69,20 @@ const goldenConnectHex = "" +
 	"0002" + "00" + "00" + // a 2-byte payload
 	"230c" // the announcement: 8972
 
+// goldenECNAckHex is an ack on a connection both ends took part in ECN
+// on: FlagECN set, and byte 51 the count of CE-marked data frames
+// received (42).
+const goldenECNAckHex = "" +
+	"01" + "05" + "09" + "00" + // version, opcode ack, flags ack|ecn, no SACK
+	"f51ae201" +
+	"c001" + "1f90" +
+	"00100001" + "00200002" +
+	"00040000" +
+	"0123456789abcdef" +
+	"0000000000000010" +
+	"0000000000005000" +
+	"0000" + "00" + "2a" // no payload, no reason, CE count 42
+
 // goldenHeartbeatHex is a heartbeat asking for an answer, named after a
 // connection (its ids, ports and token), with the sender's incarnation in
 // seq and the receiver's, as the sender knows it, in ack.
@@ -167,6 +181,21 @@ func TestWireGolden(t *testing.T) {
 	}
 	if n, ok := Announced(p); !ok || n != 9000-28 {
 		t.Fatalf("announcement %d %v, want 8972", n, ok)
+	}
+	a := Header{Op: OpAck, Flags: FlagAck | FlagECN, SrcPort: 0xc001, DstPort: 8080, SrcConn: 0x00100001, DstConn: 0x00200002,
+		Window: 256 << 10, Token: 0x0123456789abcdef, Seq: 0x10, Ack: 0x5000, CE: 42}
+	got = AppendDatagram(nil, &a, nil)
+	want, _ = hex.DecodeString(goldenECNAckHex)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("ECN ack encoding\n got %x\nwant %x", got, want)
+	}
+	if _, err := d.Decode(got); err != nil || d.CE != 42 || d.Flags&FlagECN == 0 {
+		t.Fatalf("ECN ack decoded as %+v, %v", d, err)
+	}
+	// Without FlagECN the count is not sent: an old peer sees a zero.
+	a.Flags = FlagAck
+	if got = AppendDatagram(nil, &a, nil); got[51] != 0 {
+		t.Fatalf("CE count %d sent without FlagECN", got[51])
 	}
 }
 

@@ -46,6 +46,21 @@ type Faults struct {
 	Jitter       time.Duration // extra delay drawn uniformly from [0, Jitter)
 	ReorderDelay time.Duration // extra delay of a reordered datagram (default 200µs)
 
+	// A bottleneck into every host: datagrams to a host leave a queue
+	// in front of it at Rate bytes a second (0: no limit), in the order
+	// sent; one that finds QueueBytes or more queued is dropped
+	// (Stats.QueueDrops; 0: the queue is unbounded). An ECN-capable one
+	// (SendECT) that finds MarkBytes or more queued (0: none) is marked
+	// CE instead (Stats.Marked), as a RED or CoDel queue with ecn does.
+	Rate       int64
+	QueueBytes int
+	MarkBytes  int
+
+	// Mark, if set, is asked about every ECN-capable datagram that
+	// gets through and marks it CE when it returns true: a known
+	// marking pattern. It runs as Drop does.
+	Mark func(from, to netip.Addr, datagram []byte) bool
+
 	// Drop, if set, is asked about every datagram before the other faults
 	// and drops it when it returns true. It sees the raw datagram and runs
 	// with the network's lock held and must not call back into the network.
@@ -66,6 +81,8 @@ type Stats struct {
 	TooBig      uint64 // longer than the receiver's MTU: dropped as a kernel drops a frame its receive path cannot hold
 	DownDrops   uint64 // discarded at Flush because the sending host was down
 	ICMP        uint64 // port unreachables queued by InjectUnreachable
+	QueueDrops  uint64 // dropped at a full bottleneck queue (Faults.QueueBytes)
+	Marked      uint64 // ECN-capable datagrams marked CE (Faults.MarkBytes, Faults.Mark)
 }
 
 // Network is an in-memory network of hosts whose links lose, duplicate,
@@ -244,6 +261,8 @@ type pkt struct {
 	seq  uint64
 	buf  []byte
 	icmp bool
+	ect  bool // sent ECN-capable (SendECT)
+	ce   bool // marked congestion experienced on the way
 }
 
 // InjectUnreachable queues at host to an ICMP port unreachable from host
@@ -277,6 +296,7 @@ type Link struct {
 	tx    []pkt // queued by Send, sent by Flush
 	txCap int
 	rx    []pkt // batch being handed to Receive's fn
+	ce    bool  // the datagram being handed to Receive's fn was marked CE
 	timer *time.Timer
 	// unreach takes the port unreachables; nil drops them.
 	unreach func(peer netip.Addr, quoted []byte)
@@ -285,6 +305,7 @@ type Link struct {
 
 	// Protected by net.mu.
 	in     timerheap.Heap[pkt] // on (at, seq)
+	busy   time.Duration       // when the bottleneck into this host is next idle (Faults.Rate)
 	rxCap  int
 	down   bool
 	closed bool
@@ -312,6 +333,20 @@ func (l *Link) SetDown(down bool) {
 // is not an error: its datagrams are lost, as on a LAN where nobody
 // answers.
 func (l *Link) Send(peer netip.Addr, payload []byte) error {
+	return l.send(peer, payload, false)
+}
+
+// SendECT is Send for an ECN-capable datagram, which a bottleneck may
+// mark CE instead of dropping it (see Faults.MarkBytes).
+func (l *Link) SendECT(peer netip.Addr, payload []byte) error {
+	return l.send(peer, payload, true)
+}
+
+// ReceivedCE reports whether the datagram Receive hands to its fn now was
+// marked CE. Call it only from inside that fn.
+func (l *Link) ReceivedCE() bool { return l.ce }
+
+func (l *Link) send(peer netip.Addr, payload []byte, ect bool) error {
 	if len(payload) > l.mtu {
 		return syscall.EMSGSIZE
 	}
@@ -329,7 +364,7 @@ func (l *Link) Send(peer netip.Addr, payload []byte) error {
 	}
 	b := n.getBufLocked()
 	n.mu.Unlock()
-	l.tx = append(l.tx, pkt{from: l.addr, to: peer, buf: append(b, payload...)})
+	l.tx = append(l.tx, pkt{from: l.addr, to: peer, buf: append(b, payload...), ect: ect})
 	return nil
 }
 
@@ -404,11 +439,31 @@ func (l *Link) sendLocked(p *pkt, now time.Duration) {
 		n.putBufLocked(p.buf)
 		return
 	}
+	depart := now
+	if f.Rate > 0 {
+		queued := int((max(dst.busy-now, 0)*time.Duration(f.Rate) + time.Second - 1) / time.Second)
+		if f.QueueBytes > 0 && queued+len(p.buf) > f.QueueBytes {
+			n.stats.QueueDrops++
+			n.putBufLocked(p.buf)
+			return
+		}
+		if p.ect && f.MarkBytes > 0 && queued >= f.MarkBytes {
+			p.ce = true
+		}
+		dst.busy = max(dst.busy, now) + time.Duration(int64(len(p.buf))*int64(time.Second)/f.Rate)
+		depart = dst.busy
+	}
+	if p.ect && !p.ce && f.Mark != nil && f.Mark(p.from, p.to, p.buf) {
+		p.ce = true
+	}
+	if p.ce {
+		n.stats.Marked++
+	}
 	if corrupt && len(p.buf) > 0 {
 		p.buf[pos%len(p.buf)] ^= 0x5a
 		n.stats.Corrupted++
 	}
-	p.at = now + f.Delay + jit[0]
+	p.at = depart + f.Delay + jit[0]
 	if reorder {
 		p.at += f.ReorderDelay
 		n.stats.Reordered++
@@ -463,7 +518,9 @@ func (l *Link) Receive(max int, fn func(peer netip.Addr, payload []byte, more []
 	for i := range l.rx {
 		switch p := &l.rx[i]; {
 		case !p.icmp:
+			l.ce = p.ce
 			fn(p.from, p.buf, nil)
+			l.ce = false
 		case l.unreach != nil:
 			l.unreach(p.from, p.buf)
 		}

@@ -244,3 +244,52 @@ func TestMemLinkWaitWake(t *testing.T) {
 		t.Fatalf("Wait on a closed link: %v", err)
 	}
 }
+
+// The bottleneck: datagrams to a host leave its queue at Rate, one that
+// finds QueueBytes queued is dropped, and an ECN-capable one that finds
+// MarkBytes queued arrives marked CE (ReceivedCE inside Receive's fn);
+// one sent with Send is never marked.
+func TestMemBottleneck(t *testing.T) {
+	n, a, b := newPair(t, 1)
+	var now time.Duration
+	n.SetClock(func() time.Duration { return now })
+	// 1000-byte datagrams at 1 MB/s: 1 ms each; 5000 B of queue, marks
+	// from 2000 B on.
+	n.SetFaults(Faults{Rate: 1e6, QueueBytes: 5000, MarkBytes: 2000})
+	payload := make([]byte, 1000)
+	for i := range 8 {
+		payload[0] = byte(i)
+		send := a.SendECT
+		if i == 3 {
+			send = a.Send // not ECN-capable: never marked
+		}
+		if err := send(b.LocalAddr(), payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	st := n.Stats()
+	// Queued before each: 0, 1000, ..., 4000 B; the sixth on would make
+	// it more than 5000.
+	if st.QueueDrops != 3 || st.Marked != 2 {
+		t.Fatalf("%d dropped, %d marked; want 3 and 2 (the 3rd and 5th: the 4th was not ECN-capable)", st.QueueDrops, st.Marked)
+	}
+	var ce []bool
+	recv := func() {
+		b.Receive(64, func(_ netip.Addr, p []byte, _ [][]byte) { ce = append(ce, b.ReceivedCE()) })
+	}
+	now = 999 * time.Microsecond
+	if recv(); len(ce) != 0 {
+		t.Fatalf("%d delivered before the first left the queue", len(ce))
+	}
+	now = 5 * time.Millisecond
+	recv()
+	if want := []bool{false, false, true, false, true}; len(ce) != len(want) || ce[2] != want[2] || ce[3] || !ce[4] || ce[0] || ce[1] {
+		t.Fatalf("CE marks %v, want %v", ce, want)
+	}
+	if b.ReceivedCE() {
+		t.Fatal("ReceivedCE outside Receive")
+	}
+}
