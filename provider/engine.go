@@ -673,6 +673,7 @@ func (ep *endpoint) SetIndex(i int)          { ep.heapIdx = i }
 // armed. While the link sends from lent buffers it is at most reapEvery
 // away: nothing wakes a sleeping poller when the kernel is done with them.
 func (e *engine) nextTimer() (int64, bool) {
+	e.settleTimers()
 	var t int64
 	ok := e.timers.Len() > 0
 	if ok {
@@ -1380,6 +1381,12 @@ func (e *engine) onTimer(ep *endpoint) {
 		e.sendCtl(ep, wire.OpProbe, wire.ReasonNone)
 		ep.probeAt = later(now, int64(e.cfg.Timeout)/6)
 	}
+	e.schedule(ep, e.dueAt(ep))
+}
+
+// dueAt is when the earliest timer of a connection past its handshake is
+// due: keepalive, retransmission, delayed ack or pacing.
+func (e *engine) dueAt(ep *endpoint) int64 {
 	next := e.keepaliveAt(ep)
 	if ep.rtoAt != 0 {
 		next = min(next, ep.rtoAt)
@@ -1390,7 +1397,31 @@ func (e *engine) onTimer(ep *endpoint) {
 	if ep.paceWait {
 		next = min(next, ep.paceNext-ep.paceSlack())
 	}
-	e.schedule(ep, next)
+	return next
+}
+
+// settleTimers moves the earliest entries of the timer heap that are
+// earlier than anything their connection has due (a delayed ack that a
+// data frame carried, a retransmission timer that an ack stopped: schedule
+// only ever brings a wake-up forward) to when something is due, so that a
+// sleeping poller is not woken for nothing. It looks at a few entries
+// only: the ones a sleep would end on.
+func (e *engine) settleTimers() {
+	for range 4 {
+		if e.timers.Len() == 0 {
+			return
+		}
+		ep := e.timers.Min()
+		if ep.halfOpen || ep.state != StateEstablished {
+			return
+		}
+		due := max(e.dueAt(ep), e.now+1)
+		if due <= ep.wakeAt {
+			return
+		}
+		ep.wakeAt = due
+		e.timers.Fix(ep.heapIdx)
+	}
 }
 
 // rtoBounds are the configured limits of the retransmission timeout.

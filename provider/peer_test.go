@@ -194,10 +194,11 @@ func TestEngineHeartbeatLossy(t *testing.T) {
 // connection to it fails with ETIMEDOUT, within 1 s of the death.
 func TestEngineHeartbeatSilentPeer(t *testing.T) {
 	cfg := testEngineConfig()
+	cfg.MaxConns = 256
 	var worst time.Duration
 	for seed := range uint64(8) {
 		v := newVNet(t, 200+seed, memnet.Faults{Delay: 50 * time.Microsecond}, cfg, 2)
-		conns, _ := v.pairs(0, 1, 80, 16)
+		conns, _ := v.pairs(0, 1, 80, 64) // a pool's worth
 		// Idle for a while, then host 1 dies at a random moment.
 		v.runFor(time.Duration(1+seed)*time.Second + time.Duration(seed)*37*time.Millisecond)
 		died := v.now
