@@ -165,20 +165,25 @@ func TestEngineHeartbeatLossy(t *testing.T) {
 			t.Fatalf("seed %d: %d heartbeats during a stream of %d bytes", seed, n, got)
 		}
 
-		// 20% loss both ways for ten minutes: never dead.
+		// 20% loss both ways for ten minutes (two under -race, which is
+		// slower by far): never dead.
+		lossFor := 10 * time.Minute
+		if raceOn {
+			lossFor = 2 * time.Minute
+		}
 		v.net.SetFaults(memnet.Faults{Delay: 50 * time.Microsecond, Loss: 0.2})
 		hb0 = v.hosts[0].st.heartbeatsOut.Load()
 		all := append(conns, accepted...)
-		v.run(11*time.Minute, func() bool {
+		v.run(lossFor+time.Minute, func() bool {
 			for _, c := range all {
 				if c.state != StateEstablished {
 					t.Fatalf("seed %d: a connection failed at 20%% loss: %v", seed, c.err)
 				}
 			}
-			return v.now > end+int64(10*time.Minute)
+			return v.now > end+int64(lossFor)
 		})
 		if seed == 0 {
-			t.Logf("20%% loss: host 0 sent %.2f heartbeats/s", float64(v.hosts[0].st.heartbeatsOut.Load()-hb0)/600)
+			t.Logf("20%% loss: host 0 sent %.2f heartbeats/s", float64(v.hosts[0].st.heartbeatsOut.Load()-hb0)/lossFor.Seconds())
 		}
 		for i, e := range v.hosts {
 			if n := e.st.peersDead.Load(); n != 0 {
