@@ -289,7 +289,7 @@ func holdPoller(t testing.TB, p *Provider) (release func()) {
 			t.Fatal("could not take the poller role")
 		}
 	}
-	return func() { p.releaseInline(0) }
+	return func() { p.releaseInline(0, false) }
 }
 
 // Point 5: once closure has begun, no notification is posted: a connect

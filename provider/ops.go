@@ -143,6 +143,7 @@ func (q *CompletionQueue) Wait(out []Completion, timeout time.Duration) (int, er
 // waitable implementation.
 func (q *CompletionQueue) ready() bool         { return q.r.Len() > 0 || q.p.cleaned.Load() }
 func (q *CompletionQueue) roleWait() *roleWait { return &q.rw }
+func (q *CompletionQueue) streaming() bool     { return false }
 func (q *CompletionQueue) park(timeout time.Duration) {
 	q.waiting.Store(true)
 	if !q.ready() {
@@ -219,6 +220,7 @@ type op struct {
 
 func (o *op) ready() bool         { return o.done.Load() || o.intr != nil && o.intr.woken.Load() }
 func (o *op) roleWait() *roleWait { return &o.rw }
+func (o *op) streaming() bool     { return o.kind == opSend || o.kind == opRecv }
 func (o *op) park(timeout time.Duration) {
 	o.waiting.Store(true)
 	if !o.ready() {

@@ -264,10 +264,14 @@ func (p *Provider) kick() {
 // the exchange may be using. The parked poller looks for a free role
 // every pollerCheckMin instead, backing off while the role stays taken,
 // to pollerCheckPosted while overlapped operations are posted (a
-// listener's accept) and to pollerCheckMax otherwise. A holder that kept
+// listener's accept) and the role changes hands, and to pollerCheckMax
+// otherwise. A holder that kept
 // the role longer than longHold, or leaves submissions behind, or
 // goroutines parked on operations that only a poller can complete, wakes
-// it at once.
+// it at once; so does one that leaves overlapped operations posted, unless
+// it held the role for a Send or Recv, the calls of a stream loop that
+// come back at once (a connection's close, connect or accept does not:
+// without the wake a listener's next connect would wait for the timer).
 const (
 	pollerCheckMin    = 200 * time.Microsecond
 	pollerCheckPosted = 5 * time.Millisecond
@@ -275,12 +279,14 @@ const (
 	longHold          = time.Millisecond
 )
 
-// releaseInline gives up the role taken inline at heldSince (nanotime).
-func (p *Provider) releaseInline(heldSince int64) {
+// releaseInline gives up the role taken inline at heldSince (nanotime)
+// for a stream call (streaming: a Send or Recv) or another.
+func (p *Provider) releaseInline(heldSince int64, streaming bool) {
 	now := p.nanotime()
 	p.role.releasedAt.Store(now)
 	p.role.release()
-	if now-heldSince > int64(longHold) || p.subq.Len() > 0 || p.role.parked.Load() > 0 || p.stopping.Load() {
+	if now-heldSince > int64(longHold) || p.subq.Len() > 0 || p.role.parked.Load() > 0 || p.stopping.Load() ||
+		!streaming && p.role.posted.Load() > 0 {
 		if !p.role.held.Load() {
 			p.role.wakePoller()
 		}
@@ -294,6 +300,7 @@ func (p *Provider) routinePoller() {
 	defer close(pl.done)
 	check := pollerCheckMin
 	woken := true
+	var seen int64 // releasedAt at the last look
 	for !p.stopping.Load() {
 		// On its timer the poller takes a free role only once it has been
 		// free for pollerCheckMin: a goroutine that let it go a moment
@@ -315,9 +322,12 @@ func (p *Provider) routinePoller() {
 		case <-pl.wake:
 			check, woken = pollerCheckMin, true
 		case <-pl.timer.C:
+			// While the role changes hands and operations are posted,
+			// look often; while one goroutine keeps it (an idle
+			// connection's Read), it serves them: back off.
 			limit := pollerCheckMax
-			if pl.posted.Load() > 0 {
-				limit = pollerCheckPosted
+			if r := pl.releasedAt.Load(); r != seen && pl.posted.Load() > 0 {
+				limit, seen = pollerCheckPosted, r
 			}
 			check, woken = min(2*check, limit), false
 		}
@@ -331,6 +341,7 @@ type waitable interface {
 	ready() bool
 	park(timeout time.Duration)
 	roleWait() *roleWait
+	streaming() bool // a Send or Recv (see releaseInline)
 }
 
 // await blocks until w is ready, or the deadline (nanotime; 0: none)
@@ -400,7 +411,7 @@ func (p *Provider) holdInline(w waitable, now, deadline int64) (idle bool) {
 	if !w.ready() && !p.stopping.Load() {
 		idle = p.pollLoop(w, false, deadline)
 	}
-	p.releaseInline(now)
+	p.releaseInline(now, w.streaming())
 	return idle
 }
 

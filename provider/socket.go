@@ -184,7 +184,7 @@ func (p *Provider) applyInline(o *op, deadline int64) (took, idle bool) {
 	if !o.ready() && (deadline == 0 || now < deadline) {
 		idle = p.pollLoop(o, false, deadline)
 	}
-	p.releaseInline(now)
+	p.releaseInline(now, o.streaming())
 	return true, idle
 }
 
