@@ -506,8 +506,11 @@ func waitWithin(t testing.TB, what string, bound time.Duration, cond func() bool
 func BenchmarkFaultLoss(b *testing.B) {
 	hp := newHopPair(b, testbed.HopOptions{Subnet: 35}, Config{})
 	ln := hp.listen(b, 16)
-	const size = 16 << 20
-	for i, rate := range []float64{0, 0.01, 0.05, 0.2} {
+	for i, c := range []struct {
+		rate float64
+		size int64 // the window backs off under loss: less at higher loss
+	}{{0, 16 << 20}, {0.01, 4 << 20}, {0.05, 1 << 20}, {0.2, 64 << 10}} {
+		rate, size := c.rate, c.size
 		b.Run(fmt.Sprintf("loss=%v", rate), func(b *testing.B) {
 			hp.configure(b, bpf.FaultConfig{DropRate: rate, Seed: uint64(200 + i)})
 			var moved int64
