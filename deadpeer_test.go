@@ -1,7 +1,6 @@
 package sdx
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -20,11 +19,6 @@ import (
 	"github.com/sdx-project/sdx/internal/testutil"
 )
 
-// serverChildEnv names the namespace and interface the child process of
-// the dead-peer tests serves on.
-const serverChildEnv = "SDX_DEADPEER_SERVER"
-
-// TestMain runs the dead-peer tests' server when asked.
 // The request-response protocol of the dead-peer tests: a call is a
 // request of callLen bytes; the server answers a ping with the same bytes
 // at once, and a hold (a long poll) never.
@@ -35,9 +29,14 @@ const (
 	kvPort   = 7000
 )
 
-// serverChild is a server process on its own stack: it serves calls on
-// kvPort until it is killed.
+// serverChild is a server process on its own stack (the child "serve NS
+// IF", see runChild): it serves calls on kvPort until it is killed, or
+// its standard input closes.
 func serverChild(ns, ifname string) int {
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
+	}()
 	st, err := NewStack(Config{Netns: ns, Interface: ifname})
 	if err != nil {
 		fmt.Println("error:", err)
@@ -75,21 +74,8 @@ func serverChild(ns, ifname string) int {
 // it listens; the test kills it at the end if it still runs.
 func startServer(t *testing.T, bed *testbed.Bed) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), serverChildEnv+"="+bed.B.NS+","+bed.B.If)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "listening\n" {
+	cmd, out := startChild(t, "serve "+bed.B.NS+" "+bed.B.If)
+	if line, _ := out.ReadString('\n'); line != "listening\n" {
 		t.Fatalf("server: %q", line)
 	}
 	return cmd

@@ -26,21 +26,22 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(childEnv); spec != "" {
 		os.Exit(runChild(spec))
 	}
-	if v := os.Getenv(serverChildEnv); v != "" {
-		ns, ifname, _ := strings.Cut(v, ",")
-		os.Exit(serverChild(ns, ifname))
-	}
 	os.Exit(m.Run())
 }
 
-// runChild is the child's main. "parkread NS IF ADDR PEER": a stack on
-// IF in NS, one sdx connection to PEER, "ready" on stdout, then a Read
-// parked on it until the parent closes the connection; it reports how
-// the Read ended and waits for stdin to close.
+// runChild is the child's main.
+//   - "parkread NS IF ADDR PEER": a stack on IF in NS, one sdx connection
+//     to PEER, "ready" on stdout, then a Read parked on it until the
+//     parent closes the connection; it reports how the Read ended and
+//     waits for stdin to close.
+//   - "serve NS IF": the dead-peer tests' server (serverChild).
 func runChild(spec string) int {
 	f := strings.Fields(spec)
+	if len(f) == 3 && f[0] == "serve" {
+		return serverChild(f[1], f[2])
+	}
 	if len(f) != 5 || f[0] != "parkread" {
-		fmt.Fprintf(os.Stderr, "%s=%q: want parkread NS IF ADDR PEER\n", childEnv, spec)
+		fmt.Fprintf(os.Stderr, "%s=%q: want parkread NS IF ADDR PEER, or serve NS IF\n", childEnv, spec)
 		return 2
 	}
 	addr, err := netip.ParseAddr(f[3])
