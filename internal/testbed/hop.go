@@ -3,7 +3,6 @@ package testbed
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"sync/atomic"
@@ -109,22 +108,11 @@ func CreateHop(o HopOptions) (_ *Hop, err error) {
 		}
 		cmds = append(cmds, []string{"-n", h.R, "link", "set", "dev", "hop", "mtu", fmt.Sprint(o.MTU)})
 	}
-	for _, c := range cmds {
-		if err := IP(c...); err != nil {
-			return nil, fmt.Errorf("hop testbed: %w", err)
-		}
+	if err := ipAll(cmds); err != nil {
+		return nil, fmt.Errorf("hop testbed: %w", err)
 	}
-	for _, e := range append(ends, ports...) {
-		if err := e.Do(func() error {
-			ifi, err := net.InterfaceByName(e.If)
-			if err != nil {
-				return err
-			}
-			e.Index, e.MAC = ifi.Index, ifi.HardwareAddr
-			return nil
-		}); err != nil {
-			return nil, fmt.Errorf("hop testbed: %s: %w", e.NS, err)
-		}
+	if err := learn(append(ends, ports...)...); err != nil {
+		return nil, fmt.Errorf("hop testbed: %w", err)
 	}
 	return h, nil
 }
@@ -133,16 +121,7 @@ func CreateHop(o HopOptions) (_ *Hop, err error) {
 // ends.
 func NewHop(t testing.TB, o HopOptions) *Hop {
 	t.Helper()
-	h, err := CreateHop(o)
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	t.Cleanup(func() {
-		if err := h.Close(); err != nil {
-			t.Errorf("hop testbed close: %v", err)
-		}
-	})
-	return h
+	return forTest(t, "hop testbed", func() (*Hop, error) { return CreateHop(o) })
 }
 
 // SetHub turns MAC learning off (on true) or back on for every bridge

@@ -3,7 +3,6 @@ package testbed
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"sync/atomic"
@@ -70,25 +69,14 @@ func CreateRouted(subnet uint8) (_ *Routed, err error) {
 			[]string{"-n", p.end.NS, "route", "add", "198.18.0.0/15", "via", p.port.Addr.String()},
 		)
 	}
-	for _, c := range cmds {
-		if err := IP(c...); err != nil {
-			return nil, fmt.Errorf("routed testbed: %w", err)
-		}
+	if err := ipAll(cmds); err != nil {
+		return nil, fmt.Errorf("routed testbed: %w", err)
 	}
 	if err := run("ip", "netns", "exec", r.R, "sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
 		return nil, fmt.Errorf("routed testbed: %w", err)
 	}
-	for _, e := range []*Host{&r.A, &r.B, &r.RA, &r.RB} {
-		if err := e.Do(func() error {
-			ifi, err := net.InterfaceByName(e.If)
-			if err != nil {
-				return err
-			}
-			e.Index, e.MAC = ifi.Index, ifi.HardwareAddr
-			return nil
-		}); err != nil {
-			return nil, fmt.Errorf("routed testbed: %s: %w", e.NS, err)
-		}
+	if err := learn(&r.A, &r.B, &r.RA, &r.RB); err != nil {
+		return nil, fmt.Errorf("routed testbed: %w", err)
 	}
 	return r, nil
 }
@@ -97,16 +85,7 @@ func CreateRouted(subnet uint8) (_ *Routed, err error) {
 // test ends.
 func NewRouted(t testing.TB, subnet uint8) *Routed {
 	t.Helper()
-	r, err := CreateRouted(subnet)
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	t.Cleanup(func() {
-		if err := r.Close(); err != nil {
-			t.Errorf("routed testbed close: %v", err)
-		}
-	})
-	return r
+	return forTest(t, "routed testbed", func() (*Routed, error) { return CreateRouted(subnet) })
 }
 
 // Close removes every namespace of the testbed. It is idempotent.

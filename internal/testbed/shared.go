@@ -3,7 +3,6 @@ package testbed
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -102,22 +101,11 @@ func CreateShared(o SharedOptions) (_ *Shared, err error) {
 	if o.MTU != 0 {
 		cmds = append(cmds, []string{"-n", s.W, "link", "set", "dev", "sw", "mtu", fmt.Sprint(o.MTU)})
 	}
-	for _, c := range cmds {
-		if err := IP(c...); err != nil {
-			return nil, fmt.Errorf("shared testbed: %w", err)
-		}
+	if err := ipAll(cmds); err != nil {
+		return nil, fmt.Errorf("shared testbed: %w", err)
 	}
-	for _, e := range append(ends, ports...) {
-		if err := e.Do(func() error {
-			ifi, err := net.InterfaceByName(e.If)
-			if err != nil {
-				return err
-			}
-			e.Index, e.MAC = ifi.Index, ifi.HardwareAddr
-			return nil
-		}); err != nil {
-			return nil, fmt.Errorf("shared testbed: %s: %w", e.NS, err)
-		}
+	if err := learn(append(ends, ports...)...); err != nil {
+		return nil, fmt.Errorf("shared testbed: %w", err)
 	}
 	return s, nil
 }
@@ -134,16 +122,7 @@ func ptrs(hs []Host) []*Host {
 // the test ends.
 func NewShared(t testing.TB, o SharedOptions) *Shared {
 	t.Helper()
-	s, err := CreateShared(o)
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("shared testbed close: %v", err)
-		}
-	})
-	return s
+	return forTest(t, "shared testbed", func() (*Shared, error) { return CreateShared(o) })
 }
 
 // Bottleneck is the switch port toward the receiver: a token bucket of

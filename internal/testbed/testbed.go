@@ -137,12 +137,29 @@ func Create(o Options) (_ *Bed, err error) {
 			[]string{"-n", h.NS, "link", "set", "dev", h.If, "up"},
 		)
 	}
+	if err := ipAll(cmds); err != nil {
+		return nil, err
+	}
+	if err := learn(&b.A, &b.B); err != nil {
+		return nil, fmt.Errorf("testbed: %w", err)
+	}
+	return b, nil
+}
+
+// ipAll runs ip(8) with each of cmds in turn, stopping at the first error.
+func ipAll(cmds [][]string) error {
 	for _, c := range cmds {
 		if err := IP(c...); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	for _, h := range []*Host{&b.A, &b.B} {
+	return nil
+}
+
+// learn fills in each host's interface index and MAC, read inside its
+// namespace.
+func learn(hosts ...*Host) error {
+	for _, h := range hosts {
 		if err := h.Do(func() error {
 			ifi, err := net.InterfaceByName(h.If)
 			if err != nil {
@@ -151,25 +168,32 @@ func Create(o Options) (_ *Bed, err error) {
 			h.Index, h.MAC = ifi.Index, ifi.HardwareAddr
 			return nil
 		}); err != nil {
-			return nil, fmt.Errorf("testbed: %s: %w", h.NS, err)
+			return fmt.Errorf("%s: %w", h.NS, err)
 		}
 	}
-	return b, nil
+	return nil
+}
+
+// forTest builds a testbed with create for a test, failing it with what's
+// error, and closes the testbed when the test ends.
+func forTest[T interface{ Close() error }](t testing.TB, what string, create func() (T, error)) T {
+	t.Helper()
+	b, err := create()
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("%s close: %v", what, err)
+		}
+	})
+	return b
 }
 
 // New builds a testbed for a test and removes it when the test ends.
 func New(t testing.TB, o Options) *Bed {
 	t.Helper()
-	b, err := Create(o)
-	if err != nil {
-		t.Fatalf("testbed: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := b.Close(); err != nil {
-			t.Errorf("testbed close: %v", err)
-		}
-	})
-	return b
+	return forTest(t, "testbed", func() (*Bed, error) { return Create(o) })
 }
 
 // Close removes both namespaces (and with them the veth pair). It is
