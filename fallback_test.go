@@ -29,6 +29,30 @@ func checkFallback(t testing.TB, c net.Conn, want Fallback, before, after map[Fa
 	}
 }
 
+// fallbackDial dials a kernel TCP echo listener on host with d, after
+// beforeDial (if not nil), and checks that the connection went over kernel
+// TCP for want, counted once on d's stack, and carries a round trip. It
+// returns how long the dial took.
+func fallbackDial(t *testing.T, d *Dialer, host *testbed.Host, want Fallback, beforeDial func()) time.Duration {
+	t.Helper()
+	ln := kernelListen(t, host, 0)
+	go serveAll(ln, echo)
+	before := d.Stack.Fallbacks()
+	if beforeDial != nil {
+		beforeDial()
+	}
+	start := time.Now()
+	c, err := d.Dial("tcp", ln.Addr().String())
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	roundTrip(t, c, 1024)
+	checkFallback(t, c, want, before, d.Stack.Fallbacks())
+	return took
+}
+
 // A dial with no stack whose subnet holds the destination goes over
 // kernel TCP in the caller's namespace: no-stack, counted apart from any
 // stack.
@@ -83,17 +107,7 @@ func TestFallbackNoRoute(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	testutil.CheckFDs(t)
 	bed := vethBed(t)
-	a := vethStack(t, &bed.A)
-	ln := kernelListen(t, &bed.A, 0)
-	go serveAll(ln, echo)
-	before := a.Fallbacks()
-	c, err := (&Dialer{Stack: a}).Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	roundTrip(t, c, 1024)
-	checkFallback(t, c, FallbackNoRoute, before, a.Fallbacks())
+	fallbackDial(t, &Dialer{Stack: vethStack(t, &bed.A)}, &bed.A, FallbackNoRoute, nil)
 }
 
 // A dial through a closed stack goes over kernel TCP from its namespace:
@@ -103,17 +117,7 @@ func TestFallbackStackClosed(t *testing.T) {
 	testutil.CheckFDs(t)
 	bed := vethBed(t)
 	a := vethStack(t, &bed.A)
-	ln := kernelListen(t, &bed.B, 0)
-	go serveAll(ln, echo)
-	before := a.Fallbacks()
-	a.Close()
-	c, err := (&Dialer{Stack: a}).Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	roundTrip(t, c, 1024)
-	checkFallback(t, c, FallbackStackClosed, before, a.Fallbacks())
+	fallbackDial(t, &Dialer{Stack: a}, &bed.B, FallbackStackClosed, func() { a.Close() })
 }
 
 // A peer whose kernel answers the sdx connect with a port unreachable has
@@ -128,17 +132,8 @@ func TestFallbackPeerNoSDX(t *testing.T) {
 	if err := bed.Neighbours(); err != nil {
 		t.Fatal(err)
 	}
-	a := vethStack(t, &bed.A)
-	ln := kernelListen(t, &bed.B, 0)
-	go serveAll(ln, echo)
-	before := a.Fallbacks()
-	c, err := (&Dialer{Stack: a, ProbeTimeout: 10 * time.Second, Timeout: 5 * time.Second}).Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	roundTrip(t, c, 1024)
-	checkFallback(t, c, FallbackPeerNoSDX, before, a.Fallbacks())
+	d := &Dialer{Stack: vethStack(t, &bed.A), ProbeTimeout: 10 * time.Second, Timeout: 5 * time.Second}
+	fallbackDial(t, d, &bed.B, FallbackPeerNoSDX, nil)
 }
 
 // A peer that swallows sdx frames (a kernel UDP socket on the sdx port:
@@ -156,22 +151,10 @@ func TestFallbackTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sink.Close()
-	a := vethStack(t, &bed.A)
-	ln := kernelListen(t, &bed.B, 0)
-	go serveAll(ln, echo)
-	before := a.Fallbacks()
 	const probe = 30 * time.Millisecond
-	start := time.Now()
-	c, err := (&Dialer{Stack: a, ProbeTimeout: probe}).Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if took := time.Since(start); took < probe {
+	if took := fallbackDial(t, &Dialer{Stack: vethStack(t, &bed.A), ProbeTimeout: probe}, &bed.B, FallbackTimeout, nil); took < probe {
 		t.Errorf("fell back after %v, before the %v probe time", took, probe)
 	}
-	roundTrip(t, c, 1024)
-	checkFallback(t, c, FallbackTimeout, before, a.Fallbacks())
 }
 
 // A stack whose descriptors are all taken cannot set up the sdx socket:
@@ -186,16 +169,7 @@ func TestFallbackSetup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Provider().CloseSocket(s)
-	ln := kernelListen(t, &bed.B, 0)
-	go serveAll(ln, echo)
-	before := a.Fallbacks()
-	c, err := (&Dialer{Stack: a}).Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	roundTrip(t, c, 1024)
-	checkFallback(t, c, FallbackSetup, before, a.Fallbacks())
+	fallbackDial(t, &Dialer{Stack: a}, &bed.B, FallbackSetup, nil)
 }
 
 // A kernel TCP client accepted by an sdx listener: peer-tcp, counted on
