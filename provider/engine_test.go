@@ -562,6 +562,22 @@ func TestEngineFastRetransmit(t *testing.T) {
 	}
 }
 
+// readToEOF reads everything b receives on e until the end of stream.
+func readToEOF(t testing.TB, v *vnet, e *engine, b *endpoint) []byte {
+	t.Helper()
+	var got []byte
+	buf := make([]byte, 4096)
+	v.run(time.Minute, func() bool {
+		n, err := e.read(b, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf[:n]...)
+		return n == 0 && b.eof
+	})
+	return got
+}
+
 func TestEngineShutdownEOF(t *testing.T) {
 	v := newVNet(t, 19, memnet.Faults{Loss: 0.1, Reorder: 0.1}, testEngineConfig(), 2)
 	a, b := v.pair()
@@ -574,22 +590,14 @@ func TestEngineShutdownEOF(t *testing.T) {
 	if _, err := e0.write(a, msg); !errors.Is(err, ErrShutdown) {
 		t.Fatalf("write after shutdown: %v", err)
 	}
-	var got []byte
-	buf := make([]byte, 4096)
-	v.run(time.Minute, func() bool {
-		n, err := e1.read(b, buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, buf[:n]...)
-		return n == 0 && b.eof
-	})
+	got := readToEOF(t, v, e1, b)
 	if !bytes.Equal(got, msg) {
 		t.Fatalf("got %d bytes before end of stream, want %d", len(got), len(msg))
 	}
 	v.run(time.Minute, func() bool { return a.finAcked })
 	// The other direction still works.
 	e1.write(b, []byte("reply"))
+	buf := make([]byte, 16)
 	v.run(time.Minute, func() bool { n, _ := e0.read(a, buf); return n == 5 })
 }
 
@@ -684,16 +692,7 @@ func TestEngineShutdownFullRing(t *testing.T) {
 		t.Fatalf("write after shutdown: %v", err)
 	}
 	v.net.Partition(v.addr(0), v.addr(1), false)
-	var got []byte
-	buf := make([]byte, 4096)
-	v.run(time.Minute, func() bool {
-		n, err := e1.read(b, buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, buf[:n]...)
-		return n == 0 && b.eof
-	})
+	got := readToEOF(t, v, e1, b)
 	if !bytes.Equal(got, sent) {
 		t.Fatalf("got %d bytes before end of stream, want %d", len(got), len(sent))
 	}
