@@ -1002,33 +1002,9 @@ func (r *runner) connrate() error {
 			}
 		}
 	})
-	var t0, t1 time.Time
-	var cpu0, cpu1 int64
-	cli := r.client(true, func() (err error) {
+	cli := r.client(true, func() error {
 		<-begin
-		var one [1]byte
-		if cpu0, err = r.cpu(); err != nil {
-			return err
-		}
-		t0 = time.Now()
-		for i := 0; i < r.bud.Conns; i++ {
-			if r.b.Stopped() || time.Since(t0) > r.bud.Limit {
-				break
-			}
-			c, err := ln.Dial()
-			if err != nil {
-				return err
-			}
-			_, err = c.Recv(one[:])
-			c.Close()
-			if !closedByPeer(err) {
-				return fmt.Errorf("connrate: client expected the server's close, got %v", err)
-			}
-			r.s.Count++
-		}
-		t1 = time.Now()
-		cpu1, err = r.cpu()
-		return err
+		return r.connrateClient(ln.Dial)
 	})
 	close(begin)
 	err = <-cli
@@ -1039,47 +1015,52 @@ func (r *runner) connrate() error {
 	if err != nil {
 		return err
 	}
-	r.s.Elapsed, r.s.CPU = t1.Sub(t0), time.Duration(cpu1-cpu0)
 	if r.s.Count == 0 {
 		return fmt.Errorf("connrate: no connection within %v", r.bud.Limit)
 	}
 	return nil
 }
 
+// connrateClient connects with dial, waits for the server's close and
+// closes, for as many connections as the budget allows, and records the
+// count, the elapsed time and the CPU time.
+func (r *runner) connrateClient(dial func() (Conn, error)) error {
+	var one [1]byte
+	cpu0, err := r.cpu()
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	for i := 0; i < r.bud.Conns; i++ {
+		if r.b.Stopped() || time.Since(t0) > r.bud.Limit {
+			break
+		}
+		c, err := dial()
+		if err != nil {
+			return err
+		}
+		_, err = c.Recv(one[:])
+		c.Close()
+		if !closedByPeer(err) {
+			return fmt.Errorf("connrate: client expected the server's close, got %v", err)
+		}
+		r.s.Count++
+	}
+	t1 := time.Now()
+	cpu1, err := r.cpu()
+	r.s.Elapsed, r.s.CPU = t1.Sub(t0), time.Duration(cpu1-cpu0)
+	return err
+}
+
 // connrateRemote is connrate against a closer in another process, which
 // accepts and closes as connrate's server does.
 func (r *runner) connrateRemote(rc RemoteConnect) error {
-	var t0, t1 time.Time
-	var cpu0, cpu1 int64
-	cli := r.client(false, func() (err error) {
-		var one [1]byte
-		if cpu0, err = r.cpu(); err != nil {
-			return err
-		}
-		t0 = time.Now()
-		for i := 0; i < r.bud.Conns; i++ {
-			if r.b.Stopped() || time.Since(t0) > r.bud.Limit {
-				break
-			}
-			c, err := rc.DialCloser(r.b)
-			if err != nil {
-				return err
-			}
-			_, err = c.Recv(one[:])
-			c.Close()
-			if !closedByPeer(err) {
-				return fmt.Errorf("connrate: client expected the server's close, got %v", err)
-			}
-			r.s.Count++
-		}
-		t1 = time.Now()
-		cpu1, err = r.cpu()
-		return err
+	cli := r.client(false, func() error {
+		return r.connrateClient(func() (Conn, error) { return rc.DialCloser(r.b) })
 	})
 	if err := <-cli; err != nil {
 		return err
 	}
-	r.s.Elapsed, r.s.CPU = t1.Sub(t0), time.Duration(cpu1-cpu0)
 	if r.s.Count == 0 {
 		return fmt.Errorf("connrate: no connection within %v", r.bud.Limit)
 	}
