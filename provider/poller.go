@@ -71,10 +71,17 @@ type poller struct {
 	st pollerCounters
 }
 
-// pollerCounters count what the role did; any goroutine reads them.
+// pollerCounters count what the role did; any goroutine reads them. The
+// holder alone writes polls, idlePolls, sleeps and its yields (bump: a load
+// and a store, no locked add on the spinning path); the rest are added
+// to from any goroutine.
 type pollerCounters struct {
-	polls, idlePolls, sleeps, handoffs, pollerWakes, kicks, yields atomic.Uint64
+	polls, idlePolls, sleeps, yields atomic.Uint64 // the holder's
+	handoffs, pollerWakes, kicks     atomic.Uint64
 }
+
+// bump adds one to a counter only the role holder writes.
+func bump(c *atomic.Uint64) { c.Store(c.Load() + 1) }
 
 // roleWait is a goroutine's place in the list of wanters: granted is set
 // (with the role held on its behalf) by the holder that hands the role
@@ -372,8 +379,8 @@ func (p *Provider) awaitFrom(w waitable, deadline int64, idle bool) {
 			spinUntil = now + int64(p.cfg.Spin)
 		}
 		if now < spinUntil && !idle && p.cfg.Mode != PollPark && (p.cfg.Mode == PollBusy || !crowded(now)) {
-			pl.st.yields.Add(1)
-			runtime.Gosched() // spinning on the network, not on a goroutine
+			pl.st.yields.Add(1) // not the holder: several may spin
+			runtime.Gosched()   // spinning on the network, not on a goroutine
 			continue
 		}
 		// Register, retry, wait.
@@ -454,12 +461,12 @@ func (p *Provider) pollLoop(w waitable, dedicated bool, deadline int64) (idle bo
 			return false
 		}
 		now := p.nanotime()
-		pl.st.polls.Add(1)
+		bump(&pl.st.polls)
 		if p.pollOnce(now) {
 			last = now
 			continue
 		}
-		pl.st.idlePolls.Add(1)
+		bump(&pl.st.idlePolls)
 		if deadline != 0 && now >= deadline {
 			return false
 		}
@@ -477,7 +484,7 @@ func (p *Provider) pollLoop(w waitable, dedicated bool, deadline int64) (idle bo
 			if dedicated || pl.yield || pl.fresh(now) || now-pl.yielded > int64(yieldEvery) {
 				pl.yield = false
 				pl.yielded = now
-				pl.st.yields.Add(1)
+				bump(&pl.st.yields)
 				runtime.Gosched()
 			}
 			continue
@@ -495,7 +502,7 @@ func (p *Provider) pollLoop(w waitable, dedicated bool, deadline int64) (idle bo
 		}
 		pl.sleeping.Store(true)
 		if p.subq.Len() == 0 && (w == nil || !w.ready()) && !(dedicated && pl.want.Load() > 0) && !pl.fresh(p.nanotime()) && !p.stopping.Load() {
-			pl.st.sleeps.Add(1)
+			bump(&pl.st.sleeps)
 			p.link.Wait(timeout)
 		}
 		pl.sleeping.Store(false)
