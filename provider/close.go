@@ -51,7 +51,7 @@ func (e *engine) fail(ep *endpoint, err error) {
 	e.dropData(ep)
 	e.unschedule(ep)
 	e.detachPeer(ep)
-	ep.rtoAt, ep.ackAt, ep.ackNow = 0, 0, false
+	ep.snd.rtoAt, ep.rcv.ackAt, ep.rcv.ackNow = 0, 0, false
 	if connecting {
 		e.notify(ep, evConnected)
 	}
@@ -67,12 +67,12 @@ func (e *engine) fail(ep *endpoint, err error) {
 // ack (a challenge), and a peer that really closed answers that with a
 // reset at exactly the offset the ack names. Anything else is dropped.
 func (e *engine) onReset(ep *endpoint, seq uint64) {
-	right := max(ep.lastEdge, ep.rcvNxt) + 1 // + 1: the offset a disconnect takes
+	right := max(ep.rcv.lastEdge, ep.rcv.rcvNxt) + 1 // + 1: the offset a disconnect takes
 	switch {
-	case seq == ep.rcvNxt:
+	case seq == ep.rcv.rcvNxt:
 		e.st.resetsIn.Add(1)
 		e.fail(ep, ErrConnReset)
-	case seq > ep.rcvNxt && seq <= right && ep.state == StateEstablished:
+	case seq > ep.rcv.rcvNxt && seq <= right && ep.state == StateEstablished:
 		e.st.resetsChallenged.Add(1)
 		e.ackSoon(ep, true)
 	default:

@@ -58,8 +58,8 @@ type endpoint struct {
 	lastCE  bool
 	ceTotal uint64 // CE-marked data frames received, for ConnInfo
 
-	sender   // the send side: see sender.go
-	receiver // the receive side: see receiver.go
+	snd sender   // the send side: see sender.go
+	rcv receiver // the receive side: see receiver.go
 
 	stat connCounters // per-connection figures: see snapshot.go
 
@@ -120,13 +120,13 @@ func (e *engine) lookup(id uint32) *endpoint {
 // release frees everything an endpoint holds and its table slot. The
 // endpoint must not be used afterwards.
 func (e *engine) release(ep *endpoint) {
-	if ep.starved {
+	if ep.snd.starved {
 		e.starved = removeEndpoint(e.starved, ep)
-		ep.starved = false
+		ep.snd.starved = false
 	}
-	if ep.rwaiting {
+	if ep.rcv.rwaiting {
 		e.rwait = removeEndpoint(e.rwait, ep)
-		ep.rwaiting = false
+		ep.rcv.rwaiting = false
 	}
 	e.dropData(ep)
 	e.unschedule(ep)
@@ -165,7 +165,7 @@ func (e *engine) release(ep *endpoint) {
 	e.st.endpoints.Store(int64(e.nEps))
 	ep.state = StateClosed
 	ep.released = true
-	ep.segs, ep.rq, ep.ooo, ep.backlog, ep.half = nil, nil, nil, nil, nil
+	ep.snd.segs, ep.rcv.rq, ep.rcv.ooo, ep.backlog, ep.half = nil, nil, nil, nil, nil
 }
 
 // removeEndpoint removes ep from list, keeping the order.
@@ -195,31 +195,31 @@ func (e *engine) quietKey(k connKey) {
 
 // dropData frees every buffer the endpoint holds.
 func (e *engine) dropData(ep *endpoint) {
-	for i := range ep.slen {
-		s := ep.at(i)
+	for i := range ep.snd.slen {
+		s := ep.snd.at(i)
 		if s.buf != noBuf {
 			e.freeBuf(s.buf)
 		}
 		*s = seg{}
 	}
-	ep.shead, ep.slen, ep.sent = 0, 0, 0
-	for i := range ep.rqLen {
-		r := ep.rqAt(i)
+	ep.snd.shead, ep.snd.slen, ep.snd.sent = 0, 0, 0
+	for i := range ep.rcv.rqLen {
+		r := ep.rcv.rqAt(i)
 		e.freeBuf(r.buf)
 		*r = rseg{}
 	}
-	ep.rqHead, ep.rqLen, ep.rqBytes = 0, 0, 0
-	for i := range ep.ooo {
-		e.freeBuf(ep.ooo[i].buf)
+	ep.rcv.rqHead, ep.rcv.rqLen, ep.rcv.rqBytes = 0, 0, 0
+	for i := range ep.rcv.ooo {
+		e.freeBuf(ep.rcv.ooo[i].buf)
 	}
-	clear(ep.ooo)
-	ep.ooo = ep.ooo[:0]
-	ep.finPending = false
-	e.recvCommitted -= ep.counted
-	ep.need, ep.counted = 0, 0
-	e.sendBeyond -= ep.beyond
-	ep.beyond = 0
-	ep.winWait = false
+	clear(ep.rcv.ooo)
+	ep.rcv.ooo = ep.rcv.ooo[:0]
+	ep.rcv.finPending = false
+	e.recvCommitted -= ep.rcv.counted
+	ep.rcv.need, ep.rcv.counted = 0, 0
+	e.sendBeyond -= ep.snd.beyond
+	ep.snd.beyond = 0
+	ep.snd.winWait = false
 	e.wakeReceivers()
 }
 

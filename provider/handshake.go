@@ -35,34 +35,34 @@ func (e *engine) connect(ep *endpoint, to netip.AddrPort) error {
 	e.attachPeer(ep, 0)
 	e.sendCtl(ep, wire.OpConnect, wire.ReasonNone)
 	ep.synSent, ep.synOnce = e.now, true
-	ep.rtoAt = later(e.now, ep.rtt.rto)
-	e.schedule(ep, ep.rtoAt)
+	ep.snd.rtoAt = later(e.now, ep.snd.rtt.rto)
+	e.schedule(ep, ep.snd.rtoAt)
 	return nil
 }
 
 // initConn gives an endpoint, whose mss is set, its rings and timers.
 func (e *engine) initConn(ep *endpoint) {
 	e.sizeRings(ep)
-	ep.cc.start(ep.mss, ep.ecnOK)
+	ep.snd.cc.start(ep.mss, ep.ecnOK)
 	if ep.ecnOK {
 		e.st.ecnConns.Add(1)
 	}
-	ep.rtt.start(e.rtoBounds())
-	ep.sackKnown = math.MaxUint64
-	ep.lastEdge = 0 // the first frame with a window grants it
+	ep.snd.rtt.start(e.rtoBounds())
+	ep.snd.sackKnown = math.MaxUint64
+	ep.rcv.lastEdge = 0 // the first frame with a window grants it
 }
 
 // sizeRings sizes the segment and receive rings for ep.mss. The rings
 // must be empty.
 func (e *engine) sizeRings(ep *endpoint) {
 	nseg := pow2(e.cfg.SendBuffer/ep.mss + 2)
-	if len(ep.segs) != nseg {
-		ep.segs = make([]seg, nseg)
+	if len(ep.snd.segs) != nseg {
+		ep.snd.segs = make([]seg, nseg)
 	}
-	ep.oooMax = max(16, 2*(e.cfg.RecvBuffer/ep.mss+1))
-	if nrq := pow2(e.cfg.RecvBuffer/ep.mss + 2 + ep.oooMax); len(ep.rq) != nrq {
-		ep.rq = make([]rseg, nrq)
-		ep.ooo = make([]oseg, 0, ep.oooMax)
+	ep.rcv.oooMax = max(16, 2*(e.cfg.RecvBuffer/ep.mss+1))
+	if nrq := pow2(e.cfg.RecvBuffer/ep.mss + 2 + ep.rcv.oooMax); len(ep.rcv.rq) != nrq {
+		ep.rcv.rq = make([]rseg, nrq)
+		ep.rcv.ooo = make([]oseg, 0, ep.rcv.oooMax)
 	}
 }
 
@@ -96,14 +96,14 @@ func (e *engine) established(ep *endpoint, h *wire.Header, ann int, inc uint64) 
 	ep.mss, ep.announced = e.peerMSS(ann), ann > 0
 	e.sizeRings(ep)
 	ep.ecnOK = e.ecn != nil && h.Flags&wire.FlagECN != 0
-	ep.cc.start(ep.mss, ep.ecnOK)
+	ep.snd.cc.start(ep.mss, ep.ecnOK)
 	if ep.ecnOK {
 		e.st.ecnConns.Add(1)
 	}
 	if ep.synOnce {
-		ep.rtt.sample(e.now - ep.synSent)
+		ep.snd.rtt.sample(e.now - ep.synSent)
 	}
-	ep.rtt.settle(e.rtoBounds())
+	ep.snd.rtt.settle(e.rtoBounds())
 	ep.synOnce = false
 	e.notify(ep, evConnected|evWritable)
 	// The third frame of the handshake: the acceptor hands the
@@ -114,8 +114,8 @@ func (e *engine) established(ep *endpoint, h *wire.Header, ann int, inc uint64) 
 	// not leave its acceptor's half-open connection to expire.
 	e.ackSoon(ep, true)
 	ep.confirming = true
-	ep.rtoAt = later(e.now, ep.rtt.rto)
-	e.schedule(ep, min(ep.rtoAt, e.keepaliveAt(ep)))
+	ep.snd.rtoAt = later(e.now, ep.snd.rtt.rto)
+	e.schedule(ep, min(ep.snd.rtoAt, e.keepaliveAt(ep)))
 }
 
 // onRetry answers a listener's retry: the connect request goes again at
@@ -127,6 +127,6 @@ func (e *engine) onRetry(ep *endpoint, h *wire.Header) {
 	ep.cookie = h.Seq
 	e.sendCtl(ep, wire.OpConnect, wire.ReasonNone)
 	ep.synSent, ep.synOnce = e.now, true
-	ep.rtoAt = later(e.now, ep.rtt.rto)
-	e.schedule(ep, ep.rtoAt)
+	ep.snd.rtoAt = later(e.now, ep.snd.rtt.rto)
+	e.schedule(ep, ep.snd.rtoAt)
 }

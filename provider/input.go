@@ -84,8 +84,8 @@ func (e *engine) inputPieces(from netip.Addr, b []byte, more [][]byte) {
 	if ep.confirming && h.Op != wire.OpAccept {
 		// The acceptor has our connection.
 		ep.confirming = false
-		if ep.sent == 0 && ep.slen == 0 {
-			ep.rtoAt = 0
+		if ep.snd.sent == 0 && ep.snd.slen == 0 {
+			ep.snd.rtoAt = 0
 		}
 	}
 	switch {
@@ -99,7 +99,7 @@ func (e *engine) inputPieces(from netip.Addr, b []byte, more [][]byte) {
 		// A repeated accept: our answer to it was lost. A probe carries
 		// the ack and is answered, so it gets through where pure acks
 		// do not.
-		ep.probeAck = true
+		ep.rcv.probeAck = true
 		e.ackSoon(ep, true)
 		if !ep.announced && ann > 0 {
 			// Established by another frame of the acceptor's, we used
@@ -107,7 +107,7 @@ func (e *engine) inputPieces(from netip.Addr, b []byte, more [][]byte) {
 			// the rings sized for smaller ones.
 			ep.mss = max(ep.mss, e.peerMSS(ann))
 			ep.announced = true
-			ep.cc.setMSS(ep.mss)
+			ep.snd.cc.setMSS(ep.mss)
 		}
 		if ep.peerInc == 0 && inc != 0 && ep.peer != nil {
 			ep.peerInc = inc
@@ -148,7 +148,7 @@ func (e *engine) takeCE(ep *endpoint) {
 	}
 	if ce != ep.lastCE {
 		ep.lastCE = ce
-		ep.ackNow = true
+		ep.rcv.ackNow = true
 		e.queueOutput(ep)
 	}
 }

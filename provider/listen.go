@@ -43,11 +43,11 @@ func (e *engine) confirm(c *endpoint) {
 	e.st.halfOpen.Add(-1)
 	c.halfOpen = false
 	if c.synOnce {
-		c.rtt.sample(e.now - c.synSent)
+		c.snd.rtt.sample(e.now - c.synSent)
 	}
 	c.synOnce = false
-	c.rtt.settle(e.rtoBounds())
-	c.rtoAt, c.tries = 0, 0
+	c.snd.rtt.settle(e.rtoBounds())
+	c.snd.rtoAt, c.tries = 0, 0
 	l.backlog = append(l.backlog, c)
 	e.schedule(c, e.keepaliveAt(c))
 	e.notify(l, evIncoming)
@@ -117,7 +117,7 @@ func (e *engine) onConnect(from netip.Addr, h *wire.Header, ann int, inc uint64)
 	c.raddr, c.rport = from, h.SrcPort
 	c.peerID, c.token = h.SrcConn, h.Token
 	c.key = key
-	c.sndRight = uint64(h.Window)
+	c.snd.sndRight = uint64(h.Window)
 	c.lastHeard = e.now
 	c.parent = l
 	e.children[key] = c
@@ -139,6 +139,6 @@ func (e *engine) onConnect(from netip.Addr, h *wire.Header, ann int, inc uint64)
 	e.sendCtl(c, wire.OpAccept, wire.ReasonNone)
 	c.tries = 1
 	c.synSent, c.synOnce = e.now, true
-	c.rtoAt = later(e.now, c.rtt.rto)
-	e.schedule(c, c.rtoAt)
+	c.snd.rtoAt = later(e.now, c.snd.rtt.rto)
+	e.schedule(c, c.snd.rtoAt)
 }

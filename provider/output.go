@@ -115,7 +115,7 @@ func (e *engine) fillHeader(ep *endpoint, op wire.Opcode, reason wire.Reason) {
 		SrcConn: ep.id,
 		DstConn: ep.peerID,
 		Token:   ep.token,
-		Seq:     ep.sndNxt,
+		Seq:     ep.snd.sndNxt,
 	}
 	if op != wire.OpReset {
 		h.Window = e.window(ep)
@@ -123,7 +123,7 @@ func (e *engine) fillHeader(ep *endpoint, op wire.Opcode, reason wire.Reason) {
 	}
 	if ep.state == StateEstablished && op != wire.OpReset {
 		h.Flags = wire.FlagAck
-		h.Ack = ep.rcvNxt
+		h.Ack = ep.rcv.rcvNxt
 		if ep.ecnOK {
 			h.Flags |= wire.FlagECN
 			h.CE = ep.ceIn
@@ -148,12 +148,12 @@ func (e *engine) sendCtl(ep *endpoint, op wire.Opcode, reason wire.Reason) error
 	case wire.OpAccept:
 		h.Flags = wire.FlagAck
 	case wire.OpAck:
-		e.sackAll = ep.fillSACK(h, e.sackAll)
+		e.sackAll = ep.rcv.fillSACK(h, e.sackAll)
 		e.st.acksOut.Add(1)
 	case opAnswer:
 		h.Op = wire.OpProbe
 		h.Flags |= wire.FlagAnswer
-		e.sackAll = ep.fillSACK(h, e.sackAll)
+		e.sackAll = ep.rcv.fillSACK(h, e.sackAll)
 		e.st.probesOut.Add(1) // on the wire it is a probe
 	case wire.OpProbe:
 		e.st.probesOut.Add(1)

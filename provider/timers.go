@@ -102,21 +102,21 @@ func (e *engine) onTimer(ep *endpoint) {
 		return
 	}
 	if ep.halfOpen {
-		if now >= ep.rtoAt && ep.tries >= maxAcceptTries || now-ep.lastHeard >= int64(e.cfg.Timeout) {
+		if now >= ep.snd.rtoAt && ep.tries >= maxAcceptTries || now-ep.lastHeard >= int64(e.cfg.Timeout) {
 			// Nobody at the connect's address, or nobody who answers:
 			// drop it without a word.
 			e.st.halfOpenExpired.Add(1)
 			e.release(ep)
 			return
 		}
-		if now >= ep.rtoAt {
+		if now >= ep.snd.rtoAt {
 			e.sendCtl(ep, wire.OpAccept, wire.ReasonNone)
 			ep.tries++
 			ep.synOnce = false
-			ep.rtt.backoff(e.rtoBounds())
-			ep.rtoAt = later(now, ep.rtt.rto)
+			ep.snd.rtt.backoff(e.rtoBounds())
+			ep.snd.rtoAt = later(now, ep.snd.rtt.rto)
 		}
-		e.schedule(ep, min(ep.rtoAt, later(ep.lastHeard, int64(e.cfg.Timeout))))
+		e.schedule(ep, min(ep.snd.rtoAt, later(ep.lastHeard, int64(e.cfg.Timeout))))
 		return
 	}
 	if now-ep.lastHeard >= int64(e.cfg.Timeout) {
@@ -138,26 +138,26 @@ func (e *engine) onTimer(ep *endpoint) {
 		return
 	}
 	if ep.state == StateConnecting {
-		if now >= ep.rtoAt {
+		if now >= ep.snd.rtoAt {
 			e.sendCtl(ep, wire.OpConnect, wire.ReasonNone)
 			ep.synOnce = false // Karn: no sample from a repeated request
-			ep.rtt.backoff(e.rtoBounds())
-			ep.rtoAt = later(now, ep.rtt.rto)
+			ep.snd.rtt.backoff(e.rtoBounds())
+			ep.snd.rtoAt = later(now, ep.snd.rtt.rto)
 			e.st.rtoExpiries.Add(1)
 			ep.stat.rtoExpiries++
 		}
-		e.schedule(ep, min(ep.rtoAt, later(ep.lastHeard, int64(e.cfg.Timeout))))
+		e.schedule(ep, min(ep.snd.rtoAt, later(ep.lastHeard, int64(e.cfg.Timeout))))
 		return
 	}
-	if ep.ackAt != 0 && now >= ep.ackAt {
-		ep.ackAt = 0
+	if ep.rcv.ackAt != 0 && now >= ep.rcv.ackAt {
+		ep.rcv.ackAt = 0
 		e.ackSoon(ep, true)
 	}
-	if ep.rtoAt != 0 && now >= ep.rtoAt {
+	if ep.snd.rtoAt != 0 && now >= ep.snd.rtoAt {
 		e.onRTO(ep)
 	}
-	if ep.paceWait && now >= ep.paceNext-ep.paceSlack() {
-		ep.paceWait = false
+	if ep.snd.paceWait && now >= ep.snd.paceNext-ep.snd.paceSlack() {
+		ep.snd.paceWait = false
 		e.queueOutput(ep)
 	}
 	idle := int64(e.cfg.Timeout) / 3
@@ -172,14 +172,14 @@ func (e *engine) onTimer(ep *endpoint) {
 // due: keepalive, retransmission, delayed ack or pacing.
 func (e *engine) dueAt(ep *endpoint) int64 {
 	next := e.keepaliveAt(ep)
-	if ep.rtoAt != 0 {
-		next = min(next, ep.rtoAt)
+	if ep.snd.rtoAt != 0 {
+		next = min(next, ep.snd.rtoAt)
 	}
-	if ep.ackAt != 0 {
-		next = min(next, ep.ackAt)
+	if ep.rcv.ackAt != 0 {
+		next = min(next, ep.rcv.ackAt)
 	}
-	if ep.paceWait {
-		next = min(next, ep.paceNext-ep.paceSlack())
+	if ep.snd.paceWait {
+		next = min(next, ep.snd.paceNext-ep.snd.paceSlack())
 	}
 	return next
 }
