@@ -7,6 +7,10 @@ import (
 	"github.com/sdx-project/sdx/internal/wire"
 )
 
+// Output framing: headers for a connection's frames, control frames, and
+// the hand-over of datagrams to the link, in place from lent buffers
+// where the link lends them (see link.go).
+
 func (e *engine) queueOutput(ep *endpoint) {
 	if !ep.outQ {
 		ep.outQ = true
@@ -21,7 +25,7 @@ func (e *engine) transmit() bool {
 	for i := range n {
 		ep := e.output[i]
 		ep.outQ = false
-		if ep.state == StateEstablished {
+		if ep.state.synchronized() {
 			e.sendData(ep)
 		}
 	}
@@ -121,7 +125,7 @@ func (e *engine) fillHeader(ep *endpoint, op wire.Opcode, reason wire.Reason) {
 		h.Window = e.window(ep)
 		e.grant(ep, h.Window)
 	}
-	if ep.state == StateEstablished && op != wire.OpReset {
+	if ep.state.synchronized() && op != wire.OpReset {
 		h.Flags = wire.FlagAck
 		h.Ack = ep.rcv.rcvNxt
 		if ep.ecnOK {
@@ -144,7 +148,7 @@ func (e *engine) sendCtl(ep *endpoint, op wire.Opcode, reason wire.Reason) error
 	switch op {
 	case wire.OpConnect:
 		h.DstConn = 0
-		h.Seq = ep.cookie
+		h.Seq = ep.hs.cookie
 	case wire.OpAccept:
 		h.Flags = wire.FlagAck
 	case wire.OpAck:
