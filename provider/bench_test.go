@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,13 +15,7 @@ import (
 func BenchmarkPingPong(b *testing.B) {
 	for _, mode := range []PollMode{PollAdaptive, PollBusy} {
 		b.Run(mode.String(), func(b *testing.B) {
-			tn := newTestNet(b, 1, memnet.Faults{}, 2, func(c *Config) { c.Mode = mode })
-			l := tn.listener(1, 80, 4)
-			a, s := tn.conn(l, 80)
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go echo(tn.ps[1], s, &wg)
-			p := tn.ps[0]
+			p, a, wait := echoNet(b, 1, mode)
 			msg := make([]byte, 64)
 			buf := make([]byte, 64)
 			b.ReportAllocs()
@@ -40,7 +33,7 @@ func BenchmarkPingPong(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1000, "us/roundtrip")
 			p.CloseSocket(a)
-			wg.Wait()
+			wait()
 		})
 	}
 }

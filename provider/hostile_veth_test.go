@@ -105,7 +105,7 @@ func TestSpoofedSourceDrawsNothing(t *testing.T) {
 
 	// The control: a connect from C's own address draws an accept that C
 	// sees, so the silence below is B's.
-	h := wire.Header{Op: wire.OpConnect, SrcPort: 40000, DstPort: hp.port, SrcConn: 1, Token: 0x5eed, Window: 1 << 16}
+	h := wire.Header{Op: wire.OpConnect, SrcPort: 40000, DstPort: hp.portB, SrcConn: 1, Token: 0x5eed, Window: 1 << 16}
 	if err := raw.send(cEnd, bEnd, &h, nil, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -126,8 +126,8 @@ func TestSpoofedSourceDrawsNothing(t *testing.T) {
 		src := cEnd
 		src.IP = netip.MustParseAddr(s)
 		for i := range each {
-			conn := wire.Header{Op: wire.OpConnect, SrcPort: 40000, DstPort: hp.port, SrcConn: uint32(100 + i), Token: uint64(i) + 1, Window: 1 << 16}
-			data := wire.Header{Op: wire.OpData, Flags: wire.FlagAck, SrcPort: 40000, DstPort: hp.port, SrcConn: uint32(100 + i), DstConn: 12345, Token: uint64(i) + 1}
+			conn := wire.Header{Op: wire.OpConnect, SrcPort: 40000, DstPort: hp.portB, SrcConn: uint32(100 + i), Token: uint64(i) + 1, Window: 1 << 16}
+			data := wire.Header{Op: wire.OpData, Flags: wire.FlagAck, SrcPort: 40000, DstPort: hp.portB, SrcConn: uint32(100 + i), DstConn: 12345, Token: uint64(i) + 1}
 			for _, h := range []*wire.Header{&conn, &data} {
 				if err := raw.send(src, bEnd, h, nil, nil); err != nil {
 					t.Fatal(err)

@@ -2,9 +2,8 @@ package provider
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"errors"
-	"math/rand/v2"
+	"fmt"
 	"net/netip"
 	"sync"
 	"syscall"
@@ -195,7 +194,7 @@ func TestProviderAddrInUse(t *testing.T) {
 }
 
 // stream sends size seeded bytes from a (on p0) to b (on p1) with blocking
-// calls, and the same back if both, checking SHA-256.
+// calls, and the same back if both, checking every byte.
 func stream(t testing.TB, p0, p1 *Provider, a, b Socket, size int, seed uint64, both bool) {
 	t.Helper()
 	type dir struct {
@@ -210,46 +209,28 @@ func stream(t testing.TB, p0, p1 *Provider, a, b Socket, size int, seed uint64, 
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
 	for _, d := range dirs {
-		want := sha256.New()
-		g := rand.NewChaCha8([32]byte{byte(d.seed), 's'})
-		chunk := make([]byte, 100000)
-		for n := 0; n < size; n += len(chunk) {
-			k := min(len(chunk), size-n)
-			g.Read(chunk[:k])
-			want.Write(chunk[:k])
-		}
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			g := rand.NewChaCha8([32]byte{byte(d.seed), 's'})
-			buf := make([]byte, 100000)
-			for n := 0; n < size; n += len(buf) {
-				k := min(len(buf), size-n)
-				g.Read(buf[:k])
-				if m, err := d.sp.Send(d.ss, buf[:k]); m != k || err != nil {
-					errs <- err
-					return
-				}
+		wg.Go(func() {
+			if err := sendSeeded(func(b []byte) (int, error) { return d.sp.Send(d.ss, b) }, d.seed, int64(size), 100000); err != nil {
+				errs <- err
 			}
-		}()
-		go func() {
-			defer wg.Done()
-			h := sha256.New()
+		})
+		wg.Go(func() {
+			c := newStreamCheck(d.seed)
 			buf := make([]byte, 65536)
-			got := 0
-			for got < size {
+			for c.n < int64(size) {
 				n, err := d.rp.Recv(d.rs, buf)
-				if err != nil || n == 0 {
-					errs <- err
+				if err == nil && n == 0 {
+					err = errors.New("end of stream")
+				}
+				if err == nil {
+					err = c.check(buf[:n])
+				}
+				if err != nil {
+					errs <- fmt.Errorf("receive after %d bytes: %w", c.n, err)
 					return
 				}
-				h.Write(buf[:n])
-				got += n
 			}
-			if !bytes.Equal(h.Sum(nil), want.Sum(nil)) {
-				errs <- errors.New("SHA-256 differs")
-			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(errs)

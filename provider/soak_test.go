@@ -223,7 +223,7 @@ func soak(t testing.TB, subnet uint8, more func(start time.Time, conns int64) bo
 	hp := newHopPair(t, testbed.HopOptions{Subnet: subnet}, Config{})
 	ln := hp.listen(t, 64)
 	hp.configure(t, bpf.FaultConfig{DropRate: 0.02, Seed: uint64(subnet)})
-	to := netip.AddrPortFrom(hp.hop.B.Addr, hp.port)
+	to := netip.AddrPortFrom(hp.hop.B.Addr, hp.portB)
 	const clients = 8
 
 	// One connection first, so the lazily made parts (neighbour entries,

@@ -13,32 +13,11 @@ import (
 	"github.com/sdx-project/sdx/provider/memnet"
 )
 
-// echo runs a blocking echo loop on p's socket s until it fails.
-func echo(p *Provider, s Socket, wg *sync.WaitGroup) {
-	defer wg.Done()
-	buf := make([]byte, 4096)
-	for {
-		n, err := p.Recv(s, buf)
-		if err != nil || n == 0 {
-			return
-		}
-		if _, err := p.Send(s, buf[:n]); err != nil {
-			return
-		}
-	}
-}
-
 func TestSteadyStateAllocs(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	for _, mode := range []PollMode{PollAdaptive, PollBusy} {
 		t.Run(mode.String(), func(t *testing.T) {
-			tn := newTestNet(t, 5, memnet.Faults{}, 2, func(c *Config) { c.Mode = mode })
-			l := tn.listener(1, 80, 4)
-			a, b := tn.conn(l, 80)
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go echo(tn.ps[1], b, &wg)
-			p := tn.ps[0]
+			p, a, wait := echoNet(t, 5, mode)
 			msg := make([]byte, 64)
 			buf := make([]byte, 64)
 			roundTrip := func() {
@@ -91,8 +70,8 @@ func TestSteadyStateAllocs(t *testing.T) {
 			if n := testing.AllocsPerRun(2000, overlapped); n != 0 {
 				t.Errorf("posted send+recv: %v allocations per round trip", n)
 			}
-			tn.ps[0].CloseSocket(a)
-			wg.Wait()
+			p.CloseSocket(a)
+			wait()
 		})
 	}
 }

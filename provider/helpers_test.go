@@ -1,0 +1,119 @@
+package provider
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/sdx-project/sdx/provider/memnet"
+)
+
+// Seeded streams: every test stream of this package is the output of
+// seedStream, so a writer and a checker made from the same seed agree on
+// every byte and the expected data is regenerated, never stored.
+
+// seedStream returns the generator of seed's stream.
+func seedStream(seed uint64) *rand.ChaCha8 {
+	return rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), 's'})
+}
+
+// streamCheck checks received bytes, in order, against seed's stream.
+type streamCheck struct {
+	want *rand.ChaCha8
+	buf  []byte
+	n    int64 // bytes checked so far
+}
+
+func newStreamCheck(seed uint64) *streamCheck {
+	return &streamCheck{want: seedStream(seed)}
+}
+
+// check compares b with the stream's next len(b) bytes.
+func (c *streamCheck) check(b []byte) error {
+	if len(c.buf) < len(b) {
+		c.buf = make([]byte, len(b))
+	}
+	w := c.buf[:len(b)]
+	c.want.Read(w)
+	if !bytes.Equal(b, w) {
+		i := 0
+		for b[i] == w[i] {
+			i++
+		}
+		return fmt.Errorf("byte %d of the stream differs", c.n+int64(i))
+	}
+	c.n += int64(len(b))
+	return nil
+}
+
+// sendSeeded writes n bytes of seed's stream to w in chunks of up to
+// chunk bytes; w must take each chunk whole.
+func sendSeeded(w func([]byte) (int, error), seed uint64, n int64, chunk int) error {
+	src := seedStream(seed)
+	buf := make([]byte, chunk)
+	for n > 0 {
+		m := int(min(int64(chunk), n))
+		src.Read(buf[:m])
+		k, err := w(buf[:m])
+		if err != nil {
+			return err
+		}
+		if k != m {
+			return fmt.Errorf("short write: %d of %d bytes", k, m)
+		}
+		n -= int64(m)
+	}
+	return nil
+}
+
+// recvSeeded reads from r until end of stream, checking every byte
+// against seed's stream, and returns how many it read.
+func recvSeeded(r func([]byte) (int, error), seed uint64, chunk int) (int64, error) {
+	c := newStreamCheck(seed)
+	buf := make([]byte, chunk)
+	for {
+		n, err := r(buf)
+		if err != nil {
+			return c.n, err
+		}
+		if n == 0 {
+			return c.n, nil
+		}
+		if err := c.check(buf[:n]); err != nil {
+			return c.n, err
+		}
+	}
+}
+
+// echoUntilEOF is the echo server of the blocking tests: it sends back
+// everything it receives on s, up to chunk bytes a call, then ends its
+// own stream when the peer ends its.
+func echoUntilEOF(p *Provider, s Socket, chunk int) error {
+	buf := make([]byte, chunk)
+	for {
+		n, err := p.Recv(s, buf)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return p.Shutdown(s)
+		}
+		if _, err := p.Send(s, buf[:n]); err != nil {
+			return err
+		}
+	}
+}
+
+// echoNet connects host 0 of a two-host testNet in mode to an echo server
+// on host 1. It returns host 0's provider and end; wait returns when the
+// server has ended, after the caller closed its end.
+func echoNet(t testing.TB, seed uint64, mode PollMode) (p *Provider, a Socket, wait func()) {
+	t.Helper()
+	tn := newTestNet(t, seed, memnet.Faults{}, 2, func(c *Config) { c.Mode = mode })
+	a, b := tn.conn(tn.listener(1, 80, 4), 80)
+	var wg sync.WaitGroup
+	wg.Go(func() { echoUntilEOF(tn.ps[1], b, 4096) })
+	return tn.ps[0], a, wg.Wait
+}
