@@ -245,9 +245,7 @@ func TestCCSpuriousRTOUndone(t *testing.T) {
 // the sender's limit named; a listener has no such state.
 func TestProviderConnInfo(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 5, memnet.Faults{Rate: 20e6, QueueBytes: 60_000, MarkBytes: 15_000}, 2, nil)
-	l := tn.listener(1, 80, 4)
-	a, b := tn.conn(l, 80)
+	tn, l, a, b := connNet(t, 5, memnet.Faults{Rate: 20e6, QueueBytes: 60_000, MarkBytes: 15_000}, 2, 4, nil)
 	before, err := tn.ps[0].ConnInfo(a)
 	if err != nil {
 		t.Fatal(err)

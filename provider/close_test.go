@@ -109,10 +109,8 @@ func TestCloseStaleDescriptor(t *testing.T) {
 // closed, which frees its port at once and discards its queued data.
 func TestCloseDuplicate(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 23, memnet.Faults{}, 2, func(c *Config) { c.RecvBuffer = 64 << 10 })
+	tn, l, a, b := connNet(t, 23, memnet.Faults{}, 2, 4, func(c *Config) { c.RecvBuffer = 64 << 10 })
 	p0, p1 := tn.ps[0], tn.ps[1]
-	l := tn.listener(1, 80, 4)
-	a, b := tn.conn(l, 80)
 	d := must[Socket](t)(p0.Duplicate(a))
 	if d == a {
 		t.Fatal("Duplicate returned the same descriptor")
@@ -179,10 +177,8 @@ func TestCloseDuplicate(t *testing.T) {
 // function looks at the accounting from inside the completion.
 func TestCloseAbortsPendingOperations(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 24, memnet.Faults{}, 3, func(c *Config) { c.RecvBuffer = 64 << 10 })
+	tn, l, a, b := connNet(t, 24, memnet.Faults{}, 3, 4, func(c *Config) { c.RecvBuffer = 64 << 10 })
 	p0, p1 := tn.ps[0], tn.ps[1]
-	l := tn.listener(1, 80, 4)
-	a, b := tn.conn(l, 80)
 
 	type seen struct {
 		c        Completion
@@ -392,10 +388,8 @@ func TestCloseNoNotificationsOnceClosing(t *testing.T) {
 func TestCloseResetsPeer(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	for _, lose := range []bool{false, true} {
-		tn := newTestNet(t, 26, memnet.Faults{}, 2, nil)
+		tn, _, a, b := connNet(t, 26, memnet.Faults{}, 2, 4, nil)
 		p0, p1 := tn.ps[0], tn.ps[1]
-		l := tn.listener(1, 80, 4)
-		a, b := tn.conn(l, 80)
 		if lose {
 			tn.net.SetFaults(memnet.Faults{Drop: wire.DropOpcodes(wire.OpReset)})
 		}
@@ -485,10 +479,8 @@ func TestCloseListener(t *testing.T) {
 // failed.
 func TestCloseNetworkDown(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 28, memnet.Faults{}, 2, nil)
+	tn, l, a, _ := connNet(t, 28, memnet.Faults{}, 2, 8, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
-	l := tn.listener(1, 80, 8)
-	a, _ := tn.conn(l, 80)
 	b, _ := tn.conn(l, 80)
 	for _, s := range []Socket{a, b} {
 		p0.PostSend(s, make([]byte, 1<<20), must[*CompletionQueue](t)(p0.NewCompletionQueue(2, nil)), 0)
@@ -520,10 +512,8 @@ func TestCloseNetworkDown(t *testing.T) {
 // Cleanup closes every socket the same way.
 func TestCleanupAbortsEverything(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 29, memnet.Faults{}, 2, nil)
+	tn, _, a, b := connNet(t, 29, memnet.Faults{}, 2, 8, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
-	l := tn.listener(1, 80, 8)
-	a, b := tn.conn(l, 80)
 	cq := must[*CompletionQueue](t)(p0.NewCompletionQueue(8, nil))
 	p0.PostRecv(a, make([]byte, 8), cq, 1)
 	blocked := make(chan error, 1)

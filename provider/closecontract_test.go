@@ -69,15 +69,6 @@ func TestCloseNotSockBeforeArguments(t *testing.T) {
 	}
 }
 
-// dupCloseRounds is how many rounds TestCloseDuplicateRacesLastClose runs;
-// the race the issue measured showed in about 1 round of 200.
-func dupCloseRounds() int {
-	if raceOn || testing.Short() {
-		return 1000
-	}
-	return 3000
-}
-
 // Duplicate racing the last CloseSocket: exactly one wins. Either the
 // duplicate is made first (Duplicate returns a descriptor, the close is
 // not the last and releases nothing), or the close is (it is the last
@@ -95,7 +86,8 @@ func TestCloseDuplicateRacesLastClose(t *testing.T) {
 	wk := newDupWorker(p)
 	defer wk.stop()
 	rng := rand.New(rand.NewPCG(32, 0))
-	for round := range dupCloseRounds() {
+	// The race the issue measured showed in about 1 round of 200.
+	for round := range scaled(3000, 1000) {
 		l := must[Socket](t)(p.Socket())
 		if err := p.Bind(l, port); err != nil {
 			t.Fatalf("round %d: bind: %v", round, err)
@@ -325,14 +317,6 @@ func TestCloseNotLastKeepsOperations(t *testing.T) {
 	}
 }
 
-// abortRaceRounds is how many rounds TestCloseAbortedRecvTookNothing runs.
-func abortRaceRounds() int {
-	if raceOn || testing.Short() {
-		return 2000
-	}
-	return 4000
-}
-
 // A hard close that races data flowing into posted receives: a receive
 // that completes with ErrAborted took nothing (its buffer is as it was
 // posted), and the receives that completed before it carry the stream's
@@ -365,7 +349,7 @@ func TestCloseAbortedRecvTookNothing(t *testing.T) {
 		data[i] = byte(rng.IntN(0x80))
 	}
 	handedOver := 0
-	for round := range abortRaceRounds() {
+	for round := range scaled(4000, 2000) {
 		a, b := tn.conn(l, 80)
 		on := b // the descriptor receives are posted on
 		bufs := make([][]byte, posted)
@@ -471,10 +455,8 @@ func TestCloseAbortedRecvTookNothing(t *testing.T) {
 // so the receive completes with it, before CloseSocket returns.
 func TestCloseKeepsDataHandedOver(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 35, memnet.Faults{}, 2, nil)
+	tn, _, a, b := connNet(t, 35, memnet.Faults{}, 2, 4, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
-	l := tn.listener(1, 80, 4)
-	a, b := tn.conn(l, 80)
 	cq := must[*CompletionQueue](t)(p1.NewCompletionQueue(4, nil))
 	got := make([]Completion, 4)
 	first, second := make([]byte, 16), make([]byte, 16)

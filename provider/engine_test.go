@@ -375,12 +375,9 @@ func transfer(t testing.TB, v *vnet, a, b *endpoint, size int, seed uint64, both
 }
 
 func TestEngineStream(t *testing.T) {
-	size := 256 << 20
-	switch {
-	case testing.Short():
+	size := scaled(256<<20, 32<<20)
+	if testing.Short() {
 		size = 4 << 20
-	case raceOn:
-		size = 32 << 20
 	}
 	for _, p := range []float64{0, 0.01, 0.05} {
 		t.Run(fmt.Sprintf("loss=%v", p), func(t *testing.T) {

@@ -66,10 +66,7 @@ func TestExhaustUMEM(t *testing.T) {
 	// one burst, which is what runs a small UMEM dry; paced, it fits.
 	ep := newExhaustPairLink(t, 60, XDPLinkConfig{Frames: small, LendBuffers: -1}, Config{})
 	ln := ep.listen(t, 4)
-	size := int64(64 << 20)
-	if testing.Short() || raceOn {
-		size = 8 << 20
-	}
+	size := scaled[int64](64<<20, 8<<20)
 	s1, r1 := ep.connectPair(t, ln)
 	s2, r2 := ep.connectPair(t, ln)
 	var wg sync.WaitGroup
@@ -117,10 +114,7 @@ func TestExhaustBuffers(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	ep := newExhaustPair(t, 61, xdp.Config{}, Config{Buffers: exhaustPool})
 	ln := ep.listen(t, 8)
-	size := int64(16 << 20)
-	if testing.Short() || raceOn {
-		size = 4 << 20
-	}
+	size := scaled[int64](16<<20, 4<<20)
 	const n = 6
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -180,10 +174,7 @@ func TestExhaustCompletionQueue(t *testing.T) {
 	ep := newExhaustPair(t, 62, xdp.Config{}, Config{})
 	ln := ep.listen(t, 4)
 	s, r := ep.connectPair(t, ln)
-	size := int64(16 << 20)
-	if testing.Short() || raceOn {
-		size = 2 << 20
-	}
+	size := scaled[int64](16<<20, 2<<20)
 	const chunk = 16 << 10
 	// Three buffers each side: with two slots, at most two operations are
 	// pending, and a buffer is reused only after its completion is reaped.
@@ -302,10 +293,7 @@ func TestExhaustDescriptorsAndOps(t *testing.T) {
 	ln := ep.listen(t, 4)
 	s, r := ep.connectPair(t, ln)
 	done := make(chan error, 1)
-	size := int64(32 << 20)
-	if testing.Short() || raceOn {
-		size = 4 << 20
-	}
+	size := scaled[int64](32<<20, 4<<20)
 	go func() {
 		_, err := sendStream(ep.a, ep.b, s, r, 50, size)
 		done <- err

@@ -227,10 +227,7 @@ func TestFaultAcksLost(t *testing.T) {
 	hp.configure(t, bpf.FaultConfig{DropRate: 0.5, Opcodes: []uint8{uint8(wire.OpAck)}, Seed: 1})
 	f0, a0, b0 := hp.faultStats(t), hp.a.Stats(), hp.b.Stats()
 	s, r := hp.connectPair(t, ln)
-	size := int64(64 << 20)
-	if testing.Short() || raceOn {
-		size = 4 << 20
-	}
+	size := scaled[int64](64<<20, 4<<20)
 	res, err := sendStream(hp.a, hp.b, s, r, 7, size)
 	if err != nil {
 		t.Fatal(err)

@@ -383,10 +383,7 @@ func floodConnects(t *testing.T, subnet uint8, silentAfter time.Duration, maxSil
 	raw := newRawHost(t, &hp.hop.C)
 	const backlog = 64
 	ln := hp.listen(t, backlog)
-	requests := 1_000_000
-	if testing.Short() || raceOn {
-		requests = 100_000
-	}
+	requests := scaled(1_000_000, 100_000)
 
 	// The live connection, before the server takes over the listener.
 	s, r := hp.connectPair(t, ln)

@@ -173,10 +173,7 @@ func TestForgedFrames(t *testing.T) {
 	ln := hp.listen(t, 4)
 	s, r := hp.connectPair(t, ln)
 
-	size := int64(256 << 20)
-	if testing.Short() || raceOn {
-		size = 16 << 20
-	}
+	size := scaled[int64](256<<20, 16<<20)
 	// The stream pauses halfway until the gate opens, so that the frames
 	// forged with the right token can be counted on an idle connection.
 	half, gate := make(chan struct{}), make(chan struct{})

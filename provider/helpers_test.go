@@ -106,14 +106,32 @@ func echoUntilEOF(p *Provider, s Socket, chunk int) error {
 	}
 }
 
+// connNet makes a testNet of n hosts and connects host 0 to a listener
+// on host 1's port 80 with backlog: the listener and both ends.
+func connNet(t testing.TB, seed uint64, f memnet.Faults, n, backlog int, tweak func(*Config)) (tn *testNet, l, a, b Socket) {
+	t.Helper()
+	tn = newTestNet(t, seed, f, n, tweak)
+	l = tn.listener(1, 80, backlog)
+	a, b = tn.conn(l, 80)
+	return tn, l, a, b
+}
+
 // echoNet connects host 0 of a two-host testNet in mode to an echo server
 // on host 1. It returns host 0's provider and end; wait returns when the
 // server has ended, after the caller closed its end.
 func echoNet(t testing.TB, seed uint64, mode PollMode) (p *Provider, a Socket, wait func()) {
 	t.Helper()
-	tn := newTestNet(t, seed, memnet.Faults{}, 2, func(c *Config) { c.Mode = mode })
-	a, b := tn.conn(tn.listener(1, 80, 4), 80)
+	tn, _, a, b := connNet(t, seed, memnet.Faults{}, 2, 4, func(c *Config) { c.Mode = mode })
 	var wg sync.WaitGroup
 	wg.Go(func() { echoUntilEOF(tn.ps[1], b, 4096) })
 	return tn.ps[0], a, wg.Wait
+}
+
+// scaled returns full, or small under -short or the race detector, which
+// makes a test's work several times slower.
+func scaled[T int | int64](full, small T) T {
+	if testing.Short() || raceOn {
+		return small
+	}
+	return full
 }

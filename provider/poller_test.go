@@ -132,13 +132,11 @@ func TestPollerReleaseRacesRegister(t *testing.T) {
 // its submitters until the holder drains it, and wakes them then.
 func TestPollerParkModeHandsOff(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 36, memnet.Faults{}, 2, func(c *Config) {
+	tn, _, a, b := connNet(t, 36, memnet.Faults{}, 2, 4, func(c *Config) {
 		c.Mode = PollPark
 		c.SubmitQueue = 2
 	})
 	p0, p1 := tn.ps[0], tn.ps[1]
-	l := tn.listener(1, 80, 4)
-	a, b := tn.conn(l, 80)
 	before := p1.Stats().Poller
 
 	var once sync.Once

@@ -120,10 +120,8 @@ func TestStartupValidation(t *testing.T) {
 
 func TestProviderHandshakeAndNames(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 1, memnet.Faults{}, 2, nil)
+	tn, l, a, b := connNet(t, 1, memnet.Faults{}, 2, 4, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
-	l := tn.listener(1, 80, 4)
-	a, b := tn.conn(l, 80)
 	la := must[netip.AddrPort](t)(p0.GetSockName(a))
 	pa := must[netip.AddrPort](t)(p0.GetPeerName(a))
 	lb := must[netip.AddrPort](t)(p1.GetSockName(b))
@@ -241,17 +239,12 @@ func stream(t testing.TB, p0, p1 *Provider, a, b Socket, size int, seed uint64, 
 
 func TestProviderStream(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	size := 64 << 20
-	switch {
-	case testing.Short():
+	size := scaled(64<<20, 16<<20)
+	if testing.Short() {
 		size = 2 << 20
-	case raceOn:
-		size = 16 << 20
 	}
 	for _, loss := range []float64{0, 0.01, 0.05} {
-		tn := newTestNet(t, 4, memnet.Faults{Loss: loss, Dup: loss, Reorder: loss}, 2, nil)
-		l := tn.listener(1, 80, 4)
-		a, b := tn.conn(l, 80)
+		tn, _, a, b := connNet(t, 4, memnet.Faults{Loss: loss, Dup: loss, Reorder: loss}, 2, 4, nil)
 		start := time.Now()
 		stream(t, tn.ps[0], tn.ps[1], a, b, size, 4, true)
 		s := tn.ps[0].Stats()

@@ -308,10 +308,8 @@ func TestEventSelect(t *testing.T) {
 func TestDeadPeerTimesOut(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	const bound = 300 * time.Millisecond
-	tn := newTestNet(t, 8, memnet.Faults{}, 2, func(c *Config) { c.Timeout = bound; c.MaxRTO = 100 * time.Millisecond })
+	tn, l, a, _ := connNet(t, 8, memnet.Faults{}, 2, 4, func(c *Config) { c.Timeout = bound; c.MaxRTO = 100 * time.Millisecond })
 	p0, p1 := tn.ps[0], tn.ps[1]
-	l := tn.listener(1, 80, 4)
-	a, _ := tn.conn(l, 80)
 	a2, _ := tn.conn(l, 80)
 	cq := must[*CompletionQueue](t)(p0.NewCompletionQueue(8, nil))
 	buf := make([]byte, 10)
@@ -341,10 +339,8 @@ func TestDeadPeerTimesOut(t *testing.T) {
 
 func TestSlowReaderBoundedMemory(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 9, memnet.Faults{Loss: 0.01}, 2, func(c *Config) { c.SendBuffer, c.RecvBuffer = 64<<10, 32<<10 })
+	tn, _, a, b := connNet(t, 9, memnet.Faults{Loss: 0.01}, 2, 4, func(c *Config) { c.SendBuffer, c.RecvBuffer = 64<<10, 32<<10 })
 	p0, p1 := tn.ps[0], tn.ps[1]
-	l := tn.listener(1, 80, 4)
-	a, b := tn.conn(l, 80)
 	size := 4 << 20
 	if testing.Short() {
 		size = 512 << 10
@@ -418,10 +414,8 @@ func TestTableLimits(t *testing.T) {
 
 func TestShutdownEndOfStream(t *testing.T) {
 	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 11, memnet.Faults{Loss: 0.05, Reorder: 0.05}, 2, nil)
+	tn, _, a, b := connNet(t, 11, memnet.Faults{Loss: 0.05, Reorder: 0.05}, 2, 4, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
-	l := tn.listener(1, 80, 4)
-	a, b := tn.conn(l, 80)
 	msg := bytes.Repeat([]byte("end of stream "), 1000)
 	if _, err := p0.Send(a, msg); err != nil {
 		t.Fatal(err)
