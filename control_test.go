@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/internal/control"
-	"github.com/sdx-project/sdx/internal/testutil"
 )
 
 // A stack's control socket lists its sdx connections with the provider's
@@ -16,9 +15,7 @@ import (
 // accepted) with their fallback reason and the kernel's figures; closing a connection takes it off the list, closing
 // the stack removes the socket. Config.NoControl serves none.
 func TestControlConns(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	testutil.CheckFDs(t)
-	h := vethHosts(t)
+	h := leakCheckedHosts(t)
 	ln := h.listen(t)
 	go serveAll(ln, echo)
 	sc, err := (&Dialer{Stack: h.a}).Dial("tcp", ln.Addr().String())

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"slices"
 	"sync"
 	"syscall"
@@ -72,23 +71,23 @@ func serverChild(ns, ifname string) int {
 
 // startServer starts the server process on bed's host B and waits until
 // it listens; the test kills it at the end if it still runs.
-func startServer(t *testing.T, bed *testbed.Bed) *exec.Cmd {
+func startServer(t *testing.T, bed *testbed.Bed) *testutil.Child {
 	t.Helper()
-	cmd, out := startChild(t, "serve "+bed.B.NS+" "+bed.B.If)
-	if line, _ := out.ReadString('\n'); line != "listening\n" {
+	cmd := startChild(t, "serve "+bed.B.NS+" "+bed.B.If)
+	if line, _ := cmd.Out.ReadString('\n'); line != "listening\n" {
 		t.Fatalf("server: %q", line)
 	}
 	return cmd
 }
 
 // kill ends the server process with SIGKILL and waits until it is gone.
-func kill(t *testing.T, cmd *exec.Cmd) time.Time {
+func kill(t *testing.T, cmd *testutil.Child) time.Time {
 	t.Helper()
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := cmd.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	at := time.Now()
-	cmd.Wait()
+	cmd.Kill()
 	return at
 }
 

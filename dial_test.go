@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/provider"
 	"github.com/sdx-project/sdx/provider/memnet"
@@ -63,9 +62,7 @@ func TestRoutes(t *testing.T) {
 // One listener, one port, both paths: an sdx dialer and a plain kernel
 // client reach the same listener.
 func TestListenerBothPaths(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	testutil.CheckFDs(t)
-	h := vethHosts(t)
+	h := leakCheckedHosts(t)
 	ln := h.listen(t)
 	go serveAll(ln, echo)
 	d := Dialer{Stack: h.a, ProbeTimeout: testProbe}
@@ -91,9 +88,7 @@ func TestListenerBothPaths(t *testing.T) {
 // An sdx dialer to a host that does not run sdx: no answer within the
 // probe time, then kernel TCP.
 func TestFallbackToKernelServer(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	testutil.CheckFDs(t)
-	bed := vethBed(t)
+	bed := leakCheckedBed(t)
 	a := vethStack(t, &bed.A)
 	ln := kernelListen(t, &bed.B, 0)
 	go serveAll(ln, echo)
@@ -135,15 +130,7 @@ func TestFallbackToKernelServer(t *testing.T) {
 // TCP at once; without fallback it fails with ECONNREFUSED at once. B's
 // namespace has ICMP rate limiting off, so that every connect is answered.
 func TestFallbackOnPortUnreachable(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	testutil.CheckFDs(t)
-	bed := vethBed(t)
-	if err := testbed.IP("netns", "exec", bed.B.NS, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"); err != nil {
-		t.Fatal(err)
-	}
-	if err := bed.Neighbours(); err != nil {
-		t.Fatal(err)
-	}
+	bed := unreachableBed(t)
 	a := vethStack(t, &bed.A)
 	ln := kernelListen(t, &bed.B, 0)
 	go serveAll(ln, echo)

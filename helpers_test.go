@@ -37,20 +37,7 @@ func memHosts(t testing.TB, tweak ...func(*Config)) *hosts {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg := Config{
-			Link: l, Prefix: memnet.Prefix,
-			Provider:     provider.Config{Timeout: 5 * time.Second, MaxSockets: 256, Buffers: 2048},
-			CloseTimeout: 5 * time.Second,
-		}
-		for _, f := range tweak {
-			f(&cfg)
-		}
-		s, err := NewStack(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		*st = s
+		*st = newTestStack(t, Config{Link: l, Prefix: memnet.Prefix}, tweak)
 	}
 	return h
 }
@@ -62,21 +49,49 @@ func vethBed(t testing.TB) *testbed.Bed {
 	return testbed.New(t, testbed.Options{})
 }
 
+// leakCheckedBed is vethBed for a test that checks, at its end, that it
+// left no goroutine and no descriptor behind.
+func leakCheckedBed(t testing.TB) *testbed.Bed {
+	t.Helper()
+	testutil.CheckGoroutines(t)
+	testutil.CheckFDs(t)
+	return vethBed(t)
+}
+
+// unreachableBed is leakCheckedBed whose host B answers every datagram
+// to a closed port with an ICMP port unreachable, unlimited by rate, and
+// whose hosts know each other's MACs: a test's first datagram is answered.
+func unreachableBed(t testing.TB) *testbed.Bed {
+	t.Helper()
+	bed := leakCheckedBed(t)
+	if err := testbed.IP("netns", "exec", bed.B.NS, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.Neighbours(); err != nil {
+		t.Fatal(err)
+	}
+	return bed
+}
+
 // vethStack attaches a stack to a testbed host; tweak, if not nil,
 // adjusts its configuration.
 func vethStack(t testing.TB, h *testbed.Host, tweak ...func(*Config)) *Stack {
 	t.Helper()
-	cfg := Config{
-		Netns: h.NS, Interface: h.If,
-		Provider:     provider.Config{Timeout: 5 * time.Second, MaxSockets: 256, Buffers: 2048},
-		CloseTimeout: 5 * time.Second,
-	}
+	return newTestStack(t, Config{Netns: h.NS, Interface: h.If}, tweak)
+}
+
+// newTestStack starts a stack on cfg's link with the tests' provider
+// settings, adjusted by tweak; the test's cleanup closes it.
+func newTestStack(t testing.TB, cfg Config, tweak []func(*Config)) *Stack {
+	t.Helper()
+	cfg.Provider = provider.Config{Timeout: 5 * time.Second, MaxSockets: 256, Buffers: 2048}
+	cfg.CloseTimeout = 5 * time.Second
 	for _, f := range tweak {
 		f(&cfg)
 	}
 	s, err := NewStack(cfg)
 	if err != nil {
-		t.Fatalf("stack on %s: %v", h.NS, err)
+		t.Fatalf("new stack (netns %q): %v", cfg.Netns, err)
 	}
 	t.Cleanup(func() {
 		if err := s.Close(); err != nil {
@@ -89,7 +104,18 @@ func vethStack(t testing.TB, h *testbed.Host, tweak ...func(*Config)) *Stack {
 // vethHosts builds the testbed with a stack on each end.
 func vethHosts(t testing.TB, tweak ...func(*Config)) *hosts {
 	t.Helper()
-	bed := vethBed(t)
+	return hostsOn(t, vethBed(t), tweak)
+}
+
+// leakCheckedHosts is vethHosts on a leakCheckedBed.
+func leakCheckedHosts(t testing.TB, tweak ...func(*Config)) *hosts {
+	t.Helper()
+	return hostsOn(t, leakCheckedBed(t), tweak)
+}
+
+// hostsOn starts a stack on each end of bed.
+func hostsOn(t testing.TB, bed *testbed.Bed, tweak []func(*Config)) *hosts {
+	t.Helper()
 	return &hosts{a: vethStack(t, &bed.A, tweak...), b: vethStack(t, &bed.B, tweak...), bed: bed}
 }
 
@@ -106,9 +132,7 @@ func each(t *testing.T, f func(t *testing.T, h *hosts)) {
 		f(t, memHosts(t))
 	})
 	t.Run("veth", func(t *testing.T) {
-		testutil.CheckGoroutines(t)
-		testutil.CheckFDs(t)
-		f(t, vethHosts(t))
+		f(t, leakCheckedHosts(t))
 	})
 }
 
@@ -127,6 +151,18 @@ func (h *hosts) listen(t testing.TB) *Listener {
 // pair connects a to b over sdx: the dialled conn first.
 func (h *hosts) pair(t testing.TB, ln *Listener) (client, server *Conn) {
 	t.Helper()
+	d := Dialer{Stack: h.a, ProbeTimeout: testProbe}
+	c, s, err := dialAccept(func() (net.Conn, error) { return d.Dial("tcp", ln.Addr().String()) }, ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, server = c.(*Conn), s.(*Conn)
+	t.Cleanup(func() { client.SetLinger(0); client.Close(); server.SetLinger(0); server.Close() })
+	return client, server
+}
+
+// dialAccept dials with dial while ln accepts, and returns both ends.
+func dialAccept(dial func() (net.Conn, error), ln net.Listener) (dialed, accepted net.Conn, err error) {
 	type res struct {
 		c   net.Conn
 		err error
@@ -136,19 +172,16 @@ func (h *hosts) pair(t testing.TB, ln *Listener) (client, server *Conn) {
 		c, err := ln.Accept()
 		ch <- res{c, err}
 	}()
-	d := Dialer{Stack: h.a, ProbeTimeout: testProbe}
-	c, err := d.Dial("tcp", ln.Addr().String())
+	d, err := dial()
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err // the accept ends when the listener closes
 	}
 	r := <-ch
 	if r.err != nil {
-		c.Close()
-		t.Fatal(r.err)
+		d.Close()
+		return nil, nil, r.err
 	}
-	client, server = c.(*Conn), r.c.(*Conn)
-	t.Cleanup(func() { client.SetLinger(0); client.Close(); server.SetLinger(0); server.Close() })
-	return client, server
+	return d, r.c, nil
 }
 
 // kernelListen starts a plain kernel TCP listener inside host's namespace.

@@ -13,27 +13,12 @@ import (
 // under test.
 func pipe(dial func() (net.Conn, error), ln net.Listener, dialedFirst bool) nettest.MakePipe {
 	return func() (c1, c2 net.Conn, stop func(), err error) {
-		type res struct {
-			c   net.Conn
-			err error
-		}
-		ch := make(chan res, 1)
-		go func() {
-			c, err := ln.Accept()
-			ch <- res{c, err}
-		}()
-		d, err := dial()
+		c1, c2, err = dialAccept(dial, ln)
 		if err != nil {
-			return nil, nil, nil, err // the accept ends when the listener closes
+			return nil, nil, nil, err
 		}
-		r := <-ch
-		if r.err != nil {
-			d.Close()
-			return nil, nil, nil, r.err
-		}
-		c1, c2 = d, r.c
 		if !dialedFirst {
-			c1, c2 = r.c, d
+			c1, c2 = c2, c1
 		}
 		return c1, c2, func() { c1.Close(); c2.Close() }, nil
 	}

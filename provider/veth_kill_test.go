@@ -1,12 +1,10 @@
 package provider
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -77,19 +75,8 @@ func TestVethPeerKilled(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	const bound = time.Second
 	bed := testbed.New(t, testbed.Options{})
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), killChildEnv+"="+bed.B.NS+","+bed.B.If)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Wait()
-	defer cmd.Process.Kill()
-	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "listening\n" {
+	child := testutil.StartChild(t, killChildEnv+"="+bed.B.NS+","+bed.B.If)
+	if line, _ := child.Out.ReadString('\n'); line != "listening\n" {
 		t.Fatalf("child: %q", line)
 	}
 
@@ -136,7 +123,7 @@ func TestVethPeerKilled(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := child.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	killed := time.Now()

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -138,28 +137,8 @@ func TestStatTwoProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	child := exec.Command(bin, "-test.run=^$")
-	child.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%s,%d,%d", envHolder, bed.A.NS, bed.A.If, ln.Addr(), k, 1000))
-	stdin, err := child.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := child.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killed := false
-	defer func() {
-		if !killed {
-			stdin.Close()
-			child.Process.Kill()
-			child.Wait()
-		}
-	}()
-	line, err := bufio.NewReader(stdout).ReadString('\n')
+	child := testutil.StartChild(t, fmt.Sprintf("%s=%s,%s,%s,%d,%d", envHolder, bed.A.NS, bed.A.If, ln.Addr(), k, 1000))
+	line, err := child.Out.ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "PORTS ") {
 		t.Fatalf("child: %q, %v", line, err)
 	}
@@ -184,7 +163,7 @@ func TestStatTwoProcesses(t *testing.T) {
 		t.Fatalf("child's ports %v, accepted peers %v", want, peers)
 	}
 
-	pid := child.Process.Pid
+	pid := child.Cmd.Process.Pid
 	rs := statConns(t, bin, pid)
 	if len(rs) != 1 || rs[0].Stack == nil || rs[0].Stack.PID != pid {
 		t.Fatalf("sdx stat conns -p %d: %d replies: %+v", pid, len(rs), rs)
@@ -218,9 +197,7 @@ func TestStatTwoProcesses(t *testing.T) {
 		t.Errorf("uid 65534 ran sdx stat conns: %v, %q; want permission denied", err, out)
 	}
 
-	child.Process.Kill()
-	child.Wait()
-	killed = true
+	child.Kill()
 	if rs := statConns(t, bin, pid); len(rs) != 0 {
 		t.Fatalf("after the child was killed, sdx stat conns sees %+v", rs)
 	}
