@@ -20,12 +20,7 @@ import (
 // other host's namespace. The child ends when its standard input closes.
 const childEnv = "SDX_TEST_CHILD"
 
-func TestMain(m *testing.M) {
-	if spec := os.Getenv(childEnv); spec != "" {
-		os.Exit(runChild(spec))
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { testutil.ChildMain(m, childEnv, runChild) }
 
 // runChild is the child's main.
 //   - "parkread NS IF ADDR PEER": a stack on IF in NS, one sdx connection

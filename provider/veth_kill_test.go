@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,11 +18,10 @@ const killChildEnv = "SDX_PROVIDER_KILL_CHILD"
 
 // TestMain runs the child of TestVethPeerKilled when asked.
 func TestMain(m *testing.M) {
-	if v := os.Getenv(killChildEnv); v != "" {
+	testutil.ChildMain(m, killChildEnv, func(v string) int {
 		ns, ifname, _ := strings.Cut(v, ",")
-		os.Exit(killChild(ns, ifname))
-	}
-	os.Exit(m.Run())
+		return killChild(ns, ifname)
+	})
 }
 
 // killChild serves an echo on port 5000 until it is killed.

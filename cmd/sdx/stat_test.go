@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -193,7 +192,7 @@ func TestStatTwoProcesses(t *testing.T) {
 
 	// Another user: the socket's mode keeps it out, and were it let in,
 	// the stack would refuse it (internal/control's own test).
-	if out, err := asNobody(t, bin, "stat", "conns", "-json", "-p", strconv.Itoa(pid)); err == nil || !bytes.Contains(out, []byte("permission denied")) {
+	if out, err := asNobody(t, "stat", "conns", "-json", "-p", strconv.Itoa(pid)); err == nil || !bytes.Contains(out, []byte("permission denied")) {
 		t.Errorf("uid 65534 ran sdx stat conns: %v, %q; want permission denied", err, out)
 	}
 
@@ -208,24 +207,9 @@ func TestStatTwoProcesses(t *testing.T) {
 
 // asNobody runs this binary as the sdx command with uid and gid 65534,
 // from a copy that user may execute; it returns the combined output.
-func asNobody(t *testing.T, bin string, args ...string) ([]byte, error) {
+func asNobody(t *testing.T, args ...string) ([]byte, error) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "sdx-stat-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	copyBin := filepath.Join(dir, "sdx.test")
-	if err := os.WriteFile(copyBin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir, copyBin := testutil.ExecutableCopy(t, "sdx.test")
 	c := sdxCmd(copyBin, args...)
 	c.Dir = dir
 	c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -80,4 +81,42 @@ func (c *Child) Stop(bound time.Duration) error {
 		<-done
 		return fmt.Errorf("the child did not end within %v of its input closing", bound)
 	}
+}
+
+// ChildMain is the TestMain of a package whose tests start children: in
+// a child, where env is set, it exits with what child returns for env's
+// value; otherwise it runs the tests.
+func ChildMain(m *testing.M, env string, child func(v string) int) {
+	if v := os.Getenv(env); v != "" {
+		os.Exit(child(v))
+	}
+	os.Exit(m.Run())
+}
+
+// ExecutableCopy copies the test binary, as name, into a new directory
+// that every user may enter, so that a child run as another user can
+// execute it. It returns the directory, which the test's cleanup
+// removes, and the copy's path.
+func ExecutableCopy(t testing.TB, name string) (dir, bin string) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(self)
+	if err == nil {
+		dir, err = os.MkdirTemp("", "sdx-test-")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin = filepath.Join(dir, name)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir, bin
 }
