@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/internal/control"
+	"github.com/sdx-project/sdx/internal/testutil"
 )
 
 // A stack's control socket lists its sdx connections with the provider's
@@ -17,7 +18,7 @@ import (
 func TestControlConns(t *testing.T) {
 	h := leakCheckedHosts(t)
 	ln := h.listen(t)
-	go serveAll(ln, echo)
+	go testutil.ServeAll(ln, testutil.Echo)
 	sc, err := (&Dialer{Stack: h.a}).Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)

@@ -16,12 +16,6 @@ import (
 	"github.com/sdx-project/sdx/provider/memnet"
 )
 
-// echo serves one connection: it copies what it reads back, then closes.
-func echo(c net.Conn) {
-	io.Copy(struct{ io.Writer }{c}, struct{ io.Reader }{c})
-	c.Close()
-}
-
 // roundTrip writes n seeded bytes to c, half-closes, and checks they come
 // back.
 func roundTrip(t *testing.T, c net.Conn, n int) {
@@ -64,7 +58,7 @@ func TestRoutes(t *testing.T) {
 func TestListenerBothPaths(t *testing.T) {
 	h := leakCheckedHosts(t)
 	ln := h.listen(t)
-	go serveAll(ln, echo)
+	go testutil.ServeAll(ln, testutil.Echo)
 	d := Dialer{Stack: h.a, ProbeTimeout: testProbe}
 	for _, want := range []Path{PathSDX, PathTCP, PathSDX, PathTCP} {
 		var c net.Conn
@@ -91,7 +85,7 @@ func TestFallbackToKernelServer(t *testing.T) {
 	bed := leakCheckedBed(t)
 	a := vethStack(t, &bed.A)
 	ln := kernelListen(t, &bed.B, 0)
-	go serveAll(ln, echo)
+	go testutil.ServeAll(ln, testutil.Echo)
 	for _, probe := range []time.Duration{20 * time.Millisecond, DefaultProbeTimeout} {
 		d := Dialer{Stack: a, ProbeTimeout: probe}
 		start := time.Now()
@@ -133,7 +127,7 @@ func TestFallbackOnPortUnreachable(t *testing.T) {
 	bed := unreachableBed(t)
 	a := vethStack(t, &bed.A)
 	ln := kernelListen(t, &bed.B, 0)
-	go serveAll(ln, echo)
+	go testutil.ServeAll(ln, testutil.Echo)
 	const probe, bound = 10 * time.Second, 2 * time.Second
 	start := time.Now()
 	c, err := (&Dialer{Stack: a, ProbeTimeout: probe, Timeout: 3 * bound}).Dial("tcp", ln.Addr().String())
@@ -251,7 +245,8 @@ func TestPackageLevel(t *testing.T) {
 	}
 	go func() {
 		if c, err := ln.Accept(); err == nil {
-			echo(c)
+			testutil.Echo(c)
+			c.Close()
 		}
 	}()
 	c, err := Dial("tcp", ln.Addr().String())

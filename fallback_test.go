@@ -36,7 +36,7 @@ func checkFallback(t testing.TB, c net.Conn, want Fallback, before, after map[Fa
 func fallbackDial(t *testing.T, d *Dialer, host *testbed.Host, want Fallback, beforeDial func()) time.Duration {
 	t.Helper()
 	ln := kernelListen(t, host, 0)
-	go serveAll(ln, echo)
+	go testutil.ServeAll(ln, testutil.Echo)
 	before := d.Stack.Fallbacks()
 	if beforeDial != nil {
 		beforeDial()
@@ -64,7 +64,7 @@ func TestFallbackNoStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go serveAll(ln, echo)
+	go testutil.ServeAll(ln, testutil.Echo)
 	before, abefore := StacklessFallbacks(), h.a.Fallbacks()
 	c, err := Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -90,7 +90,7 @@ func TestFallbackNotIPv4(t *testing.T) {
 		t.Skipf("no IPv6 loopback here: %v", err)
 	}
 	defer ln.Close()
-	go serveAll(ln, echo)
+	go testutil.ServeAll(ln, testutil.Echo)
 	before := StacklessFallbacks()
 	c, err := Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -174,7 +174,7 @@ func TestFallbackPeerTCP(t *testing.T) {
 	go func() {
 		if c, err := ln.Accept(); err == nil {
 			defer c.Close()
-			echo(c)
+			testutil.Echo(c)
 		}
 	}()
 	sc, err := (&Dialer{Stack: h.a}).Dial("tcp", ln.Addr().String())

@@ -142,7 +142,7 @@ func TestManyGoroutinesManyConns(t *testing.T) {
 // frameEcho echoes frames (a 4-byte id, a 4-byte length, the payload)
 // on every connection ln accepts, each frame with one Write.
 func frameEcho(ln net.Listener) {
-	serveAll(ln, func(c net.Conn) {
+	testutil.ServeAll(ln, func(c net.Conn) {
 		buf := make([]byte, 8+64<<10)
 		for {
 			if _, err := io.ReadFull(c, buf[:8]); err != nil {

@@ -58,8 +58,6 @@ func noSocketFrames(t *testing.T, s *Stack) {
 	}
 }
 
-// echoEvery accepts on ln and echoes every connection; once ln closes it
-// resets the connections still open, so that wg's wait is bounded.
 // echoListener listens on b and echoes every connection (echoEvery);
 // stop closes the listener and waits for the echoes to end.
 func echoListener(t *testing.T, b *Stack) (ln net.Listener, stop func()) {
@@ -77,6 +75,8 @@ func echoListener(t *testing.T, b *Stack) (ln net.Listener, stop func()) {
 	}
 }
 
+// echoEvery accepts on ln and echoes every connection; once ln closes it
+// resets the connections still open, so that wg's wait is bounded.
 func echoEvery(ln net.Listener, wg *sync.WaitGroup) {
 	defer wg.Done()
 	var open []net.Conn
@@ -95,7 +95,7 @@ func echoEvery(ln net.Listener, wg *sync.WaitGroup) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			io.Copy(c, c)
+			testutil.Echo(c)
 		}()
 	}
 }
