@@ -20,16 +20,7 @@ func BenchmarkPingPong(b *testing.B) {
 			buf := make([]byte, 64)
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := p.Send(a, msg); err != nil {
-					b.Fatal(err)
-				}
-				for got := 0; got < len(msg); {
-					n, err := p.Recv(a, buf[got:])
-					if err != nil {
-						b.Fatal(err)
-					}
-					got += n
-				}
+				roundTrip(b, p, a, msg, buf)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1000, "us/roundtrip")
 			p.CloseSocket(a)

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/internal/wire"
 	"github.com/sdx-project/sdx/provider/memnet"
 )
@@ -244,7 +243,6 @@ func TestCCSpuriousRTOUndone(t *testing.T) {
 // the receiver and echoed to the sender, a window below its start, and
 // the sender's limit named; a listener has no such state.
 func TestProviderConnInfo(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn, l, a, b := connNet(t, 5, memnet.Faults{Rate: 20e6, QueueBytes: 60_000, MarkBytes: 15_000}, 2, 4, nil)
 	before, err := tn.ps[0].ConnInfo(a)
 	if err != nil {

@@ -34,7 +34,6 @@ func checkClosedErr(t testing.TB, err error) {
 // Point 1: nil on success, ENOTSOCK for what is not a socket, ENETDOWN
 // when the network failed; nothing else.
 func TestCloseReturnValues(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 21, memnet.Faults{}, 2, nil)
 	p := tn.ps[0]
 	s := must[Socket](t)(p.Socket())
@@ -59,7 +58,6 @@ func TestCloseReturnValues(t *testing.T) {
 // Point 2: after CloseSocket every use of the descriptor fails with
 // ENOTSOCK, also after its slot is reused.
 func TestCloseStaleDescriptor(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 22, memnet.Faults{}, 2, nil)
 	p := tn.ps[0]
 	l := tn.listener(1, 80, 4)
@@ -108,7 +106,6 @@ func TestCloseStaleDescriptor(t *testing.T) {
 // Point 3: Duplicate; the socket lives until its last descriptor is
 // closed, which frees its port at once and discards its queued data.
 func TestCloseDuplicate(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn, l, a, b := connNet(t, 23, memnet.Faults{}, 2, 4, func(c *Config) { c.RecvBuffer = 64 << 10 })
 	p0, p1 := tn.ps[0], tn.ps[1]
 	d := must[Socket](t)(p0.Duplicate(a))
@@ -176,7 +173,6 @@ func TestCloseDuplicate(t *testing.T) {
 // ErrAborted, after the memory tied to it was released: the notify
 // function looks at the accounting from inside the completion.
 func TestCloseAbortsPendingOperations(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn, l, a, b := connNet(t, 24, memnet.Faults{}, 3, 4, func(c *Config) { c.RecvBuffer = 64 << 10 })
 	p0, p1 := tn.ps[0], tn.ps[1]
 
@@ -293,15 +289,13 @@ func holdPoller(t testing.TB, p *Provider) (release func()) {
 // completing on a closing socket posts no FD_CONNECT, and data arriving
 // posts no FD_READ. Point 7: the listener's backlog is reset.
 func TestCloseNoNotificationsOnceClosing(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 25, memnet.Faults{}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
-	all := FDRead | FDWrite | FDAccept | FDConnect | FDClose
 
 	// A listener whose close has begun when the connect request arrives.
 	l := tn.listener(1, 80, 4)
 	lr := newEvRec()
-	p1.EventSelect(l, all, lr.fn)
+	p1.EventSelect(l, allEvents, lr.fn)
 	cq0 := must[*CompletionQueue](t)(p0.NewCompletionQueue(8, nil))
 	a := must[Socket](t)(p0.Socket())
 	release := holdPoller(t, p1)
@@ -337,7 +331,7 @@ func TestCloseNoNotificationsOnceClosing(t *testing.T) {
 	l = tn.listener(1, 81, 4)
 	s := must[Socket](t)(p0.Socket())
 	sr := newEvRec()
-	p0.EventSelect(s, all, sr.fn)
+	p0.EventSelect(s, allEvents, sr.fn)
 	release = holdPoller(t, p0)
 	e = p0.eng
 	e.now = p0.nanotime()
@@ -365,7 +359,7 @@ func TestCloseNoNotificationsOnceClosing(t *testing.T) {
 	// no FD_CLOSE.
 	x, y := tn.conn(l, 81)
 	xr := newEvRec()
-	p0.EventSelect(x, all, xr.fn)
+	p0.EventSelect(x, allEvents, xr.fn)
 	xr.wait(t, FDWrite)
 	release = holdPoller(t, p0)
 	p1.Send(y, []byte("late"))
@@ -425,7 +419,6 @@ func TestCloseResetsPeer(t *testing.T) {
 // Point 7: closing a listener aborts its pending accepts and resets the
 // connections in its backlog.
 func TestCloseListener(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 27, memnet.Faults{}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	l := tn.listener(1, 80, 8)
@@ -478,7 +471,6 @@ func TestCloseListener(t *testing.T) {
 // releases everything; the return value says ENETDOWN where our network
 // failed.
 func TestCloseNetworkDown(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn, l, a, _ := connNet(t, 28, memnet.Faults{}, 2, 8, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	b, _ := tn.conn(l, 80)
@@ -511,7 +503,6 @@ func TestCloseNetworkDown(t *testing.T) {
 
 // Cleanup closes every socket the same way.
 func TestCleanupAbortsEverything(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn, _, a, b := connNet(t, 29, memnet.Faults{}, 2, 8, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	cq := must[*CompletionQueue](t)(p0.NewCompletionQueue(8, nil))

@@ -21,7 +21,6 @@ import (
 // A closed (or never issued) descriptor fails with ENOTSOCK before any
 // argument is looked at: the descriptor is the first argument checked.
 func TestCloseNotSockBeforeArguments(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 31, memnet.Faults{}, 2, nil)
 	p := tn.ps[0]
 	old := must[Socket](t)(p.Socket())
@@ -76,7 +75,6 @@ func TestCloseNotSockBeforeArguments(t *testing.T) {
 // returns, and Duplicate fails with ENOTSOCK). Never a close that returns
 // with the socket still alive and no descriptor left to close it.
 func TestCloseDuplicateRacesLastClose(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 32, memnet.Faults{}, 1, nil)
 	p := tn.ps[0]
 	port := netip.AddrPortFrom(netip.IPv4Unspecified(), 80)
@@ -225,7 +223,6 @@ func (w *dupWorker) stop() { w.round.Store(-1); <-w.done }
 // before the close (a synchronous call between post and close makes sure
 // it had).
 func TestCloseNotLastKeepsOperations(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 33, memnet.Faults{}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	l := tn.listener(1, 80, 4)
@@ -454,7 +451,6 @@ func TestCloseAbortedRecvTookNothing(t *testing.T) {
 // the poller applies the close. The data went into the receive's buffer,
 // so the receive completes with it, before CloseSocket returns.
 func TestCloseKeepsDataHandedOver(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn, _, a, b := connNet(t, 35, memnet.Faults{}, 2, 4, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	cq := must[*CompletionQueue](t)(p1.NewCompletionQueue(4, nil))

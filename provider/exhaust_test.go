@@ -172,8 +172,7 @@ func TestExhaustBuffers(t *testing.T) {
 func TestExhaustCompletionQueue(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	ep := newExhaustPair(t, 62, xdp.Config{}, Config{})
-	ln := ep.listen(t, 4)
-	s, r := ep.connectPair(t, ln)
+	s, r := ep.connectPair(t, ep.listen(t, 4))
 	size := scaled[int64](16<<20, 2<<20)
 	const chunk = 16 << 10
 	// Three buffers each side: with two slots, at most two operations are

@@ -32,9 +32,12 @@ type hopPair struct {
 	fault     *bpf.Fault
 }
 
+// newHopPair makes a hopPair; the test's cleanup checks that no goroutine
+// of it is left.
 func newHopPair(t testing.TB, o testbed.HopOptions, cfg Config) *hopPair {
 	t.Helper()
 	testutil.Privileged(t)
+	testutil.CheckGoroutines(t)
 	hop := testbed.NewHop(t, o)
 	hp := &hopPair{hop: hop, vethPair: &vethPair{bed: &testbed.Bed{A: hop.A, B: hop.B, Prefix: hop.Prefix}, portB: 5000}}
 	f, err := bpf.LoadFault()
@@ -148,7 +151,6 @@ func (hp *hopPair) stream(t testing.TB, ln Socket, seed uint64, size int64, what
 // way, acks the other): every byte arrives, in order (SHA-256), and the
 // hop's counters show the loss really happened at the rate asked for.
 func TestFaultLossTransfer(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	hp := newHopPair(t, testbed.HopOptions{Subnet: 30}, Config{})
 	ln := hp.listen(t, 16)
 	for i, c := range lossCases() {
@@ -221,7 +223,6 @@ func checkQuiet(t testing.TB, ps ...*Provider) {
 // survivable too (TestEngineAllPureAcksLostZeroWindow): probes are
 // answered with probes.
 func TestFaultAcksLost(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	hp := newHopPair(t, testbed.HopOptions{Subnet: 31}, Config{})
 	ln := hp.listen(t, 4)
 	hp.configure(t, bpf.FaultConfig{DropRate: 0.5, Opcodes: []uint8{uint8(wire.OpAck)}, Seed: 1})
@@ -251,10 +252,8 @@ func TestFaultAcksLost(t *testing.T) {
 // the answer to its next frame. The connection survives nothing it
 // should not: the peer's pending receive fails with ECONNRESET.
 func TestFaultResetLost(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	hp := newHopPair(t, testbed.HopOptions{Subnet: 32}, Config{})
-	ln := hp.listen(t, 4)
-	s, r := hp.connectPair(t, ln)
+	s, r := hp.connectPair(t, hp.listen(t, 4))
 	// The next reset on the wire, whichever way, is dropped; later ones
 	// pass.
 	hp.configure(t, bpf.FaultConfig{Opcodes: []uint8{uint8(wire.OpReset)}, DropNext: 1, Seed: 2})
@@ -282,14 +281,7 @@ func TestFaultResetLost(t *testing.T) {
 	if _, err := hp.b.Send(r, []byte("anyone there?")); err != nil {
 		t.Fatalf("send on B: %v", err)
 	}
-	select {
-	case err := <-recvErr:
-		if !errors.Is(err, syscall.ECONNRESET) {
-			t.Fatalf("B's pending receive: %v; want ECONNRESET", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("B was not reset after its next frame")
-	}
+	waitReset(t, recvErr, 5*time.Second, "B's pending receive, after its next frame,")
 	f := subFault(hp.faultStats(t), f0)
 	a, b := hp.a.Stats(), hp.b.Stats()
 	t.Logf("B reset %v after its next frame; hop %+v; A: %d resets out, %d unknown-connection drops; B: %d resets in",
@@ -310,7 +302,6 @@ func TestFaultResetLost(t *testing.T) {
 // same accept (no second connection), and the connection then carries a
 // stream; a lost reject delays ECONNREFUSED by a retransmission, no more.
 func TestFaultConnectRepliesLost(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	hp := newHopPair(t, testbed.HopOptions{Subnet: 33}, Config{})
 	ln := hp.listen(t, 4)
 	const lost = 3
@@ -367,7 +358,6 @@ func TestFaultConnectRepliesLost(t *testing.T) {
 // interfaces is untouched: kernel TCP, UDP on another port, ICMP, and ARP
 // after a neighbour flush.
 func TestFaultHostTrafficUnderLoss(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	hp := newHopPair(t, testbed.HopOptions{Subnet: 34}, Config{})
 	ln := hp.listen(t, 4)
 	hp.configure(t, bpf.FaultConfig{DropRate: 0.2, Seed: 5})

@@ -21,8 +21,6 @@ import (
 	"unsafe"
 
 	"github.com/sdx-project/sdx/internal/frame"
-	"github.com/sdx-project/sdx/internal/testbed"
-	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/internal/wire"
 )
 
@@ -378,9 +376,7 @@ func endpointBytes(cfg Config, mss int) int {
 }
 
 func floodConnects(t *testing.T, subnet uint8, silentAfter time.Duration, maxSilent int) {
-	testutil.CheckGoroutines(t)
-	hp := newHopPair(t, testbed.HopOptions{Subnet: subnet, Third: true}, floodCfg)
-	raw := newRawHost(t, &hp.hop.C)
+	hp, raw := newForger(t, subnet, floodCfg, false)
 	const backlog = 64
 	ln := hp.listen(t, backlog)
 	requests := scaled(1_000_000, 100_000)

@@ -15,7 +15,6 @@ import (
 
 	"github.com/sdx-project/sdx/internal/frame"
 	"github.com/sdx-project/sdx/internal/testbed"
-	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/internal/wire"
 	"github.com/sdx-project/sdx/xdp"
 )
@@ -58,6 +57,20 @@ func newRawHost(t testing.TB, h *testbed.Host) *rawHost {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// newForger makes a hopPair on subnet with a third host, C, and C's raw
+// host, which forges frames. With hub, the hop repeats every frame to
+// every port, so C also sees the pair's traffic.
+func newForger(t testing.TB, subnet uint8, cfg Config, hub bool) (*hopPair, *rawHost) {
+	t.Helper()
+	hp := newHopPair(t, testbed.HopOptions{Subnet: subnet, Third: true}, cfg)
+	if hub {
+		if err := hp.hop.SetHub(true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return hp, newRawHost(t, &hp.hop.C)
 }
 
 // endpointOf is the sdx endpoint of a testbed host.
@@ -164,14 +177,8 @@ type forgery struct {
 // frame is counted by its receiver, exactly, under the reason the
 // protocol gives (docs/PROTOCOL.md, "Identity and the token").
 func TestForgedFrames(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	hp := newHopPair(t, testbed.HopOptions{Subnet: 40, Third: true}, Config{})
-	if err := hp.hop.SetHub(true); err != nil {
-		t.Fatal(err)
-	}
-	raw := newRawHost(t, &hp.hop.C)
-	ln := hp.listen(t, 4)
-	s, r := hp.connectPair(t, ln)
+	hp, raw := newForger(t, 40, Config{}, true)
+	s, r := hp.connectPair(t, hp.listen(t, 4))
 
 	size := scaled[int64](256<<20, 16<<20)
 	// The stream pauses halfway until the gate opens, so that the frames
@@ -364,11 +371,8 @@ func TestForgedFrames(t *testing.T) {
 // an unknown opcode), while a stream runs: B drops and counts every one,
 // and the stream arrives byte-exact.
 func TestForgedGarbage(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	hp := newHopPair(t, testbed.HopOptions{Subnet: 41, Third: true}, Config{})
-	raw := newRawHost(t, &hp.hop.C)
-	ln := hp.listen(t, 4)
-	s, r := hp.connectPair(t, ln)
+	hp, raw := newForger(t, 41, Config{}, false)
+	s, r := hp.connectPair(t, hp.listen(t, 4))
 	done := make(chan error, 1)
 	go func() {
 		_, err := sendStream(hp.a, hp.b, s, r, 5, 8<<20)

@@ -2,10 +2,13 @@ package provider
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sdx-project/sdx/provider/memnet"
 )
@@ -134,4 +137,33 @@ func scaled[T int | int64](full, small T) T {
 		return small
 	}
 	return full
+}
+
+// waitReset fails t unless the pending receive whose error recvErr
+// delivers, named by what, fails with ECONNRESET within bound.
+func waitReset(t testing.TB, recvErr <-chan error, bound time.Duration, what string) {
+	t.Helper()
+	select {
+	case err := <-recvErr:
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("%s: %v; want ECONNRESET", what, err)
+		}
+	case <-time.After(bound):
+		t.Fatalf("%s did not fail within %v", what, bound)
+	}
+}
+
+// roundTrip sends msg on p's socket a and reads as many bytes back into
+// buf, allocating nothing.
+func roundTrip(t testing.TB, p *Provider, a Socket, msg, buf []byte) {
+	if _, err := p.Send(a, msg); err != nil {
+		t.Fatal(err)
+	}
+	for got := 0; got < len(msg); {
+		n, err := p.Recv(a, buf[got:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += n
+	}
 }

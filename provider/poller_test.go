@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/provider/memnet"
 )
 
@@ -131,7 +130,6 @@ func TestPollerReleaseRacesRegister(t *testing.T) {
 // role and takes data that arrives later. A full submission ring blocks
 // its submitters until the holder drains it, and wakes them then.
 func TestPollerParkModeHandsOff(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn, _, a, b := connNet(t, 36, memnet.Faults{}, 2, 4, func(c *Config) {
 		c.Mode = PollPark
 		c.SubmitQueue = 2

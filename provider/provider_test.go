@@ -22,8 +22,11 @@ type testNet struct {
 	ps    []*Provider
 }
 
+// newTestNet makes a testNet of n hosts; the test's cleanup checks that
+// no goroutine of it is left.
 func newTestNet(t testing.TB, seed uint64, f memnet.Faults, n int, tweak func(*Config)) *testNet {
 	t.Helper()
+	testutil.CheckGoroutines(t)
 	tn := &testNet{t: t, net: memnet.New(seed)}
 	tn.net.SetFaults(f)
 	for i := range n {
@@ -95,8 +98,7 @@ func (tn *testNet) conn(l Socket, port uint16) (a, b Socket) {
 }
 
 func TestStartupValidation(t *testing.T) {
-	n := memnet.New(1)
-	l, _ := n.NewLink()
+	l, _ := memnet.New(1).NewLink()
 	cases := []struct {
 		cfg  Config
 		want string
@@ -119,7 +121,6 @@ func TestStartupValidation(t *testing.T) {
 }
 
 func TestProviderHandshakeAndNames(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn, l, a, b := connNet(t, 1, memnet.Faults{}, 2, 4, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	la := must[netip.AddrPort](t)(p0.GetSockName(a))

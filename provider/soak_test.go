@@ -21,7 +21,6 @@ import (
 
 	"github.com/sdx-project/sdx/bpf"
 	"github.com/sdx-project/sdx/internal/testbed"
-	"github.com/sdx-project/sdx/internal/testutil"
 )
 
 // How a soak connection ends.
@@ -219,7 +218,6 @@ type soakResult struct {
 // connection after connection, then checks that everything is back where
 // it started.
 func soak(t testing.TB, subnet uint8, more func(start time.Time, conns int64) bool) soakResult {
-	testutil.CheckGoroutines(t)
 	hp := newHopPair(t, testbed.HopOptions{Subnet: subnet}, Config{})
 	ln := hp.listen(t, 64)
 	hp.configure(t, bpf.FaultConfig{DropRate: 0.02, Seed: uint64(subnet)})

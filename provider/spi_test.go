@@ -20,22 +20,11 @@ func TestSteadyStateAllocs(t *testing.T) {
 			p, a, wait := echoNet(t, 5, mode)
 			msg := make([]byte, 64)
 			buf := make([]byte, 64)
-			roundTrip := func() {
-				if _, err := p.Send(a, msg); err != nil {
-					t.Fatal(err)
-				}
-				for got := 0; got < len(msg); {
-					n, err := p.Recv(a, buf[got:])
-					if err != nil {
-						t.Fatal(err)
-					}
-					got += n
-				}
-			}
+			blocking := func() { roundTrip(t, p, a, msg, buf) }
 			for range 1000 { // warm up: pools, rings, timers
-				roundTrip()
+				blocking()
 			}
-			if n := testing.AllocsPerRun(2000, roundTrip); n != 0 {
+			if n := testing.AllocsPerRun(2000, blocking); n != 0 {
 				t.Errorf("blocking send+recv: %v allocations per round trip", n)
 			}
 			// The overlapped path: post, then reap.
@@ -77,7 +66,6 @@ func TestSteadyStateAllocs(t *testing.T) {
 }
 
 func TestOverlappedCompletions(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 6, memnet.Faults{Loss: 0.02, Reorder: 0.02}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	cq0 := must[*CompletionQueue](t)(p0.NewCompletionQueue(64, nil))
@@ -180,6 +168,9 @@ func TestOverlappedCompletions(t *testing.T) {
 	}
 }
 
+// allEvents selects every event.
+const allEvents = FDRead | FDWrite | FDAccept | FDConnect | FDClose
+
 type evRec struct {
 	mu  sync.Mutex
 	evs []Event
@@ -236,18 +227,16 @@ func (r *evRec) has(ev Event) bool {
 }
 
 func TestEventSelect(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 7, memnet.Faults{}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
-	all := FDRead | FDWrite | FDAccept | FDConnect | FDClose
 	l := tn.listener(1, 80, 4)
 	lr := newEvRec()
-	if err := p1.EventSelect(l, all, lr.fn); err != nil {
+	if err := p1.EventSelect(l, allEvents, lr.fn); err != nil {
 		t.Fatal(err)
 	}
 	a := must[Socket](t)(p0.Socket())
 	ar := newEvRec()
-	if err := p0.EventSelect(a, all, ar.fn); err != nil {
+	if err := p0.EventSelect(a, allEvents, ar.fn); err != nil {
 		t.Fatal(err)
 	}
 	cq := must[*CompletionQueue](t)(p0.NewCompletionQueue(8, nil))
@@ -264,7 +253,7 @@ func TestEventSelect(t *testing.T) {
 		t.Fatal(err)
 	}
 	br := newEvRec()
-	p1.EventSelect(b, all, br.fn)
+	p1.EventSelect(b, allEvents, br.fn)
 	br.wait(t, FDWrite) // already writable: reported at once
 	p0.Send(a, []byte("x"))
 	br.wait(t, FDRead)
@@ -291,7 +280,7 @@ func TestEventSelect(t *testing.T) {
 	// A refused connect is FD_CONNECT with ECONNREFUSED, and no FD_CLOSE.
 	c := must[Socket](t)(p0.Socket())
 	cr := newEvRec()
-	p0.EventSelect(c, all, cr.fn)
+	p0.EventSelect(c, allEvents, cr.fn)
 	p0.PostConnect(c, tn.addr(1, 81), cq, 0)
 	if err := cr.wait(t, FDConnect); !errors.Is(err, ErrConnRefused) {
 		t.Fatalf("FD_CONNECT refused: %v", err)
@@ -338,7 +327,6 @@ func TestDeadPeerTimesOut(t *testing.T) {
 }
 
 func TestSlowReaderBoundedMemory(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn, _, a, b := connNet(t, 9, memnet.Faults{Loss: 0.01}, 2, 4, func(c *Config) { c.SendBuffer, c.RecvBuffer = 64<<10, 32<<10 })
 	p0, p1 := tn.ps[0], tn.ps[1]
 	size := 4 << 20
@@ -381,7 +369,6 @@ func TestSlowReaderBoundedMemory(t *testing.T) {
 }
 
 func TestTableLimits(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 10, memnet.Faults{}, 2, func(c *Config) { c.MaxSockets, c.MaxConnections = 4, 4 })
 	p0, p1 := tn.ps[0], tn.ps[1]
 	var ss []Socket
@@ -413,7 +400,6 @@ func TestTableLimits(t *testing.T) {
 }
 
 func TestShutdownEndOfStream(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn, _, a, b := connNet(t, 11, memnet.Faults{Loss: 0.05, Reorder: 0.05}, 2, 4, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	msg := bytes.Repeat([]byte("end of stream "), 1000)
