@@ -132,18 +132,27 @@ func quantiles(ds []time.Duration) (p50, p99, mx time.Duration) {
 	return q(0.5), q(0.99), s[len(s)-1]
 }
 
+// servePool starts the server on bed's B and dials a pool of 64
+// connections to it from st, each checked with a ping.
+func servePool(t *testing.T, bed *testbed.Bed, st *Stack) (*testutil.Child, []net.Conn) {
+	t.Helper()
+	cmd := startServer(t, bed)
+	conns := dialPool(t, st, netip.AddrPortFrom(bed.B.Addr, kvPort).String(), 64)
+	for _, c := range conns {
+		if err := call(c, callPing); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cmd, conns
+}
+
 // runKill puts a call in flight on every connection of a pool of 64 (32
 // pinging back to back, 32 holding a long poll whose request the server
 // has acknowledged), kills the server process, and checks that every
 // call fails within 1 s. It returns when each failed, from the kill.
 func runKill(t *testing.T, bed *testbed.Bed, st *Stack, beforeKill func()) []time.Duration {
-	cmd := startServer(t, bed)
-	addr := netip.AddrPortFrom(bed.B.Addr, kvPort).String()
-	conns := dialPool(t, st, addr, 64)
+	cmd, conns := servePool(t, bed, st)
 	for _, c := range conns {
-		if err := call(c, callPing); err != nil {
-			t.Fatal(err)
-		}
 		c.SetDeadline(time.Now().Add(10 * time.Second))
 	}
 	var (
@@ -259,14 +268,8 @@ func TestVethRestartedPeerPool(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	bed := vethBed(t)
 	st := vethStack(t, &bed.A)
-	cmd := startServer(t, bed)
+	cmd, idle := servePool(t, bed, st)
 	addr := netip.AddrPortFrom(bed.B.Addr, kvPort).String()
-	idle := dialPool(t, st, addr, 64)
-	for _, c := range idle {
-		if err := call(c, callPing); err != nil {
-			t.Fatal(err)
-		}
-	}
 	kill(t, cmd)
 	restarted := time.Now()
 	startServer(t, bed)

@@ -66,14 +66,22 @@ func TestFallbackNoStack(t *testing.T) {
 	defer ln.Close()
 	go testutil.ServeAll(ln, testutil.Echo)
 	before, abefore := StacklessFallbacks(), h.a.Fallbacks()
-	c, err := Dial("tcp", ln.Addr().String())
+	c := dialRoundTrip(t, ln.Addr().String())
+	checkFallback(t, c, FallbackNoStack, before, StacklessFallbacks())
+	checkFallback(t, c, FallbackNoStack, abefore, addOne(h.a.Fallbacks(), FallbackNoStack))
+}
+
+// dialRoundTrip dials addr with the package-level Dial and checks a
+// round trip of 1 KiB over the connection, which the test's end closes.
+func dialRoundTrip(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	roundTrip(t, c, 1024)
-	checkFallback(t, c, FallbackNoStack, before, StacklessFallbacks())
-	checkFallback(t, c, FallbackNoStack, abefore, addOne(h.a.Fallbacks(), FallbackNoStack))
+	return c
 }
 
 // addOne adds one to m[f]: a check that nothing else moved in m.
@@ -92,12 +100,7 @@ func TestFallbackNotIPv4(t *testing.T) {
 	defer ln.Close()
 	go testutil.ServeAll(ln, testutil.Echo)
 	before := StacklessFallbacks()
-	c, err := Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	roundTrip(t, c, 1024)
+	c := dialRoundTrip(t, ln.Addr().String())
 	checkFallback(t, c, FallbackNotIPv4, before, StacklessFallbacks())
 }
 

@@ -175,13 +175,7 @@ func frameEcho(ln net.Listener) {
 func TestBlockedReadCostsNoCPU(t *testing.T) {
 	testutil.Privileged(t)
 	_, _, c := echoConn(t)
-	read := make(chan error, 1)
-	go func() {
-		var b [1]byte
-		_, err := c.Read(b[:])
-		read <- err
-	}()
-	time.Sleep(50 * time.Millisecond) // the Read has parked
+	read := parkedRead(c, 1, 50*time.Millisecond) // the Read has parked
 	const span = 300 * time.Millisecond
 	cpu0, err := sys.ProcessCPU()
 	if err != nil {

@@ -93,11 +93,7 @@ func newTestStack(t testing.TB, cfg Config, tweak []func(*Config)) *Stack {
 	if err != nil {
 		t.Fatalf("new stack (netns %q): %v", cfg.Netns, err)
 	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("stack close: %v", err)
-		}
-	})
+	testutil.CloseAtEnd(t, s, "stack")
 	return s
 }
 
@@ -227,4 +223,37 @@ func checkPath(t testing.TB, c net.Conn, want Path) {
 	if p := c.(*Conn).Path(); p != want {
 		t.Fatalf("path %s, want %s", p, want)
 	}
+}
+
+// parkedRead starts a Read of up to n bytes on c on a goroutine of its
+// own and returns, after park for the Read to block, the channel its
+// error arrives on.
+func parkedRead(c net.Conn, n int, park time.Duration) <-chan error {
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, n))
+		errc <- err
+	}()
+	time.Sleep(park)
+	return errc
+}
+
+// closeBlockedWrite closes c, with linger set, while a Write of data on
+// it is blocked (the peer does not read). It returns how long Close took
+// and the Write's error.
+func closeBlockedWrite(t *testing.T, c *Conn, data []byte, linger int) (time.Duration, error) {
+	t.Helper()
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(data)
+		werr <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	c.SetLinger(linger)
+	start := time.Now()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	return took, <-werr
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -102,11 +101,7 @@ func echoEvery(ln net.Listener, wg *sync.WaitGroup) {
 
 // exchange sends n seeded bytes over c, reads them back and compares.
 func exchange(c net.Conn, seed uint64, n int) error {
-	msg := make([]byte, n)
-	g := rand.New(rand.NewPCG(seed, 1))
-	for i := range msg {
-		msg[i] = byte(g.Uint32())
-	}
+	msg := seeded(seed, n)
 	c.SetDeadline(time.Now().Add(20 * time.Second))
 	errc := make(chan error, 1)
 	go func() {

@@ -24,6 +24,18 @@ func pipe(dial func() (net.Conn, error), ln net.Listener, dialedFirst bool) nett
 	}
 }
 
+// dialPath is a dial with d to ln that checks the connection took path
+// want.
+func dialPath(t *testing.T, d *Dialer, ln net.Listener, want Path) func() (net.Conn, error) {
+	return func() (net.Conn, error) {
+		c, err := d.Dial("tcp", ln.Addr().String())
+		if err == nil {
+			checkPath(t, c, want)
+		}
+		return c, err
+	}
+}
+
 // TestNetTest runs the net.Conn conformance suite over the SAN path (both
 // ends sdx, in memory and over veth) and over the fallback path (one end
 // sdx on kernel TCP, the other a plain kernel socket).
@@ -46,14 +58,7 @@ func TestNetTest(t *testing.T) {
 				}
 				ln := h.listen(t)
 				d := Dialer{Stack: h.a, ProbeTimeout: testProbe}
-				dial := func() (net.Conn, error) {
-					c, err := d.Dial("tcp", ln.Addr().String())
-					if err == nil {
-						checkPath(t, c, PathSDX)
-					}
-					return c, err
-				}
-				nettest.TestConn(t, pipe(dial, ln, dialedFirst))
+				nettest.TestConn(t, pipe(dialPath(t, &d, ln, PathSDX), ln, dialedFirst))
 			})
 		}
 	}
@@ -64,15 +69,7 @@ func TestNetTest(t *testing.T) {
 		bed := vethBed(t)
 		a := vethStack(t, &bed.A)
 		ln := kernelListen(t, &bed.B, 0)
-		d := Dialer{Stack: a}
-		dial := func() (net.Conn, error) {
-			c, err := d.Dial("tcp", ln.Addr().String())
-			if err == nil {
-				checkPath(t, c, PathTCP)
-			}
-			return c, err
-		}
-		nettest.TestConn(t, pipe(dial, ln, true))
+		nettest.TestConn(t, pipe(dialPath(t, &Dialer{Stack: a}, ln, PathTCP), ln, true))
 	})
 
 	// Fallback, accept side: a plain kernel client dials b's sdx listener.

@@ -85,13 +85,7 @@ func TestParkedReadTwoProcesses(t *testing.T) {
 	if line, err := child.Out.ReadString('\n'); err != nil || line != "ready\n" {
 		t.Fatalf("child: %q, %v", line, err)
 	}
-	read := make(chan error, 1)
-	go func() {
-		var b [1]byte
-		_, err := c.Read(b[:])
-		read <- err
-	}()
-	time.Sleep(100 * time.Millisecond) // both Reads have parked
+	read := parkedRead(c, 1, 100*time.Millisecond) // both Reads have parked
 	const span = time.Second
 	self0, err := sys.ProcessCPU()
 	if err != nil {

@@ -110,9 +110,7 @@ func soakClient(p *Provider, to netip.AddrPort, rng *rand.Rand, c *soakCounts) e
 		return fmt.Errorf("connect: %w", err)
 	}
 	c.conns.Add(1)
-	var key [32]byte
-	key[0], key[1] = byte(rng.Uint64()), byte(rng.Uint64())
-	src := rand.NewChaCha8(key)
+	src := seedStream(rng.Uint64())
 	h := sha256.New()
 	buf := make([]byte, 16<<10)
 	sent := 0

@@ -4,6 +4,7 @@ package testutil
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"runtime"
@@ -141,4 +142,14 @@ func XDPShown(t testing.TB, ns, dev string) string {
 		}
 	}
 	return strings.Join(xdp, " ")
+}
+
+// CloseAtEnd closes c when the test ends and fails the test if Close
+// fails; what names c in the failure.
+func CloseAtEnd(t testing.TB, c io.Closer, what string) {
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("close %s: %v", what, err)
+		}
+	})
 }
