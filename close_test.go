@@ -68,11 +68,7 @@ func TestLingerDefault(t *testing.T) {
 		if _, err := c.Write(data); err != nil {
 			t.Fatal(err)
 		}
-		start := time.Now()
-		if err := c.Close(); err != nil {
-			t.Fatal(err)
-		}
-		took := time.Since(start)
+		took := timedClose(t, c)
 		if took > 100*time.Millisecond {
 			t.Errorf("Close took %v; the default linger returns at once", took)
 		}
@@ -131,11 +127,7 @@ func TestLingerDelivered(t *testing.T) {
 		if _, err := c.Write(data); err != nil {
 			t.Fatal(err)
 		}
-		start := time.Now()
-		if err := c.Close(); err != nil {
-			t.Fatal(err)
-		}
-		took := time.Since(start)
+		took := timedClose(t, c)
 		r := <-peer
 		if r.err != nil || !bytes.Equal(r.data, data) {
 			t.Fatalf("peer read %d bytes (error %v), want %d, then io.EOF", len(r.data), r.err, len(data))

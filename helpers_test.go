@@ -250,10 +250,16 @@ func closeBlockedWrite(t *testing.T, c *Conn, data []byte, linger int) (time.Dur
 	}()
 	time.Sleep(50 * time.Millisecond)
 	c.SetLinger(linger)
+	took := timedClose(t, c)
+	return took, <-werr
+}
+
+// timedClose closes c and returns how long Close took.
+func timedClose(t *testing.T, c net.Conn) time.Duration {
+	t.Helper()
 	start := time.Now()
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	took := time.Since(start)
-	return took, <-werr
+	return time.Since(start)
 }

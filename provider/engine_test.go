@@ -140,6 +140,15 @@ func (v *vnet) listen(i int, port uint16, backlog int) *endpoint {
 // dial connects host i to host j's port and waits for the outcome.
 func (v *vnet) dial(i, j int, port uint16) *endpoint {
 	v.t.Helper()
+	c := v.connect(i, j, port)
+	v.run(time.Minute, func() bool { return c.state != stateConnecting })
+	return c
+}
+
+// connect starts a connect from host i to host j's port, at the current
+// time, and returns the connecting endpoint.
+func (v *vnet) connect(i, j int, port uint16) *endpoint {
+	v.t.Helper()
 	e := v.hosts[i]
 	c, err := e.newEndpoint()
 	if err != nil {
@@ -149,7 +158,6 @@ func (v *vnet) dial(i, j int, port uint16) *endpoint {
 	if err := e.connect(c, netip.AddrPortFrom(v.addr(j), port)); err != nil {
 		v.t.Fatal(err)
 	}
-	v.run(time.Minute, func() bool { return c.state != stateConnecting })
 	return c
 }
 

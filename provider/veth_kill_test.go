@@ -16,16 +16,13 @@ import (
 // killChildEnv names the namespace and interface a child process serves on.
 const killChildEnv = "SDX_PROVIDER_KILL_CHILD"
 
-// TestMain runs the child of TestVethPeerKilled when asked.
-func TestMain(m *testing.M) {
-	testutil.ChildMain(m, killChildEnv, func(v string) int {
-		ns, ifname, _ := strings.Cut(v, ",")
-		return killChild(ns, ifname)
-	})
-}
+// TestMain runs the child of the kill tests when asked.
+func TestMain(m *testing.M) { testutil.ChildMain(m, killChildEnv, killChild) }
 
-// killChild serves an echo on port 5000 until it is killed.
-func killChild(ns, ifname string) int {
+// killChild serves an echo on port 5000, on the namespace and interface
+// that v names ("NS,IF"), until it is killed.
+func killChild(v string) int {
+	ns, ifname, _ := strings.Cut(v, ",")
 	l, err := OpenXDPLink(XDPLinkConfig{Netns: ns, Interface: ifname})
 	if err != nil {
 		fmt.Println("error:", err)
