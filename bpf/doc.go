@@ -189,9 +189,18 @@
 // frames already CE and frames that are not IPv4 pass untouched, and the
 // tbf drops them when its own queue is full. That is DCTCP's marking (RFC
 // 8257, section 3.1: mark when the instantaneous queue exceeds K) on an
-// estimate of the real queue. The estimate errs towards a longer queue:
-// it ignores the tbf's burst allowance, which lets a burst pass at line
-// rate, so it marks a little early, never late.
+// estimate of the real queue.
+//
+// The estimate must allow for the tbf's bucket. A tbf that has been idle
+// holds burst bytes of tokens and lets that much through at once; while
+// it is busy its bucket stays empty. So the virtual queue, which has no
+// tokens, runs burst bytes ahead of the tbf's real queue whenever the
+// port is busy: it is the real queue plus the tokens spent. Configure
+// takes the burst and has the program compare the virtual queue with the
+// threshold plus the burst, and the limit plus the burst. Without that
+// (measured with the testbed's 62.5 KB burst at 500 Mbit/s and a 30 KB
+// threshold) nearly every frame was marked while the real queue stayed
+// short and dropped nothing.
 //
 // Every CPU that sends through the port updates the one queue, under the
 // map value's bpf_spin_lock; the clock (bpf_ktime_get_ns) is read before

@@ -20,10 +20,12 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define NSEC_PER_SEC 1000000000ULL
 
 // The configuration, written from Go. Configure resets the queue with it.
+// The threshold and the limit include the tbf's burst: the virtual queue
+// counts the tokens a tbf has spent as well as its queue (see doc.go).
 struct config {
 	__u64 rate;      // bytes a second the queue drains; 0: every frame passes uncounted
 	__u32 threshold; // mark an ECN-capable frame that finds more than this many bytes queued
-	__u32 limit;     // the queue holds at most this many bytes, as the tbf's does
+	__u32 limit;     // the queue holds at most this many bytes
 };
 
 struct {

@@ -13,7 +13,7 @@ import (
 // Marker is the loaded sdx_mark program with its maps: an ECN-marking AQM
 // for a test bottleneck whose kernel has no marking qdisc. Attach it with
 // AttachEgress to the bottleneck port, in front of the port's tbf, and
-// Configure it with the tbf's rate and buffer (see the package
+// Configure it with the tbf's rate, burst and buffer (see the package
 // documentation, "ECN marking"). One Marker keeps one virtual queue: give
 // each port a Marker of its own. Until the first Configure every frame
 // passes unmarked.
@@ -87,19 +87,27 @@ func (m *Marker) AttachEgress(ifindex int) (link.Link, error) {
 
 // Configure sets the virtual queue and empties it: it drains at rate bits
 // a second, holds at most limit bytes, and an ECN-capable frame that finds
-// more than threshold bytes in it, itself included, is marked CE. It may
-// be called while the program is attached. The counters keep counting.
-func (m *Marker) Configure(rate int64, threshold, limit int) error {
+// more than threshold bytes in it, itself included, is marked CE. burst is
+// the token bucket of the tbf in front of which the marker runs: a tbf
+// lets burst bytes through at once after an idle spell and then holds the
+// excess, so its queue is the virtual queue less burst; the program
+// compares with threshold+burst and limit+burst (see the package
+// documentation). It may be called while the program is attached. The
+// counters keep counting.
+func (m *Marker) Configure(rate int64, burst, threshold, limit int) error {
 	if rate < 8 {
 		return fmt.Errorf("configure marker: rate %d bit/s: want 8 or more", rate)
 	}
-	if limit <= 0 || limit > math.MaxUint32 {
-		return fmt.Errorf("configure marker: limit %d bytes: want 1 to %d", limit, uint32(math.MaxUint32))
+	if burst < 0 {
+		return fmt.Errorf("configure marker: burst %d bytes: want 0 or more", burst)
+	}
+	if limit <= 0 || int64(limit)+int64(burst) > math.MaxUint32 {
+		return fmt.Errorf("configure marker: limit %d bytes and burst %d: want a limit above 0, the two below %d", limit, burst, uint32(math.MaxUint32))
 	}
 	if threshold < 0 || threshold >= limit {
 		return fmt.Errorf("configure marker: threshold %d bytes: want 0 to the limit, %d", threshold, limit)
 	}
-	settings := markConfig{Rate: uint64(rate) / 8, Threshold: uint32(threshold), Limit: uint32(limit)}
+	settings := markConfig{Rate: uint64(rate) / 8, Threshold: uint32(threshold + burst), Limit: uint32(limit + burst)}
 
 	m.mu.Lock()
 	defer m.mu.Unlock()

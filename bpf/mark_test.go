@@ -106,21 +106,28 @@ func (q *markModel) enqueue(d time.Duration, n int) (over, fits bool) {
 
 // TestMarkerThreshold runs a stream of 1000-byte frames through a queue
 // that hardly drains (1 byte a second): the first frames that take it
-// above the threshold and every frame after them are marked if they are
-// ECN-capable, frames beyond the limit count as overflow, and Not-ECT, CE,
+// above the threshold (plus the burst, which a tbf lets through unqueued)
+// and every frame after them are marked if they are ECN-capable, frames
+// beyond the limit (plus the burst) count as overflow, and Not-ECT, CE,
 // IPv6 and ARP frames leave exactly as they came. The IPv4 checksum of
 // every frame verifies.
 func TestMarkerThreshold(t *testing.T) {
 	testutil.Privileged(t)
 	m := mustLoadMarker(t)
+	for _, burst := range []int{0, 5000} {
+		t.Run(fmt.Sprintf("burst=%d", burst), func(t *testing.T) { markerThreshold(t, m, burst) })
+	}
+}
+
+func markerThreshold(t *testing.T, m *Marker, burst int) {
 	const threshold, limit = 10_000, 30_000
-	if err := m.Configure(8, threshold, limit); err != nil {
+	if err := m.Configure(8, burst, threshold, limit); err != nil {
 		t.Fatal(err)
 	}
-	q := markModel{rate: 1, threshold: threshold, limit: limit}
+	q := markModel{rate: 1, threshold: uint64(threshold + burst), limit: uint64(limit + burst)}
 	start := time.Now()
 	var marked, overflow int
-	for i := range 48 {
+	for i := range 60 {
 		codepoint := uint8(i % 4) // Not-ECT, ECT(1), ECT(0), CE in turn
 		f := frame{dport: testPort, payload: 958, tos: 0xb8 | codepoint}
 		ipOff := ethHLen
@@ -186,7 +193,7 @@ func TestMarkerDrain(t *testing.T) {
 	testutil.Privileged(t)
 	m := mustLoadMarker(t)
 	const rate, threshold, limit = 100_000, 6000, 1 << 30 // no overflow: the bounds need a queue that only grows with less drain
-	if err := m.Configure(rate*8, threshold, limit); err != nil {
+	if err := m.Configure(rate*8, 0, threshold, limit); err != nil {
 		t.Fatal(err)
 	}
 	pkt := frame{dport: testPort, payload: 1458, tos: ect0}.bytes()
@@ -252,22 +259,24 @@ func TestMarkerConfigure(t *testing.T) {
 		}
 	}
 	for _, c := range []struct {
-		rate             int64
-		threshold, limit int
+		rate                    int64
+		burst, threshold, limit int
 	}{
-		{0, 1000, 2000},
-		{7, 1000, 2000},
-		{1e9, -1, 2000},
-		{1e9, 2000, 2000},
-		{1e9, 0, 0},
-		{1e9, 0, 1 << 32},
+		{0, 0, 1000, 2000},
+		{7, 0, 1000, 2000},
+		{1e9, -1, 1000, 2000},
+		{1e9, 0, -1, 2000},
+		{1e9, 0, 2000, 2000},
+		{1e9, 0, 0, 0},
+		{1e9, 0, 0, 1 << 32},
+		{1e9, 1 << 31, 0, 1 << 31},
 	} {
-		if err := m.Configure(c.rate, c.threshold, c.limit); err == nil {
-			t.Errorf("Configure(%d, %d, %d) succeeded", c.rate, c.threshold, c.limit)
+		if err := m.Configure(c.rate, c.burst, c.threshold, c.limit); err == nil {
+			t.Errorf("Configure(%+v) succeeded", c)
 		}
 	}
 	m.Close()
-	if err := m.Configure(1e9, 1000, 2000); !errors.Is(err, ErrClosed) {
+	if err := m.Configure(1e9, 0, 1000, 2000); !errors.Is(err, ErrClosed) {
 		t.Errorf("Configure after Close: %v; want ErrClosed", err)
 	}
 	if _, err := m.AttachEgress(1); !errors.Is(err, ErrClosed) {

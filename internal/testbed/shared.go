@@ -160,8 +160,9 @@ type Bottleneck struct {
 // an eBPF program's.
 type Marker interface {
 	// Configure empties the marker's queue and sets it to drain at rate
-	// bits a second, hold limit bytes and mark above threshold bytes.
-	Configure(rate int64, threshold, limit int) error
+	// bits a second, hold limit bytes and mark above threshold bytes, in
+	// front of a tbf whose bucket holds burst bytes.
+	Configure(rate int64, burst, threshold, limit int) error
 	// AttachEgress attaches it to the interface ifindex in the calling
 	// thread's namespace.
 	AttachEgress(ifindex int) (link.Link, error)
@@ -202,7 +203,7 @@ func (s *Shared) SetBottleneck(b Bottleneck) error {
 	if k == 0 {
 		k = DefaultMarkThreshold(b.Buffer)
 	}
-	if err := b.Marker.Configure(b.Rate, k, b.Buffer); err != nil {
+	if err := b.Marker.Configure(b.Rate, int(burst), k, b.Buffer); err != nil {
 		return fmt.Errorf("testbed: %w", err)
 	}
 	if s.markLink == nil {
