@@ -152,7 +152,7 @@ func parseFlags(args []string) (*options, error) {
 	rate := fs.String("rate", "500M", "incast: the bottleneck's rate in bit/s (suffix K, M or G)")
 	fs.IntVar(&inc.buffer, "buffer", 100_000, "incast: the bottleneck's buffer in bytes")
 	fs.BoolVar(&inc.ecn, "ecn", false, "incast: an eBPF marker (bpf.Marker) marks ECN-capable frames in front of the bottleneck, and kernel TCP uses ECN")
-	fs.IntVar(&inc.markK, "mark-threshold", 0, "incast, with -ecn: the marking threshold in bytes (default 30% of -buffer)")
+	fs.IntVar(&inc.markK, "mark-threshold", 0, "incast, with -ecn: the marking threshold in bytes (default 15% of -buffer)")
 	fs.DurationVar(&inc.minRTO, "min-rto", 0, "incast: sdx's retransmission timeout floor (default the provider's, 5ms)")
 	fs.BoolVar(&inc.pacing, "pacing", false, "incast: sdx paces its windows (provider.Config.Pacing), to compare the burst sizes")
 	mix := fs.String("mix", "", "incast: runs to make, of sdx, cubic, mixed (half and half; default all three)")
