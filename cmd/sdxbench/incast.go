@@ -83,9 +83,11 @@ func runIncast(ctx context.Context, w io.Writer, o *options) error {
 			}
 			var flows []string
 			var stall time.Duration
+			stalls := map[string]time.Duration{}
 			for _, f := range res.Flows {
 				flows = append(flows, fmt.Sprintf("%s %.0f", f.Kind, f.Mbps))
 				stall = max(stall, f.MaxStall)
+				stalls[f.Kind] = max(stalls[f.Kind], f.MaxStall)
 			}
 			frac := func(k string) string {
 				if res.DataOut[k] == 0 {
@@ -97,6 +99,10 @@ func runIncast(ctx context.Context, w io.Writer, o *options) error {
 				names[i], res.Bursts, res.RTOs, res.SpuriousRTOs)
 			if n := countKind(k, bench.IncastCubic); n > 0 && inc.ecn {
 				note += fmt.Sprintf("; %d of %d kernel TCP streams agreed on ECN", res.TCPECN, n)
+			}
+			if len(stalls) > 1 {
+				note += fmt.Sprintf("; longest stall of an sdx flow %v, of a cubic flow %v",
+					stalls[bench.IncastSDX].Round(time.Millisecond), stalls[bench.IncastCubic].Round(time.Millisecond))
 			}
 			notes = append(notes, note)
 			fmt.Fprintf(w, "| %s | %.2f | %.3f | %.2f | %.2f | %.2f%% (%d of %d) | %d | %s | %s | %.0f%% | %.2f | %v | %v | %v | %s |\n",
