@@ -171,19 +171,21 @@ type Marker interface {
 }
 
 // DefaultMarkThreshold is the marking threshold for a buffer of buffer
-// bytes: 15% of it, 15 KB of the 100 KB the benchmarks use. The threshold
-// must keep the port busy: DCTCP's rule (RFC 8257, section 3.1, after
-// Alizadeh et al. 2010: K > C·RTT/7, about 0.17 of the bandwidth-delay
-// product) gives about 3 KB at 500 Mbit/s and the testbed's round trip of
-// some 0.3 ms. It must let a lone burst through unmarked: the rule assumes
-// ack-clocked arrivals, but here a sender hands the port a burst at veth
-// speed, sdx mostly 4 to 15 segments (it acks every 16), and a threshold
-// below a burst marks every burst whatever the load. And it must leave
-// room for what arrives in the round trip before the senders react, which
-// with 8 senders' bursts together is most of the buffer. 15 KB is ten
-// segments, one typical burst, and leaves 85 KB. Measured at 500 Mbit/s
-// with 8 sdx senders, 30 KB dropped 0.07-0.53% of the frames at the port
-// and 15 KB at most 0.03%, for no less goodput (bench/README.md).
+// bytes: 15% of it, 15 KB of the 100 KB the benchmarks use. The
+// threshold must keep the port busy: DCTCP's rule (Alizadeh et al.,
+// SIGCOMM 2010: K > C·RTT/7; about 0.17·C·RTT in their 2011 analysis)
+// gives about 4 KB at 500 Mbit/s and the testbed's round trip of 0.4 ms
+// (the 64 B ping-pong's median through the marking port with 4 sdx
+// senders, its queue included). It must let a lone burst through
+// unmarked: the rule assumes ack-clocked arrivals, but here a sender
+// hands the port a burst at veth speed, sdx mostly 4 to 15 segments (it
+// acks every 16), and a threshold below a burst marks every burst
+// whatever the load. And it must leave room for what arrives in the
+// round trip before the senders react, which with 8 senders' bursts
+// together is most of the buffer. 15 KB is ten segments, one typical
+// burst, and leaves 85 KB. Measured at 500 Mbit/s with 8 sdx senders, 30
+// KB dropped 0.07-0.53% of the frames at the port and 15 KB at most
+// 0.03%, for no less goodput (bench/README.md).
 func DefaultMarkThreshold(buffer int) int { return buffer * 15 / 100 }
 
 // SetBottleneck makes the receiver's port the bottleneck b. With b.ECN it
@@ -208,6 +210,11 @@ func (s *Shared) SetBottleneck(b Bottleneck) error {
 	}
 	if err := b.Marker.Configure(b.Rate, int(burst), k, b.Buffer); err != nil {
 		return fmt.Errorf("testbed: %w", err)
+	}
+	if s.markLink != nil && s.marker != b.Marker {
+		if err := s.unmark(); err != nil {
+			return err
+		}
 	}
 	if s.markLink == nil {
 		if err := s.RecvPort.Do(func() (err error) {
