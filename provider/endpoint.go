@@ -55,8 +55,9 @@ type endpoint struct {
 	lastCE  bool
 	ceTotal uint64 // CE-marked data frames received, for ConnInfo
 
-	snd sender   // the send side: see sender.go
-	rcv receiver // the receive side: see receiver.go
+	snd  sender       // the send side: see sender.go
+	rcv  receiver     // the receive side: see receiver.go
+	host connSendHost // the engine, as the sender sees it
 
 	stat connCounters // per-connection figures: see snapshot.go
 

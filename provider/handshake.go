@@ -48,6 +48,8 @@ func (e *engine) connect(ep *endpoint, to netip.AddrPort) error {
 // initConn gives an endpoint, whose mss is set, its rings and timers.
 func (e *engine) initConn(ep *endpoint) {
 	e.sizeRings(ep)
+	ep.host = connSendHost{e: e, ep: ep}
+	ep.snd.attach(&ep.host, sendOpts{buffer: e.cfg.SendBuffer, pacing: e.cfg.Pacing, bounds: e.rtoBounds()}, &e.st, &ep.stat)
 	ep.snd.cc.start(ep.mss, ep.ecnOK)
 	if ep.ecnOK {
 		e.st.ecnConns.Add(1)

@@ -120,7 +120,7 @@ func (e *engine) inputPieces(from netip.Addr, b []byte, more [][]byte) {
 		}
 	}
 	if h.Flags&wire.FlagAck != 0 {
-		e.onAck(ep, h)
+		ep.snd.onAck(h, ep.ecnOK)
 		if ep.state != stateEstablished {
 			return
 		}

@@ -256,73 +256,9 @@ func (e *engine) rtoBounds() rtoBounds {
 	return rtoBounds{initial: int64(e.cfg.InitialRTO), min: int64(e.cfg.MinRTO), max: int64(e.cfg.MaxRTO)}
 }
 
-// expiredRetransmit handles the retransmission timer: everything sent more than one
-// RTO ago and not SACKed is presumed lost; the RTO backs off.
+// expiredRetransmit is the retransmission timer, the sender's (see
+// sender.expiredRetransmit); it is also the persist timer of a closed
+// window and of a confirming connector.
 func (e *engine) expiredRetransmit(ep *endpoint) {
-	e.st.rtoExpiries.Add(1)
-	ep.stat.rtoExpiries++
-	if ep.snd.sent == 0 {
-		if ep.confirming() || ep.snd.slen > 0 && ep.snd.at(0).seq+uint64(ep.snd.at(0).n) > ep.snd.sndRight {
-			// Zero window, or a confirmation not yet answered: probe.
-			e.sendCtl(ep, wire.OpProbe, wire.ReasonNone)
-			ep.snd.rtt.backoff(e.rtoBounds())
-			ep.snd.rtoAt = later(e.now, ep.snd.rtt.rto)
-			return
-		}
-		ep.snd.rtoAt = 0
-		e.queueOutput(ep)
-		return
-	}
-	if e.lostForSize(ep) {
-		return
-	}
-	ep.snd.cc.onRTO(ep.snd.sndNxt, int(ep.snd.sndNxt-ep.snd.sndUna))
-	ep.snd.markLost(e.now - ep.snd.rtt.rto)
-	ep.snd.rtt.backoff(e.rtoBounds())
-	ep.snd.rtoAt = later(e.now, ep.snd.rtt.rto)
-	e.queueOutput(ep)
-}
-
-// maxBigLost is how many timer expiries in a row may find a large segment
-// unacknowledged while the peer answers the probes sent beside it, before
-// the connection fails with EMSGSIZE. With the backoff from the 5 ms floor
-// that is about 3 s; random loss of 20% of frames fakes it with a
-// probability of about 2 in a million per stuck segment.
-const maxBigLost = 10
-
-// lostForSize is the retransmission timer's check for frames that vanish
-// for their size: the kernel drops a received frame longer than its UMEM
-// frame holds, a hop drops one above its MTU, and nobody tells the sender.
-// When the oldest unacknowledged segment is larger than every link carries
-// (wire.MinPeerDatagram), a probe goes out beside its retransmission; the peer
-// answers it at once. If expiry after expiry finds the segment still
-// unacknowledged although the peer answered in between, and no segment of
-// its size or larger was SACKed (which random loss would show), the
-// connection fails with a FrameSizeError instead of stalling for good:
-// keepalives would keep it alive for ever. It reports whether it failed ep.
-func (e *engine) lostForSize(ep *endpoint) bool {
-	s := ep.snd.at(0)
-	size := wire.HeaderLen + int(s.n)
-	if s.fin || s.sacked || size <= wire.MinPeerDatagram {
-		ep.snd.bigLost, ep.snd.bigAt = 0, 0
-		return false
-	}
-	for i := 1; i < ep.snd.sent; i++ {
-		if o := ep.snd.at(i); o.sacked && wire.HeaderLen+int(o.n) >= size {
-			ep.snd.bigLost, ep.snd.bigAt = 0, 0
-			return false
-		}
-	}
-	if ep.snd.bigAt != 0 && ep.lastHeard > ep.snd.bigAt {
-		ep.snd.bigLost++
-	}
-	if ep.snd.bigLost >= maxBigLost {
-		e.st.tooBig.Add(1)
-		e.sendCtl(ep, wire.OpReset, wire.ReasonTimedOut) // we give up on it
-		e.fail(ep, &FrameSizeError{Size: size, Peer: ep.raddr})
-		return true
-	}
-	ep.snd.bigAt = e.now
-	e.sendCtl(ep, wire.OpProbe, wire.ReasonNone)
-	return false
+	ep.snd.expiredRetransmit(ep.confirming(), ep.lastHeard)
 }
