@@ -1,10 +1,12 @@
 package provider
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/provider/memnet"
 )
 
@@ -31,14 +33,7 @@ func TestPollerHandOff(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			select {
-			case <-w.ch:
-			case <-time.After(10 * time.Second):
-				t.Errorf("wanter %d was never woken", i)
-				return
-			}
-			if !pl.unregister(w) {
-				t.Errorf("wanter %d woken without the role", i)
+			if !wokenWithRole(t, &pl, w, fmt.Sprintf("wanter %d", i)) {
 				return
 			}
 			if !pl.held.Load() {
@@ -101,15 +96,7 @@ func TestPollerReleaseRacesRegister(t *testing.T) {
 			if pl.register(w, 0) {
 				return
 			}
-			select {
-			case <-w.ch:
-			case <-time.After(10 * time.Second):
-				t.Errorf("round %d: the wanter was never woken", round)
-				return
-			}
-			if !pl.unregister(w) {
-				t.Errorf("round %d: woken without the role", round)
-			}
+			wokenWithRole(t, &pl, w, fmt.Sprintf("round %d: the wanter", round))
 		}()
 		spin(round % 500)
 		pl.release()
@@ -176,14 +163,7 @@ func TestPollerParkModeHandsOff(t *testing.T) {
 	if _, err := p0.Send(a, []byte("late")); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-got:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the Recv that waited for the role never returned")
-	}
+	testutil.NoErrWithin(t, got, 10*time.Second, "the Recv that waited for the role")
 	done := make([]Completion, 16)
 	for n := 0; n < 6; {
 		k, err := cq.Wait(done, 5*time.Second)
@@ -202,4 +182,20 @@ func TestPollerParkModeHandsOff(t *testing.T) {
 	if y := p0.Stats().Poller.Yields; y != 0 {
 		t.Errorf("%d yields in PollPark on the sender", y)
 	}
+}
+
+// wokenWithRole waits for w's wake-up and checks that it came with the
+// role; what names w in a failure.
+func wokenWithRole(t *testing.T, pl *poller, w *roleWait, what string) bool {
+	select {
+	case <-w.ch:
+	case <-time.After(10 * time.Second):
+		t.Errorf("%s was never woken", what)
+		return false
+	}
+	if !pl.unregister(w) {
+		t.Errorf("%s woken without the role", what)
+		return false
+	}
+	return true
 }

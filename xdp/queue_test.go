@@ -256,14 +256,7 @@ func TestWakeStopsBlockedWait(t *testing.T) {
 	}()
 	time.Sleep(20 * time.Millisecond)
 	p.b.Wake()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("Wake did not stop a Wait blocked in poll")
-	}
+	testutil.NoErrWithin(t, done, 2*time.Second, "Wake, stopping a Wait blocked in poll")
 }
 
 // TestHostTrafficUnaffected proves the steer program leaves everything that

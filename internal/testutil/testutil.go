@@ -153,3 +153,17 @@ func CloseAtEnd(t testing.TB, c io.Closer, what string) {
 		}
 	})
 }
+
+// NoErrWithin fails t unless a nil error arrives on ch within bound;
+// what says what ch's sender does.
+func NoErrWithin(t testing.TB, ch <-chan error, bound time.Duration, what string) {
+	t.Helper()
+	select {
+	case err := <-ch:
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	case <-time.After(bound):
+		t.Fatalf("%s: not done within %v", what, bound)
+	}
+}
