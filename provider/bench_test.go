@@ -38,7 +38,7 @@ func BenchmarkCloseSocket(b *testing.B) {
 			tn := newTestNet(b, 2, memnet.Faults{}, 2, func(c *Config) { c.MaxOps = 16384 })
 			p0, p1 := tn.ps[0], tn.ps[1]
 			l := tn.listener(1, 80, 64)
-			cq := must[*CompletionQueue](b)(p0.NewCompletionQueue(16384, nil))
+			cq := newCQ(b, p0, 16384)
 			comps := make([]Completion, 16384)
 			buf := make([]byte, 16)
 			b.ReportAllocs()
@@ -83,7 +83,7 @@ func BenchmarkResetObserved(b *testing.B) {
 	tn := newTestNet(b, 3, memnet.Faults{}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	l := tn.listener(1, 80, 64)
-	cq := must[*CompletionQueue](b)(p1.NewCompletionQueue(16, nil))
+	cq := newCQ(b, p1, 16)
 	comps := make([]Completion, 1)
 	buf := make([]byte, 16)
 	var total time.Duration

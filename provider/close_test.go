@@ -69,7 +69,7 @@ func TestCloseStaleDescriptor(t *testing.T) {
 	if fresh.index() != old.index() || fresh == old {
 		t.Fatalf("slot not reused: old %v, new %v", old, fresh)
 	}
-	cq := must[*CompletionQueue](t)(p.NewCompletionQueue(8, nil))
+	cq := newCQ(t, p, 8)
 	buf := make([]byte, 8)
 	uses := map[string]func() error{
 		"Send":        func() error { _, err := p.Send(old, buf); return err },
@@ -134,7 +134,7 @@ func TestCloseDuplicate(t *testing.T) {
 	waitUntil(t, "the state the test waits for", func() bool { return p0.Stats().BuffersRecvQueued > 0 })
 	// Cut the path so what is sent stays unacknowledged.
 	tn.net.Partition(tn.links[0].LocalAddr(), tn.links[1].LocalAddr(), true)
-	cq := must[*CompletionQueue](t)(p0.NewCompletionQueue(8, nil))
+	cq := newCQ(t, p0, 8)
 	big := make([]byte, 1<<20)
 	if err := p0.PostSend(d, big, cq, 1); err != nil {
 		t.Fatal(err)
@@ -296,7 +296,7 @@ func TestCloseNoNotificationsOnceClosing(t *testing.T) {
 	l := tn.listener(1, 80, 4)
 	lr := newEvRec()
 	p1.EventSelect(l, allEvents, lr.fn)
-	cq0 := must[*CompletionQueue](t)(p0.NewCompletionQueue(8, nil))
+	cq0 := newCQ(t, p0, 8)
 	a := must[Socket](t)(p0.Socket())
 	release := holdPoller(t, p1)
 	p0.PostConnect(a, tn.addr(1, 80), cq0, 1)
@@ -387,7 +387,7 @@ func TestCloseResetsPeer(t *testing.T) {
 		if lose {
 			tn.net.SetFaults(memnet.Faults{Drop: wire.DropOpcodes(wire.OpReset)})
 		}
-		cq := must[*CompletionQueue](t)(p1.NewCompletionQueue(8, nil))
+		cq := newCQ(t, p1, 8)
 		p1.PostRecv(b, make([]byte, 10), cq, 1)
 		if err := p0.CloseSocket(a); err != nil {
 			t.Fatal(err)
@@ -431,7 +431,7 @@ func TestCloseListener(t *testing.T) {
 		conns = append(conns, s)
 	}
 	l2 := tn.listener(1, 81, 8)
-	cq := must[*CompletionQueue](t)(p1.NewCompletionQueue(8, nil))
+	cq := newCQ(t, p1, 8)
 	p1.PostAccept(l2, cq, 1)
 	p1.PostAccept(l2, cq, 2)
 	accepted := make(chan error, 1)
@@ -475,7 +475,7 @@ func TestCloseNetworkDown(t *testing.T) {
 	p0, p1 := tn.ps[0], tn.ps[1]
 	b, _ := tn.conn(l, 80)
 	for _, s := range []Socket{a, b} {
-		p0.PostSend(s, make([]byte, 1<<20), must[*CompletionQueue](t)(p0.NewCompletionQueue(2, nil)), 0)
+		p0.PostSend(s, make([]byte, 1<<20), newCQ(t, p0, 2), 0)
 	}
 	port := must[netip.AddrPort](t)(p0.GetSockName(a))
 	waitUntil(t, "the state the test waits for", func() bool { return p0.Stats().BuffersInFlight > 0 })
@@ -505,7 +505,7 @@ func TestCloseNetworkDown(t *testing.T) {
 func TestCleanupAbortsEverything(t *testing.T) {
 	tn, _, a, b := connNet(t, 29, memnet.Faults{}, 2, 8, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
-	cq := must[*CompletionQueue](t)(p0.NewCompletionQueue(8, nil))
+	cq := newCQ(t, p0, 8)
 	p0.PostRecv(a, make([]byte, 8), cq, 1)
 	blocked := make(chan error, 1)
 	go func() { _, err := p0.Recv(a, make([]byte, 8)); blocked <- err }()

@@ -27,7 +27,7 @@ func TestCloseNotSockBeforeArguments(t *testing.T) {
 	if err := p.CloseSocket(old); err != nil {
 		t.Fatal(err)
 	}
-	cq := must[*CompletionQueue](t)(p.NewCompletionQueue(8, nil))
+	cq := newCQ(t, p, 8)
 	foreign := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 19, 9, 9}), 80) // not the link's; nothing is sent
 	for _, s := range []Socket{old, 0, Socket(1<<32 | 9999)} {
 		uses := map[string]func() error{
@@ -78,7 +78,7 @@ func TestCloseDuplicateRacesLastClose(t *testing.T) {
 	tn := newTestNet(t, 32, memnet.Faults{}, 1, nil)
 	p := tn.ps[0]
 	port := netip.AddrPortFrom(netip.IPv4Unspecified(), 80)
-	cq := must[*CompletionQueue](t)(p.NewCompletionQueue(8, nil))
+	cq := newCQ(t, p, 8)
 	got := make([]Completion, 8)
 	dupWon, closeWon := 0, 0
 	wk := newDupWorker(p)
@@ -226,7 +226,7 @@ func TestCloseNotLastKeepsOperations(t *testing.T) {
 	tn := newTestNet(t, 33, memnet.Faults{}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	l := tn.listener(1, 80, 4)
-	cq := must[*CompletionQueue](t)(p1.NewCompletionQueue(8, nil))
+	cq := newCQ(t, p1, 8)
 	got := make([]Completion, 8)
 	// settled makes sure the poller has carried out everything submitted
 	// before it, then reports the completions queued by then.
@@ -235,6 +235,20 @@ func TestCloseNotLastKeepsOperations(t *testing.T) {
 			t.Fatal(err)
 		}
 		return cq.Poll(got)
+	}
+	// closeNotLast closes s, whose duplicate dup lives on, after the
+	// poller has caught up if syncBetween, and checks that nothing
+	// completed.
+	closeNotLast := func(round int, syncBetween bool, s, dup Socket) {
+		if syncBetween {
+			settled(s)
+		}
+		if err := p1.CloseSocket(s); err != nil {
+			t.Fatal(err)
+		}
+		if n := settled(dup); n != 0 {
+			t.Fatalf("round %d (sync between: %v): a close that was not the last completed %+v", round, syncBetween, got[:n])
+		}
 	}
 	rounds := 100
 	if raceOn {
@@ -247,15 +261,7 @@ func TestCloseNotLastKeepsOperations(t *testing.T) {
 		if err := p1.PostAccept(l, cq, 1); err != nil {
 			t.Fatal(err)
 		}
-		if syncBetween {
-			settled(l)
-		}
-		if err := p1.CloseSocket(l); err != nil {
-			t.Fatal(err)
-		}
-		if n := settled(d); n != 0 {
-			t.Fatalf("round %d (sync between: %v): a close that was not the last completed %+v", round, syncBetween, got[:n])
-		}
+		closeNotLast(round, syncBetween, l, d)
 		a := must[Socket](t)(p0.Socket())
 		if err := p0.Connect(a, tn.addr(1, 80)); err != nil {
 			t.Fatal(err)
@@ -272,15 +278,7 @@ func TestCloseNotLastKeepsOperations(t *testing.T) {
 		if err := p1.PostRecv(b, buf, cq, 2); err != nil {
 			t.Fatal(err)
 		}
-		if syncBetween {
-			settled(bd)
-		}
-		if err := p1.CloseSocket(b); err != nil {
-			t.Fatal(err)
-		}
-		if n := settled(bd); n != 0 {
-			t.Fatalf("round %d (sync between: %v): a close that was not the last completed %+v", round, syncBetween, got[:n])
-		}
+		closeNotLast(round, syncBetween, b, bd)
 		if _, err := p0.Send(a, []byte("kept")); err != nil {
 			t.Fatal(err)
 		}
@@ -336,7 +334,7 @@ func TestCloseAbortedRecvTookNothing(t *testing.T) {
 	p0, p1 := tn.ps[0], tn.ps[1]
 	l := tn.listener(1, 80, 4)
 	const posted, sentinel = 4, 0xAA
-	cq := must[*CompletionQueue](t)(p1.NewCompletionQueue(2*posted, nil))
+	cq := newCQ(t, p1, 2*posted)
 	got := make([]Completion, 2*posted)
 	rng := rand.New(rand.NewPCG(34, 0))
 	// The stream's bytes never equal the sentinel, so a buffer that took
@@ -453,7 +451,7 @@ func TestCloseAbortedRecvTookNothing(t *testing.T) {
 func TestCloseKeepsDataHandedOver(t *testing.T) {
 	tn, _, a, b := connNet(t, 35, memnet.Faults{}, 2, 4, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
-	cq := must[*CompletionQueue](t)(p1.NewCompletionQueue(4, nil))
+	cq := newCQ(t, p1, 4)
 	got := make([]Completion, 4)
 	first, second := make([]byte, 16), make([]byte, 16)
 	if err := p1.PostRecv(b, first, cq, 1); err != nil {

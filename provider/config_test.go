@@ -88,7 +88,7 @@ func TestEngineTimersSaturate(t *testing.T) {
 func TestWaitLongestTimeout(t *testing.T) {
 	tn := newTestNet(t, 34, memnet.Faults{}, 2, nil)
 	p := tn.ps[0]
-	cq := must[*CompletionQueue](t)(p.NewCompletionQueue(8, nil))
+	cq := newCQ(t, p, 8)
 	type res struct {
 		n   int
 		err error

@@ -182,7 +182,7 @@ func TestExhaustCompletionQueue(t *testing.T) {
 		refused int
 		err     error
 	}
-	rcq := must[*CompletionQueue](t)(ep.b.NewCompletionQueue(2, nil))
+	rcq := newCQ(t, ep.b, 2)
 	recvd := make(chan result, 1)
 	go func() {
 		var res result
@@ -225,7 +225,7 @@ func TestExhaustCompletionQueue(t *testing.T) {
 			res.n += int64(c.Bytes)
 		}
 	}()
-	scq := must[*CompletionQueue](t)(ep.a.NewCompletionQueue(2, nil))
+	scq := newCQ(t, ep.a, 2)
 	var bufs [3][chunk]byte
 	comps := make([]Completion, 1)
 	reap := func() error {
@@ -339,7 +339,7 @@ func TestExhaustDescriptorsAndOps(t *testing.T) {
 	// A's operation pool: receives posted on an idle connection until
 	// ENOBUFS; a blocking call then fails with ENOBUFS too, at once.
 	idle, peer := ep.connectPair(t, ln)
-	cq := must[*CompletionQueue](t)(ep.a.NewCompletionQueue(256, nil))
+	cq := newCQ(t, ep.a, 256)
 	buf := make([]byte, 16)
 	posted := 0
 	for {

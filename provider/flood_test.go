@@ -385,7 +385,7 @@ func floodConnects(t *testing.T, subnet uint8, silentAfter time.Duration, maxSil
 	s, r := hp.connectPair(t, ln)
 
 	// Room for an accept or a receive of every socket B can have.
-	cq := must[*CompletionQueue](t)(hp.b.NewCompletionQueue(2048, nil))
+	cq := newCQ(t, hp.b, 2048)
 	srv := &floodServer{p: hp.b, ln: ln, cq: cq, silentAfter: silentAfter, maxSilent: maxSilent, legitPeer: hp.hop.A.Addr}
 	cli := &floodClient{p: hp.a, to: netip.AddrPortFrom(hp.hop.B.Addr, hp.portB)}
 	stop, stopClient := make(chan struct{}), make(chan struct{})

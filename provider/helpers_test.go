@@ -167,3 +167,13 @@ func roundTrip(t testing.TB, p *Provider, a Socket, msg, buf []byte) {
 		got += n
 	}
 }
+
+// newCQ makes a completion queue of size entries on p.
+func newCQ(t testing.TB, p *Provider, size int) *CompletionQueue {
+	t.Helper()
+	cq, err := p.NewCompletionQueue(size, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cq
+}

@@ -148,7 +148,7 @@ func TestPollerParkModeHandsOff(t *testing.T) {
 	waitFor("wanter", func() bool { return p1.role.want.Load() == 1 })
 	// Posts while the test holds the role fill the two-slot ring (the
 	// Recv took one); the rest wait for room.
-	cq := must[*CompletionQueue](t)(p1.NewCompletionQueue(16, nil))
+	cq := newCQ(t, p1, 16)
 	posted := make(chan error, 6)
 	for range 6 {
 		go func() { posted <- p1.PostSend(b, []byte("x"), cq, 0) }()

@@ -68,8 +68,8 @@ func TestSteadyStateAllocs(t *testing.T) {
 func TestOverlappedCompletions(t *testing.T) {
 	tn := newTestNet(t, 6, memnet.Faults{Loss: 0.02, Reorder: 0.02}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
-	cq0 := must[*CompletionQueue](t)(p0.NewCompletionQueue(64, nil))
-	cq1 := must[*CompletionQueue](t)(p1.NewCompletionQueue(64, nil))
+	cq0 := newCQ(t, p0, 64)
+	cq1 := newCQ(t, p1, 64)
 	l := tn.listener(1, 80, 4)
 	if err := p1.PostAccept(l, cq1, 100); err != nil {
 		t.Fatal(err)
@@ -135,7 +135,7 @@ func TestOverlappedCompletions(t *testing.T) {
 		}
 	}
 	// The queue refuses posts past its size instead of overflowing.
-	small := must[*CompletionQueue](t)(p1.NewCompletionQueue(2, nil))
+	small := newCQ(t, p1, 2)
 	buf := make([]byte, 1)
 	for i := range 3 {
 		err := p1.PostRecv(b, buf, small, 0)
@@ -239,7 +239,7 @@ func TestEventSelect(t *testing.T) {
 	if err := p0.EventSelect(a, allEvents, ar.fn); err != nil {
 		t.Fatal(err)
 	}
-	cq := must[*CompletionQueue](t)(p0.NewCompletionQueue(8, nil))
+	cq := newCQ(t, p0, 8)
 	if err := p0.PostConnect(a, tn.addr(1, 80), cq, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +300,7 @@ func TestDeadPeerTimesOut(t *testing.T) {
 	tn, l, a, _ := connNet(t, 8, memnet.Faults{}, 2, 4, func(c *Config) { c.Timeout = bound; c.MaxRTO = 100 * time.Millisecond })
 	p0, p1 := tn.ps[0], tn.ps[1]
 	a2, _ := tn.conn(l, 80)
-	cq := must[*CompletionQueue](t)(p0.NewCompletionQueue(8, nil))
+	cq := newCQ(t, p0, 8)
 	buf := make([]byte, 10)
 	p0.PostRecv(a2, buf, cq, 7)
 	tn.links[1].SetDown(true) // the peer vanishes
