@@ -433,7 +433,7 @@ func TestEngineSlowReader(t *testing.T) {
 		size = 256 << 10
 	}
 	src := make([]byte, size)
-	rand.NewChaCha8([32]byte{5}).Read(src)
+	seedStream(5).Read(src)
 	var got []byte
 	sent := 0
 	buf := make([]byte, 1000)
