@@ -28,7 +28,6 @@ func TestHostSafetyKilledProvider(t *testing.T) {
 			testutil.CheckGoroutines(t)
 			bed := testbed.New(t, testbed.Options{Subnet: byte(80 + i)})
 			child := testutil.StartChild(t, killChildEnv+"="+bed.B.NS+","+bed.B.If)
-			kill := child.Kill
 
 			switch when {
 			case "starting":
@@ -63,13 +62,13 @@ func TestHostSafetyKilledProvider(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				kill()
+				child.Kill()
 				p.CloseSocket(s)
 				if err := p.Cleanup(); err != nil {
 					t.Errorf("cleanup on A: %v", err)
 				}
 			}
-			kill()
+			child.Kill()
 
 			deadline := time.Now().Add(5 * time.Second)
 			for testutil.XDPShown(t, bed.B.NS, bed.B.If) != "" && time.Now().Before(deadline) {
