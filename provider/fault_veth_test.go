@@ -149,7 +149,8 @@ func (hp *hopPair) stream(t testing.TB, ln Socket, seed uint64, size int64, what
 // TestFaultLossTransfer moves a seeded stream from A to B while sdx_fault
 // drops 1%, 5% and 20% of the sdx frames in both directions (data one
 // way, acks the other): every byte arrives, in order (checked one by
-// one), and the hop's counters show the loss really happened at the rate asked for.
+// one), and the hop's counters show the loss really happened at the
+// rate asked for.
 func TestFaultLossTransfer(t *testing.T) {
 	hp := newHopPair(t, testbed.HopOptions{Subnet: 30}, Config{})
 	ln := hp.listen(t, 16)
