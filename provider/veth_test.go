@@ -15,7 +15,9 @@ import (
 	"github.com/sdx-project/sdx/xdp"
 )
 
-// vethPair is a provider on each end of a testbed.
+// vethPair is a provider on each end of a testbed: the one pair harness
+// of the tests on the real path (hopPair and the exhaustion tests' pairs
+// are vethPairs too).
 type vethPair struct {
 	bed      *testbed.Bed
 	a, b     *Provider
