@@ -227,12 +227,12 @@ type engine struct {
 	inputFn     func(netip.Addr, []byte, [][]byte)
 	cookies     *cookieMAC
 
-	// A link that lends the pool its memory (see lender): segments are
+	// A link that lends the pool its memory (see Lender): segments are
 	// sent in place. rtx holds a copy to retransmit while the link still
 	// sends the previous transmission; lentFreed says that the link gave
 	// back a buffer nobody needs any more, and who waits for one is due
 	// a wake.
-	lender    lender
+	lender    Lender
 	rtx       []byte
 	lentFreed bool
 
@@ -264,12 +264,12 @@ func newEngine(link Link, cfg engineConfig, seed [32]byte) (*engine, error) {
 		ctl:      make([]byte, wire.HeaderLen+wire.SACKLen*wire.MaxSACK),
 	}
 	pool := newBufPool(cfg.Buffers, mtu)
-	if l, ok := link.(lender); ok {
-		if regions, per, stride, head := l.lent(); len(regions) > 0 && per > 0 && stride-head >= mtu {
+	if l, ok := link.(Lender); ok {
+		if regions, per, stride, head := l.Lent(); len(regions) > 0 && per > 0 && stride-head >= mtu {
 			pool = newBufPoolLent(cfg.Buffers, mtu, regions, per, stride, head)
 			e.lender = l
 			e.rtx = make([]byte, mtu)
-			l.setLentDone(e.lentDone)
+			l.SetLentDone(e.lentDone)
 		}
 	}
 	e.credit = newCredit(pool, mtu-wire.HeaderLen)
@@ -708,7 +708,7 @@ func (e *engine) poll(now int64) bool {
 func (e *engine) receive(now int64) int {
 	e.now = now
 	if e.pool.nLinked > 0 {
-		e.lender.reap()
+		e.lender.Reap()
 		e.wakeLent()
 	}
 	n := e.link.Receive(rxBatch, e.inputFn)
@@ -764,12 +764,12 @@ func (e *engine) flush() error {
 }
 
 // sendRegion is the pool region ep's send data belongs in (see
-// lender.region); -1 without a lender.
+// Lender.Region); -1 without a lender.
 func (e *engine) sendRegion(ep *endpoint) int {
 	if e.lender == nil {
 		return -1
 	}
-	return e.lender.region(ep.raddr, ep.lport, ep.rport)
+	return e.lender.Region(ep.raddr, ep.lport, ep.rport)
 }
 
 // lentDone is the lender's call: the link no longer sends from lent
@@ -1250,7 +1250,7 @@ func (e *engine) sendRaw(ep *endpoint, to netip.Addr, b []byte) bool {
 }
 
 // sendBuf is sendRaw for a datagram b in pool buffer buf: one the link
-// lent is sent in place, where the link can (see lender), and the link
+// lent is sent in place, where the link can (see Lender), and the link
 // then holds it until its transmission completes.
 func (e *engine) sendBuf(ep *endpoint, to netip.Addr, b []byte, buf uint32, ect bool) bool {
 	err := e.linkSend(to, b, buf, ect)
@@ -1282,13 +1282,10 @@ func (e *engine) linkSend(to netip.Addr, b []byte, buf uint32, ect bool) error {
 	if buf == noBuf || !e.pool.inLent(buf) {
 		return e.send(to, b, ect)
 	}
-	err := e.lender.sendLent(to, buf, len(b), ect)
-	switch {
-	case err == nil:
+	held, err := e.lender.SendLent(to, buf, len(b), ect)
+	if held {
 		e.pool.link(buf)
 		e.st.inPlace.Add(1)
-	case errors.Is(err, errNotInPlace):
-		err = e.send(to, b, ect)
 	}
 	return err
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/provider/xdplink"
 	"github.com/sdx-project/sdx/xdp"
 )
 
@@ -28,15 +29,15 @@ const exhaustPool = 800
 type exhaustPair struct {
 	bed    *testbed.Bed
 	a, b   *Provider
-	la, lb *XDPLink
+	la, lb *xdplink.Link
 }
 
 func newExhaustPair(t testing.TB, subnet uint8, frames xdp.Config, cfg Config) *exhaustPair {
 	t.Helper()
-	return newExhaustPairLink(t, subnet, XDPLinkConfig{Frames: frames}, cfg)
+	return newExhaustPairLink(t, subnet, xdplink.Config{Frames: frames}, cfg)
 }
 
-func newExhaustPairLink(t testing.TB, subnet uint8, lc XDPLinkConfig, cfg Config) *exhaustPair {
+func newExhaustPairLink(t testing.TB, subnet uint8, lc xdplink.Config, cfg Config) *exhaustPair {
 	t.Helper()
 	testutil.Privileged(t)
 	ep := &exhaustPair{bed: testbed.New(t, testbed.Options{Subnet: subnet})}
@@ -82,14 +83,14 @@ func (ep *exhaustPair) pair(t testing.TB, ln Socket, port uint16) (Socket, Socke
 // endAndStats ends both providers and returns their links' counters, which
 // may be read once the poller has stopped. Cleanup checks, through the
 // links' Close, that every UMEM frame came back.
-func (ep *exhaustPair) endAndStats(t testing.TB) (XDPLinkStats, XDPLinkStats) {
+func (ep *exhaustPair) endAndStats(t testing.TB) (xdplink.Counters, xdplink.Counters) {
 	t.Helper()
 	for _, p := range []*Provider{ep.a, ep.b} {
 		if err := p.Cleanup(); err != nil {
 			t.Errorf("cleanup: %v", err)
 		}
 	}
-	return ep.la.Stats(), ep.lb.Stats()
+	return ep.la.Counters(), ep.lb.Counters()
 }
 
 // TestExhaustUMEM runs streams both ways over links with 128 UMEM frames
@@ -104,7 +105,7 @@ func TestExhaustUMEM(t *testing.T) {
 	small := xdp.Config{NumFrames: 128, FillSize: 64, CompletionSize: 64, RxSize: 64, TxSize: 64}
 	// Unpaced (the default), a sender whose window opens sends it in
 	// one burst, which is what runs a small UMEM dry; paced, it fits.
-	ep := newExhaustPairLink(t, 60, XDPLinkConfig{Frames: small, LendBuffers: -1}, Config{})
+	ep := newExhaustPairLink(t, 60, xdplink.Config{Frames: small, LendBuffers: -1}, Config{})
 	ln := ep.listen(t, 80, 4)
 	size := int64(64 << 20)
 	if testing.Short() || raceOn {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/provider/xdplink"
 )
 
 // killChildEnv names the namespace and interface a child process serves on.
@@ -30,7 +31,7 @@ func TestMain(m *testing.M) {
 
 // killChild serves an echo on port 5000 until it is killed.
 func killChild(ns, ifname string) int {
-	l, err := OpenXDPLink(XDPLinkConfig{Netns: ns, Interface: ifname})
+	l, err := xdplink.New(xdplink.Config{Netns: ns, Interface: ifname})
 	if err != nil {
 		fmt.Println("error:", err)
 		return 1
@@ -93,7 +94,7 @@ func TestVethPeerKilled(t *testing.T) {
 		t.Fatalf("child: %q", line)
 	}
 
-	l, err := OpenXDPLink(XDPLinkConfig{Netns: bed.A.NS, Interface: bed.A.If})
+	l, err := xdplink.New(xdplink.Config{Netns: bed.A.NS, Interface: bed.A.If})
 	if err != nil {
 		t.Fatal(err)
 	}
