@@ -86,7 +86,7 @@ func (s *Stack) controlReply(cmd string) control.Reply {
 			r.Conns = append(r.Conns, tcpRow(c))
 		}
 	case control.CmdCounters:
-		r.Counters = &control.Counters{Provider: st, Fallbacks: s.fallbackNames()}
+		r.Counters = &control.Counters{Provider: st, Link: s.LinkStats(), Fallbacks: s.fallbackNames()}
 	}
 	return r
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/sdx-project/sdx/provider/xdplink"
 )
 
-// sdxSystem is sdx's own reliable streams: one provider on an XDPLink in
+// sdxSystem is sdx's own reliable streams: one provider on an AF_XDP link in
 // each namespace, used through the provider's blocking verbs (Socket,
 // Bind, Listen, Accept, Connect, Send, Recv, Shutdown, CloseSocket).
 //
