@@ -91,7 +91,7 @@ type ECNLink interface {
 // again, from where the writer's data was copied to, with no copy into a
 // frame. Its methods are the poller's, as the Link's are.
 //
-// What the engine may assume: Lent is asked once, at Startup, and its
+// What the engine may assume: Lent answers the same each time, and its
 // memory stays the link's, mapped where it is, until Close. A buffer is
 // the engine's to write until a SendLent of it returns held; from then on
 // the link sends from it and the engine neither writes nor reuses it,

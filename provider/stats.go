@@ -99,8 +99,9 @@ type Stats struct {
 	// counts the times it held a sender back.
 	Bursts    [numBurstBuckets]uint64
 	PaceWaits uint64
-	// MTU is the largest datagram the link carries (Link.MTU); the
-	// link's own report is its own (xdplink.Link.Stats).
+	// MTU is the largest datagram the link carries (Link.MTU). What a
+	// link reports about itself it reports on its own: the AF_XDP
+	// link's Stats and Counters.
 	MTU int
 }
 

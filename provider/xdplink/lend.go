@@ -115,8 +115,8 @@ func (l *Link) lentSent(i uint32) {
 
 // DefaultLendBuffers is how many buffers a link lends when
 // Config.LendBuffers is zero: the provider's default pool at a link MTU
-// of mtu (provider.Config.Buffers), 8192 buffers within 32 MiB, and at
-// least two connections' default send and receive buffers.
+// of mtu (provider.Config.Buffers): 8192 buffers, within 32 MiB, and at
+// least one connection's default send and receive buffers twice over.
 func DefaultLendBuffers(mtu int) int {
 	const (
 		buffers  = 8192

@@ -44,7 +44,7 @@ type Config struct {
 	// 0 alone, say Queues: []int{0}.
 	Queues  []int
 	Queue   int
-	Port    uint16   // sdx UDP port (default wire.DefaultUDPPort, 7359)
+	Port    uint16   // sdx UDP port (default provider.DefaultUDPPort, 7359)
 	XDPMode bpf.Mode // force native or generic XDP; zero tries native first
 	// Addr is the IPv4 address of Interface the link serves: sdx frames
 	// to it are the provider's, frames to the interface's other addresses
@@ -85,9 +85,10 @@ func (c *Config) queueIDs() []int {
 // them at once (an xdp.Group). A frame goes out on the queue its flow's
 // frames last arrived on, so that a peer that serves one queue only gets
 // its answers there; a flow nothing has arrived for yet goes out on the
-// queue its hash picks (see txQueue). Wake, Stats, Counters, SteerStats,
-// SetSteered, StartCapture and CaptureState may be called from any
-// goroutine; so may Close, once the poller no longer uses the link.
+// queue the hash of its address and ports picks. Wake, Stats, Counters,
+// SteerStats, SetSteered, StartCapture and CaptureState may be called
+// from any goroutine; so may Close, once the poller no longer uses the
+// link.
 type Link struct {
 	cfg   Config
 	steer *xdp.Steering
@@ -324,7 +325,8 @@ func (l *Link) LocalAddr() netip.Addr { return l.local.IP }
 func (l *Link) MTU() int { return l.mtu }
 
 // SetSteered takes the link's queues out of the steer program (false),
-// or puts them back (true); any goroutine, until Close. While they are
+// or puts them back (true); any goroutine. After Close it returns
+// net.ErrClosed. While they are
 // out, the interface's kernel takes the sdx frames and answers them as
 // it answers a UDP port nobody serves (ICMP port unreachable): the peers
 // see this stack as gone, and fail their connections to it.
@@ -369,8 +371,9 @@ func (l *Link) Wake() {
 }
 
 // Close unregisters and closes the queues (accounting for every frame),
-// detaches the program and closes the netlink socket. It is called once
-// the poller no longer uses the link; a second Close does nothing.
+// detaches the program and closes the netlink socket. Call it once the
+// poller no longer uses the link (after provider.Provider.Cleanup, which
+// closes it); a second Close does nothing.
 func (l *Link) Close() error {
 	l.qmu.Lock()
 	defer l.qmu.Unlock()

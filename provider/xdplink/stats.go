@@ -24,8 +24,9 @@ type Counters struct {
 	// since the data was written, or its queue's share was used up), or
 	// into a frame that waits for its peer to resolve.
 	InPlace, Copied uint64
-	// Spoofed counts frames from a source nobody may answer (see
-	// unanswerable), dropped; Refused, sends to such an address, refused
+	// Spoofed counts frames from a source nobody may answer (the
+	// subnet's network or broadcast address, 0.0.0.0/8, loopback,
+	// multicast and above, the interface's own addresses), dropped; Refused, sends to such an address, refused
 	// with EHOSTUNREACH; Unreach, ICMP port unreachables about our frames,
 	// handed to the provider.
 	Spoofed, Refused, Unreach uint64
@@ -117,8 +118,8 @@ func (l *Link) Stats() Stats {
 	return s
 }
 
-// SteerStats returns the steer program's counters; any goroutine, until
-// Close.
+// SteerStats returns the steer program's counters; any goroutine. After
+// Close it returns net.ErrClosed.
 func (l *Link) SteerStats() (bpf.SteerStats, error) {
 	l.qmu.Lock()
 	defer l.qmu.Unlock()
