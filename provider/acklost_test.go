@@ -44,7 +44,7 @@ func TestEngineAllPureAcksLostZeroWindow(t *testing.T) {
 		write()
 		// The window is full, or what is left of it is less than a
 		// segment, which the sender does not split: zero to it.
-		return b.lastEdge > 0 && b.rcvNxt+uint64(a.mss) > b.lastEdge && a.sndUna == b.rcvNxt && a.slen > 0 && v.net.Queued() == 0
+		return b.rcv.lastEdge > 0 && b.rcv.rcvNxt+uint64(a.mss) > b.rcv.lastEdge && a.snd.sndUna == b.rcv.rcvNxt && a.snd.slen > 0 && v.net.Queued() == 0
 	})
 	v.net.SetFaults(dropPureAcks)
 	start := v.now

@@ -153,8 +153,8 @@ func TestCCSlowStart(t *testing.T) {
 	v := newVNet(t, 1, memnet.Faults{Delay: 100 * time.Microsecond}, testEngineConfig(), 2)
 	a, _ := v.pair()
 	mss := a.mss
-	if a.cc.cwnd != initialSegments*mss {
-		t.Fatalf("initial window %d, want %d", a.cc.cwnd, initialSegments*mss)
+	if a.snd.cc.cwnd != initialSegments*mss {
+		t.Fatalf("initial window %d, want %d", a.snd.cc.cwnd, initialSegments*mss)
 	}
 	data := make([]byte, 200<<10)
 	n, err := v.hosts[0].write(a, data)
@@ -163,15 +163,15 @@ func TestCCSlowStart(t *testing.T) {
 	}
 	start := v.now
 	v.run(time.Second, func() bool { return v.now-start >= int64(150*time.Microsecond) })
-	if out := int(a.sndNxt - a.sndUna); out > initialSegments*mss || out == 0 {
+	if out := int(a.snd.sndNxt - a.snd.sndUna); out > initialSegments*mss || out == 0 {
 		t.Fatalf("%d bytes sent in the first round trip, want the initial window %d", out, initialSegments*mss)
 	}
 	// Four round trips (200 µs each): 10 → 160 segments, less what
 	// pacing and the acks' timing hold back; at least 6 times the start
 	// (congestion avoidance would give 14 segments).
 	v.run(time.Second, func() bool { return v.now-start >= int64(4*200*time.Microsecond+100*time.Microsecond) })
-	if a.cc.cwnd < 6*initialSegments*mss {
-		t.Fatalf("window %d segments after four round trips of slow start", a.cc.cwnd/mss)
+	if a.snd.cc.cwnd < 6*initialSegments*mss {
+		t.Fatalf("window %d segments after four round trips of slow start", a.snd.cc.cwnd/mss)
 	}
 }
 
@@ -281,7 +281,7 @@ func TestCCDCTCPAlphaPattern(t *testing.T) {
 	v := newVNet(t, 3, faults, testEngineConfig(), 2)
 	a, b := v.pair()
 	transfer(t, v, a, b, 16<<20, 5, false)
-	alpha := float64(a.cc.alpha) / alphaOne
+	alpha := float64(a.snd.cc.alpha) / alphaOne
 	t.Logf("α %.3f after %d of %d data frames marked; %d reductions", alpha, v.net.Stats().Marked, count, v.hosts[0].st.ecnReductions.Load())
 	if alpha < 0.15 || alpha > 0.35 {
 		t.Errorf("α %.3f with a quarter of the frames marked, want about 0.25", alpha)
@@ -307,7 +307,7 @@ func TestCCSpuriousRTOUndone(t *testing.T) {
 	for v.now < until {
 		e0.poll(v.now)
 		if e0.st.rtoExpiries.Load() == 0 {
-			before = a.cc.cwnd
+			before = a.snd.cc.cwnd
 		}
 		next := until
 		if t, ok := e0.nextTimer(); ok && t < next {
@@ -318,15 +318,15 @@ func TestCCSpuriousRTOUndone(t *testing.T) {
 	if e0.st.rtoExpiries.Load() == 0 {
 		t.Fatal("the timer did not expire while the receiver stalled")
 	}
-	if a.cc.cwnd >= before {
-		t.Fatalf("the timeout left the window at %d (was %d)", a.cc.cwnd, before)
+	if a.snd.cc.cwnd >= before {
+		t.Fatalf("the timeout left the window at %d (was %d)", a.snd.cc.cwnd, before)
 	}
-	v.run(time.Second, func() bool { return e0.st.spuriousRTOs.Load() > 0 || a.sent == 0 })
+	v.run(time.Second, func() bool { return e0.st.spuriousRTOs.Load() > 0 || a.snd.sent == 0 })
 	if e0.st.spuriousRTOs.Load() == 0 {
-		t.Fatalf("the spurious timeout was not detected; window %d, was %d", a.cc.cwnd, before)
+		t.Fatalf("the spurious timeout was not detected; window %d, was %d", a.snd.cc.cwnd, before)
 	}
-	if a.cc.cwnd < before {
-		t.Fatalf("window %d after the undo, was %d before the timeout", a.cc.cwnd, before)
+	if a.snd.cc.cwnd < before {
+		t.Fatalf("window %d after the undo, was %d before the timeout", a.snd.cc.cwnd, before)
 	}
 }
 

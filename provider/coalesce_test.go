@@ -68,7 +68,7 @@ func TestEngineAcksCoalesced(t *testing.T) {
 		if f.Loss == 0 && acks*8 > segs {
 			t.Errorf("%d pure acks for %d segments: want about one per %d", acks, segs, ackEvery)
 		}
-		v.run(time.Second, func() bool { return a.sent == 0 })
+		v.run(time.Second, func() bool { return a.snd.sent == 0 })
 		checkPool(t, ea)
 		checkPool(t, eb)
 	}
@@ -163,7 +163,7 @@ func TestEngineSmallWritesNotHeld(t *testing.T) {
 		}
 	}
 	// Three writes in a row.
-	v.run(time.Second, func() bool { return a.sent == 0 && b.sent == 0 })
+	v.run(time.Second, func() bool { return a.snd.sent == 0 && b.snd.sent == 0 })
 	out := ea.st.dataOut.Load()
 	for i := range 2 {
 		write(ea, a, []byte{byte(i)})

@@ -207,7 +207,7 @@ func TestEngineConfirmationRepeated(t *testing.T) {
 	v.run(time.Second, func() bool { return v.net.Queued() == 0 })
 	end := v.now + int64(time.Second)
 	v.run(2*time.Second, func() bool { return v.now >= end })
-	if n := v.hosts[0].st.probesOut.Load(); n != probes || c.rtoAt != 0 {
-		t.Errorf("the connector went on probing (%d probes, then %d; timer %d) after the acceptor answered", probes, n, c.rtoAt)
+	if n := v.hosts[0].st.probesOut.Load(); n != probes || c.snd.rtoAt != 0 {
+		t.Errorf("the connector went on probing (%d probes, then %d; timer %d) after the acceptor answered", probes, n, c.snd.rtoAt)
 	}
 }

@@ -113,16 +113,16 @@ func (c *credit) mayTake(n, counted int) bool {
 // find no buffer (a deadlock across the two hosts). A write refused here
 // waits for its window (winWait) or for the total to fall (starved).
 func (e *engine) mayQueue(ep *endpoint) bool {
-	edge := max(ep.sndRight, ep.sndUna)
-	if ep.sndEnd+uint64(ep.mss) <= edge {
+	edge := max(ep.snd.sndRight, ep.snd.sndUna)
+	if ep.snd.sndEnd+uint64(ep.mss) <= edge {
 		return true
 	}
 	add := ep.mss
-	if ep.sndEnd < edge {
-		add -= int(edge - ep.sndEnd)
+	if ep.snd.sndEnd < edge {
+		add -= int(edge - ep.snd.sndEnd)
 	}
-	if ep.beyond+add > e.beyondShare(e.nEps, ep.mss) {
-		ep.winWait = true
+	if ep.snd.beyond+add > e.beyondShare(e.nEps, ep.mss) {
+		ep.snd.winWait = true
 		return false
 	}
 	if e.sendBeyond+add > e.beyondCap {
@@ -137,16 +137,16 @@ func (e *engine) mayQueue(ep *endpoint) bool {
 func (e *engine) rebeyond(ep *endpoint) {
 	b := 0
 	if ep.state == StateEstablished {
-		if edge := max(ep.sndRight, ep.sndUna); ep.sndEnd > edge {
-			b = int(ep.sndEnd - edge)
+		if edge := max(ep.snd.sndRight, ep.snd.sndUna); ep.snd.sndEnd > edge {
+			b = int(ep.snd.sndEnd - edge)
 		}
 	}
-	d := b - ep.beyond
+	d := b - ep.snd.beyond
 	e.sendBeyond += d
-	ep.beyond = b
+	ep.snd.beyond = b
 	if d < 0 {
-		if ep.winWait {
-			ep.winWait = false
+		if ep.snd.winWait {
+			ep.snd.winWait = false
 			e.notify(ep, evWritable)
 		}
 		e.wakeWriters(-d)
@@ -165,7 +165,7 @@ func (e *engine) wakeWriters(freed int) {
 		k = min(k, freed/e.mss+1)
 	}
 	for _, s := range e.starved[:k] {
-		s.starved = false
+		s.snd.starved = false
 		e.notify(s, evWritable)
 	}
 	n := copy(e.starved, e.starved[k:])
@@ -174,12 +174,12 @@ func (e *engine) wakeWriters(freed int) {
 }
 
 func (e *engine) starve(ep *endpoint) {
-	if !ep.starved {
-		ep.starved = true
+	if !ep.snd.starved {
+		ep.snd.starved = true
 		e.starved = append(e.starved, ep)
 		e.st.poolLimited.Add(1)
 	}
-	ep.limit = limitPool
+	ep.snd.limit = limitPool
 }
 
 // window is the window to grant ep now: the room left in its receive
@@ -189,10 +189,10 @@ func (e *engine) starve(ep *endpoint) {
 // taking all. It never shrinks what was granted.
 func (e *engine) window(ep *endpoint) uint32 {
 	granted := 0
-	if ep.lastEdge > ep.rcvNxt {
-		granted = int(ep.lastEdge - ep.rcvNxt)
+	if ep.rcv.lastEdge > ep.rcv.rcvNxt {
+		granted = int(ep.rcv.lastEdge - ep.rcv.rcvNxt)
 	}
-	room := max(e.cfg.RecvBuffer-ep.rqBytes, 0)
+	room := max(e.cfg.RecvBuffer-ep.rcv.rqBytes, 0)
 	if room <= granted {
 		return uint32(granted)
 	}
@@ -201,29 +201,29 @@ func (e *engine) window(ep *endpoint) uint32 {
 		e.trimCommitments()
 		extra = e.uncommitted()
 	}
-	if share := e.share(e.nEps) - ep.rqLen - len(ep.ooo) - ep.need; share < extra {
+	if share := e.share(e.nEps) - ep.rcv.rqLen - len(ep.rcv.ooo) - ep.rcv.need; share < extra {
 		extra = share
 	}
 	if ep.halfOpen {
 		// Until its connector answers, a connection's window is one
 		// buffer, enough for a first request: a flood of connects
 		// commits at most one buffer per half-open connection.
-		extra = min(extra, 1-ep.rqLen-len(ep.ooo)-ep.need)
+		extra = min(extra, 1-ep.rcv.rqLen-len(ep.rcv.ooo)-ep.rcv.need)
 	}
 	if extra <= 0 {
 		return uint32(granted)
 	}
-	w := e.tailRoom(ep) + (ep.need+extra)*e.pool.size
+	w := e.tailRoom(ep) + (ep.rcv.need+extra)*e.pool.size
 	return uint32(max(granted, min(room, w)))
 }
 
 // tailRoom is the free space of the last buffer of ep's receive queue,
 // which in-order data fills before it takes a new buffer.
 func (e *engine) tailRoom(ep *endpoint) int {
-	if ep.rqLen == 0 {
+	if ep.rcv.rqLen == 0 {
 		return 0
 	}
-	return e.pool.size - int(ep.rqAt(ep.rqLen-1).end)
+	return e.pool.size - int(ep.rcv.rqAt(ep.rcv.rqLen-1).end)
 }
 
 // recommit sets ep.need to the buffers that in-order data up to the
@@ -241,10 +241,10 @@ func (e *engine) tailRoom(ep *endpoint) int {
 // otherwise dropped and retransmitted, as TCP does under memory pressure.
 func (e *engine) recommit(ep *endpoint) {
 	need := 0
-	if (ep.state == StateEstablished || ep.state == StateConnecting) && !ep.eof && ep.lastEdge > ep.rcvNxt {
-		need = e.buffersFor(int(ep.lastEdge-ep.rcvNxt) - e.tailRoom(ep))
+	if (ep.state == StateEstablished || ep.state == StateConnecting) && !ep.rcv.eof && ep.rcv.lastEdge > ep.rcv.rcvNxt {
+		need = e.buffersFor(int(ep.rcv.lastEdge-ep.rcv.rcvNxt) - e.tailRoom(ep))
 	}
-	ep.need, ep.counted = need, e.commit(ep.counted, need, e.nEps)
+	ep.rcv.need, ep.rcv.counted = need, e.commit(ep.rcv.counted, need, e.nEps)
 }
 
 // trimCommitments holds every endpoint's counted commitment to the fair
@@ -254,7 +254,7 @@ func (e *engine) trimCommitments() {
 	e.trimmedAt = e.nEps
 	before := e.recvCommitted
 	for _, ep := range e.eps {
-		if ep != nil && ep.counted > 0 {
+		if ep != nil && ep.rcv.counted > 0 {
 			e.recommit(ep)
 		}
 	}
@@ -267,14 +267,14 @@ func (e *engine) trimCommitments() {
 // and the buffers to fill it are committed. A receiver whose window was
 // held back for want of buffers waits for them in rwait.
 func (e *engine) grant(ep *endpoint, w uint32) {
-	if edge := ep.rcvNxt + uint64(w); edge > ep.lastEdge {
-		ep.lastEdge = edge
+	if edge := ep.rcv.rcvNxt + uint64(w); edge > ep.rcv.lastEdge {
+		ep.rcv.lastEdge = edge
 		e.recommit(ep)
 	}
 	// Held back by the pool, not by its own unread data or fair share.
-	if int(w) < ep.mss && int(w) < e.cfg.RecvBuffer-ep.rqBytes && !ep.rwaiting && !ep.eof &&
-		ep.rqLen+len(ep.ooo)+ep.need < e.share(e.nEps) {
-		ep.rwaiting = true
+	if int(w) < ep.mss && int(w) < e.cfg.RecvBuffer-ep.rcv.rqBytes && !ep.rcv.rwaiting && !ep.rcv.eof &&
+		ep.rcv.rqLen+len(ep.rcv.ooo)+ep.rcv.need < e.share(e.nEps) {
+		ep.rcv.rwaiting = true
 		e.rwait = append(e.rwait, ep)
 	}
 }
@@ -286,7 +286,7 @@ func (e *engine) wakeReceivers() {
 	k := 0
 	for k < len(e.rwait) && k < spare {
 		ep := e.rwait[k]
-		ep.rwaiting = false
+		ep.rcv.rwaiting = false
 		if ep.state == StateEstablished {
 			e.ackSoon(ep, true)
 		}

@@ -219,7 +219,7 @@ func TestCreditGrantedWindowFills(t *testing.T) {
 		sum := 0
 		for _, ep := range e1.eps {
 			if ep != nil {
-				sum += ep.counted
+				sum += ep.rcv.counted
 			}
 		}
 		if sum != e1.recvCommitted {
@@ -239,13 +239,13 @@ func TestCreditGrantedWindowFills(t *testing.T) {
 		t.Errorf("%d segments dropped for want of a buffer within granted windows", n)
 	}
 	for i, b := range bs {
-		if b.rcvNxt == 0 {
+		if b.rcv.rcvNxt == 0 {
 			t.Errorf("connection %d was granted no window", i)
 		}
 		// Full segments go out; the rest of a window smaller than one
 		// waits for the window to grow.
-		if b.lastEdge-b.rcvNxt >= uint64(b.mss) {
-			t.Errorf("connection %d: granted up to %d, received up to %d", i, b.lastEdge, b.rcvNxt)
+		if b.rcv.lastEdge-b.rcv.rcvNxt >= uint64(b.mss) {
+			t.Errorf("connection %d: granted up to %d, received up to %d", i, b.rcv.lastEdge, b.rcv.rcvNxt)
 		}
 	}
 	// Now the readers read: every stream completes, byte for byte.

@@ -216,13 +216,13 @@ func (p *Provider) withdraw(t *op) {
 // endOf reports where ep's end stands.
 func (p *Provider) endOf(ep *endpoint) End {
 	var e End
-	if ep.eof {
+	if ep.rcv.eof {
 		e |= EndPeerFin
 	}
-	if ep.finAcked {
+	if ep.snd.finAcked {
 		e |= EndFinAcked
 	}
-	if ep.rqLen > 0 {
+	if ep.rcv.rqLen > 0 {
 		e |= EndReadable
 	}
 	if ep.state == StateFailed {

@@ -163,8 +163,8 @@ func TestEngineHandshake(t *testing.T) {
 		t.Fatalf("handshake took %v of virtual time with a 50µs delay", d)
 	}
 	// The first connect's round trip is an RTT sample.
-	if a.rtt.srtt != int64(100*time.Microsecond) {
-		t.Fatalf("srtt %v after the handshake", time.Duration(a.rtt.srtt))
+	if a.snd.rtt.srtt != int64(100*time.Microsecond) {
+		t.Fatalf("srtt %v after the handshake", time.Duration(a.snd.rtt.srtt))
 	}
 }
 
@@ -403,8 +403,8 @@ func TestEngineSlowReader(t *testing.T) {
 		for i, e := range v.hosts {
 			maxHeld[i] = max(maxHeld[i], int64(e.pool.total()-e.pool.nfree()))
 		}
-		if int(a.sndEnd-a.sndUna) > cfg.SendBuffer || b.rqBytes > cfg.RecvBuffer {
-			t.Fatalf("over the buffers: %d unacked, %d unread", a.sndEnd-a.sndUna, b.rqBytes)
+		if int(a.snd.sndEnd-a.snd.sndUna) > cfg.SendBuffer || b.rcv.rqBytes > cfg.RecvBuffer {
+			t.Fatalf("over the buffers: %d unacked, %d unread", a.snd.sndEnd-a.snd.sndUna, b.rcv.rqBytes)
 		}
 	}
 	if !bytes.Equal(got, src) {
@@ -522,7 +522,7 @@ func TestEngineForgedFramesDropped(t *testing.T) {
 	if b.state != StateEstablished || e1.st.dropBadToken.Load() != 3 {
 		t.Fatalf("forged frames: state %v, counted %d", b.state, e1.st.dropBadToken.Load())
 	}
-	if b.rqBytes != 0 {
+	if b.rcv.rqBytes != 0 {
 		t.Fatal("forged data was queued")
 	}
 	// A malformed frame is counted, not obeyed.
@@ -573,7 +573,7 @@ func readToEOF(t testing.TB, v *vnet, e *engine, b *endpoint) []byte {
 			t.Fatal(err)
 		}
 		got = append(got, buf[:n]...)
-		return n == 0 && b.eof
+		return n == 0 && b.rcv.eof
 	})
 	return got
 }
@@ -594,7 +594,7 @@ func TestEngineShutdownEOF(t *testing.T) {
 	if !bytes.Equal(got, msg) {
 		t.Fatalf("got %d bytes before end of stream, want %d", len(got), len(msg))
 	}
-	v.run(time.Minute, func() bool { return a.finAcked })
+	v.run(time.Minute, func() bool { return a.snd.finAcked })
 	// The other direction still works.
 	e1.write(b, []byte("reply"))
 	buf := make([]byte, 16)
@@ -657,7 +657,7 @@ func TestEngineAcksLost(t *testing.T) {
 	if err := v.hosts[0].shutdown(a); err != nil {
 		t.Fatal(err)
 	}
-	v.run(time.Minute, func() bool { return a.finAcked })
+	v.run(time.Minute, func() bool { return a.snd.finAcked })
 	t.Logf("%d KiB in %v virtual with every pure ack dropped; probes %d", size>>10, d, v.hosts[1].st.probesOut.Load())
 }
 
@@ -672,9 +672,9 @@ func TestEngineShutdownFullRing(t *testing.T) {
 	e0, e1 := v.hosts[0], v.hosts[1]
 	v.net.Partition(v.addr(0), v.addr(1), true)
 	var sent []byte
-	for i := 0; !a.full(); i++ {
+	for i := 0; !a.snd.full(); i++ {
 		if i > 100000 {
-			t.Fatalf("the ring never filled: %d segments of %d", a.slen, len(a.segs))
+			t.Fatalf("the ring never filled: %d segments of %d", a.snd.slen, len(a.snd.segs))
 		}
 		// One byte a segment: marked as sent (lost on the cut path), a
 		// segment is not filled up, so the next byte takes a new one.
@@ -682,8 +682,8 @@ func TestEngineShutdownFullRing(t *testing.T) {
 			t.Fatal(err)
 		}
 		sent = append(sent, byte(i))
-		a.sent = a.slen
-		a.sndNxt = a.sndEnd
+		a.snd.sent = a.snd.slen
+		a.snd.sndNxt = a.snd.sndEnd
 	}
 	if err := e0.shutdown(a); err != nil {
 		t.Fatalf("shutdown with a full ring: %v, want it taken", err)
@@ -696,5 +696,5 @@ func TestEngineShutdownFullRing(t *testing.T) {
 	if !bytes.Equal(got, sent) {
 		t.Fatalf("got %d bytes before end of stream, want %d", len(got), len(sent))
 	}
-	v.run(time.Minute, func() bool { return a.finAcked })
+	v.run(time.Minute, func() bool { return a.snd.finAcked })
 }

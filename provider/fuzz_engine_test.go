@@ -90,7 +90,7 @@ func fuzzEngineSeeds(tb testing.TB) map[string][]byte {
 	a, b := v.pair()
 	hdr := func(op wire.Opcode) wire.Header {
 		return wire.Header{Op: op, SrcPort: a.lport, DstPort: b.lport, SrcConn: a.id, DstConn: b.id,
-			Token: a.token, Seq: a.sndNxt, Ack: a.rcvNxt, Window: 1 << 16, Flags: wire.FlagAck}
+			Token: a.token, Seq: a.snd.sndNxt, Ack: a.rcv.rcvNxt, Window: 1 << 16, Flags: wire.FlagAck}
 	}
 	frame := func(h wire.Header, payload []byte) []byte { return frameBatch(wire.AppendDatagram(nil, &h, payload)) }
 	// Connect and accept announce the sender's largest datagram.

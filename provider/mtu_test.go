@@ -77,8 +77,8 @@ func TestEngineMTUUnannounced(t *testing.T) {
 		t.Fatalf("segment size %d without an announcement, want %d", c.mss, wire.MinPeerDatagram-wire.HeaderLen)
 	}
 	// Its rings hold a send buffer of the small segments.
-	if len(c.segs) < v.hosts[0].cfg.SendBuffer/c.mss {
-		t.Fatalf("%d segment slots for %d-byte segments", len(c.segs), c.mss)
+	if len(c.snd.segs) < v.hosts[0].cfg.SendBuffer/c.mss {
+		t.Fatalf("%d segment slots for %d-byte segments", len(c.snd.segs), c.mss)
 	}
 }
 

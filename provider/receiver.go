@@ -194,18 +194,18 @@ func (e *engine) read(ep *endpoint, b []byte) (int, error) {
 		return 0, ErrNotConn
 	}
 	n := 0
-	for n < len(b) && ep.rqLen > 0 {
-		r := ep.rqAt(0)
+	for n < len(b) && ep.rcv.rqLen > 0 {
+		r := ep.rcv.rqAt(0)
 		k := copy(b[n:], e.pool.buf(r.buf)[r.off:r.end])
 		r.off += uint16(k)
 		n += k
-		ep.rqBytes -= k
+		ep.rcv.rqBytes -= k
 		if r.off == r.end {
 			e.freeBuf(r.buf)
-			ep.popRQ()
+			ep.rcv.popRQ()
 		}
 	}
-	if len(ep.ooo) > 0 && ep.ooo[0].seq <= ep.rcvNxt {
+	if len(ep.rcv.ooo) > 0 && ep.rcv.ooo[0].seq <= ep.rcv.rcvNxt {
 		e.pullOOO(ep)
 		e.checkFin(ep)
 	}
@@ -213,9 +213,9 @@ func (e *engine) read(ep *endpoint, b []byte) (int, error) {
 	if n > 0 {
 		// Window update: the edge we advertised was less than an MSS
 		// away, or would move by at least half the new window.
-		edge := ep.rcvNxt + uint64(e.window(ep))
-		if grow := edge - ep.lastEdge; edge > ep.lastEdge && grow >= uint64(ep.mss) &&
-			(ep.lastEdge-ep.rcvNxt < uint64(ep.mss) || grow >= (edge-ep.rcvNxt)/2) {
+		edge := ep.rcv.rcvNxt + uint64(e.window(ep))
+		if grow := edge - ep.rcv.lastEdge; edge > ep.rcv.lastEdge && grow >= uint64(ep.mss) &&
+			(ep.rcv.lastEdge-ep.rcv.rcvNxt < uint64(ep.mss) || grow >= (edge-ep.rcv.rcvNxt)/2) {
 			e.ackSoon(ep, true)
 		}
 	}
@@ -225,7 +225,7 @@ func (e *engine) read(ep *endpoint, b []byte) (int, error) {
 // readable reports whether read would return data, end of stream or an
 // error.
 func (e *engine) readable(ep *endpoint) bool {
-	return ep.rqLen > 0 || ep.eof || ep.state == StateFailed
+	return ep.rcv.rqLen > 0 || ep.rcv.eof || ep.state == StateFailed
 }
 
 // onData stores a data segment and decides when to ack it: at once when
@@ -238,53 +238,53 @@ func (e *engine) onData(ep *endpoint, seq uint64, p pieces, req bool) {
 	}
 	ep.stat.segsIn++
 	end := seq + uint64(n)
-	if end <= ep.rcvNxt {
+	if end <= ep.rcv.rcvNxt {
 		e.st.dropDuplicate.Add(1)
 		e.dupAck(ep) // our ack may have been lost
 		return
 	}
-	ep.dupIn = 0
-	if seq < ep.rcvNxt {
-		p.skip(int(ep.rcvNxt - seq))
-		seq = ep.rcvNxt
+	ep.rcv.dupIn = 0
+	if seq < ep.rcv.rcvNxt {
+		p.skip(int(ep.rcv.rcvNxt - seq))
+		seq = ep.rcv.rcvNxt
 		n = p.len()
 	}
-	if end > max(ep.lastEdge, ep.rcvNxt) || (ep.finPending && end > ep.finSeq) || ep.eof {
+	if end > max(ep.rcv.lastEdge, ep.rcv.rcvNxt) || (ep.rcv.finPending && end > ep.rcv.finSeq) || ep.rcv.eof {
 		e.st.dropOutOfWindow.Add(1)
 		e.ackSoon(ep, true)
 		return
 	}
-	if seq == ep.rcvNxt {
+	if seq == ep.rcv.rcvNxt {
 		took := e.deliver(ep, &p)
 		if took < n && !e.appendInOrder(ep, p) && (!e.renege(ep) || !e.appendInOrder(ep, p)) {
 			e.st.dropNoBuffer.Add(1)
 			if took > 0 {
 				// The reader has the head of the segment; the
 				// sender repeats the rest.
-				ep.rcvNxt += uint64(took)
+				ep.rcv.rcvNxt += uint64(took)
 				e.notify(ep, evReadable)
 				e.ackSoon(ep, true)
 			}
 			return
 		}
-		ep.rcvNxt = end
-		hadHole := len(ep.ooo) > 0
+		ep.rcv.rcvNxt = end
+		hadHole := len(ep.rcv.ooo) > 0
 		e.pullOOO(ep)
 		e.checkFin(ep)
 		e.notify(ep, evReadable)
-		ep.unacked++
-		e.ackSoon(ep, hadHole || req || ep.unacked >= ackEvery)
+		ep.rcv.unacked++
+		e.ackSoon(ep, hadHole || req || ep.rcv.unacked >= ackEvery)
 		return
 	}
 	// Beyond a hole.
 	e.st.oooIn.Add(1)
-	i, dup := ep.oooPlace(seq, n)
+	i, dup := ep.rcv.oooPlace(seq, n)
 	if dup {
 		e.st.dropDuplicate.Add(1)
 		e.ackSoon(ep, true)
 		return
 	}
-	if len(ep.ooo) >= ep.oooMax || e.uncommitted() <= 0 {
+	if len(ep.rcv.ooo) >= ep.rcv.oooMax || e.uncommitted() <= 0 {
 		// Out-of-order data takes only buffers no window is counting on.
 		e.st.dropNoBuffer.Add(1)
 		e.ackSoon(ep, true)
@@ -297,7 +297,7 @@ func (e *engine) onData(ep *endpoint, seq uint64, p pieces, req bool) {
 		return
 	}
 	p.copyTo(e.pool.buf(buf))
-	ep.oooInsert(i, oseg{seq: seq, buf: buf, n: uint16(n)})
+	ep.rcv.oooInsert(i, oseg{seq: seq, buf: buf, n: uint16(n)})
 	e.ackSoon(ep, true)
 }
 
@@ -355,7 +355,7 @@ func (e *engine) onProbe(ep *endpoint, h *wire.Header) {
 	if h.Flags&wire.FlagAnswer != 0 {
 		return // its ack and window were taken in onAck
 	}
-	ep.answer = true
+	ep.rcv.answer = true
 	e.ackSoon(ep, true)
 }
 
@@ -365,9 +365,9 @@ func (e *engine) onProbe(ep *endpoint, h *wire.Header) {
 // that the peer answers: an ack path that has lost every pure ack still
 // delivers acks.
 func (e *engine) dupAck(ep *endpoint) {
-	ep.dupIn++
-	if ep.dupIn >= 2 {
-		ep.probeAck = true
+	ep.rcv.dupIn++
+	if ep.rcv.dupIn >= 2 {
+		ep.rcv.probeAck = true
 	}
 	e.ackSoon(ep, true)
 }
@@ -379,14 +379,14 @@ func (e *engine) dupAck(ep *endpoint) {
 // (RFC 2018 section 8) and so retransmits what was dropped. It reports
 // whether it freed anything.
 func (e *engine) renege(ep *endpoint) bool {
-	if len(ep.ooo) == 0 {
+	if len(ep.rcv.ooo) == 0 {
 		return false
 	}
-	for i := range ep.ooo {
-		e.freeBuf(ep.ooo[i].buf)
+	for i := range ep.rcv.ooo {
+		e.freeBuf(ep.rcv.ooo[i].buf)
 	}
-	clear(ep.ooo)
-	ep.ooo = ep.ooo[:0]
+	clear(ep.rcv.ooo)
+	ep.rcv.ooo = ep.rcv.ooo[:0]
 	e.st.reneged.Add(1)
 	return true
 }
@@ -395,11 +395,11 @@ func (e *engine) renege(ep *endpoint) bool {
 // a receive waiting for it, when nothing is queued before it, consumes it
 // and returns how much it took.
 func (e *engine) deliver(ep *endpoint, p *pieces) int {
-	if ep.rd == nil || ep.rqLen > 0 {
+	if ep.rcv.rd == nil || ep.rcv.rqLen > 0 {
 		return 0
 	}
-	k := p.copyTo(ep.rd[ep.rdN:])
-	ep.rdN += k
+	k := p.copyTo(ep.rcv.rd[ep.rcv.rdN:])
+	ep.rcv.rdN += k
 	e.st.recvDirect.Add(uint64(k))
 	return k
 }
@@ -409,40 +409,40 @@ func (e *engine) deliver(ep *endpoint, p *pieces) int {
 func (e *engine) appendInOrder(ep *endpoint, p pieces) bool {
 	n := p.len()
 	need := 0
-	if ep.rqLen > 0 {
-		t := ep.rqAt(ep.rqLen - 1)
+	if ep.rcv.rqLen > 0 {
+		t := ep.rcv.rqAt(ep.rcv.rqLen - 1)
 		need = max(n-(e.pool.size-int(t.end)), 0)
 	} else {
 		need = n
 	}
 	nbufs := e.buffersFor(need)
-	if nbufs > e.pool.nfree() || ep.rqLen+nbufs > len(ep.rq) {
+	if nbufs > e.pool.nfree() || ep.rcv.rqLen+nbufs > len(ep.rcv.rq) {
 		return false
 	}
 	// Buffers come from what the window has counted, or from what the
 	// receive half has uncommitted: data filling the uncounted part of
 	// an old window (see recommit) never takes the send half's.
-	if !e.mayTake(nbufs, ep.counted) {
+	if !e.mayTake(nbufs, ep.rcv.counted) {
 		return false
 	}
-	if ep.rqLen > 0 {
-		t := ep.rqAt(ep.rqLen - 1)
+	if ep.rcv.rqLen > 0 {
+		t := ep.rcv.rqAt(ep.rcv.rqLen - 1)
 		k := p.copyTo(e.pool.buf(t.buf)[t.end:])
 		t.end += uint16(k)
 		n -= k
-		ep.rqBytes += k
+		ep.rcv.rqBytes += k
 	}
 	for n > 0 {
 		buf, _ := e.pool.get(placeRecvQueued)
 		k := p.copyTo(e.pool.buf(buf))
-		ep.pushRQ(rseg{buf: buf, end: uint16(k)})
+		ep.rcv.pushRQ(rseg{buf: buf, end: uint16(k)})
 		n -= k
 	}
 	// What the buffers were committed for is now held: the commitment
 	// shrinks by as much, so that the segments after this one, before
 	// the next recommit, take only what is left of it.
-	used := min(nbufs, ep.counted)
-	ep.counted -= used
+	used := min(nbufs, ep.rcv.counted)
+	ep.rcv.counted -= used
 	e.recvCommitted -= used
 	return true
 }
@@ -451,40 +451,40 @@ func (e *engine) appendInOrder(ep *endpoint, p pieces) bool {
 // into the receive queue.
 func (e *engine) pullOOO(ep *endpoint) {
 	k := 0
-	for k < len(ep.ooo) && ep.ooo[k].seq <= ep.rcvNxt {
-		o := ep.ooo[k]
+	for k < len(ep.rcv.ooo) && ep.rcv.ooo[k].seq <= ep.rcv.rcvNxt {
+		o := ep.rcv.ooo[k]
 		end := o.seq + uint64(o.n)
-		if end <= ep.rcvNxt {
+		if end <= ep.rcv.rcvNxt {
 			e.freeBuf(o.buf)
 			k++
 			continue
 		}
-		if ep.rqFull() {
+		if ep.rcv.rqFull() {
 			break // the reader frees room; SACKed data is never dropped
 		}
 		k++
-		off := uint16(ep.rcvNxt - o.seq)
+		off := uint16(ep.rcv.rcvNxt - o.seq)
 		e.pool.move(o.buf, placeRecvQueued)
-		ep.pushRQ(rseg{buf: o.buf, off: off, end: o.n})
-		ep.rcvNxt = end
+		ep.rcv.pushRQ(rseg{buf: o.buf, off: off, end: o.n})
+		ep.rcv.rcvNxt = end
 	}
 	if k > 0 {
-		ep.oooDrop(k)
+		ep.rcv.oooDrop(k)
 	}
 }
 
 func (e *engine) onFin(ep *endpoint, seq uint64) {
-	if ep.eof || seq < ep.rcvNxt {
+	if ep.rcv.eof || seq < ep.rcv.rcvNxt {
 		e.dupAck(ep)
 		return
 	}
-	ep.finPending, ep.finSeq = true, seq
+	ep.rcv.finPending, ep.rcv.finSeq = true, seq
 	e.checkFin(ep)
 	e.ackSoon(ep, true)
 }
 
 func (e *engine) checkFin(ep *endpoint) {
-	if ep.takeFin() {
+	if ep.rcv.takeFin() {
 		e.notify(ep, evReadable)
 	}
 }
@@ -492,13 +492,13 @@ func (e *engine) checkFin(ep *endpoint) {
 // ackSoon asks for an ack: at once (now true) or within AckDelay.
 func (e *engine) ackSoon(ep *endpoint, now bool) {
 	if now {
-		ep.ackNow = true
+		ep.rcv.ackNow = true
 		e.queueOutput(ep)
 		return
 	}
-	if ep.ackAt == 0 {
-		ep.ackAt = later(e.now, int64(e.cfg.AckDelay))
-		e.schedule(ep, ep.ackAt)
+	if ep.rcv.ackAt == 0 {
+		ep.rcv.ackAt = later(e.now, int64(e.cfg.AckDelay))
+		e.schedule(ep, ep.rcv.ackAt)
 	}
 }
 
@@ -507,5 +507,5 @@ func (e *engine) acked(ep *endpoint) {
 	if e.hdr.Flags&wire.FlagAck == 0 {
 		return
 	}
-	ep.ackSent()
+	ep.rcv.ackSent()
 }

@@ -195,19 +195,19 @@ func TestReceiverDeliversIntoWaitingReceive(t *testing.T) {
 		msg[i] = byte(i * 13)
 	}
 	rd := make([]byte, 1000)
-	b.rd = rd
+	b.rcv.rd = rd
 	if _, err := ea.write(a, msg); err != nil {
 		t.Fatal(err)
 	}
-	v.run(time.Second, func() bool { return b.rcvNxt == uint64(len(msg)) })
-	if b.rdN != len(rd) || b.rqBytes != len(msg)-len(rd) || !bytes.Equal(rd, msg[:len(rd)]) {
-		t.Fatalf("delivered %d, queued %d; want %d and %d, the first bytes in order", b.rdN, b.rqBytes, len(rd), len(msg)-len(rd))
+	v.run(time.Second, func() bool { return b.rcv.rcvNxt == uint64(len(msg)) })
+	if b.rcv.rdN != len(rd) || b.rcv.rqBytes != len(msg)-len(rd) || !bytes.Equal(rd, msg[:len(rd)]) {
+		t.Fatalf("delivered %d, queued %d; want %d and %d, the first bytes in order", b.rcv.rdN, b.rcv.rqBytes, len(rd), len(msg)-len(rd))
 	}
 	if got := eb.st.recvDirect.Load(); got != uint64(len(rd)) {
 		t.Fatalf("recvDirect %d", got)
 	}
 	// Taken back: the rest is read from the queue, in order.
-	if n := takeDirect(b); n != len(rd) || b.rd != nil {
+	if n := takeDirect(b); n != len(rd) || b.rcv.rd != nil {
 		t.Fatalf("takeDirect %d", n)
 	}
 	rest := make([]byte, len(msg))
@@ -219,14 +219,14 @@ func TestReceiverDeliversIntoWaitingReceive(t *testing.T) {
 	if _, err := ea.write(a, msg[:100]); err != nil {
 		t.Fatal(err)
 	}
-	v.run(time.Second, func() bool { return b.rqBytes == 100 })
-	b.rd = rd
+	v.run(time.Second, func() bool { return b.rcv.rqBytes == 100 })
+	b.rcv.rd = rd
 	if _, err := ea.write(a, msg[100:200]); err != nil {
 		t.Fatal(err)
 	}
-	v.run(time.Second, func() bool { return b.rqBytes == 200 })
-	if b.rdN != 0 {
-		t.Fatalf("%d bytes delivered past queued data", b.rdN)
+	v.run(time.Second, func() bool { return b.rcv.rqBytes == 200 })
+	if b.rcv.rdN != 0 {
+		t.Fatalf("%d bytes delivered past queued data", b.rcv.rdN)
 	}
 	takeDirect(b)
 	checkPool(t, ea)

@@ -23,7 +23,7 @@ func TestEngineResetWindow(t *testing.T) {
 	if n, err := ea.write(a, make([]byte, 5000)); n != 5000 || err != nil {
 		t.Fatal(n, err)
 	}
-	v.run(time.Second, func() bool { return b.rcvNxt == 5000 && v.net.Queued() == 0 })
+	v.run(time.Second, func() bool { return b.rcv.rcvNxt == 5000 && v.net.Queued() == 0 })
 	v.run(time.Second, func() bool { return v.net.Queued() == 0 })
 	// forge sends b a reset of a's connection at seq.
 	forge := func(seq uint64) {
@@ -37,7 +37,7 @@ func TestEngineResetWindow(t *testing.T) {
 		v.step() // what b answers goes out
 		v.run(time.Second, func() bool { return v.net.Queued() == 0 })
 	}
-	window := b.lastEdge - b.rcvNxt
+	window := b.rcv.lastEdge - b.rcv.rcvNxt
 	if window == 0 {
 		t.Fatal("b granted no window")
 	}
@@ -45,30 +45,30 @@ func TestEngineResetWindow(t *testing.T) {
 		name string
 		seq  uint64
 	}{
-		{"below the window", b.rcvNxt - 1},
+		{"below the window", b.rcv.rcvNxt - 1},
 		{"far below", 0},
-		{"past the window", b.lastEdge + 2},
+		{"past the window", b.rcv.lastEdge + 2},
 		{"far past", 1 << 62},
 	} {
 		oow, ch := eb.st.dropOutOfWindow.Load(), eb.st.resetsChallenged.Load()
 		forge(c.seq)
 		if b.state != StateEstablished || eb.st.dropOutOfWindow.Load() != oow+1 || eb.st.resetsChallenged.Load() != ch {
-			t.Fatalf("reset %s (seq %d, window [%d, %d]): state %v, dropped %d, challenged %d", c.name, c.seq, b.rcvNxt, b.lastEdge, b.state,
+			t.Fatalf("reset %s (seq %d, window [%d, %d]): state %v, dropped %d, challenged %d", c.name, c.seq, b.rcv.rcvNxt, b.rcv.lastEdge, b.state,
 				eb.st.dropOutOfWindow.Load()-oow, eb.st.resetsChallenged.Load()-ch)
 		}
 	}
-	for _, seq := range []uint64{b.rcvNxt + 1, b.rcvNxt + window/2, b.lastEdge} {
+	for _, seq := range []uint64{b.rcv.rcvNxt + 1, b.rcv.rcvNxt + window/2, b.rcv.lastEdge} {
 		ch, acks := eb.st.resetsChallenged.Load(), eb.st.acksOut.Load()+eb.st.probesOut.Load()
 		forge(seq)
 		if b.state != StateEstablished || eb.st.resetsChallenged.Load() != ch+1 || eb.st.acksOut.Load()+eb.st.probesOut.Load() == acks {
-			t.Fatalf("reset in the window at %d (window [%d, %d]): state %v, challenged %d, acks sent %d", seq, b.rcvNxt, b.lastEdge, b.state,
+			t.Fatalf("reset in the window at %d (window [%d, %d]): state %v, challenged %d, acks sent %d", seq, b.rcv.rcvNxt, b.rcv.lastEdge, b.state,
 				eb.st.resetsChallenged.Load()-ch, eb.st.acksOut.Load()+eb.st.probesOut.Load()-acks)
 		}
 		if a.state != StateEstablished {
 			t.Fatalf("the challenge ack hurt the real peer: %v %v", a.state, a.err)
 		}
 	}
-	forge(b.rcvNxt)
+	forge(b.rcv.rcvNxt)
 	if b.state != StateFailed || !errors.Is(b.err, ErrConnReset) {
 		t.Fatalf("reset at the expected offset: %v %v", b.state, b.err)
 	}
@@ -92,8 +92,8 @@ func TestEngineResetWithDataInFlight(t *testing.T) {
 	ea.write(a, make([]byte, 3000))
 	v.step()
 	lose = false
-	if b.rcvNxt != 0 || a.sndNxt != 3000 {
-		t.Fatalf("data sent to %d, arrived to %d; want 3000 sent, all lost", a.sndNxt, b.rcvNxt)
+	if b.rcv.rcvNxt != 0 || a.snd.sndNxt != 3000 {
+		t.Fatalf("data sent to %d, arrived to %d; want 3000 sent, all lost", a.snd.sndNxt, b.rcv.rcvNxt)
 	}
 	start := v.now
 	ea.now = v.now

@@ -351,25 +351,25 @@ func (e *engine) write(ep *endpoint, b []byte) (int, error) {
 		return 0, ep.err
 	case ep.state != StateEstablished:
 		return 0, ErrNotConn
-	case ep.finQd:
+	case ep.snd.finQd:
 		return 0, ErrShutdown
 	}
 	n := 0
 	region := -2 // not yet asked
-	for n < len(b) && int(ep.sndEnd-ep.sndUna) < e.cfg.SendBuffer {
-		room := e.cfg.SendBuffer - int(ep.sndEnd-ep.sndUna)
-		if ep.slen > ep.sent {
+	for n < len(b) && int(ep.snd.sndEnd-ep.snd.sndUna) < e.cfg.SendBuffer {
+		room := e.cfg.SendBuffer - int(ep.snd.sndEnd-ep.snd.sndUna)
+		if ep.snd.slen > ep.snd.sent {
 			// The newest segment is not yet transmitted: fill it up.
-			s := ep.at(ep.slen - 1)
+			s := ep.snd.at(ep.snd.slen - 1)
 			if int(s.n) < ep.mss {
 				k := copy(e.pool.buf(s.buf)[wire.HeaderLen+int(s.n):wire.HeaderLen+ep.mss], b[n:min(len(b), n+room)])
 				s.n += uint16(k)
 				n += k
-				ep.sndEnd += uint64(k)
+				ep.snd.sndEnd += uint64(k)
 				continue
 			}
 		}
-		if ep.full() {
+		if ep.snd.full() {
 			break
 		}
 		if e.sendHeld() >= e.sendCap {
@@ -391,9 +391,9 @@ func (e *engine) write(ep *endpoint, b []byte) (int, error) {
 			break
 		}
 		k := copy(e.pool.buf(buf)[wire.HeaderLen:wire.HeaderLen+ep.mss], b[n:min(len(b), n+room)])
-		ep.push(seg{seq: ep.sndEnd, buf: buf, n: uint16(k)})
+		ep.snd.push(seg{seq: ep.snd.sndEnd, buf: buf, n: uint16(k)})
 		n += k
-		ep.sndEnd += uint64(k)
+		ep.snd.sndEnd += uint64(k)
 		e.rebeyond(ep)
 	}
 	if n > 0 {
@@ -410,15 +410,15 @@ func (e *engine) shutdown(ep *endpoint) error {
 		return ep.err
 	case ep.state != StateEstablished:
 		return ErrNotConn
-	case ep.finQd:
+	case ep.snd.finQd:
 		return nil
 	}
-	ep.finQd = true
-	if ep.full() {
+	ep.snd.finQd = true
+	if ep.snd.full() {
 		// Many small segments in flight: the disconnect follows them as
 		// soon as an ack frees a slot. The caller is not told to try
 		// again for a resource the engine frees by itself.
-		ep.finOwed = true
+		ep.snd.finOwed = true
 		return nil
 	}
 	e.queueFin(ep)
@@ -427,40 +427,40 @@ func (e *engine) shutdown(ep *endpoint) error {
 
 // queueFin puts the disconnect marker after the data; the ring has room.
 func (e *engine) queueFin(ep *endpoint) {
-	ep.finOwed = false
-	ep.push(seg{seq: ep.sndEnd, buf: noBuf, fin: true})
-	ep.sndEnd++
+	ep.snd.finOwed = false
+	ep.snd.push(seg{seq: ep.snd.sndEnd, buf: noBuf, fin: true})
+	ep.snd.sndEnd++
 	e.queueOutput(ep)
 }
 
 // writable reports whether write would take at least one byte, or fail.
 func (e *engine) writable(ep *endpoint) bool {
-	if ep.state != StateEstablished || ep.finQd {
+	if ep.state != StateEstablished || ep.snd.finQd {
 		return true
 	}
-	return int(ep.sndEnd-ep.sndUna) < e.cfg.SendBuffer && (ep.slen < len(ep.segs) || ep.slen > ep.sent) &&
+	return int(ep.snd.sndEnd-ep.snd.sndUna) < e.cfg.SendBuffer && (ep.snd.slen < len(ep.snd.segs) || ep.snd.slen > ep.snd.sent) &&
 		e.sendHeld() < e.sendCap
 }
 
 // onAck processes the ack, window and SACK blocks of a frame.
 func (e *engine) onAck(ep *endpoint, h *wire.Header) {
-	ack, una := h.Ack, ep.sndUna
-	if ack > ep.sndNxt {
+	ack, una := h.Ack, ep.snd.sndUna
+	if ack > ep.snd.sndNxt {
 		e.st.dropBadAck.Add(1)
 		return
 	}
 	grew := false
-	if edge := ack + uint64(h.Window); edge > ep.sndRight {
-		ep.sndRight = edge
+	if edge := ack + uint64(h.Window); edge > ep.snd.sndRight {
+		ep.snd.sndRight = edge
 		grew = true
 	}
-	ep.sackNew = 0
-	if ack > ep.sndUna {
+	ep.snd.sackNew = 0
+	if ack > ep.snd.sndUna {
 		var sample int64 = -1
 		freed, repaired, spurious := false, false, false
-		acked := int(ack - ep.sndUna)
-		for ep.sent > 0 {
-			s := ep.at(0)
+		acked := int(ack - ep.snd.sndUna)
+		for ep.snd.sent > 0 {
+			s := ep.snd.at(0)
 			if s.end() > ack {
 				break
 			}
@@ -481,42 +481,42 @@ func (e *engine) onAck(ep *endpoint, h *wire.Header) {
 				sample = e.now - s.sentAt
 			}
 			if s.fin {
-				ep.finAcked = true
+				ep.snd.finAcked = true
 				e.notify(ep, evWritable) // a graceful close waits for it
 			}
 			if s.buf != noBuf {
 				e.freeBuf(s.buf)
 				freed = true
 			}
-			ep.pop()
+			ep.snd.pop()
 		}
-		ep.sndUna = ack
+		ep.snd.sndUna = ack
 		ep.stat.lastAck = e.now
-		ep.dupAcks = 0
-		ep.bigLost, ep.bigAt = 0, 0
-		if spurious && ep.cc.onSpurious() {
+		ep.snd.dupAcks = 0
+		ep.snd.bigLost, ep.snd.bigAt = 0, 0
+		if spurious && ep.snd.cc.onSpurious() {
 			e.st.spuriousRTOs.Add(1)
 			e.undoRTO(ep)
 		}
-		ep.cc.onAck(acked, ack, ep.cwndLimited)
+		ep.snd.cc.onAck(acked, ack, ep.snd.cwndLimited)
 		if sample >= 0 && !repaired {
-			ep.rtt.sample(sample)
+			ep.snd.rtt.sample(sample)
 		}
-		ep.rtt.settle(e.rtoBounds())
-		if ep.sent > 0 {
-			ep.rtoAt = later(e.now, ep.rtt.rto)
-			e.schedule(ep, ep.rtoAt)
+		ep.snd.rtt.settle(e.rtoBounds())
+		if ep.snd.sent > 0 {
+			ep.snd.rtoAt = later(e.now, ep.snd.rtt.rto)
+			e.schedule(ep, ep.snd.rtoAt)
 		} else {
-			ep.rtoAt = 0
+			ep.snd.rtoAt = 0
 		}
-		if ep.finOwed && !ep.full() {
+		if ep.snd.finOwed && !ep.snd.full() {
 			e.queueFin(ep)
 		}
 		if freed {
 			e.notify(ep, evWritable)
 		}
-	} else if ack == ep.sndUna && ep.sent > 0 && h.Op == wire.OpAck && !grew {
-		if ep.countDupAck() {
+	} else if ack == ep.snd.sndUna && ep.snd.sent > 0 && h.Op == wire.OpAck && !grew {
+		if ep.snd.countDupAck() {
 			e.st.fastRetransmits.Add(1)
 			ep.stat.fastRetransmits++
 			e.onLoss(ep)
@@ -524,27 +524,27 @@ func (e *engine) onAck(ep *endpoint, h *wire.Header) {
 		}
 	}
 	if h.Op == wire.OpAck || h.Op == wire.OpProbe && h.Flags&wire.FlagAnswer != 0 {
-		ep.sackReport(h.SACK[:h.NSACK])
+		ep.snd.sackReport(h.SACK[:h.NSACK])
 	}
-	if h.NSACK > 0 && ep.sent > 0 {
+	if h.NSACK > 0 && ep.snd.sent > 0 {
 		e.onSACK(ep, h)
 	}
 	if ep.ecnOK && h.Flags&wire.FlagECN != 0 {
-		newly := ep.sackNew
+		newly := ep.snd.sackNew
 		if ack > una {
 			newly += int(ack - una)
 		}
-		if marks := h.CE - ep.cc.ceSeen; marks > 0 {
+		if marks := h.CE - ep.snd.cc.ceSeen; marks > 0 {
 			e.st.ceEchoed.Add(uint64(marks))
 		}
-		if ep.cc.onECN(h.CE, newly, ep.sndUna, ep.sndNxt) {
+		if ep.snd.cc.onECN(h.CE, newly, ep.snd.sndUna, ep.snd.sndNxt) {
 			e.st.ecnReductions.Add(1)
 		}
 	}
-	if ep.slen > ep.sent {
+	if ep.snd.slen > ep.snd.sent {
 		e.queueOutput(ep) // new credit, or a persist timer to arm
 	}
-	if ep.beyond > 0 || ep.winWait {
+	if ep.snd.beyond > 0 || ep.snd.winWait {
 		e.rebeyond(ep)
 	}
 }
@@ -552,10 +552,10 @@ func (e *engine) onAck(ep *endpoint, h *wire.Header) {
 // onSACK marks SACKed segments and retransmits, once, each unSACKed
 // segment with three SACKed segments above it.
 func (e *engine) onSACK(ep *endpoint, h *wire.Header) {
-	if sample := ep.markSACKed(h.SACK[:h.NSACK], e.now); sample >= 0 {
-		ep.rtt.sample(sample)
+	if sample := ep.snd.markSACKed(h.SACK[:h.NSACK], e.now); sample >= 0 {
+		ep.snd.rtt.sample(sample)
 	}
-	if n := ep.markFastLost(); n > 0 {
+	if n := ep.snd.markFastLost(); n > 0 {
 		e.st.fastRetransmits.Add(uint64(n))
 		ep.stat.fastRetransmits += uint64(n)
 		e.onLoss(ep)
@@ -565,7 +565,7 @@ func (e *engine) onSACK(ep *endpoint, h *wire.Header) {
 
 // onLoss tells the congestion window of a loss the scoreboard found.
 func (e *engine) onLoss(ep *endpoint) {
-	if ep.cc.onLoss(ep.sndUna, ep.sndNxt, int(ep.sndNxt-ep.sndUna)) {
+	if ep.snd.cc.onLoss(ep.snd.sndUna, ep.snd.sndNxt, int(ep.snd.sndNxt-ep.snd.sndUna)) {
 		e.st.lossReductions.Add(1)
 	}
 }
@@ -574,12 +574,12 @@ func (e *engine) onLoss(ep *endpoint) {
 // the window: the segments it presumed lost and that were not sent again
 // are in flight after all, so they lose their marks.
 func (e *engine) undoRTO(ep *endpoint) {
-	for i := range ep.sent {
-		if g := ep.at(i); g.rtx && !g.resent && !g.fast {
-			ep.clearRtx(g)
+	for i := range ep.snd.sent {
+		if g := ep.snd.at(i); g.rtx && !g.resent && !g.fast {
+			ep.snd.clearRtx(g)
 		}
 	}
-	ep.rtt.settle(e.rtoBounds())
+	ep.snd.rtt.settle(e.rtoBounds())
 }
 
 // sendData transmits retransmissions, then new segments within the peer's
@@ -588,19 +588,19 @@ func (e *engine) undoRTO(ep *endpoint) {
 func (e *engine) sendData(ep *endpoint) bool {
 	sent := false
 	acked := false
-	ep.limit = limitNone
+	ep.snd.limit = limitNone
 	byCwnd := false
 	burst := 0 // new segments sent back to back
-	for i := range ep.sent {
-		s := ep.at(i)
+	for i := range ep.snd.sent {
+		s := ep.snd.at(i)
 		if !s.rtx || s.sacked {
-			ep.clearRtx(s)
+			ep.snd.clearRtx(s)
 			continue
 		}
 		// The congestion window holds retransmissions back too, but for
 		// the oldest segment's: the repair everything waits for.
-		if i > 0 && ep.pipe()+s.segLen() > ep.cc.cwnd {
-			ep.limit, byCwnd = limitCwnd, true
+		if i > 0 && ep.snd.pipe()+s.segLen() > ep.snd.cc.cwnd {
+			ep.snd.limit, byCwnd = limitCwnd, true
 			break
 		}
 		// A retransmission asks for its ack at once: the sender is
@@ -609,7 +609,7 @@ func (e *engine) sendData(ep *endpoint) bool {
 			e.queueOutput(ep)
 			return sent
 		}
-		ep.clearRtx(s)
+		ep.snd.clearRtx(s)
 		s.resent = true
 		e.st.retransmits.Add(1)
 		ep.stat.retransmits++
@@ -620,31 +620,31 @@ func (e *engine) sendData(ep *endpoint) bool {
 	// (its send buffer, the peer's window or the congestion window):
 	// the ack then comes back while the other half is still going out.
 	var half uint64
-	if ep.sndRight > ep.sndUna {
-		half = min(uint64(e.cfg.SendBuffer), ep.sndRight-ep.sndUna, uint64(ep.cc.cwnd)) / 2
+	if ep.snd.sndRight > ep.snd.sndUna {
+		half = min(uint64(e.cfg.SendBuffer), ep.snd.sndRight-ep.snd.sndUna, uint64(ep.snd.cc.cwnd)) / 2
 	}
-	for ep.sent < ep.slen {
-		s := ep.at(ep.sent)
-		if !s.fin && s.seq+uint64(s.n) > ep.sndRight {
-			ep.limit = limitCredit
+	for ep.snd.sent < ep.snd.slen {
+		s := ep.snd.at(ep.snd.sent)
+		if !s.fin && s.seq+uint64(s.n) > ep.snd.sndRight {
+			ep.snd.limit = limitCredit
 			break
 		}
-		if pipe := ep.pipe(); pipe > 0 && pipe+s.segLen() > ep.cc.cwnd {
-			ep.limit, byCwnd = limitCwnd, true
+		if pipe := ep.snd.pipe(); pipe > 0 && pipe+s.segLen() > ep.snd.cc.cwnd {
+			ep.snd.limit, byCwnd = limitCwnd, true
 			break
 		}
-		if e.cfg.Pacing && burst > 0 && e.now < ep.paceNext-ep.paceSlack() {
+		if e.cfg.Pacing && burst > 0 && e.now < ep.snd.paceNext-ep.snd.paceSlack() {
 			// Paced: the rest goes when the timer says.
-			ep.limit = limitPace
-			if !ep.paceWait {
-				ep.paceWait = true
+			ep.snd.limit = limitPace
+			if !ep.snd.paceWait {
+				ep.snd.paceWait = true
 				e.st.paceWaits.Add(1)
-				e.schedule(ep, ep.paceNext-ep.paceSlack())
+				e.schedule(ep, ep.snd.paceNext-ep.snd.paceSlack())
 			}
 			break
 		}
-		req := s.seq-ep.sndUna < half && s.end()-ep.sndUna >= half
-		if !s.fin && int(s.n) < ep.mss && ep.sent+1 == ep.slen {
+		req := s.seq-ep.snd.sndUna < half && s.end()-ep.snd.sndUna >= half
+		if !s.fin && int(s.n) < ep.mss && ep.snd.sent+1 == ep.snd.slen {
 			// The newest segment, not full: the tail of what was
 			// written. It goes at once, unless a small segment sent
 			// with FlagAckReq is unacknowledged: then it waits for that
@@ -653,16 +653,16 @@ func (e *engine) sendData(ep *endpoint) bool {
 			// the ack asked for). A lone message never waits; the
 			// second of two in a row goes at once too, asking for its
 			// ack, and the third waits at most for that.
-			if ep.holdEnd > ep.sndUna {
-				ep.held = true
+			if ep.snd.holdEnd > ep.snd.sndUna {
+				ep.snd.held = true
 				break
 			}
-			if ep.smallEnd > ep.sndUna || ep.held {
+			if ep.snd.smallEnd > ep.snd.sndUna || ep.snd.held {
 				req = true
-				ep.holdEnd = s.end()
+				ep.snd.holdEnd = s.end()
 			}
-			ep.held = false
-			ep.smallEnd = s.end()
+			ep.snd.held = false
+			ep.snd.smallEnd = s.end()
 		}
 		if s.buf != noBuf {
 			e.pool.move(s.buf, placeInFlight)
@@ -674,12 +674,12 @@ func (e *engine) sendData(ep *endpoint) bool {
 			e.queueOutput(ep)
 			return sent
 		}
-		ep.sent++
-		ep.sndNxt = max(ep.sndNxt, s.end())
+		ep.snd.sent++
+		ep.snd.sndNxt = max(ep.snd.sndNxt, s.end())
 		sent, acked = true, true
 		burst++
 		if e.cfg.Pacing {
-			ep.paceNext = max(ep.paceNext, e.now) + ep.paceGap(s.segLen())
+			ep.snd.paceNext = max(ep.snd.paceNext, e.now) + ep.snd.paceGap(s.segLen())
 		}
 	}
 	if burst > 0 {
@@ -688,25 +688,25 @@ func (e *engine) sendData(ep *endpoint) bool {
 	// The window was what held the sender back, or nearly: an ack may
 	// open it further (RFC 7661's test, with Linux's slack of half a
 	// window in slow start).
-	ep.cwndLimited = byCwnd || 2*ep.pipe() >= ep.cc.cwnd
+	ep.snd.cwndLimited = byCwnd || 2*ep.snd.pipe() >= ep.snd.cc.cwnd
 	if byCwnd {
 		e.st.cwndLimited.Add(1)
 	}
-	if ep.sent > 0 && ep.rtoAt == 0 {
-		ep.rtoAt = later(e.now, ep.rtt.rto)
-		e.schedule(ep, ep.rtoAt)
+	if ep.snd.sent > 0 && ep.snd.rtoAt == 0 {
+		ep.snd.rtoAt = later(e.now, ep.snd.rtt.rto)
+		e.schedule(ep, ep.snd.rtoAt)
 	}
-	if ep.sent == 0 && ep.slen > 0 && ep.rtoAt == 0 {
+	if ep.snd.sent == 0 && ep.snd.slen > 0 && ep.snd.rtoAt == 0 {
 		// Window closed with data waiting: probe with the RTO's backoff.
-		ep.rtoAt = later(e.now, ep.rtt.rto)
-		e.schedule(ep, ep.rtoAt)
+		ep.snd.rtoAt = later(e.now, ep.snd.rtt.rto)
+		e.schedule(ep, ep.snd.rtoAt)
 	}
-	if ep.ackNow && !acked {
+	if ep.rcv.ackNow && !acked {
 		op := wire.OpAck
 		switch {
-		case ep.probeAck:
+		case ep.rcv.probeAck:
 			op = wire.OpProbe // asks for an answer, which answers a probe too
-		case ep.answer:
+		case ep.rcv.answer:
 			op = opAnswer
 		}
 		if errors.Is(e.sendCtl(ep, op, wire.ReasonNone), ErrNoBufs) {
@@ -764,25 +764,25 @@ func (e *engine) sendSeg(ep *endpoint, s *seg, req bool) bool {
 func (e *engine) onRTO(ep *endpoint) {
 	e.st.rtoExpiries.Add(1)
 	ep.stat.rtoExpiries++
-	if ep.sent == 0 {
-		if ep.confirming || ep.slen > 0 && ep.at(0).seq+uint64(ep.at(0).n) > ep.sndRight {
+	if ep.snd.sent == 0 {
+		if ep.confirming || ep.snd.slen > 0 && ep.snd.at(0).seq+uint64(ep.snd.at(0).n) > ep.snd.sndRight {
 			// Zero window, or a confirmation not yet answered: probe.
 			e.sendCtl(ep, wire.OpProbe, wire.ReasonNone)
-			ep.rtt.backoff(e.rtoBounds())
-			ep.rtoAt = later(e.now, ep.rtt.rto)
+			ep.snd.rtt.backoff(e.rtoBounds())
+			ep.snd.rtoAt = later(e.now, ep.snd.rtt.rto)
 			return
 		}
-		ep.rtoAt = 0
+		ep.snd.rtoAt = 0
 		e.queueOutput(ep)
 		return
 	}
 	if e.lostForSize(ep) {
 		return
 	}
-	ep.cc.onRTO(ep.sndNxt, int(ep.sndNxt-ep.sndUna))
-	ep.markLost(e.now - ep.rtt.rto)
-	ep.rtt.backoff(e.rtoBounds())
-	ep.rtoAt = later(e.now, ep.rtt.rto)
+	ep.snd.cc.onRTO(ep.snd.sndNxt, int(ep.snd.sndNxt-ep.snd.sndUna))
+	ep.snd.markLost(e.now - ep.snd.rtt.rto)
+	ep.snd.rtt.backoff(e.rtoBounds())
+	ep.snd.rtoAt = later(e.now, ep.snd.rtt.rto)
 	e.queueOutput(ep)
 }
 
@@ -804,28 +804,28 @@ const maxBigLost = 10
 // connection fails with a FrameSizeError instead of stalling for good:
 // keepalives would keep it alive for ever. It reports whether it failed ep.
 func (e *engine) lostForSize(ep *endpoint) bool {
-	s := ep.at(0)
+	s := ep.snd.at(0)
 	size := wire.HeaderLen + int(s.n)
 	if s.fin || s.sacked || size <= wire.MinPeerDatagram {
-		ep.bigLost, ep.bigAt = 0, 0
+		ep.snd.bigLost, ep.snd.bigAt = 0, 0
 		return false
 	}
-	for i := 1; i < ep.sent; i++ {
-		if o := ep.at(i); o.sacked && wire.HeaderLen+int(o.n) >= size {
-			ep.bigLost, ep.bigAt = 0, 0
+	for i := 1; i < ep.snd.sent; i++ {
+		if o := ep.snd.at(i); o.sacked && wire.HeaderLen+int(o.n) >= size {
+			ep.snd.bigLost, ep.snd.bigAt = 0, 0
 			return false
 		}
 	}
-	if ep.bigAt != 0 && ep.lastHeard > ep.bigAt {
-		ep.bigLost++
+	if ep.snd.bigAt != 0 && ep.lastHeard > ep.snd.bigAt {
+		ep.snd.bigLost++
 	}
-	if ep.bigLost >= maxBigLost {
+	if ep.snd.bigLost >= maxBigLost {
 		e.st.tooBig.Add(1)
 		e.sendCtl(ep, wire.OpReset, wire.ReasonTimedOut) // we give up on it
 		e.fail(ep, &FrameSizeError{Size: size, Peer: ep.raddr})
 		return true
 	}
-	ep.bigAt = e.now
+	ep.snd.bigAt = e.now
 	e.sendCtl(ep, wire.OpProbe, wire.ReasonNone)
 	return false
 }

@@ -134,10 +134,10 @@ func (e *engine) connStats(ep *endpoint, local netip.Addr, now int64) ConnStats 
 		State:           ep.state.String(),
 		Local:           netip.AddrPortFrom(local, ep.lport),
 		MSS:             ep.mss,
-		RTT:             time.Duration(ep.rtt.srtt),
-		RTTVar:          time.Duration(ep.rtt.rttvar),
-		MinRTT:          time.Duration(ep.rtt.minRTT),
-		RTO:             time.Duration(ep.rtt.rto),
+		RTT:             time.Duration(ep.snd.rtt.srtt),
+		RTTVar:          time.Duration(ep.snd.rtt.rttvar),
+		MinRTT:          time.Duration(ep.snd.rtt.minRTT),
+		RTO:             time.Duration(ep.snd.rtt.rto),
 		Retransmits:     ep.stat.retransmits,
 		FastRetransmits: ep.stat.fastRetransmits,
 		RTOExpiries:     ep.stat.rtoExpiries,
@@ -148,8 +148,8 @@ func (e *engine) connStats(ep *endpoint, local netip.Addr, now int64) ConnStats 
 		LastSend:        age(ep.stat.lastSend, now),
 		LastRecv:        age(ep.lastHeard, now),
 		LastAck:         age(ep.stat.lastAck, now),
-		RTOTimer:        until(ep.rtoAt, now),
-		AckTimer:        until(ep.ackAt, now),
+		RTOTimer:        until(ep.snd.rtoAt, now),
+		AckTimer:        until(ep.rcv.ackAt, now),
 		KeepaliveTimer:  -1,
 	}
 	if !ep.state.HasPeer() {
@@ -157,40 +157,40 @@ func (e *engine) connStats(ep *endpoint, local netip.Addr, now int64) ConnStats 
 	}
 	c.Peer = netip.AddrPortFrom(ep.raddr, ep.rport)
 	// Offsets count from 0, and a disconnect takes one.
-	c.BytesAcked = ep.sndUna
-	if ep.finAcked {
+	c.BytesAcked = ep.snd.sndUna
+	if ep.snd.finAcked {
 		c.BytesAcked--
 	}
-	c.BytesReceived = ep.rcvNxt
-	if ep.eof {
+	c.BytesReceived = ep.rcv.rcvNxt
+	if ep.rcv.eof {
 		c.BytesReceived--
 	}
-	c.RecvQ = ep.rqBytes
-	c.SendQ = int(ep.sndEnd - ep.sndUna)
-	if ep.finQd && !ep.finAcked {
+	c.RecvQ = ep.rcv.rqBytes
+	c.SendQ = int(ep.snd.sndEnd - ep.snd.sndUna)
+	if ep.snd.finQd && !ep.snd.finAcked {
 		c.SendQ--
 	}
-	c.InFlight = int(ep.sndNxt - ep.sndUna)
-	if ep.sndRight > ep.sndUna {
-		c.PeerWindow = int(ep.sndRight - ep.sndUna)
+	c.InFlight = int(ep.snd.sndNxt - ep.snd.sndUna)
+	if ep.snd.sndRight > ep.snd.sndUna {
+		c.PeerWindow = int(ep.snd.sndRight - ep.snd.sndUna)
 	}
-	if ep.lastEdge > ep.rcvNxt {
-		c.OwnWindow = int(ep.lastEdge - ep.rcvNxt)
+	if ep.rcv.lastEdge > ep.rcv.rcvNxt {
+		c.OwnWindow = int(ep.rcv.lastEdge - ep.rcv.rcvNxt)
 	}
 	switch {
-	case ep.starved:
+	case ep.snd.starved:
 		c.Limit = LimitPool
-	case ep.winWait || ep.slen > ep.sent && ep.at(ep.sent).end() > ep.sndRight:
+	case ep.snd.winWait || ep.snd.slen > ep.snd.sent && ep.snd.at(ep.snd.sent).end() > ep.snd.sndRight:
 		c.Limit = LimitWindow
-	case ep.slen > ep.sent && ep.limit == limitCwnd:
+	case ep.snd.slen > ep.snd.sent && ep.snd.limit == limitCwnd:
 		c.Limit = LimitCwnd
-	case ep.slen > ep.sent && ep.limit == limitPace:
+	case ep.snd.slen > ep.snd.sent && ep.snd.limit == limitPace:
 		c.Limit = LimitPace
 	case c.SendQ >= e.cfg.SendBuffer:
 		c.Limit = LimitSendBuffer
 	}
 	if ep.state == StateEstablished {
-		c.Cwnd, c.Ssthresh = ep.cc.cwnd, ep.cc.ssthresh
+		c.Cwnd, c.Ssthresh = ep.snd.cc.cwnd, ep.snd.cc.ssthresh
 	}
 	if ep.state.IsConnected() {
 		c.KeepaliveTimer = until(e.keepaliveAt(ep), now)

@@ -786,7 +786,7 @@ func (p *Provider) progress(sock *socket, ev uint8) {
 	}
 	if ev&(evReadable|evConnected) != 0 {
 		p.progressRecvs(sock)
-		if ev&evReadable != 0 && sock.recvs.n == 0 && (ep.rqLen > 0 || ep.eof) && !sock.readEv {
+		if ev&evReadable != 0 && sock.recvs.n == 0 && (ep.rcv.rqLen > 0 || ep.rcv.eof) && !sock.readEv {
 			sock.readEv = true
 			p.notify(sock, FDRead, nil)
 		}
@@ -806,7 +806,7 @@ func (p *Provider) progress(sock *socket, ev uint8) {
 			if ev&evConnected == 0 { // a failed connect is FD_CONNECT's news
 				p.notify(sock, FDClose, ep.err)
 			}
-		case ep.eof:
+		case ep.rcv.eof:
 			sock.closeEv = true
 			p.notify(sock, FDClose, nil)
 		}
@@ -858,8 +858,8 @@ func (p *Provider) progressRecvs(sock *socket) {
 		if got > 0 {
 			n, err = n+got, nil // an error waits for the next receive
 		}
-		if n == 0 && err == nil && !ep.eof {
-			ep.rd = o.buf // the next in-order data goes straight in
+		if n == 0 && err == nil && !ep.rcv.eof {
+			ep.rcv.rd = o.buf // the next in-order data goes straight in
 			return
 		}
 		sock.recvs.pop()
@@ -871,8 +871,8 @@ func (p *Provider) progressRecvs(sock *socket) {
 // socket's queue from the engine and returns how many bytes it delivered
 // into it.
 func takeDirect(ep *endpoint) int {
-	n := ep.rdN
-	ep.rd, ep.rdN = nil, 0
+	n := ep.rcv.rdN
+	ep.rcv.rd, ep.rcv.rdN = nil, 0
 	return n
 }
 

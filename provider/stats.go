@@ -223,16 +223,16 @@ type ConnInfo struct {
 
 // connInfo reads ep's congestion state; on the poller.
 func connInfo(ep *endpoint) ConnInfo {
-	c := &ep.cc
+	c := &ep.snd.cc
 	info := ConnInfo{
-		Cwnd: c.cwnd, Ssthresh: c.ssthresh, InFlight: ep.pipe(),
+		Cwnd: c.cwnd, Ssthresh: c.ssthresh, InFlight: ep.snd.pipe(),
 		SlowStart: c.inSlowStart(), Recovering: c.recovering,
-		SRTT: time.Duration(ep.rtt.srtt), RTO: time.Duration(ep.rtt.rto),
+		SRTT: time.Duration(ep.snd.rtt.srtt), RTO: time.Duration(ep.snd.rtt.rto),
 		ECN: ep.ecnOK, CEReceived: ep.ceTotal, CEEchoed: c.ceEchoed,
-		Limit: limitName[ep.limit],
+		Limit: limitName[ep.snd.limit],
 	}
-	if ep.sndRight > ep.sndUna {
-		info.SendWindow = int(ep.sndRight - ep.sndUna)
+	if ep.snd.sndRight > ep.snd.sndUna {
+		info.SendWindow = int(ep.snd.sndRight - ep.snd.sndUna)
 	}
 	if ep.ecnOK {
 		info.Alpha = float64(c.alpha) / alphaOne

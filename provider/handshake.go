@@ -1,0 +1,132 @@
+package provider
+
+import (
+	"math"
+	"net/netip"
+
+	"github.com/sdx-project/sdx/internal/wire"
+)
+
+// connect starts the handshake to raddr:rport, binding an ephemeral port
+// first if needed.
+func (e *engine) connect(ep *endpoint, to netip.AddrPort) error {
+	switch ep.state {
+	case StateClosed:
+		if err := e.bind(ep, 0); err != nil {
+			return err
+		}
+	case StateBound:
+	case StateConnecting:
+		return ErrAlready
+	case StateEstablished:
+		return ErrIsConn
+	default:
+		return ErrInvalid
+	}
+	if !to.Addr().Is4() || to.Port() == 0 || to.Addr().IsUnspecified() {
+		return ErrAddrNotAvail
+	}
+	ep.mss = e.mss // until the accept says otherwise
+	e.initConn(ep)
+	ep.raddr, ep.rport = to.Addr(), to.Port()
+	ep.token = e.rng.Uint64() | 1
+	ep.state = StateConnecting
+	ep.lastHeard = e.now
+	e.attachPeer(ep, 0)
+	e.sendCtl(ep, wire.OpConnect, wire.ReasonNone)
+	ep.synSent, ep.synOnce = e.now, true
+	ep.snd.rtoAt = later(e.now, ep.snd.rtt.rto)
+	e.schedule(ep, ep.snd.rtoAt)
+	return nil
+}
+
+// initConn gives an endpoint, whose mss is set, its rings and timers.
+func (e *engine) initConn(ep *endpoint) {
+	e.sizeRings(ep)
+	ep.snd.cc.start(ep.mss, ep.ecnOK)
+	if ep.ecnOK {
+		e.st.ecnConns.Add(1)
+	}
+	ep.snd.rtt.start(e.rtoBounds())
+	ep.snd.sackKnown = math.MaxUint64
+	ep.rcv.lastEdge = 0 // the first frame with a window grants it
+}
+
+// sizeRings sizes the segment and receive rings for ep.mss. The rings
+// must be empty.
+func (e *engine) sizeRings(ep *endpoint) {
+	nseg := pow2(e.cfg.SendBuffer/ep.mss + 2)
+	if len(ep.snd.segs) != nseg {
+		ep.snd.segs = make([]seg, nseg)
+	}
+	ep.rcv.oooMax = max(16, 2*(e.cfg.RecvBuffer/ep.mss+1))
+	if nrq := pow2(e.cfg.RecvBuffer/ep.mss + 2 + ep.rcv.oooMax); len(ep.rcv.rq) != nrq {
+		ep.rcv.rq = make([]rseg, nrq)
+		ep.rcv.ooo = make([]oseg, 0, ep.rcv.oooMax)
+	}
+}
+
+// peerMSS is the segment size toward a peer that announced max (0: none):
+// the datagram both links carry, less the header.
+func (e *engine) peerMSS(max int) int {
+	if max == 0 {
+		max = wire.MinPeerDatagram
+	}
+	return min(e.mtu, max) - wire.HeaderLen
+}
+
+func pow2(n int) int {
+	p := 1
+	for p < n {
+		p <<= 1
+	}
+	return p
+}
+
+func (e *engine) established(ep *endpoint, h *wire.Header, ann int, inc uint64) {
+	ep.peerID = h.SrcConn
+	ep.state = StateEstablished
+	if p := ep.peer; p != nil && inc != 0 {
+		// The accept carries our token: its incarnation is the peer's.
+		ep.peerInc = inc
+		e.heardInc(p, inc, true)
+		e.armPeer(p, e.now)
+	}
+	// Nothing is queued yet: the rings may change with the segment size.
+	ep.mss, ep.announced = e.peerMSS(ann), ann > 0
+	e.sizeRings(ep)
+	ep.ecnOK = e.ecn != nil && h.Flags&wire.FlagECN != 0
+	ep.snd.cc.start(ep.mss, ep.ecnOK)
+	if ep.ecnOK {
+		e.st.ecnConns.Add(1)
+	}
+	if ep.synOnce {
+		ep.snd.rtt.sample(e.now - ep.synSent)
+	}
+	ep.snd.rtt.settle(e.rtoBounds())
+	ep.synOnce = false
+	e.notify(ep, evConnected|evWritable)
+	// The third frame of the handshake: the acceptor hands the
+	// connection to its application only once it hears from us. Until
+	// the acceptor sends anything but an accept (it answers the
+	// confirmation with its window), the retransmission timer repeats
+	// the confirmation as a probe: a connector with nothing to send must
+	// not leave its acceptor's half-open connection to expire.
+	e.ackSoon(ep, true)
+	ep.confirming = true
+	ep.snd.rtoAt = later(e.now, ep.snd.rtt.rto)
+	e.schedule(ep, min(ep.snd.rtoAt, e.keepaliveAt(ep)))
+}
+
+// onRetry answers a listener's retry: the connect request goes again at
+// once, with the cookie.
+func (e *engine) onRetry(ep *endpoint, h *wire.Header) {
+	if h.Seq == 0 || h.Seq == ep.cookie {
+		return
+	}
+	ep.cookie = h.Seq
+	e.sendCtl(ep, wire.OpConnect, wire.ReasonNone)
+	ep.synSent, ep.synOnce = e.now, true
+	ep.snd.rtoAt = later(e.now, ep.snd.rtt.rto)
+	e.schedule(ep, ep.snd.rtoAt)
+}
