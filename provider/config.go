@@ -122,8 +122,9 @@ type Config struct {
 	// The pool is one allocation of Buffers × MTU bytes, at most
 	// MaxBufferPool (4 GiB). On a Lender (the AF_XDP link) the first
 	// buffers (by default all of the default pool; xdplink's
-	// Config.LendBuffers) are UMEM frames the link lends, so that data is sent from where Send copied
-	// it; the default is then at least what the link lends.
+	// Config.LendBuffers) are UMEM frames the link lends, so that data
+	// is sent from where Send copied it; the default is then at least
+	// what the link lends.
 	Buffers int
 
 	// MaxOps bounds the operations posted and not yet completed, all
