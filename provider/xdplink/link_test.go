@@ -10,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sdx-project/sdx/internal/frame"
 	"github.com/sdx-project/sdx/internal/neigh"
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/internal/wire"
 	"github.com/sdx-project/sdx/xdp"
 )
 
@@ -204,5 +206,76 @@ func TestLendTooMany(t *testing.T) {
 	}
 	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "LendBuffers") {
 		t.Fatalf("got %v, want a configuration error about LendBuffers", err)
+	}
+}
+
+// TestSendLent follows the Lender contract on one queue: a datagram
+// written in a lent buffer to a peer still resolving goes out as a copy
+// (not held); once the peer is known it goes out from the buffer (held),
+// arrives byte-exact, and the buffer comes back through the SetLentDone
+// function exactly once.
+func TestSendLent(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	bed, a, b := xdpLinks(t)
+	regions, per, stride, head := a.Lent()
+	if len(regions) != 1 || per != DefaultLendBuffers(a.MTU()) || head != frame.HeaderLen || stride < head+a.MTU() {
+		t.Fatalf("Lent: %d regions of %d buffers, stride %d, head %d", len(regions), per, stride, head)
+	}
+	done := map[uint32]int{}
+	a.SetLentDone(func(i uint32) { done[i]++ })
+	write := func(i uint32, msg string) int {
+		o := int(i)*stride + head
+		return copy(regions[0][o:o+a.MTU()], wire.AppendDatagram(nil, &wire.Header{Op: wire.OpData, SrcPort: 1, DstPort: 2}, []byte(msg)))
+	}
+	receive := func(want string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			got := false
+			a.Flush()
+			b.Receive(64, func(_ netip.Addr, p []byte, _ [][]byte) {
+				var h wire.Header
+				pl, err := h.Decode(p)
+				got = got || err == nil && string(pl) == want
+			})
+			if got {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%q did not arrive: %+v", want, a.Counters())
+			}
+		}
+	}
+
+	n := write(3, "copied")
+	if held, err := a.SendLent(b.LocalAddr(), 3, n, false); held || err != nil {
+		t.Fatalf("SendLent to a peer being resolved: held %v, %v; want a copy", held, err)
+	}
+	if c := a.Counters(); c.Copied != 1 || c.Pending != 1 || c.InPlace != 0 {
+		t.Fatalf("after a lent send to a peer being resolved: %+v", c)
+	}
+	receive("copied")
+	if err := bed.Neighbours(); err != nil {
+		t.Fatal(err)
+	}
+	n = write(5, "in place")
+	held, err := a.SendLent(b.LocalAddr(), 5, n, true)
+	if !held || err != nil {
+		t.Fatalf("SendLent to a known peer: held %v, %v; want it held", held, err)
+	}
+	receive("in place")
+	for deadline := time.Now().Add(5 * time.Second); done[5] == 0; a.Reap() {
+		if time.Now().After(deadline) {
+			t.Fatal("the link never handed buffer 5 back")
+		}
+	}
+	a.Reap()
+	if len(done) != 1 || done[5] != 1 {
+		t.Fatalf("buffers handed back: %v, want buffer 5 once", done)
+	}
+	if c := a.Counters(); c.InPlace != 1 || c.Copied != 1 {
+		t.Fatalf("counters: %+v, want one in place and one copied", c)
+	}
+	if held, err := a.SendLent(b.LocalAddr(), 6, a.MTU()+1, false); held || !errors.Is(err, syscall.EMSGSIZE) {
+		t.Fatalf("oversized SendLent: held %v, %v", held, err)
 	}
 }
