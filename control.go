@@ -133,7 +133,7 @@ func (s *Stack) describe(st provider.Stats, conns []provider.ConnStats, tcp int)
 	for _, c := range conns {
 		if c.Peer.IsValid() {
 			d.Conns++
-		} else if c.State == provider.StateListening.String() {
+		} else if c.State == "Listening" {
 			d.Listeners++
 		}
 	}

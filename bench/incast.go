@@ -16,6 +16,7 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 
+	"github.com/sdx-project/sdx/bpf"
 	"github.com/sdx-project/sdx/internal/sys"
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/provider"
@@ -31,12 +32,16 @@ type Incast struct {
 	Kinds    []string
 	Rate     int64 // the bottleneck, bits per second
 	Buffer   int   // its queue, bytes
-	ECN      bool  // mark instead of drop (needs RED in the kernel)
+	ECN      bool  // bpf's marker marks ECN-capable frames in front of the tbf; kernel TCP gets ECN too
 	Warmup   time.Duration
 	Duration time.Duration
 	Subnet   uint8
 	Pacing   bool          // sdx paces its windows (provider.Config.Pacing)
 	MinRTO   time.Duration // sdx's retransmission timeout floor; 0: the provider's default
+
+	// MarkThreshold is the marker's threshold in bytes, with ECN; 0:
+	// testbed.DefaultMarkThreshold(Buffer).
+	MarkThreshold int
 }
 
 // The systems of an incast run.
@@ -75,6 +80,8 @@ type IncastResult struct {
 	PingP50, PingP99 time.Duration
 	PingN            int64
 	CC               string // what the kernel TCP sockets ran, from TCP_CONGESTION
+	// TCPECN counts the kernel TCP streams that agreed on ECN.
+	TCPECN int
 	// Bursts is the sdx senders' histogram of new segments sent back to
 	// back (provider.Stats.Bursts: 1, 2-3, 4-7, ..., 64+) in the
 	// measured part; RTOs and SpuriousRTOs their timer expiries.
@@ -116,7 +123,16 @@ func RunIncast(ctx context.Context, c Incast) (_ *IncastResult, err error) {
 		}
 		err = errors.Join(err, sh.Close())
 	}()
-	if err := sh.SetBottleneck(testbed.Bottleneck{Rate: c.Rate, Buffer: c.Buffer, ECN: c.ECN}); err != nil {
+	b := testbed.Bottleneck{Rate: c.Rate, Buffer: c.Buffer, ECN: c.ECN, Threshold: c.MarkThreshold}
+	if c.ECN {
+		m, err := bpf.LoadMarker()
+		if err != nil {
+			return nil, err
+		}
+		cleanups = append(cleanups, func() { m.Close() })
+		b.Marker = m
+	}
+	if err := sh.SetBottleneck(b); err != nil {
 		return nil, err
 	}
 	startSDX := func(h *testbed.Host) (*provider.Provider, error) {
@@ -408,6 +424,13 @@ func RunIncast(ctx context.Context, c Incast) (_ *IncastResult, err error) {
 		res.Bursts = append(res.Bursts, s1.bursts[i]-s0.bursts[i])
 	}
 	res.RTOs, res.SpuriousRTOs = s1.rto[0]-s0.rto[0], s1.rto[1]-s0.rto[1]
+	for _, f := range flows {
+		if f.cc != nil {
+			if ti, err := sys.TCPInfo(f.cc); err == nil && ti.ECN {
+				res.TCPECN++
+			}
+		}
+	}
 	cpu := (s1.cpu - s0.cpu).Seconds()
 	res.CPU = cpu / elapsed.Seconds() / float64(runtime.NumCPU())
 	res.CPUPerGB = cpu / math.Max(total/1e9, 1e-9)

@@ -111,13 +111,23 @@ func (d *Disorder) AttachEgress(ifindex int) (link.Link, error) {
 	if d.closed {
 		return nil, fmt.Errorf("attach disorder: %w", ErrClosed)
 	}
+	l, err := attachTCXEgress(d.objs.SdxDisorder, ifindex)
+	if err != nil {
+		return nil, fmt.Errorf("attach disorder: %w", err)
+	}
+	return l, nil
+}
+
+// attachTCXEgress attaches prog at the tcx egress hook of ifindex, after
+// any program already there.
+func attachTCXEgress(prog *ebpf.Program, ifindex int) (link.Link, error) {
 	l, err := link.AttachTCX(link.TCXOptions{
 		Interface: ifindex,
-		Program:   d.objs.SdxDisorder,
+		Program:   prog,
 		Attach:    ebpf.AttachTCXEgress,
 	})
 	if err != nil {
-		err = fmt.Errorf("attach disorder to ifindex %d at tcx egress: %w", ifindex, err)
+		err = fmt.Errorf("ifindex %d at tcx egress: %w", ifindex, err)
 		if errors.Is(err, ebpf.ErrNotSupported) {
 			return nil, &KernelFeatureError{Feature: "TC attach through bpf_link (tcx)", Minimum: MinKernelTCX, Err: err}
 		}

@@ -1,5 +1,6 @@
-// Package bpf holds sdx's XDP programs and their loaders. The programs are
-// written in C (steer.c, fault.c), compiled by bpf2go into *_bpfel.o and
+// Package bpf holds sdx's XDP programs, the TC programs its tests use, and
+// their loaders. The programs are written in C (steer.c, fault.c,
+// disorder.c, mark.c), compiled by bpf2go into *_bpfel.o and
 // *_bpfel.go, which are committed. There is no socket logic here: the xdp
 // package creates AF_XDP sockets and registers them with Steer.Register.
 //
@@ -170,6 +171,48 @@
 // kernel these tests run on has no netem and no fq, so neither a per-frame
 // delay nor departure times are available; htb is. TestDisorderOnHop
 // counts, at the receiver, the copies and the frames overtaken.
+//
+// # ECN marking
+//
+// sdx_mark (mark.c, Marker) is an ECN-marking AQM for a test bottleneck
+// on a kernel without a marking qdisc: the one these tests run on has tbf,
+// htb and the fifos, but no RED, CoDel, FQ-CoDel, PIE or CAKE. It is a TC
+// program at tcx egress of the bottleneck port, where it sees every frame
+// offered to the port before the port's tbf queues or drops it, and it
+// keeps a virtual queue (a phantom queue) that drains at the tbf's rate:
+// each frame first drains what the time since the last frame took out at
+// that rate, then adds its length if the queue has room under the limit
+// (the tbf's buffer; a frame without room counts as Overflow, roughly the
+// tbf's drop). An ECT(0) or ECT(1) IPv4 frame that then finds more than
+// the threshold queued, itself included, leaves marked CE, with its header
+// checksum mended incrementally (bpf_l3_csum_replace); Not-ECT frames,
+// frames already CE and frames that are not IPv4 pass untouched, and the
+// tbf drops them when its own queue is full. That is DCTCP's marking (RFC
+// 8257, section 3.1: mark when the instantaneous queue exceeds K) on an
+// estimate of the real queue.
+//
+// The estimate must allow for the tbf's bucket. A tbf that has been idle
+// holds burst bytes of tokens and lets that much through at once; while
+// it is busy its bucket stays empty. So the virtual queue, which has no
+// tokens, runs burst bytes ahead of the tbf's real queue whenever the
+// port is busy: it is the real queue plus the tokens spent. Configure
+// takes the burst and has the program compare the virtual queue with the
+// threshold plus the burst, and the limit plus the burst. Without that
+// (measured with the testbed's 62.5 KB burst at 500 Mbit/s and a 30 KB
+// threshold) nearly every frame was marked while the real queue stayed
+// short and dropped nothing.
+//
+// Every CPU that sends through the port updates the one queue, under the
+// map value's bpf_spin_lock; the clock (bpf_ktime_get_ns) is read before
+// taking it, as no helper may run under it, so a CPU whose stamp is older
+// than the last one drains nothing. The backlog is counted in billionths
+// of a byte, so that rate times nanoseconds is exact and no rounding
+// slows the drain however closely frames follow each other.
+//
+// TestMarkerThreshold and TestMarkerDrain run crafted frames through
+// BPF_PROG_TEST_RUN against a Go model of the queue;
+// internal/testbed.Shared attaches a Marker to its bottleneck port for
+// the ECN variant.
 //
 // # Frags
 //

@@ -19,7 +19,7 @@ const MinKernelFrags = "5.18"
 
 // MinKernelTCX is the first release that attaches TC programs through a
 // bpf_link at tcx hooks (BPF_TCX_EGRESS), which Disorder.AttachEgress
-// uses. Only the test tooling needs it.
+// and Marker.AttachEgress use. Only the test tooling needs it.
 const MinKernelTCX = "6.6"
 
 var (

@@ -18,14 +18,8 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 
 // <linux/bpf.h> definitions beyond those include/uapi.h restates for
 // steer.c. The map type gets a name of its own so that it cannot clash with
-// BPF_MAP_TYPE_ARRAY should uapi.h ever list it; struct bpf_spin_lock must
-// keep its name, by which the verifier finds it in BTF, so it moves to
-// uapi.h as soon as a second program needs it.
+// BPF_MAP_TYPE_ARRAY should uapi.h ever list it.
 #define FAULT_MAP_TYPE_ARRAY 2 // BPF_MAP_TYPE_ARRAY
-
-struct bpf_spin_lock {
-	__u32 val;
-};
 
 // The configuration, written from Go while the program may be running.
 // Only drop_next is read under the lock; a run that races with an update

@@ -8,3 +8,4 @@ package bpf
 //go:generate go tool bpf2go -cc clang-14 -cflags "-O2 -g -Wall -Werror -nostdinc -Iinclude" -target bpfel -type counters steer steer.c
 //go:generate go tool bpf2go -cc clang-14 -cflags "-O2 -g -Wall -Werror -nostdinc -Iinclude" -target bpfel -type counters -type config -type rng_state fault fault.c
 //go:generate go tool bpf2go -cc clang-14 -cflags "-O2 -g -Wall -Werror -nostdinc -Iinclude" -target bpfel -type counters -type config -type rng_state disorder disorder.c
+//go:generate go tool bpf2go -cc clang-14 -cflags "-O2 -g -Wall -Werror -nostdinc -Iinclude" -target bpfel -type counters -type config -type vqueue mark mark.c

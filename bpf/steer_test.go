@@ -51,6 +51,7 @@ type frame struct {
 	tags    []uint16 // TPIDs of the VLAN tags, outermost first
 	version int      // IP version nibble; 0 means 4
 	ihl     int      // IHL nibble; 0 means 5, ihl0 means 0. Below 5 still writes 20 bytes
+	tos     uint8    // IPv4 TOS byte: DSCP and ECN
 	proto   uint8    // IP protocol; 0 means UDP
 	fragOff uint16   // flags and fragment offset
 	dport   uint16   // UDP (or TCP) destination port
@@ -104,6 +105,7 @@ func (f frame) bytes() []byte {
 
 	ip := make([]byte, hlen)
 	ip[0] = byte(version<<4 | ihl&0x0f)
+	ip[1] = f.tos
 	binary.BigEndian.PutUint16(ip[2:], uint16(totLen))
 	binary.BigEndian.PutUint16(ip[4:], 0x1234)
 	binary.BigEndian.PutUint16(ip[6:], f.fragOff)

@@ -68,7 +68,7 @@ func TestEngineAllPureAcksLostZeroWindow(t *testing.T) {
 	took := time.Duration(v.now - start)
 	t.Logf("%d KiB read with every pure ack lost in %v of virtual time (dead-peer bound %v); b sent %d probes and answers",
 		got>>10, took, cfg.Timeout, eb.st.probesOut.Load())
-	if took > 2*cfg.MaxRTO || a.state != StateEstablished || b.state != StateEstablished {
+	if took > 2*cfg.MaxRTO || a.state != stateEstablished || b.state != stateEstablished {
 		t.Fatalf("took %v (want within 2×MaxRTO), states %v %v", took, a.state, b.state)
 	}
 }

@@ -69,10 +69,10 @@ func incast(t *testing.T, v *vnet, size int, limit time.Duration) []*ccFlow {
 	var flows []*ccFlow
 	for i := range n {
 		a := v.dial(i, n, 80)
-		if a.state != StateEstablished {
+		if a.state != stateEstablished {
 			t.Fatalf("connect %d: %v", i, a.err)
 		}
-		v.run(time.Second, func() bool { return len(l.backlog) > 0 })
+		v.run(time.Second, func() bool { return len(l.ln.backlog) > 0 })
 		b := v.hosts[n].accept(l)
 		seed := [32]byte{byte(i), 'c', 'c'}
 		flows = append(flows, &ccFlow{src: a, dst: b, se: v.hosts[i], re: v.hosts[n],

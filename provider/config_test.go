@@ -80,7 +80,7 @@ func TestEngineTimersSaturate(t *testing.T) {
 			t.Fatalf("host %d: next timer in %v on an idle connection whose bounds are past the end of time: a deadline wrapped", i, time.Duration(tm-v.now))
 		}
 	}
-	if a.state != StateEstablished || b.state != StateEstablished {
+	if a.state != stateEstablished || b.state != stateEstablished {
 		t.Fatalf("states %v %v", a.state, b.state)
 	}
 }

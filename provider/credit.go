@@ -136,7 +136,7 @@ func (e *engine) mayQueue(ep *endpoint) bool {
 // when that falls, writers waiting for it are woken.
 func (e *engine) rebeyond(ep *endpoint) {
 	b := 0
-	if ep.state == StateEstablished {
+	if ep.state.synchronized() {
 		if edge := max(ep.snd.sndRight, ep.snd.sndUna); ep.snd.sndEnd > edge {
 			b = int(ep.snd.sndEnd - edge)
 		}
@@ -204,7 +204,7 @@ func (e *engine) window(ep *endpoint) uint32 {
 	if share := e.share(e.nEps) - ep.rcv.rqLen - len(ep.rcv.ooo) - ep.rcv.need; share < extra {
 		extra = share
 	}
-	if ep.halfOpen {
+	if ep.state == stateHalfOpen {
 		// Until its connector answers, a connection's window is one
 		// buffer, enough for a first request: a flood of connects
 		// commits at most one buffer per half-open connection.
@@ -241,7 +241,7 @@ func (e *engine) tailRoom(ep *endpoint) int {
 // otherwise dropped and retransmitted, as TCP does under memory pressure.
 func (e *engine) recommit(ep *endpoint) {
 	need := 0
-	if (ep.state == StateEstablished || ep.state == StateConnecting) && !ep.rcv.eof && ep.rcv.lastEdge > ep.rcv.rcvNxt {
+	if ep.state.isConnection() && !ep.rcv.eof && ep.rcv.lastEdge > ep.rcv.rcvNxt {
 		need = e.buffersFor(int(ep.rcv.lastEdge-ep.rcv.rcvNxt) - e.tailRoom(ep))
 	}
 	ep.rcv.need, ep.rcv.counted = need, e.commit(ep.rcv.counted, need, e.nEps)
@@ -287,7 +287,7 @@ func (e *engine) wakeReceivers() {
 	for k < len(e.rwait) && k < spare {
 		ep := e.rwait[k]
 		ep.rcv.rwaiting = false
-		if ep.state == StateEstablished {
+		if ep.state.synchronized() {
 			e.ackSoon(ep, true)
 		}
 		k++

@@ -318,7 +318,7 @@ func fanIn(v *vnet, n int, port uint16) (as, bs []*endpoint) {
 	l := v.listen(1, port, n)
 	for range n {
 		a := v.dial(0, 1, port)
-		v.run(time.Second, func() bool { return len(l.backlog) > 0 })
+		v.run(time.Second, func() bool { return len(l.ln.backlog) > 0 })
 		as, bs = append(as, a), append(bs, v.hosts[1].accept(l))
 	}
 	return as, bs

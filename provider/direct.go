@@ -16,15 +16,6 @@ import (
 // goroutines, and the data is copied once, between the caller's slice and
 // the provider's buffers.
 
-// ErrInterrupted is returned by a direct verb whose Waiter was woken
-// before the operation completed. Nothing was taken or given: the caller
-// looks at its own state and calls again.
-var ErrInterrupted error = errInterrupted{}
-
-type errInterrupted struct{}
-
-func (errInterrupted) Error() string { return "provider: interrupted by Waiter.Wake" }
-
 // Waiter interrupts the direct verb that one goroutine is blocked in. A
 // Wake that comes before the verb starts interrupts it as soon as it does,
 // so a caller that changes its state, then wakes, is never missed by a
@@ -225,7 +216,7 @@ func (p *Provider) endOf(ep *endpoint) End {
 	if ep.rcv.rqLen > 0 {
 		e |= EndReadable
 	}
-	if ep.state == StateFailed {
+	if ep.state == stateFailed {
 		e |= EndFailed
 	}
 	if !ep.peerCheck {

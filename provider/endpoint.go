@@ -2,6 +2,10 @@ package provider
 
 import "net/netip"
 
+// The endpoint table: endpoints by connection id (with generations, so a
+// stale id finds nothing), the port table, and what an endpoint holds and
+// gives back when it goes (release).
+
 // connKey names a connection as its connector sees it.
 type connKey struct {
 	peer  netip.Addr
@@ -13,7 +17,7 @@ type connKey struct {
 // a connection. It is owned by the poller.
 type endpoint struct {
 	id       uint32
-	state    State
+	state    epState
 	released bool    // given back to the table; kept only by stale references
 	err      error   // why the endpoint failed; nil otherwise
 	sock     *socket // the SPI's socket; nil for a child not yet accepted
@@ -34,20 +38,13 @@ type endpoint struct {
 	token   uint64
 	key     connKey // a child's entry in engine.children
 
-	// Listener.
-	backlog    []*endpoint
-	backlogMax int         // also the most half-open connections
-	half       []*endpoint // half-open children: accept sent, the connector not yet heard again
-	acceptWait int         // accepts the SPI has pending: they take connections at once
-	parent     *endpoint   // a child not yet accepted: its listener
-	halfOpen   bool        // a child in its listener's half list
-	tries      int         // accepts a half-open child has sent
-	cookie     uint64      // a connector's cookie from the listener's retry; 0: none
-	confirming bool        // a connector not yet heard from since the accept: its answer may be lost
-
-	// The connect request's round trip, the handshake's RTT sample.
-	synSent int64 // when the connect request went out
-	synOnce bool  // it went out once: its answer is an RTT sample
+	// The parts only some endpoints have: a listener's (listen.go), and
+	// a connection's while it is set up (handshake.go). parent is the
+	// listener of a child not yet accepted, in its half-open list or its
+	// backlog.
+	ln     *listener
+	hs     *handshake
+	parent *endpoint
 
 	// ECN (RFC 3168, docs/PROTOCOL.md): ecnOK, both ends announced
 	// wire.FlagECN, so our data goes out ECT(0) and our acks carry ceIn,
@@ -58,8 +55,9 @@ type endpoint struct {
 	lastCE  bool
 	ceTotal uint64 // CE-marked data frames received, for ConnInfo
 
-	snd sender   // the send side: see sender.go
-	rcv receiver // the receive side: see receiver.go
+	snd  sender       // the send side: see sender.go
+	rcv  receiver     // the receive side: see receiver.go
+	host connSendHost // the engine, as the sender sees it
 
 	stat connCounters // per-connection figures: see snapshot.go
 
@@ -143,29 +141,28 @@ func (e *engine) release(ep *endpoint) {
 		// duplicate of its connect opens another half-open child, which
 		// the application sees only if the connector answers. So a
 		// flood of connects does not fill the quiet table.
-		if !ep.halfOpen {
+		if ep.state != stateHalfOpen {
 			e.quietKey(ep.key)
 		}
 		ep.key = connKey{}
 	}
 	if p := ep.parent; p != nil {
-		if ep.halfOpen {
-			p.half = removeEndpoint(p.half, ep)
+		if ep.state == stateHalfOpen {
+			p.ln.half = removeEndpoint(p.ln.half, ep)
 			e.st.halfOpen.Add(-1)
 		} else {
-			p.backlog = removeEndpoint(p.backlog, ep)
+			p.ln.backlog = removeEndpoint(p.ln.backlog, ep)
 		}
 		ep.parent = nil
-		ep.halfOpen = false
 	}
 	idx := ep.id&idMask - 1
 	e.eps[idx] = nil
 	e.freeIdx = append(e.freeIdx, idx)
 	e.nEps--
 	e.st.endpoints.Store(int64(e.nEps))
-	ep.state = StateClosed
+	ep.state = stateClosed
 	ep.released = true
-	ep.snd.segs, ep.rcv.rq, ep.rcv.ooo, ep.backlog, ep.half = nil, nil, nil, nil, nil
+	ep.snd.segs, ep.rcv.rq, ep.rcv.ooo, ep.ln, ep.hs = nil, nil, nil, nil, nil
 }
 
 // removeEndpoint removes ep from list, keeping the order.
@@ -224,7 +221,7 @@ func (e *engine) dropData(ep *endpoint) {
 }
 
 func (e *engine) bind(ep *endpoint, port uint16) error {
-	if ep.state != StateClosed {
+	if ep.state != stateClosed {
 		return ErrInvalid
 	}
 	if port == 0 {
@@ -245,6 +242,6 @@ func (e *engine) bind(ep *endpoint, port uint16) error {
 	e.ports[port] = ep
 	ep.lport = port
 	ep.ownPort = true
-	ep.state = StateBound
+	ep.state = stateBound
 	return nil
 }

@@ -74,27 +74,35 @@ const (
 	evPeerHeard                   // the peer's stack was heard from, as a check asked (see checkPeer)
 )
 
+// counter is one of the engine's counters. Only the poller writes it, so
+// it adds with a load and a store, not a locked add: several are bumped
+// for every frame. Anyone may Load it.
+type counter struct{ v atomic.Uint64 }
+
+func (c *counter) Add(n uint64) { c.v.Store(c.v.Load() + n) }
+func (c *counter) Load() uint64 { return c.v.Load() }
+
 // engineStats are the engine's counters, written by the poller and read by
 // anyone.
 type engineStats struct {
-	datagramsIn, datagramsOut                            atomic.Uint64
-	dataOut, retransmits, fastRetransmits, rtoExpiries   atomic.Uint64
-	acksOut, probesOut, resetsOut, resetsIn, rejectsOut  atomic.Uint64
-	resetsChallenged                                     atomic.Uint64
-	retriesOut, cookiesIn, halfOpenExpired               atomic.Uint64
-	dropMalformed, dropChecksum, dropBadToken            atomic.Uint64
-	dropUnknownConn, dropOutOfWindow, dropDuplicate      atomic.Uint64
-	dropNoBuffer, dropBadAck, dropBadCookie              atomic.Uint64
-	reneged, recvDirect, oooIn, inPlace                  atomic.Uint64
-	deadPeers, sendErrors, tooBig                        atomic.Uint64
-	unreachIn, dropUnreach                               atomic.Uint64
-	heartbeatsOut, heartbeatsIn, peerRestarts, peersDead atomic.Uint64
+	datagramsIn, datagramsOut                            counter
+	dataOut, retransmits, fastRetransmits, rtoExpiries   counter
+	acksOut, probesOut, resetsOut, resetsIn, rejectsOut  counter
+	resetsChallenged                                     counter
+	retriesOut, cookiesIn, halfOpenExpired               counter
+	dropMalformed, dropChecksum, dropBadToken            counter
+	dropUnknownConn, dropOutOfWindow, dropDuplicate      counter
+	dropNoBuffer, dropBadAck, dropBadCookie              counter
+	reneged, recvDirect, oooIn, inPlace                  counter
+	deadPeers, sendErrors, tooBig                        counter
+	unreachIn, dropUnreach                               counter
+	heartbeatsOut, heartbeatsIn, peerRestarts, peersDead counter
 	// Congestion control (cc.go).
-	lossReductions, ecnReductions, spuriousRTOs atomic.Uint64
-	ceIn, ceEchoed, ecnConns                    atomic.Uint64
-	cwndLimited, poolLimited                    atomic.Uint64
-	paceWaits                                   atomic.Uint64
-	bursts                                      [numBurstBuckets]atomic.Uint64
+	lossReductions, ecnReductions, spuriousRTOs counter
+	ceIn, ceEchoed, ecnConns                    counter
+	cwndLimited, poolLimited                    counter
+	paceWaits                                   counter
+	bursts                                      [numBurstBuckets]counter
 	endpoints, halfOpen                         atomic.Int64 // gauges
 }
 

@@ -111,7 +111,7 @@ func (v *vnet) dial(i, j int, port uint16) *endpoint {
 	if err := e.connect(c, netip.AddrPortFrom(v.addr(j), port)); err != nil {
 		v.t.Fatal(err)
 	}
-	v.run(time.Minute, func() bool { return c.state != StateConnecting })
+	v.run(time.Minute, func() bool { return c.state != stateConnecting })
 	return c
 }
 
@@ -120,10 +120,10 @@ func (v *vnet) pair() (a, b *endpoint) {
 	v.t.Helper()
 	l := v.listen(1, 80, 16)
 	a = v.dial(0, 1, 80)
-	if a.state != StateEstablished {
+	if a.state != stateEstablished {
 		v.t.Fatalf("connect: %v %v", a.state, a.err)
 	}
-	v.run(time.Minute, func() bool { return len(l.backlog) > 0 })
+	v.run(time.Minute, func() bool { return len(l.ln.backlog) > 0 })
 	b = v.hosts[1].accept(l)
 	return a, b
 }
@@ -172,7 +172,7 @@ func TestEngineHandshakeLossy(t *testing.T) {
 	for seed := range uint64(20) {
 		v := newVNet(t, seed, memnet.Faults{Loss: 0.3, Dup: 0.3, Reorder: 0.3}, testEngineConfig(), 2)
 		a, b := v.pair()
-		if a.state != StateEstablished || b.state != StateEstablished {
+		if a.state != stateEstablished || b.state != stateEstablished {
 			t.Fatalf("seed %d: %v %v", seed, a.state, b.state)
 		}
 		// Duplicated connect requests opened no second connection.
@@ -188,7 +188,7 @@ func TestEngineRefused(t *testing.T) {
 	v := newVNet(t, 1, memnet.Faults{Delay: 50 * time.Microsecond}, cfg, 2)
 	start := v.now
 	c := v.dial(0, 1, 81)
-	if c.state != StateFailed || !errors.Is(c.err, ErrConnRefused) {
+	if c.state != stateFailed || !errors.Is(c.err, ErrConnRefused) {
 		t.Fatalf("no listener: %v %v", c.state, c.err)
 	}
 	if d := time.Duration(v.now - start); d > 200*time.Microsecond {
@@ -196,7 +196,7 @@ func TestEngineRefused(t *testing.T) {
 	}
 
 	l := v.listen(1, 80, 1)
-	if c := v.dial(0, 1, 80); c.state != StateEstablished {
+	if c := v.dial(0, 1, 80); c.state != stateEstablished {
 		t.Fatalf("first connect: %v", c.err)
 	}
 	start = v.now
@@ -207,12 +207,12 @@ func TestEngineRefused(t *testing.T) {
 	if d := time.Duration(v.now - start); d > 200*time.Microsecond {
 		t.Fatalf("refusal took %v", d)
 	}
-	if len(l.backlog) != 1 || v.hosts[1].st.rejectsOut.Load() != 2 {
-		t.Fatalf("backlog %d, rejects %d", len(l.backlog), v.hosts[1].st.rejectsOut.Load())
+	if len(l.ln.backlog) != 1 || v.hosts[1].st.rejectsOut.Load() != 2 {
+		t.Fatalf("backlog %d, rejects %d", len(l.ln.backlog), v.hosts[1].st.rejectsOut.Load())
 	}
 	// An accept makes room.
 	v.hosts[1].accept(l)
-	if c := v.dial(0, 1, 80); c.state != StateEstablished {
+	if c := v.dial(0, 1, 80); c.state != stateEstablished {
 		t.Fatalf("after accept: %v", c.err)
 	}
 }
@@ -430,7 +430,7 @@ func TestEngineDeadPeer(t *testing.T) {
 		if withData {
 			v.hosts[0].write(a, make([]byte, 100<<10))
 		}
-		v.run(time.Minute, func() bool { return a.state == StateFailed })
+		v.run(time.Minute, func() bool { return a.state == stateFailed })
 		d := time.Duration(v.now - start)
 		if !errors.Is(a.err, ErrTimedOut) || d > cfg.Timeout {
 			t.Fatalf("data %v: %v after %v, want ETIMEDOUT within %v", withData, a.err, d, cfg.Timeout)
@@ -448,7 +448,7 @@ func TestEngineDeadPeer(t *testing.T) {
 	start := v.now
 	c, _ := v.hosts[0].newEndpoint()
 	v.hosts[0].connect(c, netip.AddrPortFrom(netip.MustParseAddr("198.18.0.99"), 80))
-	v.run(time.Minute, func() bool { return c.state == StateFailed })
+	v.run(time.Minute, func() bool { return c.state == stateFailed })
 	if d := time.Duration(v.now - start); !errors.Is(c.err, ErrTimedOut) || d > cfg.Timeout {
 		t.Fatalf("connect to nobody: %v after %v", c.err, d)
 	}
@@ -461,7 +461,7 @@ func TestEngineKeepaliveKeepsIdleConnection(t *testing.T) {
 	a, b := v.pair()
 	target := v.now + int64(10*time.Second)
 	v.run(time.Minute, func() bool { return v.now >= target })
-	if a.state != StateEstablished || b.state != StateEstablished {
+	if a.state != stateEstablished || b.state != stateEstablished {
 		t.Fatalf("idle connection died: %v %v", a.err, b.err)
 	}
 	if v.hosts[0].st.probesOut.Load() < 5 {
@@ -491,13 +491,13 @@ func TestEngineReset(t *testing.T) {
 		v.run(time.Second, func() bool { return v.net.Queued() == 0 })
 		v.step()
 		if dropFirst {
-			if dropped != 1 || b.state != StateEstablished {
+			if dropped != 1 || b.state != stateEstablished {
 				t.Fatalf("reset not dropped: %d %v", dropped, b.state)
 			}
 			// The peer's next frame is answered with a reset.
 			v.hosts[1].write(b, []byte("anyone there?"))
 		}
-		v.run(time.Second, func() bool { return b.state == StateFailed })
+		v.run(time.Second, func() bool { return b.state == stateFailed })
 		if !errors.Is(b.err, ErrConnReset) {
 			t.Fatalf("drop %v: %v", dropFirst, b.err)
 		}
@@ -519,7 +519,7 @@ func TestEngineForgedFramesDropped(t *testing.T) {
 	forge(wire.OpReset, a.token^1, v.addr(0))
 	forge(wire.OpData, a.token+1, v.addr(0))
 	forge(wire.OpReset, a.token, netip.MustParseAddr("198.18.0.77"))
-	if b.state != StateEstablished || e1.st.dropBadToken.Load() != 3 {
+	if b.state != stateEstablished || e1.st.dropBadToken.Load() != 3 {
 		t.Fatalf("forged frames: state %v, counted %d", b.state, e1.st.dropBadToken.Load())
 	}
 	if b.rcv.rqBytes != 0 {
@@ -607,10 +607,11 @@ func TestStateString(t *testing.T) {
 			t.Errorf("state %d: %q", s, s.String())
 		}
 	}
-	if State(99).String() != "State(99)" {
-		t.Error(State(99).String())
+	if epState(99).String() != "epState(99)" {
+		t.Error(epState(99).String())
 	}
-	if !StateEstablished.IsConnected() || StateFailed.IsConnection() || !StateFailed.IsTerminal() || StateClosed.HasPort() {
+	if !stateHalfOpen.isConnection() || stateFailed.isConnection() || !stateFailed.hasPeer() || stateBound.hasPeer() ||
+		stateClosed.hasPort() || !stateHalfOpen.synchronized() || stateConnecting.synchronized() {
 		t.Error("predicates")
 	}
 }

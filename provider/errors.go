@@ -37,6 +37,7 @@ var (
 	ErrShutdown     error = syscall.ESHUTDOWN     // send after Shutdown
 	ErrAborted      error = abortedError{}        // the operation was cancelled by CloseSocket or Cleanup
 	ErrPortUnreach  error = portUnreachError{}    // a connect drew an ICMP port unreachable: no sdx stack at the peer's host; matches ECONNREFUSED
+	ErrInterrupted  error = errInterrupted{}      // a direct verb's Waiter was woken first: nothing was taken or given, call again
 	ErrConfig             = errors.New("provider: bad configuration")
 )
 
@@ -70,6 +71,10 @@ type portUnreachError struct{}
 
 func (portUnreachError) Error() string        { return "connection refused: no sdx stack at the peer" }
 func (portUnreachError) Is(target error) bool { return target == syscall.ECONNREFUSED }
+
+type errInterrupted struct{}
+
+func (errInterrupted) Error() string { return "provider: interrupted by Waiter.Wake" }
 
 func configErr(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, args...)...)

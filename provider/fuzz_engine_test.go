@@ -52,14 +52,14 @@ func FuzzEngine(f *testing.F) {
 		for _, h := range v.hosts {
 			checkPool(t, h)
 		}
-		if l := v.hosts[1].ports[b.lport]; l == nil || len(l.half) != 0 {
+		if l := v.hosts[1].ports[b.lport]; l == nil || len(l.ln.half) != 0 {
 			t.Fatalf("listener %v: half-open connections outlived the dead-peer bound", l)
 		}
 		for _, ep := range []*endpoint{a, b} {
-			if ep.state != StateEstablished && ep.state != StateFailed {
+			if ep.state != stateEstablished && ep.state != stateFailed {
 				t.Fatalf("endpoint %d in %v after the dead-peer bound", ep.id, ep.state)
 			}
-			if ep.state == StateFailed && ep.err == nil {
+			if ep.state == stateFailed && ep.err == nil {
 				t.Fatalf("endpoint %d failed without an error", ep.id)
 			}
 		}

@@ -6,6 +6,10 @@ import (
 	"github.com/sdx-project/sdx/internal/wire"
 )
 
+// Input dispatch: a received datagram is decoded, matched to its
+// connection (ids, token, ports, RFC 5961 checks) and handed to the
+// handshake, the sender (acks) or the receiver (data).
+
 func (e *engine) input(from netip.Addr, b []byte) { e.inputPieces(from, b, nil) }
 
 // inputPieces is input for a datagram the link holds in pieces: b, which
@@ -43,11 +47,11 @@ func (e *engine) inputPieces(from netip.Addr, b []byte, more [][]byte) {
 	if ep == nil && h.Op == wire.OpReset && h.DstConn == 0 {
 		// A connector that closed before it learnt our id.
 		ep = e.children[connKey{peer: from, id: h.SrcConn, token: h.Token}]
-		if ep != nil && ep.state == StateEstablished {
+		if ep != nil && ep.state.synchronized() {
 			ep.peerID = h.SrcConn
 		}
 	}
-	if ep == nil || !ep.state.IsConnection() {
+	if ep == nil || !ep.state.isConnection() {
 		e.st.dropUnknownConn.Add(1)
 		if h.Op != wire.OpReset && h.Op != wire.OpReject && h.Op != wire.OpRetry {
 			e.resetUnknown(from, h)
@@ -55,7 +59,7 @@ func (e *engine) inputPieces(from netip.Addr, b []byte, more [][]byte) {
 		return
 	}
 	if from != ep.raddr || h.Token != ep.token || h.SrcPort != ep.rport || h.DstPort != ep.lport ||
-		(ep.state == StateEstablished && h.SrcConn != ep.peerID) {
+		(ep.state.synchronized() && h.SrcConn != ep.peerID) {
 		e.st.dropBadToken.Add(1)
 		return
 	}
@@ -68,7 +72,7 @@ func (e *engine) inputPieces(from netip.Addr, b []byte, more [][]byte) {
 	}
 	switch h.Op {
 	case wire.OpReject:
-		if ep.state == StateConnecting {
+		if ep.state == stateConnecting {
 			e.fail(ep, ErrConnRefused)
 		}
 		return
@@ -76,23 +80,23 @@ func (e *engine) inputPieces(from netip.Addr, b []byte, more [][]byte) {
 		e.onReset(ep, h.Seq)
 		return
 	case wire.OpRetry:
-		if ep.state == StateConnecting {
+		if ep.state == stateConnecting {
 			e.onRetry(ep, h)
 		}
 		return
 	}
-	if ep.confirming && h.Op != wire.OpAccept {
-		// The acceptor has our connection.
-		ep.confirming = false
+	if ep.confirming() && h.Op != wire.OpAccept {
+		// The acceptor has our connection: the handshake is over.
+		ep.hs = nil
 		if ep.snd.sent == 0 && ep.snd.slen == 0 {
 			ep.snd.rtoAt = 0
 		}
 	}
 	switch {
-	case ep.halfOpen:
+	case ep.state == stateHalfOpen:
 		// The connector answered our accept: it is at its address.
 		e.confirm(ep)
-	case ep.state == StateConnecting:
+	case ep.state == stateConnecting:
 		// Accept, or any valid frame of the acceptor if the accept was lost.
 		e.established(ep, h, ann, inc)
 	case h.Op == wire.OpAccept:
@@ -116,8 +120,8 @@ func (e *engine) inputPieces(from netip.Addr, b []byte, more [][]byte) {
 		}
 	}
 	if h.Flags&wire.FlagAck != 0 {
-		e.onAck(ep, h)
-		if ep.state != StateEstablished {
+		ep.snd.onAck(h, ep.ecnOK)
+		if ep.state != stateEstablished {
 			return
 		}
 	}

@@ -197,9 +197,9 @@ func TestEngineSendsInPlace(t *testing.T) {
 			l := v.listen(1, 80, 16)
 			for k := range 4 {
 				a := v.dial(0, 1, 80)
-				v.run(time.Minute, func() bool { return len(l.backlog) > 0 })
+				v.run(time.Minute, func() bool { return len(l.ln.backlog) > 0 })
 				b := v.hosts[1].accept(l)
-				if a.state != StateEstablished || b == nil {
+				if a.state != stateEstablished || b == nil {
 					t.Fatalf("connection %d: %v %v", k, a.state, a.err)
 				}
 				transfer(t, v, a, b, 1<<20, uint64(9+k), true)

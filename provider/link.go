@@ -1,34 +1,3 @@
-// Package provider is sdx's SAN service provider: reliable, connection-
-// oriented stream sockets over a datagram Link, with the overlapped SPI of
-// the Windows Sockets Direct model (Startup, Socket, Bind, Listen, Accept,
-// Connect, Send, Recv, EventSelect, Duplicate, CloseSocket) in Go form.
-//
-// The protocol core (connection state machine, reliability and flow
-// control; the wire codec is internal/wire) runs on one poller goroutine
-// and talks to the network only through a Link. The AF_XDP data path is
-// one Link, in package xdplink; memnet.Network gives an in-memory one
-// with seeded loss, duplication, reordering and delay for tests that need
-// no root. Neither imports this package: each satisfies Link as it stands.
-//
-// The core by concern: engine.go holds the endpoints, the handshake,
-// control frames, timers and the poll step; sender.go a connection's send
-// side (segments, SACK scoreboard, retransmission); receiver.go its
-// receive side (in-order and out-of-order data, acks owed, the window
-// granted); credit.go how the buffer pool's halves are shared between
-// sending and receiving and between connections; rtt.go RTT and RTO
-// estimation; peer.go the peers' liveness (heartbeat, incarnation). The
-// SPI around it is socket.go, ops.go, direct.go and provider.go; the
-// poller role, who holds it and how it is handed over, is poller.go;
-// link.go is the Link the core talks through, and the optional Lender
-// and ECNLink.
-//
-// Copies. A send copies the caller's bytes once, into a buffer of the
-// pool; on the AF_XDP link that buffer is a UMEM frame the link lends
-// (see Lender), and the segment goes out, and out again if lost, from
-// there.
-// A receive copies once, from the UMEM frame into the caller's buffer
-// when a receive waits (Stats.RecvDirect), else into a pool buffer and
-// from there when the caller reads.
 package provider
 
 import (

@@ -6,15 +6,22 @@ import (
 	"github.com/sdx-project/sdx/internal/wire"
 )
 
+// Listen and accept: the listener part of an endpoint, the connect
+// requests a listener takes (half-open children, the SYN-cookie-like
+// retry under a flood, see cookie.go) and the backlog accept takes from.
+
 func (e *engine) listen(ep *endpoint, backlog int) error {
 	switch ep.state {
-	case StateBound:
-	case StateListening:
+	case stateBound:
+	case stateListening:
 	default:
 		return ErrInvalid
 	}
-	ep.backlogMax = min(max(backlog, 1), e.cfg.MaxBacklog)
-	ep.state = StateListening
+	if ep.ln == nil {
+		ep.ln = &listener{}
+	}
+	ep.ln.backlogMax = min(max(backlog, 1), e.cfg.MaxBacklog)
+	ep.state = stateListening
 	return nil
 }
 
@@ -23,11 +30,11 @@ func (e *engine) listen(ep *endpoint, backlog int) error {
 // Connections that failed while they waited (their connector reset them
 // or went silent) are released, not handed out.
 func (e *engine) accept(l *endpoint) *endpoint {
-	for l.state == StateListening && len(l.backlog) > 0 {
-		c := l.backlog[0]
-		l.backlog = removeEndpoint(l.backlog, c)
+	for l.state == stateListening && len(l.ln.backlog) > 0 {
+		c := l.ln.backlog[0]
+		l.ln.backlog = removeEndpoint(l.ln.backlog, c)
 		c.parent = nil
-		if c.state == StateFailed {
+		if c.state == stateFailed {
 			e.release(c)
 			continue
 		}
@@ -39,16 +46,13 @@ func (e *engine) accept(l *endpoint) *endpoint {
 // confirm moves a half-open child to its listener's backlog.
 func (e *engine) confirm(c *endpoint) {
 	l := c.parent
-	l.half = removeEndpoint(l.half, c)
+	l.ln.half = removeEndpoint(l.ln.half, c)
 	e.st.halfOpen.Add(-1)
-	c.halfOpen = false
-	if c.synOnce {
-		c.snd.rtt.sample(e.now - c.synSent)
-	}
-	c.synOnce = false
-	c.snd.rtt.settle(e.rtoBounds())
-	c.snd.rtoAt, c.tries = 0, 0
-	l.backlog = append(l.backlog, c)
+	c.state = stateEstablished
+	e.sampleRTT(c)
+	c.hs = nil
+	c.snd.rtoAt = 0
+	l.ln.backlog = append(l.ln.backlog, c)
 	e.schedule(c, e.keepaliveAt(c))
 	e.notify(l, evIncoming)
 	if p := c.peer; p != nil {
@@ -62,7 +66,7 @@ func (e *engine) confirm(c *endpoint) {
 func (e *engine) onConnect(from netip.Addr, h *wire.Header, ann int, inc uint64) {
 	key := connKey{peer: from, id: h.SrcConn, token: h.Token}
 	if c := e.children[key]; c != nil {
-		if c.state == StateEstablished {
+		if c.state.synchronized() {
 			e.sendCtl(c, wire.OpAccept, wire.ReasonNone) // our accept was lost
 		}
 		return
@@ -86,11 +90,11 @@ func (e *engine) onConnect(from netip.Addr, h *wire.Header, ann int, inc uint64)
 	l := e.ports[h.DstPort]
 	reason := wire.ReasonNone
 	switch {
-	case l == nil || l.state != StateListening:
+	case l == nil || l.state != stateListening:
 		reason = wire.ReasonNoListener
-	case len(l.backlog) >= l.backlogMax+l.acceptWait:
+	case len(l.ln.backlog) >= l.ln.backlogMax+l.ln.acceptWait:
 		reason = wire.ReasonBacklogFull
-	case !proven && len(l.half) >= l.backlogMax:
+	case !proven && len(l.ln.half) >= l.ln.backlogMax:
 		// Under a flood: keep nothing, and let the connector prove
 		// that it is at its address by echoing a cookie.
 		e.st.retriesOut.Add(1)
@@ -112,7 +116,6 @@ func (e *engine) onConnect(from netip.Addr, h *wire.Header, ann int, inc uint64)
 	c.mss, c.announced = e.peerMSS(ann), ann > 0
 	c.ecnOK = e.ecn != nil && h.Flags&wire.FlagECN != 0
 	e.initConn(c)
-	c.state = StateEstablished
 	c.lport = l.lport
 	c.raddr, c.rport = from, h.SrcPort
 	c.peerID, c.token = h.SrcConn, h.Token
@@ -123,7 +126,8 @@ func (e *engine) onConnect(from netip.Addr, h *wire.Header, ann int, inc uint64)
 	e.children[key] = c
 	e.attachPeer(c, inc)
 	if proven {
-		l.backlog = append(l.backlog, c)
+		c.state = stateEstablished
+		l.ln.backlog = append(l.ln.backlog, c)
 		e.sendCtl(c, wire.OpAccept, wire.ReasonNone)
 		e.schedule(c, e.keepaliveAt(c))
 		e.notify(l, evIncoming)
@@ -133,12 +137,29 @@ func (e *engine) onConnect(from netip.Addr, h *wire.Header, ann int, inc uint64)
 	}
 	// Half-open until the connector answers the accept, which is sent
 	// again on the retransmission timer, maxAcceptTries times in all.
-	c.halfOpen = true
-	l.half = append(l.half, c)
+	c.state = stateHalfOpen
+	c.hs = &handshake{tries: 1}
+	l.ln.half = append(l.ln.half, c)
 	e.st.halfOpen.Add(1)
 	e.sendCtl(c, wire.OpAccept, wire.ReasonNone)
-	c.tries = 1
-	c.synSent, c.synOnce = e.now, true
+	c.hs.sent(e.now, true)
 	c.snd.rtoAt = later(e.now, c.snd.rtt.rto)
 	e.schedule(c, c.snd.rtoAt)
+}
+
+// listener is the part of a listening endpoint that only listeners have.
+type listener struct {
+	backlog    []*endpoint // children confirmed, waiting for an accept
+	backlogMax int         // also the most half-open children
+	half       []*endpoint // half-open children: accept sent, the connector not yet heard again
+	acceptWait int         // accepts the SPI has pending: they take connections at once
+}
+
+// backlogLen is how many connections wait in ep's backlog: 0 when ep
+// does not listen.
+func (ep *endpoint) backlogLen() int {
+	if ep.ln == nil {
+		return 0
+	}
+	return len(ep.ln.backlog)
 }

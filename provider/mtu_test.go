@@ -71,7 +71,7 @@ func TestEngineMTUAgreement(t *testing.T) {
 // until an accept tells it more.
 func TestEngineMTUUnannounced(t *testing.T) {
 	v := newVNetMTU(t, 5, memnet.Faults{}, testEngineConfig(), 9000-28, 9000-28)
-	c := &endpoint{state: StateConnecting}
+	c := &endpoint{state: stateConnecting}
 	v.hosts[0].established(c, &wire.Header{SrcConn: 1}, 0, 0)
 	if c.mss != wire.MinPeerDatagram-wire.HeaderLen || c.announced {
 		t.Fatalf("segment size %d without an announcement, want %d", c.mss, wire.MinPeerDatagram-wire.HeaderLen)
@@ -112,7 +112,7 @@ func TestEngineFramesTooBig(t *testing.T) {
 	if _, err := e.write(a, msg); err != nil {
 		t.Fatal(err)
 	}
-	v.run(time.Minute, func() bool { return a.state == StateFailed })
+	v.run(time.Minute, func() bool { return a.state == stateFailed })
 	var fe *FrameSizeError
 	if !errors.Is(a.err, syscall.EMSGSIZE) || !errors.As(a.err, &fe) || fe.Size != a.mss+wire.HeaderLen || fe.Peer != v.addr(1) {
 		t.Fatalf("connection failed with %v, want EMSGSIZE for %d-byte frames to %v", a.err, a.mss+wire.HeaderLen, v.addr(1))
@@ -126,7 +126,7 @@ func TestEngineFramesTooBig(t *testing.T) {
 	}
 	t.Logf("failed after %v of virtual time: %v", time.Duration(v.now), a.err)
 	// The peer learns it from the reset.
-	v.run(time.Second, func() bool { return b.state == StateFailed })
+	v.run(time.Second, func() bool { return b.state == stateFailed })
 	checkPool(t, e)
 }
 

@@ -7,6 +7,10 @@ import (
 	"github.com/sdx-project/sdx/internal/wire"
 )
 
+// Output framing: headers for a connection's frames, control frames, and
+// the hand-over of datagrams to the link, in place from lent buffers
+// where the link lends them (see link.go).
+
 func (e *engine) queueOutput(ep *endpoint) {
 	if !ep.outQ {
 		ep.outQ = true
@@ -21,7 +25,7 @@ func (e *engine) transmit() bool {
 	for i := range n {
 		ep := e.output[i]
 		ep.outQ = false
-		if ep.state == StateEstablished {
+		if ep.state.synchronized() {
 			e.sendData(ep)
 		}
 	}
@@ -121,7 +125,7 @@ func (e *engine) fillHeader(ep *endpoint, op wire.Opcode, reason wire.Reason) {
 		h.Window = e.window(ep)
 		e.grant(ep, h.Window)
 	}
-	if ep.state == StateEstablished && op != wire.OpReset {
+	if ep.state.synchronized() && op != wire.OpReset {
 		h.Flags = wire.FlagAck
 		h.Ack = ep.rcv.rcvNxt
 		if ep.ecnOK {
@@ -144,7 +148,7 @@ func (e *engine) sendCtl(ep *endpoint, op wire.Opcode, reason wire.Reason) error
 	switch op {
 	case wire.OpConnect:
 		h.DstConn = 0
-		h.Seq = ep.cookie
+		h.Seq = ep.hs.cookie
 	case wire.OpAccept:
 		h.Flags = wire.FlagAck
 	case wire.OpAck:
@@ -236,4 +240,148 @@ func (e *engine) send(to netip.Addr, b []byte, ect bool) error {
 		return e.ecn.SendECT(to, b)
 	}
 	return e.link.Send(to, b)
+}
+
+// write copies as much of b as fits into ep's send buffer (see
+// sender.write) and returns how many bytes it took.
+func (e *engine) write(ep *endpoint, b []byte) (int, error) {
+	switch {
+	case ep.state == stateFailed:
+		return 0, ep.err
+	case ep.state != stateEstablished:
+		return 0, ErrNotConn
+	case ep.snd.finQd:
+		return 0, ErrShutdown
+	}
+	ep.host.region = regionUnknown
+	return ep.snd.write(b), nil
+}
+
+// shutdown ends ep's send direction: a disconnect marker follows the data.
+func (e *engine) shutdown(ep *endpoint) error {
+	switch {
+	case ep.state == stateFailed:
+		return ep.err
+	case ep.state != stateEstablished:
+		return ErrNotConn
+	}
+	ep.snd.shutdown()
+	return nil
+}
+
+// sendData sends what ep's sender has to send, then a pure ack if one is
+// still owed and no frame carried it.
+func (e *engine) sendData(ep *endpoint) {
+	sent, stop := ep.snd.sendData()
+	if stop || sent || !ep.rcv.ackNow {
+		return
+	}
+	op := wire.OpAck
+	switch {
+	case ep.rcv.probeAck:
+		op = wire.OpProbe // asks for an answer, which answers a probe too
+	case ep.rcv.answer:
+		op = opAnswer
+	}
+	if errors.Is(e.sendCtl(ep, op, wire.ReasonNone), ErrNoBufs) {
+		e.queueOutput(ep)
+	}
+}
+
+// connSendHost is the engine as a connection's sender sees it: the
+// sendHost of ep.snd.
+type connSendHost struct {
+	e  *engine
+	ep *endpoint
+	// region is the pool region the writes of one write call take their
+	// buffers from (see Lender.region), looked up once per call.
+	region int
+}
+
+// regionUnknown: the region is not yet looked up for this write.
+const regionUnknown = -2
+
+func (h *connSendHost) now() int64          { return h.e.now }
+func (h *connSendHost) buf(i uint32) []byte { return h.e.pool.buf(i) }
+func (h *connSendHost) freeBuf(i uint32)    { h.e.freeBuf(i) }
+func (h *connSendHost) outputDue()          { h.e.queueOutput(h.ep) }
+func (h *connSendHost) timerDue(t int64)    { h.e.schedule(h.ep, t) }
+func (h *connSendHost) spaceFreed()         { h.e.notify(h.ep, evWritable) }
+func (h *connSendHost) queued()             { h.e.rebeyond(h.ep) }
+func (h *connSendHost) probe()              { h.e.sendCtl(h.ep, wire.OpProbe, wire.ReasonNone) }
+func (h *connSendHost) inFlight(i uint32, yes bool) {
+	if yes {
+		h.e.pool.move(i, placeInFlight)
+	} else {
+		h.e.pool.move(i, placeSendQueued)
+	}
+}
+
+// takeBuf takes a buffer for new send data, within the send half's
+// credit and ep's share beyond the peer's window; a writer that finds
+// none is starved, and woken when one is freed.
+func (h *connSendHost) takeBuf() (uint32, bool) {
+	e, ep := h.e, h.ep
+	if e.sendHeld() >= e.sendCap {
+		e.starve(ep)
+		return 0, false
+	}
+	if !e.mayQueue(ep) {
+		return 0, false
+	}
+	if h.region == regionUnknown {
+		h.region = e.sendRegion(ep)
+	}
+	buf, ok := e.pool.getIn(placeSendQueued, h.region)
+	if !ok {
+		// The halves bound what each holds, so the pool is never
+		// empty here; should the receive half overrun its bound, the
+		// writer waits for a buffer instead of failing.
+		e.starve(ep)
+		return 0, false
+	}
+	return buf, true
+}
+
+// tooBig ends a connection whose frames of size bytes never reach the
+// peer (see sender.lostForSize): we give up on it, and say so.
+func (h *connSendHost) tooBig(size int) {
+	h.e.sendCtl(h.ep, wire.OpReset, wire.ReasonTimedOut)
+	h.e.fail(h.ep, &FrameSizeError{Size: size, Peer: h.ep.raddr})
+}
+
+// transmit frames segment g of the connection and hands it to the link:
+// from its buffer in place, or, while the link still sends the previous
+// transmission from there, as a copy with the new header.
+func (h *connSendHost) transmit(g *seg, req bool) bool {
+	e, ep := h.e, h.ep
+	if g.fin {
+		e.fillHeader(ep, wire.OpDisconnect, wire.ReasonNone)
+		e.hdr.Seq = g.seq
+		n := e.hdr.Put(e.ctl, 0)
+		if !e.sendRaw(ep, ep.raddr, e.ctl[:n]) {
+			return false
+		}
+	} else {
+		e.fillHeader(ep, wire.OpData, wire.ReasonNone)
+		e.hdr.Seq = g.seq
+		if req {
+			e.hdr.Flags |= wire.FlagAckReq
+		}
+		b := e.pool.buf(g.buf)
+		buf := g.buf
+		if e.pool.linking(buf) {
+			copy(e.rtx[wire.HeaderLen:], b[wire.HeaderLen:wire.HeaderLen+int(g.n)])
+			b, buf = e.rtx, noBuf
+		}
+		n := e.hdr.Put(b, int(g.n))
+		if !e.sendBuf(ep, ep.raddr, b[:n], buf, ep.ecnOK) {
+			return false
+		}
+		e.st.dataOut.Add(1)
+	}
+	e.txCount++
+	g.tx = e.txCount
+	e.acked(ep)
+	return true
 }

@@ -167,10 +167,10 @@ func (e *engine) failPeer(p *peer, errFor func(*endpoint) error, reset bool) {
 	list := append(e.peerScratch[:0], p.conns...)
 	for _, c := range list {
 		err := errFor(c)
-		if err == nil || !c.state.IsConnection() {
+		if err == nil || !c.state.isConnection() {
 			continue
 		}
-		if reset && c.state == StateEstablished {
+		if reset && c.state.synchronized() {
 			e.st.deadPeers.Add(1)
 			e.sendCtl(c, wire.OpReset, wire.ReasonTimedOut)
 		}
@@ -201,7 +201,7 @@ func (e *engine) armPeer(p *peer, t int64) {
 // established one made with the peer's current incarnation; nil if none.
 func (p *peer) representative() *endpoint {
 	for _, c := range p.conns {
-		if c.state == StateEstablished && !c.halfOpen && c.peerInc == p.inc && c.peerID != 0 {
+		if c.state == stateEstablished && c.peerInc == p.inc && c.peerID != 0 {
 			return c
 		}
 	}
@@ -237,7 +237,7 @@ func (e *engine) onPeerTimer(p *peer) {
 		e.st.peersDead.Add(1)
 		inc := p.inc
 		e.failPeer(p, func(c *endpoint) error {
-			if c.state == StateEstablished && (c.peerInc == inc || c.peerInc == 0) {
+			if c.state.synchronized() && (c.peerInc == inc || c.peerInc == 0) {
 				return ErrTimedOut
 			}
 			return nil
@@ -300,7 +300,7 @@ func (e *engine) onHeartbeat(from netip.Addr, h *wire.Header) {
 	}
 	e.st.heartbeatsIn.Add(1)
 	ep := e.lookup(h.DstConn)
-	if ep == nil || !ep.state.IsConnection() {
+	if ep == nil || !ep.state.isConnection() {
 		e.st.dropUnknownConn.Add(1)
 		if h.Flags&wire.FlagAnswer == 0 {
 			// A heartbeat for a connection we do not have: its sender
@@ -322,7 +322,7 @@ func (e *engine) onHeartbeat(from netip.Addr, h *wire.Header) {
 		return
 	}
 	if from != ep.raddr || h.Token != ep.token || h.SrcPort != ep.rport || h.DstPort != ep.lport ||
-		ep.state != StateEstablished || h.SrcConn != ep.peerID {
+		!ep.state.synchronized() || h.SrcConn != ep.peerID {
 		e.st.dropBadToken.Add(1)
 		return
 	}
@@ -362,7 +362,7 @@ const peerFresh = int64(2 * time.Millisecond)
 // whose stack is gone draws a port unreachable, which does too.
 func (e *engine) checkPeer(ep *endpoint) {
 	p := ep.peer
-	if p == nil || ep.state != StateEstablished || !e.heartbeatsOn() || p.inc == 0 || e.now-p.lastHeard < peerFresh {
+	if p == nil || ep.state != stateEstablished || !e.heartbeatsOn() || p.inc == 0 || e.now-p.lastHeard < peerFresh {
 		return
 	}
 	rep := p.representative()

@@ -17,12 +17,12 @@ func (v *vnet) pairs(i, j int, port uint16, n int) (conns, accepted []*endpoint)
 	l := v.listen(j, port, n)
 	for range n {
 		c := v.dial(i, j, port)
-		if c.state != StateEstablished {
+		if c.state != stateEstablished {
 			v.t.Fatalf("connect: %v %v", c.state, c.err)
 		}
 		conns = append(conns, c)
 	}
-	v.run(time.Minute, func() bool { return len(l.backlog) == n })
+	v.run(time.Minute, func() bool { return len(l.ln.backlog) == n })
 	for range n {
 		accepted = append(accepted, v.hosts[j].accept(l))
 	}
@@ -32,7 +32,7 @@ func (v *vnet) pairs(i, j int, port uint16, n int) (conns, accepted []*endpoint)
 // allFailed reports whether every endpoint of eps has failed.
 func allFailed(eps []*endpoint) bool {
 	for _, ep := range eps {
-		if ep.state != StateFailed {
+		if ep.state != stateFailed {
 			return false
 		}
 	}
@@ -89,15 +89,15 @@ func TestEngineUnreachableEndsPeer(t *testing.T) {
 	for v.step() {
 	}
 	for i, a := range conns {
-		if a.state != StateFailed || !errors.Is(a.err, ErrConnReset) {
+		if a.state != stateFailed || !errors.Is(a.err, ErrConnReset) {
 			t.Errorf("connection %d to the peer: %v (%v); want failed with ECONNRESET", i, a.state, a.err)
 		}
 	}
-	if c.state != StateFailed || !errors.Is(c.err, ErrConnRefused) {
+	if c.state != stateFailed || !errors.Is(c.err, ErrConnRefused) {
 		t.Errorf("connect to the peer: %v (%v); want failed with ECONNREFUSED", c.state, c.err)
 	}
 	for i, a := range other {
-		if a.state != StateEstablished {
+		if a.state != stateEstablished {
 			t.Errorf("connection %d to another host: %v (%v)", i, a.state, a.err)
 		}
 	}
@@ -176,7 +176,7 @@ func TestEngineHeartbeatLossy(t *testing.T) {
 		all := append(conns, accepted...)
 		v.run(lossFor+time.Minute, func() bool {
 			for _, c := range all {
-				if c.state != StateEstablished {
+				if c.state != stateEstablished {
 					t.Fatalf("seed %d: a connection failed at 20%% loss: %v", seed, c.err)
 				}
 			}
@@ -258,7 +258,7 @@ func TestEngineHeartbeatRestart(t *testing.T) {
 		var fresh *endpoint
 		if c.dial {
 			fresh = v.dial(1, 0, 90)
-			if fresh.state != StateEstablished {
+			if fresh.state != stateEstablished {
 				t.Fatalf("%s: connect from the new stack: %v", c.name, fresh.err)
 			}
 		}
@@ -277,7 +277,7 @@ func TestEngineHeartbeatRestart(t *testing.T) {
 		}
 		if fresh != nil {
 			v.runFor(2 * time.Second)
-			if fresh.state != StateEstablished {
+			if fresh.state != stateEstablished {
 				t.Fatalf("%s: the connection to the new incarnation: %v", c.name, fresh.err)
 			}
 		}
@@ -310,7 +310,7 @@ func TestEngineHeartbeatOldPeer(t *testing.T) {
 		}
 	}
 	for _, c := range append(conns, accepted...) {
-		if c.state != StateEstablished {
+		if c.state != stateEstablished {
 			t.Fatalf("a connection to an old peer failed: %v", c.err)
 		}
 	}
@@ -318,7 +318,7 @@ func TestEngineHeartbeatOldPeer(t *testing.T) {
 	v.net.Partition(v.addr(0), v.addr(1), true)
 	v.runFor(3 * time.Second)
 	for _, c := range conns {
-		if c.state != StateEstablished {
+		if c.state != stateEstablished {
 			t.Fatalf("a connection to a silent old peer failed after 3s: %v", c.err)
 		}
 	}
@@ -353,7 +353,7 @@ func TestEngineCheckPeer(t *testing.T) {
 	}
 	hb := e.st.heartbeatsOut.Load()
 	check(conns[0])
-	if e.st.heartbeatsOut.Load() != hb+1 || conns[0].state != StateEstablished {
+	if e.st.heartbeatsOut.Load() != hb+1 || conns[0].state != stateEstablished {
 		t.Fatalf("live peer: %d heartbeats, %v", e.st.heartbeatsOut.Load()-hb, conns[0].state)
 	}
 	// Heard from just now: nothing to ask.
@@ -387,7 +387,7 @@ func TestEngineHeartbeatStall(t *testing.T) {
 	v.now += int64(2 * time.Second) // nothing ran meanwhile
 	v.runFor(2 * time.Second)
 	for _, c := range append(conns, accepted...) {
-		if c.state != StateEstablished {
+		if c.state != stateEstablished {
 			t.Fatalf("a connection failed after a stall of both pollers: %v", c.err)
 		}
 	}

@@ -72,16 +72,13 @@ type poller struct {
 }
 
 // pollerCounters count what the role did; any goroutine reads them. The
-// holder alone writes polls, idlePolls, sleeps and its yields (bump: a load
-// and a store, no locked add on the spinning path); the rest are added
-// to from any goroutine.
+// holder alone writes polls, idlePolls and sleeps (counters, as the
+// engine's: no locked add on the spinning path); the rest are added to
+// from any goroutine.
 type pollerCounters struct {
-	polls, idlePolls, sleeps, yields atomic.Uint64 // the holder's
-	handoffs, pollerWakes, kicks     atomic.Uint64
+	polls, idlePolls, sleeps             counter // the holder's
+	yields, handoffs, pollerWakes, kicks atomic.Uint64
 }
-
-// bump adds one to a counter only the role holder writes.
-func bump(c *atomic.Uint64) { c.Store(c.Load() + 1) }
 
 // roleWait is a goroutine's place in the list of wanters: granted is set
 // (with the role held on its behalf) by the holder that hands the role
@@ -461,12 +458,12 @@ func (p *Provider) pollLoop(w waitable, dedicated bool, deadline int64) (idle bo
 			return false
 		}
 		now := p.nanotime()
-		bump(&pl.st.polls)
+		pl.st.polls.Add(1)
 		if p.pollOnce(now) {
 			last = now
 			continue
 		}
-		bump(&pl.st.idlePolls)
+		pl.st.idlePolls.Add(1)
 		if deadline != 0 && now >= deadline {
 			return false
 		}
@@ -484,7 +481,7 @@ func (p *Provider) pollLoop(w waitable, dedicated bool, deadline int64) (idle bo
 			if dedicated || pl.yield || pl.fresh(now) || now-pl.yielded > int64(yieldEvery) {
 				pl.yield = false
 				pl.yielded = now
-				bump(&pl.st.yields)
+				pl.st.yields.Add(1)
 				runtime.Gosched()
 			}
 			continue
@@ -502,7 +499,7 @@ func (p *Provider) pollLoop(w waitable, dedicated bool, deadline int64) (idle bo
 		}
 		pl.sleeping.Store(true)
 		if p.subq.Len() == 0 && (w == nil || !w.ready()) && !(dedicated && pl.want.Load() > 0) && !pl.fresh(p.nanotime()) && !p.stopping.Load() {
-			bump(&pl.st.sleeps)
+			pl.st.sleeps.Add(1)
 			p.link.Wait(timeout)
 		}
 		pl.sleeping.Store(false)

@@ -187,10 +187,10 @@ func (r *receiver) fillSACK(h *wire.Header, scratch []wire.SACKBlock) []wire.SAC
 // of the stream and 0, err when the connection failed; 0, nil with
 // readable false means nothing is there yet.
 func (e *engine) read(ep *endpoint, b []byte) (int, error) {
-	if ep.state == StateFailed {
+	if ep.state == stateFailed {
 		return 0, ep.err
 	}
-	if ep.state != StateEstablished {
+	if ep.state != stateEstablished {
 		return 0, ErrNotConn
 	}
 	n := 0
@@ -225,7 +225,7 @@ func (e *engine) read(ep *endpoint, b []byte) (int, error) {
 // readable reports whether read would return data, end of stream or an
 // error.
 func (e *engine) readable(ep *endpoint) bool {
-	return ep.rcv.rqLen > 0 || ep.rcv.eof || ep.state == StateFailed
+	return ep.rcv.rqLen > 0 || ep.rcv.eof || ep.state == stateFailed
 }
 
 // onData stores a data segment and decides when to ack it: at once when

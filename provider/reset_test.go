@@ -52,7 +52,7 @@ func TestEngineResetWindow(t *testing.T) {
 	} {
 		oow, ch := eb.st.dropOutOfWindow.Load(), eb.st.resetsChallenged.Load()
 		forge(c.seq)
-		if b.state != StateEstablished || eb.st.dropOutOfWindow.Load() != oow+1 || eb.st.resetsChallenged.Load() != ch {
+		if b.state != stateEstablished || eb.st.dropOutOfWindow.Load() != oow+1 || eb.st.resetsChallenged.Load() != ch {
 			t.Fatalf("reset %s (seq %d, window [%d, %d]): state %v, dropped %d, challenged %d", c.name, c.seq, b.rcv.rcvNxt, b.rcv.lastEdge, b.state,
 				eb.st.dropOutOfWindow.Load()-oow, eb.st.resetsChallenged.Load()-ch)
 		}
@@ -60,16 +60,16 @@ func TestEngineResetWindow(t *testing.T) {
 	for _, seq := range []uint64{b.rcv.rcvNxt + 1, b.rcv.rcvNxt + window/2, b.rcv.lastEdge} {
 		ch, acks := eb.st.resetsChallenged.Load(), eb.st.acksOut.Load()+eb.st.probesOut.Load()
 		forge(seq)
-		if b.state != StateEstablished || eb.st.resetsChallenged.Load() != ch+1 || eb.st.acksOut.Load()+eb.st.probesOut.Load() == acks {
+		if b.state != stateEstablished || eb.st.resetsChallenged.Load() != ch+1 || eb.st.acksOut.Load()+eb.st.probesOut.Load() == acks {
 			t.Fatalf("reset in the window at %d (window [%d, %d]): state %v, challenged %d, acks sent %d", seq, b.rcv.rcvNxt, b.rcv.lastEdge, b.state,
 				eb.st.resetsChallenged.Load()-ch, eb.st.acksOut.Load()+eb.st.probesOut.Load()-acks)
 		}
-		if a.state != StateEstablished {
+		if a.state != stateEstablished {
 			t.Fatalf("the challenge ack hurt the real peer: %v %v", a.state, a.err)
 		}
 	}
 	forge(b.rcv.rcvNxt)
-	if b.state != StateFailed || !errors.Is(b.err, ErrConnReset) {
+	if b.state != stateFailed || !errors.Is(b.err, ErrConnReset) {
 		t.Fatalf("reset at the expected offset: %v %v", b.state, b.err)
 	}
 }
@@ -100,7 +100,7 @@ func TestEngineResetWithDataInFlight(t *testing.T) {
 	if err := ea.abort(a); err != nil {
 		t.Fatal(err)
 	}
-	v.run(time.Second, func() bool { return b.state == StateFailed })
+	v.run(time.Second, func() bool { return b.state == stateFailed })
 	if !errors.Is(b.err, ErrConnReset) || eb.st.resetsChallenged.Load() != 1 {
 		t.Fatalf("b: %v, %d challenges", b.err, eb.st.resetsChallenged.Load())
 	}

@@ -1,7 +1,6 @@
 package provider
 
 import (
-	"errors"
 	"math"
 
 	"github.com/sdx-project/sdx/internal/wire"
@@ -13,9 +12,9 @@ import (
 // sender is a connection's send side. Its segments sit in a ring: the
 // first sent from shead are in flight (transmitted, not yet
 // acknowledged), the rest queued. It is part of its endpoint, owned by
-// the poller; the engine's send path (write, sendData, onAck, onSACK,
-// onRTO, below) drives it, and its own methods keep the ring and the
-// scoreboard without touching the pool, the link or the clock.
+// the poller. The send path (write, sendData, onAck, expiredRetransmit)
+// is its methods, which reach the pool, the link and the clock only
+// through its sendHost; the ring and scoreboard methods touch none of them.
 type sender struct {
 	segs     []seg
 	shead    int
@@ -76,6 +75,12 @@ type sender struct {
 	// slack of a burst; paceWait, a timer is set for it.
 	paceNext int64
 	paceWait bool
+
+	// What the send path works through (see sendHost and attach).
+	host sendHost
+	opts sendOpts
+	st   *engineStats
+	stat *connCounters
 }
 
 // What stopped a sender with data queued: nothing, the peer's window
@@ -341,310 +346,317 @@ func (s *sender) markLost(cutoff int64) {
 	s.dupAcks = 0
 }
 
-// ---- the engine's send path ---------------------------------------------
+// sendHost is what a connection's sender needs of the rest of the
+// engine, as quic-go's sendStream works through its streamSender: the
+// sender keeps its segments, scoreboard, windows and timers, and runs the
+// send path (write, sendData, onAck, expiredRetransmit); through this it
+// takes and frees buffers, puts segments on the wire, reads the clock and
+// says when it has something to send. The endpoint is the one
+// implementation (output.go).
+type sendHost interface {
+	now() int64
+	// takeBuf takes a pool buffer for new data within the send half's
+	// credit; false: none now (the writer waits, and is woken when one
+	// is freed).
+	takeBuf() (uint32, bool)
+	buf(i uint32) []byte
+	freeBuf(i uint32)
+	inFlight(i uint32, yes bool) // the buffer's place in the pool: in flight, or queued again
+	// transmit frames segment g (data, or the disconnect) and hands it
+	// to the link, with FlagAckReq when req. It reports false when the
+	// link has no transmit slot even after a flush.
+	transmit(g *seg, req bool) bool
+	probe()           // a probe asks the peer for an answer at once
+	outputDue()       // the sender has something to send
+	timerDue(t int64) // the sender's timers run at t or earlier
+	spaceFreed()      // send space was freed, or the disconnect acknowledged
+	queued()          // the bytes queued beyond the peer's window changed
+	tooBig(size int)  // frames of size bytes never reach the peer: the connection is over
+}
+
+// sendOpts are a sender's settings, from the engine's configuration.
+type sendOpts struct {
+	buffer int // bytes of unacknowledged plus unsent data (SendBuffer)
+	pacing bool
+	bounds rtoBounds
+}
+
+// attach gives the sender its host, settings and counters; the engine
+// calls it when the connection starts.
+func (s *sender) attach(h sendHost, o sendOpts, st *engineStats, stat *connCounters) {
+	s.host, s.opts, s.st, s.stat = h, o, st, stat
+}
 
 // write copies as much of b into the send buffer as fits and returns how
-// many bytes it took.
-func (e *engine) write(ep *endpoint, b []byte) (int, error) {
-	switch {
-	case ep.state == StateFailed:
-		return 0, ep.err
-	case ep.state != StateEstablished:
-		return 0, ErrNotConn
-	case ep.snd.finQd:
-		return 0, ErrShutdown
-	}
+// many bytes it took. The caller has checked that the connection is
+// established and not shut down.
+func (s *sender) write(b []byte) int {
+	h := s.host
+	mss := s.cc.mss
 	n := 0
-	region := -2 // not yet asked
-	for n < len(b) && int(ep.snd.sndEnd-ep.snd.sndUna) < e.cfg.SendBuffer {
-		room := e.cfg.SendBuffer - int(ep.snd.sndEnd-ep.snd.sndUna)
-		if ep.snd.slen > ep.snd.sent {
+	for n < len(b) && int(s.sndEnd-s.sndUna) < s.opts.buffer {
+		room := s.opts.buffer - int(s.sndEnd-s.sndUna)
+		if s.slen > s.sent {
 			// The newest segment is not yet transmitted: fill it up.
-			s := ep.snd.at(ep.snd.slen - 1)
-			if int(s.n) < ep.mss {
-				k := copy(e.pool.buf(s.buf)[wire.HeaderLen+int(s.n):wire.HeaderLen+ep.mss], b[n:min(len(b), n+room)])
-				s.n += uint16(k)
+			g := s.at(s.slen - 1)
+			if int(g.n) < mss {
+				k := copy(h.buf(g.buf)[wire.HeaderLen+int(g.n):wire.HeaderLen+mss], b[n:min(len(b), n+room)])
+				g.n += uint16(k)
 				n += k
-				ep.snd.sndEnd += uint64(k)
+				s.sndEnd += uint64(k)
 				continue
 			}
 		}
-		if ep.snd.full() {
+		if s.full() {
 			break
 		}
-		if e.sendHeld() >= e.sendCap {
-			e.starve(ep)
-			break
-		}
-		if !e.mayQueue(ep) {
-			break
-		}
-		if region == -2 {
-			region = e.sendRegion(ep)
-		}
-		buf, ok := e.pool.getIn(placeSendQueued, region)
+		buf, ok := h.takeBuf()
 		if !ok {
-			// The halves bound what each holds, so the pool is never
-			// empty here; should the receive half overrun its bound,
-			// the writer waits for a buffer instead of failing.
-			e.starve(ep)
 			break
 		}
-		k := copy(e.pool.buf(buf)[wire.HeaderLen:wire.HeaderLen+ep.mss], b[n:min(len(b), n+room)])
-		ep.snd.push(seg{seq: ep.snd.sndEnd, buf: buf, n: uint16(k)})
+		k := copy(h.buf(buf)[wire.HeaderLen:wire.HeaderLen+mss], b[n:min(len(b), n+room)])
+		s.push(seg{seq: s.sndEnd, buf: buf, n: uint16(k)})
 		n += k
-		ep.snd.sndEnd += uint64(k)
-		e.rebeyond(ep)
+		s.sndEnd += uint64(k)
+		h.queued()
 	}
 	if n > 0 {
-		e.rebeyond(ep)
-		e.queueOutput(ep)
+		h.queued()
+		h.outputDue()
 	}
-	return n, nil
+	return n
 }
 
 // shutdown ends the send direction: a disconnect marker follows the data.
-func (e *engine) shutdown(ep *endpoint) error {
-	switch {
-	case ep.state == StateFailed:
-		return ep.err
-	case ep.state != StateEstablished:
-		return ErrNotConn
-	case ep.snd.finQd:
-		return nil
+func (s *sender) shutdown() {
+	if s.finQd {
+		return
 	}
-	ep.snd.finQd = true
-	if ep.snd.full() {
+	s.finQd = true
+	if s.full() {
 		// Many small segments in flight: the disconnect follows them as
 		// soon as an ack frees a slot. The caller is not told to try
 		// again for a resource the engine frees by itself.
-		ep.snd.finOwed = true
-		return nil
+		s.finOwed = true
+		return
 	}
-	e.queueFin(ep)
-	return nil
+	s.queueFin()
 }
 
 // queueFin puts the disconnect marker after the data; the ring has room.
-func (e *engine) queueFin(ep *endpoint) {
-	ep.snd.finOwed = false
-	ep.snd.push(seg{seq: ep.snd.sndEnd, buf: noBuf, fin: true})
-	ep.snd.sndEnd++
-	e.queueOutput(ep)
+func (s *sender) queueFin() {
+	s.finOwed = false
+	s.push(seg{seq: s.sndEnd, buf: noBuf, fin: true})
+	s.sndEnd++
+	s.host.outputDue()
 }
 
-// writable reports whether write would take at least one byte, or fail.
-func (e *engine) writable(ep *endpoint) bool {
-	if ep.state != StateEstablished || ep.snd.finQd {
-		return true
-	}
-	return int(ep.snd.sndEnd-ep.snd.sndUna) < e.cfg.SendBuffer && (ep.snd.slen < len(ep.snd.segs) || ep.snd.slen > ep.snd.sent) &&
-		e.sendHeld() < e.sendCap
-}
-
-// onAck processes the ack, window and SACK blocks of a frame.
-func (e *engine) onAck(ep *endpoint, h *wire.Header) {
-	ack, una := h.Ack, ep.snd.sndUna
-	if ack > ep.snd.sndNxt {
-		e.st.dropBadAck.Add(1)
+// onAck processes the ack, window and SACK blocks of a frame; ecn says
+// that the connection runs ECN.
+func (s *sender) onAck(hd *wire.Header, ecn bool) {
+	h := s.host
+	now := h.now()
+	ack, una := hd.Ack, s.sndUna
+	if ack > s.sndNxt {
+		s.st.dropBadAck.Add(1)
 		return
 	}
 	grew := false
-	if edge := ack + uint64(h.Window); edge > ep.snd.sndRight {
-		ep.snd.sndRight = edge
+	if edge := ack + uint64(hd.Window); edge > s.sndRight {
+		s.sndRight = edge
 		grew = true
 	}
-	ep.snd.sackNew = 0
-	if ack > ep.snd.sndUna {
+	s.sackNew = 0
+	if ack > s.sndUna {
 		var sample int64 = -1
 		freed, repaired, spurious := false, false, false
-		acked := int(ack - ep.snd.sndUna)
-		for ep.snd.sent > 0 {
-			s := ep.snd.at(0)
-			if s.end() > ack {
+		acked := int(ack - s.sndUna)
+		for s.sent > 0 {
+			g := s.at(0)
+			if g.end() > ack {
 				break
 			}
-			if s.rtx && !s.resent && !s.sacked {
+			if g.rtx && !g.resent && !g.sacked {
 				// The timer presumed it lost, and it was never sent
 				// again: this ack is its first transmission's.
 				spurious = true
 			}
-			if s.resent {
+			if g.resent {
 				// The ack moved because a hole was repaired: it came
 				// when the retransmission arrived, late for every
 				// segment above it, SACKed or not (a SACK report may
 				// leave blocks out). No sample from this ack.
 				repaired = true
-			} else if !s.sacked {
+			} else if !g.sacked {
 				// A SACKed segment's cumulative ack comes late, when
 				// the hole before it is filled: no sample from it.
-				sample = e.now - s.sentAt
+				sample = now - g.sentAt
 			}
-			if s.fin {
-				ep.snd.finAcked = true
-				e.notify(ep, evWritable) // a graceful close waits for it
+			if g.fin {
+				s.finAcked = true
+				h.spaceFreed() // a graceful close waits for it
 			}
-			if s.buf != noBuf {
-				e.freeBuf(s.buf)
+			if g.buf != noBuf {
+				h.freeBuf(g.buf)
 				freed = true
 			}
-			ep.snd.pop()
+			s.pop()
 		}
-		ep.snd.sndUna = ack
-		ep.stat.lastAck = e.now
-		ep.snd.dupAcks = 0
-		ep.snd.bigLost, ep.snd.bigAt = 0, 0
-		if spurious && ep.snd.cc.onSpurious() {
-			e.st.spuriousRTOs.Add(1)
-			e.undoRTO(ep)
+		s.sndUna = ack
+		s.stat.lastAck = now
+		s.dupAcks = 0
+		s.bigLost, s.bigAt = 0, 0
+		if spurious && s.cc.onSpurious() {
+			s.st.spuriousRTOs.Add(1)
+			s.undoRTO()
 		}
-		ep.snd.cc.onAck(acked, ack, ep.snd.cwndLimited)
+		s.cc.onAck(acked, ack, s.cwndLimited)
 		if sample >= 0 && !repaired {
-			ep.snd.rtt.sample(sample)
+			s.rtt.sample(sample)
 		}
-		ep.snd.rtt.settle(e.rtoBounds())
-		if ep.snd.sent > 0 {
-			ep.snd.rtoAt = later(e.now, ep.snd.rtt.rto)
-			e.schedule(ep, ep.snd.rtoAt)
+		s.rtt.settle(s.opts.bounds)
+		if s.sent > 0 {
+			s.rtoAt = later(now, s.rtt.rto)
+			h.timerDue(s.rtoAt)
 		} else {
-			ep.snd.rtoAt = 0
+			s.rtoAt = 0
 		}
-		if ep.snd.finOwed && !ep.snd.full() {
-			e.queueFin(ep)
+		if s.finOwed && !s.full() {
+			s.queueFin()
 		}
 		if freed {
-			e.notify(ep, evWritable)
+			h.spaceFreed()
 		}
-	} else if ack == ep.snd.sndUna && ep.snd.sent > 0 && h.Op == wire.OpAck && !grew {
-		if ep.snd.countDupAck() {
-			e.st.fastRetransmits.Add(1)
-			ep.stat.fastRetransmits++
-			e.onLoss(ep)
-			e.queueOutput(ep)
+	} else if ack == s.sndUna && s.sent > 0 && hd.Op == wire.OpAck && !grew {
+		if s.countDupAck() {
+			s.st.fastRetransmits.Add(1)
+			s.stat.fastRetransmits++
+			s.onLoss()
+			h.outputDue()
 		}
 	}
-	if h.Op == wire.OpAck || h.Op == wire.OpProbe && h.Flags&wire.FlagAnswer != 0 {
-		ep.snd.sackReport(h.SACK[:h.NSACK])
+	if hd.Op == wire.OpAck || hd.Op == wire.OpProbe && hd.Flags&wire.FlagAnswer != 0 {
+		s.sackReport(hd.SACK[:hd.NSACK])
 	}
-	if h.NSACK > 0 && ep.snd.sent > 0 {
-		e.onSACK(ep, h)
+	if hd.NSACK > 0 && s.sent > 0 {
+		s.onSACK(hd, now)
 	}
-	if ep.ecnOK && h.Flags&wire.FlagECN != 0 {
-		newly := ep.snd.sackNew
+	if ecn && hd.Flags&wire.FlagECN != 0 {
+		newly := s.sackNew
 		if ack > una {
 			newly += int(ack - una)
 		}
-		if marks := h.CE - ep.snd.cc.ceSeen; marks > 0 {
-			e.st.ceEchoed.Add(uint64(marks))
+		if marks := hd.CE - s.cc.ceSeen; marks > 0 {
+			s.st.ceEchoed.Add(uint64(marks))
 		}
-		if ep.snd.cc.onECN(h.CE, newly, ep.snd.sndUna, ep.snd.sndNxt) {
-			e.st.ecnReductions.Add(1)
+		if s.cc.onECN(hd.CE, newly, s.sndUna, s.sndNxt) {
+			s.st.ecnReductions.Add(1)
 		}
 	}
-	if ep.snd.slen > ep.snd.sent {
-		e.queueOutput(ep) // new credit, or a persist timer to arm
+	if s.slen > s.sent {
+		h.outputDue() // new credit, or a persist timer to arm
 	}
-	if ep.snd.beyond > 0 || ep.snd.winWait {
-		e.rebeyond(ep)
+	if s.beyond > 0 || s.winWait {
+		h.queued()
 	}
 }
 
 // onSACK marks SACKed segments and retransmits, once, each unSACKed
 // segment with three SACKed segments above it.
-func (e *engine) onSACK(ep *endpoint, h *wire.Header) {
-	if sample := ep.snd.markSACKed(h.SACK[:h.NSACK], e.now); sample >= 0 {
-		ep.snd.rtt.sample(sample)
+func (s *sender) onSACK(hd *wire.Header, now int64) {
+	if sample := s.markSACKed(hd.SACK[:hd.NSACK], now); sample >= 0 {
+		s.rtt.sample(sample)
 	}
-	if n := ep.snd.markFastLost(); n > 0 {
-		e.st.fastRetransmits.Add(uint64(n))
-		ep.stat.fastRetransmits += uint64(n)
-		e.onLoss(ep)
-		e.queueOutput(ep)
+	if n := s.markFastLost(); n > 0 {
+		s.st.fastRetransmits.Add(uint64(n))
+		s.stat.fastRetransmits += uint64(n)
+		s.onLoss()
+		s.host.outputDue()
 	}
 }
 
 // onLoss tells the congestion window of a loss the scoreboard found.
-func (e *engine) onLoss(ep *endpoint) {
-	if ep.snd.cc.onLoss(ep.snd.sndUna, ep.snd.sndNxt, int(ep.snd.sndNxt-ep.snd.sndUna)) {
-		e.st.lossReductions.Add(1)
+func (s *sender) onLoss() {
+	if s.cc.onLoss(s.sndUna, s.sndNxt, int(s.sndNxt-s.sndUna)) {
+		s.st.lossReductions.Add(1)
 	}
 }
 
 // undoRTO takes back what a spurious retransmission timeout did beside
 // the window: the segments it presumed lost and that were not sent again
 // are in flight after all, so they lose their marks.
-func (e *engine) undoRTO(ep *endpoint) {
-	for i := range ep.snd.sent {
-		if g := ep.snd.at(i); g.rtx && !g.resent && !g.fast {
-			ep.snd.clearRtx(g)
+func (s *sender) undoRTO() {
+	for i := range s.sent {
+		if g := s.at(i); g.rtx && !g.resent && !g.fast {
+			s.clearRtx(g)
 		}
 	}
-	ep.snd.rtt.settle(e.rtoBounds())
+	s.rtt.settle(s.opts.bounds)
 }
 
 // sendData transmits retransmissions, then new segments within the peer's
-// window, then a pure ack if one is still owed. It reports whether it sent
-// anything.
-func (e *engine) sendData(ep *endpoint) bool {
-	sent := false
-	acked := false
-	ep.snd.limit = limitNone
+// window. It reports whether it sent anything, and stop when the link ran
+// out of transmit slots (the sender is then due for output again).
+func (s *sender) sendData() (sent, stop bool) {
+	h := s.host
+	now := h.now()
+	s.limit = limitNone
 	byCwnd := false
 	burst := 0 // new segments sent back to back
-	for i := range ep.snd.sent {
-		s := ep.snd.at(i)
-		if !s.rtx || s.sacked {
-			ep.snd.clearRtx(s)
+	for i := range s.sent {
+		g := s.at(i)
+		if !g.rtx || g.sacked {
+			s.clearRtx(g)
 			continue
 		}
 		// The congestion window holds retransmissions back too, but for
 		// the oldest segment's: the repair everything waits for.
-		if i > 0 && ep.snd.pipe()+s.segLen() > ep.snd.cc.cwnd {
-			ep.snd.limit, byCwnd = limitCwnd, true
+		if i > 0 && s.pipe()+g.segLen() > s.cc.cwnd {
+			s.limit, byCwnd = limitCwnd, true
 			break
 		}
 		// A retransmission asks for its ack at once: the sender is
 		// recovering, and it may be the last segment of a burst.
-		if !e.sendSeg(ep, s, true) {
-			e.queueOutput(ep)
-			return sent
+		if !s.transmit(g, true, now) {
+			h.outputDue()
+			return sent, true
 		}
-		ep.snd.clearRtx(s)
-		s.resent = true
-		e.st.retransmits.Add(1)
-		ep.stat.retransmits++
-		sent, acked = true, true
+		s.clearRtx(g)
+		g.resent = true
+		s.st.retransmits.Add(1)
+		s.stat.retransmits++
+		sent = true
 	}
 	// The sender asks for an ack at once (FlagAckReq) on the segment
 	// that takes what it has in flight past half of what it may have
 	// (its send buffer, the peer's window or the congestion window):
 	// the ack then comes back while the other half is still going out.
 	var half uint64
-	if ep.snd.sndRight > ep.snd.sndUna {
-		half = min(uint64(e.cfg.SendBuffer), ep.snd.sndRight-ep.snd.sndUna, uint64(ep.snd.cc.cwnd)) / 2
+	if s.sndRight > s.sndUna {
+		half = min(uint64(s.opts.buffer), s.sndRight-s.sndUna, uint64(s.cc.cwnd)) / 2
 	}
-	for ep.snd.sent < ep.snd.slen {
-		s := ep.snd.at(ep.snd.sent)
-		if !s.fin && s.seq+uint64(s.n) > ep.snd.sndRight {
-			ep.snd.limit = limitCredit
+	for s.sent < s.slen {
+		g := s.at(s.sent)
+		if !g.fin && g.seq+uint64(g.n) > s.sndRight {
+			s.limit = limitCredit
 			break
 		}
-		if pipe := ep.snd.pipe(); pipe > 0 && pipe+s.segLen() > ep.snd.cc.cwnd {
-			ep.snd.limit, byCwnd = limitCwnd, true
+		if pipe := s.pipe(); pipe > 0 && pipe+g.segLen() > s.cc.cwnd {
+			s.limit, byCwnd = limitCwnd, true
 			break
 		}
-		if e.cfg.Pacing && burst > 0 && e.now < ep.snd.paceNext-ep.snd.paceSlack() {
+		if s.opts.pacing && burst > 0 && now < s.paceNext-s.paceSlack() {
 			// Paced: the rest goes when the timer says.
-			ep.snd.limit = limitPace
-			if !ep.snd.paceWait {
-				ep.snd.paceWait = true
-				e.st.paceWaits.Add(1)
-				e.schedule(ep, ep.snd.paceNext-ep.snd.paceSlack())
+			s.limit = limitPace
+			if !s.paceWait {
+				s.paceWait = true
+				s.st.paceWaits.Add(1)
+				h.timerDue(s.paceNext - s.paceSlack())
 			}
 			break
 		}
-		req := s.seq-ep.snd.sndUna < half && s.end()-ep.snd.sndUna >= half
-		if !s.fin && int(s.n) < ep.mss && ep.snd.sent+1 == ep.snd.slen {
+		req := g.seq-s.sndUna < half && g.end()-s.sndUna >= half
+		if !g.fin && int(g.n) < s.cc.mss && s.sent+1 == s.slen {
 			// The newest segment, not full: the tail of what was
 			// written. It goes at once, unless a small segment sent
 			// with FlagAckReq is unacknowledged: then it waits for that
@@ -653,137 +665,98 @@ func (e *engine) sendData(ep *endpoint) bool {
 			// the ack asked for). A lone message never waits; the
 			// second of two in a row goes at once too, asking for its
 			// ack, and the third waits at most for that.
-			if ep.snd.holdEnd > ep.snd.sndUna {
-				ep.snd.held = true
+			if s.holdEnd > s.sndUna {
+				s.held = true
 				break
 			}
-			if ep.snd.smallEnd > ep.snd.sndUna || ep.snd.held {
+			if s.smallEnd > s.sndUna || s.held {
 				req = true
-				ep.snd.holdEnd = s.end()
+				s.holdEnd = g.end()
 			}
-			ep.snd.held = false
-			ep.snd.smallEnd = s.end()
+			s.held = false
+			s.smallEnd = g.end()
 		}
-		if s.buf != noBuf {
-			e.pool.move(s.buf, placeInFlight)
+		if g.buf != noBuf {
+			h.inFlight(g.buf, true)
 		}
-		if !e.sendSeg(ep, s, req) {
-			if s.buf != noBuf {
-				e.pool.move(s.buf, placeSendQueued)
+		if !s.transmit(g, req, now) {
+			if g.buf != noBuf {
+				h.inFlight(g.buf, false)
 			}
-			e.queueOutput(ep)
-			return sent
+			h.outputDue()
+			return sent, true
 		}
-		ep.snd.sent++
-		ep.snd.sndNxt = max(ep.snd.sndNxt, s.end())
-		sent, acked = true, true
+		s.sent++
+		s.sndNxt = max(s.sndNxt, g.end())
+		sent = true
 		burst++
-		if e.cfg.Pacing {
-			ep.snd.paceNext = max(ep.snd.paceNext, e.now) + ep.snd.paceGap(s.segLen())
+		if s.opts.pacing {
+			s.paceNext = max(s.paceNext, now) + s.paceGap(g.segLen())
 		}
 	}
 	if burst > 0 {
-		e.st.bursts[burstBucket(burst)].Add(1)
+		s.st.bursts[burstBucket(burst)].Add(1)
 	}
 	// The window was what held the sender back, or nearly: an ack may
 	// open it further (RFC 7661's test, with Linux's slack of half a
 	// window in slow start).
-	ep.snd.cwndLimited = byCwnd || 2*ep.snd.pipe() >= ep.snd.cc.cwnd
+	s.cwndLimited = byCwnd || 2*s.pipe() >= s.cc.cwnd
 	if byCwnd {
-		e.st.cwndLimited.Add(1)
+		s.st.cwndLimited.Add(1)
 	}
-	if ep.snd.sent > 0 && ep.snd.rtoAt == 0 {
-		ep.snd.rtoAt = later(e.now, ep.snd.rtt.rto)
-		e.schedule(ep, ep.snd.rtoAt)
+	if s.slen > 0 && s.rtoAt == 0 {
+		// Data in flight, or the window closed with data waiting: the
+		// timer retransmits, or probes with the RTO's backoff.
+		s.rtoAt = later(now, s.rtt.rto)
+		h.timerDue(s.rtoAt)
 	}
-	if ep.snd.sent == 0 && ep.snd.slen > 0 && ep.snd.rtoAt == 0 {
-		// Window closed with data waiting: probe with the RTO's backoff.
-		ep.snd.rtoAt = later(e.now, ep.snd.rtt.rto)
-		e.schedule(ep, ep.snd.rtoAt)
-	}
-	if ep.rcv.ackNow && !acked {
-		op := wire.OpAck
-		switch {
-		case ep.rcv.probeAck:
-			op = wire.OpProbe // asks for an answer, which answers a probe too
-		case ep.rcv.answer:
-			op = opAnswer
-		}
-		if errors.Is(e.sendCtl(ep, op, wire.ReasonNone), ErrNoBufs) {
-			e.queueOutput(ep)
-			return sent
-		}
-		sent = true
-	}
-	return sent
+	return sent, false
 }
 
-// sendSeg encodes a segment's header in place and sends it, with
-// FlagAckReq when req. It reports false when the link is out of transmit
-// slots even after a flush.
-func (e *engine) sendSeg(ep *endpoint, s *seg, req bool) bool {
-	if s.fin {
-		e.fillHeader(ep, wire.OpDisconnect, wire.ReasonNone)
-		e.hdr.Seq = s.seq
-		n := e.hdr.Put(e.ctl, 0)
-		if !e.sendRaw(ep, ep.raddr, e.ctl[:n]) {
-			return false
-		}
-	} else {
-		e.fillHeader(ep, wire.OpData, wire.ReasonNone)
-		e.hdr.Seq = s.seq
-		if req {
-			e.hdr.Flags |= wire.FlagAckReq
-		}
-		b := e.pool.buf(s.buf)
-		buf := s.buf
-		if e.pool.linking(buf) {
-			// The link still sends the previous transmission from b,
-			// so the new header goes on a copy.
-			copy(e.rtx[wire.HeaderLen:], b[wire.HeaderLen:wire.HeaderLen+int(s.n)])
-			b, buf = e.rtx, noBuf
-		}
-		n := e.hdr.Put(b, int(s.n))
-		if !e.sendBuf(ep, ep.raddr, b[:n], buf, ep.ecnOK) {
-			return false
-		}
-		e.st.dataOut.Add(1)
-		ep.stat.segsOut++
-		ep.stat.bytesOut += uint64(s.n)
+// transmit sends segment g through the host and notes when it went.
+func (s *sender) transmit(g *seg, req bool, now int64) bool {
+	if !s.host.transmit(g, req) {
+		return false
 	}
-	s.sentAt = e.now
-	ep.stat.lastSend = e.now
-	e.txCount++
-	s.tx = e.txCount
-	e.acked(ep)
+	if !g.fin {
+		s.stat.segsOut++
+		s.stat.bytesOut += uint64(g.n)
+	}
+	g.sentAt = now
+	s.stat.lastSend = now
 	return true
 }
 
-// onRTO handles the retransmission timer: everything sent more than one
-// RTO ago and not SACKed is presumed lost; the RTO backs off.
-func (e *engine) onRTO(ep *endpoint) {
-	e.st.rtoExpiries.Add(1)
-	ep.stat.rtoExpiries++
-	if ep.snd.sent == 0 {
-		if ep.confirming || ep.snd.slen > 0 && ep.snd.at(0).seq+uint64(ep.snd.at(0).n) > ep.snd.sndRight {
+// expiredRetransmit is the retransmission timer: everything sent more
+// than one RTO ago and not SACKed is presumed lost; the RTO backs off.
+// With nothing in flight it is the persist timer: a closed window, or a
+// confirming connector (confirm) not yet answered, gets a probe.
+// lastHeard is when the peer was last heard from.
+func (s *sender) expiredRetransmit(confirm bool, lastHeard int64) {
+	h := s.host
+	now := h.now()
+	s.st.rtoExpiries.Add(1)
+	s.stat.rtoExpiries++
+	if s.sent == 0 {
+		if confirm || s.slen > 0 && s.at(0).seq+uint64(s.at(0).n) > s.sndRight {
 			// Zero window, or a confirmation not yet answered: probe.
-			e.sendCtl(ep, wire.OpProbe, wire.ReasonNone)
-			ep.snd.rtt.backoff(e.rtoBounds())
-			ep.snd.rtoAt = later(e.now, ep.snd.rtt.rto)
+			h.probe()
+			s.rtt.backoff(s.opts.bounds)
+			s.rtoAt = later(now, s.rtt.rto)
 			return
 		}
-		ep.snd.rtoAt = 0
-		e.queueOutput(ep)
+		s.rtoAt = 0
+		h.outputDue()
 		return
 	}
-	if e.lostForSize(ep) {
+	if s.lostForSize(lastHeard, now) {
 		return
 	}
-	ep.snd.cc.onRTO(ep.snd.sndNxt, int(ep.snd.sndNxt-ep.snd.sndUna))
-	ep.snd.markLost(e.now - ep.snd.rtt.rto)
-	ep.snd.rtt.backoff(e.rtoBounds())
-	ep.snd.rtoAt = later(e.now, ep.snd.rtt.rto)
-	e.queueOutput(ep)
+	s.cc.onRTO(s.sndNxt, int(s.sndNxt-s.sndUna))
+	s.markLost(now - s.rtt.rto)
+	s.rtt.backoff(s.opts.bounds)
+	s.rtoAt = later(now, s.rtt.rto)
+	h.outputDue()
 }
 
 // maxBigLost is how many timer expiries in a row may find a large segment
@@ -802,30 +775,29 @@ const maxBigLost = 10
 // unacknowledged although the peer answered in between, and no segment of
 // its size or larger was SACKed (which random loss would show), the
 // connection fails with a FrameSizeError instead of stalling for good:
-// keepalives would keep it alive for ever. It reports whether it failed ep.
-func (e *engine) lostForSize(ep *endpoint) bool {
-	s := ep.snd.at(0)
-	size := wire.HeaderLen + int(s.n)
-	if s.fin || s.sacked || size <= wire.MinPeerDatagram {
-		ep.snd.bigLost, ep.snd.bigAt = 0, 0
+// keepalives would keep it alive for ever. It reports whether it failed.
+func (s *sender) lostForSize(lastHeard, now int64) bool {
+	g := s.at(0)
+	size := wire.HeaderLen + int(g.n)
+	if g.fin || g.sacked || size <= wire.MinPeerDatagram {
+		s.bigLost, s.bigAt = 0, 0
 		return false
 	}
-	for i := 1; i < ep.snd.sent; i++ {
-		if o := ep.snd.at(i); o.sacked && wire.HeaderLen+int(o.n) >= size {
-			ep.snd.bigLost, ep.snd.bigAt = 0, 0
+	for i := 1; i < s.sent; i++ {
+		if o := s.at(i); o.sacked && wire.HeaderLen+int(o.n) >= size {
+			s.bigLost, s.bigAt = 0, 0
 			return false
 		}
 	}
-	if ep.snd.bigAt != 0 && ep.lastHeard > ep.snd.bigAt {
-		ep.snd.bigLost++
+	if s.bigAt != 0 && lastHeard > s.bigAt {
+		s.bigLost++
 	}
-	if ep.snd.bigLost >= maxBigLost {
-		e.st.tooBig.Add(1)
-		e.sendCtl(ep, wire.OpReset, wire.ReasonTimedOut) // we give up on it
-		e.fail(ep, &FrameSizeError{Size: size, Peer: ep.raddr})
+	if s.bigLost >= maxBigLost {
+		s.st.tooBig.Add(1)
+		s.host.tooBig(size)
 		return true
 	}
-	ep.snd.bigAt = e.now
-	e.sendCtl(ep, wire.OpProbe, wire.ReasonNone)
+	s.bigAt = now
+	s.host.probe()
 	return false
 }

@@ -105,7 +105,7 @@ func (p *Provider) snapshot(out *[]ConnStats) {
 	now := e.now
 	local := p.link.LocalAddr()
 	for _, ep := range e.eps {
-		if ep == nil || ep.released || !ep.state.HasPort() {
+		if ep == nil || ep.released || !ep.state.hasPort() {
 			continue
 		}
 		*out = append(*out, e.connStats(ep, local, now))
@@ -152,7 +152,7 @@ func (e *engine) connStats(ep *endpoint, local netip.Addr, now int64) ConnStats 
 		AckTimer:        until(ep.rcv.ackAt, now),
 		KeepaliveTimer:  -1,
 	}
-	if !ep.state.HasPeer() {
+	if !ep.state.hasPeer() {
 		return c
 	}
 	c.Peer = netip.AddrPortFrom(ep.raddr, ep.rport)
@@ -189,10 +189,8 @@ func (e *engine) connStats(ep *endpoint, local netip.Addr, now int64) ConnStats 
 	case c.SendQ >= e.cfg.SendBuffer:
 		c.Limit = LimitSendBuffer
 	}
-	if ep.state == StateEstablished {
+	if ep.state == stateEstablished {
 		c.Cwnd, c.Ssthresh = ep.snd.cc.cwnd, ep.snd.cc.ssthresh
-	}
-	if ep.state.IsConnected() {
 		c.KeepaliveTimer = until(e.keepaliveAt(ep), now)
 	}
 	return c

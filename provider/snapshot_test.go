@@ -59,7 +59,7 @@ func TestConnStatsAddUp(t *testing.T) {
 		conns := 0
 		for _, c := range snaps[i] {
 			if !c.Peer.IsValid() {
-				if c.State != StateListening.String() || c.Local.Port() != 80 {
+				if c.State != stateListening.String() || c.Local.Port() != 80 {
 					t.Errorf("host %d: endpoint without a peer: %+v", i, c)
 				}
 				continue

@@ -2,14 +2,14 @@ package provider
 
 import "fmt"
 
-// State is where an endpoint (the engine's side of a socket) is in its
+// epState is where an endpoint (the engine's side of a socket) is in its
 // life. Transitions, all made by the poller:
 //
 //	               Bind               Listen
 //	Closed ─────────────> Bound ─────────────> Listening
-//	  │                     │                      │ connect in
+//	  │                     │                      │ connect in, no cookie
 //	  │ Connect             │ Connect              v
-//	  │ (auto-bind)         │              Established, half-open ── 5 accepts unanswered ──> (dropped)
+//	  │ (auto-bind)         │                  HalfOpen ── 5 accepts unanswered ──> (released)
 //	  └─────────┐  ┌────────┘                      │
 //	            v  v                               │ any valid frame from the connector
 //	retry ┌─> Connecting ── reject ───> Failed     v (a connect with a valid cookie: at once)
@@ -19,45 +19,48 @@ import "fmt"
 //	         Established ── reset in ───> Failed (ECONNRESET)
 //	              │      ── dead peer ──> Failed (ETIMEDOUT)
 //	              │
-//	  any state ──┴── hard close (CloseSocket): reset out, memory freed ──> (gone)
+//	  any state ──┴── hard close (CloseSocket): reset out, memory freed ──> (released)
 //
-// Established includes the half-closed cases (Shutdown sent, or the peer's
-// disconnect received); Failed keeps the error until the socket is closed.
-type State uint8
+// A connector's first moments in Established, until it hears from the
+// acceptor after the accept, are "confirming" (endpoint.confirming): it
+// still has its handshake part. Established includes the half-closed
+// cases (Shutdown sent, or the peer's disconnect received); Failed keeps
+// the error until the socket is closed.
+type epState uint8
 
 const (
-	StateClosed      State = iota // created, no local port
-	StateBound                    // has a local port
-	StateListening                // accepts connect requests on its port
-	StateConnecting               // connect request sent, no answer yet
-	StateEstablished              // connected; data flows
-	StateFailed                   // refused, reset or timed out; holds the error
+	stateClosed      epState = iota // created, no local port
+	stateBound                      // has a local port
+	stateListening                  // accepts connect requests on its port
+	stateConnecting                 // connect request sent, no answer yet
+	stateHalfOpen                   // a listener's child: accept sent, the connector not yet heard again
+	stateEstablished                // connected; data flows
+	stateFailed                     // refused, reset or timed out; holds the error
 	numStates
 )
 
-var stateNames = [numStates]string{"Closed", "Bound", "Listening", "Connecting", "Established", "Failed"}
+// stateNames are the states as ConnStats.State and sdx stat show them.
+var stateNames = [numStates]string{"Closed", "Bound", "Listening", "Connecting", "HalfOpen", "Established", "Failed"}
 
-func (s State) String() string {
+func (s epState) String() string {
 	if s < numStates {
 		return stateNames[s]
 	}
-	return fmt.Sprintf("State(%d)", uint8(s))
+	return fmt.Sprintf("epState(%d)", uint8(s))
 }
 
-// HasPort reports whether the endpoint owns or shares a local port.
-func (s State) HasPort() bool { return s != StateClosed }
+// hasPort reports whether the endpoint owns or shares a local port.
+func (s epState) hasPort() bool { return s != stateClosed }
 
-// IsConnection reports whether frames from a peer belong to the endpoint:
+// isConnection reports whether frames from a peer belong to the endpoint:
 // it has a connection id the peer knows and a token.
-func (s State) IsConnection() bool { return s == StateConnecting || s == StateEstablished }
-
-// IsConnected reports whether data can flow.
-func (s State) IsConnected() bool { return s == StateEstablished }
-
-// HasPeer reports whether the endpoint has (or had) a peer address.
-func (s State) HasPeer() bool {
-	return s == StateConnecting || s == StateEstablished || s == StateFailed
+func (s epState) isConnection() bool {
+	return s == stateConnecting || s == stateHalfOpen || s == stateEstablished
 }
 
-// IsTerminal reports whether nothing but close can happen to the endpoint.
-func (s State) IsTerminal() bool { return s == StateFailed }
+// synchronized reports whether both ends have each other's ids and
+// tokens: the endpoint acknowledges what it receives.
+func (s epState) synchronized() bool { return s == stateHalfOpen || s == stateEstablished }
+
+// hasPeer reports whether the endpoint has (or had) a peer address.
+func (s epState) hasPeer() bool { return s >= stateConnecting }

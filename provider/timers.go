@@ -8,6 +8,11 @@ import (
 	"github.com/sdx-project/sdx/internal/wire"
 )
 
+// Timers: one heap entry per connection at its earliest deadline, and one
+// handler per timer: expiredHalfOpen, expiredDeadPeer, expiredConnect,
+// expiredAck, expiredRetransmit, expiredPace and expiredKeepalive. The
+// peer stacks' heartbeat timers are in peer.go.
+
 // later is t+d on the engine's nanosecond clock, saturating instead of
 // wrapping: a deadline past the end of time never comes, where a wrapped
 // one would always be due and spin the timers. Validation keeps the
@@ -96,76 +101,114 @@ func (e *engine) keepaliveAt(ep *endpoint) int64 {
 	return min(t, later(ep.lastHeard, int64(e.cfg.Timeout)))
 }
 
+// onTimer runs the timers of ep that are due, each with its own handler
+// below, and arms the next. A connection has one heap entry, at the
+// earliest of its timers (see schedule).
 func (e *engine) onTimer(ep *endpoint) {
 	now := e.now
-	if !ep.state.IsConnection() {
+	switch ep.state {
+	case stateHalfOpen:
+		e.expiredHalfOpen(ep)
 		return
-	}
-	if ep.halfOpen {
-		if now >= ep.snd.rtoAt && ep.tries >= maxAcceptTries || now-ep.lastHeard >= int64(e.cfg.Timeout) {
-			// Nobody at the connect's address, or nobody who answers:
-			// drop it without a word.
-			e.st.halfOpenExpired.Add(1)
-			e.release(ep)
-			return
-		}
-		if now >= ep.snd.rtoAt {
-			e.sendCtl(ep, wire.OpAccept, wire.ReasonNone)
-			ep.tries++
-			ep.synOnce = false
-			ep.snd.rtt.backoff(e.rtoBounds())
-			ep.snd.rtoAt = later(now, ep.snd.rtt.rto)
-		}
-		e.schedule(ep, min(ep.snd.rtoAt, later(ep.lastHeard, int64(e.cfg.Timeout))))
+	case stateConnecting, stateEstablished:
+	default:
 		return
 	}
 	if now-ep.lastHeard >= int64(e.cfg.Timeout) {
-		e.st.deadPeers.Add(1)
-		// ETIMEDOUT, also when the link could not resolve the peer
-		// (EHOSTUNREACH from Send): no answer is no answer. Only our own
-		// link being down is reported as such.
-		err := ErrTimedOut
-		switch {
-		case errors.Is(e.linkErr, ErrNetDown):
-			err = e.linkErr
-		case errors.Is(ep.lastErr, ErrNetDown):
-			err = ep.lastErr
-		}
-		if ep.state == StateEstablished {
-			e.sendCtl(ep, wire.OpReset, wire.ReasonTimedOut)
-		}
-		e.fail(ep, err)
+		e.expiredDeadPeer(ep)
 		return
 	}
-	if ep.state == StateConnecting {
+	if ep.state == stateConnecting {
 		if now >= ep.snd.rtoAt {
-			e.sendCtl(ep, wire.OpConnect, wire.ReasonNone)
-			ep.synOnce = false // Karn: no sample from a repeated request
-			ep.snd.rtt.backoff(e.rtoBounds())
-			ep.snd.rtoAt = later(now, ep.snd.rtt.rto)
-			e.st.rtoExpiries.Add(1)
-			ep.stat.rtoExpiries++
+			e.expiredConnect(ep)
 		}
 		e.schedule(ep, min(ep.snd.rtoAt, later(ep.lastHeard, int64(e.cfg.Timeout))))
 		return
 	}
 	if ep.rcv.ackAt != 0 && now >= ep.rcv.ackAt {
-		ep.rcv.ackAt = 0
-		e.ackSoon(ep, true)
+		e.expiredAck(ep)
 	}
 	if ep.snd.rtoAt != 0 && now >= ep.snd.rtoAt {
-		e.onRTO(ep)
+		e.expiredRetransmit(ep)
 	}
 	if ep.snd.paceWait && now >= ep.snd.paceNext-ep.snd.paceSlack() {
-		ep.snd.paceWait = false
-		e.queueOutput(ep)
+		e.expiredPace(ep)
 	}
-	idle := int64(e.cfg.Timeout) / 3
-	if now-ep.lastHeard >= idle && now >= ep.probeAt {
-		e.sendCtl(ep, wire.OpProbe, wire.ReasonNone)
-		ep.probeAt = later(now, int64(e.cfg.Timeout)/6)
+	if now-ep.lastHeard >= int64(e.cfg.Timeout)/3 && now >= ep.probeAt {
+		e.expiredKeepalive(ep)
 	}
 	e.schedule(ep, e.dueAt(ep))
+}
+
+// expiredHalfOpen is a half-open child's timer: the accept goes again,
+// up to maxAcceptTries times, and then, or when the connector has been
+// silent for the dead-peer bound, the child is dropped without a word:
+// nobody is at the connect's address, or nobody who answers.
+func (e *engine) expiredHalfOpen(ep *endpoint) {
+	now := e.now
+	if now >= ep.snd.rtoAt && ep.hs.tries >= maxAcceptTries || now-ep.lastHeard >= int64(e.cfg.Timeout) {
+		e.st.halfOpenExpired.Add(1)
+		e.release(ep)
+		return
+	}
+	if now >= ep.snd.rtoAt {
+		e.sendCtl(ep, wire.OpAccept, wire.ReasonNone)
+		ep.hs.tries++
+		ep.hs.sent(now, false)
+		ep.snd.rtt.backoff(e.rtoBounds())
+		ep.snd.rtoAt = later(now, ep.snd.rtt.rto)
+	}
+	e.schedule(ep, min(ep.snd.rtoAt, later(ep.lastHeard, int64(e.cfg.Timeout))))
+}
+
+// expiredDeadPeer ends a connection whose peer has been silent for the
+// dead-peer bound (Config.Timeout): ETIMEDOUT, also when the link could
+// not resolve the peer (EHOSTUNREACH from Send), since no answer is no
+// answer. Only our own link being down is reported as such.
+func (e *engine) expiredDeadPeer(ep *endpoint) {
+	e.st.deadPeers.Add(1)
+	err := ErrTimedOut
+	switch {
+	case errors.Is(e.linkErr, ErrNetDown):
+		err = e.linkErr
+	case errors.Is(ep.lastErr, ErrNetDown):
+		err = ep.lastErr
+	}
+	if ep.state == stateEstablished {
+		e.sendCtl(ep, wire.OpReset, wire.ReasonTimedOut)
+	}
+	e.fail(ep, err)
+}
+
+// expiredConnect repeats an unanswered connect request, with the backed
+// off RTO.
+func (e *engine) expiredConnect(ep *endpoint) {
+	e.sendCtl(ep, wire.OpConnect, wire.ReasonNone)
+	ep.hs.sent(e.now, false) // Karn: no sample from a repeated request
+	ep.snd.rtt.backoff(e.rtoBounds())
+	ep.snd.rtoAt = later(e.now, ep.snd.rtt.rto)
+	e.st.rtoExpiries.Add(1)
+	ep.stat.rtoExpiries++
+}
+
+// expiredAck sends the delayed ack (Config.AckDelay) no frame of ours
+// carried in time.
+func (e *engine) expiredAck(ep *endpoint) {
+	ep.rcv.ackAt = 0
+	e.ackSoon(ep, true)
+}
+
+// expiredPace lets the segments pacing held back go (see pace).
+func (e *engine) expiredPace(ep *endpoint) {
+	ep.snd.paceWait = false
+	e.queueOutput(ep)
+}
+
+// expiredKeepalive probes a peer silent for a third of the dead-peer
+// bound, again every sixth of it: its answer keeps the connection.
+func (e *engine) expiredKeepalive(ep *endpoint) {
+	e.sendCtl(ep, wire.OpProbe, wire.ReasonNone)
+	ep.probeAt = later(e.now, int64(e.cfg.Timeout)/6)
 }
 
 // dueAt is when the earliest timer of a connection past its handshake is
@@ -196,7 +239,7 @@ func (e *engine) settleTimers() {
 			return
 		}
 		ep := e.timers.Min()
-		if ep.halfOpen || ep.state != StateEstablished {
+		if ep.state != stateEstablished {
 			return
 		}
 		due := max(e.dueAt(ep), e.now+1)
@@ -211,4 +254,11 @@ func (e *engine) settleTimers() {
 // rtoBounds are the configured limits of the retransmission timeout.
 func (e *engine) rtoBounds() rtoBounds {
 	return rtoBounds{initial: int64(e.cfg.InitialRTO), min: int64(e.cfg.MinRTO), max: int64(e.cfg.MaxRTO)}
+}
+
+// expiredRetransmit is the retransmission timer, the sender's (see
+// sender.expiredRetransmit); it is also the persist timer of a closed
+// window and of a confirming connector.
+func (e *engine) expiredRetransmit(ep *endpoint) {
+	ep.snd.expiredRetransmit(ep.confirming(), ep.lastHeard)
 }

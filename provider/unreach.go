@@ -35,13 +35,13 @@ func (e *engine) unreachable(peer netip.Addr, q []byte) {
 	dstConn := binary.BigEndian.Uint32(q[16:])
 	token := binary.BigEndian.Uint64(q[24:])
 	ep := e.lookup(srcConn)
-	if ep == nil || !ep.state.IsConnection() || peer != ep.raddr || token != ep.token ||
+	if ep == nil || !ep.state.isConnection() || peer != ep.raddr || token != ep.token ||
 		srcPort != ep.lport || dstPort != ep.rport {
 		e.st.dropUnreach.Add(1)
 		return
 	}
 	err := ErrConnReset
-	if ep.state == StateConnecting {
+	if ep.state == stateConnecting {
 		if op != wire.OpConnect || dstConn != 0 {
 			e.st.dropUnreach.Add(1)
 			return
@@ -57,7 +57,7 @@ func (e *engine) unreachable(peer netip.Addr, q []byte) {
 	// kernel lets through its rate limit.
 	if p := ep.peer; p != nil {
 		e.failPeer(p, func(c *endpoint) error {
-			if c.state == StateConnecting {
+			if c.state == stateConnecting {
 				return ErrPortUnreach
 			}
 			return ErrConnReset

@@ -95,7 +95,7 @@ func TestEngineUnreachable(t *testing.T) {
 	} {
 		before := e.st.dropUnreach.Load()
 		inject(c.from, c.q)
-		if a.state != StateEstablished {
+		if a.state != stateEstablished {
 			t.Fatalf("%s: the connection is %v (%v)", c.name, a.state, a.err)
 		}
 		if n := e.st.dropUnreach.Load() - before; n != 1 {
@@ -109,7 +109,7 @@ func TestEngineUnreachable(t *testing.T) {
 	// The real one, quoted no further than the token.
 	start := v.now
 	inject(v.addr(1), quotedWith(sent, quotedLen, nil))
-	if a.state != StateFailed || !errors.Is(a.err, ErrConnReset) {
+	if a.state != stateFailed || !errors.Is(a.err, ErrConnReset) {
 		t.Fatalf("after a port unreachable: %v (%v); want failed with ECONNRESET", a.state, a.err)
 	}
 	if d := time.Duration(v.now - start); d > time.Millisecond {
@@ -144,11 +144,11 @@ func TestEngineUnreachable(t *testing.T) {
 		t.Fatalf("captured %x; want a connect request", req)
 	}
 	inject(v.addr(1), quotedWith(req, 0, be32(24, 1)))
-	if c.state != StateConnecting {
+	if c.state != stateConnecting {
 		t.Fatalf("a forged unreachable ended the connect: %v (%v)", c.state, c.err)
 	}
 	inject(v.addr(1), quotedWith(req, 0, nil))
-	if c.state != StateFailed || !errors.Is(c.err, ErrConnRefused) {
+	if c.state != stateFailed || !errors.Is(c.err, ErrConnRefused) {
 		t.Fatalf("connect after a port unreachable: %v (%v); want failed with ECONNREFUSED", c.state, c.err)
 	}
 }

@@ -24,7 +24,7 @@ func TestEngineEarlyWindowsDoNotPinPool(t *testing.T) {
 	early := 0
 	for v.hosts[1].recvCommitted < v.hosts[1].recvCap-2 && early < 8 {
 		v.dial(0, 1, 81)
-		v.run(time.Second, func() bool { return len(l.backlog) > 0 })
+		v.run(time.Second, func() bool { return len(l.ln.backlog) > 0 })
 		v.hosts[1].accept(l)
 		early++
 	}
@@ -33,7 +33,7 @@ func TestEngineEarlyWindowsDoNotPinPool(t *testing.T) {
 	var as, bs []*endpoint
 	for range later {
 		a := v.dial(0, 1, 81)
-		v.run(time.Second, func() bool { return len(l.backlog) > 0 })
+		v.run(time.Second, func() bool { return len(l.ln.backlog) > 0 })
 		as, bs = append(as, a), append(bs, v.hosts[1].accept(l))
 	}
 	// Every later connection sends 32 KiB to its peer, which reads as it

@@ -47,6 +47,14 @@ enum xdp_action {
 	XDP_REDIRECT,
 };
 
+/*
+ * A lock in a map value (fault.c, mark.c). The verifier finds it in BTF by
+ * this name, which must not change.
+ */
+struct bpf_spin_lock {
+	__u32 val;
+};
+
 /* The context of an XDP program. */
 struct xdp_md {
 	__u32 data;
@@ -83,6 +91,11 @@ struct __sk_buff {
 
 /* <linux/pkt_cls.h> */
 #define TC_ACT_OK 0
+
+/* RFC 3168: the ECN field, the low two bits of the IPv4 TOS byte (the names are <net/inet_ecn.h>'s) */
+#define INET_ECN_MASK 3
+#define INET_ECN_NOT_ECT 0
+#define INET_ECN_CE 3
 
 /* <linux/if_ether.h> */
 #define ETH_ALEN 6

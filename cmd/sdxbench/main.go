@@ -45,6 +45,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
@@ -78,11 +79,40 @@ type options struct {
 	budget     *bench.Budget
 	commandArg string
 	incast     *incastOptions // -workload incast; nil otherwise
+	cpuProfile string
+}
+
+// cpuProfileEnv names the file a two-process child writes its CPU
+// profile to (with its pid appended), so that -cpuprofile covers the
+// server's process too.
+const cpuProfileEnv = "SDXBENCH_CPUPROFILE"
+
+// startCPUProfile profiles this process into file until the returned
+// function is called.
+func startCPUProfile(file string) (func(), error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func main() {
 	if bench.IsChild() {
-		os.Exit(bench.ServeChild()) // the server end of a two-process system
+		// The server end of a two-process system.
+		stop := func() {}
+		if file := os.Getenv(cpuProfileEnv); file != "" {
+			if s, err := startCPUProfile(fmt.Sprintf("%s.%d", file, os.Getpid())); err == nil {
+				stop = s
+			}
+		}
+		code := bench.ServeChild()
+		stop()
+		os.Exit(code)
 	}
 	o, err := parseFlags(os.Args[1:])
 	if err != nil {
@@ -93,6 +123,15 @@ func main() {
 		os.Exit(2)
 	}
 	o.progress = os.Stderr
+	if o.cpuProfile != "" {
+		stop, err := startCPUProfile(o.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "sdxbench:", err)
+			os.Exit(1)
+		}
+		defer stop()
+		os.Setenv(cpuProfileEnv, o.cpuProfile+".child") // two-process children inherit it
+	}
 	if o.noControl {
 		os.Setenv(bench.NoControlEnv, "1") // two-process children inherit it
 	}
@@ -130,6 +169,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.quick, "quick", false, "short runs and 3 repeats: the whole table in under a minute")
 	fs.BoolVar(&o.count, "count", false, "count system calls, futex calls, context switches, wake-ups, CPU migrations and CPU time per message (perf_event_open on every thread of the run's processes)")
 	fs.IntVar(&o.repeat, "repeat", 0, "repeats of each run; the table shows the median and the spread (default 5, 3 with -quick)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to `FILE`, and one of each two-process server to FILE.child.PID (go tool pprof)")
 	fs.StringVar(&o.jsonFile, "json", "", "write the results as JSON to `FILE`")
 	fs.StringVar(&o.plotFile, "plot", "", "draw the 64 B ping-pong latency CDFs into `FILE.png`")
 	systems := fs.String("systems", "", "comma-separated systems to run (default all): "+strings.Join(systemNames(), ","))
@@ -151,7 +191,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&inc.senders, "senders", 4, "incast: sender hosts")
 	rate := fs.String("rate", "500M", "incast: the bottleneck's rate in bit/s (suffix K, M or G)")
 	fs.IntVar(&inc.buffer, "buffer", 100_000, "incast: the bottleneck's buffer in bytes")
-	fs.BoolVar(&inc.ecn, "ecn", false, "incast: the bottleneck marks ECN instead of dropping (needs RED in the kernel)")
+	fs.BoolVar(&inc.ecn, "ecn", false, "incast: an eBPF marker (bpf.Marker) marks ECN-capable frames in front of the bottleneck, and kernel TCP uses ECN")
+	fs.IntVar(&inc.markK, "mark-threshold", 0, "incast, with -ecn: the marking threshold in bytes (default 15% of -buffer)")
 	fs.DurationVar(&inc.minRTO, "min-rto", 0, "incast: sdx's retransmission timeout floor (default the provider's, 5ms)")
 	fs.BoolVar(&inc.pacing, "pacing", false, "incast: sdx paces its windows (provider.Config.Pacing), to compare the burst sizes")
 	mix := fs.String("mix", "", "incast: runs to make, of sdx, cubic, mixed (half and half; default all three)")

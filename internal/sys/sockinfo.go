@@ -30,7 +30,11 @@ type TCPFigures struct {
 	Retransmits  uint32 // segments retransmitted over the connection's life
 	BytesAcked   uint64
 	BytesRecv    uint64
+	ECN          bool // both ends agreed on ECN at the handshake
 }
+
+// tcpiOptECN is TCPI_OPT_ECN of <linux/tcp.h>, a bit of tcpi_options.
+const tcpiOptECN = 0x08
 
 // TCPInfo reads a kernel TCP socket's queues and TCP_INFO.
 func TCPInfo(c syscall.Conn) (TCPFigures, error) {
@@ -42,6 +46,7 @@ func TCPInfo(c syscall.Conn) (TCPFigures, error) {
 		}
 		f.State, f.RTT, f.RTTVar, f.Retransmits = ti.State, ti.Rtt, ti.Rttvar, ti.Total_retrans
 		f.BytesAcked, f.BytesRecv = ti.Bytes_acked, ti.Bytes_received
+		f.ECN = ti.Options&tcpiOptECN != 0
 		if f.RecvQ, err = unix.IoctlGetInt(fd, unix.SIOCINQ); err != nil {
 			return err
 		}
