@@ -64,8 +64,10 @@ func (l *Link) send(peer netip.Addr, payload []byte, i uint32, ecn uint8) (held 
 	// whole or not at all; most are a chain of one.
 	q := lq.q
 	n := frame.HeaderLen + len(payload)
-	if err := l.txRoom(lq, (n+q.FrameSize()-1)/q.FrameSize()); err != nil {
-		return false, err
+	if nf := (n + q.FrameSize() - 1) / q.FrameSize(); lq.ntx+nf > len(lq.txq) {
+		if err := l.txRoom(lq, nf); err != nil {
+			return false, err
+		}
 	}
 	chain, ok := q.AllocPacket(lq.txq[lq.ntx:lq.ntx], n)
 	if !ok {
@@ -103,11 +105,8 @@ func (l *Link) lookupErr(err error) error {
 }
 
 // txRoom makes room for nf descriptors on lq's queue of frames to go
-// out, flushing once if it must.
+// out, which has too few: it flushes once.
 func (l *Link) txRoom(lq *linkQueue, nf int) error {
-	if lq.ntx+nf <= len(lq.txq) {
-		return nil
-	}
 	if err := l.Flush(); err != nil {
 		return err
 	}

@@ -39,7 +39,8 @@ type counter struct{ atomic.Uint64 }
 func (c *counter) bump()        { c.Store(c.Load() + 1) }
 func (c *counter) add(n uint64) { c.Store(c.Load() + n) }
 
-// counters are Counters as the poller keeps them.
+// counters are Counters as the poller keeps them; sent leaves out the
+// frames sent in place, which inPlace counts.
 type counters struct {
 	sent, received, notOurs, malformed, unresolved, pending, noFrames counter
 	inPlace, copied, spoofed, refused, unreach                        counter
@@ -49,7 +50,7 @@ type counters struct {
 func (l *Link) Counters() Counters {
 	c := &l.ctr
 	return Counters{
-		Sent: c.sent.Load(), Received: c.received.Load(), NotOurs: c.notOurs.Load(), Malformed: c.malformed.Load(),
+		Sent: c.sent.Load() + c.inPlace.Load(), Received: c.received.Load(), NotOurs: c.notOurs.Load(), Malformed: c.malformed.Load(),
 		Unresolved: c.unresolved.Load(), Pending: c.pending.Load(), NoFrames: c.noFrames.Load(),
 		InPlace: c.inPlace.Load(), Copied: c.copied.Load(),
 		Spoofed: c.spoofed.Load(), Refused: c.refused.Load(), Unreach: c.unreach.Load(),
