@@ -38,6 +38,7 @@ type Incast struct {
 	Subnet   uint8
 	Pacing   bool          // sdx paces its windows (provider.Config.Pacing)
 	MinRTO   time.Duration // sdx's retransmission timeout floor; 0: the provider's default
+	Reno     bool          // sdx runs NewReno, not CUBIC (provider.Config.Congestion)
 
 	// MarkThreshold is the marker's threshold in bytes, with ECN; 0:
 	// testbed.DefaultMarkThreshold(Buffer).
@@ -140,7 +141,11 @@ func RunIncast(ctx context.Context, c Incast) (_ *IncastResult, err error) {
 		if err != nil {
 			return nil, err
 		}
-		p, err := provider.Startup(provider.Config{Link: l, Pacing: c.Pacing, MinRTO: c.MinRTO})
+		cfg := provider.Config{Link: l, Pacing: c.Pacing, MinRTO: c.MinRTO}
+		if c.Reno {
+			cfg.Congestion = provider.CongestionNewReno
+		}
+		p, err := provider.Startup(cfg)
 		if err != nil {
 			l.Close()
 			return nil, err

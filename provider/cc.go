@@ -7,17 +7,24 @@ import "math"
 // acknowledged or SACKed, and not presumed lost), whatever the peer's
 // window allows. The sender sends while both allow it.
 //
-// It is NewReno's window (RFC 5681, RFC 6582) on sdx's SACK loss
-// recovery (RFC 6675), with DCTCP's response to ECN marks (RFC 8257)
-// on connections where both ends take part in ECN:
+// It is CUBIC's window (RFC 9438), or NewReno's (RFC 5681, RFC 6582)
+// where Config.Congestion asks for it, on sdx's SACK loss recovery (RFC
+// 6675), with DCTCP's response to ECN marks (RFC 8257) on connections
+// where both ends take part in ECN:
 //
 //   - it starts at initialWindow (RFC 6928's ten segments) and grows by
 //     the bytes each ack covers in slow start (RFC 3465, without the L
-//     limit: sdx acknowledges every ackEvery segments), by one segment
-//     per window in congestion avoidance, and only while the sender was
-//     limited by it (RFC 7661);
-//   - a loss (fast retransmission) halves it, once per recovery episode:
-//     until everything sent before the loss was found is acknowledged;
+//     limit: sdx acknowledges every ackEvery segments), and only while
+//     the sender was limited by it (RFC 7661);
+//   - in congestion avoidance NewReno adds one segment per window;
+//     CUBIC follows its cubic curve back toward, and then past, the
+//     window before the last reduction, but never grows slower than the
+//     Reno-friendly estimate of RFC 9438 section 4.3 (on sub-millisecond
+//     round trips that estimate is what it follows, as Linux's cubic
+//     does: kernel TCP flows on the same port are its peers);
+//   - a loss (fast retransmission) reduces it to β of the flight (β is
+//     1/2 for NewReno, 0.7 for CUBIC), once per recovery episode: until
+//     everything sent before the loss was found is acknowledged;
 //   - a retransmission timeout takes it to one segment and slow start
 //     from there (RFC 5681 section 3.1), keeping the window before so
 //     that a spurious timeout can be undone (RFC 5682's response);
@@ -45,6 +52,18 @@ type congestion struct {
 	undoable               bool
 	rtoEpisode             bool
 
+	// CUBIC (RFC 9438), in segments and seconds: wMax is the window
+	// before the last reduction (lastMax the one before that, for fast
+	// convergence), k how long the curve takes back to it from the
+	// epoch's start at epoch (ns; 0: the next ack in avoidance starts
+	// one), wEst the Reno-friendly estimate and prior the window the
+	// reduction started from.
+	cubic             bool
+	wMax, lastMax, k  float64
+	epoch             int64
+	wEst, prior       float64
+	undoMax, undoLast float64 // wMax and lastMax before a timeout, for its undo
+
 	// DCTCP (RFC 8257). alpha is in units of 1/alphaOne.
 	ecn      bool
 	alpha    int64
@@ -56,6 +75,14 @@ type congestion struct {
 	ceEchoed uint64 // marks the peer reported, in all
 }
 
+// CUBIC's constants (RFC 9438 section 5): β, C in segments per second
+// cubed, and the Reno-friendly increase per round trip.
+const (
+	cubicBeta  = 0.7
+	cubicC     = 0.4
+	cubicAlpha = 3 * (1 - cubicBeta) / (1 + cubicBeta)
+)
+
 const (
 	initialSegments = 10 // RFC 6928
 	alphaOne        = 1 << 16
@@ -63,15 +90,76 @@ const (
 	maxCwnd         = math.MaxInt32
 )
 
-// start sets the window of a new connection with segments of mss bytes.
-func (c *congestion) start(mss int, ecn bool) {
+// start sets the window of a new connection with segments of mss bytes:
+// CUBIC's unless reno.
+func (c *congestion) start(mss int, ecn, reno bool) {
 	*c = congestion{
 		mss:      mss,
 		cwnd:     initialSegments * mss,
 		ssthresh: maxCwnd,
 		ecn:      ecn,
 		alpha:    alphaOne, // RFC 8257: start at 1, the safe side
+		cubic:    !reno,
 	}
+}
+
+// beta is the multiplicative decrease on a loss.
+func (c *congestion) beta() float64 {
+	if c.cubic {
+		return cubicBeta
+	}
+	return 0.5
+}
+
+// reduced notes a reduction from the window before, in bytes, for
+// CUBIC: the curve's plateau moves there, a little lower when the
+// window keeps falling (fast convergence, RFC 9438 section 4.7), and a
+// new epoch starts at the next ack in congestion avoidance.
+func (c *congestion) reduced(before int) {
+	if !c.cubic {
+		return
+	}
+	w := float64(before) / float64(c.mss)
+	c.wMax = w
+	if w < c.lastMax {
+		c.wMax = w * (1 + cubicBeta) / 2
+	}
+	c.lastMax = w
+	c.prior = w
+	c.epoch = 0
+}
+
+// cubicGrow is CUBIC's congestion avoidance for an ack of acked bytes at
+// now, with the smoothed round trip srtt (ns): RFC 9438 sections 4.2 to
+// 4.5, per ack rather than per segment (the segments it covers count).
+func (c *congestion) cubicGrow(acked int, now, srtt int64) {
+	mss := float64(c.mss)
+	cw := float64(c.cwnd) / mss
+	segs := float64(acked) / mss
+	if c.epoch == 0 {
+		c.epoch = now
+		if c.wMax <= cw {
+			c.wMax, c.k = cw, 0
+		} else {
+			c.k = math.Cbrt((c.wMax - cw) / cubicC)
+		}
+		c.wEst = cw
+	}
+	curve := func(t float64) float64 { d := t - c.k; return cubicC*d*d*d + c.wMax }
+	t := float64(now-c.epoch) / 1e9
+	alpha := cubicAlpha
+	if c.wEst >= c.prior {
+		alpha = 1 // as fast as Reno once past where the reduction began
+	}
+	c.wEst += alpha * segs / cw
+	next := cw
+	if curve(t) < c.wEst {
+		next = c.wEst // the Reno-friendly region
+	} else {
+		target := min(max(curve(t+float64(srtt)/1e9), cw), 1.5*cw)
+		next = cw + (target-cw)*segs/cw
+	}
+	c.cwnd = max(c.cwnd, min(int(next*mss), maxCwnd))
 }
 
 // setMSS takes a segment size that changed before any data went out.
@@ -85,10 +173,10 @@ func (c *congestion) setMSS(mss int) {
 // inSlowStart reports whether the window grows by what each ack covers.
 func (c *congestion) inSlowStart() bool { return c.cwnd < c.ssthresh }
 
-// onAck takes an ack that moved snd.una to una by acked bytes; limited
-// says the sender had filled the window when it last sent. nxt is
-// snd.nxt.
-func (c *congestion) onAck(acked int, una uint64, limited bool) {
+// onAck takes an ack at now that moved snd.una to una by acked bytes;
+// limited says the sender had filled the window when it last sent, srtt
+// is the smoothed round trip (ns).
+func (c *congestion) onAck(acked int, una uint64, limited bool, now, srtt int64) {
 	c.rtoEpisode = false
 	if c.recovering {
 		if una < c.recover {
@@ -105,6 +193,10 @@ func (c *congestion) onAck(acked int, una uint64, limited bool) {
 		acked -= grow
 	}
 	if acked > 0 && c.cwnd >= c.ssthresh {
+		if c.cubic {
+			c.cubicGrow(acked, now, srtt)
+			return
+		}
 		c.acc += acked
 		for c.acc >= c.cwnd {
 			c.acc -= c.cwnd
@@ -121,7 +213,19 @@ func (c *congestion) onLoss(una, nxt uint64, flight int) bool {
 	if c.recovering && una < c.recover {
 		return false
 	}
-	c.ssthresh = max(flight/2, 2*c.mss)
+	beta := c.beta()
+	if c.cwnd < c.ssthresh {
+		// The loss ends slow start: the window doubled in the round trip
+		// the loss was in, so the flight is up to twice what the path
+		// holds, and β = 0.7 of it would keep the queue overflowing for
+		// another episode. Halve, as NewReno does, and let CUBIC's curve
+		// start from there, with no plateau at the overshoot.
+		beta = 0.5
+		c.reduced(int(float64(flight) * beta))
+	} else {
+		c.reduced(c.cwnd)
+	}
+	c.ssthresh = max(int(float64(flight)*beta), 2*c.mss)
 	c.cwnd = c.ssthresh
 	c.acc = 0
 	c.recovering, c.recover = true, nxt
@@ -133,11 +237,14 @@ func (c *congestion) onLoss(una, nxt uint64, flight int) bool {
 // onRTO takes a retransmission timeout with flight bytes outstanding up
 // to nxt: the window restarts from one segment. Only the first expiry
 // of a run (no ack moved in between) lowers ssthresh and may be undone.
+// CUBIC forgets its curve, as Linux's does: slow start leads to a new one.
 func (c *congestion) onRTO(nxt uint64, flight int) {
 	if !c.rtoEpisode {
 		c.undoCwnd, c.undoSsthresh = c.cwnd, c.ssthresh
+		c.undoMax, c.undoLast = c.wMax, c.lastMax
 		c.undoable = true
-		c.ssthresh = max(flight/2, 2*c.mss)
+		c.ssthresh = max(int(float64(flight)*c.beta()), 2*c.mss)
+		c.wMax, c.lastMax, c.epoch = 0, 0, 0
 	}
 	c.rtoEpisode = true
 	c.cwnd = c.mss
@@ -155,6 +262,7 @@ func (c *congestion) onSpurious() bool {
 	c.undoable = false
 	c.cwnd = max(c.cwnd, c.undoCwnd)
 	c.ssthresh = max(c.ssthresh, c.undoSsthresh)
+	c.wMax, c.lastMax, c.epoch = c.undoMax, c.undoLast, 0
 	c.recovering = false
 	return true
 }
@@ -181,6 +289,7 @@ func (c *congestion) onECN(ce uint8, newly int, una, nxt uint64) bool {
 	if marks == 0 || una < c.cwrEnd || c.recovering {
 		return false
 	}
+	c.reduced(c.cwnd)
 	c.cwnd = max(c.cwnd-int(int64(c.cwnd)*c.alpha/(2*alphaOne)), 2*c.mss)
 	c.ssthresh = c.cwnd
 	c.acc = 0

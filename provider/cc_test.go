@@ -1,6 +1,10 @@
 package provider
 
-import "testing"
+import (
+	"math"
+	"testing"
+	"time"
+)
 
 // The congestion window alone: each rule of cc.go with the numbers an
 // RFC gives.
@@ -9,7 +13,7 @@ const ccMSS = 1000
 
 func TestCongestionSlowStart(t *testing.T) {
 	var c congestion
-	c.start(ccMSS, false)
+	c.start(ccMSS, false, true)
 	if c.cwnd != 10*ccMSS || !c.inSlowStart() {
 		t.Fatalf("initial window %d, slow start %v; want %d", c.cwnd, c.inSlowStart(), 10*ccMSS)
 	}
@@ -18,14 +22,14 @@ func TestCongestionSlowStart(t *testing.T) {
 	for range 3 {
 		w := c.cwnd
 		una += uint64(w)
-		c.onAck(w, una, true)
+		c.onAck(w, una, true, 0, 0)
 		if c.cwnd != 2*w {
 			t.Fatalf("after a window of acks: %d, want %d", c.cwnd, 2*w)
 		}
 	}
 	// A sender that did not fill its window does not grow it (RFC 7661).
 	w := c.cwnd
-	c.onAck(ccMSS, una+ccMSS, false)
+	c.onAck(ccMSS, una+ccMSS, false, 0, 0)
 	if c.cwnd != w {
 		t.Fatalf("grew to %d while not limited by the window", c.cwnd)
 	}
@@ -33,7 +37,7 @@ func TestCongestionSlowStart(t *testing.T) {
 
 func TestCongestionAvoidanceAndHalving(t *testing.T) {
 	var c congestion
-	c.start(ccMSS, false)
+	c.start(ccMSS, false, true)
 	c.cwnd = 40 * ccMSS
 	// A loss with 40 segments out halves the window, once for the
 	// episode.
@@ -48,11 +52,11 @@ func TestCongestionAvoidanceAndHalving(t *testing.T) {
 	}
 	// Partial acks keep the window; the ack past the recovery point
 	// ends the episode.
-	c.onAck(10*ccMSS, 15*ccMSS, true)
+	c.onAck(10*ccMSS, 15*ccMSS, true, 0, 0)
 	if c.cwnd != 20*ccMSS || !c.recovering {
 		t.Fatalf("partial ack: cwnd %d recovering %v", c.cwnd, c.recovering)
 	}
-	c.onAck(25*ccMSS, 40*ccMSS, true)
+	c.onAck(25*ccMSS, 40*ccMSS, true, 0, 0)
 	if c.recovering {
 		t.Fatal("still recovering after the recovery point was acknowledged")
 	}
@@ -63,7 +67,7 @@ func TestCongestionAvoidanceAndHalving(t *testing.T) {
 		w := c.cwnd
 		for range w / ccMSS {
 			una += ccMSS
-			c.onAck(ccMSS, una, true)
+			c.onAck(ccMSS, una, true, 0, 0)
 		}
 	}
 	if c.cwnd != start+4*ccMSS {
@@ -77,7 +81,7 @@ func TestCongestionAvoidanceAndHalving(t *testing.T) {
 		t.Fatalf("second halving: %d", c.cwnd)
 	}
 	// The floor is two segments.
-	c.onAck(c.cwnd, una+uint64(2*c.cwnd), true)
+	c.onAck(c.cwnd, una+uint64(2*c.cwnd), true, 0, 0)
 	c.onLoss(una+uint64(4*c.cwnd), una+uint64(4*c.cwnd)+1, ccMSS)
 	if c.cwnd != 2*ccMSS {
 		t.Fatalf("floor: %d, want %d", c.cwnd, 2*ccMSS)
@@ -86,7 +90,7 @@ func TestCongestionAvoidanceAndHalving(t *testing.T) {
 
 func TestCongestionRTO(t *testing.T) {
 	var c congestion
-	c.start(ccMSS, false)
+	c.start(ccMSS, false, true)
 	c.cwnd = 30 * ccMSS
 	c.onRTO(30*ccMSS, 30*ccMSS)
 	if c.cwnd != ccMSS || c.ssthresh != 15*ccMSS {
@@ -102,7 +106,7 @@ func TestCongestionRTO(t *testing.T) {
 	una := uint64(0)
 	for c.cwnd < c.ssthresh {
 		una += uint64(c.cwnd)
-		c.onAck(c.cwnd, una, true)
+		c.onAck(c.cwnd, una, true, 0, 0)
 	}
 	if c.cwnd != 15*ccMSS {
 		t.Fatalf("slow start overshot ssthresh: %d", c.cwnd)
@@ -126,7 +130,7 @@ func TestCongestionRTO(t *testing.T) {
 // gain 1/16, and the window shrinks by α/2 once per window that saw marks.
 func TestCongestionDCTCPAlpha(t *testing.T) {
 	var c congestion
-	c.start(ccMSS, true)
+	c.start(ccMSS, true, true)
 	c.cwnd = 100 * ccMSS
 	una := uint64(0)
 	ce := uint8(0)
@@ -187,8 +191,149 @@ func TestCongestionDCTCPAlpha(t *testing.T) {
 	}
 	// Without ECN nothing happens.
 	var n congestion
-	n.start(ccMSS, false)
+	n.start(ccMSS, false, true)
 	if n.onECN(9, ccMSS, 0, 0) || n.cwnd != 10*ccMSS {
 		t.Fatal("a connection without ECN reacted to a count")
+	}
+}
+
+// cubicRound acknowledges one window of c, 16 segments an ack as sdx's
+// receivers do, over one round trip of rtt ns that starts at *now.
+func cubicRound(c *congestion, una *uint64, now *int64, rtt int64) {
+	w := c.cwnd
+	acks := max(w/(16*ccMSS), 1)
+	for i := range acks {
+		n := w / acks
+		if i == acks-1 {
+			n = w - n*(acks-1)
+		}
+		*una += uint64(n)
+		c.onAck(n, *una, true, *now+rtt*int64(i+1)/int64(acks), rtt)
+	}
+	*now += rtt
+}
+
+// CUBIC on a long round trip, where its curve rules: β = 0.7 on a loss,
+// back to the window before the loss after K = ∛(W_max(1-β)/C) seconds,
+// concave on the way there and convex past it (RFC 9438, figure 1 and
+// section 4).
+func TestCongestionCubicCurve(t *testing.T) {
+	var c congestion
+	c.start(ccMSS, false, false)
+	c.cwnd, c.ssthresh = 100*ccMSS, 100*ccMSS
+	una, now := uint64(0), int64(1)
+	const rtt = int64(100 * time.Millisecond)
+	if !c.onLoss(una, una+100*ccMSS, 100*ccMSS) || c.cwnd != 70*ccMSS {
+		t.Fatalf("after a loss with 100 segments out: %d, want %d", c.cwnd, 70*ccMSS)
+	}
+	una += 100 * ccMSS // the recovery point: the episode ends
+	c.onAck(0, una, true, now, rtt)
+	k := math.Cbrt(100 * (1 - cubicBeta) / cubicC) // 4.2 s
+	var grew []int
+	for now < int64(k*1e9)-rtt/2 {
+		before := c.cwnd
+		cubicRound(&c, &una, &now, rtt)
+		grew = append(grew, c.cwnd-before)
+	}
+	if w := float64(c.cwnd) / ccMSS; w < 97 || w > 101 {
+		t.Fatalf("after K = %.2f s: %.1f segments, want about the 100 before the loss", k, w)
+	}
+	if len(grew) < 20 || grew[0] <= grew[len(grew)-1] || grew[len(grew)-1] > 2*ccMSS {
+		t.Fatalf("not concave toward W_max: growth per round trip %v", grew)
+	}
+	// Past K the curve turns up again, ever faster.
+	var past []int
+	for range 20 {
+		before := c.cwnd
+		cubicRound(&c, &una, &now, rtt)
+		past = append(past, c.cwnd-before)
+	}
+	if c.cwnd <= 105*ccMSS || past[len(past)-1] <= past[0] {
+		t.Fatalf("not convex past W_max: %d segments, growth %v", c.cwnd/ccMSS, past)
+	}
+	// A loss below the previous W_max lowers the plateau further: fast
+	// convergence (section 4.7).
+	w := c.cwnd
+	c.onLoss(una, una+uint64(w), w)
+	before := float64(w) / ccMSS
+	c.onLoss(una+uint64(w), una+uint64(2*w), c.cwnd) // a new episode, smaller
+	if want := float64(int(before*cubicBeta)) * (1 + cubicBeta) / 2; c.wMax < want-1 || c.wMax > want+1 {
+		t.Fatalf("fast convergence: W_max %.1f, want about %.1f", c.wMax, want)
+	}
+}
+
+// On a short round trip the curve is slower than Reno: CUBIC follows
+// its Reno-friendly estimate, α = 3(1-β)/(1+β) segments a round trip
+// until it passes the window the reduction began at, then one.
+func TestCongestionCubicRenoFriendly(t *testing.T) {
+	var c congestion
+	c.start(ccMSS, false, false)
+	c.cwnd, c.ssthresh = 100*ccMSS, 100*ccMSS
+	una, now := uint64(0), int64(1)
+	const rtt = int64(400 * time.Microsecond)
+	c.onLoss(una, una+100*ccMSS, 100*ccMSS)
+	una += 100 * ccMSS
+	c.onAck(0, una, true, now, rtt)
+	for range 20 {
+		cubicRound(&c, &una, &now, rtt)
+	}
+	if w, want := float64(c.cwnd)/ccMSS, 70+20*cubicAlpha; w < want-1.5 || w > want+1.5 {
+		t.Fatalf("20 round trips after the loss: %.1f segments, want about %.1f", w, want)
+	}
+	for c.cwnd < 100*ccMSS {
+		cubicRound(&c, &una, &now, rtt)
+	}
+	w := c.cwnd
+	for range 10 {
+		cubicRound(&c, &una, &now, rtt)
+	}
+	if g := float64(c.cwnd-w) / ccMSS; g < 9 || g > 12 {
+		t.Fatalf("past the prior window: %.1f segments in 10 round trips, want about 10", g)
+	}
+}
+
+// A timeout forgets the curve and its undo brings it back; NewReno and
+// CUBIC differ only in β there.
+func TestCongestionCubicRTO(t *testing.T) {
+	var c congestion
+	c.start(ccMSS, false, false)
+	c.cwnd, c.ssthresh = 50*ccMSS, 50*ccMSS
+	c.onLoss(0, 50*ccMSS, 50*ccMSS)
+	wMax := c.wMax
+	c.onAck(50*ccMSS, 50*ccMSS, true, 1, 1000)
+	cw := c.cwnd
+	c.onRTO(80*ccMSS, 30*ccMSS)
+	if c.cwnd != ccMSS || c.ssthresh != 21*ccMSS || c.wMax != 0 {
+		t.Fatalf("after a timeout: cwnd %d ssthresh %d W_max %.1f", c.cwnd, c.ssthresh, c.wMax)
+	}
+	if !c.onSpurious() || c.cwnd != cw || c.wMax != wMax {
+		t.Fatalf("undo: cwnd %d (want %d), W_max %.1f (want %.1f)", c.cwnd, cw, c.wMax, wMax)
+	}
+	var r congestion
+	r.start(ccMSS, false, true)
+	r.cwnd = 50 * ccMSS
+	r.onRTO(80*ccMSS, 30*ccMSS)
+	if r.ssthresh != 15*ccMSS {
+		t.Fatalf("NewReno after a timeout: ssthresh %d", r.ssthresh)
+	}
+}
+
+// A loss that ends slow start halves, even for CUBIC: the flight is up
+// to twice what the path holds, and the curve starts there, with no
+// plateau at the overshoot.
+func TestCongestionCubicSlowStartLoss(t *testing.T) {
+	var c congestion
+	c.start(ccMSS, false, false)
+	c.cwnd = 80 * ccMSS // still in slow start: ssthresh is unbounded
+	c.onLoss(0, 80*ccMSS, 80*ccMSS)
+	if c.cwnd != 40*ccMSS || c.wMax != 40 {
+		t.Fatalf("a loss in slow start: cwnd %d, W_max %.1f; want %d and 40", c.cwnd, c.wMax, 40*ccMSS)
+	}
+	// Past slow start, β is 0.7.
+	c.onAck(80*ccMSS, 80*ccMSS, true, 1, 1000)
+	w := c.cwnd
+	c.onLoss(80*ccMSS, 80*ccMSS+uint64(w), w)
+	if c.cwnd != int(float64(w)*cubicBeta) {
+		t.Fatalf("a loss in congestion avoidance: %d, want %d", c.cwnd, int(float64(w)*cubicBeta))
 	}
 }

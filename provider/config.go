@@ -1,11 +1,30 @@
 package provider
 
 import (
+	"fmt"
 	"math/bits"
 	"time"
 
 	"github.com/sdx-project/sdx/internal/wire"
 )
+
+// Congestion names a congestion control algorithm (Config.Congestion).
+type Congestion uint8
+
+const (
+	CongestionCubic   Congestion = iota // RFC 9438, the Linux kernel TCP default: fair to kernel flows on a shared port
+	CongestionNewReno                   // RFC 5681 and 6582: halves on a loss, one segment a round trip
+)
+
+func (c Congestion) String() string {
+	switch c {
+	case CongestionCubic:
+		return "cubic"
+	case CongestionNewReno:
+		return "newreno"
+	}
+	return fmt.Sprintf("Congestion(%d)", uint8(c))
+}
 
 // PollMode says how the poller waits for work.
 type PollMode uint8
@@ -149,6 +168,12 @@ type Config struct {
 	// through a shared 500 Mbit/s port than the bursts it avoids
 	// (sdxbench -workload incast -pacing).
 	Pacing bool
+
+	// Congestion is the congestion window's growth and decrease:
+	// CongestionCubic (the default, RFC 9438, as Linux's TCP) or
+	// CongestionNewReno (RFC 5681). Both run on the same SACK loss
+	// recovery and the same response to ECN marks.
+	Congestion Congestion
 	// Timeout is the dead-peer bound (default 10s): a connection that
 	// hears nothing from its peer for this long, or a connect that gets no
 	// answer, fails every pending operation with ETIMEDOUT. Keepalive
@@ -229,6 +254,8 @@ func (c *Config) validate() error {
 		return configErr("Config.Link is nil: pass the Link to send through (xdplink.New, or a memnet.Network's NewLink)")
 	case c.Mode != PollAdaptive && c.Mode != PollBusy && c.Mode != PollPark:
 		return configErr("Config.Mode %d is unknown: use PollAdaptive, PollBusy or PollPark", c.Mode)
+	case c.Congestion != CongestionCubic && c.Congestion != CongestionNewReno:
+		return configErr("Config.Congestion %d is unknown: use CongestionCubic or CongestionNewReno", c.Congestion)
 	case c.Spin < 0 || c.Spin > MaxSpin:
 		return configErr("Config.Spin %v is out of range: use 0..%v", c.Spin, MaxSpin)
 	case c.MaxSockets < 1 || c.MaxSockets > maxConns:
@@ -296,6 +323,7 @@ func (c *Config) engineConfig() engineConfig {
 		AckDelay:   c.AckDelay,
 		Timeout:    c.Timeout,
 		Pacing:     c.Pacing,
+		Reno:       c.Congestion == CongestionNewReno,
 
 		PeerTimeout: max(min(c.PeerTimeout, c.Timeout), 0),
 	}

@@ -28,7 +28,7 @@
 //	receiver.go   its receive side: in-order and out-of-order data, acks owed
 //	credit.go     the buffer pool's halves, windows and writers waiting
 //	buffers.go    the buffer pool itself
-//	cc.go         congestion control (NewReno with SACK, DCTCP-style ECN)
+//	cc.go         congestion control (CUBIC or NewReno, DCTCP-style ECN)
 //	rtt.go        RTT and RTO estimation
 //	peer.go       the peer stacks' liveness: heartbeat, incarnation
 //	unreach.go    ICMP port unreachable from a peer's host

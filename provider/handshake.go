@@ -50,7 +50,7 @@ func (e *engine) initConn(ep *endpoint) {
 	e.sizeRings(ep)
 	ep.host = connSendHost{e: e, ep: ep}
 	ep.snd.attach(&ep.host, sendOpts{buffer: e.cfg.SendBuffer, pacing: e.cfg.Pacing, bounds: e.rtoBounds()}, &e.st, &ep.stat)
-	ep.snd.cc.start(ep.mss, ep.ecnOK)
+	ep.snd.cc.start(ep.mss, ep.ecnOK, e.cfg.Reno)
 	if ep.ecnOK {
 		e.st.ecnConns.Add(1)
 	}
@@ -103,7 +103,7 @@ func (e *engine) established(ep *endpoint, h *wire.Header, ann int, inc uint64) 
 	ep.mss, ep.announced = e.peerMSS(ann), ann > 0
 	e.sizeRings(ep)
 	ep.ecnOK = e.ecn != nil && h.Flags&wire.FlagECN != 0
-	ep.snd.cc.start(ep.mss, ep.ecnOK)
+	ep.snd.cc.start(ep.mss, ep.ecnOK, e.cfg.Reno)
 	if ep.ecnOK {
 		e.st.ecnConns.Add(1)
 	}

@@ -510,7 +510,7 @@ func (s *sender) onAck(hd *wire.Header, ecn bool) {
 			s.st.spuriousRTOs.Add(1)
 			s.undoRTO()
 		}
-		s.cc.onAck(acked, ack, s.cwndLimited)
+		s.cc.onAck(acked, ack, s.cwndLimited, now, s.rtt.srtt)
 		if sample >= 0 && !repaired {
 			s.rtt.sample(sample)
 		}

@@ -22,6 +22,7 @@ type incastOptions struct {
 	mixes   []string // sdx, cubic, mixed
 	pacing  bool
 	minRTO  time.Duration
+	reno    bool
 }
 
 // incastRuns are the runs of -workload incast: every sender on sdx, every
@@ -77,7 +78,7 @@ func runIncast(ctx context.Context, w io.Writer, o *options) error {
 	for r := range o.repeat {
 		for i, k := range kinds {
 			res, err := bench.RunIncast(ctx, bench.Incast{Kinds: k, Rate: inc.rate, Buffer: inc.buffer, ECN: inc.ecn, MarkThreshold: inc.markK,
-				Warmup: time.Second, Duration: dur, Subnet: uint8(100 + r%50), Pacing: inc.pacing, MinRTO: inc.minRTO})
+				Warmup: time.Second, Duration: dur, Subnet: uint8(100 + r%50), Pacing: inc.pacing, MinRTO: inc.minRTO, Reno: inc.reno})
 			if err != nil {
 				return fmt.Errorf("incast %s: %w", names[i], err)
 			}

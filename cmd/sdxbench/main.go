@@ -195,9 +195,17 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&inc.markK, "mark-threshold", 0, "incast, with -ecn: the marking threshold in bytes (default 15% of -buffer)")
 	fs.DurationVar(&inc.minRTO, "min-rto", 0, "incast: sdx's retransmission timeout floor (default the provider's, 5ms)")
 	fs.BoolVar(&inc.pacing, "pacing", false, "incast: sdx paces its windows (provider.Config.Pacing), to compare the burst sizes")
+	cc := fs.String("congestion", "cubic", "incast: sdx's congestion control, cubic or newreno (provider.Config.Congestion)")
 	mix := fs.String("mix", "", "incast: runs to make, of sdx, cubic, mixed (half and half; default all three)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	switch *cc {
+	case "cubic":
+	case "newreno":
+		inc.reno = true
+	default:
+		return nil, fmt.Errorf("-congestion %q: use cubic or newreno", *cc)
 	}
 	switch *workload {
 	case "":
