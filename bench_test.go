@@ -55,7 +55,7 @@ func sdxDial(t testing.TB, h *hosts, addr string) net.Conn {
 
 // echoAll echoes 64-byte messages on every connection ln accepts.
 func echoAll(ln net.Listener) {
-	serveAll(ln, func(c net.Conn) {
+	testutil.ServeAll(ln, func(c net.Conn) {
 		buf := make([]byte, 64)
 		for {
 			if _, err := io.ReadFull(c, buf); err != nil {
@@ -66,21 +66,6 @@ func echoAll(ln net.Listener) {
 			}
 		}
 	})
-}
-
-// serveAll runs serve on every connection ln accepts, each on its own
-// goroutine, and closes the connection after it, until ln closes.
-func serveAll(ln net.Listener, serve func(net.Conn)) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			serve(c)
-		}()
-	}
 }
 
 func pingPong(b *testing.B, c net.Conn) { pingPongWith(b, c, make([]byte, 64)) }
@@ -151,7 +136,7 @@ func BenchmarkStreams(b *testing.B) {
 			}
 			h := &hosts{a: vethStack(b, &bed.A), b: vethStack(b, &bed.B), bed: bed}
 			ln := h.listen(b)
-			go serveAll(ln, serveStream)
+			go testutil.ServeAll(ln, serveStream)
 			dial := map[string]func() net.Conn{
 				"sdx": func() net.Conn { return sdxDial(b, h, ln.Addr().String()) },
 				"tcp": func() net.Conn { return kernelDial(b, &bed.A, ln.Addr().String()) },

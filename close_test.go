@@ -68,11 +68,7 @@ func TestLingerDefault(t *testing.T) {
 		if _, err := c.Write(data); err != nil {
 			t.Fatal(err)
 		}
-		start := time.Now()
-		if err := c.Close(); err != nil {
-			t.Fatal(err)
-		}
-		took := time.Since(start)
+		took := timedClose(t, c)
 		if took > 100*time.Millisecond {
 			t.Errorf("Close took %v; the default linger returns at once", took)
 		}
@@ -95,19 +91,8 @@ func TestLingerZero(t *testing.T) {
 	each(t, func(t *testing.T, h *hosts) {
 		c, s := h.pair(t, h.listen(t))
 		data := seeded(4, 4<<20)
-		werr := make(chan error, 1)
-		go func() {
-			_, err := c.Write(data) // the peer does not read: this blocks
-			werr <- err
-		}()
-		time.Sleep(50 * time.Millisecond)
-		c.SetLinger(0)
-		start := time.Now()
-		if err := c.Close(); err != nil {
-			t.Fatal(err)
-		}
-		took := time.Since(start)
-		if err := <-werr; !errors.Is(err, net.ErrClosed) {
+		took, err := closeBlockedWrite(t, c, data, 0)
+		if !errors.Is(err, net.ErrClosed) {
 			t.Errorf("blocked write: %v, want net.ErrClosed", err)
 		}
 		if n := h.a.Provider().Stats().Sockets; n != 0 {
@@ -142,11 +127,7 @@ func TestLingerDelivered(t *testing.T) {
 		if _, err := c.Write(data); err != nil {
 			t.Fatal(err)
 		}
-		start := time.Now()
-		if err := c.Close(); err != nil {
-			t.Fatal(err)
-		}
-		took := time.Since(start)
+		took := timedClose(t, c)
 		r := <-peer
 		if r.err != nil || !bytes.Equal(r.data, data) {
 			t.Fatalf("peer read %d bytes (error %v), want %d, then io.EOF", len(r.data), r.err, len(data))
@@ -168,19 +149,7 @@ func TestLingerExpires(t *testing.T) {
 	each(t, func(t *testing.T, h *hosts) {
 		c, s := h.pair(t, h.listen(t))
 		data := seeded(6, 4<<20)
-		werr := make(chan error, 1)
-		go func() {
-			_, err := c.Write(data)
-			werr <- err
-		}()
-		time.Sleep(50 * time.Millisecond)
-		c.SetLinger(1)
-		start := time.Now()
-		if err := c.Close(); err != nil {
-			t.Fatal(err)
-		}
-		took := time.Since(start)
-		<-werr
+		took, _ := closeBlockedWrite(t, c, data, 1)
 		if took < time.Second || took > 3*time.Second {
 			t.Errorf("Close took %v, want the 1s linger", took)
 		}

@@ -112,12 +112,7 @@ func TestReadDeadlineKeepsData(t *testing.T) {
 func TestPeerReset(t *testing.T) {
 	each(t, func(t *testing.T, h *hosts) {
 		c, s := h.pair(t, h.listen(t))
-		errc := make(chan error, 1)
-		go func() {
-			_, err := c.Read(make([]byte, 10))
-			errc <- err
-		}()
-		time.Sleep(10 * time.Millisecond)
+		errc := parkedRead(c, 10, 10*time.Millisecond)
 		s.SetLinger(0)
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
@@ -152,12 +147,7 @@ func TestPeerReset(t *testing.T) {
 func TestCloseUnblocks(t *testing.T) {
 	each(t, func(t *testing.T, h *hosts) {
 		c, _ := h.pair(t, h.listen(t))
-		errc := make(chan error, 1)
-		go func() {
-			_, err := c.Read(make([]byte, 10))
-			errc <- err
-		}()
-		time.Sleep(10 * time.Millisecond)
+		errc := parkedRead(c, 10, 10*time.Millisecond)
 		c.Close()
 		if err := <-errc; !errors.Is(err, net.ErrClosed) {
 			t.Fatalf("blocked read: %v, want net.ErrClosed", err)

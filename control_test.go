@@ -16,11 +16,9 @@ import (
 // accepted) with their fallback reason and the kernel's figures; closing a connection takes it off the list, closing
 // the stack removes the socket. Config.NoControl serves none.
 func TestControlConns(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	testutil.CheckFDs(t)
-	h := vethHosts(t)
+	h := leakCheckedHosts(t)
 	ln := h.listen(t)
-	go serveAll(ln, echo)
+	go testutil.ServeAll(ln, testutil.Echo)
 	sc, err := (&Dialer{Stack: h.a}).Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"slices"
 	"sync"
 	"syscall"
@@ -72,23 +71,23 @@ func serverChild(ns, ifname string) int {
 
 // startServer starts the server process on bed's host B and waits until
 // it listens; the test kills it at the end if it still runs.
-func startServer(t *testing.T, bed *testbed.Bed) *exec.Cmd {
+func startServer(t *testing.T, bed *testbed.Bed) *testutil.Child {
 	t.Helper()
-	cmd, out := startChild(t, "serve "+bed.B.NS+" "+bed.B.If)
-	if line, _ := out.ReadString('\n'); line != "listening\n" {
+	cmd := startChild(t, "serve "+bed.B.NS+" "+bed.B.If)
+	if line, _ := cmd.Out.ReadString('\n'); line != "listening\n" {
 		t.Fatalf("server: %q", line)
 	}
 	return cmd
 }
 
 // kill ends the server process with SIGKILL and waits until it is gone.
-func kill(t *testing.T, cmd *exec.Cmd) time.Time {
+func kill(t *testing.T, cmd *testutil.Child) time.Time {
 	t.Helper()
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := cmd.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	at := time.Now()
-	cmd.Wait()
+	cmd.Kill()
 	return at
 }
 
@@ -133,18 +132,27 @@ func quantiles(ds []time.Duration) (p50, p99, mx time.Duration) {
 	return q(0.5), q(0.99), s[len(s)-1]
 }
 
+// servePool starts the server on bed's B and dials a pool of 64
+// connections to it from st, each checked with a ping.
+func servePool(t *testing.T, bed *testbed.Bed, st *Stack) (*testutil.Child, []net.Conn) {
+	t.Helper()
+	cmd := startServer(t, bed)
+	conns := dialPool(t, st, netip.AddrPortFrom(bed.B.Addr, kvPort).String(), 64)
+	for _, c := range conns {
+		if err := call(c, callPing); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cmd, conns
+}
+
 // runKill puts a call in flight on every connection of a pool of 64 (32
 // pinging back to back, 32 holding a long poll whose request the server
 // has acknowledged), kills the server process, and checks that every
 // call fails within 1 s. It returns when each failed, from the kill.
 func runKill(t *testing.T, bed *testbed.Bed, st *Stack, beforeKill func()) []time.Duration {
-	cmd := startServer(t, bed)
-	addr := netip.AddrPortFrom(bed.B.Addr, kvPort).String()
-	conns := dialPool(t, st, addr, 64)
+	cmd, conns := servePool(t, bed, st)
 	for _, c := range conns {
-		if err := call(c, callPing); err != nil {
-			t.Fatal(err)
-		}
 		c.SetDeadline(time.Now().Add(10 * time.Second))
 	}
 	var (
@@ -260,14 +268,8 @@ func TestVethRestartedPeerPool(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	bed := vethBed(t)
 	st := vethStack(t, &bed.A)
-	cmd := startServer(t, bed)
+	cmd, idle := servePool(t, bed, st)
 	addr := netip.AddrPortFrom(bed.B.Addr, kvPort).String()
-	idle := dialPool(t, st, addr, 64)
-	for _, c := range idle {
-		if err := call(c, callPing); err != nil {
-			t.Fatal(err)
-		}
-	}
 	kill(t, cmd)
 	restarted := time.Now()
 	startServer(t, bed)

@@ -11,17 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/provider"
 	"github.com/sdx-project/sdx/provider/memnet"
 )
-
-// echo serves one connection: it copies what it reads back, then closes.
-func echo(c net.Conn) {
-	io.Copy(struct{ io.Writer }{c}, struct{ io.Reader }{c})
-	c.Close()
-}
 
 // roundTrip writes n seeded bytes to c, half-closes, and checks they come
 // back.
@@ -63,11 +56,9 @@ func TestRoutes(t *testing.T) {
 // One listener, one port, both paths: an sdx dialer and a plain kernel
 // client reach the same listener.
 func TestListenerBothPaths(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	testutil.CheckFDs(t)
-	h := vethHosts(t)
+	h := leakCheckedHosts(t)
 	ln := h.listen(t)
-	go serveAll(ln, echo)
+	go testutil.ServeAll(ln, testutil.Echo)
 	d := Dialer{Stack: h.a, ProbeTimeout: testProbe}
 	for _, want := range []Path{PathSDX, PathTCP, PathSDX, PathTCP} {
 		var c net.Conn
@@ -91,12 +82,10 @@ func TestListenerBothPaths(t *testing.T) {
 // An sdx dialer to a host that does not run sdx: no answer within the
 // probe time, then kernel TCP.
 func TestFallbackToKernelServer(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	testutil.CheckFDs(t)
-	bed := vethBed(t)
+	bed := leakCheckedBed(t)
 	a := vethStack(t, &bed.A)
 	ln := kernelListen(t, &bed.B, 0)
-	go serveAll(ln, echo)
+	go testutil.ServeAll(ln, testutil.Echo)
 	for _, probe := range []time.Duration{20 * time.Millisecond, DefaultProbeTimeout} {
 		d := Dialer{Stack: a, ProbeTimeout: probe}
 		start := time.Now()
@@ -135,18 +124,10 @@ func TestFallbackToKernelServer(t *testing.T) {
 // TCP at once; without fallback it fails with ECONNREFUSED at once. B's
 // namespace has ICMP rate limiting off, so that every connect is answered.
 func TestFallbackOnPortUnreachable(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	testutil.CheckFDs(t)
-	bed := vethBed(t)
-	if err := testbed.IP("netns", "exec", bed.B.NS, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"); err != nil {
-		t.Fatal(err)
-	}
-	if err := bed.Neighbours(); err != nil {
-		t.Fatal(err)
-	}
+	bed := unreachableBed(t)
 	a := vethStack(t, &bed.A)
 	ln := kernelListen(t, &bed.B, 0)
-	go serveAll(ln, echo)
+	go testutil.ServeAll(ln, testutil.Echo)
 	const probe, bound = 10 * time.Second, 2 * time.Second
 	start := time.Now()
 	c, err := (&Dialer{Stack: a, ProbeTimeout: probe, Timeout: 3 * bound}).Dial("tcp", ln.Addr().String())
@@ -264,7 +245,8 @@ func TestPackageLevel(t *testing.T) {
 	}
 	go func() {
 		if c, err := ln.Accept(); err == nil {
-			echo(c)
+			testutil.Echo(c)
+			c.Close()
 		}
 	}()
 	c, err := Dial("tcp", ln.Addr().String())

@@ -36,7 +36,7 @@ func checkFallback(t testing.TB, c net.Conn, want Fallback, before, after map[Fa
 func fallbackDial(t *testing.T, d *Dialer, host *testbed.Host, want Fallback, beforeDial func()) time.Duration {
 	t.Helper()
 	ln := kernelListen(t, host, 0)
-	go serveAll(ln, echo)
+	go testutil.ServeAll(ln, testutil.Echo)
 	before := d.Stack.Fallbacks()
 	if beforeDial != nil {
 		beforeDial()
@@ -64,16 +64,24 @@ func TestFallbackNoStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go serveAll(ln, echo)
+	go testutil.ServeAll(ln, testutil.Echo)
 	before, abefore := StacklessFallbacks(), h.a.Fallbacks()
-	c, err := Dial("tcp", ln.Addr().String())
+	c := dialRoundTrip(t, ln.Addr().String())
+	checkFallback(t, c, FallbackNoStack, before, StacklessFallbacks())
+	checkFallback(t, c, FallbackNoStack, abefore, addOne(h.a.Fallbacks(), FallbackNoStack))
+}
+
+// dialRoundTrip dials addr with the package-level Dial and checks a
+// round trip of 1 KiB over the connection, which the test's end closes.
+func dialRoundTrip(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	roundTrip(t, c, 1024)
-	checkFallback(t, c, FallbackNoStack, before, StacklessFallbacks())
-	checkFallback(t, c, FallbackNoStack, abefore, addOne(h.a.Fallbacks(), FallbackNoStack))
+	return c
 }
 
 // addOne adds one to m[f]: a check that nothing else moved in m.
@@ -90,32 +98,23 @@ func TestFallbackNotIPv4(t *testing.T) {
 		t.Skipf("no IPv6 loopback here: %v", err)
 	}
 	defer ln.Close()
-	go serveAll(ln, echo)
+	go testutil.ServeAll(ln, testutil.Echo)
 	before := StacklessFallbacks()
-	c, err := Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	roundTrip(t, c, 1024)
+	c := dialRoundTrip(t, ln.Addr().String())
 	checkFallback(t, c, FallbackNotIPv4, before, StacklessFallbacks())
 }
 
 // A dial from a stack to its own address does not leave through its
 // interface: no-route, counted on the stack.
 func TestFallbackNoRoute(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	testutil.CheckFDs(t)
-	bed := vethBed(t)
+	bed := leakCheckedBed(t)
 	fallbackDial(t, &Dialer{Stack: vethStack(t, &bed.A)}, &bed.A, FallbackNoRoute, nil)
 }
 
 // A dial through a closed stack goes over kernel TCP from its namespace:
 // stack-closed.
 func TestFallbackStackClosed(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	testutil.CheckFDs(t)
-	bed := vethBed(t)
+	bed := leakCheckedBed(t)
 	a := vethStack(t, &bed.A)
 	fallbackDial(t, &Dialer{Stack: a}, &bed.B, FallbackStackClosed, func() { a.Close() })
 }
@@ -123,15 +122,7 @@ func TestFallbackStackClosed(t *testing.T) {
 // A peer whose kernel answers the sdx connect with a port unreachable has
 // no sdx: peer-no-sdx. B's namespace has ICMP rate limiting off.
 func TestFallbackPeerNoSDX(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	testutil.CheckFDs(t)
-	bed := vethBed(t)
-	if err := testbed.IP("netns", "exec", bed.B.NS, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"); err != nil {
-		t.Fatal(err)
-	}
-	if err := bed.Neighbours(); err != nil {
-		t.Fatal(err)
-	}
+	bed := unreachableBed(t)
 	d := &Dialer{Stack: vethStack(t, &bed.A), ProbeTimeout: 10 * time.Second, Timeout: 5 * time.Second}
 	fallbackDial(t, d, &bed.B, FallbackPeerNoSDX, nil)
 }
@@ -140,9 +131,7 @@ func TestFallbackPeerNoSDX(t *testing.T) {
 // no answer, and no port unreachable either) leaves the connect
 // unanswered until the probe time: timeout.
 func TestFallbackTimeout(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	testutil.CheckFDs(t)
-	bed := vethBed(t)
+	bed := leakCheckedBed(t)
 	var sink net.PacketConn
 	if err := sys.InNetns(bed.B.NS, func() (err error) {
 		sink, err = net.ListenPacket("udp4", netip.AddrPortFrom(bed.B.Addr, provider.DefaultUDPPort).String())
@@ -160,9 +149,7 @@ func TestFallbackTimeout(t *testing.T) {
 // A stack whose descriptors are all taken cannot set up the sdx socket:
 // setup-failed.
 func TestFallbackSetup(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	testutil.CheckFDs(t)
-	bed := vethBed(t)
+	bed := leakCheckedBed(t)
 	a := vethStack(t, &bed.A, func(c *Config) { c.Provider.MaxSockets = 1 })
 	s, err := a.Provider().Socket() // the only descriptor
 	if err != nil {
@@ -175,9 +162,7 @@ func TestFallbackSetup(t *testing.T) {
 // A kernel TCP client accepted by an sdx listener: peer-tcp, counted on
 // the listener's stack; the sdx client beside it has no reason.
 func TestFallbackPeerTCP(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	testutil.CheckFDs(t)
-	h := vethHosts(t)
+	h := leakCheckedHosts(t)
 	ln := h.listen(t)
 	before := h.b.Fallbacks()
 	kc := kernelDial(t, &h.bed.A, ln.Addr().String())
@@ -192,7 +177,7 @@ func TestFallbackPeerTCP(t *testing.T) {
 	go func() {
 		if c, err := ln.Accept(); err == nil {
 			defer c.Close()
-			echo(c)
+			testutil.Echo(c)
 		}
 	}()
 	sc, err := (&Dialer{Stack: h.a}).Dial("tcp", ln.Addr().String())

@@ -142,7 +142,7 @@ func TestManyGoroutinesManyConns(t *testing.T) {
 // frameEcho echoes frames (a 4-byte id, a 4-byte length, the payload)
 // on every connection ln accepts, each frame with one Write.
 func frameEcho(ln net.Listener) {
-	serveAll(ln, func(c net.Conn) {
+	testutil.ServeAll(ln, func(c net.Conn) {
 		buf := make([]byte, 8+64<<10)
 		for {
 			if _, err := io.ReadFull(c, buf[:8]); err != nil {
@@ -175,13 +175,7 @@ func frameEcho(ln net.Listener) {
 func TestBlockedReadCostsNoCPU(t *testing.T) {
 	testutil.Privileged(t)
 	_, _, c := echoConn(t)
-	read := make(chan error, 1)
-	go func() {
-		var b [1]byte
-		_, err := c.Read(b[:])
-		read <- err
-	}()
-	time.Sleep(50 * time.Millisecond) // the Read has parked
+	read := parkedRead(c, 1, 50*time.Millisecond) // the Read has parked
 	const span = 300 * time.Millisecond
 	cpu0, err := sys.ProcessCPU()
 	if err != nil {

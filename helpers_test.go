@@ -37,20 +37,7 @@ func memHosts(t testing.TB, tweak ...func(*Config)) *hosts {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg := Config{
-			Link: l, Prefix: memnet.Prefix,
-			Provider:     provider.Config{Timeout: 5 * time.Second, MaxSockets: 256, Buffers: 2048},
-			CloseTimeout: 5 * time.Second,
-		}
-		for _, f := range tweak {
-			f(&cfg)
-		}
-		s, err := NewStack(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		*st = s
+		*st = newTestStack(t, Config{Link: l, Prefix: memnet.Prefix}, tweak)
 	}
 	return h
 }
@@ -62,34 +49,69 @@ func vethBed(t testing.TB) *testbed.Bed {
 	return testbed.New(t, testbed.Options{})
 }
 
+// leakCheckedBed is vethBed for a test that checks, at its end, that it
+// left no goroutine and no descriptor behind.
+func leakCheckedBed(t testing.TB) *testbed.Bed {
+	t.Helper()
+	testutil.CheckGoroutines(t)
+	testutil.CheckFDs(t)
+	return vethBed(t)
+}
+
+// unreachableBed is leakCheckedBed whose host B answers every datagram
+// to a closed port with an ICMP port unreachable, unlimited by rate, and
+// whose hosts know each other's MACs: a test's first datagram is answered.
+func unreachableBed(t testing.TB) *testbed.Bed {
+	t.Helper()
+	bed := leakCheckedBed(t)
+	if err := testbed.IP("netns", "exec", bed.B.NS, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.Neighbours(); err != nil {
+		t.Fatal(err)
+	}
+	return bed
+}
+
 // vethStack attaches a stack to a testbed host; tweak, if not nil,
 // adjusts its configuration.
 func vethStack(t testing.TB, h *testbed.Host, tweak ...func(*Config)) *Stack {
 	t.Helper()
-	cfg := Config{
-		Netns: h.NS, Interface: h.If,
-		Provider:     provider.Config{Timeout: 5 * time.Second, MaxSockets: 256, Buffers: 2048},
-		CloseTimeout: 5 * time.Second,
-	}
+	return newTestStack(t, Config{Netns: h.NS, Interface: h.If}, tweak)
+}
+
+// newTestStack starts a stack on cfg's link with the tests' provider
+// settings, adjusted by tweak; the test's cleanup closes it.
+func newTestStack(t testing.TB, cfg Config, tweak []func(*Config)) *Stack {
+	t.Helper()
+	cfg.Provider = provider.Config{Timeout: 5 * time.Second, MaxSockets: 256, Buffers: 2048}
+	cfg.CloseTimeout = 5 * time.Second
 	for _, f := range tweak {
 		f(&cfg)
 	}
 	s, err := NewStack(cfg)
 	if err != nil {
-		t.Fatalf("stack on %s: %v", h.NS, err)
+		t.Fatalf("new stack (netns %q): %v", cfg.Netns, err)
 	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("stack close: %v", err)
-		}
-	})
+	testutil.CloseAtEnd(t, s, "stack")
 	return s
 }
 
 // vethHosts builds the testbed with a stack on each end.
 func vethHosts(t testing.TB, tweak ...func(*Config)) *hosts {
 	t.Helper()
-	bed := vethBed(t)
+	return hostsOn(t, vethBed(t), tweak)
+}
+
+// leakCheckedHosts is vethHosts on a leakCheckedBed.
+func leakCheckedHosts(t testing.TB, tweak ...func(*Config)) *hosts {
+	t.Helper()
+	return hostsOn(t, leakCheckedBed(t), tweak)
+}
+
+// hostsOn starts a stack on each end of bed.
+func hostsOn(t testing.TB, bed *testbed.Bed, tweak []func(*Config)) *hosts {
+	t.Helper()
 	return &hosts{a: vethStack(t, &bed.A, tweak...), b: vethStack(t, &bed.B, tweak...), bed: bed}
 }
 
@@ -106,9 +128,7 @@ func each(t *testing.T, f func(t *testing.T, h *hosts)) {
 		f(t, memHosts(t))
 	})
 	t.Run("veth", func(t *testing.T) {
-		testutil.CheckGoroutines(t)
-		testutil.CheckFDs(t)
-		f(t, vethHosts(t))
+		f(t, leakCheckedHosts(t))
 	})
 }
 
@@ -127,6 +147,18 @@ func (h *hosts) listen(t testing.TB) *Listener {
 // pair connects a to b over sdx: the dialled conn first.
 func (h *hosts) pair(t testing.TB, ln *Listener) (client, server *Conn) {
 	t.Helper()
+	d := Dialer{Stack: h.a, ProbeTimeout: testProbe}
+	c, s, err := dialAccept(func() (net.Conn, error) { return d.Dial("tcp", ln.Addr().String()) }, ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, server = c.(*Conn), s.(*Conn)
+	t.Cleanup(func() { client.SetLinger(0); client.Close(); server.SetLinger(0); server.Close() })
+	return client, server
+}
+
+// dialAccept dials with dial while ln accepts, and returns both ends.
+func dialAccept(dial func() (net.Conn, error), ln net.Listener) (dialed, accepted net.Conn, err error) {
 	type res struct {
 		c   net.Conn
 		err error
@@ -136,19 +168,16 @@ func (h *hosts) pair(t testing.TB, ln *Listener) (client, server *Conn) {
 		c, err := ln.Accept()
 		ch <- res{c, err}
 	}()
-	d := Dialer{Stack: h.a, ProbeTimeout: testProbe}
-	c, err := d.Dial("tcp", ln.Addr().String())
+	d, err := dial()
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err // the accept ends when the listener closes
 	}
 	r := <-ch
 	if r.err != nil {
-		c.Close()
-		t.Fatal(r.err)
+		d.Close()
+		return nil, nil, r.err
 	}
-	client, server = c.(*Conn), r.c.(*Conn)
-	t.Cleanup(func() { client.SetLinger(0); client.Close(); server.SetLinger(0); server.Close() })
-	return client, server
+	return d, r.c, nil
 }
 
 // kernelListen starts a plain kernel TCP listener inside host's namespace.
@@ -194,4 +223,43 @@ func checkPath(t testing.TB, c net.Conn, want Path) {
 	if p := c.(*Conn).Path(); p != want {
 		t.Fatalf("path %s, want %s", p, want)
 	}
+}
+
+// parkedRead starts a Read of up to n bytes on c on a goroutine of its
+// own and returns, after park for the Read to block, the channel its
+// error arrives on.
+func parkedRead(c net.Conn, n int, park time.Duration) <-chan error {
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, n))
+		errc <- err
+	}()
+	time.Sleep(park)
+	return errc
+}
+
+// closeBlockedWrite closes c, with linger set, while a Write of data on
+// it is blocked (the peer does not read). It returns how long Close took
+// and the Write's error.
+func closeBlockedWrite(t *testing.T, c *Conn, data []byte, linger int) (time.Duration, error) {
+	t.Helper()
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(data)
+		werr <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	c.SetLinger(linger)
+	took := timedClose(t, c)
+	return took, <-werr
+}
+
+// timedClose closes c and returns how long Close took.
+func timedClose(t *testing.T, c net.Conn) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return time.Since(start)
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/sdx-project/sdx/internal/sys"
-	"github.com/sdx-project/sdx/internal/testutil"
 )
 
 type pathKey struct{}
@@ -19,9 +18,7 @@ type pathKey struct{}
 // a client whose Transport dials with a Dialer. A plain kernel client
 // reaches the same server.
 func TestHTTP(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	testutil.CheckFDs(t)
-	h := vethHosts(t)
+	h := leakCheckedHosts(t)
 	ln := h.listen(t)
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

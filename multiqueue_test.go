@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -58,8 +57,6 @@ func noSocketFrames(t *testing.T, s *Stack) {
 	}
 }
 
-// echoEvery accepts on ln and echoes every connection; once ln closes it
-// resets the connections still open, so that wg's wait is bounded.
 // echoListener listens on b and echoes every connection (echoEvery);
 // stop closes the listener and waits for the echoes to end.
 func echoListener(t *testing.T, b *Stack) (ln net.Listener, stop func()) {
@@ -77,6 +74,8 @@ func echoListener(t *testing.T, b *Stack) (ln net.Listener, stop func()) {
 	}
 }
 
+// echoEvery accepts on ln and echoes every connection; once ln closes it
+// resets the connections still open, so that wg's wait is bounded.
 func echoEvery(ln net.Listener, wg *sync.WaitGroup) {
 	defer wg.Done()
 	var open []net.Conn
@@ -95,18 +94,14 @@ func echoEvery(ln net.Listener, wg *sync.WaitGroup) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			io.Copy(c, c)
+			testutil.Echo(c)
 		}()
 	}
 }
 
 // exchange sends n seeded bytes over c, reads them back and compares.
 func exchange(c net.Conn, seed uint64, n int) error {
-	msg := make([]byte, n)
-	g := rand.New(rand.NewPCG(seed, 1))
-	for i := range msg {
-		msg[i] = byte(g.Uint32())
-	}
+	msg := seeded(seed, n)
 	c.SetDeadline(time.Now().Add(20 * time.Second))
 	errc := make(chan error, 1)
 	go func() {

@@ -13,29 +13,26 @@ import (
 // under test.
 func pipe(dial func() (net.Conn, error), ln net.Listener, dialedFirst bool) nettest.MakePipe {
 	return func() (c1, c2 net.Conn, stop func(), err error) {
-		type res struct {
-			c   net.Conn
-			err error
-		}
-		ch := make(chan res, 1)
-		go func() {
-			c, err := ln.Accept()
-			ch <- res{c, err}
-		}()
-		d, err := dial()
+		c1, c2, err = dialAccept(dial, ln)
 		if err != nil {
-			return nil, nil, nil, err // the accept ends when the listener closes
+			return nil, nil, nil, err
 		}
-		r := <-ch
-		if r.err != nil {
-			d.Close()
-			return nil, nil, nil, r.err
-		}
-		c1, c2 = d, r.c
 		if !dialedFirst {
-			c1, c2 = r.c, d
+			c1, c2 = c2, c1
 		}
 		return c1, c2, func() { c1.Close(); c2.Close() }, nil
+	}
+}
+
+// dialPath is a dial with d to ln that checks the connection took path
+// want.
+func dialPath(t *testing.T, d *Dialer, ln net.Listener, want Path) func() (net.Conn, error) {
+	return func() (net.Conn, error) {
+		c, err := d.Dial("tcp", ln.Addr().String())
+		if err == nil {
+			checkPath(t, c, want)
+		}
+		return c, err
 	}
 }
 
@@ -61,14 +58,7 @@ func TestNetTest(t *testing.T) {
 				}
 				ln := h.listen(t)
 				d := Dialer{Stack: h.a, ProbeTimeout: testProbe}
-				dial := func() (net.Conn, error) {
-					c, err := d.Dial("tcp", ln.Addr().String())
-					if err == nil {
-						checkPath(t, c, PathSDX)
-					}
-					return c, err
-				}
-				nettest.TestConn(t, pipe(dial, ln, dialedFirst))
+				nettest.TestConn(t, pipe(dialPath(t, &d, ln, PathSDX), ln, dialedFirst))
 			})
 		}
 	}
@@ -79,15 +69,7 @@ func TestNetTest(t *testing.T) {
 		bed := vethBed(t)
 		a := vethStack(t, &bed.A)
 		ln := kernelListen(t, &bed.B, 0)
-		d := Dialer{Stack: a}
-		dial := func() (net.Conn, error) {
-			c, err := d.Dial("tcp", ln.Addr().String())
-			if err == nil {
-				checkPath(t, c, PathTCP)
-			}
-			return c, err
-		}
-		nettest.TestConn(t, pipe(dial, ln, true))
+		nettest.TestConn(t, pipe(dialPath(t, &Dialer{Stack: a}, ln, PathTCP), ln, true))
 	})
 
 	// Fallback, accept side: a plain kernel client dials b's sdx listener.

@@ -7,8 +7,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/sdx-project/sdx/internal/testutil"
 )
 
 var errUnexpectedRead = errors.New("unexpected read from an idle connection")
@@ -125,9 +123,7 @@ func TestSyscallConnProbe(t *testing.T) {
 // TestSyscallConnFallback: on the TCP path SyscallConn is the kernel
 // socket's own.
 func TestSyscallConnFallback(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	testutil.CheckFDs(t)
-	bed := vethBed(t)
+	bed := leakCheckedBed(t)
 	a := vethStack(t, &bed.A)
 	ln := kernelListen(t, &bed.B, 0)
 	accepted := make(chan net.Conn, 1)

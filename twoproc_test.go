@@ -1,14 +1,12 @@
 package sdx
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -22,12 +20,7 @@ import (
 // other host's namespace. The child ends when its standard input closes.
 const childEnv = "SDX_TEST_CHILD"
 
-func TestMain(m *testing.M) {
-	if spec := os.Getenv(childEnv); spec != "" {
-		os.Exit(runChild(spec))
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { testutil.ChildMain(m, childEnv, runChild) }
 
 // runChild is the child's main.
 //   - "parkread NS IF ADDR PEER": a stack on IF in NS, one sdx connection
@@ -83,34 +76,28 @@ func TestParkedReadTwoProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	child, out := startChild(t, fmt.Sprintf("parkread %s %s %s %s", bed.B.NS, bed.B.If, bed.B.Addr, ln.Addr()))
+	child := startChild(t, fmt.Sprintf("parkread %s %s %s %s", bed.B.NS, bed.B.If, bed.B.Addr, ln.Addr()))
 	c, err := ln.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkPath(t, c, PathSDX)
-	if line, err := out.ReadString('\n'); err != nil || line != "ready\n" {
+	if line, err := child.Out.ReadString('\n'); err != nil || line != "ready\n" {
 		t.Fatalf("child: %q, %v", line, err)
 	}
-	read := make(chan error, 1)
-	go func() {
-		var b [1]byte
-		_, err := c.Read(b[:])
-		read <- err
-	}()
-	time.Sleep(100 * time.Millisecond) // both Reads have parked
+	read := parkedRead(c, 1, 100*time.Millisecond) // both Reads have parked
 	const span = time.Second
 	self0, err := sys.ProcessCPU()
 	if err != nil {
 		t.Fatal(err)
 	}
-	peer0, err := sys.ProcCPU(child.Process.Pid)
+	peer0, err := sys.ProcCPU(child.Cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(span)
 	self1, _ := sys.ProcessCPU()
-	peer1, err := sys.ProcCPU(child.Process.Pid)
+	peer1, err := sys.ProcCPU(child.Cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +106,7 @@ func TestParkedReadTwoProcesses(t *testing.T) {
 		t.Errorf("parked Read after Close: %v, want net.ErrClosed", err)
 	}
 	// The child's Read ends: the close is graceful, so end of stream.
-	if line, err := out.ReadString('\n'); err != nil || line != "read: EOF\n" {
+	if line, err := child.Out.ReadString('\n'); err != nil || line != "read: EOF\n" {
 		t.Errorf("the child's Read ended with %q, %v; want EOF", line, err)
 	}
 	for name, used := range map[string]time.Duration{"this process": self1 - self0, "the child": peer1 - peer0} {
@@ -130,39 +117,15 @@ func TestParkedReadTwoProcesses(t *testing.T) {
 	}
 }
 
-// startChild starts the child that spec describes, ends it when the
-// test ends, and returns its standard output.
-func startChild(t *testing.T, spec string) (*exec.Cmd, *bufio.Reader) {
+// startChild starts the child that spec describes and ends it when the
+// test ends, failing the test if it does not end when its input closes.
+func startChild(t *testing.T, spec string) *testutil.Child {
 	t.Helper()
-	bin, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	child := exec.Command(bin, "-test.run=^$")
-	child.Env = append(os.Environ(), childEnv+"="+spec)
-	child.Stderr = os.Stderr
-	stdin, err := child.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := child.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
+	c := testutil.StartChild(t, childEnv+"="+spec)
 	t.Cleanup(func() {
-		stdin.Close()
-		done := make(chan error, 1)
-		go func() { done <- child.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			child.Process.Kill() // ours, by its PID
-			<-done
-			t.Error("the child did not end when its input closed")
+		if err := c.Stop(10 * time.Second); err != nil {
+			t.Error(err)
 		}
 	})
-	return child, bufio.NewReader(stdout)
+	return c
 }

@@ -12,9 +12,11 @@ import (
 )
 
 // openSystem opens the named system on a fresh testbed and closes it when
-// the test ends.
+// the test ends, then checks that no goroutine or descriptor is left.
 func openSystem(t *testing.T, name string, subnet uint8) (bench.System, *bench.Hosts) {
 	t.Helper()
+	testutil.CheckGoroutines(t)
+	testutil.CheckFDs(t)
 	testutil.Privileged(t)
 	if runtime.NumCPU() < 2 {
 		testutil.SkipOrFail(t, "needs two CPUs")
@@ -50,8 +52,6 @@ var shortBudget = bench.Budget{Messages: 50000, Bytes: 64 << 20, Conns: 200, Lim
 func TestFloorParked(t *testing.T) {
 	for i, name := range []string{"xsk-floor-park", "xsk-floor-2p"} {
 		t.Run(name, func(t *testing.T) {
-			testutil.CheckGoroutines(t)
-			testutil.CheckFDs(t)
 			sys, h := openSystem(t, name, uint8(66+i))
 			if sys.Pinned() {
 				t.Errorf("%s is pinned", name)
@@ -93,8 +93,6 @@ func TestFloorParked(t *testing.T) {
 func TestTwoProcOneWay(t *testing.T) {
 	for i, name := range []string{"tcp-gonet-2p", "sdx-conn-2p"} {
 		t.Run(name, func(t *testing.T) {
-			testutil.CheckGoroutines(t)
-			testutil.CheckFDs(t)
 			sys, h := openSystem(t, name, uint8(68+i))
 			for _, spec := range []bench.Spec{
 				{Workload: bench.MsgRate, Size: 64, Conns: 1},

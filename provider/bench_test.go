@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,31 +15,16 @@ import (
 func BenchmarkPingPong(b *testing.B) {
 	for _, mode := range []PollMode{PollAdaptive, PollBusy} {
 		b.Run(mode.String(), func(b *testing.B) {
-			tn := newTestNet(b, 1, memnet.Faults{}, 2, func(c *Config) { c.Mode = mode })
-			l := tn.listener(1, 80, 4)
-			a, s := tn.conn(l, 80)
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go echo(tn.ps[1], s, &wg)
-			p := tn.ps[0]
+			p, a, wait := echoNet(b, 1, mode)
 			msg := make([]byte, 64)
 			buf := make([]byte, 64)
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := p.Send(a, msg); err != nil {
-					b.Fatal(err)
-				}
-				for got := 0; got < len(msg); {
-					n, err := p.Recv(a, buf[got:])
-					if err != nil {
-						b.Fatal(err)
-					}
-					got += n
-				}
+				roundTrip(b, p, a, msg, buf)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1000, "us/roundtrip")
 			p.CloseSocket(a)
-			wg.Wait()
+			wait()
 		})
 	}
 }
@@ -54,7 +38,7 @@ func BenchmarkCloseSocket(b *testing.B) {
 			tn := newTestNet(b, 2, memnet.Faults{}, 2, func(c *Config) { c.MaxOps = 16384 })
 			p0, p1 := tn.ps[0], tn.ps[1]
 			l := tn.listener(1, 80, 64)
-			cq := must[*CompletionQueue](b)(p0.NewCompletionQueue(16384, nil))
+			cq := newCQ(b, p0, 16384)
 			comps := make([]Completion, 16384)
 			buf := make([]byte, 16)
 			b.ReportAllocs()
@@ -99,7 +83,7 @@ func BenchmarkResetObserved(b *testing.B) {
 	tn := newTestNet(b, 3, memnet.Faults{}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	l := tn.listener(1, 80, 64)
-	cq := must[*CompletionQueue](b)(p1.NewCompletionQueue(16, nil))
+	cq := newCQ(b, p1, 16)
 	comps := make([]Completion, 1)
 	buf := make([]byte, 16)
 	var total time.Duration

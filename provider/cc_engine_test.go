@@ -1,13 +1,10 @@
 package provider
 
 import (
-	"bytes"
-	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"time"
 
-	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/internal/wire"
 	"github.com/sdx-project/sdx/provider/memnet"
 )
@@ -20,53 +17,14 @@ import (
 // as an older stack's peer is to us.
 type plainLink struct{ Link }
 
-// newVNetLinks is newVNet whose engine i runs on wrap(i, its link).
-func newVNetLinks(t testing.TB, seed uint64, f memnet.Faults, cfg engineConfig, nhosts int, wrap func(i int, l *memnet.Link) Link) *vnet {
-	t.Helper()
-	v := &vnet{t: t, net: memnet.New(seed)}
-	v.net.SetClock(func() time.Duration { return time.Duration(v.now) })
-	v.net.SetFaults(f)
-	for i := range nhosts {
-		l, err := v.net.NewLink()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var link Link = l
-		if wrap != nil {
-			link = wrap(i, l)
-		}
-		e, err := newEngine(link, cfg, [32]byte{byte(seed), byte(seed >> 8), byte(i)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		v.hosts = append(v.hosts, e)
-		v.links = append(v.links, l)
-	}
-	return v
-}
-
-// ccFlow is one stream of an incast: seeded bytes from a sender host to
-// the last host, checked by SHA-256.
-type ccFlow struct {
-	src, dst  *endpoint
-	se, re    *engine
-	gen       *rand.ChaCha8
-	want      *rand.ChaCha8
-	pending   []byte
-	chunk     []byte
-	sent, got int
-	check     []byte
-	doneAt    int64
-}
-
 // incast connects hosts 0..n-2 each to the last host and sends size bytes
 // on each connection at once. It returns the flows when all are through,
 // each checked byte for byte, failing the test after limit of virtual time.
-func incast(t *testing.T, v *vnet, size int, limit time.Duration) []*ccFlow {
+func incast(t *testing.T, v *vnet, size int, limit time.Duration) []*flow {
 	t.Helper()
 	n := len(v.hosts) - 1
 	l := v.listen(n, 80, 64)
-	var flows []*ccFlow
+	var flows []*flow
 	for i := range n {
 		a := v.dial(i, n, 80)
 		if a.state != stateEstablished {
@@ -74,60 +32,10 @@ func incast(t *testing.T, v *vnet, size int, limit time.Duration) []*ccFlow {
 		}
 		v.run(time.Second, func() bool { return len(l.ln.backlog) > 0 })
 		b := v.hosts[n].accept(l)
-		seed := [32]byte{byte(i), 'c', 'c'}
-		flows = append(flows, &ccFlow{src: a, dst: b, se: v.hosts[i], re: v.hosts[n],
-			gen: rand.NewChaCha8(seed), want: rand.NewChaCha8(seed),
-			chunk: make([]byte, 1<<16), check: make([]byte, 1<<16)})
+		flows = append(flows, newFlow(v.hosts[i], v.hosts[n], a, b, uint64(i), size))
 	}
-	start := v.now
-	rbuf := make([]byte, 1<<16)
-	for {
-		done := true
-		for _, f := range flows {
-			for f.sent < size {
-				if len(f.pending) == 0 {
-					f.pending = f.chunk[:min(len(f.chunk), size-f.sent)]
-					f.gen.Read(f.pending)
-				}
-				k, err := f.se.write(f.src, f.pending)
-				if err != nil {
-					t.Fatalf("write: %v", err)
-				}
-				if k == 0 {
-					break
-				}
-				f.pending = f.pending[k:]
-				f.sent += k
-			}
-			for {
-				k, err := f.re.read(f.dst, rbuf)
-				if err != nil {
-					t.Fatalf("read: %v", err)
-				}
-				if k == 0 {
-					break
-				}
-				f.want.Read(f.check[:k])
-				if !bytes.Equal(rbuf[:k], f.check[:k]) {
-					t.Fatalf("flow %v: bytes differ near offset %d", f.src.lport, f.got)
-				}
-				f.got += k
-			}
-			if f.got == size && f.doneAt == 0 {
-				f.doneAt = v.now
-			}
-			done = done && f.got == size
-		}
-		if done {
-			return flows
-		}
-		if !v.step() {
-			v.advance()
-		}
-		if time.Duration(v.now-start) > limit {
-			t.Fatalf("incast not through in %v of virtual time", limit)
-		}
-	}
+	runFlows(t, v, flows, limit)
+	return flows
 }
 
 // jain is Jain's fairness index of xs: 1 when all are equal, 1/n when one
@@ -201,7 +109,7 @@ func TestCCBottleneckDropTail(t *testing.T) {
 
 // checkFinish checks that the flows of an incast finished close together:
 // each took at least half as long as the slowest.
-func checkFinish(t *testing.T, flows []*ccFlow) {
+func checkFinish(t *testing.T, flows []*flow) {
 	t.Helper()
 	var last int64
 	for _, f := range flows {
@@ -335,10 +243,7 @@ func TestCCSpuriousRTOUndone(t *testing.T) {
 // the receiver and echoed to the sender, a window below its start, and
 // the sender's limit named; a listener has no such state.
 func TestProviderConnInfo(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 5, memnet.Faults{Rate: 20e6, QueueBytes: 60_000, MarkBytes: 15_000}, 2, nil)
-	l := tn.listener(1, 80, 4)
-	a, b := tn.conn(l, 80)
+	tn, l, a, b := connNet(t, 5, memnet.Faults{Rate: 20e6, QueueBytes: 60_000, MarkBytes: 15_000}, 2, 4, nil)
 	before, err := tn.ps[0].ConnInfo(a)
 	if err != nil {
 		t.Fatal(err)

@@ -213,26 +213,34 @@ func cubicRound(c *congestion, una *uint64, now *int64, rtt int64) {
 	*now += rtt
 }
 
-// CUBIC on a long round trip, where its curve rules: β = 0.7 on a loss,
-// back to the window before the loss after K = ∛(W_max(1-β)/C) seconds,
-// concave on the way there and convex past it (RFC 9438, figure 1 and
-// section 4).
-func TestCongestionCubicCurve(t *testing.T) {
-	var c congestion
+// cubicAfterLoss is a CUBIC window in congestion avoidance at 100
+// segments that took a loss with all of them in flight, the episode over.
+func cubicAfterLoss(t *testing.T, rtt int64) (c *congestion, una uint64, now int64) {
+	t.Helper()
+	c = new(congestion)
 	c.start(ccMSS, false, false)
 	c.cwnd, c.ssthresh = 100*ccMSS, 100*ccMSS
-	una, now := uint64(0), int64(1)
-	const rtt = int64(100 * time.Millisecond)
+	now = 1
 	if !c.onLoss(una, una+100*ccMSS, 100*ccMSS) || c.cwnd != 70*ccMSS {
 		t.Fatalf("after a loss with 100 segments out: %d, want %d", c.cwnd, 70*ccMSS)
 	}
 	una += 100 * ccMSS // the recovery point: the episode ends
 	c.onAck(0, una, true, now, rtt)
+	return c, una, now
+}
+
+// CUBIC on a long round trip, where its curve rules: β = 0.7 on a loss,
+// back to the window before the loss after K = ∛(W_max(1-β)/C) seconds,
+// concave on the way there and convex past it (RFC 9438, figure 1 and
+// section 4).
+func TestCongestionCubicCurve(t *testing.T) {
+	const rtt = int64(100 * time.Millisecond)
+	c, una, now := cubicAfterLoss(t, rtt)
 	k := math.Cbrt(100 * (1 - cubicBeta) / cubicC) // 4.2 s
 	var grew []int
 	for now < int64(k*1e9)-rtt/2 {
 		before := c.cwnd
-		cubicRound(&c, &una, &now, rtt)
+		cubicRound(c, &una, &now, rtt)
 		grew = append(grew, c.cwnd-before)
 	}
 	if w := float64(c.cwnd) / ccMSS; w < 97 || w > 101 {
@@ -245,7 +253,7 @@ func TestCongestionCubicCurve(t *testing.T) {
 	var past []int
 	for range 20 {
 		before := c.cwnd
-		cubicRound(&c, &una, &now, rtt)
+		cubicRound(c, &una, &now, rtt)
 		past = append(past, c.cwnd-before)
 	}
 	if c.cwnd <= 105*ccMSS || past[len(past)-1] <= past[0] {
@@ -266,26 +274,20 @@ func TestCongestionCubicCurve(t *testing.T) {
 // its Reno-friendly estimate, α = 3(1-β)/(1+β) segments a round trip
 // until it passes the window the reduction began at, then one.
 func TestCongestionCubicRenoFriendly(t *testing.T) {
-	var c congestion
-	c.start(ccMSS, false, false)
-	c.cwnd, c.ssthresh = 100*ccMSS, 100*ccMSS
-	una, now := uint64(0), int64(1)
 	const rtt = int64(400 * time.Microsecond)
-	c.onLoss(una, una+100*ccMSS, 100*ccMSS)
-	una += 100 * ccMSS
-	c.onAck(0, una, true, now, rtt)
+	c, una, now := cubicAfterLoss(t, rtt)
 	for range 20 {
-		cubicRound(&c, &una, &now, rtt)
+		cubicRound(c, &una, &now, rtt)
 	}
 	if w, want := float64(c.cwnd)/ccMSS, 70+20*cubicAlpha; w < want-1.5 || w > want+1.5 {
 		t.Fatalf("20 round trips after the loss: %.1f segments, want about %.1f", w, want)
 	}
 	for c.cwnd < 100*ccMSS {
-		cubicRound(&c, &una, &now, rtt)
+		cubicRound(c, &una, &now, rtt)
 	}
 	w := c.cwnd
 	for range 10 {
-		cubicRound(&c, &una, &now, rtt)
+		cubicRound(c, &una, &now, rtt)
 	}
 	if g := float64(c.cwnd-w) / ccMSS; g < 9 || g > 12 {
 		t.Fatalf("past the prior window: %.1f segments in 10 round trips, want about 10", g)

@@ -34,7 +34,6 @@ func checkClosedErr(t testing.TB, err error) {
 // Point 1: nil on success, ENOTSOCK for what is not a socket, ENETDOWN
 // when the network failed; nothing else.
 func TestCloseReturnValues(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 21, memnet.Faults{}, 2, nil)
 	p := tn.ps[0]
 	s := must[Socket](t)(p.Socket())
@@ -59,7 +58,6 @@ func TestCloseReturnValues(t *testing.T) {
 // Point 2: after CloseSocket every use of the descriptor fails with
 // ENOTSOCK, also after its slot is reused.
 func TestCloseStaleDescriptor(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 22, memnet.Faults{}, 2, nil)
 	p := tn.ps[0]
 	l := tn.listener(1, 80, 4)
@@ -71,7 +69,7 @@ func TestCloseStaleDescriptor(t *testing.T) {
 	if fresh.index() != old.index() || fresh == old {
 		t.Fatalf("slot not reused: old %v, new %v", old, fresh)
 	}
-	cq := must[*CompletionQueue](t)(p.NewCompletionQueue(8, nil))
+	cq := newCQ(t, p, 8)
 	buf := make([]byte, 8)
 	uses := map[string]func() error{
 		"Send":        func() error { _, err := p.Send(old, buf); return err },
@@ -108,11 +106,8 @@ func TestCloseStaleDescriptor(t *testing.T) {
 // Point 3: Duplicate; the socket lives until its last descriptor is
 // closed, which frees its port at once and discards its queued data.
 func TestCloseDuplicate(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 23, memnet.Faults{}, 2, func(c *Config) { c.RecvBuffer = 64 << 10 })
+	tn, l, a, b := connNet(t, 23, memnet.Faults{}, 2, 4, func(c *Config) { c.RecvBuffer = 64 << 10 })
 	p0, p1 := tn.ps[0], tn.ps[1]
-	l := tn.listener(1, 80, 4)
-	a, b := tn.conn(l, 80)
 	d := must[Socket](t)(p0.Duplicate(a))
 	if d == a {
 		t.Fatal("Duplicate returned the same descriptor")
@@ -139,7 +134,7 @@ func TestCloseDuplicate(t *testing.T) {
 	waitUntil(t, "the state the test waits for", func() bool { return p0.Stats().BuffersRecvQueued > 0 })
 	// Cut the path so what is sent stays unacknowledged.
 	tn.net.Partition(tn.links[0].LocalAddr(), tn.links[1].LocalAddr(), true)
-	cq := must[*CompletionQueue](t)(p0.NewCompletionQueue(8, nil))
+	cq := newCQ(t, p0, 8)
 	big := make([]byte, 1<<20)
 	if err := p0.PostSend(d, big, cq, 1); err != nil {
 		t.Fatal(err)
@@ -178,11 +173,8 @@ func TestCloseDuplicate(t *testing.T) {
 // ErrAborted, after the memory tied to it was released: the notify
 // function looks at the accounting from inside the completion.
 func TestCloseAbortsPendingOperations(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 24, memnet.Faults{}, 3, func(c *Config) { c.RecvBuffer = 64 << 10 })
+	tn, l, a, b := connNet(t, 24, memnet.Faults{}, 3, 4, func(c *Config) { c.RecvBuffer = 64 << 10 })
 	p0, p1 := tn.ps[0], tn.ps[1]
-	l := tn.listener(1, 80, 4)
-	a, b := tn.conn(l, 80)
 
 	type seen struct {
 		c        Completion
@@ -297,16 +289,14 @@ func holdPoller(t testing.TB, p *Provider) (release func()) {
 // completing on a closing socket posts no FD_CONNECT, and data arriving
 // posts no FD_READ. Point 7: the listener's backlog is reset.
 func TestCloseNoNotificationsOnceClosing(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 25, memnet.Faults{}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
-	all := FDRead | FDWrite | FDAccept | FDConnect | FDClose
 
 	// A listener whose close has begun when the connect request arrives.
 	l := tn.listener(1, 80, 4)
 	lr := newEvRec()
-	p1.EventSelect(l, all, lr.fn)
-	cq0 := must[*CompletionQueue](t)(p0.NewCompletionQueue(8, nil))
+	p1.EventSelect(l, allEvents, lr.fn)
+	cq0 := newCQ(t, p0, 8)
 	a := must[Socket](t)(p0.Socket())
 	release := holdPoller(t, p1)
 	p0.PostConnect(a, tn.addr(1, 80), cq0, 1)
@@ -341,7 +331,7 @@ func TestCloseNoNotificationsOnceClosing(t *testing.T) {
 	l = tn.listener(1, 81, 4)
 	s := must[Socket](t)(p0.Socket())
 	sr := newEvRec()
-	p0.EventSelect(s, all, sr.fn)
+	p0.EventSelect(s, allEvents, sr.fn)
 	release = holdPoller(t, p0)
 	e = p0.eng
 	e.now = p0.nanotime()
@@ -369,7 +359,7 @@ func TestCloseNoNotificationsOnceClosing(t *testing.T) {
 	// no FD_CLOSE.
 	x, y := tn.conn(l, 81)
 	xr := newEvRec()
-	p0.EventSelect(x, all, xr.fn)
+	p0.EventSelect(x, allEvents, xr.fn)
 	xr.wait(t, FDWrite)
 	release = holdPoller(t, p0)
 	p1.Send(y, []byte("late"))
@@ -392,14 +382,12 @@ func TestCloseNoNotificationsOnceClosing(t *testing.T) {
 func TestCloseResetsPeer(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	for _, lose := range []bool{false, true} {
-		tn := newTestNet(t, 26, memnet.Faults{}, 2, nil)
+		tn, _, a, b := connNet(t, 26, memnet.Faults{}, 2, 4, nil)
 		p0, p1 := tn.ps[0], tn.ps[1]
-		l := tn.listener(1, 80, 4)
-		a, b := tn.conn(l, 80)
 		if lose {
 			tn.net.SetFaults(memnet.Faults{Drop: wire.DropOpcodes(wire.OpReset)})
 		}
-		cq := must[*CompletionQueue](t)(p1.NewCompletionQueue(8, nil))
+		cq := newCQ(t, p1, 8)
 		p1.PostRecv(b, make([]byte, 10), cq, 1)
 		if err := p0.CloseSocket(a); err != nil {
 			t.Fatal(err)
@@ -431,7 +419,6 @@ func TestCloseResetsPeer(t *testing.T) {
 // Point 7: closing a listener aborts its pending accepts and resets the
 // connections in its backlog.
 func TestCloseListener(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 27, memnet.Faults{}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	l := tn.listener(1, 80, 8)
@@ -444,7 +431,7 @@ func TestCloseListener(t *testing.T) {
 		conns = append(conns, s)
 	}
 	l2 := tn.listener(1, 81, 8)
-	cq := must[*CompletionQueue](t)(p1.NewCompletionQueue(8, nil))
+	cq := newCQ(t, p1, 8)
 	p1.PostAccept(l2, cq, 1)
 	p1.PostAccept(l2, cq, 2)
 	accepted := make(chan error, 1)
@@ -484,14 +471,11 @@ func TestCloseListener(t *testing.T) {
 // releases everything; the return value says ENETDOWN where our network
 // failed.
 func TestCloseNetworkDown(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 28, memnet.Faults{}, 2, nil)
+	tn, l, a, _ := connNet(t, 28, memnet.Faults{}, 2, 8, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
-	l := tn.listener(1, 80, 8)
-	a, _ := tn.conn(l, 80)
 	b, _ := tn.conn(l, 80)
 	for _, s := range []Socket{a, b} {
-		p0.PostSend(s, make([]byte, 1<<20), must[*CompletionQueue](t)(p0.NewCompletionQueue(2, nil)), 0)
+		p0.PostSend(s, make([]byte, 1<<20), newCQ(t, p0, 2), 0)
 	}
 	port := must[netip.AddrPort](t)(p0.GetSockName(a))
 	waitUntil(t, "the state the test waits for", func() bool { return p0.Stats().BuffersInFlight > 0 })
@@ -519,12 +503,9 @@ func TestCloseNetworkDown(t *testing.T) {
 
 // Cleanup closes every socket the same way.
 func TestCleanupAbortsEverything(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 29, memnet.Faults{}, 2, nil)
+	tn, _, a, b := connNet(t, 29, memnet.Faults{}, 2, 8, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
-	l := tn.listener(1, 80, 8)
-	a, b := tn.conn(l, 80)
-	cq := must[*CompletionQueue](t)(p0.NewCompletionQueue(8, nil))
+	cq := newCQ(t, p0, 8)
 	p0.PostRecv(a, make([]byte, 8), cq, 1)
 	blocked := make(chan error, 1)
 	go func() { _, err := p0.Recv(a, make([]byte, 8)); blocked <- err }()

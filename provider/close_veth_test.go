@@ -15,17 +15,6 @@ import (
 	"github.com/sdx-project/sdx/xdp"
 )
 
-// connect opens a connection from a to b's listener and returns both ends.
-func (p *vethPair) connect(t testing.TB) (a, b Socket) {
-	t.Helper()
-	a = p.dial(t)
-	b, _, err := p.b.Accept(p.listener)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a, b
-}
-
 // Points 1, 2, 3 and 6: CloseSocket returns nil, later uses of the
 // descriptor fail with ENOTSOCK even after the slot is reused, the port can
 // be bound again at once, queued data is discarded, and the peer's pending
@@ -33,8 +22,7 @@ func (p *vethPair) connect(t testing.TB) (a, b Socket) {
 func TestVethCloseResetsPeer(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	p := newVethPair(t, Config{})
-	p.listen(t, 4)
-	a, b := p.connect(t)
+	a, b := p.connectPair(t, p.listen(t, 4))
 	local, err := p.a.GetSockName(a)
 	if err != nil {
 		t.Fatal(err)
@@ -64,15 +52,8 @@ func TestVethCloseResetsPeer(t *testing.T) {
 	if held := p.a.Stats().BuffersHeld(); held != 0 {
 		t.Fatalf("%d buffers still hold the closed socket's data", held)
 	}
-	select {
-	case err := <-recvErr:
-		if !errors.Is(err, syscall.ECONNRESET) {
-			t.Fatalf("peer's pending receive: %v, want ECONNRESET", err)
-		}
-		t.Logf("peer saw ECONNRESET %v after the close", time.Since(start))
-	case <-time.After(2 * time.Second):
-		t.Fatal("peer's pending receive did not fail")
-	}
+	waitReset(t, recvErr, 2*time.Second, "peer's pending receive")
+	t.Logf("peer saw ECONNRESET %v after the close", time.Since(start))
 	if _, err := p.b.Recv(b, make([]byte, 8)); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("peer's later receive: %v, want ECONNRESET", err)
 	}
@@ -105,8 +86,7 @@ func second[T any](_ T, err error) error { return err }
 // working; closing the last one releases it.
 func TestVethCloseDuplicate(t *testing.T) {
 	p := newVethPair(t, Config{})
-	p.listen(t, 4)
-	a, b := p.connect(t)
+	a, b := p.connectPair(t, p.listen(t, 4))
 	d, err := p.a.Duplicate(a)
 	if err != nil {
 		t.Fatal(err)
@@ -215,8 +195,7 @@ func waitCompletion(t testing.TB, cq *CompletionQueue) Completion {
 // and reports ENETDOWN.
 func TestVethCloseNetworkDown(t *testing.T) {
 	p := newVethPair(t, Config{})
-	p.listen(t, 4)
-	a, b := p.connect(t)
+	a, b := p.connectPair(t, p.listen(t, 4))
 	if _, err := p.a.Send(a, make([]byte, 32<<10)); err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +243,7 @@ func TestVethConcurrentClose(t *testing.T) {
 	p.listen(t, 64)
 	start := time.Now()
 	for seed := range uint64(seeds) {
-		closeRace(t, func() (Socket, Socket) { return p.connect(t) }, p.a, p.b, seed)
+		closeRace(t, func() (Socket, Socket) { return p.connectPair(t, p.listener) }, p.a, p.b, seed)
 		if t.Failed() {
 			t.Fatalf("seed %d failed", seed)
 		}

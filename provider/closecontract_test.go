@@ -21,14 +21,13 @@ import (
 // A closed (or never issued) descriptor fails with ENOTSOCK before any
 // argument is looked at: the descriptor is the first argument checked.
 func TestCloseNotSockBeforeArguments(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 31, memnet.Faults{}, 2, nil)
 	p := tn.ps[0]
 	old := must[Socket](t)(p.Socket())
 	if err := p.CloseSocket(old); err != nil {
 		t.Fatal(err)
 	}
-	cq := must[*CompletionQueue](t)(p.NewCompletionQueue(8, nil))
+	cq := newCQ(t, p, 8)
 	foreign := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 19, 9, 9}), 80) // not the link's; nothing is sent
 	for _, s := range []Socket{old, 0, Socket(1<<32 | 9999)} {
 		uses := map[string]func() error{
@@ -69,15 +68,6 @@ func TestCloseNotSockBeforeArguments(t *testing.T) {
 	}
 }
 
-// dupCloseRounds is how many rounds TestCloseDuplicateRacesLastClose runs;
-// the race the issue measured showed in about 1 round of 200.
-func dupCloseRounds() int {
-	if raceOn || testing.Short() {
-		return 1000
-	}
-	return 3000
-}
-
 // Duplicate racing the last CloseSocket: exactly one wins. Either the
 // duplicate is made first (Duplicate returns a descriptor, the close is
 // not the last and releases nothing), or the close is (it is the last
@@ -85,17 +75,17 @@ func dupCloseRounds() int {
 // returns, and Duplicate fails with ENOTSOCK). Never a close that returns
 // with the socket still alive and no descriptor left to close it.
 func TestCloseDuplicateRacesLastClose(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 32, memnet.Faults{}, 1, nil)
 	p := tn.ps[0]
 	port := netip.AddrPortFrom(netip.IPv4Unspecified(), 80)
-	cq := must[*CompletionQueue](t)(p.NewCompletionQueue(8, nil))
+	cq := newCQ(t, p, 8)
 	got := make([]Completion, 8)
 	dupWon, closeWon := 0, 0
 	wk := newDupWorker(p)
 	defer wk.stop()
 	rng := rand.New(rand.NewPCG(32, 0))
-	for round := range dupCloseRounds() {
+	// The race the issue measured showed in about 1 round of 200.
+	for round := range scaled(3000, 1000) {
 		l := must[Socket](t)(p.Socket())
 		if err := p.Bind(l, port); err != nil {
 			t.Fatalf("round %d: bind: %v", round, err)
@@ -233,11 +223,10 @@ func (w *dupWorker) stop() { w.round.Store(-1); <-w.done }
 // before the close (a synchronous call between post and close makes sure
 // it had).
 func TestCloseNotLastKeepsOperations(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 33, memnet.Faults{}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
 	l := tn.listener(1, 80, 4)
-	cq := must[*CompletionQueue](t)(p1.NewCompletionQueue(8, nil))
+	cq := newCQ(t, p1, 8)
 	got := make([]Completion, 8)
 	// settled makes sure the poller has carried out everything submitted
 	// before it, then reports the completions queued by then.
@@ -246,6 +235,20 @@ func TestCloseNotLastKeepsOperations(t *testing.T) {
 			t.Fatal(err)
 		}
 		return cq.Poll(got)
+	}
+	// closeNotLast closes s, whose duplicate dup lives on, after the
+	// poller has caught up if syncBetween, and checks that nothing
+	// completed.
+	closeNotLast := func(round int, syncBetween bool, s, dup Socket) {
+		if syncBetween {
+			settled(s)
+		}
+		if err := p1.CloseSocket(s); err != nil {
+			t.Fatal(err)
+		}
+		if n := settled(dup); n != 0 {
+			t.Fatalf("round %d (sync between: %v): a close that was not the last completed %+v", round, syncBetween, got[:n])
+		}
 	}
 	rounds := 100
 	if raceOn {
@@ -258,15 +261,7 @@ func TestCloseNotLastKeepsOperations(t *testing.T) {
 		if err := p1.PostAccept(l, cq, 1); err != nil {
 			t.Fatal(err)
 		}
-		if syncBetween {
-			settled(l)
-		}
-		if err := p1.CloseSocket(l); err != nil {
-			t.Fatal(err)
-		}
-		if n := settled(d); n != 0 {
-			t.Fatalf("round %d (sync between: %v): a close that was not the last completed %+v", round, syncBetween, got[:n])
-		}
+		closeNotLast(round, syncBetween, l, d)
 		a := must[Socket](t)(p0.Socket())
 		if err := p0.Connect(a, tn.addr(1, 80)); err != nil {
 			t.Fatal(err)
@@ -283,15 +278,7 @@ func TestCloseNotLastKeepsOperations(t *testing.T) {
 		if err := p1.PostRecv(b, buf, cq, 2); err != nil {
 			t.Fatal(err)
 		}
-		if syncBetween {
-			settled(bd)
-		}
-		if err := p1.CloseSocket(b); err != nil {
-			t.Fatal(err)
-		}
-		if n := settled(bd); n != 0 {
-			t.Fatalf("round %d (sync between: %v): a close that was not the last completed %+v", round, syncBetween, got[:n])
-		}
+		closeNotLast(round, syncBetween, b, bd)
 		if _, err := p0.Send(a, []byte("kept")); err != nil {
 			t.Fatal(err)
 		}
@@ -325,14 +312,6 @@ func TestCloseNotLastKeepsOperations(t *testing.T) {
 	}
 }
 
-// abortRaceRounds is how many rounds TestCloseAbortedRecvTookNothing runs.
-func abortRaceRounds() int {
-	if raceOn || testing.Short() {
-		return 2000
-	}
-	return 4000
-}
-
 // A hard close that races data flowing into posted receives: a receive
 // that completes with ErrAborted took nothing (its buffer is as it was
 // posted), and the receives that completed before it carry the stream's
@@ -355,7 +334,7 @@ func TestCloseAbortedRecvTookNothing(t *testing.T) {
 	p0, p1 := tn.ps[0], tn.ps[1]
 	l := tn.listener(1, 80, 4)
 	const posted, sentinel = 4, 0xAA
-	cq := must[*CompletionQueue](t)(p1.NewCompletionQueue(2*posted, nil))
+	cq := newCQ(t, p1, 2*posted)
 	got := make([]Completion, 2*posted)
 	rng := rand.New(rand.NewPCG(34, 0))
 	// The stream's bytes never equal the sentinel, so a buffer that took
@@ -365,7 +344,7 @@ func TestCloseAbortedRecvTookNothing(t *testing.T) {
 		data[i] = byte(rng.IntN(0x80))
 	}
 	handedOver := 0
-	for round := range abortRaceRounds() {
+	for round := range scaled(4000, 2000) {
 		a, b := tn.conn(l, 80)
 		on := b // the descriptor receives are posted on
 		bufs := make([][]byte, posted)
@@ -470,12 +449,9 @@ func TestCloseAbortedRecvTookNothing(t *testing.T) {
 // the poller applies the close. The data went into the receive's buffer,
 // so the receive completes with it, before CloseSocket returns.
 func TestCloseKeepsDataHandedOver(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 35, memnet.Faults{}, 2, nil)
+	tn, _, a, b := connNet(t, 35, memnet.Faults{}, 2, 4, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
-	l := tn.listener(1, 80, 4)
-	a, b := tn.conn(l, 80)
-	cq := must[*CompletionQueue](t)(p1.NewCompletionQueue(4, nil))
+	cq := newCQ(t, p1, 4)
 	got := make([]Completion, 4)
 	first, second := make([]byte, 16), make([]byte, 16)
 	if err := p1.PostRecv(b, first, cq, 1); err != nil {

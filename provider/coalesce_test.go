@@ -2,7 +2,6 @@ package provider
 
 import (
 	"bytes"
-	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -38,7 +37,7 @@ func TestEngineAcksCoalesced(t *testing.T) {
 		ea, eb := v.hosts[0], v.hosts[1]
 		a, b := v.pair()
 		data := make([]byte, 8<<20)
-		rand.NewChaCha8([32]byte{7}).Read(data)
+		seedStream(7).Read(data)
 		var got bytes.Buffer
 		acks0 := eb.st.acksOut.Load()
 		off := 0

@@ -77,8 +77,7 @@ func closeRace(t *testing.T, conn func() (Socket, Socket), p0, p1 *Provider, see
 	// ones it does not read, so sends stall and are pending at the close.
 	var peer sync.WaitGroup
 	if seed%2 == 0 {
-		peer.Add(1)
-		go echo(p1, b, &peer)
+		peer.Go(func() { echoUntilEOF(p1, b, 4096) })
 	}
 
 	// Descriptors of the socket: a plus duplicates; refs counts live ones.

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/provider/memnet"
 )
 
@@ -16,8 +15,7 @@ import (
 // allocation that kills the process, and never timers that overflow and
 // spin (issue 13, item 7).
 func TestStartupAbsurdValues(t *testing.T) {
-	n := memnet.New(1)
-	l, _ := n.NewLink()
+	l, _ := memnet.New(1).NewLink()
 	cases := []struct {
 		name string
 		cfg  Config
@@ -88,10 +86,9 @@ func TestEngineTimersSaturate(t *testing.T) {
 // CompletionQueue.Wait with the largest timeout waits (for ever), where
 // an overflowed deadline would return at once.
 func TestWaitLongestTimeout(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 34, memnet.Faults{}, 2, nil)
 	p := tn.ps[0]
-	cq := must[*CompletionQueue](t)(p.NewCompletionQueue(8, nil))
+	cq := newCQ(t, p, 8)
 	type res struct {
 		n   int
 		err error

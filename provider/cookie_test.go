@@ -59,7 +59,7 @@ func TestCookieMAC(t *testing.T) {
 func TestEngineConnectFlood(t *testing.T) {
 	cfg := testEngineConfig()
 	v := newVNet(t, 3, memnet.Faults{Delay: 50 * time.Microsecond}, cfg, 2)
-	e0, e := v.hosts[0], v.hosts[1]
+	e := v.hosts[1]
 	const backlog = 4
 	l := v.listen(1, 80, backlog)
 	raw, err := v.net.NewLink()
@@ -115,14 +115,7 @@ func TestEngineConnectFlood(t *testing.T) {
 
 	// A legitimate connect: retry, connect with the cookie, accept.
 	start := v.now
-	c, err := e0.newEndpoint()
-	if err != nil {
-		t.Fatal(err)
-	}
-	e0.now = v.now
-	if err := e0.connect(c, netip.AddrPortFrom(v.addr(1), 80)); err != nil {
-		t.Fatal(err)
-	}
+	c := v.connect(0, 1, 80)
 	run(time.Second, func() bool { return c.state != stateConnecting })
 	if c.state != stateEstablished {
 		t.Fatalf("legitimate connect under the flood: %v %v", c.state, c.err)

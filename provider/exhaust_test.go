@@ -6,7 +6,6 @@ package provider
 // a panic, a hang or lost data.
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -24,66 +23,27 @@ import (
 // exhaustPool is the buffer pool of TestExhaustBuffers.
 const exhaustPool = 800
 
-// exhaustPair is a provider on each end of a veth testbed, with the
-// link and provider configurations given.
-type exhaustPair struct {
-	bed    *testbed.Bed
-	a, b   *Provider
-	la, lb *xdplink.Link
-}
-
-func newExhaustPair(t testing.TB, subnet uint8, frames xdp.Config, cfg Config) *exhaustPair {
+// newExhaustPair is a vethPair on subnet, with b listening on port 80 and
+// each link's UMEM and rings sized by frames.
+func newExhaustPair(t testing.TB, subnet uint8, frames xdp.Config, cfg Config) *vethPair {
 	t.Helper()
 	return newExhaustPairLink(t, subnet, xdplink.Config{Frames: frames}, cfg)
 }
 
-func newExhaustPairLink(t testing.TB, subnet uint8, lc xdplink.Config, cfg Config) *exhaustPair {
+// newExhaustPairLink is newExhaustPair with the links configured by lc.
+func newExhaustPairLink(t testing.TB, subnet uint8, lc xdplink.Config, cfg Config) *vethPair {
 	t.Helper()
 	testutil.Privileged(t)
-	ep := &exhaustPair{bed: testbed.New(t, testbed.Options{Subnet: subnet})}
+	ep := &vethPair{bed: testbed.New(t, testbed.Options{Subnet: subnet}), portB: 80}
 	ep.a, ep.la = startOnLink(t, &ep.bed.A, lc, cfg)
 	ep.b, ep.lb = startOnLink(t, &ep.bed.B, lc, cfg)
 	return ep
 }
 
-func (ep *exhaustPair) listen(t testing.TB, port uint16, backlog int) Socket {
-	t.Helper()
-	s := must[Socket](t)(ep.b.Socket())
-	if err := ep.b.Bind(s, netip.AddrPortFrom(ep.bed.B.Addr, port)); err != nil {
-		t.Fatal(err)
-	}
-	if err := ep.b.Listen(s, backlog); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// pair connects a to b's listener on port and accepts.
-func (ep *exhaustPair) pair(t testing.TB, ln Socket, port uint16) (Socket, Socket) {
-	t.Helper()
-	acc := make(chan Socket, 1)
-	go func() {
-		s, _, err := ep.b.Accept(ln)
-		if err != nil {
-			t.Errorf("accept: %v", err)
-		}
-		acc <- s
-	}()
-	s := must[Socket](t)(ep.a.Socket())
-	if err := ep.a.Connect(s, netip.AddrPortFrom(ep.bed.B.Addr, port)); err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	r := <-acc
-	if r == 0 {
-		t.FailNow()
-	}
-	return s, r
-}
-
 // endAndStats ends both providers and returns their links' counters, which
 // may be read once the poller has stopped. Cleanup checks, through the
 // links' Close, that every UMEM frame came back.
-func (ep *exhaustPair) endAndStats(t testing.TB) (xdplink.Counters, xdplink.Counters) {
+func (ep *vethPair) endAndStats(t testing.TB) (xdplink.Counters, xdplink.Counters) {
 	t.Helper()
 	for _, p := range []*Provider{ep.a, ep.b} {
 		if err := p.Cleanup(); err != nil {
@@ -106,13 +66,10 @@ func TestExhaustUMEM(t *testing.T) {
 	// Unpaced (the default), a sender whose window opens sends it in
 	// one burst, which is what runs a small UMEM dry; paced, it fits.
 	ep := newExhaustPairLink(t, 60, xdplink.Config{Frames: small, LendBuffers: -1}, Config{})
-	ln := ep.listen(t, 80, 4)
-	size := int64(64 << 20)
-	if testing.Short() || raceOn {
-		size = 8 << 20
-	}
-	s1, r1 := ep.pair(t, ln, 80)
-	s2, r2 := ep.pair(t, ln, 80)
+	ln := ep.listen(t, 4)
+	size := scaled[int64](64<<20, 8<<20)
+	s1, r1 := ep.connectPair(t, ln)
+	s2, r2 := ep.connectPair(t, ln)
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
 	start := time.Now()
@@ -157,11 +114,8 @@ func TestExhaustUMEM(t *testing.T) {
 func TestExhaustBuffers(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	ep := newExhaustPair(t, 61, xdp.Config{}, Config{Buffers: exhaustPool})
-	ln := ep.listen(t, 80, 8)
-	size := int64(16 << 20)
-	if testing.Short() || raceOn {
-		size = 4 << 20
-	}
+	ln := ep.listen(t, 8)
+	size := scaled[int64](16<<20, 4<<20)
 	const n = 6
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -180,7 +134,7 @@ func TestExhaustBuffers(t *testing.T) {
 	}()
 	start := time.Now()
 	for i := range n {
-		s, r := ep.pair(t, ln, 80)
+		s, r := ep.connectPair(t, ln)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -219,27 +173,22 @@ func TestExhaustBuffers(t *testing.T) {
 func TestExhaustCompletionQueue(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	ep := newExhaustPair(t, 62, xdp.Config{}, Config{})
-	ln := ep.listen(t, 80, 4)
-	s, r := ep.pair(t, ln, 80)
-	size := int64(16 << 20)
-	if testing.Short() || raceOn {
-		size = 2 << 20
-	}
+	s, r := ep.connectPair(t, ep.listen(t, 4))
+	size := scaled[int64](16<<20, 2<<20)
 	const chunk = 16 << 10
 	// Three buffers each side: with two slots, at most two operations are
 	// pending, and a buffer is reused only after its completion is reaped.
 	type result struct {
-		sum     [32]byte
 		n       int64
 		refused int
 		err     error
 	}
-	rcq := must[*CompletionQueue](t)(ep.b.NewCompletionQueue(2, nil))
+	rcq := newCQ(t, ep.b, 2)
 	recvd := make(chan result, 1)
 	go func() {
 		var res result
 		defer func() { recvd <- res }()
-		h := sha256.New()
+		want := newStreamCheck(40)
 		var bufs [3][chunk]byte
 		next := 0
 		comps := make([]Completion, 1)
@@ -267,15 +216,17 @@ func TestExhaustCompletionQueue(t *testing.T) {
 				return
 			}
 			if c.Bytes == 0 {
-				res.sum = [32]byte(h.Sum(nil))
 				rcq.Wait(comps, time.Second) // the other receive ends too
 				return
 			}
-			h.Write(bufs[c.Context][:c.Bytes])
+			if err := want.check(bufs[c.Context][:c.Bytes]); err != nil {
+				res.err = err
+				return
+			}
 			res.n += int64(c.Bytes)
 		}
 	}()
-	scq := must[*CompletionQueue](t)(ep.a.NewCompletionQueue(2, nil))
+	scq := newCQ(t, ep.a, 2)
 	var bufs [3][chunk]byte
 	comps := make([]Completion, 1)
 	reap := func() error {
@@ -286,7 +237,7 @@ func TestExhaustCompletionQueue(t *testing.T) {
 		return comps[0].Err
 	}
 	i, sendRefused := 0, 0
-	want, err := seededSend(func(b []byte) (int, error) {
+	err := sendSeeded(func(b []byte) (int, error) {
 		buf := bufs[i%3][:len(b)]
 		i++
 		copy(buf, b)
@@ -317,8 +268,8 @@ func TestExhaustCompletionQueue(t *testing.T) {
 	if res.err != nil {
 		t.Fatalf("receiver after %d bytes: %v", res.n, res.err)
 	}
-	if res.n != size || res.sum != want {
-		t.Fatalf("received %d of %d bytes; digests equal: %v", res.n, size, res.sum == want)
+	if res.n != size {
+		t.Fatalf("received %d of %d bytes", res.n, size)
 	}
 	t.Logf("%d MiB through two-slot completion queues: %d sends and %d receives found their queue full", size>>20, sendRefused, res.refused)
 	if sendRefused == 0 || res.refused == 0 {
@@ -339,13 +290,10 @@ func TestExhaustDescriptorsAndOps(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	const maxSockets, maxOps = 16, 64
 	ep := newExhaustPair(t, 63, xdp.Config{}, Config{MaxSockets: maxSockets, MaxConnections: maxSockets, MaxOps: maxOps})
-	ln := ep.listen(t, 80, 4)
-	s, r := ep.pair(t, ln, 80)
+	ln := ep.listen(t, 4)
+	s, r := ep.connectPair(t, ln)
 	done := make(chan error, 1)
-	size := int64(32 << 20)
-	if testing.Short() || raceOn {
-		size = 4 << 20
-	}
+	size := scaled[int64](32<<20, 4<<20)
 	go func() {
 		_, err := sendStream(ep.a, ep.b, s, r, 50, size)
 		done <- err
@@ -391,8 +339,8 @@ func TestExhaustDescriptorsAndOps(t *testing.T) {
 
 	// A's operation pool: receives posted on an idle connection until
 	// ENOBUFS; a blocking call then fails with ENOBUFS too, at once.
-	idle, peer := ep.pair(t, ln, 80)
-	cq := must[*CompletionQueue](t)(ep.a.NewCompletionQueue(256, nil))
+	idle, peer := ep.connectPair(t, ln)
+	cq := newCQ(t, ep.a, 256)
 	buf := make([]byte, 16)
 	posted := 0
 	for {
@@ -443,7 +391,7 @@ func TestExhaustDescriptorsAndOps(t *testing.T) {
 		reaped += k
 	}
 	// Everything is usable again.
-	s2, r2 := ep.pair(t, ln, 80)
+	s2, r2 := ep.connectPair(t, ln)
 	if _, err := sendStream(ep.a, ep.b, s2, r2, 51, 1<<20); err != nil {
 		t.Fatalf("stream after the limits: %v", err)
 	}

@@ -88,11 +88,7 @@ func unreachFrame(src, dst frame.Endpoint, datagram []byte) []byte {
 func TestSpoofedSourceDrawsNothing(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	const subnet = 92
-	hp := newHopPair(t, testbed.HopOptions{Subnet: subnet, Third: true}, Config{})
-	if err := hp.hop.SetHub(true); err != nil {
-		t.Fatal(err)
-	}
-	raw := newRawHost(t, &hp.hop.C)
+	hp, raw := newForger(t, subnet, Config{}, true)
 	hp.listen(t, 4)
 	bEnd, cEnd := endpointOf(&hp.hop.B), endpointOf(&hp.hop.C)
 	fromB := func() (n int) {
@@ -106,7 +102,7 @@ func TestSpoofedSourceDrawsNothing(t *testing.T) {
 
 	// The control: a connect from C's own address draws an accept that C
 	// sees, so the silence below is B's.
-	h := wire.Header{Op: wire.OpConnect, SrcPort: 40000, DstPort: hp.port, SrcConn: 1, Token: 0x5eed, Window: 1 << 16}
+	h := wire.Header{Op: wire.OpConnect, SrcPort: 40000, DstPort: hp.portB, SrcConn: 1, Token: 0x5eed, Window: 1 << 16}
 	if err := raw.send(cEnd, bEnd, &h, nil, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -127,8 +123,8 @@ func TestSpoofedSourceDrawsNothing(t *testing.T) {
 		src := cEnd
 		src.IP = netip.MustParseAddr(s)
 		for i := range each {
-			conn := wire.Header{Op: wire.OpConnect, SrcPort: 40000, DstPort: hp.port, SrcConn: uint32(100 + i), Token: uint64(i) + 1, Window: 1 << 16}
-			data := wire.Header{Op: wire.OpData, Flags: wire.FlagAck, SrcPort: 40000, DstPort: hp.port, SrcConn: uint32(100 + i), DstConn: 12345, Token: uint64(i) + 1}
+			conn := wire.Header{Op: wire.OpConnect, SrcPort: 40000, DstPort: hp.portB, SrcConn: uint32(100 + i), Token: uint64(i) + 1, Window: 1 << 16}
+			data := wire.Header{Op: wire.OpData, Flags: wire.FlagAck, SrcPort: 40000, DstPort: hp.portB, SrcConn: uint32(100 + i), DstConn: 12345, Token: uint64(i) + 1}
 			for _, h := range []*wire.Header{&conn, &data} {
 				if err := raw.send(src, bEnd, h, nil, nil); err != nil {
 					t.Fatal(err)
@@ -317,14 +313,8 @@ func TestVethPeerGone(t *testing.T) {
 // lives on, and carries data; the genuine article, which only a reader of
 // the wire can make, kills it, as a reset with the token would.
 func TestForgedUnreachable(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	hp := newHopPair(t, testbed.HopOptions{Subnet: 94, Third: true}, Config{})
-	if err := hp.hop.SetHub(true); err != nil {
-		t.Fatal(err)
-	}
-	raw := newRawHost(t, &hp.hop.C)
-	ln := hp.listen(t, 4)
-	s, r := hp.connectPair(t, ln)
+	hp, raw := newForger(t, 94, Config{}, true)
+	s, r := hp.connectPair(t, hp.listen(t, 4))
 	roundTrip := func() error {
 		buf := make([]byte, 16)
 		if _, err := hp.a.Send(s, []byte("ping")); err != nil {
@@ -411,14 +401,7 @@ func TestForgedUnreachable(t *testing.T) {
 	if err := raw.sendFrame(unreachFrame(asB, aEnd, with(nil))); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-recvErr:
-		if !errors.Is(err, syscall.ECONNRESET) {
-			t.Fatalf("pending receive after the genuine unreachable: %v; want ECONNRESET", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the genuine unreachable did not end the connection")
-	}
+	waitReset(t, recvErr, 5*time.Second, "pending receive after the genuine unreachable")
 	hp.a.CloseSocket(s)
 	hp.b.CloseSocket(r)
 }
@@ -465,14 +448,7 @@ func BenchmarkDeadPeerDetection(b *testing.B) {
 	n := 0
 	for b.Loop() {
 		s, r, recvErr, start := peerGone(b, p, ln)
-		select {
-		case err := <-recvErr:
-			if !errors.Is(err, syscall.ECONNRESET) {
-				b.Fatalf("pending receive: %v; want ECONNRESET", err)
-			}
-		case <-time.After(3 * goneBound):
-			b.Fatal("pending receive still blocked")
-		}
+		waitReset(b, recvErr, 3*goneBound, "pending receive")
 		el := time.Since(start)
 		total += el
 		worst = max(worst, el)

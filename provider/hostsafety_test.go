@@ -5,12 +5,9 @@ package provider
 // kernel and for the next provider.
 
 import (
-	"bufio"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,25 +28,7 @@ func TestHostSafetyKilledProvider(t *testing.T) {
 		t.Run(when, func(t *testing.T) {
 			testutil.CheckGoroutines(t)
 			bed := testbed.New(t, testbed.Options{Subnet: byte(80 + i)})
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), killChildEnv+"="+bed.B.NS+","+bed.B.If)
-			cmd.Stderr = os.Stderr
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			killed := false
-			kill := func() {
-				if !killed {
-					killed = true
-					cmd.Process.Signal(syscall.SIGKILL)
-					cmd.Wait()
-				}
-			}
-			defer kill()
+			child := testutil.StartChild(t, killChildEnv+"="+bed.B.NS+","+bed.B.If)
 
 			switch when {
 			case "starting":
@@ -57,7 +36,7 @@ func TestHostSafetyKilledProvider(t *testing.T) {
 				// tens of milliseconds to get there.
 				time.Sleep(time.Duration(5+i) * time.Millisecond)
 			default:
-				if line, _ := bufio.NewReader(out).ReadString('\n'); line != "listening\n" {
+				if line, _ := child.Out.ReadString('\n'); line != "listening\n" {
 					t.Fatalf("child: %q", line)
 				}
 				if shown := testutil.XDPShown(t, bed.B.NS, bed.B.If); shown == "" {
@@ -84,13 +63,13 @@ func TestHostSafetyKilledProvider(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				kill()
+				child.Kill()
 				p.CloseSocket(s)
 				if err := p.Cleanup(); err != nil {
 					t.Errorf("cleanup on A: %v", err)
 				}
 			}
-			kill()
+			child.Kill()
 
 			deadline := time.Now().Add(5 * time.Second)
 			for testutil.XDPShown(t, bed.B.NS, bed.B.If) != "" && time.Now().Before(deadline) {

@@ -12,28 +12,6 @@ import (
 	"github.com/sdx-project/sdx/provider/memnet"
 )
 
-// newVNetMTU is newVNet with one link MTU per host.
-func newVNetMTU(t testing.TB, seed uint64, f memnet.Faults, cfg engineConfig, mtus ...int) *vnet {
-	t.Helper()
-	v := &vnet{t: t, net: memnet.New(seed)}
-	v.net.SetClock(func() time.Duration { return time.Duration(v.now) })
-	v.net.SetFaults(f)
-	for i, mtu := range mtus {
-		v.net.SetMTU(mtu)
-		l, err := v.net.NewLink()
-		if err != nil {
-			t.Fatal(err)
-		}
-		e, err := newEngine(l, cfg, [32]byte{byte(seed), byte(seed >> 8), byte(i)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		v.hosts = append(v.hosts, e)
-		v.links = append(v.links, l)
-	}
-	return v
-}
-
 // Both ends announce their largest datagram in the handshake and send
 // segments of the smaller: a peer whose link holds less than ours gets
 // only frames it can hold, whichever end connects, in both directions.

@@ -18,25 +18,17 @@ func BenchmarkVethBulk(b *testing.B) {
 func vethBulk(b *testing.B, cfg Config) {
 	p := newVethPair(b, cfg)
 	ln := p.listen(b, 4)
-	done := make(chan error, 1)
 	var got int64
-	go func() {
-		s, _, err := p.b.Accept(ln)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer p.b.CloseSocket(s)
+	done := serveOne(p.b, ln, func(s Socket) error {
 		buf := make([]byte, 64<<10)
 		for {
 			n, err := p.b.Recv(s, buf)
 			if err != nil || n == 0 {
-				done <- err
-				return
+				return err
 			}
 			got += int64(n)
 		}
-	}()
+	})
 	s := p.dial(b)
 	defer p.a.CloseSocket(s)
 	msg := make([]byte, 64<<10)
@@ -78,30 +70,21 @@ func BenchmarkVethRR(b *testing.B) {
 		b.Run(sizeName(size), func(b *testing.B) {
 			p := newVethPair(b, Config{})
 			ln := p.listen(b, 4)
-			done := make(chan error, 1)
-			go func() {
-				s, _, err := p.b.Accept(ln)
-				if err != nil {
-					done <- err
-					return
-				}
-				defer p.b.CloseSocket(s)
+			done := serveOne(p.b, ln, func(s Socket) error {
 				buf := make([]byte, size)
 				for {
 					for got := 0; got < size; {
 						n, err := p.b.Recv(s, buf[got:])
 						if err != nil || n == 0 {
-							done <- err
-							return
+							return err
 						}
 						got += n
 					}
 					if _, err := p.b.Send(s, buf); err != nil {
-						done <- err
-						return
+						return err
 					}
 				}
-			}()
+			})
 			s := p.dial(b)
 			msg := make([]byte, size)
 			buf := make([]byte, size)
@@ -125,6 +108,23 @@ func BenchmarkVethRR(b *testing.B) {
 			p.a.CloseSocket(s)
 		})
 	}
+}
+
+// serveOne accepts one connection on q's listener ln and runs serve on it,
+// on a goroutine of its own; the channel delivers serve's error, or
+// Accept's, and the connection is closed after serve.
+func serveOne(q *Provider, ln Socket, serve func(s Socket) error) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		s, _, err := q.Accept(ln)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer q.CloseSocket(s)
+		done <- serve(s)
+	}()
+	return done
 }
 
 func sizeName(n int) string {

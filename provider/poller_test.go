@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -32,14 +33,7 @@ func TestPollerHandOff(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			select {
-			case <-w.ch:
-			case <-time.After(10 * time.Second):
-				t.Errorf("wanter %d was never woken", i)
-				return
-			}
-			if !pl.unregister(w) {
-				t.Errorf("wanter %d woken without the role", i)
+			if !wokenWithRole(t, &pl, w, fmt.Sprintf("wanter %d", i)) {
 				return
 			}
 			if !pl.held.Load() {
@@ -102,15 +96,7 @@ func TestPollerReleaseRacesRegister(t *testing.T) {
 			if pl.register(w, 0) {
 				return
 			}
-			select {
-			case <-w.ch:
-			case <-time.After(10 * time.Second):
-				t.Errorf("round %d: the wanter was never woken", round)
-				return
-			}
-			if !pl.unregister(w) {
-				t.Errorf("round %d: woken without the role", round)
-			}
+			wokenWithRole(t, &pl, w, fmt.Sprintf("round %d: the wanter", round))
 		}()
 		spin(round % 500)
 		pl.release()
@@ -131,14 +117,11 @@ func TestPollerReleaseRacesRegister(t *testing.T) {
 // role and takes data that arrives later. A full submission ring blocks
 // its submitters until the holder drains it, and wakes them then.
 func TestPollerParkModeHandsOff(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 36, memnet.Faults{}, 2, func(c *Config) {
+	tn, _, a, b := connNet(t, 36, memnet.Faults{}, 2, 4, func(c *Config) {
 		c.Mode = PollPark
 		c.SubmitQueue = 2
 	})
 	p0, p1 := tn.ps[0], tn.ps[1]
-	l := tn.listener(1, 80, 4)
-	a, b := tn.conn(l, 80)
 	before := p1.Stats().Poller
 
 	var once sync.Once
@@ -165,7 +148,7 @@ func TestPollerParkModeHandsOff(t *testing.T) {
 	waitFor("wanter", func() bool { return p1.role.want.Load() == 1 })
 	// Posts while the test holds the role fill the two-slot ring (the
 	// Recv took one); the rest wait for room.
-	cq := must[*CompletionQueue](t)(p1.NewCompletionQueue(16, nil))
+	cq := newCQ(t, p1, 16)
 	posted := make(chan error, 6)
 	for range 6 {
 		go func() { posted <- p1.PostSend(b, []byte("x"), cq, 0) }()
@@ -180,14 +163,7 @@ func TestPollerParkModeHandsOff(t *testing.T) {
 	if _, err := p0.Send(a, []byte("late")); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-got:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the Recv that waited for the role never returned")
-	}
+	testutil.NoErrWithin(t, got, 10*time.Second, "the Recv that waited for the role")
 	done := make([]Completion, 16)
 	for n := 0; n < 6; {
 		k, err := cq.Wait(done, 5*time.Second)
@@ -206,4 +182,20 @@ func TestPollerParkModeHandsOff(t *testing.T) {
 	if y := p0.Stats().Poller.Yields; y != 0 {
 		t.Errorf("%d yields in PollPark on the sender", y)
 	}
+}
+
+// wokenWithRole waits for w's wake-up and checks that it came with the
+// role; what names w in a failure.
+func wokenWithRole(t *testing.T, pl *poller, w *roleWait, what string) bool {
+	select {
+	case <-w.ch:
+	case <-time.After(10 * time.Second):
+		t.Errorf("%s was never woken", what)
+		return false
+	}
+	if !pl.unregister(w) {
+		t.Errorf("%s woken without the role", what)
+		return false
+	}
+	return true
 }

@@ -109,16 +109,23 @@ func TestSenderMarkSACKed(t *testing.T) {
 	}
 }
 
+// checkFastLost runs markFastLost and checks that it marked exactly the
+// segments want for retransmission.
+func checkFastLost(t *testing.T, s *sender, want ...int) {
+	t.Helper()
+	if n := s.markFastLost(); n != len(want) {
+		t.Fatalf("marked %d, want %d", n, len(want))
+	}
+	if _, rtx := marks(s); !slices.Equal(rtx, want) {
+		t.Fatalf("marked %v, want %v", rtx, want)
+	}
+}
+
 func TestSenderMarkFastLost(t *testing.T) {
 	s := testSender(t, 8, 8)
 	s.markSACKed([]wire.SACKBlock{{Start: 300, End: 600}}, 100) // segments 3-5
 	// Segments 0-2 have three SACKed segments above them; 6 and 7 none.
-	if n := s.markFastLost(); n != 3 {
-		t.Fatalf("marked %d, want 3", n)
-	}
-	if _, rtx := marks(s); !slices.Equal(rtx, []int{0, 1, 2}) {
-		t.Fatalf("marked %v", rtx)
-	}
+	checkFastLost(t, s, 0, 1, 2)
 	// Once per loss episode.
 	for i := range 3 {
 		s.at(i).rtx = false // retransmitted
@@ -131,12 +138,7 @@ func TestSenderMarkFastLost(t *testing.T) {
 	// those were lost again, and are marked again; 2 was sent after it.
 	s.at(6).tx = 22
 	s.markSACKed([]wire.SACKBlock{{Start: 600, End: 700}}, 200)
-	if n := s.markFastLost(); n != 2 {
-		t.Fatalf("marked %d lost retransmissions, want 2", n)
-	}
-	if _, rtx := marks(s); !slices.Equal(rtx, []int{0, 1}) {
-		t.Fatalf("marked %v", rtx)
-	}
+	checkFastLost(t, s, 0, 1) // lost retransmissions
 }
 
 // Above sackKnown the peer's report may have left blocks out: no loss is
@@ -145,12 +147,7 @@ func TestSenderMarkFastLostSACKKnown(t *testing.T) {
 	s := testSender(t, 8, 8)
 	s.markSACKed([]wire.SACKBlock{{Start: 400, End: 800}}, 100)
 	s.sackKnown = 200
-	if n := s.markFastLost(); n != 2 {
-		t.Fatalf("marked %d, want segments 0 and 1 only", n)
-	}
-	if _, rtx := marks(s); !slices.Equal(rtx, []int{0, 1}) {
-		t.Fatalf("marked %v", rtx)
-	}
+	checkFastLost(t, s, 0, 1)
 }
 
 func TestSenderSACKReport(t *testing.T) {

@@ -96,7 +96,6 @@ func TestConnStatsAddUp(t *testing.T) {
 // The snapshot shows what is queued: a written, unread message is the
 // peer's Recv-Q; after Cleanup the request fails.
 func TestConnStatsQueues(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 25, memnet.Faults{}, 2, nil)
 	l := tn.listener(1, 81, 4)
 	a, _ := tn.conn(l, 81)

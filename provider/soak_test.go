@@ -21,7 +21,6 @@ import (
 
 	"github.com/sdx-project/sdx/bpf"
 	"github.com/sdx-project/sdx/internal/testbed"
-	"github.com/sdx-project/sdx/internal/testutil"
 )
 
 // How a soak connection ends.
@@ -111,9 +110,7 @@ func soakClient(p *Provider, to netip.AddrPort, rng *rand.Rand, c *soakCounts) e
 		return fmt.Errorf("connect: %w", err)
 	}
 	c.conns.Add(1)
-	var key [32]byte
-	key[0], key[1] = byte(rng.Uint64()), byte(rng.Uint64())
-	src := rand.NewChaCha8(key)
+	src := seedStream(rng.Uint64())
 	h := sha256.New()
 	buf := make([]byte, 16<<10)
 	sent := 0
@@ -219,11 +216,10 @@ type soakResult struct {
 // connection after connection, then checks that everything is back where
 // it started.
 func soak(t testing.TB, subnet uint8, more func(start time.Time, conns int64) bool) soakResult {
-	testutil.CheckGoroutines(t)
 	hp := newHopPair(t, testbed.HopOptions{Subnet: subnet}, Config{})
 	ln := hp.listen(t, 64)
 	hp.configure(t, bpf.FaultConfig{DropRate: 0.02, Seed: uint64(subnet)})
-	to := netip.AddrPortFrom(hp.hop.B.Addr, hp.port)
+	to := netip.AddrPortFrom(hp.hop.B.Addr, hp.portB)
 	const clients = 8
 
 	// One connection first, so the lazily made parts (neighbour entries,

@@ -13,50 +13,18 @@ import (
 	"github.com/sdx-project/sdx/provider/memnet"
 )
 
-// echo runs a blocking echo loop on p's socket s until it fails.
-func echo(p *Provider, s Socket, wg *sync.WaitGroup) {
-	defer wg.Done()
-	buf := make([]byte, 4096)
-	for {
-		n, err := p.Recv(s, buf)
-		if err != nil || n == 0 {
-			return
-		}
-		if _, err := p.Send(s, buf[:n]); err != nil {
-			return
-		}
-	}
-}
-
 func TestSteadyStateAllocs(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	for _, mode := range []PollMode{PollAdaptive, PollBusy} {
 		t.Run(mode.String(), func(t *testing.T) {
-			tn := newTestNet(t, 5, memnet.Faults{}, 2, func(c *Config) { c.Mode = mode })
-			l := tn.listener(1, 80, 4)
-			a, b := tn.conn(l, 80)
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go echo(tn.ps[1], b, &wg)
-			p := tn.ps[0]
+			p, a, wait := echoNet(t, 5, mode)
 			msg := make([]byte, 64)
 			buf := make([]byte, 64)
-			roundTrip := func() {
-				if _, err := p.Send(a, msg); err != nil {
-					t.Fatal(err)
-				}
-				for got := 0; got < len(msg); {
-					n, err := p.Recv(a, buf[got:])
-					if err != nil {
-						t.Fatal(err)
-					}
-					got += n
-				}
-			}
+			blocking := func() { roundTrip(t, p, a, msg, buf) }
 			for range 1000 { // warm up: pools, rings, timers
-				roundTrip()
+				blocking()
 			}
-			if n := testing.AllocsPerRun(2000, roundTrip); n != 0 {
+			if n := testing.AllocsPerRun(2000, blocking); n != 0 {
 				t.Errorf("blocking send+recv: %v allocations per round trip", n)
 			}
 			// The overlapped path: post, then reap.
@@ -91,18 +59,17 @@ func TestSteadyStateAllocs(t *testing.T) {
 			if n := testing.AllocsPerRun(2000, overlapped); n != 0 {
 				t.Errorf("posted send+recv: %v allocations per round trip", n)
 			}
-			tn.ps[0].CloseSocket(a)
-			wg.Wait()
+			p.CloseSocket(a)
+			wait()
 		})
 	}
 }
 
 func TestOverlappedCompletions(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 6, memnet.Faults{Loss: 0.02, Reorder: 0.02}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
-	cq0 := must[*CompletionQueue](t)(p0.NewCompletionQueue(64, nil))
-	cq1 := must[*CompletionQueue](t)(p1.NewCompletionQueue(64, nil))
+	cq0 := newCQ(t, p0, 64)
+	cq1 := newCQ(t, p1, 64)
 	l := tn.listener(1, 80, 4)
 	if err := p1.PostAccept(l, cq1, 100); err != nil {
 		t.Fatal(err)
@@ -168,7 +135,7 @@ func TestOverlappedCompletions(t *testing.T) {
 		}
 	}
 	// The queue refuses posts past its size instead of overflowing.
-	small := must[*CompletionQueue](t)(p1.NewCompletionQueue(2, nil))
+	small := newCQ(t, p1, 2)
 	buf := make([]byte, 1)
 	for i := range 3 {
 		err := p1.PostRecv(b, buf, small, 0)
@@ -200,6 +167,9 @@ func TestOverlappedCompletions(t *testing.T) {
 		t.Fatalf("accept on a socket not listening: %+v", c[0])
 	}
 }
+
+// allEvents selects every event.
+const allEvents = FDRead | FDWrite | FDAccept | FDConnect | FDClose
 
 type evRec struct {
 	mu  sync.Mutex
@@ -257,21 +227,19 @@ func (r *evRec) has(ev Event) bool {
 }
 
 func TestEventSelect(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 7, memnet.Faults{}, 2, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
-	all := FDRead | FDWrite | FDAccept | FDConnect | FDClose
 	l := tn.listener(1, 80, 4)
 	lr := newEvRec()
-	if err := p1.EventSelect(l, all, lr.fn); err != nil {
+	if err := p1.EventSelect(l, allEvents, lr.fn); err != nil {
 		t.Fatal(err)
 	}
 	a := must[Socket](t)(p0.Socket())
 	ar := newEvRec()
-	if err := p0.EventSelect(a, all, ar.fn); err != nil {
+	if err := p0.EventSelect(a, allEvents, ar.fn); err != nil {
 		t.Fatal(err)
 	}
-	cq := must[*CompletionQueue](t)(p0.NewCompletionQueue(8, nil))
+	cq := newCQ(t, p0, 8)
 	if err := p0.PostConnect(a, tn.addr(1, 80), cq, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +253,7 @@ func TestEventSelect(t *testing.T) {
 		t.Fatal(err)
 	}
 	br := newEvRec()
-	p1.EventSelect(b, all, br.fn)
+	p1.EventSelect(b, allEvents, br.fn)
 	br.wait(t, FDWrite) // already writable: reported at once
 	p0.Send(a, []byte("x"))
 	br.wait(t, FDRead)
@@ -312,7 +280,7 @@ func TestEventSelect(t *testing.T) {
 	// A refused connect is FD_CONNECT with ECONNREFUSED, and no FD_CLOSE.
 	c := must[Socket](t)(p0.Socket())
 	cr := newEvRec()
-	p0.EventSelect(c, all, cr.fn)
+	p0.EventSelect(c, allEvents, cr.fn)
 	p0.PostConnect(c, tn.addr(1, 81), cq, 0)
 	if err := cr.wait(t, FDConnect); !errors.Is(err, ErrConnRefused) {
 		t.Fatalf("FD_CONNECT refused: %v", err)
@@ -329,12 +297,10 @@ func TestEventSelect(t *testing.T) {
 func TestDeadPeerTimesOut(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	const bound = 300 * time.Millisecond
-	tn := newTestNet(t, 8, memnet.Faults{}, 2, func(c *Config) { c.Timeout = bound; c.MaxRTO = 100 * time.Millisecond })
+	tn, l, a, _ := connNet(t, 8, memnet.Faults{}, 2, 4, func(c *Config) { c.Timeout = bound; c.MaxRTO = 100 * time.Millisecond })
 	p0, p1 := tn.ps[0], tn.ps[1]
-	l := tn.listener(1, 80, 4)
-	a, _ := tn.conn(l, 80)
 	a2, _ := tn.conn(l, 80)
-	cq := must[*CompletionQueue](t)(p0.NewCompletionQueue(8, nil))
+	cq := newCQ(t, p0, 8)
 	buf := make([]byte, 10)
 	p0.PostRecv(a2, buf, cq, 7)
 	tn.links[1].SetDown(true) // the peer vanishes
@@ -361,11 +327,8 @@ func TestDeadPeerTimesOut(t *testing.T) {
 }
 
 func TestSlowReaderBoundedMemory(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 9, memnet.Faults{Loss: 0.01}, 2, func(c *Config) { c.SendBuffer, c.RecvBuffer = 64<<10, 32<<10 })
+	tn, _, a, b := connNet(t, 9, memnet.Faults{Loss: 0.01}, 2, 4, func(c *Config) { c.SendBuffer, c.RecvBuffer = 64<<10, 32<<10 })
 	p0, p1 := tn.ps[0], tn.ps[1]
-	l := tn.listener(1, 80, 4)
-	a, b := tn.conn(l, 80)
 	size := 4 << 20
 	if testing.Short() {
 		size = 512 << 10
@@ -406,7 +369,6 @@ func TestSlowReaderBoundedMemory(t *testing.T) {
 }
 
 func TestTableLimits(t *testing.T) {
-	testutil.CheckGoroutines(t)
 	tn := newTestNet(t, 10, memnet.Faults{}, 2, func(c *Config) { c.MaxSockets, c.MaxConnections = 4, 4 })
 	p0, p1 := tn.ps[0], tn.ps[1]
 	var ss []Socket
@@ -438,11 +400,8 @@ func TestTableLimits(t *testing.T) {
 }
 
 func TestShutdownEndOfStream(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	tn := newTestNet(t, 11, memnet.Faults{Loss: 0.05, Reorder: 0.05}, 2, nil)
+	tn, _, a, b := connNet(t, 11, memnet.Faults{Loss: 0.05, Reorder: 0.05}, 2, 4, nil)
 	p0, p1 := tn.ps[0], tn.ps[1]
-	l := tn.listener(1, 80, 4)
-	a, b := tn.conn(l, 80)
 	msg := bytes.Repeat([]byte("end of stream "), 1000)
 	if _, err := p0.Send(a, msg); err != nil {
 		t.Fatal(err)

@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sdx-project/sdx/internal/testbed"
-	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/internal/wire"
 )
 
@@ -17,11 +15,8 @@ import (
 // trip stays short. (Before the resolver's wait budget, each such frame
 // held the poller 2 ms and the round trip grew from ~20 µs to ~100 ms.)
 func TestSpoofedSourcesDoNotStallPoller(t *testing.T) {
-	testutil.CheckGoroutines(t)
-	hp := newHopPair(t, testbed.HopOptions{Subnet: 91, Third: true}, Config{})
-	raw := newRawHost(t, &hp.hop.C)
-	ln := hp.listen(t, 4)
-	s, r := hp.connectPair(t, ln)
+	hp, raw := newForger(t, 91, Config{}, false)
+	s, r := hp.connectPair(t, hp.listen(t, 4))
 	rtt := func(n int) time.Duration {
 		buf := make([]byte, 1)
 		start := time.Now()

@@ -129,14 +129,7 @@ func TestEngineUnreachable(t *testing.T) {
 	// While connecting: the connect requests are dropped on the way, and
 	// the unreachable quoting one refuses the connect.
 	tap.drop = func(d []byte) bool { return len(d) > 1 && wire.Opcode(d[1]) == wire.OpConnect }
-	c, err := e.newEndpoint()
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.now = v.now
-	if err := e.connect(c, netip.AddrPortFrom(v.addr(1), 80)); err != nil {
-		t.Fatal(err)
-	}
+	c := v.connect(0, 1, 80)
 	for v.step() {
 	}
 	req := tap.get()

@@ -1,12 +1,9 @@
 package provider
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,17 +17,13 @@ import (
 // killChildEnv names the namespace and interface a child process serves on.
 const killChildEnv = "SDX_PROVIDER_KILL_CHILD"
 
-// TestMain runs the child of TestVethPeerKilled when asked.
-func TestMain(m *testing.M) {
-	if v := os.Getenv(killChildEnv); v != "" {
-		ns, ifname, _ := strings.Cut(v, ",")
-		os.Exit(killChild(ns, ifname))
-	}
-	os.Exit(m.Run())
-}
+// TestMain runs the child of the kill tests when asked.
+func TestMain(m *testing.M) { testutil.ChildMain(m, killChildEnv, killChild) }
 
-// killChild serves an echo on port 5000 until it is killed.
-func killChild(ns, ifname string) int {
+// killChild serves an echo on port 5000, on the namespace and interface
+// that v names ("NS,IF"), until it is killed.
+func killChild(v string) int {
+	ns, ifname, _ := strings.Cut(v, ",")
 	l, err := xdplink.New(xdplink.Config{Netns: ns, Interface: ifname})
 	if err != nil {
 		fmt.Println("error:", err)
@@ -78,19 +71,8 @@ func TestVethPeerKilled(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	const bound = time.Second
 	bed := testbed.New(t, testbed.Options{})
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), killChildEnv+"="+bed.B.NS+","+bed.B.If)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Wait()
-	defer cmd.Process.Kill()
-	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "listening\n" {
+	child := testutil.StartChild(t, killChildEnv+"="+bed.B.NS+","+bed.B.If)
+	if line, _ := child.Out.ReadString('\n'); line != "listening\n" {
 		t.Fatalf("child: %q", line)
 	}
 
@@ -137,7 +119,7 @@ func TestVethPeerKilled(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := child.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	killed := time.Now()

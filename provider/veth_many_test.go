@@ -45,23 +45,8 @@ func TestVethManyConnections(t *testing.T) {
 					<-read
 					p.b.CloseSocket(s)
 				}()
-				buf := make([]byte, 16<<10)
-				for {
-					n, err := p.b.Recv(s, buf)
-					if err != nil {
-						srvErr <- fmt.Errorf("echo recv: %w", err)
-						return
-					}
-					if n == 0 {
-						if err := p.b.Shutdown(s); err != nil {
-							srvErr <- fmt.Errorf("echo shutdown: %w", err)
-						}
-						return
-					}
-					if _, err := p.b.Send(s, buf[:n]); err != nil {
-						srvErr <- fmt.Errorf("echo send: %w", err)
-						return
-					}
+				if err := echoUntilEOF(p.b, s, 16<<10); err != nil {
+					srvErr <- fmt.Errorf("echo: %w", err)
 				}
 			}()
 		}
@@ -84,17 +69,8 @@ func TestVethManyConnections(t *testing.T) {
 				cliErr <- fmt.Errorf("conn %d: connect: %w", i, err)
 				return
 			}
-			type result struct {
-				sum [32]byte
-				n   int64
-				err error
-			}
-			got := make(chan result, 1)
-			go func() {
-				sum, n, err := drainSum(func(b []byte) (int, error) { return p.a.Recv(s, b) }, 16<<10)
-				got <- result{sum, n, err}
-			}()
-			want, err := seededSend(func(b []byte) (int, error) { return p.a.Send(s, b) }, uint64(i), size, 16<<10)
+			got := drainAsync(p.a, s, uint64(i), 16<<10)
+			err = sendSeeded(func(b []byte) (int, error) { return p.a.Send(s, b) }, uint64(i), size, 16<<10)
 			if err == nil {
 				err = p.a.Shutdown(s)
 			}
@@ -104,8 +80,8 @@ func TestVethManyConnections(t *testing.T) {
 				cliErr <- fmt.Errorf("conn %d: send: %w", i, err)
 			case r.err != nil:
 				cliErr <- fmt.Errorf("conn %d: receive after %d bytes: %w", i, r.n, r.err)
-			case r.n != size || r.sum != want:
-				cliErr <- fmt.Errorf("conn %d: echoed %d of %d bytes; digests equal: %v", i, r.n, size, r.sum == want)
+			case r.n != size:
+				cliErr <- fmt.Errorf("conn %d: echoed %d of %d bytes", i, r.n, size)
 			}
 		}()
 	}

@@ -7,32 +7,7 @@ import (
 
 func TestMPSCPushPop(t *testing.T) {
 	for _, start := range []uint64{0, math.MaxUint32 - 2} {
-		q := newMPSCAt[int](4, start)
-		if _, ok := q.Pop(); ok {
-			t.Fatal("Pop on an empty ring succeeded")
-		}
-		for round := range 5 {
-			for i := range 4 {
-				if !q.Push(round*10 + i) {
-					t.Fatalf("Push %d failed", i)
-				}
-			}
-			if q.Push(99) {
-				t.Fatal("Push on a full ring succeeded")
-			}
-			if q.Len() != 4 {
-				t.Fatalf("Len = %d, want 4", q.Len())
-			}
-			for i := range 4 {
-				v, ok := q.Pop()
-				if !ok || v != round*10+i {
-					t.Fatalf("Pop = %d, %v; want %d", v, ok, round*10+i)
-				}
-			}
-			if _, ok := q.Pop(); ok || q.Len() != 0 {
-				t.Fatalf("ring not empty: Len %d", q.Len())
-			}
-		}
+		checkPushPop(t, newMPSCAt[int](4, start))
 	}
 }
 

@@ -27,34 +27,47 @@ func TestNewBadSize(t *testing.T) {
 	}
 }
 
+// pushPopper is the single-item side both ring types share.
+type pushPopper interface {
+	Push(v int) bool
+	Pop() (int, bool)
+	Len() int
+}
+
+// checkPushPop fills and empties r, a ring of 4 slots, five times over,
+// checking order, fullness and emptiness.
+func checkPushPop(t *testing.T, r pushPopper) {
+	t.Helper()
+	if _, ok := r.Pop(); ok {
+		t.Fatal("Pop on an empty ring succeeded")
+	}
+	for round := range 5 {
+		for i := range 4 {
+			if !r.Push(round*10 + i) {
+				t.Fatalf("Push %d failed", i)
+			}
+		}
+		if r.Push(99) {
+			t.Fatal("Push on a full ring succeeded")
+		}
+		if r.Len() != 4 {
+			t.Fatalf("Len = %d, want 4", r.Len())
+		}
+		for i := range 4 {
+			v, ok := r.Pop()
+			if !ok || v != round*10+i {
+				t.Fatalf("Pop = %d, %v; want %d", v, ok, round*10+i)
+			}
+		}
+		if _, ok := r.Pop(); ok || r.Len() != 0 {
+			t.Fatalf("ring not empty: Len %d", r.Len())
+		}
+	}
+}
+
 func TestSPSCPushPop(t *testing.T) {
 	for _, start := range []uint32{0, math.MaxUint32 - 2} {
-		s := newSPSCAt[int](4, start)
-		if _, ok := s.Pop(); ok {
-			t.Fatal("Pop on an empty ring succeeded")
-		}
-		for round := range 5 {
-			for i := range 4 {
-				if !s.Push(round*10 + i) {
-					t.Fatalf("Push %d failed", i)
-				}
-			}
-			if s.Push(99) {
-				t.Fatal("Push on a full ring succeeded")
-			}
-			if s.Len() != 4 {
-				t.Fatalf("Len = %d, want 4", s.Len())
-			}
-			for i := range 4 {
-				v, ok := s.Pop()
-				if !ok || v != round*10+i {
-					t.Fatalf("Pop = %d, %v; want %d", v, ok, round*10+i)
-				}
-			}
-			if _, ok := s.Pop(); ok || s.Len() != 0 {
-				t.Fatalf("ring not empty: Len %d", s.Len())
-			}
-		}
+		checkPushPop(t, newSPSCAt[int](4, start))
 	}
 }
 

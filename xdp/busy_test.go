@@ -7,22 +7,13 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sdx-project/sdx/internal/testbed"
-	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/xdp"
 )
 
 // A second socket on a queue that a live socket holds fails with an
 // error that says so, and still matches EBUSY.
 func TestOpenQueueHeld(t *testing.T) {
-	testutil.Privileged(t)
-	testutil.CheckGoroutines(t)
-	bed := testbed.New(t, testbed.Options{})
-	q, err := xdp.Open(xdp.Config{Netns: bed.A.NS, Interface: bed.A.If})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
+	bed, _ := queueOnA(t)
 	q2, err := xdp.Open(xdp.Config{Netns: bed.A.NS, Interface: bed.A.If})
 	if err == nil {
 		q2.Close()

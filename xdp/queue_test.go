@@ -256,14 +256,7 @@ func TestWakeStopsBlockedWait(t *testing.T) {
 	}()
 	time.Sleep(20 * time.Millisecond)
 	p.b.Wake()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("Wake did not stop a Wait blocked in poll")
-	}
+	testutil.NoErrWithin(t, done, 2*time.Second, "Wake, stopping a Wait blocked in poll")
 }
 
 // TestHostTrafficUnaffected proves the steer program leaves everything that
@@ -326,10 +319,10 @@ func TestInterfaceDownIsAnError(t *testing.T) {
 	// Close (in cleanup) must still account for the frames left on the ring.
 }
 
-// TestPeerNamespaceGone removes the peer's namespace, which takes the veth
-// pair with it: transmits report the link down, then gone, each as a
-// LinkError matching ENETDOWN, and Close still accounts for every frame.
-func TestPeerNamespaceGone(t *testing.T) {
+// queueOnA makes a testbed and opens a queue on its host A; the test's
+// end closes the queue if the test did not.
+func queueOnA(t *testing.T) (*testbed.Bed, *xdp.Queue) {
+	t.Helper()
 	testutil.Privileged(t)
 	testutil.CheckGoroutines(t)
 	bed := testbed.New(t, testbed.Options{})
@@ -337,11 +330,21 @@ func TestPeerNamespaceGone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { q.Close() })
+	return bed, q
+}
+
+// TestPeerNamespaceGone removes the peer's namespace, which takes the veth
+// pair with it: transmits report the link down, then gone, each as a
+// LinkError matching ENETDOWN, and Close still accounts for every frame.
+func TestPeerNamespaceGone(t *testing.T) {
+	bed, q := queueOnA(t)
 	flow := frame.Flow{
 		Src: frame.Endpoint{MAC: [6]byte(bed.A.MAC), IP: bed.A.Addr, Port: 40000},
 		Dst: frame.Endpoint{MAC: [6]byte(bed.B.MAC), IP: bed.B.Addr, Port: testPort},
 	}
-	if err := testbed.IP("netns", "del", bed.B.NS); err != nil {
+	err := testbed.IP("netns", "del", bed.B.NS)
+	if err != nil {
 		t.Fatal(err)
 	}
 	// The kernel dismantles a namespace asynchronously: the link may go

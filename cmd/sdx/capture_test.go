@@ -67,18 +67,7 @@ func TestCapture(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
+	go testutil.ServeAll(ln, testutil.Echo)
 
 	// Nothing is connected yet, so neither stack sends a frame.
 	bin, err := os.Executable()

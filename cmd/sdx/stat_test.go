@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -138,28 +136,8 @@ func TestStatTwoProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	child := exec.Command(bin, "-test.run=^$")
-	child.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%s,%d,%d", envHolder, bed.A.NS, bed.A.If, ln.Addr(), k, 1000))
-	stdin, err := child.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := child.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killed := false
-	defer func() {
-		if !killed {
-			stdin.Close()
-			child.Process.Kill()
-			child.Wait()
-		}
-	}()
-	line, err := bufio.NewReader(stdout).ReadString('\n')
+	child := testutil.StartChild(t, fmt.Sprintf("%s=%s,%s,%s,%d,%d", envHolder, bed.A.NS, bed.A.If, ln.Addr(), k, 1000))
+	line, err := child.Out.ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "PORTS ") {
 		t.Fatalf("child: %q, %v", line, err)
 	}
@@ -184,7 +162,7 @@ func TestStatTwoProcesses(t *testing.T) {
 		t.Fatalf("child's ports %v, accepted peers %v", want, peers)
 	}
 
-	pid := child.Process.Pid
+	pid := child.Cmd.Process.Pid
 	rs := statConns(t, bin, pid)
 	if len(rs) != 1 || rs[0].Stack == nil || rs[0].Stack.PID != pid {
 		t.Fatalf("sdx stat conns -p %d: %d replies: %+v", pid, len(rs), rs)
@@ -214,13 +192,11 @@ func TestStatTwoProcesses(t *testing.T) {
 
 	// Another user: the socket's mode keeps it out, and were it let in,
 	// the stack would refuse it (internal/control's own test).
-	if out, err := asNobody(t, bin, "stat", "conns", "-json", "-p", strconv.Itoa(pid)); err == nil || !bytes.Contains(out, []byte("permission denied")) {
+	if out, err := asNobody(t, "stat", "conns", "-json", "-p", strconv.Itoa(pid)); err == nil || !bytes.Contains(out, []byte("permission denied")) {
 		t.Errorf("uid 65534 ran sdx stat conns: %v, %q; want permission denied", err, out)
 	}
 
-	child.Process.Kill()
-	child.Wait()
-	killed = true
+	child.Kill()
 	if rs := statConns(t, bin, pid); len(rs) != 0 {
 		t.Fatalf("after the child was killed, sdx stat conns sees %+v", rs)
 	}
@@ -231,24 +207,9 @@ func TestStatTwoProcesses(t *testing.T) {
 
 // asNobody runs this binary as the sdx command with uid and gid 65534,
 // from a copy that user may execute; it returns the combined output.
-func asNobody(t *testing.T, bin string, args ...string) ([]byte, error) {
+func asNobody(t *testing.T, args ...string) ([]byte, error) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "sdx-stat-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	copyBin := filepath.Join(dir, "sdx.test")
-	if err := os.WriteFile(copyBin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir, copyBin := testutil.ExecutableCopy(t, "sdx.test")
 	c := sdxCmd(copyBin, args...)
 	c.Dir = dir
 	c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}

@@ -86,13 +86,29 @@ func TestAggregateMedianAndSpread(t *testing.T) {
 	}
 }
 
-func TestMarkdown(t *testing.T) {
+// markdown renders rep as Markdown tables.
+func markdown(t *testing.T, rep *Report) string {
+	t.Helper()
 	var b bytes.Buffer
-	if err := Markdown(&b, fakeReport()); err != nil {
+	if err := Markdown(&b, rep); err != nil {
 		t.Fatal(err)
 	}
-	out := b.String()
-	for _, want := range []string{
+	return b.String()
+}
+
+// checkTable fails t for each of want that table lacks.
+func checkTable(t *testing.T, table string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(table, w) {
+			t.Errorf("table lacks %q:\n%s", w, table)
+		}
+	}
+}
+
+func TestMarkdown(t *testing.T) {
+	out := markdown(t, fakeReport())
+	checkTable(t, out,
 		"### Ping-pong (rr), 64 B messages, one connection",
 		"| system | p50 µs (× tcp-spin) | p99 µs (× tcp-spin) |",
 		"| tcp-spin | 9.01 ×1.00 (8.00–10.0) |",
@@ -102,11 +118,7 @@ func TestMarkdown(t *testing.T) {
 		"### Bulk throughput (bulk), one connection",
 		"| tcp-spin | 8.59 ×1.00 |",
 		"median of 3 repeats",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("table lacks %q:\n%s", want, out)
-		}
-	}
+	)
 	// Every row has as many cells as its table's header.
 	header := 0
 	for _, line := range strings.Split(out, "\n") {
@@ -141,11 +153,7 @@ func TestTargetsByMTU(t *testing.T) {
 		rep.add(aggregate([]*bench.Sample{fakeSample("sdx-conn", bulk, 0, 3<<30)}))
 		rep.add(aggregate([]*bench.Sample{fakeSample("xsk-floor", bulk, 0, 4<<30)}))
 		rep.add(aggregate([]*bench.Sample{fakeSample("sdx-conn", idle, 0, 1)}))
-		var b bytes.Buffer
-		if err := Markdown(&b, rep); err != nil {
-			t.Fatal(err)
-		}
-		out := b.String()
+		out := markdown(t, rep)
 		if !strings.Contains(out, c.want) || strings.Contains(out, c.not) {
 			t.Errorf("MTU %d: want %q and no %q in:\n%s", c.mtu, c.want, c.not, out)
 		}
@@ -310,20 +318,11 @@ func TestCountsTable(t *testing.T) {
 	if _, ok := r.Counts["wakeups"]; ok || !strings.Contains(r.CountsMissing["wakeups"], "no tracefs") {
 		t.Errorf("wake-ups counted in 2 of 3 repeats: %v, missing %v", r.Counts["wakeups"], r.CountsMissing)
 	}
-	var out bytes.Buffer
-	if err := Markdown(&out, rep); err != nil {
-		t.Fatal(err)
-	}
-	table := out.String()
-	for _, want := range []string{
+	checkTable(t, markdown(t, rep),
 		"### Counts per message (-count)",
 		"| tcp-gonet-2p | rr 64 B | transaction | 10.0 (10.0–10.0) | 1.00 (1.00–1.00) | 3.00 (3.00–3.00) | n/a | 0 (0–0) | 40.0 (40.0–40.0) |",
 		"Not counted: wake-ups: tracepoint sched/sched_wakeup: no tracefs",
-	} {
-		if !strings.Contains(table, want) {
-			t.Errorf("table lacks %q:\n%s", want, table)
-		}
-	}
+	)
 	b, err := json.Marshal(r)
 	if err != nil {
 		t.Fatal(err)
@@ -331,12 +330,7 @@ func TestCountsTable(t *testing.T) {
 	if !bytes.Contains(b, []byte(`"counts_per":"transaction"`)) || !bytes.Contains(b, []byte(`"counts_missing":{"wakeups"`)) {
 		t.Errorf("JSON: %s", b)
 	}
-	plain := fakeReport()
-	out.Reset()
-	if err := Markdown(&out, plain); err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(out.String(), "Counts per message") {
+	if strings.Contains(markdown(t, fakeReport()), "Counts per message") {
 		t.Error("a counts table without -count")
 	}
 }

@@ -17,15 +17,14 @@ import (
 const envQuery = "SDX_CONTROL_QUERY"
 
 func TestMain(m *testing.M) {
-	if p := os.Getenv(envQuery); p != "" {
+	testutil.ChildMain(m, envQuery, func(p string) int {
 		if _, err := Query(p, CmdStack); err != nil {
 			fmt.Println("ERR", err)
-			os.Exit(1)
+			return 1
 		}
 		fmt.Println("OK")
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
+		return 0
+	})
 }
 
 func echoHandler(cmd string) Reply { return Reply{Stack: &Stack{Interface: cmd}} }
@@ -96,31 +95,12 @@ func TestStaleRemoved(t *testing.T) {
 func TestOtherUserRefused(t *testing.T) {
 	testutil.Privileged(t) // to run a process as another user
 	testutil.CheckGoroutines(t)
-	dir, err := os.MkdirTemp("", "sdx-control-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir, copyBin := testutil.ExecutableCopy(t, "control.test")
 	s, err := Listen(filepath.Join(dir, "run"), echoHandler, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	bin, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	copyBin := filepath.Join(dir, "control.test")
-	if err := os.WriteFile(copyBin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	run := func(uid uint32) string {
 		c := exec.Command(copyBin, "-test.run=^$")
 		c.Dir = dir

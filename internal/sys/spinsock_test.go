@@ -29,6 +29,25 @@ func soon() *deadline {
 	return &d
 }
 
+// spinIn opens a socket with open inside h's namespace and returns it
+// and its local address; the test's end closes it.
+func spinIn(t *testing.T, h *testbed.Host, open func() (*sys.SpinSocket, error)) (*sys.SpinSocket, netip.AddrPort) {
+	t.Helper()
+	var s *sys.SpinSocket
+	var addr netip.AddrPort
+	if err := h.Do(func() (err error) {
+		if s, err = open(); err != nil {
+			return err
+		}
+		addr, err = s.LocalAddr()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, addr
+}
+
 // TestSpinSockets runs a TCP exchange with a half close, and a connected
 // UDP pair, between the two namespaces of a testbed, and checks that a
 // read with nothing to read ends when its Waiter says so.
@@ -37,18 +56,9 @@ func TestSpinSockets(t *testing.T) {
 	testutil.CheckFDs(t)
 	bed := testbed.New(t, testbed.Options{Subnet: 95})
 
-	var ln *sys.SpinSocket
-	var laddr netip.AddrPort
-	if err := bed.B.Do(func() (err error) {
-		if ln, err = sys.ListenTCP(netip.AddrPortFrom(bed.B.Addr, 0), 4); err != nil {
-			return err
-		}
-		laddr, err = ln.LocalAddr()
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln, laddr := spinIn(t, &bed.B, func() (*sys.SpinSocket, error) {
+		return sys.ListenTCP(netip.AddrPortFrom(bed.B.Addr, 0), 4)
+	})
 	type accepted struct {
 		s   *sys.SpinSocket
 		err error
@@ -96,31 +106,18 @@ func TestSpinSockets(t *testing.T) {
 	}
 
 	// UDP, connected both ways.
-	var us, uc *sys.SpinSocket
-	var saddr, caddr netip.AddrPort
-	if err := bed.B.Do(func() (err error) {
-		if us, err = sys.BindUDP(netip.AddrPortFrom(bed.B.Addr, 0)); err != nil {
-			return err
+	us, saddr := spinIn(t, &bed.B, func() (*sys.SpinSocket, error) {
+		return sys.BindUDP(netip.AddrPortFrom(bed.B.Addr, 0))
+	})
+	uc, caddr := spinIn(t, &bed.A, func() (*sys.SpinSocket, error) {
+		uc, err := sys.BindUDP(netip.AddrPortFrom(bed.A.Addr, 0))
+		if err == nil {
+			if err = uc.Connect(saddr); err != nil {
+				uc.Close()
+			}
 		}
-		saddr, err = us.LocalAddr()
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer us.Close()
-	if err := bed.A.Do(func() (err error) {
-		if uc, err = sys.BindUDP(netip.AddrPortFrom(bed.A.Addr, 0)); err != nil {
-			return err
-		}
-		if err := uc.Connect(saddr); err != nil {
-			return err
-		}
-		caddr, err = uc.LocalAddr()
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer uc.Close()
+		return uc, err
+	})
 	if err := us.Connect(caddr); err != nil {
 		t.Fatal(err)
 	}

@@ -118,3 +118,25 @@ func UDPEcho(clientNS, serverNS string, addr netip.Addr, port uint16) error {
 	}
 	return fmt.Errorf("no echo from %v", ap)
 }
+
+// ServeAll runs serve on every connection ln accepts, each on a goroutine
+// of its own, and closes the connection after it, until ln closes.
+func ServeAll(ln net.Listener, serve func(net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			serve(c)
+		}()
+	}
+}
+
+// Echo is the tests' echo server for one connection: it sends back what
+// it reads from c until c's stream ends or fails.
+func Echo(c net.Conn) {
+	// Plain Writer and Reader: c's own ReadFrom or WriteTo could splice.
+	io.Copy(struct{ io.Writer }{c}, struct{ io.Reader }{c})
+}

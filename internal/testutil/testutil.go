@@ -4,6 +4,7 @@ package testutil
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"runtime"
@@ -141,4 +142,28 @@ func XDPShown(t testing.TB, ns, dev string) string {
 		}
 	}
 	return strings.Join(xdp, " ")
+}
+
+// CloseAtEnd closes c when the test ends and fails the test if Close
+// fails; what names c in the failure.
+func CloseAtEnd(t testing.TB, c io.Closer, what string) {
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("close %s: %v", what, err)
+		}
+	})
+}
+
+// NoErrWithin fails t unless a nil error arrives on ch within bound;
+// what says what ch's sender does.
+func NoErrWithin(t testing.TB, ch <-chan error, bound time.Duration, what string) {
+	t.Helper()
+	select {
+	case err := <-ch:
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	case <-time.After(bound):
+		t.Fatalf("%s: not done within %v", what, bound)
+	}
 }
