@@ -13,6 +13,7 @@ import (
 	"github.com/sdx-project/sdx/internal/control"
 	"github.com/sdx-project/sdx/internal/sys"
 	"github.com/sdx-project/sdx/provider"
+	"github.com/sdx-project/sdx/provider/xdplink"
 )
 
 // DefaultControlDir is where a stack serves its control socket, as
@@ -85,7 +86,7 @@ func (s *Stack) controlReply(cmd string) control.Reply {
 			r.Conns = append(r.Conns, tcpRow(c))
 		}
 	case control.CmdCounters:
-		r.Counters = &control.Counters{Provider: st, Fallbacks: s.fallbackNames()}
+		r.Counters = &control.Counters{Provider: st, Link: s.LinkStats(), Fallbacks: s.fallbackNames()}
 	}
 	return r
 }
@@ -109,24 +110,25 @@ func (s *Stack) fallbackNames() map[string]uint64 {
 }
 
 func (s *Stack) describe(st provider.Stats, conns []provider.ConnStats, tcp int) *control.Stack {
+	ls := s.LinkStats()
 	d := &control.Stack{
 		PID: os.Getpid(), Socket: s.ControlPath(), Netns: s.cfg.Netns, Interface: s.cfg.Interface,
-		Addr: s.addr, Prefix: s.prefix, Port: s.cfg.Port, MTU: st.Link.MTU,
-		XDPFrags: st.Link.XDPFrags, XDPFallback: st.Link.XDPFallback, MultiBuffer: st.Link.MultiBuffer,
+		Addr: s.addr, Prefix: s.prefix, Port: s.cfg.Port, MTU: st.MTU,
+		XDPFrags: ls.XDPFrags, XDPFallback: ls.XDPFallback, MultiBuffer: ls.MultiBuffer,
 		PollMode: s.pollMode.String(), TCPConns: tcp, Fallbacks: s.fallbackNames(),
 		Queues: []control.Queue{},
 	}
 	if d.Port == 0 {
 		d.Port = provider.DefaultUDPPort
 	}
-	if st.Link.XDPMode != 0 {
-		d.XDPMode = st.Link.XDPMode.String()
+	if ls.XDPMode != 0 {
+		d.XDPMode = ls.XDPMode.String()
 	}
-	for _, q := range st.Link.Queues {
+	for _, q := range ls.Queues {
 		d.Queues = append(d.Queues, control.Queue{ID: q.ID, Mode: q.Mode.String(), ZeroCopyRefused: q.ZeroCopyRefused})
 	}
-	if xl, ok := s.p.Link().(*provider.XDPLink); ok {
-		d.Capturing, d.CaptureFrames, d.CaptureDropped = xl.CaptureState()
+	if s.xl != nil {
+		d.Capturing, d.CaptureFrames, d.CaptureDropped = s.xl.CaptureState()
 	}
 	for _, c := range conns {
 		if c.Peer.IsValid() {
@@ -178,11 +180,10 @@ func (s *Stack) captureStream(req control.Request, w io.Writer, done <-chan stru
 		_, err := w.Write(append(b, '\n'))
 		return err
 	}
-	xl, ok := s.p.Link().(*provider.XDPLink)
-	if !ok {
+	if s.xl == nil {
 		return reply(control.Reply{Error: "this stack's link records no frames (only an AF_XDP link does)"})
 	}
-	c, err := xl.StartCapture(0, req.Snaplen)
+	c, err := s.xl.StartCapture(0, req.Snaplen)
 	if err != nil {
 		return reply(control.Reply{Error: err.Error()})
 	}
@@ -193,7 +194,7 @@ func (s *Stack) captureStream(req control.Request, w io.Writer, done <-chan stru
 	bw := bufio.NewWriterSize(w, 64<<10)
 	snaplen := req.Snaplen
 	if snaplen <= 0 {
-		snaplen = provider.DefaultCaptureSnaplen
+		snaplen = xdplink.DefaultCaptureSnaplen
 	}
 	var hdr [24]byte
 	binary.LittleEndian.PutUint32(hdr[0:], 0xa1b2c3d4) // microsecond timestamps

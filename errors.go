@@ -25,7 +25,8 @@ var (
 
 	// ErrConfig is returned by NewStack for a Config field out of range;
 	// the message names the field and what to change. (A bad
-	// Config.Provider field gives provider.ErrConfig.)
+	// Config.Provider field gives provider.ErrConfig, or
+	// xdplink.ErrConfig where the AF_XDP link cannot lend the pool.)
 	ErrConfig = errors.New("sdx: bad configuration")
 
 	// errNoAnswer is the result of an sdx connect that got no answer within

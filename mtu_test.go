@@ -84,7 +84,7 @@ func testMTUMode(t *testing.T, bed *testbed.Bed, mtu int, mode bpf.Mode, single 
 	one := xdp.RxFrameLen(frameSize) - frame.HeaderLen
 	needMB := mtu-frame.IPv4Len-frame.UDPLen > one
 	for _, s := range stacks {
-		ls := s.Provider().Stats().Link
+		ls := s.LinkStats()
 		want := mtu - frame.IPv4Len - frame.UDPLen
 		if !ls.MultiBuffer {
 			want = min(want, one)
@@ -163,7 +163,7 @@ func testMTUMode(t *testing.T, bed *testbed.Bed, mtu int, mode bpf.Mode, single 
 
 	for _, s := range stacks {
 		st := s.Provider().Stats()
-		if k := st.Link.Kernel; k.RxDropped != 0 || k.RxInvalid != 0 || k.TxInvalid != 0 || k.RxRingFull != 0 {
+		if k := s.LinkStats().Kernel; k.RxDropped != 0 || k.RxInvalid != 0 || k.TxInvalid != 0 || k.RxRingFull != 0 {
 			t.Errorf("%v: kernel drops %+v", s, k)
 		}
 		if st.TooBig != 0 || st.SendErrors != 0 {

@@ -48,7 +48,7 @@ func closeStack(t *testing.T, s *Stack) {
 // to the kernel for want of a socket on its queue.
 func noSocketFrames(t *testing.T, s *Stack) {
 	t.Helper()
-	st, err := s.Provider().Link().(*provider.XDPLink).Steering().Stats()
+	st, err := s.xl.SteerStats()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestSingleQueueReachesDefaultStack(t *testing.T) {
 	bed := testbed.New(t, testbed.Options{Queues: mqQueues})
 	b := mqStack(t, &bed.B, nil)
 	defer closeStack(t, b)
-	if n := len(b.Provider().Stats().Link.Queues); n != mqQueues {
+	if n := len(b.LinkStats().Queues); n != mqQueues {
 		t.Fatalf("default stack serves %d queues, want %d", n, mqQueues)
 	}
 	ln, stop := echoListener(t, b)
@@ -153,7 +153,7 @@ func TestSingleQueueReachesDefaultStack(t *testing.T) {
 			t.Errorf("queue %d: %v", q, err)
 		}
 		c.Close()
-		ls := a.Provider().Stats().Link
+		ls := a.LinkStats()
 		if len(ls.Queues) != 1 || ls.Queues[0].ID != q || ls.Queues[0].RxFrames == 0 {
 			t.Errorf("queue %d: the stack reports %+v", q, ls.Queues)
 		}
@@ -212,7 +212,7 @@ func TestConnectionsSpreadOverQueues(t *testing.T) {
 
 	for _, s := range []*Stack{a, b} {
 		busy := 0
-		qs := s.Provider().Stats().Link.Queues
+		qs := s.LinkStats().Queues
 		for _, q := range qs {
 			if q.RxFrames > 0 && q.TxFrames > 0 {
 				busy++

@@ -14,6 +14,7 @@ import (
 	"github.com/sdx-project/sdx/internal/control"
 	"github.com/sdx-project/sdx/internal/sys"
 	"github.com/sdx-project/sdx/provider"
+	"github.com/sdx-project/sdx/provider/xdplink"
 	"github.com/sdx-project/sdx/xdp"
 )
 
@@ -59,14 +60,14 @@ type Config struct {
 	Port uint16
 	// XDPMode forces native (bpf.ModeNative) or generic (bpf.ModeGeneric)
 	// XDP; zero tries native first and falls back to generic, which
-	// Provider().Stats().Link reports.
+	// LinkStats reports.
 	XDPMode bpf.Mode
 	// SingleBuffer keeps every frame within one UMEM frame: no
 	// multi-buffer packets (AF_XDP's XDP_USE_SG), which the stack
 	// otherwise uses where the interface's MTU exceeds what a UMEM frame
 	// receives (Linux 6.6 and a frags-aware XDP program). Datagrams are
 	// then at most 3798 bytes (what a 4 KiB UMEM frame receives), whatever
-	// the MTU; Provider().Stats().Link says which applies and why.
+	// the MTU; LinkStats says which applies and why.
 	SingleBuffer bool
 	// Addr is the one IPv4 address of Interface the stack serves (default:
 	// the interface's first, as `ip -4 address show` lists them). sdx
@@ -116,6 +117,7 @@ type Config struct {
 type Stack struct {
 	cfg     Config
 	p       *provider.Provider
+	xl      *xdplink.Link // the AF_XDP link; nil for a Link stack
 	cq      *provider.CompletionQueue
 	addr    netip.Addr
 	prefix  netip.Prefix
@@ -186,7 +188,7 @@ func NewStack(cfg Config) (_ *Stack, err error) {
 		if cfg.Interface == "" {
 			return nil, errors.New("sdx: Config.Interface is required (or Config.Link)")
 		}
-		xl, err := provider.OpenXDPLink(provider.XDPLinkConfig{
+		xl, err := xdplink.New(xdplink.Config{
 			Netns: cfg.Netns, Interface: cfg.Interface, Queues: cfg.Queues, Queue: cfg.Queue, Port: cfg.Port,
 			Addr: cfg.Addr, XDPMode: cfg.XDPMode, Frames: xdp.Config{SingleBuffer: cfg.SingleBuffer},
 			// The whole pool in the UMEM, sent from in place.
@@ -195,7 +197,7 @@ func NewStack(cfg Config) (_ *Stack, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("sdx: %w", err)
 		}
-		link = xl
+		link, s.xl = xl, xl
 		s.addr = xl.LocalAddr()
 		if err := s.interfaceInfo(); err != nil {
 			xl.Close()
@@ -285,6 +287,16 @@ func (s *Stack) Prefix() netip.Prefix { return s.prefix }
 
 // Provider returns the stack's provider, for its counters (Stats).
 func (s *Stack) Provider() *provider.Provider { return s.p }
+
+// LinkStats reports how the stack's AF_XDP link is attached and its
+// queues' counters; any goroutine. A stack on a Config.Link reports only
+// its MTU.
+func (s *Stack) LinkStats() xdplink.Stats {
+	if s.xl == nil {
+		return xdplink.Stats{MTU: s.p.Stats().MTU}
+	}
+	return s.xl.Stats()
+}
 
 // String names the stack by namespace, interface and address.
 func (s *Stack) String() string {

@@ -9,7 +9,7 @@
 // end in namespace B:
 //
 //   - sdx-busy, sdx-adaptive: sdx's reliable streams, one provider on an
-//     XDPLink in each namespace, through the provider's blocking verbs, in
+//     AF_XDP link in each namespace, through the provider's blocking verbs, in
 //     busy and in adaptive polling;
 //   - tcp-gonet: Go net TCP with TCP_NODELAY, the blocking Go API;
 //   - tcp-spin:  kernel TCP on non-blocking raw descriptors with

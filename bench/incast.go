@@ -20,6 +20,7 @@ import (
 	"github.com/sdx-project/sdx/internal/sys"
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/provider"
+	"github.com/sdx-project/sdx/provider/xdplink"
 )
 
 // Incast is a shared-link run: Senders hosts stream at once to one
@@ -136,7 +137,7 @@ func RunIncast(ctx context.Context, c Incast) (_ *IncastResult, err error) {
 		return nil, err
 	}
 	startSDX := func(h *testbed.Host) (*provider.Provider, error) {
-		l, err := provider.OpenXDPLink(provider.XDPLinkConfig{Netns: h.NS, Interface: h.If})
+		l, err := xdplink.New(xdplink.Config{Netns: h.NS, Interface: h.If})
 		if err != nil {
 			return nil, err
 		}

@@ -11,9 +11,10 @@ import (
 
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/provider"
+	"github.com/sdx-project/sdx/provider/xdplink"
 )
 
-// sdxSystem is sdx's own reliable streams: one provider on an XDPLink in
+// sdxSystem is sdx's own reliable streams: one provider on an AF_XDP link in
 // each namespace, used through the provider's blocking verbs (Socket,
 // Bind, Listen, Accept, Connect, Send, Recv, Shutdown, CloseSocket).
 //
@@ -56,8 +57,9 @@ func (s *sdxSystem) Open(h *Hosts) (err error) {
 			return err
 		}
 		if i == 0 {
-			s.xdpMode, s.xskMode = l.Steering().Mode().String(), l.Queue().ModeReport()
-			s.xdpFallback = l.Steering().Fallback()
+			ls := l.Stats()
+			s.xdpMode, s.xskMode = ls.XDPMode.String(), ls.Queues[0].ModeReport
+			s.xdpFallback = ls.XDPFallback
 		}
 		if s.p[i], err = provider.Startup(provider.Config{Link: l, Mode: s.mode}); err != nil {
 			return errors.Join(err, l.Close())
@@ -71,12 +73,12 @@ func (s *sdxSystem) Open(h *Hosts) (err error) {
 // grace period, which a loaded machine stretches to seconds.
 const busyRetry = 5 * time.Second
 
-// openLink opens an XDPLink on host, retrying the short EBUSY that follows
+// openLink opens an AF_XDP link on host, retrying the short EBUSY that follows
 // the close of a previous socket on the same queue.
-func openLink(host *testbed.Host) (*provider.XDPLink, error) {
+func openLink(host *testbed.Host) (*xdplink.Link, error) {
 	deadline := time.Now().Add(busyRetry)
 	for {
-		l, err := provider.OpenXDPLink(provider.XDPLinkConfig{Netns: host.NS, Interface: host.If})
+		l, err := xdplink.New(xdplink.Config{Netns: host.NS, Interface: host.If})
 		if err == nil || !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
 			return l, err
 		}

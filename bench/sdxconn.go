@@ -53,8 +53,8 @@ func (s *sdxConnSystem) Open(h *Hosts) (err error) {
 			return err
 		}
 		if i == 0 {
-			if l, ok := s.st[i].Provider().Link().(*provider.XDPLink); ok {
-				s.xdpMode, s.xskMode = l.Steering().Mode().String(), l.Queue().ModeReport()
+			if ls := s.st[i].LinkStats(); len(ls.Queues) > 0 {
+				s.xdpMode, s.xskMode = ls.XDPMode.String(), ls.Queues[0].ModeReport
 			}
 		}
 	}

@@ -1013,7 +1013,7 @@ func TestSteerUnreach(t *testing.T) {
 	const us, peer = "198.18.0.1", "198.18.0.2"
 	otherSrcPort := append([]byte(nil), ours...)
 	binary.BigEndian.PutUint16(otherSrcPort[ethHLen+20:], 40000)
-	// A connection's own source port, from the range (provider.SrcPortMin).
+	// A connection's own source port, from the range (wire.SrcPortMin).
 	rangeLow, rangeHigh := append([]byte(nil), ours...), append([]byte(nil), ours...)
 	binary.BigEndian.PutUint16(rangeLow[ethHLen+20:], 49152)
 	binary.BigEndian.PutUint16(rangeHigh[ethHLen+20:], 65535)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sdx-project/sdx"
 	"github.com/sdx-project/sdx/provider"
+	"github.com/sdx-project/sdx/provider/xdplink"
 )
 
 // Collector is a prometheus.Collector over one stack. Collect may run on
@@ -53,7 +54,7 @@ type gauge struct {
 
 type queueCounter struct {
 	d *prometheus.Desc
-	v func(*provider.QueueStats) uint64
+	v func(*xdplink.QueueStats) uint64
 }
 
 // NewCollector returns a collector over st. labels, if not nil, are
@@ -110,17 +111,17 @@ func NewCollector(st *sdx.Stack, labels prometheus.Labels) *Collector {
 	g("half_open_connections", "Accepted-side connections whose connector has not answered yet.", func(s *provider.Stats) int { return s.HalfOpen })
 	g("operations_in_use", "Operations posted or running.", func(s *provider.Stats) int { return s.OpsInUse })
 	g("operations_capacity", "The operation pool's size.", func(s *provider.Stats) int { return s.Ops })
-	q := func(name, help string, v func(*provider.QueueStats) uint64) {
+	q := func(name, help string, v func(*xdplink.QueueStats) uint64) {
 		c.d.queue = append(c.d.queue, queueCounter{desc(name, help, "queue"), v})
 	}
-	q("xdp_rx_frames_total", "Frames taken from the queue's AF_XDP rx ring.", func(s *provider.QueueStats) uint64 { return s.RxFrames })
-	q("xdp_tx_frames_total", "Frames built for the queue's AF_XDP tx ring.", func(s *provider.QueueStats) uint64 { return s.TxFrames })
-	q("xdp_rx_dropped_total", "XDP_STATISTICS rx_dropped: frames the kernel dropped before the rx ring.", func(s *provider.QueueStats) uint64 { return s.Kernel.RxDropped })
-	q("xdp_rx_invalid_descs_total", "XDP_STATISTICS rx_invalid_descs.", func(s *provider.QueueStats) uint64 { return s.Kernel.RxInvalid })
-	q("xdp_tx_invalid_descs_total", "XDP_STATISTICS tx_invalid_descs.", func(s *provider.QueueStats) uint64 { return s.Kernel.TxInvalid })
-	q("xdp_rx_ring_full_total", "XDP_STATISTICS rx_ring_full: frames dropped for a full rx ring.", func(s *provider.QueueStats) uint64 { return s.Kernel.RxRingFull })
-	q("xdp_fill_ring_empty_total", "XDP_STATISTICS rx_fill_ring_empty_descs: times the kernel found the fill ring empty.", func(s *provider.QueueStats) uint64 { return s.Kernel.FillRingEmpty })
-	q("xdp_tx_ring_empty_total", "XDP_STATISTICS tx_ring_empty_descs: times the kernel found the tx ring empty.", func(s *provider.QueueStats) uint64 { return s.Kernel.TxRingEmptyDescs })
+	q("xdp_rx_frames_total", "Frames taken from the queue's AF_XDP rx ring.", func(s *xdplink.QueueStats) uint64 { return s.RxFrames })
+	q("xdp_tx_frames_total", "Frames built for the queue's AF_XDP tx ring.", func(s *xdplink.QueueStats) uint64 { return s.TxFrames })
+	q("xdp_rx_dropped_total", "XDP_STATISTICS rx_dropped: frames the kernel dropped before the rx ring.", func(s *xdplink.QueueStats) uint64 { return s.Kernel.RxDropped })
+	q("xdp_rx_invalid_descs_total", "XDP_STATISTICS rx_invalid_descs.", func(s *xdplink.QueueStats) uint64 { return s.Kernel.RxInvalid })
+	q("xdp_tx_invalid_descs_total", "XDP_STATISTICS tx_invalid_descs.", func(s *xdplink.QueueStats) uint64 { return s.Kernel.TxInvalid })
+	q("xdp_rx_ring_full_total", "XDP_STATISTICS rx_ring_full: frames dropped for a full rx ring.", func(s *xdplink.QueueStats) uint64 { return s.Kernel.RxRingFull })
+	q("xdp_fill_ring_empty_total", "XDP_STATISTICS rx_fill_ring_empty_descs: times the kernel found the fill ring empty.", func(s *xdplink.QueueStats) uint64 { return s.Kernel.FillRingEmpty })
+	q("xdp_tx_ring_empty_total", "XDP_STATISTICS tx_ring_empty_descs: times the kernel found the tx ring empty.", func(s *xdplink.QueueStats) uint64 { return s.Kernel.TxRingEmptyDescs })
 	c.d.queueInfo = desc("xdp_queue_info", "An AF_XDP queue the stack serves, and its mode (copy or zero-copy); always 1.", "queue", "mode")
 	c.d.mtu = desc("link_mtu_bytes", "The largest datagram the stack's link carries.")
 	return c
@@ -166,13 +167,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, g := range c.d.gauges {
 		ch <- prometheus.MustNewConstMetric(g.d, prometheus.GaugeValue, float64(g.v(&s)))
 	}
-	for i := range s.Link.Queues {
-		qs := &s.Link.Queues[i]
+	ls := c.st.LinkStats()
+	for i := range ls.Queues {
+		qs := &ls.Queues[i]
 		id := strconv.Itoa(qs.ID)
 		for _, x := range c.d.queue {
 			ch <- prometheus.MustNewConstMetric(x.d, prometheus.CounterValue, float64(x.v(qs)), id)
 		}
 		ch <- prometheus.MustNewConstMetric(c.d.queueInfo, prometheus.GaugeValue, 1, id, qs.Mode.String())
 	}
-	ch <- prometheus.MustNewConstMetric(c.d.mtu, prometheus.GaugeValue, float64(s.Link.MTU))
+	ch <- prometheus.MustNewConstMetric(c.d.mtu, prometheus.GaugeValue, float64(s.MTU))
 }

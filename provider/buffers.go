@@ -32,7 +32,7 @@ func (p bufPlace) String() string {
 const noBuf = ^uint32(0)
 
 // bufPool is a bounded pool of fixed-size buffers, each the size of one
-// datagram. The first nLent live in memory the link lends (see lender),
+// datagram. The first nLent live in memory the link lends (see Lender),
 // in regions of per buffers, one region per queue the link sends on; the
 // rest in one slab of our own. Each region, and the slab, has its own
 // stack of free buffers, so that send data can go where its frames go

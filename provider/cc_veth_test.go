@@ -101,7 +101,7 @@ func TestVethBottleneck(t *testing.T) {
 					t.Fatalf("flow %d: ConnInfo: %v", i, err)
 				}
 				if !info.ECN {
-					t.Errorf("flow %d: no ECN between two XDPLinks, which carry the field", i)
+					t.Errorf("flow %d: no ECN between two AF_XDP links, which carry the field", i)
 				}
 				echoed += info.CEEchoed
 			}

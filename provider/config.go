@@ -139,10 +139,11 @@ type Config struct {
 	// RecvBuffer and its share of the half), so SendBuffer and RecvBuffer
 	// are per-connection limits within that bound, not reservations.
 	// The pool is one allocation of Buffers × MTU bytes, at most
-	// MaxBufferPool (4 GiB). On an XDPLink the first buffers (by default
-	// all of the default pool; XDPLinkConfig.LendBuffers) are UMEM
-	// frames the link lends, so that data is sent from where Send copied
-	// it; the default is then at least what the link lends.
+	// MaxBufferPool (4 GiB). On a Lender (the AF_XDP link) the first
+	// buffers (by default all of the default pool; xdplink's
+	// Config.LendBuffers) are UMEM frames the link lends, so that data
+	// is sent from where Send copied it; the default is then at least
+	// what the link lends.
 	Buffers int
 
 	// MaxOps bounds the operations posted and not yet completed, all
@@ -229,10 +230,10 @@ func (c *Config) setDefaults() {
 	if c.Buffers == 0 && c.Link != nil && c.Link.MTU() > wire.HeaderLen {
 		mtu := c.Link.MTU()
 		c.Buffers = c.defaultBuffers(mtu)
-		if l, ok := c.Link.(lender); ok {
+		if l, ok := c.Link.(Lender); ok {
 			// All that the link lends: it lent the default pool at the
 			// interface's MTU, more buffers where the link's is lower.
-			regions, per, _, _ := l.lent()
+			regions, per, _, _ := l.Lent()
 			c.Buffers = max(c.Buffers, min(len(regions)*per, MaxBufferPool/mtu))
 		}
 	}
@@ -250,7 +251,7 @@ func (c *Config) setDefaults() {
 func (c *Config) validate() error {
 	switch {
 	case c.Link == nil:
-		return configErr("Config.Link is nil: pass the Link to send through (OpenXDPLink, or a memnet.Network's NewLink)")
+		return configErr("Config.Link is nil: pass the Link to send through (xdplink.New, or a memnet.Network's NewLink)")
 	case c.Mode != PollAdaptive && c.Mode != PollBusy && c.Mode != PollPark:
 		return configErr("Config.Mode %d is unknown: use PollAdaptive, PollBusy or PollPark", c.Mode)
 	case c.Congestion != CongestionCubic && c.Congestion != CongestionNewReno:
@@ -301,14 +302,6 @@ func (c *Config) validate() error {
 // within DefaultBufferPool, and at least c.minBuffers.
 func (c *Config) defaultBuffers(mtu int) int {
 	return max(min(defaultEngineConfig().Buffers, DefaultBufferPool/mtu), c.minBuffers(mtu))
-}
-
-// defaultLent is defaultBuffers for a Config of default buffer sizes,
-// which an XDPLink lends when it is not told how many.
-func defaultLent(mtu int) int {
-	d := defaultEngineConfig()
-	c := Config{SendBuffer: d.SendBuffer, RecvBuffer: d.RecvBuffer}
-	return c.defaultBuffers(mtu)
 }
 
 // minBuffers is the smallest pool that holds one connection's send and

@@ -7,8 +7,10 @@
 // congestion control; the wire codec is internal/wire) has no clock and no
 // goroutines of its own: it runs on whichever goroutine holds the poller
 // role and talks to the network only through a Link. The AF_XDP data path
-// is one Link; memnet.Network gives an in-memory one with seeded loss,
-// duplication, reordering and delay for tests that need no root.
+// is one Link, in package xdplink; memnet.Network gives an in-memory one
+// with seeded loss, duplication, reordering and delay for tests that need
+// no root. Neither imports this package: each satisfies Link as it
+// stands.
 //
 // Where each concern lives:
 //
@@ -41,11 +43,11 @@
 //	errors.go     the errors the verbs return
 //	poller.go     the poller role: who holds it and how it is handed over
 //	provider.go   Startup, Cleanup and the Provider
-//	link.go       the Link interface and its optional capabilities
+//	link.go       the Link interface and its optional capabilities (Lender, ECNLink)
 //
 // Copies. A send copies the caller's bytes once, into a buffer of the
 // pool; on a link that lends the pool its memory (the AF_XDP link's UMEM
-// frames, see link.go), the segment goes out, and out again if lost, from
+// frames; see Lender), the segment goes out, and out again if lost, from
 // there. A receive copies once, from the UMEM frame into the caller's
 // buffer when a receive waits (Stats.RecvDirect), else into a pool buffer
 // and from there when the caller reads.

@@ -156,12 +156,12 @@ type engine struct {
 	inputFn     func(netip.Addr, []byte, [][]byte)
 	cookies     *cookieMAC
 
-	// A link that lends the pool its memory (see lender): segments are
+	// A link that lends the pool its memory (see Lender): segments are
 	// sent in place. rtx holds a copy to retransmit while the link still
 	// sends the previous transmission; lentFreed says that the link gave
 	// back a buffer nobody needs any more, and who waits for one is due
 	// a wake.
-	lender    lender
+	lender    Lender
 	rtx       []byte
 	lentFreed bool
 
@@ -193,12 +193,12 @@ func newEngine(link Link, cfg engineConfig, seed [32]byte) (*engine, error) {
 		ctl:      make([]byte, wire.HeaderLen+wire.SACKLen*wire.MaxSACK),
 	}
 	pool := newBufPool(cfg.Buffers, mtu)
-	if l, ok := link.(lender); ok {
-		if regions, per, stride, head := l.lent(); len(regions) > 0 && per > 0 && stride-head >= mtu {
+	if l, ok := link.(Lender); ok {
+		if regions, per, stride, head := l.Lent(); len(regions) > 0 && per > 0 && stride-head >= mtu {
 			pool = newBufPoolLent(cfg.Buffers, mtu, regions, per, stride, head)
 			e.lender = l
 			e.rtx = make([]byte, mtu)
-			l.setLentDone(e.lentDone)
+			l.SetLentDone(e.lentDone)
 		}
 	}
 	e.credit = newCredit(pool, mtu-wire.HeaderLen)
@@ -236,7 +236,7 @@ func (e *engine) poll(now int64) bool {
 func (e *engine) receive(now int64) int {
 	e.now = now
 	if e.pool.nLinked > 0 {
-		e.lender.reap()
+		e.lender.Reap()
 		e.wakeLent()
 	}
 	n := e.link.Receive(rxBatch, e.inputFn)

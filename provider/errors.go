@@ -15,7 +15,7 @@ import (
 //
 // hold. Completions carry these values unwrapped, except that ErrNetDown
 // may come as the link's own error, which matches it and says more (from
-// XDPLink, an *xdp.LinkError: the interface was down or gone); synchronous
+// the AF_XDP link, an *xdp.LinkError: the interface was down or gone); synchronous
 // verbs may wrap them with a short context. docs/ERRORS.md maps each to
 // its Winsock code.
 var (

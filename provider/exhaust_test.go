@@ -16,6 +16,7 @@ import (
 
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/provider/xdplink"
 	"github.com/sdx-project/sdx/xdp"
 )
 
@@ -26,11 +27,11 @@ const exhaustPool = 800
 // each link's UMEM and rings sized by frames.
 func newExhaustPair(t testing.TB, subnet uint8, frames xdp.Config, cfg Config) *vethPair {
 	t.Helper()
-	return newExhaustPairLink(t, subnet, XDPLinkConfig{Frames: frames}, cfg)
+	return newExhaustPairLink(t, subnet, xdplink.Config{Frames: frames}, cfg)
 }
 
 // newExhaustPairLink is newExhaustPair with the links configured by lc.
-func newExhaustPairLink(t testing.TB, subnet uint8, lc XDPLinkConfig, cfg Config) *vethPair {
+func newExhaustPairLink(t testing.TB, subnet uint8, lc xdplink.Config, cfg Config) *vethPair {
 	t.Helper()
 	testutil.Privileged(t)
 	ep := &vethPair{bed: testbed.New(t, testbed.Options{Subnet: subnet}), portB: 80}
@@ -42,14 +43,14 @@ func newExhaustPairLink(t testing.TB, subnet uint8, lc XDPLinkConfig, cfg Config
 // endAndStats ends both providers and returns their links' counters, which
 // may be read once the poller has stopped. Cleanup checks, through the
 // links' Close, that every UMEM frame came back.
-func (ep *vethPair) endAndStats(t testing.TB) (XDPLinkStats, XDPLinkStats) {
+func (ep *vethPair) endAndStats(t testing.TB) (xdplink.Counters, xdplink.Counters) {
 	t.Helper()
 	for _, p := range []*Provider{ep.a, ep.b} {
 		if err := p.Cleanup(); err != nil {
 			t.Errorf("cleanup: %v", err)
 		}
 	}
-	return ep.la.Stats(), ep.lb.Stats()
+	return ep.la.Counters(), ep.lb.Counters()
 }
 
 // TestExhaustUMEM runs streams both ways over links with 128 UMEM frames
@@ -64,7 +65,7 @@ func TestExhaustUMEM(t *testing.T) {
 	small := xdp.Config{NumFrames: 128, FillSize: 64, CompletionSize: 64, RxSize: 64, TxSize: 64}
 	// Unpaced (the default), a sender whose window opens sends it in
 	// one burst, which is what runs a small UMEM dry; paced, it fits.
-	ep := newExhaustPairLink(t, 60, XDPLinkConfig{Frames: small, LendBuffers: -1}, Config{})
+	ep := newExhaustPairLink(t, 60, xdplink.Config{Frames: small, LendBuffers: -1}, Config{})
 	ln := ep.listen(t, 4)
 	size := scaled[int64](64<<20, 8<<20)
 	s1, r1 := ep.connectPair(t, ln)

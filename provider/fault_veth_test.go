@@ -4,7 +4,7 @@ package provider
 // (testbed.Hop), with bpf's sdx_fault on the hop's ports dropping sdx
 // frames, seeded, at a rate or by opcode. The frames really go missing
 // between two AF_XDP sockets; the hosts run the production steer program
-// and XDPLink unchanged.
+// and the AF_XDP link unchanged.
 
 import (
 	"errors"
@@ -21,6 +21,7 @@ import (
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/internal/wire"
+	"github.com/sdx-project/sdx/provider/xdplink"
 )
 
 // hopPair is a provider on A and on B of a hop testbed, with one sdx_fault
@@ -453,8 +454,8 @@ func TestFaultJumboTransfer(t *testing.T) {
 	for i, mtu := range []int{9000, 65000} {
 		t.Run(fmt.Sprint(mtu), func(t *testing.T) {
 			hp := newHopPair(t, testbed.HopOptions{Subnet: uint8(36 + i), MTU: mtu}, Config{})
-			for _, l := range []*XDPLink{hp.la, hp.lb} {
-				if s := l.LinkStats(); !s.MultiBuffer || s.MTU != mtu-28 {
+			for _, l := range []*xdplink.Link{hp.la, hp.lb} {
+				if s := l.Stats(); !s.MultiBuffer || s.MTU != mtu-28 {
 					t.Fatalf("link: multi-buffer %v (%q), datagram %d; want multi-buffer datagrams of %d", s.MultiBuffer, s.MultiBufferFallback, s.MTU, mtu-28)
 				}
 			}
@@ -476,8 +477,8 @@ func TestFaultJumboTransfer(t *testing.T) {
 			if f.Dropped == 0 || a.Retransmits == a0.Retransmits {
 				t.Errorf("hop dropped %d frames, A retransmitted %d: the loss did not happen", f.Dropped, a.Retransmits-a0.Retransmits)
 			}
-			for _, l := range []*XDPLink{hp.la, hp.lb} {
-				if k := l.LinkStats().Kernel; k.RxInvalid != 0 || k.TxInvalid != 0 || k.RxDropped != 0 {
+			for _, l := range []*xdplink.Link{hp.la, hp.lb} {
+				if k := l.Stats().Kernel; k.RxInvalid != 0 || k.TxInvalid != 0 || k.RxDropped != 0 {
 					t.Errorf("kernel counters: %+v", k)
 				}
 			}

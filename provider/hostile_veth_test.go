@@ -19,12 +19,13 @@ import (
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/internal/wire"
+	"github.com/sdx-project/sdx/provider/xdplink"
 	"github.com/sdx-project/sdx/xdp"
 )
 
-func steerStats(t testing.TB, l *XDPLink) bpf.SteerStats {
+func steerStats(t testing.TB, l *xdplink.Link) bpf.SteerStats {
 	t.Helper()
-	st, err := l.Steering().Stats()
+	st, err := l.SteerStats()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +164,7 @@ func TestForeignUDPOnSdxPort(t *testing.T) {
 	if err := testbed.IP("-n", bed.B.NS, "addr", "add", served.String()+"/24", "dev", bed.B.If); err != nil {
 		t.Fatal(err)
 	}
-	lb, err := OpenXDPLink(XDPLinkConfig{Netns: bed.B.NS, Interface: bed.B.If, Addr: served})
+	lb, err := xdplink.New(xdplink.Config{Netns: bed.B.NS, Interface: bed.B.If, Addr: served})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +177,7 @@ func TestForeignUDPOnSdxPort(t *testing.T) {
 	if lb.LocalAddr() != served {
 		t.Fatalf("the link serves %v; want %v", lb.LocalAddr(), served)
 	}
-	if _, err := OpenXDPLink(XDPLinkConfig{Netns: bed.A.NS, Interface: bed.A.If, Addr: served}); err == nil {
+	if _, err := xdplink.New(xdplink.Config{Netns: bed.A.NS, Interface: bed.A.If, Addr: served}); err == nil {
 		t.Fatal("a link on A serves B's address")
 	}
 	a, _ := startOn(t, &bed.A, Config{})
@@ -421,7 +422,7 @@ func peerGone(tb testing.TB, p *vethPair, ln Socket) (s, r Socket, recvErr <-cha
 		errc <- err
 	}()
 	start = time.Now()
-	if err := p.lb.Steering().Unregister(0); err != nil {
+	if err := p.lb.SetSteered(false); err != nil {
 		tb.Fatal(err)
 	}
 	if _, err := p.a.Send(s, []byte("request")); err != nil {
@@ -452,7 +453,7 @@ func BenchmarkDeadPeerDetection(b *testing.B) {
 		total += el
 		worst = max(worst, el)
 		n++
-		if err := p.lb.Steering().Register(p.lb.Queue()); err != nil {
+		if err := p.lb.SetSteered(true); err != nil {
 			b.Fatal(err)
 		}
 		p.a.CloseSocket(s)

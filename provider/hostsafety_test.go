@@ -13,6 +13,7 @@ import (
 
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/provider/xdplink"
 )
 
 // TestHostSafetyKilledProvider kills, with SIGKILL, a provider process
@@ -31,7 +32,7 @@ func TestHostSafetyKilledProvider(t *testing.T) {
 
 			switch when {
 			case "starting":
-				// Somewhere in OpenXDPLink or Startup: the child needs
+				// Somewhere in xdplink.New or Startup: the child needs
 				// tens of milliseconds to get there.
 				time.Sleep(time.Duration(5+i) * time.Millisecond)
 			default:
@@ -105,8 +106,8 @@ func newProviderWorks(t *testing.T, bed *testbed.Bed) error {
 	// Binding right after the killed socket's queue went can meet EBUSY
 	// for a moment (ARCHITECTURE.md): retry briefly.
 	for deadline := time.Now().Add(2 * time.Second); ; {
-		var l *XDPLink
-		if l, err = OpenXDPLink(XDPLinkConfig{Netns: bed.B.NS, Interface: bed.B.If}); err == nil {
+		var l *xdplink.Link
+		if l, err = xdplink.New(xdplink.Config{Netns: bed.B.NS, Interface: bed.B.If}); err == nil {
 			if b, err = Startup(Config{Link: l}); err != nil {
 				l.Close()
 			}

@@ -2,10 +2,8 @@ package provider
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,17 +11,19 @@ import (
 	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/internal/wire"
 	"github.com/sdx-project/sdx/provider/memnet"
+	"github.com/sdx-project/sdx/provider/xdplink"
 )
 
-// lendLink is a memnet link that lends its engine memory, as an XDPLink
-// lends UMEM frames, in two regions, as of two queues: a connection's
+// lendLink is a memnet link that lends its engine memory, as the AF_XDP
+// link lends UMEM frames, in two regions, as of two queues: a connection's
 // frames go out from region lport+rport mod 2. A datagram sent in place
 // goes on the wire at once, but the link gives its buffer back only hold
 // flushes later, as a kernel that completes late does. Meanwhile the
 // engine must neither write the buffer nor reuse it: the link checks,
 // when it gives the buffer back, that its bytes are those it sent. A
-// buffer of the other region is refused, and so is every fifth, so that
-// the engine copies them instead.
+// buffer of the other region is sent as a copy, and so is every fifth,
+// as the AF_XDP link copies a buffer whose flow goes out on another
+// queue.
 type lendLink struct {
 	*memnet.Link
 	t                 testing.TB
@@ -47,7 +47,7 @@ type lentSend struct {
 }
 
 func newLendLink(t testing.TB, l *memnet.Link, per, hold int) *lendLink {
-	const head = 42 // an XDPLink's Ethernet, IPv4 and UDP headers
+	const head = 42 // the AF_XDP link's Ethernet, IPv4 and UDP headers
 	stride := (head + l.MTU() + 63) &^ 63
 	ll := &lendLink{Link: l, t: t, per: per, stride: stride, head: head, hold: hold}
 	for r := range ll.mem {
@@ -56,15 +56,15 @@ func newLendLink(t testing.TB, l *memnet.Link, per, hold int) *lendLink {
 	return ll
 }
 
-func (l *lendLink) lent() ([][]byte, int, int, int) {
+func (l *lendLink) Lent() ([][]byte, int, int, int) {
 	return l.mem[:], l.per, l.stride, l.head
 }
 
-func (l *lendLink) region(peer netip.Addr, lport, rport uint16) int {
+func (l *lendLink) Region(peer netip.Addr, lport, rport uint16) int {
 	return int(lport+rport) % 2
 }
 
-func (l *lendLink) setLentDone(fn func(i uint32)) { l.done = fn }
+func (l *lendLink) SetLentDone(fn func(i uint32)) { l.done = fn }
 
 // at is lent buffer i's datagram of n bytes.
 func (l *lendLink) at(i uint32, n int) []byte {
@@ -73,17 +73,23 @@ func (l *lendLink) at(i uint32, n int) []byte {
 	return l.mem[r][o : o+n]
 }
 
-func (l *lendLink) sendLent(peer netip.Addr, i uint32, n int, ect bool) error {
+func (l *lendLink) SendLent(peer netip.Addr, i uint32, n int, ect bool) (bool, error) {
 	b := l.at(i, n)
 	var h wire.Header
 	h.Decode(b)
-	if int(i)/l.per != l.region(peer, h.SrcPort, h.DstPort) {
+	copied := false
+	if int(i)/l.per != l.Region(peer, h.SrcPort, h.DstPort) {
 		l.otherRegion++
-		return errNotInPlace
-	}
-	if i%5 == 4 {
+		copied = true
+	} else if i%5 == 4 {
 		l.notHere++
-		return errNotInPlace
+		copied = true
+	}
+	if copied {
+		if ect {
+			return false, l.SendECT(peer, b)
+		}
+		return false, l.Send(peer, b)
 	}
 	for _, o := range l.out {
 		if o.i == i {
@@ -95,13 +101,13 @@ func (l *lendLink) sendLent(peer netip.Addr, i uint32, n int, ect bool) error {
 		send = l.Link.SendECT
 	}
 	if err := send(peer, b); err != nil {
-		return err
+		return false, err
 	}
 	l.out = append(l.out, lentSend{i: i, due: l.flushes + l.hold, seq: h.Seq, snap: bytes.Clone(b)})
 	l.inPlace++
 	l.byRegion[i/uint32(l.per)]++
 	l.dataSent++
-	return nil
+	return true, nil
 }
 
 // Send counts the data datagrams the engine copies, and among them the
@@ -133,11 +139,11 @@ func (l *lendLink) countCopy(b []byte) {
 func (l *lendLink) Flush() error {
 	err := l.Link.Flush()
 	l.flushes++
-	l.reap()
+	l.Reap()
 	return err
 }
 
-func (l *lendLink) reap() {
+func (l *lendLink) Reap() {
 	k := 0
 	for _, o := range l.out {
 		if o.due > l.flushes {
@@ -236,7 +242,7 @@ func TestVethSendsInPlace(t *testing.T) {
 			bed := testbed.New(t, testbed.Options{MTU: c.mtu})
 			var ps [2]*Provider
 			for i, h := range []*testbed.Host{&bed.A, &bed.B} {
-				l, err := OpenXDPLink(XDPLinkConfig{Netns: h.NS, Interface: h.If, LendBuffers: c.lend})
+				l, err := xdplink.New(xdplink.Config{Netns: h.NS, Interface: h.If, LendBuffers: c.lend})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -262,7 +268,7 @@ func TestVethSendsInPlace(t *testing.T) {
 			case c.lend > 0:
 				wantLent = c.lend
 			case c.buffers > 0:
-				wantLent = defaultLent(st.Link.MTU)
+				wantLent = defaultLent(st.MTU)
 			default:
 				wantLent = st.Buffers
 			}
@@ -295,17 +301,20 @@ func TestVethSendsInPlace(t *testing.T) {
 	}
 }
 
-// TestXDPLinkLendTooMany: more buffers than a UMEM may lend is a
-// configuration error that names the field, not a failed UMEM.
-func TestXDPLinkLendTooMany(t *testing.T) {
-	testutil.Privileged(t)
-	bed := testbed.New(t, testbed.Options{})
-	l, err := OpenXDPLink(XDPLinkConfig{Netns: bed.A.NS, Interface: bed.A.If, LendBuffers: 1 << 30})
-	if err == nil {
-		l.Close()
-		t.Fatal("a link lending 1<<30 buffers opened")
-	}
-	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "LendBuffers") {
-		t.Fatalf("got %v, want a configuration error about LendBuffers", err)
+// defaultLent is defaultBuffers for a Config of default buffer sizes:
+// what the AF_XDP link lends when it is not told how many.
+func defaultLent(mtu int) int {
+	d := defaultEngineConfig()
+	c := Config{SendBuffer: d.SendBuffer, RecvBuffer: d.RecvBuffer}
+	return c.defaultBuffers(mtu)
+}
+
+// The AF_XDP link, which cannot import the provider, lends by default
+// what the provider's default pool holds at its MTU.
+func TestDefaultLendBuffers(t *testing.T) {
+	for _, mtu := range []int{wire.HeaderLen + 64, 576, 1472, 3798, 8972, 9000, 64972, 65535} {
+		if got, want := xdplink.DefaultLendBuffers(mtu), defaultLent(mtu); got != want {
+			t.Errorf("MTU %d: the link lends %d by default, the provider's default pool is %d", mtu, got, want)
+		}
 	}
 }

@@ -42,8 +42,8 @@ type Link interface {
 // ECNLink is a Link that carries the ECN field of the IPv4 header
 // (RFC 3168), so the engine can run ECN on connections whose peer takes
 // part (wire.FlagECN). A Link without it gets no ECN: its frames go out
-// Not-ECT and are dropped, not marked, at a full queue. The XDPLink and
-// memnet's Link are ECNLinks.
+// Not-ECT and are dropped, not marked, at a full queue. The AF_XDP link
+// (xdplink.Link) and memnet's Link are ECNLinks.
 type ECNLink interface {
 	Link
 	// SendECT is Send for a datagram marked ECN-capable, ECT(0): a
@@ -54,30 +54,45 @@ type ECNLink interface {
 	ReceivedCE() bool
 }
 
-// lender is a Link that lends the engine memory it can send from in
-// place: the XDPLink's lent UMEM frames. The engine keeps its first
-// buffers there, so a segment goes out, and out again, from where the
-// writer's data was copied to, with no copy into a frame.
-type lender interface {
-	// lent returns the memory in regions of per buffers, one region per
+// Lender is a Link that lends the engine memory it can send from in
+// place, as the AF_XDP link (package xdplink) lends UMEM frames. The
+// engine keeps its first buffers there, so a segment goes out, and out
+// again, from where the writer's data was copied to, with no copy into a
+// frame. Its methods are the poller's, as the Link's are.
+//
+// What the engine may assume: Lent answers the same each time, and its
+// memory stays the link's, mapped where it is, until Close. A buffer is
+// the engine's to write until a SendLent of it returns held; from then on
+// the link sends from it and the engine neither writes nor reuses it,
+// until the link hands it back by calling the function set with
+// SetLentDone, once for that send, from inside one of its own methods
+// (Flush, Reap or a send). A buffer not held is the engine's again when
+// SendLent returns. A closed link hands nothing back: the engine takes
+// every buffer back itself.
+type Lender interface {
+	Link
+	// Lent returns the memory in regions of per buffers, one region per
 	// queue the link sends on: buffer r*per+j's datagram at
 	// regions[r][j*stride+head:], up to MTU bytes, with room for the
-	// link's headers in the head bytes before it.
-	lent() (regions [][]byte, per, stride, head int)
-	// region is the region whose buffers the frames of the connection
+	// link's headers in the head bytes before it. No regions: the link
+	// lends nothing.
+	Lent() (regions [][]byte, per, stride, head int)
+	// Region is the region whose buffers the frames of the connection
 	// from local port lport to peer's port rport go out from in place:
 	// where its send data belongs, for now (a flow may change queues).
-	region(peer netip.Addr, lport, rport uint16) int
-	// sendLent is Send for the n-byte datagram in lent buffer i, in
-	// place. It returns errNotInPlace, having done nothing, when the
-	// frame must go out where the buffer is not (another queue): send a
-	// copy then. After a nil return the link sends from the buffer
-	// until it calls the function set with setLentDone. ect marks the
-	// frame ECT(0) (see ECNLink).
-	sendLent(peer netip.Addr, i uint32, n int, ect bool) error
-	setLentDone(fn func(i uint32))
-	// reap takes back what the kernel has sent, calling that function.
-	reap()
+	Region(peer netip.Addr, lport, rport uint16) int
+	// SendLent is Send for the n-byte datagram in lent buffer i. The
+	// link picks the queue the frame goes out on, once: if that is the
+	// buffer's region it sends from the buffer in place and returns
+	// held; otherwise it sends a copy, as Send does. ect marks the frame
+	// ECT(0) (see ECNLink). Its errors are Send's; a buffer is never
+	// held after an error.
+	SendLent(peer netip.Addr, i uint32, n int, ect bool) (held bool, err error)
+	// SetLentDone sets the function the link calls when it no longer
+	// sends from a buffer it held.
+	SetLentDone(fn func(i uint32))
+	// Reap takes back what the kernel has sent, calling that function.
+	Reap()
 }
 
 // DefaultUDPPort is the UDP port sdx frames go to unless the link is

@@ -49,12 +49,12 @@ func (e *engine) flush() error {
 }
 
 // sendRegion is the pool region ep's send data belongs in (see
-// lender.region); -1 without a lender.
+// Lender.Region); -1 without a lender.
 func (e *engine) sendRegion(ep *endpoint) int {
 	if e.lender == nil {
 		return -1
 	}
-	return e.lender.region(ep.raddr, ep.lport, ep.rport)
+	return e.lender.Region(ep.raddr, ep.lport, ep.rport)
 }
 
 // lentDone is the lender's call: the link no longer sends from lent
@@ -194,7 +194,7 @@ func (e *engine) sendRaw(ep *endpoint, to netip.Addr, b []byte) bool {
 }
 
 // sendBuf is sendRaw for a datagram b in pool buffer buf: one the link
-// lent is sent in place, where the link can (see lender), and the link
+// lent is sent in place, where the link can (see Lender), and the link
 // then holds it until its transmission completes.
 func (e *engine) sendBuf(ep *endpoint, to netip.Addr, b []byte, buf uint32, ect bool) bool {
 	err := e.linkSend(to, b, buf, ect)
@@ -226,13 +226,10 @@ func (e *engine) linkSend(to netip.Addr, b []byte, buf uint32, ect bool) error {
 	if buf == noBuf || !e.pool.inLent(buf) {
 		return e.send(to, b, ect)
 	}
-	err := e.lender.sendLent(to, buf, len(b), ect)
-	switch {
-	case err == nil:
+	held, err := e.lender.SendLent(to, buf, len(b), ect)
+	if held {
 		e.pool.link(buf)
 		e.st.inPlace.Add(1)
-	case errors.Is(err, errNotInPlace):
-		err = e.send(to, b, ect)
 	}
 	return err
 }

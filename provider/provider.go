@@ -235,9 +235,3 @@ func (p *Provider) Cleanup() error {
 	// The role stays taken: nothing runs the poll loop again.
 	return err
 }
-
-// Link returns the provider's link, for its own counters (an *XDPLink's
-// Stats, Queue and Steering). Like every use of the link outside the
-// poller, reading those is racy while the provider runs; it is meant for
-// reports.
-func (p *Provider) Link() Link { return p.link }

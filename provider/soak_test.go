@@ -347,7 +347,7 @@ func soak(t testing.TB, subnet uint8, more func(start time.Time, conns int64) bo
 			t.Errorf("cleanup: %v", err)
 		}
 	}
-	t.Logf("links at the end: A %+v; B %+v", hp.la.Stats(), hp.lb.Stats())
+	t.Logf("links at the end: A %+v; B %+v", hp.la.Counters(), hp.lb.Counters())
 	return soakResult{conns: soaked(), bytes: c.bytes.Load() - warmBytes, elapsed: el,
 		heapGrowth: int64(ms.HeapAlloc) - int64(heap0), goroutines: max(left, 0)}
 }

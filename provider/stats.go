@@ -2,9 +2,6 @@ package provider
 
 import (
 	"time"
-
-	"github.com/sdx-project/sdx/bpf"
-	"github.com/sdx-project/sdx/xdp"
 )
 
 // Stats is a snapshot of a provider's counters and accounting. It may be
@@ -28,7 +25,7 @@ type Stats struct {
 	// still transmits from in place; free once the kernel is done.
 	BuffersSending int
 	// BuffersLent is how many of Buffers live in memory the link lends
-	// (an XDPLink's UMEM), so that their data is sent where it was
+	// (the AF_XDP link's UMEM; see Lender), so that their data is sent where it was
 	// written, without a copy; the rest are the provider's own.
 	BuffersLent int
 
@@ -102,51 +99,10 @@ type Stats struct {
 	// counts the times it held a sender back.
 	Bursts    [numBurstBuckets]uint64
 	PaceWaits uint64
-	// Link is what the link reports about itself.
-	Link LinkStats
-}
-
-// LinkStats is what a link reports about itself: for an XDPLink, how XDP
-// is attached and the kernel's counters of its AF_XDP socket; for a link
-// that reports nothing (a memnet.Link) only MTU.
-type LinkStats struct {
-	MTU int // the largest datagram the link carries (Link.MTU)
-	// XDPMode is native or generic; 0 for a link without XDP. XDPFrags
-	// says whether the steering program is frags-aware. XDPFallback says
-	// why XDP is not frags-aware native mode (the refusals, or generic
-	// forced by configuration); empty when it is.
-	XDPMode     bpf.Mode
-	XDPFrags    bool
-	XDPFallback string
-	FrameSize   int // UMEM frame size
-	// MultiBuffer says whether frames longer than one UMEM frame travel
-	// as multi-buffer packets (XDP_USE_SG and a frags-aware program),
-	// so that MTU is the interface's less the IPv4 and UDP headers.
-	// MultiBufferFallback says why not where the interface's MTU needs
-	// them (MTU is then capped to one UMEM frame); empty otherwise.
-	MultiBuffer         bool
-	MultiBufferFallback string
-	// Kernel is the AF_XDP sockets' XDP_STATISTICS, summed over the
-	// queues: RxDropped counts frames the kernel dropped before an rx
-	// ring, for instance frames longer than a UMEM frame holds.
-	Kernel xdp.KernelStats
-	// Queues reports each AF_XDP queue the link serves.
-	Queues []QueueStats
-}
-
-// QueueStats is what a link reports about one of its AF_XDP queues.
-type QueueStats struct {
-	ID                 int      // the interface's queue id
-	Mode               xdp.Mode // copy or zero-copy, as the kernel granted
-	ZeroCopyRefused    string   // why the driver refused zero-copy (copy mode); empty if it did not
-	RxFrames, TxFrames uint64   // frames taken from its rx ring, built for its tx ring
-	Kernel             xdp.KernelStats
-}
-
-// linkReporter is a Link with something to report; LinkStats may be
-// called from any goroutine, also after Close.
-type linkReporter interface {
-	LinkStats() LinkStats
+	// MTU is the largest datagram the link carries (Link.MTU). What a
+	// link reports about itself it reports on its own: the AF_XDP
+	// link's Stats and Counters.
+	MTU int
 }
 
 // DropStats counts received datagrams dropped, by reason.
@@ -230,14 +186,11 @@ func (p *Provider) Stats() Stats {
 			BadCookie:   st.dropBadCookie.Load(),
 			Unreach:     st.dropUnreach.Load(),
 		},
-		Link:   LinkStats{MTU: e.mtu},
+		MTU:    e.mtu,
 		Poller: p.role.stats(),
 	}
 	for i := range s.Bursts {
 		s.Bursts[i] = st.bursts[i].Load()
-	}
-	if r, ok := p.link.(linkReporter); ok {
-		s.Link = r.LinkStats()
 	}
 	return s
 }

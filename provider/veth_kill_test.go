@@ -11,6 +11,7 @@ import (
 
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/provider/xdplink"
 )
 
 // killChildEnv names the namespace and interface a child process serves on.
@@ -23,7 +24,7 @@ func TestMain(m *testing.M) { testutil.ChildMain(m, killChildEnv, killChild) }
 // that v names ("NS,IF"), until it is killed.
 func killChild(v string) int {
 	ns, ifname, _ := strings.Cut(v, ",")
-	l, err := OpenXDPLink(XDPLinkConfig{Netns: ns, Interface: ifname})
+	l, err := xdplink.New(xdplink.Config{Netns: ns, Interface: ifname})
 	if err != nil {
 		fmt.Println("error:", err)
 		return 1
@@ -75,7 +76,7 @@ func TestVethPeerKilled(t *testing.T) {
 		t.Fatalf("child: %q", line)
 	}
 
-	l, err := OpenXDPLink(XDPLinkConfig{Netns: bed.A.NS, Interface: bed.A.If})
+	l, err := xdplink.New(xdplink.Config{Netns: bed.A.NS, Interface: bed.A.If})
 	if err != nil {
 		t.Fatal(err)
 	}

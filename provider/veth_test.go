@@ -1,7 +1,7 @@
 package provider
 
 // Tests of the provider over the real AF_XDP data path: two namespaces
-// joined by a veth pair, an XDPLink and a Provider on each end.
+// joined by a veth pair, an AF_XDP link (xdplink.Link) and a Provider on each end.
 
 import (
 	"errors"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/provider/xdplink"
 	"github.com/sdx-project/sdx/xdp"
 )
 
@@ -21,7 +22,7 @@ import (
 type vethPair struct {
 	bed      *testbed.Bed
 	a, b     *Provider
-	la, lb   *XDPLink
+	la, lb   *xdplink.Link
 	portB    uint16
 	listener Socket // on b, bound to portB
 }
@@ -36,26 +37,26 @@ func newVethPair(t testing.TB, cfg Config) *vethPair {
 	return p
 }
 
-// startOn opens an XDPLink on h and starts a provider on it; the test's
+// startOn opens an AF_XDP link on h and starts a provider on it; the test's
 // cleanup ends the provider and checks, through the link's Close, that
 // every UMEM frame came back.
-func startOn(t testing.TB, h *testbed.Host, cfg Config) (*Provider, *XDPLink) {
+func startOn(t testing.TB, h *testbed.Host, cfg Config) (*Provider, *xdplink.Link) {
 	t.Helper()
 	return startOnFrames(t, h, xdp.Config{}, cfg)
 }
 
 // startOnFrames is startOn with the link's UMEM and rings sized by frames.
-func startOnFrames(t testing.TB, h *testbed.Host, frames xdp.Config, cfg Config) (*Provider, *XDPLink) {
+func startOnFrames(t testing.TB, h *testbed.Host, frames xdp.Config, cfg Config) (*Provider, *xdplink.Link) {
 	t.Helper()
-	return startOnLink(t, h, XDPLinkConfig{Frames: frames}, cfg)
+	return startOnLink(t, h, xdplink.Config{Frames: frames}, cfg)
 }
 
 // startOnLink is startOn with the link configured by lc (its Netns and
 // Interface are h's).
-func startOnLink(t testing.TB, h *testbed.Host, lc XDPLinkConfig, cfg Config) (*Provider, *XDPLink) {
+func startOnLink(t testing.TB, h *testbed.Host, lc xdplink.Config, cfg Config) (*Provider, *xdplink.Link) {
 	t.Helper()
 	lc.Netns, lc.Interface = h.NS, h.If
-	l, err := OpenXDPLink(lc)
+	l, err := xdplink.New(lc)
 	if err != nil {
 		t.Fatalf("link on %s: %v", h.NS, err)
 	}

@@ -89,7 +89,7 @@ func TestCapture(t *testing.T) {
 		r, err := control.Query(a.ControlPath(), control.CmdStack)
 		return err == nil && r.Stack.Capturing
 	})
-	q0 := a.Provider().Stats().Link.Queues[0]
+	q0 := a.LinkStats().Queues[0]
 
 	c, err := (&sdx.Dialer{Stack: a, DisableFallback: true}).Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -108,7 +108,7 @@ func TestCapture(t *testing.T) {
 	waitUntil(t, "the link to go quiet", func() bool {
 		s := a.Provider().Stats()
 		prev := q1
-		q1 = s.Link.Queues[0]
+		q1 = a.LinkStats().Queues[0]
 		return s.Endpoints == 0 && b.Provider().Stats().Endpoints == 1 && q1.RxFrames == prev.RxFrames && q1.TxFrames == prev.TxFrames && q1.RxFrames > q0.RxFrames
 	})
 	rx, tx := int(q1.RxFrames-q0.RxFrames), int(q1.TxFrames-q0.TxFrames)

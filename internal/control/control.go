@@ -17,6 +17,7 @@ import (
 	"net/netip"
 
 	"github.com/sdx-project/sdx/provider"
+	"github.com/sdx-project/sdx/provider/xdplink"
 )
 
 // DefaultDir is where stacks put their control sockets unless told
@@ -109,9 +110,11 @@ type TCPInfo struct {
 	BytesRecv    uint64 `json:"bytes_received"`
 }
 
-// Counters are a stack's counters: the provider's (with XDP_STATISTICS
-// per queue in Provider.Link.Queues) and the switch's fallbacks.
+// Counters are a stack's counters: the provider's, its AF_XDP link's
+// (with XDP_STATISTICS per queue in Link.Queues) and the switch's
+// fallbacks.
 type Counters struct {
 	Provider  provider.Stats    `json:"provider"`
+	Link      xdplink.Stats     `json:"link"`
 	Fallbacks map[string]uint64 `json:"fallbacks"`
 }

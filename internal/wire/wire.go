@@ -41,7 +41,32 @@ const (
 	HeaderLen = 52 // fixed part; a header with n SACK blocks is HeaderLen+8n
 	MaxSACK   = 8
 	SACKLen   = 8
+
+	// SrcPortOff and DstPortOff are the offsets of the sockets' ports,
+	// which a link reads to tell connections apart without decoding.
+	SrcPortOff = 8
+	DstPortOff = 10
 )
+
+// The UDP source ports of sdx frames: each connection sends from its own
+// port in [SrcPortMin, SrcPortMin+SrcPorts), the dynamic range (as
+// RoCEv2 does), picked by the hash of its flow, so that a NIC's RSS and a
+// network's ECMP spread connections over queues and paths while each
+// connection keeps one path (no reordering). The destination port stays
+// the sdx port. A receiver takes sdx frames from any source port.
+const (
+	SrcPortMin = 49152
+	SrcPorts   = 16384
+)
+
+// Ports reads the sockets' ports from the header at the start of b, with
+// no other check; ok is false when b is too short to hold them.
+func Ports(b []byte) (src, dst uint16, ok bool) {
+	if len(b) < DstPortOff+2 {
+		return 0, 0, false
+	}
+	return binary.BigEndian.Uint16(b[SrcPortOff:]), binary.BigEndian.Uint16(b[DstPortOff:]), true
+}
 
 // The payload of connect and accept announces the largest datagram (sdx
 // header and data) the sender receives: its link's MTU, a u16. A peer
@@ -225,8 +250,8 @@ func (h *Header) Put(b []byte, payloadLen int) int {
 	b[2] = h.Flags
 	b[3] = h.NSACK
 	binary.BigEndian.PutUint32(b[4:], 0)
-	binary.BigEndian.PutUint16(b[8:], h.SrcPort)
-	binary.BigEndian.PutUint16(b[10:], h.DstPort)
+	binary.BigEndian.PutUint16(b[SrcPortOff:], h.SrcPort)
+	binary.BigEndian.PutUint16(b[DstPortOff:], h.DstPort)
 	binary.BigEndian.PutUint32(b[12:], h.SrcConn)
 	binary.BigEndian.PutUint32(b[16:], h.DstConn)
 	binary.BigEndian.PutUint32(b[20:], h.Window)
@@ -308,8 +333,8 @@ func (h *Header) decode(b []byte, more [][]byte, verify bool) (payload []byte, e
 	h.Op = op
 	h.Flags = b[2]
 	h.NSACK = uint8(nsack)
-	h.SrcPort = binary.BigEndian.Uint16(b[8:])
-	h.DstPort = binary.BigEndian.Uint16(b[10:])
+	h.SrcPort = binary.BigEndian.Uint16(b[SrcPortOff:])
+	h.DstPort = binary.BigEndian.Uint16(b[DstPortOff:])
 	h.SrcConn = binary.BigEndian.Uint32(b[12:])
 	h.DstConn = binary.BigEndian.Uint32(b[16:])
 	h.Window = binary.BigEndian.Uint32(b[20:])

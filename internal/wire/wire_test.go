@@ -381,3 +381,16 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// Ports reads the ports the codec wrote, and nothing from a datagram too
+// short to hold them.
+func TestPorts(t *testing.T) {
+	h, payload := goldenData()
+	src, dst, ok := Ports(AppendDatagram(nil, &h, payload))
+	if !ok || src != h.SrcPort || dst != h.DstPort {
+		t.Fatalf("Ports: %#x %#x %v, want %#x %#x", src, dst, ok, h.SrcPort, h.DstPort)
+	}
+	if _, _, ok := Ports(make([]byte, DstPortOff+1)); ok {
+		t.Fatal("Ports read a datagram too short")
+	}
+}

@@ -1,19 +1,10 @@
-package provider
+package xdplink
 
 import (
 	"encoding/binary"
 	"net/netip"
-)
 
-// The UDP source ports of sdx frames: each connection sends from its own
-// port in [SrcPortMin, SrcPortMin+SrcPorts), the dynamic range (as
-// RoCEv2 does), picked by the hash of its flow, so that a NIC's RSS and a
-// network's ECMP spread connections over queues and paths while each
-// connection keeps one path (no reordering). The destination port stays
-// the sdx port. A receiver takes sdx frames from any source port.
-const (
-	SrcPortMin = 49152
-	SrcPorts   = 16384
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 // flowKey names a connection's flow at the link: the peer's address and
@@ -25,10 +16,7 @@ type flowKey uint64
 // on the way out, the peer's on the way in. A datagram too short for the
 // ports (the engine drops it) has ports 0.
 func flowOf(peer netip.Addr, datagram []byte, received bool) (flowKey, uint32) {
-	var src, dst uint16
-	if len(datagram) >= 12 {
-		src, dst = binary.BigEndian.Uint16(datagram[8:]), binary.BigEndian.Uint16(datagram[10:])
-	}
+	src, dst, _ := wire.Ports(datagram)
 	local, remote := src, dst
 	if received {
 		local, remote = dst, src

@@ -1,9 +1,10 @@
-package provider
+package xdplink
 
 import (
 	"net/netip"
 
 	"github.com/sdx-project/sdx/internal/frame"
+	"github.com/sdx-project/sdx/internal/wire"
 )
 
 // unanswerable reports whether a is an address the link neither accepts
@@ -14,7 +15,7 @@ import (
 // the interface. An answer to such a source reaches every host on the
 // segment, or ourselves. The steer program drops such sources first (bpf's
 // package doc); this check stands on its own, and it also guards sends.
-func (l *XDPLink) unanswerable(a netip.Addr) bool {
+func (l *Link) unanswerable(a netip.Addr) bool {
 	if !a.Is4() {
 		return true
 	}
@@ -39,25 +40,25 @@ func (l *XDPLink) unanswerable(a netip.Addr) bool {
 
 // SetUnreachable sets the function Receive hands ICMP port unreachables
 // about our frames to (owner only).
-func (l *XDPLink) SetUnreachable(fn func(peer netip.Addr, quoted []byte)) { l.unreach = fn }
+func (l *Link) SetUnreachable(fn func(peer netip.Addr, quoted []byte)) { l.unreach = fn }
 
 // unreachable hands an ICMP port unreachable in b to the engine if it is
 // one about a frame we sent: to our address, from an address we may
 // answer, quoting a datagram from our address and one of our source ports
 // (ourSrcPort) to the ICMP's source and sdx port. It reports whether it did; anything else is
 // counted and dropped.
-func (l *XDPLink) unreachable(b []byte) bool {
+func (l *Link) unreachable(b []byte) bool {
 	u := &l.icmp
 	switch err := frame.ParseUnreach(b, u); {
 	case err != nil:
-		l.stats.Malformed++
+		l.ctr.malformed.bump()
 	case u.To != l.local.IP || u.Quote.Src.IP != l.local.IP || u.Quote.Dst.IP != u.From ||
 		!l.ourSrcPort(u.Quote.Src.Port) || u.Quote.Dst.Port != l.cfg.Port:
-		l.stats.NotOurs++
+		l.ctr.notOurs.bump()
 	case l.unanswerable(u.From):
-		l.stats.Spoofed++
+		l.ctr.spoofed.bump()
 	default:
-		l.stats.Unreach++
+		l.ctr.unreach.bump()
 		if l.unreach != nil {
 			l.unreach(u.From, u.Quoted)
 		}
@@ -67,8 +68,8 @@ func (l *XDPLink) unreachable(b []byte) bool {
 }
 
 // ourSrcPort reports whether p is a UDP source port this link sends from:
-// one of the range (SrcPortMin), or the sdx port itself, which sdx used
+// one of the range (wire.SrcPortMin), or the sdx port itself, which sdx used
 // before the range and the steering program also takes.
-func (l *XDPLink) ourSrcPort(p uint16) bool {
-	return p >= SrcPortMin || p == l.cfg.Port
+func (l *Link) ourSrcPort(p uint16) bool {
+	return p >= wire.SrcPortMin || p == l.cfg.Port
 }

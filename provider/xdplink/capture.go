@@ -1,7 +1,8 @@
-package provider
+package xdplink
 
 import (
 	"errors"
+	"math/bits"
 	"sync/atomic"
 	"time"
 
@@ -9,14 +10,14 @@ import (
 	"github.com/sdx-project/sdx/xdp"
 )
 
-// Capture records the frames an XDPLink sends and receives, whole
+// Capture records the frames a Link sends and receives, whole
 // (Ethernet header first), for `sdx capture`. The poller is its only
 // producer: it copies each frame into a free slot of a fixed set, or
 // counts it dropped when none is free; one goroutine at a time consumes
 // (Next, Release). While no capture runs the link pays one atomic load
 // per frame; StartCapture and Stop may be called from any goroutine.
 type Capture struct {
-	link    *XDPLink
+	link    *Link
 	snaplen int
 	slots   []captureSlot
 	free    *ring.SPSC[uint32] // consumer -> producer
@@ -46,18 +47,18 @@ const (
 )
 
 // ErrCaptureBusy is StartCapture's error while another capture runs.
-var ErrCaptureBusy = errors.New("provider: a capture is already running on this link")
+var ErrCaptureBusy = errors.New("xdplink: a capture is already running on this link")
 
 // StartCapture begins recording up to frames frames at a time of at
 // most snaplen bytes each (0: the defaults); the caller must Stop it.
-func (l *XDPLink) StartCapture(frames, snaplen int) (*Capture, error) {
+func (l *Link) StartCapture(frames, snaplen int) (*Capture, error) {
 	if frames <= 0 {
 		frames = DefaultCaptureFrames
 	}
 	if snaplen <= 0 {
 		snaplen = DefaultCaptureSnaplen
 	}
-	frames = pow2(frames)
+	frames = 1 << bits.Len(uint(frames-1)) // a power of two, for the rings
 	c := &Capture{link: l, snaplen: snaplen, slots: make([]captureSlot, frames), held: -1}
 	var err error
 	if c.free, err = ring.NewSPSC[uint32](frames); err != nil {
@@ -124,12 +125,12 @@ func (c *Capture) record(sent bool, parts ...[]byte) {
 }
 
 // capture records the received packet whose chain is descs.
-func (l *XDPLink) capture(c *Capture, q *xdp.Queue, descs []xdp.Desc) {
+func (l *Link) capture(c *Capture, q *xdp.Queue, descs []xdp.Desc) {
 	l.captureChain(c, false, q, descs)
 }
 
 // captureChain records the packet whose chain is descs, sent or received.
-func (l *XDPLink) captureChain(c *Capture, sent bool, q *xdp.Queue, descs []xdp.Desc) {
+func (l *Link) captureChain(c *Capture, sent bool, q *xdp.Queue, descs []xdp.Desc) {
 	var parts [xdp.MaxPacketFrames][]byte
 	n := 0
 	for _, d := range descs {
@@ -144,7 +145,7 @@ func (l *XDPLink) captureChain(c *Capture, sent bool, q *xdp.Queue, descs []xdp.
 
 // CaptureState reports whether a capture runs on the link, and what it
 // recorded and dropped so far; any goroutine.
-func (l *XDPLink) CaptureState() (running bool, captured, dropped uint64) {
+func (l *Link) CaptureState() (running bool, captured, dropped uint64) {
 	c := l.tap.Load()
 	if c == nil {
 		return false, 0, 0

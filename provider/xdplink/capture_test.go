@@ -1,4 +1,4 @@
-package provider
+package xdplink
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 // snaplen, counts what it had no room for, and records nothing once
 // stopped; one capture runs on a link at a time.
 func TestCaptureRing(t *testing.T) {
-	l := &XDPLink{}
+	l := &Link{}
 	c, err := l.StartCapture(2, 8)
 	if err != nil {
 		t.Fatal(err)

@@ -1,26 +1,30 @@
-package provider
+package xdplink
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sdx-project/sdx/internal/frame"
+	"github.com/sdx-project/sdx/internal/neigh"
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
+	"github.com/sdx-project/sdx/internal/wire"
 	"github.com/sdx-project/sdx/xdp"
 )
 
-// xdpLinks opens an XDPLink on each end of a fresh testbed.
-func xdpLinks(t testing.TB) (*testbed.Bed, *XDPLink, *XDPLink) {
+// xdpLinks opens a Link on each end of a fresh testbed.
+func xdpLinks(t testing.TB) (*testbed.Bed, *Link, *Link) {
 	t.Helper()
 	testutil.Privileged(t)
 	bed := testbed.New(t, testbed.Options{})
-	open := func(h *testbed.Host) *XDPLink {
-		l, err := OpenXDPLink(XDPLinkConfig{Netns: h.NS, Interface: h.If})
+	open := func(h *testbed.Host) *Link {
+		l, err := New(Config{Netns: h.NS, Interface: h.If})
 		if err != nil {
 			t.Fatalf("open link on %s: %v", h.NS, err)
 		}
@@ -44,7 +48,7 @@ func TestXDPLinkDatagrams(t *testing.T) {
 	// The first send to a peer resolves it through the kernel (ARP): the
 	// datagram waits for the answer in the peer's pending queue, and goes
 	// out with a later Flush (or Receive) once the kernel has it.
-	for _, pair := range [][2]*XDPLink{{a, b}, {b, a}} {
+	for _, pair := range [][2]*Link{{a, b}, {b, a}} {
 		from, to := pair[0], pair[1]
 		if err := from.Send(to.LocalAddr(), []byte("hello")); err != nil {
 			t.Fatal(err)
@@ -52,7 +56,7 @@ func TestXDPLinkDatagrams(t *testing.T) {
 		got := false
 		for deadline := time.Now().Add(5 * time.Second); !got; {
 			if time.Now().After(deadline) {
-				t.Fatalf("the first datagram to %v did not arrive: %+v", to.LocalAddr(), from.Stats())
+				t.Fatalf("the first datagram to %v did not arrive: %+v", to.LocalAddr(), from.Counters())
 			}
 			from.Flush()
 			to.Receive(64, func(peer netip.Addr, p []byte, _ [][]byte) {
@@ -60,11 +64,11 @@ func TestXDPLinkDatagrams(t *testing.T) {
 			})
 		}
 		// B may have learnt A's address from A's ARP request.
-		if s := from.Stats(); s.Pending > 1 || from == a && s.Pending != 1 || s.Unresolved != 0 {
+		if s := from.Counters(); s.Pending > 1 || from == a && s.Pending != 1 || s.Unresolved != 0 {
 			t.Fatalf("first datagram: %+v, want it pending once (or known already) and sent", s)
 		}
 	}
-	for i, pair := range [][2]*XDPLink{{a, b}, {b, a}} {
+	for i, pair := range [][2]*Link{{a, b}, {b, a}} {
 		from, to := pair[0], pair[1]
 		const n = 1000
 		for k := range n {
@@ -99,10 +103,10 @@ func TestXDPLinkDatagrams(t *testing.T) {
 			}
 		}
 	}
-	if s := a.Stats(); s.Unresolved != 0 || s.Malformed != 0 || s.NotOurs != 0 {
+	if s := a.Counters(); s.Unresolved != 0 || s.Malformed != 0 || s.NotOurs != 0 {
 		t.Fatalf("link counters: %+v", s)
 	}
-	if sa, sb := a.Stats(), b.Stats(); sa.Pending != 1 || sb.Pending > 1 {
+	if sa, sb := a.Counters(), b.Counters(); sa.Pending != 1 || sb.Pending > 1 {
 		t.Errorf("%d and %d frames waited for a resolution, want only the first", sa.Pending, sb.Pending)
 	}
 	if err := a.Send(b.LocalAddr(), make([]byte, a.MTU()+1)); !errors.Is(err, syscall.EMSGSIZE) {
@@ -117,19 +121,19 @@ func TestXDPLinkErrors(t *testing.T) {
 	}
 	// An address on the subnet with nobody there never resolves. Its
 	// frame waits for the kernel's answer while the caller goes on; after
-	// resolveWait it is dropped, and later sends fail fast.
+	// neigh.Wait it is dropped, and later sends fail fast.
 	absent := netip.MustParseAddr("198.18.0.99")
 	start := time.Now()
 	if err := a.Send(absent, []byte("x")); err != nil {
 		t.Fatalf("send to a host being resolved: %v, want it queued", err)
 	}
-	if d := time.Since(start); d >= resolveWait {
+	if d := time.Since(start); d >= neigh.Wait {
 		t.Errorf("a send to a host being resolved took %v: it waited for the answer", d)
 	}
-	if s := a.Stats(); s.Pending != 1 || s.Sent != 0 {
+	if s := a.Counters(); s.Pending != 1 || s.Sent != 0 {
 		t.Fatalf("after a send to a host being resolved: %+v, want 1 pending and none sent", s)
 	}
-	for deadline := time.Now().Add(5 * time.Second); a.Stats().Unresolved == 0; {
+	for deadline := time.Now().Add(5 * time.Second); a.Counters().Unresolved == 0; {
 		if time.Now().After(deadline) {
 			t.Fatal("the frame to an absent host was never dropped")
 		}
@@ -176,7 +180,7 @@ func TestXDPLinkRefusesUnanswerable(t *testing.T) {
 	if err := a.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if st := a.Stats(); st.Refused != uint64(len(bad)) || st.Sent != 0 {
+	if st := a.Counters(); st.Refused != uint64(len(bad)) || st.Sent != 0 {
 		t.Errorf("refused %d, sent %d; want %d refused, none sent", st.Refused, st.Sent, len(bad))
 	}
 	for _, s := range []string{bed.B.Addr.String(), "198.18.1.0", "198.18.1.255", "198.19.0.255", "10.0.0.1"} {
@@ -187,5 +191,91 @@ func TestXDPLinkRefusesUnanswerable(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	if n := b.Receive(64, func(netip.Addr, []byte, [][]byte) {}); n != 0 {
 		t.Errorf("B received %d datagrams", n)
+	}
+}
+
+// TestLendTooMany: more buffers than a UMEM may lend is a configuration
+// error that names the field, not a failed UMEM.
+func TestLendTooMany(t *testing.T) {
+	testutil.Privileged(t)
+	bed := testbed.New(t, testbed.Options{})
+	l, err := New(Config{Netns: bed.A.NS, Interface: bed.A.If, LendBuffers: 1 << 30})
+	if err == nil {
+		l.Close()
+		t.Fatal("a link lending 1<<30 buffers opened")
+	}
+	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "LendBuffers") {
+		t.Fatalf("got %v, want a configuration error about LendBuffers", err)
+	}
+}
+
+// TestSendLent follows the Lender contract on one queue: a datagram
+// written in a lent buffer to a peer still resolving goes out as a copy
+// (not held); once the peer is known it goes out from the buffer (held),
+// arrives byte-exact, and the buffer comes back through the SetLentDone
+// function exactly once.
+func TestSendLent(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	bed, a, b := xdpLinks(t)
+	regions, per, stride, head := a.Lent()
+	if len(regions) != 1 || per != DefaultLendBuffers(a.MTU()) || head != frame.HeaderLen || stride < head+a.MTU() {
+		t.Fatalf("Lent: %d regions of %d buffers, stride %d, head %d", len(regions), per, stride, head)
+	}
+	done := map[uint32]int{}
+	a.SetLentDone(func(i uint32) { done[i]++ })
+	write := func(i uint32, msg string) int {
+		o := int(i)*stride + head
+		return copy(regions[0][o:o+a.MTU()], wire.AppendDatagram(nil, &wire.Header{Op: wire.OpData, SrcPort: 1, DstPort: 2}, []byte(msg)))
+	}
+	receive := func(want string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			got := false
+			a.Flush()
+			b.Receive(64, func(_ netip.Addr, p []byte, _ [][]byte) {
+				var h wire.Header
+				pl, err := h.Decode(p)
+				got = got || err == nil && string(pl) == want
+			})
+			if got {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%q did not arrive: %+v", want, a.Counters())
+			}
+		}
+	}
+
+	n := write(3, "copied")
+	if held, err := a.SendLent(b.LocalAddr(), 3, n, false); held || err != nil {
+		t.Fatalf("SendLent to a peer being resolved: held %v, %v; want a copy", held, err)
+	}
+	if c := a.Counters(); c.Copied != 1 || c.Pending != 1 || c.InPlace != 0 {
+		t.Fatalf("after a lent send to a peer being resolved: %+v", c)
+	}
+	receive("copied")
+	if err := bed.Neighbours(); err != nil {
+		t.Fatal(err)
+	}
+	n = write(5, "in place")
+	held, err := a.SendLent(b.LocalAddr(), 5, n, true)
+	if !held || err != nil {
+		t.Fatalf("SendLent to a known peer: held %v, %v; want it held", held, err)
+	}
+	receive("in place")
+	for deadline := time.Now().Add(5 * time.Second); done[5] == 0; a.Reap() {
+		if time.Now().After(deadline) {
+			t.Fatal("the link never handed buffer 5 back")
+		}
+	}
+	a.Reap()
+	if len(done) != 1 || done[5] != 1 {
+		t.Fatalf("buffers handed back: %v, want buffer 5 once", done)
+	}
+	if c := a.Counters(); c.InPlace != 1 || c.Copied != 1 {
+		t.Fatalf("counters: %+v, want one in place and one copied", c)
+	}
+	if held, err := a.SendLent(b.LocalAddr(), 6, a.MTU()+1, false); held || !errors.Is(err, syscall.EMSGSIZE) {
+		t.Fatalf("oversized SendLent: held %v, %v", held, err)
 	}
 }

@@ -1,7 +1,6 @@
-package provider
+package xdplink
 
 import (
-	"encoding/binary"
 	"net/netip"
 	"testing"
 
@@ -14,10 +13,7 @@ import (
 func TestFlowEntropy(t *testing.T) {
 	peer := netip.MustParseAddr("198.18.0.2")
 	hdr := func(src, dst uint16) []byte {
-		b := make([]byte, wire.HeaderLen)
-		binary.BigEndian.PutUint16(b[8:], src)
-		binary.BigEndian.PutUint16(b[10:], dst)
-		return b
+		return wire.AppendDatagram(nil, &wire.Header{Op: wire.OpData, SrcPort: src, DstPort: dst}, nil)
 	}
 	ports := map[uint16]bool{}
 	for i := range 64 {
@@ -27,8 +23,8 @@ func TestFlowEntropy(t *testing.T) {
 		if out != in {
 			t.Fatalf("connection %d: sent frames name flow %x, received ones %x", i, out, in)
 		}
-		p := SrcPortMin + uint16(h%SrcPorts)
-		if p < SrcPortMin {
+		p := wire.SrcPortMin + uint16(h%wire.SrcPorts)
+		if p < wire.SrcPortMin {
 			t.Fatalf("source port %d below the range", p)
 		}
 		ports[p] = true
