@@ -296,3 +296,53 @@ func (c *congestion) onECN(ce uint8, newly int, una, nxt uint64) bool {
 	c.cwrEnd = nxt
 	return true
 }
+
+// What stopped a sender with data queued: nothing, the peer's window
+// (credit), the congestion window, or the buffer pool.
+const (
+	limitNone uint8 = iota
+	limitCredit
+	limitCwnd
+	limitPool
+	limitPace
+)
+
+// Pacing. A window sent at once arrives at a shallow buffer as one burst
+// and overflows it; spread over the round trip it arrives as the acks
+// come back. A connection sends at most paceBurst segments back to back
+// and the rest of its window at paceRate times cwnd per SRTT (twice that
+// in slow start, as Linux does), so the window can still grow.
+const (
+	paceBurst       = 16
+	paceRateSlow    = 2  // times cwnd per SRTT, in slow start
+	paceRatePer10   = 12 // tenths of cwnd per SRTT, in congestion avoidance
+	numBurstBuckets = 7  // 1, 2-3, 4-7, 8-15, 16-31, 32-63, 64+ segments
+)
+
+// paceGap is how long n bytes take at the pacing rate; 0 before an RTT
+// sample.
+func (s *sender) paceGap(n int) int64 {
+	if s.rtt.srtt == 0 || s.cc.cwnd <= 0 {
+		return 0
+	}
+	if s.cc.inSlowStart() {
+		return int64(n) * s.rtt.srtt / (paceRateSlow * int64(s.cc.cwnd))
+	}
+	return int64(n) * s.rtt.srtt * 10 / (paceRatePer10 * int64(s.cc.cwnd))
+}
+
+// paceSlack is how far ahead of paceNext a segment may go: a burst of
+// paceBurst segments.
+func (s *sender) paceSlack() int64 { return s.paceGap(paceBurst * s.mssOrOne()) }
+
+func (s *sender) mssOrOne() int { return max(s.cc.mss, 1) }
+
+// burstBucket is the histogram bucket of a burst of n segments.
+func burstBucket(n int) int {
+	b := 0
+	for n > 1 && b < numBurstBuckets-1 {
+		n >>= 1
+		b++
+	}
+	return b
+}
