@@ -22,7 +22,7 @@ type engineConfig struct {
 	InitialRTO, MinRTO, MaxRTO time.Duration
 	AckDelay                   time.Duration
 	Timeout                    time.Duration // dead-peer bound
-	Pacing                     bool          // spread a window over the round trip (see pace)
+	Pacing                     bool          // spread a window over the round trip (see paceGap)
 	Reno                       bool          // NewReno's congestion window, not CUBIC's
 	PeerTimeout                time.Duration // liveness bound of a peer stack with heartbeats; 0: no heartbeats
 }

@@ -71,7 +71,7 @@ type sender struct {
 	cwndLimited    bool
 	limit          uint8
 
-	// Pacing (see pace): the next segment may go at paceNext, less the
+	// Pacing (see paceGap): the next segment may go at paceNext, less the
 	// slack of a burst; paceWait, a timer is set for it.
 	paceNext int64
 	paceWait bool

@@ -198,7 +198,7 @@ func (e *engine) expiredAck(ep *endpoint) {
 	e.ackSoon(ep, true)
 }
 
-// expiredPace lets the segments pacing held back go (see pace).
+// expiredPace lets the segments pacing held back go (see paceGap).
 func (e *engine) expiredPace(ep *endpoint) {
 	ep.snd.paceWait = false
 	e.queueOutput(ep)
