@@ -361,23 +361,7 @@ func (c *xskConn) RecvUntil(p []byte, t time.Time) (int, error) {
 
 // Echo turns every frame around in place, as cmd/sdx's demo does: swap
 // the addresses, put the same frame on the tx ring.
-func (c *xskConn) Echo() error {
-	var s spinner
-	for {
-		n := c.q.Receive(c.rx[:])
-		if n == 0 {
-			c.q.Complete()
-			c.q.Refill()
-			if err := c.rxWait(&s, c.b.deadline); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := c.echoBatch(n); err != nil {
-			return err
-		}
-	}
-}
+func (c *xskConn) Echo() error { return c.serve(nil) }
 
 // echoBatch turns around the n descriptors just received into c.rx.
 func (c *xskConn) echoBatch(n int) error {
@@ -404,9 +388,9 @@ func (c *xskConn) echoBatch(n int) error {
 	return nil
 }
 
-// serve is the floor's server end in a child process: it turns every
-// frame around as Echo does, or, while k is on, counts each frame for the
-// floor's port (as Recv would return it) and releases it.
+// serve turns every frame around (Echo), or, in the floor's server end
+// in a child process while k is on, counts each frame for the floor's
+// port (as Recv would return it) and releases it.
 func (c *xskConn) serve(k *sink) error {
 	var s spinner
 	for {
@@ -419,7 +403,7 @@ func (c *xskConn) serve(k *sink) error {
 			}
 			continue
 		}
-		if !k.on.Load() {
+		if k == nil || !k.on.Load() {
 			if err := c.echoBatch(n); err != nil {
 				return err
 			}
