@@ -251,8 +251,9 @@ func accept(ln net.Listener) (net.Conn, error) {
 	return c, err
 }
 
-// serveEcho sends every byte back on every connection ln accepts.
-func serveEcho(ln net.Listener) {
+// serveEach runs handle on its own goroutine for every connection ln
+// accepts, and closes the connection when handle returns.
+func serveEach(ln net.Listener, handle func(c net.Conn)) {
 	for {
 		c, err := accept(ln)
 		if err != nil {
@@ -260,47 +261,47 @@ func serveEcho(ln net.Listener) {
 		}
 		go func() {
 			defer c.Close()
-			buf := make([]byte, 64<<10)
-			for {
-				n, err := c.Read(buf)
-				if n > 0 {
-					if _, werr := c.Write(buf[:n]); werr != nil {
-						return
-					}
-				}
-				if err != nil {
+			handle(c)
+		}()
+	}
+}
+
+// serveEcho sends every byte back on every connection ln accepts.
+func serveEcho(ln net.Listener) {
+	serveEach(ln, func(c net.Conn) {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				if _, werr := c.Write(buf[:n]); werr != nil {
 					return
 				}
 			}
-		}()
-	}
+			if err != nil {
+				return
+			}
+		}
+	})
 }
 
 // serveSink reads every connection ln accepts to its end, counting in k,
 // as the one-process msgrate and bulk servers do.
 func serveSink(ln net.Listener, k *sink) {
-	for {
-		c, err := accept(ln)
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			buf := make([]byte, k.size.Load())
-			for {
-				n, err := c.Read(buf)
-				if n > 0 {
-					k.add(n)
-				}
-				if err == io.EOF {
-					k.end()
-				}
-				if err != nil {
-					return
-				}
+	serveEach(ln, func(c net.Conn) {
+		buf := make([]byte, k.size.Load())
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				k.add(n)
 			}
-		}()
-	}
+			if err == io.EOF {
+				k.end()
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
 }
 
 // serveCloser serves connrate as the one-process server does: accept,
