@@ -133,11 +133,15 @@ func (p *probe) state() sys.ProbeState {
 }
 
 // Control calls f with the stand-in descriptor.
-func (p *probe) Control(f func(fd uintptr)) error {
+func (p *probe) Control(f func(fd uintptr)) error { return p.withFd("raw-control", f) }
+
+// withFd calls f with the stand-in descriptor unless the probe is
+// closed; op names the call in the error.
+func (p *probe) withFd(op string, f func(fd uintptr)) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return p.c.opErr("raw-control", net.ErrClosed)
+		return p.c.opErr(op, net.ErrClosed)
 	}
 	f(uintptr(p.pair.Fd()))
 	return nil
@@ -179,11 +183,5 @@ func (p *probe) Read(f func(fd uintptr) bool) error {
 // Write calls f with the stand-in descriptor: nothing written there
 // reaches the peer.
 func (p *probe) Write(f func(fd uintptr) bool) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return p.c.opErr("raw-write", net.ErrClosed)
-	}
-	f(uintptr(p.pair.Fd()))
-	return nil
+	return p.withFd("raw-write", func(fd uintptr) { f(fd) })
 }
