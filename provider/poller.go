@@ -72,12 +72,12 @@ type poller struct {
 }
 
 // pollerCounters count what the role did; any goroutine reads them. The
-// holder alone writes polls, idlePolls and sleeps (counters, as the
-// engine's: no locked add on the spinning path); the rest are added to
-// from any goroutine.
+// holder alone writes polls, idlePolls, sleeps and its own yields
+// (counters, as the engine's: no locked add on the spinning path); the
+// rest, the wanters' yields among them, are added to from any goroutine.
 type pollerCounters struct {
-	polls, idlePolls, sleeps             counter // the holder's
-	yields, handoffs, pollerWakes, kicks atomic.Uint64
+	polls, idlePolls, sleeps, holderYields counter       // the holder's
+	yields, handoffs, pollerWakes, kicks   atomic.Uint64 // yields: the wanters'
 }
 
 // roleWait is a goroutine's place in the list of wanters: granted is set
@@ -218,7 +218,7 @@ func (pl *poller) stats() PollerStats {
 		Handoffs:    pl.st.handoffs.Load(),
 		PollerWakes: pl.st.pollerWakes.Load(),
 		Kicks:       pl.st.kicks.Load(),
-		Yields:      pl.st.yields.Load(),
+		Yields:      pl.st.yields.Load() + pl.st.holderYields.Load(),
 	}
 }
 
@@ -481,7 +481,7 @@ func (p *Provider) pollLoop(w waitable, dedicated bool, deadline int64) (idle bo
 			if dedicated || pl.yield || pl.fresh(now) || now-pl.yielded > int64(yieldEvery) {
 				pl.yield = false
 				pl.yielded = now
-				pl.st.yields.Add(1)
+				pl.st.holderYields.Add(1)
 				runtime.Gosched()
 			}
 			continue
