@@ -92,6 +92,7 @@ func NewCollector(st *sdx.Stack, labels prometheus.Labels) *Collector {
 	ctr("reneges_total", "Times out-of-order data was dropped for want of buffers.", func(s *provider.Stats) uint64 { return s.Reneged })
 	ctr("out_of_order_segments_total", "Data segments that arrived beyond a hole.", func(s *provider.Stats) uint64 { return s.OutOfOrder })
 	ctr("received_direct_bytes_total", "In-order bytes copied from the link straight into a waiting receive.", func(s *provider.Stats) uint64 { return s.RecvDirect })
+	ctr("received_held_bytes_total", "In-order bytes that waited for their reader where the link received them.", func(s *provider.Stats) uint64 { return s.RecvHeld })
 	ctr("send_errors_total", "Link send errors other than a full ring.", func(s *provider.Stats) uint64 { return s.SendErrors })
 	ctr("poller_polls_total", "Steps of the poll loop.", func(s *provider.Stats) uint64 { return s.Poller.Polls })
 	ctr("poller_idle_polls_total", "Steps of the poll loop that found nothing to do.", func(s *provider.Stats) uint64 { return s.Poller.IdlePolls })
@@ -109,6 +110,7 @@ func NewCollector(st *sdx.Stack, labels prometheus.Labels) *Collector {
 	g("sockets", "Live descriptors.", func(s *provider.Stats) int { return s.Sockets })
 	g("endpoints", "Sockets plus connections not yet accepted.", func(s *provider.Stats) int { return s.Endpoints })
 	g("half_open_connections", "Accepted-side connections whose connector has not answered yet.", func(s *provider.Stats) int { return s.HalfOpen })
+	g("held_buffers", "Link buffers keeping received data for its reader.", func(s *provider.Stats) int { return s.HeldBuffers })
 	g("operations_in_use", "Operations posted or running.", func(s *provider.Stats) int { return s.OpsInUse })
 	g("operations_capacity", "The operation pool's size.", func(s *provider.Stats) int { return s.Ops })
 	q := func(name, help string, v func(*xdplink.QueueStats) uint64) {

@@ -131,7 +131,7 @@ func TestCloseDuplicate(t *testing.T) {
 	for range 20 {
 		p1.Send(b, make([]byte, 1000))
 	}
-	waitUntil(t, "the state the test waits for", func() bool { return p0.Stats().BuffersRecvQueued > 0 })
+	waitUntil(t, "the state the test waits for", func() bool { st := p0.Stats(); return st.BuffersRecvQueued+st.HeldBuffers > 0 })
 	// Cut the path so what is sent stays unacknowledged.
 	tn.net.Partition(tn.links[0].LocalAddr(), tn.links[1].LocalAddr(), true)
 	cq := newCQ(t, p0, 8)
@@ -142,7 +142,7 @@ func TestCloseDuplicate(t *testing.T) {
 	waitUntil(t, "the state the test waits for", func() bool { st := p0.Stats(); return st.BuffersInFlight > 0 && st.BuffersSendQueued > 0 })
 	tn.net.Partition(tn.links[0].LocalAddr(), tn.links[1].LocalAddr(), false)
 	st := p0.Stats()
-	t.Logf("before close: %d recv-queued, %d in flight, %d send-queued", st.BuffersRecvQueued, st.BuffersInFlight, st.BuffersSendQueued)
+	t.Logf("before close: %d recv-queued, %d held by the link, %d in flight, %d send-queued", st.BuffersRecvQueued, st.HeldBuffers, st.BuffersInFlight, st.BuffersSendQueued)
 	port := must[netip.AddrPort](t)(p1.GetSockName(l))
 	d2 := must[Socket](t)(p1.Duplicate(l))
 	if err := p1.CloseSocket(l); err != nil {
@@ -194,7 +194,7 @@ func TestCloseAbortsPendingOperations(t *testing.T) {
 	for range 20 {
 		p1.Send(b, make([]byte, 1000))
 	}
-	waitUntil(t, "the state the test waits for", func() bool { return p0.Stats().BuffersRecvQueued > 0 })
+	waitUntil(t, "the state the test waits for", func() bool { st := p0.Stats(); return st.BuffersRecvQueued+st.HeldBuffers > 0 })
 	tn.net.Partition(tn.links[0].LocalAddr(), tn.links[1].LocalAddr(), true)
 	p0.PostSend(a, make([]byte, 1<<20), cq, 1)
 	p0.PostSend(a, make([]byte, 10), cq, 2)

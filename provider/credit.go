@@ -35,6 +35,9 @@ type credit struct {
 	trimmedAt     int         // nEps when commitments were last held to the fair share
 	sendBeyond    int         // sum of endpoints' beyond, at most beyondCap
 	beyondCap     int         // bytes: half the send half
+	heldBufs      int         // datagrams the link holds for received data (see Holder), a buffer each
+	holding       int         // the link's buffers they are in
+	holdCap       int         // the most it holds: the Holder's HoldCap
 	rwait         []*endpoint // receivers whose window waits for buffers
 	starved       []*endpoint // writers waiting for the send half
 }
@@ -52,8 +55,9 @@ func (c *credit) sendHeld() int {
 	return int(c.pool.count(placeSendQueued) + c.pool.count(placeInFlight) + c.pool.count(placeSending))
 }
 
+// Buffers the link holds for received data count as the receive half's.
 func (c *credit) recvHeld() int {
-	return int(c.pool.count(placeRecvQueued) + c.pool.count(placeOutOfOrder))
+	return int(c.pool.count(placeRecvQueued)+c.pool.count(placeOutOfOrder)) + c.heldBufs
 }
 
 // uncommitted is what the receive half has neither held nor committed to
@@ -201,14 +205,14 @@ func (e *engine) window(ep *endpoint) uint32 {
 		e.trimCommitments()
 		extra = e.uncommitted()
 	}
-	if share := e.share(e.nEps) - ep.rcv.rqLen - len(ep.rcv.ooo) - ep.rcv.need; share < extra {
+	if share := e.share(e.nEps) - ep.rcv.bufs() - len(ep.rcv.ooo) - ep.rcv.need; share < extra {
 		extra = share
 	}
 	if ep.state == stateHalfOpen {
 		// Until its connector answers, a connection's window is one
 		// buffer, enough for a first request: a flood of connects
 		// commits at most one buffer per half-open connection.
-		extra = min(extra, 1-ep.rcv.rqLen-len(ep.rcv.ooo)-ep.rcv.need)
+		extra = min(extra, 1-ep.rcv.bufs()-len(ep.rcv.ooo)-ep.rcv.need)
 	}
 	if extra <= 0 {
 		return uint32(granted)
@@ -223,7 +227,11 @@ func (e *engine) tailRoom(ep *endpoint) int {
 	if ep.rcv.rqLen == 0 {
 		return 0
 	}
-	return e.pool.size - int(ep.rcv.rqAt(ep.rcv.rqLen-1).end)
+	t := ep.rcv.rqAt(ep.rcv.rqLen - 1)
+	if t.held {
+		return 0 // held where the link received it
+	}
+	return e.pool.size - int(t.end)
 }
 
 // recommit sets ep.need to the buffers that in-order data up to the
@@ -273,7 +281,7 @@ func (e *engine) grant(ep *endpoint, w uint32) {
 	}
 	// Held back by the pool, not by its own unread data or fair share.
 	if int(w) < ep.mss && int(w) < e.cfg.RecvBuffer-ep.rcv.rqBytes && !ep.rcv.rwaiting && !ep.rcv.eof &&
-		ep.rcv.rqLen+len(ep.rcv.ooo)+ep.rcv.need < e.share(e.nEps) {
+		ep.rcv.bufs()+len(ep.rcv.ooo)+ep.rcv.need < e.share(e.nEps) {
 		ep.rcv.rwaiting = true
 		e.rwait = append(e.rwait, ep)
 	}

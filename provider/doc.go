@@ -43,12 +43,16 @@
 //	errors.go     the errors the verbs return
 //	poller.go     the poller role: who holds it and how it is handed over
 //	provider.go   Startup, Cleanup and the Provider
-//	link.go       the Link interface and its optional capabilities (Lender, ECNLink)
+//	link.go       the Link interface and its optional capabilities (Lender, Holder, ECNLink)
 //
 // Copies. A send copies the caller's bytes once, into a buffer of the
 // pool; on a link that lends the pool its memory (the AF_XDP link's UMEM
 // frames; see Lender), the segment goes out, and out again if lost, from
 // there. A receive copies once, from the UMEM frame into the caller's
-// buffer when a receive waits (Stats.RecvDirect), else into a pool buffer
-// and from there when the caller reads.
+// buffer: at once when a receive waits (Stats.RecvDirect), else when the
+// caller reads, the data having waited in the frame it arrived in, on a
+// link that keeps frames for their reader (see Holder; Stats.RecvHeld).
+// Data under half a datagram, data beyond a hole, and data beyond what
+// the link holds (its HoldCap, shared among the endpoints) wait in pool
+// buffers instead, and are copied twice.
 package provider

@@ -200,12 +200,7 @@ func (e *engine) dropData(ep *endpoint) {
 		*s = seg{}
 	}
 	ep.snd.shead, ep.snd.slen, ep.snd.sent = 0, 0, 0
-	for i := range ep.rcv.rqLen {
-		r := ep.rcv.rqAt(i)
-		e.freeBuf(r.buf)
-		*r = rseg{}
-	}
-	ep.rcv.rqHead, ep.rcv.rqLen, ep.rcv.rqBytes = 0, 0, 0
+	e.dropReceived(ep)
 	for i := range ep.rcv.ooo {
 		e.freeBuf(ep.rcv.ooo[i].buf)
 	}
@@ -218,6 +213,26 @@ func (e *engine) dropData(ep *endpoint) {
 	ep.snd.beyond = 0
 	ep.snd.winWait = false
 	e.wakeReceivers()
+}
+
+// dropReceived frees the endpoint's in-order data, unread.
+func (e *engine) dropReceived(ep *endpoint) {
+	for i := range ep.rcv.rqLen {
+		r := ep.rcv.rqAt(i)
+		e.freeRseg(ep, r)
+		*r = rseg{}
+	}
+	ep.rcv.rqHead, ep.rcv.rqLen, ep.rcv.rqBytes = 0, 0, 0
+}
+
+// releaseHeld gives the link back every buffer it holds for the engine,
+// with the data in it, unread: the link is about to close.
+func (e *engine) releaseHeld() {
+	for _, ep := range e.eps {
+		if ep != nil && ep.rcv.held > 0 {
+			e.dropReceived(ep)
+		}
+	}
 }
 
 func (e *engine) bind(ep *endpoint, port uint16) error {

@@ -82,6 +82,7 @@ type counter struct{ v atomic.Uint64 }
 
 func (c *counter) Add(n uint64) { c.v.Store(c.v.Load() + n) }
 func (c *counter) Load() uint64 { return c.v.Load() }
+func (c *counter) Set(n uint64) { c.v.Store(n) }
 
 // engineStats are the engine's counters, written by the poller and read by
 // anyone.
@@ -94,7 +95,8 @@ type engineStats struct {
 	dropMalformed, dropChecksum, dropBadToken            counter
 	dropUnknownConn, dropOutOfWindow, dropDuplicate      counter
 	dropNoBuffer, dropBadAck, dropBadCookie              counter
-	reneged, recvDirect, oooIn, inPlace                  counter
+	reneged, recvDirect, recvHeld, oooIn, inPlace        counter
+	heldNow                                              counter // a gauge: buffers the link holds for us
 	deadPeers, sendErrors, tooBig                        counter
 	unreachIn, dropUnreach                               counter
 	heartbeatsOut, heartbeatsIn, peerRestarts, peersDead counter
@@ -168,6 +170,11 @@ type engine struct {
 	// ecn is the link as an ECNLink; nil when it carries no ECN field.
 	ecn ECNLink
 
+	// holder is the link as a Holder, nil when it holds nothing; hs is
+	// Hold's scratch.
+	holder Holder
+	hs     []uint32
+
 	st engineStats
 }
 
@@ -203,6 +210,9 @@ func newEngine(link Link, cfg engineConfig, seed [32]byte) (*engine, error) {
 	}
 	e.credit = newCredit(pool, mtu-wire.HeaderLen)
 	e.ecn, _ = link.(ECNLink)
+	if h, ok := link.(Holder); ok && h.HoldCap() > 0 {
+		e.holder, e.holdCap = h, h.HoldCap()
+	}
 	e.inputFn = e.inputPieces
 	link.SetUnreachable(e.unreachable)
 	var key [16]byte

@@ -205,12 +205,12 @@ func checkQuiet(t testing.TB, ps ...*Provider) {
 		for {
 			st := p.Stats()
 			sum := st.BuffersFree + st.BuffersSendQueued + st.BuffersInFlight + st.BuffersOutOfOrder + st.BuffersRecvQueued + st.BuffersSending
-			if st.BuffersFree == st.Buffers && st.OpsInUse == 0 && sum == st.Buffers {
+			if st.BuffersFree == st.Buffers && st.HeldBuffers == 0 && st.OpsInUse == 0 && sum == st.Buffers {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Errorf("provider not back to rest: %d of %d buffers free (places sum to %d), %d ops in use, %d sockets",
-					st.BuffersFree, st.Buffers, sum, st.OpsInUse, st.Sockets)
+				t.Errorf("provider not back to rest: %d of %d buffers free (places sum to %d), %d held by the link, %d ops in use, %d sockets",
+					st.BuffersFree, st.Buffers, sum, st.HeldBuffers, st.OpsInUse, st.Sockets)
 				break
 			}
 			time.Sleep(5 * time.Millisecond)

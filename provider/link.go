@@ -95,6 +95,31 @@ type Lender interface {
 	Reap()
 }
 
+// Holder is a Link that can keep a received datagram where it arrived,
+// as the AF_XDP link keeps its UMEM frames: in-order data that waits for
+// its reader then stays there and is copied once, into the reader's
+// slice, not first into a buffer of the pool. The link bounds what it
+// holds (HoldCap) so that holding never takes the buffers it receives
+// into: a reader that never reads costs the others nothing but the copy.
+// Its methods are the poller's, as the Link's are.
+type Holder interface {
+	Link
+	// Hold, called from inside Receive's fn, keeps the buffers of the
+	// datagram fn was handed: payload and each of more stay valid, and
+	// are not reused, until each is given back with Release. It appends
+	// one handle per piece to hs, payload's first, and returns it; or
+	// hs unchanged, holding nothing, when HoldCap buffers are held.
+	Hold(hs []uint32) []uint32
+	// Data is the piece handle h stands for, as fn was handed it; valid
+	// until h is released.
+	Data(h uint32) []byte
+	// Release gives back one buffer Hold kept. Every held buffer must be
+	// given back before Close.
+	Release(h uint32)
+	// HoldCap is the most buffers the link holds at once.
+	HoldCap() int
+}
+
 // DefaultUDPPort is the UDP port sdx frames go to unless the link is
 // configured otherwise. All sdx traffic on a link uses this one port;
 // stream ports live in the sdx header.

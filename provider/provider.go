@@ -224,6 +224,7 @@ func (p *Provider) Cleanup() error {
 		}
 	}
 	e.transmit()
+	e.releaseHeld()
 	err := p.link.Close()
 	e.unlinkAll()
 	p.cleaned.Store(true)

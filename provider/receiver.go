@@ -31,6 +31,9 @@ type receiver struct {
 	// SPI sets it and takes it back before the receive completes.
 	rd  []byte
 	rdN int
+	// held counts the entries of rq whose data the link holds; extra,
+	// those of them that are not the last piece of their datagram.
+	held, extra int
 
 	// Acks owed.
 	ackNow   bool
@@ -47,10 +50,15 @@ type receiver struct {
 	rwaiting bool   // in engine.rwait: its window was held back for want of buffers
 }
 
-// rseg is received in-order data in a buffer: bytes [off, end).
+// rseg is received in-order data: bytes [off, end) of buffer buf of the
+// pool, or, held, of the piece the link holds with handle buf (see
+// Holder). A held datagram counts as one buffer of the receive half, and
+// its last piece (last) carries that count.
 type rseg struct {
 	buf      uint32
 	off, end uint16
+	held     bool
+	last     bool
 }
 
 // oseg is received data beyond a hole.
@@ -64,6 +72,10 @@ type oseg struct {
 func (r *receiver) rqAt(i int) *rseg {
 	return &r.rq[(r.rqHead+i)&(len(r.rq)-1)]
 }
+
+// bufs is how many buffers of the receive half the receive queue's data
+// counts as: a held datagram in several pieces counts as one.
+func (r *receiver) bufs() int { return r.rqLen - r.extra }
 
 // rqFull reports whether the receive queue has no room for another entry.
 func (r *receiver) rqFull() bool {
@@ -196,12 +208,12 @@ func (e *engine) read(ep *endpoint, b []byte) (int, error) {
 	n := 0
 	for n < len(b) && ep.rcv.rqLen > 0 {
 		r := ep.rcv.rqAt(0)
-		k := copy(b[n:], e.pool.buf(r.buf)[r.off:r.end])
+		k := copy(b[n:], e.rsegData(r))
 		r.off += uint16(k)
 		n += k
 		ep.rcv.rqBytes -= k
 		if r.off == r.end {
-			e.freeBuf(r.buf)
+			e.freeRseg(ep, r)
 			ep.rcv.popRQ()
 		}
 	}
@@ -244,6 +256,7 @@ func (e *engine) onData(ep *endpoint, seq uint64, p pieces, req bool) {
 		return
 	}
 	ep.rcv.dupIn = 0
+	h0 := seq // where the datagram's data began: p is whole while seq is here
 	if seq < ep.rcv.rcvNxt {
 		p.skip(int(ep.rcv.rcvNxt - seq))
 		seq = ep.rcv.rcvNxt
@@ -255,8 +268,10 @@ func (e *engine) onData(ep *endpoint, seq uint64, p pieces, req bool) {
 		return
 	}
 	if seq == ep.rcv.rcvNxt {
+		whole := seq == h0
 		took := e.deliver(ep, &p)
-		if took < n && !e.appendInOrder(ep, p) && (!e.renege(ep) || !e.appendInOrder(ep, p)) {
+		if took < n && !(took == 0 && whole && e.hold(ep, p)) &&
+			!e.appendInOrder(ep, p) && (!e.renege(ep) || !e.appendInOrder(ep, p)) {
 			e.st.dropNoBuffer.Add(1)
 			if took > 0 {
 				// The reader has the head of the segment; the
@@ -409,7 +424,8 @@ func (e *engine) deliver(ep *endpoint, p *pieces) int {
 func (e *engine) appendInOrder(ep *endpoint, p pieces) bool {
 	n := p.len()
 	need := 0
-	if ep.rcv.rqLen > 0 {
+	tail := ep.rcv.rqLen > 0 && !ep.rcv.rqAt(ep.rcv.rqLen-1).held
+	if tail {
 		t := ep.rcv.rqAt(ep.rcv.rqLen - 1)
 		need = max(n-(e.pool.size-int(t.end)), 0)
 	} else {
@@ -425,7 +441,7 @@ func (e *engine) appendInOrder(ep *endpoint, p pieces) bool {
 	if !e.mayTake(nbufs, ep.rcv.counted) {
 		return false
 	}
-	if ep.rcv.rqLen > 0 {
+	if tail {
 		t := ep.rcv.rqAt(ep.rcv.rqLen - 1)
 		k := p.copyTo(e.pool.buf(t.buf)[t.end:])
 		t.end += uint16(k)
@@ -445,6 +461,86 @@ func (e *engine) appendInOrder(ep *endpoint, p pieces) bool {
 	ep.rcv.counted -= used
 	e.recvCommitted -= used
 	return true
+}
+
+// hold keeps in-order data p where the link received it, one entry of
+// the receive queue per piece, the datagram counted as one buffer of the
+// receive half, and reports whether it did. It needs p whole, as the
+// link handed it over, and a link with room (see Holder), and is kept
+// for data worth it: data under half a buffer is copied, so that small
+// segments share buffers, as appendInOrder packs them. A connection
+// holds at most its share of what the link may hold.
+func (e *engine) hold(ep *endpoint, p pieces) bool {
+	if e.holder == nil || p.len() < e.pool.size/2 || ep.rcv.held >= e.holdShare() {
+		return false
+	}
+	nb := 1 + len(p.more)
+	if ep.rcv.rqLen+nb > len(ep.rcv.rq) || !e.mayTake(1, ep.rcv.counted) {
+		return false
+	}
+	hs := e.holder.Hold(e.hs[:0])
+	if len(hs) != nb {
+		for _, h := range hs {
+			e.holder.Release(h) // not the pieces we were handed
+		}
+		return false
+	}
+	e.hs = hs
+	n := 0
+	for i, h := range hs {
+		d := p.p
+		if i > 0 {
+			d = p.more[i-1]
+		}
+		// d is the end of the piece: the sdx header comes before it.
+		all := len(e.holder.Data(h))
+		ep.rcv.pushRQ(rseg{buf: h, off: uint16(all - len(d)), end: uint16(all), held: true, last: i == nb-1})
+		n += len(d)
+	}
+	e.holding += nb
+	e.heldBufs++
+	ep.rcv.held += nb
+	ep.rcv.extra += nb - 1
+	e.st.heldNow.Set(uint64(e.holding))
+	used := min(1, ep.rcv.counted)
+	ep.rcv.counted -= used
+	e.recvCommitted -= used
+	e.st.recvHeld.Add(uint64(n))
+	return true
+}
+
+// holdShare is how many buffers one endpoint may have the link hold.
+func (e *engine) holdShare() int {
+	return max(e.holdCap/max(e.nEps, 1), 1)
+}
+
+// rsegData is the unread data of r.
+func (e *engine) rsegData(r *rseg) []byte {
+	if r.held {
+		return e.holder.Data(r.buf)[r.off:r.end]
+	}
+	return e.pool.buf(r.buf)[r.off:r.end]
+}
+
+// freeRseg gives back what r's data was in: a buffer of the pool, or one
+// the link held, which counted as a buffer of the receive half.
+func (e *engine) freeRseg(ep *endpoint, r *rseg) {
+	if !r.held {
+		e.freeBuf(r.buf)
+		return
+	}
+	e.holder.Release(r.buf)
+	e.holding--
+	ep.rcv.held--
+	e.st.heldNow.Set(uint64(e.holding))
+	if !r.last {
+		ep.rcv.extra--
+		return
+	}
+	e.heldBufs--
+	if len(e.rwait) > 0 {
+		e.wakeReceivers()
+	}
 }
 
 // pullOOO moves out-of-order segments that the cumulative ack has reached

@@ -62,6 +62,7 @@ type ConnStats struct {
 	SegsIn        uint64 `json:"segs_in"`
 
 	RecvQ    int `json:"recv_q"`    // received, not yet read
+	RecvHeld int `json:"recv_held"` // link buffers in which part of RecvQ waits (see Holder)
 	SendQ    int `json:"send_q"`    // written, not yet acknowledged
 	InFlight int `json:"in_flight"` // sent, not yet acknowledged
 
@@ -166,6 +167,7 @@ func (e *engine) connStats(ep *endpoint, local netip.Addr, now int64) ConnStats 
 		c.BytesReceived--
 	}
 	c.RecvQ = ep.rcv.rqBytes
+	c.RecvHeld = ep.rcv.held
 	c.SendQ = int(ep.snd.sndEnd - ep.snd.sndUna)
 	if ep.snd.finQd && !ep.snd.finAcked {
 		c.SendQ--

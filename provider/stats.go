@@ -59,6 +59,12 @@ type Stats struct {
 	// the buffer of a receive that was waiting for them, with no stop in
 	// the provider's buffers.
 	RecvDirect uint64
+	// RecvHeld counts in-order bytes that waited for their reader where
+	// the link received them (see Holder), and were copied once, into
+	// the reader's buffer, with no stop in the provider's buffers.
+	RecvHeld uint64
+	// HeldBuffers is how many of the link's buffers hold such data now.
+	HeldBuffers int
 	// SentInPlace counts data segments the link sent from the buffer
 	// they were written to (see BuffersLent); the rest of DataOut were
 	// copied into a frame.
@@ -156,6 +162,8 @@ func (p *Provider) Stats() Stats {
 		DeadPeers:         st.deadPeers.Load(),
 		Reneged:           st.reneged.Load(),
 		RecvDirect:        st.recvDirect.Load(),
+		RecvHeld:          st.recvHeld.Load(),
+		HeldBuffers:       int(st.heldNow.Load()),
 		SentInPlace:       st.inPlace.Load(),
 		OutOfOrder:        st.oooIn.Load(),
 		SendErrors:        st.sendErrors.Load(),
@@ -195,9 +203,9 @@ func (p *Provider) Stats() Stats {
 	return s
 }
 
-// BuffersHeld returns how many buffers hold data: the total less the free
-// ones.
-func (s Stats) BuffersHeld() int { return s.Buffers - s.BuffersFree }
+// BuffersHeld returns how many buffers hold data: the pool's less the free
+// ones, and the link's that keep received data (HeldBuffers).
+func (s Stats) BuffersHeld() int { return s.Buffers - s.BuffersFree + s.HeldBuffers }
 
 // ConnInfo is one connection's congestion state, as Provider.ConnInfo
 // reports it: a snapshot taken on the poller.

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,6 +32,10 @@ const (
 	// DefaultRxQueue is how many datagrams wait for a host before the
 	// network drops more (an rx ring overflowing).
 	DefaultRxQueue = 4096
+	// DefaultHoldCap is how many received datagrams a Link keeps for
+	// its provider at once (see Link.Hold), a quarter of DefaultRxQueue
+	// as the AF_XDP link keeps at most a quarter of its frames.
+	DefaultHoldCap = DefaultRxQueue / 4
 )
 
 // Faults are the misbehaviours of a Network. Probabilities are per
@@ -169,14 +174,16 @@ func (n *Network) NewLink() (*Link, error) {
 		return nil, fmt.Errorf("memnet: out of addresses in %v", Prefix)
 	}
 	l := &Link{
-		net:   n,
-		addr:  addr,
-		mtu:   n.mtu,
-		rng:   rand.New(rand.NewPCG(n.seed, uint64(n.nhosts))),
-		txCap: DefaultTxSlots,
-		rxCap: DefaultRxQueue,
-		wake:  make(chan struct{}, 1),
-		timer: time.NewTimer(time.Hour),
+		net:     n,
+		addr:    addr,
+		mtu:     n.mtu,
+		rng:     rand.New(rand.NewPCG(n.seed, uint64(n.nhosts))),
+		txCap:   DefaultTxSlots,
+		rxCap:   DefaultRxQueue,
+		cur:     -1,
+		holdCap: DefaultHoldCap,
+		wake:    make(chan struct{}, 1),
+		timer:   time.NewTimer(time.Hour),
 	}
 	l.timer.Stop()
 	n.hosts[addr] = l
@@ -232,7 +239,7 @@ func (n *Network) NextDelivery() (time.Duration, bool) {
 
 // Buffers returns how many datagram buffers the network has allocated and
 // how many of them are free. Every buffer not free holds a datagram that
-// is queued in a link.
+// is queued in a link, or one a link holds for its provider (Link.Hold).
 func (n *Network) Buffers() (total, free int) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -296,8 +303,15 @@ type Link struct {
 	tx    []pkt // queued by Send, sent by Flush
 	txCap int
 	rx    []pkt // batch being handed to Receive's fn
-	ce    bool  // the datagram being handed to Receive's fn was marked CE
-	timer *time.Timer
+	cur   int   // index in rx of the datagram fn has; -1 outside fn
+	// Received datagrams held for the provider (see Hold), by handle;
+	// heldFree lists the free handles.
+	held     [][]byte
+	heldFree []uint32
+	nHeld    atomic.Int64 // written by the poller, read by anyone (Held)
+	holdCap  int
+	ce       bool // the datagram being handed to Receive's fn was marked CE
+	timer    *time.Timer
 	// unreach takes the port unreachables; nil drops them.
 	unreach func(peer netip.Addr, quoted []byte)
 
@@ -518,9 +532,9 @@ func (l *Link) Receive(max int, fn func(peer netip.Addr, payload []byte, more []
 	for i := range l.rx {
 		switch p := &l.rx[i]; {
 		case !p.icmp:
-			l.ce = p.ce
+			l.ce, l.cur = p.ce, i
 			fn(p.from, p.buf, nil)
-			l.ce = false
+			l.ce, l.cur = false, -1
 		case l.unreach != nil:
 			l.unreach(p.from, p.buf)
 		}
@@ -528,13 +542,60 @@ func (l *Link) Receive(max int, fn func(peer netip.Addr, payload []byte, more []
 	k := len(l.rx)
 	n.mu.Lock()
 	for i := range l.rx {
-		n.putBufLocked(l.rx[i].buf)
+		if l.rx[i].buf != nil {
+			n.putBufLocked(l.rx[i].buf)
+		}
 	}
 	n.mu.Unlock()
 	clear(l.rx)
 	l.rx = l.rx[:0]
 	return k
 }
+
+// Hold keeps the datagram Receive is handing to fn, for the provider
+// (see provider.Holder): it stays valid until Release. It appends the
+// datagram's handle to hs, or nothing when HoldCap datagrams are held or
+// it is called outside fn.
+func (l *Link) Hold(hs []uint32) []uint32 {
+	if l.cur < 0 || l.nHeld.Load() >= int64(l.holdCap) {
+		return hs
+	}
+	p := &l.rx[l.cur]
+	var h uint32
+	if k := len(l.heldFree); k > 0 {
+		h, l.heldFree = l.heldFree[k-1], l.heldFree[:k-1]
+	} else {
+		h = uint32(len(l.held))
+		l.held = append(l.held, nil)
+	}
+	l.held[h], p.buf = p.buf, nil
+	l.nHeld.Add(1)
+	return append(hs, h)
+}
+
+// Data is the datagram held with handle h.
+func (l *Link) Data(h uint32) []byte { return l.held[h] }
+
+// Release gives back the datagram held with handle h.
+func (l *Link) Release(h uint32) {
+	b := l.held[h]
+	l.held[h] = nil
+	l.heldFree = append(l.heldFree, h)
+	l.nHeld.Add(-1)
+	l.net.mu.Lock()
+	l.net.putBufLocked(b)
+	l.net.mu.Unlock()
+}
+
+// HoldCap is the most datagrams the link holds at once.
+func (l *Link) HoldCap() int { return l.holdCap }
+
+// SetHoldCap sets HoldCap (default DefaultHoldCap); 0 holds nothing.
+// Only the poller may call it.
+func (l *Link) SetHoldCap(n int) { l.holdCap = n }
+
+// Held is how many datagrams the link holds now; any goroutine.
+func (l *Link) Held() int { return int(l.nHeld.Load()) }
 
 // Wait blocks until a datagram is deliverable, Wake is called, or timeout
 // passes. A datagram that arrives with a delay wakes Wait when it becomes
@@ -578,10 +639,22 @@ func (l *Link) Wake() {
 }
 
 // Close takes the host off the network for good and frees what it held.
-// It is idempotent.
+// It is idempotent. Datagrams still held (see Hold) are freed too, and
+// reported as an error: their holder should have released them.
 func (l *Link) Close() error {
 	n := l.net
 	n.mu.Lock()
+	var err error
+	if k := l.nHeld.Load(); k > 0 {
+		err = fmt.Errorf("memnet: %s closed with %d datagrams held", l.addr, k)
+		for h, b := range l.held {
+			if b != nil {
+				n.putBufLocked(b)
+				l.held[h] = nil
+			}
+		}
+		l.nHeld.Store(0)
+	}
 	if !l.closed {
 		l.closed = true
 		for i := range l.in.Len() {
@@ -596,7 +669,7 @@ func (l *Link) Close() error {
 	}
 	n.mu.Unlock()
 	l.Wake()
-	return nil
+	return err
 }
 
 // Before and SetIndex make a datagram a timer of its link's heap: due at

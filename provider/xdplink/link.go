@@ -1,13 +1,14 @@
 // Package xdplink is sdx's AF_XDP data path as a provider.Link: the steer
 // program on an interface, one AF_XDP socket per served rx queue, each
 // with its own UMEM, and the kernel's route and neighbour tables for
-// peers' Ethernet addresses. It satisfies provider.Link, provider.ECNLink
-// and provider.Lender without importing package provider.
+// peers' Ethernet addresses. It satisfies provider.Link, provider.ECNLink,
+// provider.Lender and provider.Holder without importing package provider.
 //
 // By concern: link.go opens and closes the link; send.go builds frames
 // and picks the queue each goes out on; lend.go lends UMEM frames to the
 // provider's buffer pool and sends from them in place; receive.go hands
-// received frames up; host.go keeps the link from answering addresses
+// received frames up; hold.go keeps received frames for their reader,
+// within a budget; host.go keeps the link from answering addresses
 // nobody may be sent to and takes ICMP port unreachables about our
 // frames; pending.go holds frames while a neighbour resolves
 // (internal/neigh is the cache); flows.go remembers the queue each flow
@@ -65,6 +66,12 @@ type Config struct {
 	// own memory and copies their data into frames, as it does for data
 	// in another queue's share than the one its frame goes out on.
 	LendBuffers int
+	// HoldFrames is how many of each queue's frames may keep received
+	// data for its reader (see Hold). Zero: half of the frames its fill
+	// ring does not take, (NumFrames - FillSize) / 2, 1024 by default;
+	// negative: none, and the provider copies what waits for a reader
+	// into its own buffers.
+	HoldFrames int
 }
 
 // queueIDs returns the queue ids c names; nil means every queue.
@@ -113,6 +120,9 @@ type Link struct {
 
 	descs   [64]xdp.Desc                // received, being handed to fn
 	more    [xdp.MaxPacketFrames][]byte // a multi-buffer frame's pieces after the first
+	plist   [][]byte                    // every piece of the frame fn has, for Hold
+	cur     holding                     // the frame fn has (hold.go)
+	held    counter                     // frames the provider holds, over the queues
 	parsed  frame.Parsed
 	icmp    frame.Unreach
 	unreach func(peer netip.Addr, quoted []byte)
@@ -145,6 +155,11 @@ type linkQueue struct {
 	txq    [256]xdp.Desc
 	ntx    int
 	rx, tx counter
+	// Frames the provider holds (hold.go), at most holdCap, and where
+	// each one's piece lies.
+	held    int
+	holdCap int
+	heldAt  []heldPiece
 }
 
 // New attaches the steer program to the interface, opens its queues and
@@ -240,9 +255,14 @@ func New(cfg Config) (_ *Link, err error) {
 		if err != nil {
 			return nil, err
 		}
+		lq := &linkQueue{id: id, idx: len(l.qs), q: q, report: q.ModeReport()}
 		l.qmu.Lock()
-		l.qs = append(l.qs, &linkQueue{id: id, idx: len(l.qs), q: q, report: q.ModeReport()})
+		l.qs = append(l.qs, lq)
 		l.qmu.Unlock()
+		if lq.holdCap, err = holdFrames(cfg.HoldFrames, q.Config()); err != nil {
+			return nil, err
+		}
+		lq.heldAt = make([]heldPiece, q.Config().NumFrames)
 		// A received frame must fit what the queue receives: one
 		// UMEM frame less the kernel's headroom, or several with
 		// multi-buffer frames.

@@ -30,6 +30,9 @@ type Counters struct {
 	// with EHOSTUNREACH; Unreach, ICMP port unreachables about our frames,
 	// handed to the provider.
 	Spoofed, Refused, Unreach uint64
+	// Held is how many frames the provider holds now, keeping received
+	// data for its reader (see Hold), over the queues.
+	Held uint64
 }
 
 // counter is a count the poller alone writes and any goroutine reads:
@@ -54,6 +57,7 @@ func (l *Link) Counters() Counters {
 		Unresolved: c.unresolved.Load(), Pending: c.pending.Load(), NoFrames: c.noFrames.Load(),
 		InPlace: c.inPlace.Load(), Copied: c.copied.Load(),
 		Spoofed: c.spoofed.Load(), Refused: c.refused.Load(), Unreach: c.unreach.Load(),
+		Held: l.held.Load(),
 	}
 }
 
