@@ -195,6 +195,7 @@ func Systems() []System {
 		&udpSpinSystem{},
 		newXSK("xsk-floor", false),
 		newXSK("xsk-floor-park", true),
+		&xskSystem{name: "xsk-floor-sf", whole: true},
 		&xskTwoProc{},
 	}
 }

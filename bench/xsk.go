@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -28,9 +29,15 @@ const XSKPort = 4792
 // is empty, parks in Go's netpoller on its AF_XDP socket (xdp.Queue.Wait)
 // until a frame arrives: it waits the way sdx's park mode does, so that
 // every sdx-conn figure has a floor that waits the same way.
+//
+// As xsk-floor-sf (whole) its server turns a message of several frames
+// around only once all of them are in (store and forward), as a stream
+// server does that reads the whole request before it answers, where
+// xsk-floor turns each frame around as it comes (cut through).
 type xskSystem struct {
 	name  string
 	park  bool
+	whole bool
 	h     *Hosts
 	steer [2]*xdp.Steering
 	q     [2]*xdp.Queue
@@ -166,7 +173,9 @@ func (s *xskSystem) Pair(b *Bound) (client, server Conn, err error) {
 	for _, q := range s.q {
 		drain(q)
 	}
-	return newXSKConn(s.q[0], s.flow, b, s.park), newXSKConn(s.q[1], s.flow.Reverse(), b, s.park), nil
+	server = newXSKConn(s.q[1], s.flow.Reverse(), b, s.park)
+	server.(*xskConn).whole = s.whole
+	return newXSKConn(s.q[0], s.flow, b, s.park), server, nil
 }
 
 // drain releases what sits on q's rx ring and takes back completed sends.
@@ -200,6 +209,13 @@ type xskConn struct {
 	ntx, npk int                                     // descriptors and packets in tx
 	parsed   frame.Parsed
 	ipID     uint16
+
+	// Store and forward (xsk-floor-sf): the frames of the message being
+	// gathered, its sequence number and bytes so far.
+	whole  bool
+	msg    []xdp.Desc
+	msgSeq uint64
+	msgGot int
 }
 
 // txBatch is how many frames go out per kick: the kernel's batch.
@@ -360,8 +376,76 @@ func (c *xskConn) RecvUntil(p []byte, t time.Time) (int, error) {
 }
 
 // Echo turns every frame around in place, as cmd/sdx's demo does: swap
-// the addresses, put the same frame on the tx ring.
-func (c *xskConn) Echo() error { return c.serve(nil) }
+// the addresses, put the same frame on the tx ring; with whole, once the
+// message's last frame is in.
+func (c *xskConn) Echo() error {
+	if c.whole {
+		return c.serveWhole()
+	}
+	return c.serve(nil)
+}
+
+// serveWhole is Echo's store and forward: it keeps the frames of a
+// message (they carry its sequence number and total length; see
+// transactParts) until they add up to the message, then turns them all
+// around with one kick. Frames of a message that lost one are dropped
+// when the next message begins.
+func (c *xskConn) serveWhole() error {
+	var s spinner
+	for {
+		n := c.q.Receive(c.rx[:])
+		if n == 0 {
+			c.q.Complete()
+			c.q.Refill()
+			if err := c.rxWait(&s, c.b.deadline); err != nil {
+				c.q.ReleasePacket(c.msg)
+				c.msg = c.msg[:0]
+				return err
+			}
+			continue
+		}
+		for i := 0; i < n; {
+			k, plen, err := c.packet(i, n)
+			p := c.parsed.Payload
+			if err != nil || c.parsed.Flow.Dst.Port != XSKPort || len(p) < 8 {
+				c.q.ReleasePacket(c.rx[i : i+k])
+				i += k
+				continue
+			}
+			if seq := binary.LittleEndian.Uint64(p); seq != c.msgSeq || len(c.msg) == 0 {
+				c.q.ReleasePacket(c.msg)
+				c.msg, c.msgSeq, c.msgGot = c.msg[:0], seq, 0
+			}
+			want := plen // a message too short to say its length is one frame
+			if len(p) >= 16 {
+				want = int(binary.LittleEndian.Uint64(p[8:]))
+			}
+			rev := c.parsed.Flow.Reverse()
+			rev.Encode(c.q.Data(c.rx[i]), plen, 0)
+			c.msg = append(c.msg, c.rx[i:i+k]...)
+			c.msgGot += plen
+			i += k
+			if c.msgGot >= want {
+				if err := c.sendMsg(); err != nil {
+					return err
+				}
+			}
+		}
+		c.q.Refill()
+	}
+}
+
+// sendMsg puts the gathered message's frames on the tx ring and kicks.
+func (c *xskConn) sendMsg() error {
+	q := c.q.Transmit(c.msg)
+	c.q.ReleasePacket(c.msg[q:])
+	c.msg, c.msgGot = c.msg[:0], 0
+	if err := c.q.Kick(); err != nil {
+		return err
+	}
+	c.q.Complete()
+	return nil
+}
 
 // echoBatch turns around the n descriptors just received into c.rx.
 func (c *xskConn) echoBatch(n int) error {

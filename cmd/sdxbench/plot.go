@@ -73,6 +73,7 @@ var systemStyle = map[string]style{
 	"udp-spin":          {green, longDot},
 	"xsk-floor":         {black, dotted},
 	"xsk-floor-park":    {black, dashed},
+	"xsk-floor-sf":      {black, dashDot},
 	"xsk-floor-2p":      {black, long},
 }
 
