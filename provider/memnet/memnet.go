@@ -239,7 +239,8 @@ func (n *Network) NextDelivery() (time.Duration, bool) {
 
 // Buffers returns how many datagram buffers the network has allocated and
 // how many of them are free. Every buffer not free holds a datagram that
-// is queued in a link, or one a link holds for its provider (Link.Hold).
+// is queued in a link, or one a link holds for its provider (Link.Hold)
+// or was given back by it and returns with the link's next Receive.
 func (n *Network) Buffers() (total, free int) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -308,6 +309,7 @@ type Link struct {
 	// heldFree lists the free handles.
 	held     [][]byte
 	heldFree []uint32
+	released [][]byte     // given back, for the network at the next Receive
 	nHeld    atomic.Int64 // written by the poller, read by anyone (Held)
 	holdCap  int
 	ce       bool // the datagram being handed to Receive's fn was marked CE
@@ -518,6 +520,7 @@ func (l *Link) SetUnreachable(fn func(peer netip.Addr, quoted []byte)) { l.unrea
 func (l *Link) Receive(max int, fn func(peer netip.Addr, payload []byte, more [][]byte)) int {
 	n := l.net
 	n.mu.Lock()
+	l.putReleasedLocked()
 	now := n.nowLocked()
 	for len(l.rx) < max && l.in.Len() > 0 && l.in.Min().at <= now {
 		l.rx = append(l.rx, l.in.Pop())
@@ -576,15 +579,23 @@ func (l *Link) Hold(hs []uint32) []uint32 {
 // Data is the datagram held with handle h.
 func (l *Link) Data(h uint32) []byte { return l.held[h] }
 
-// Release gives back the datagram held with handle h.
+// Release gives back the datagram held with handle h. Its buffer goes
+// back to the network with the next Receive's, under the lock that takes
+// anyway.
 func (l *Link) Release(h uint32) {
-	b := l.held[h]
+	l.released = append(l.released, l.held[h])
 	l.held[h] = nil
 	l.heldFree = append(l.heldFree, h)
 	l.nHeld.Add(-1)
-	l.net.mu.Lock()
-	l.net.putBufLocked(b)
-	l.net.mu.Unlock()
+}
+
+// putReleasedLocked gives the network the buffers Release gave back.
+func (l *Link) putReleasedLocked() {
+	for i, b := range l.released {
+		l.net.putBufLocked(b)
+		l.released[i] = nil
+	}
+	l.released = l.released[:0]
 }
 
 // HoldCap is the most datagrams the link holds at once.
@@ -655,6 +666,7 @@ func (l *Link) Close() error {
 		}
 		l.nHeld.Store(0)
 	}
+	l.putReleasedLocked()
 	if !l.closed {
 		l.closed = true
 		for i := range l.in.Len() {

@@ -3,6 +3,7 @@ package memnet
 import (
 	"errors"
 	"net/netip"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -291,5 +292,44 @@ func TestMemBottleneck(t *testing.T) {
 	}
 	if b.ReceivedCE() {
 		t.Fatal("ReceivedCE outside Receive")
+	}
+}
+
+// TestMemLinkHold: Hold keeps a datagram past Receive's fn, up to
+// HoldCap, and only from inside fn; Release gives it back to the network
+// with the next Receive; Close reports what is still held.
+func TestMemLinkHold(t *testing.T) {
+	n, a, b := newPair(t, 1)
+	b.SetHoldCap(2)
+	if hs := b.Hold(nil); len(hs) != 0 {
+		t.Fatalf("Hold outside fn: %v", hs)
+	}
+	for i := range 3 {
+		a.Send(b.LocalAddr(), []byte{byte(i), 'x'})
+	}
+	a.Flush()
+	var hs []uint32
+	b.Receive(10, func(_ netip.Addr, p []byte, _ [][]byte) { hs = b.Hold(hs) })
+	if len(hs) != 2 || b.Held() != 2 {
+		t.Fatalf("held %v (%d) at cap 2", hs, b.Held())
+	}
+	for i, h := range hs {
+		if d := b.Data(h); len(d) != 2 || d[0] != byte(i) {
+			t.Fatalf("held datagram %d: %v", i, d)
+		}
+	}
+	if total, free := n.Buffers(); total-free != 2 {
+		t.Fatalf("%d of %d buffers in use; want the 2 held", total-free, total)
+	}
+	b.Release(hs[0])
+	b.Receive(10, func(netip.Addr, []byte, [][]byte) {})
+	if total, free := n.Buffers(); total-free != 1 || b.Held() != 1 {
+		t.Fatalf("after a release: %d of %d buffers in use, %d held", total-free, total, b.Held())
+	}
+	if err := b.Close(); err == nil || !strings.Contains(err.Error(), "1 datagrams held") {
+		t.Fatalf("Close with one held: %v", err)
+	}
+	if total, free := n.Buffers(); total != free {
+		t.Fatalf("after Close: %d of %d buffers free", free, total)
 	}
 }
