@@ -393,16 +393,11 @@ func (c *xskConn) Echo() error {
 func (c *xskConn) serveWhole() error {
 	var s spinner
 	for {
-		n := c.q.Receive(c.rx[:])
-		if n == 0 {
-			c.q.Complete()
-			c.q.Refill()
-			if err := c.rxWait(&s, c.b.deadline); err != nil {
-				c.q.ReleasePacket(c.msg)
-				c.msg = c.msg[:0]
-				return err
-			}
-			continue
+		n, err := c.receiveWait(&s)
+		if err != nil {
+			c.q.ReleasePacket(c.msg)
+			c.msg = c.msg[:0]
+			return err
 		}
 		for i := 0; i < n; {
 			k, plen, err := c.packet(i, n)
@@ -472,20 +467,30 @@ func (c *xskConn) echoBatch(n int) error {
 	return nil
 }
 
+// receiveWait takes what the rx ring holds into c.rx and returns how
+// many descriptors that was, waiting (rxWait) while the ring is empty.
+func (c *xskConn) receiveWait(s *spinner) (int, error) {
+	for {
+		if n := c.q.Receive(c.rx[:]); n > 0 {
+			return n, nil
+		}
+		c.q.Complete()
+		c.q.Refill()
+		if err := c.rxWait(s, c.b.deadline); err != nil {
+			return 0, err
+		}
+	}
+}
+
 // serve turns every frame around (Echo), or, in the floor's server end
 // in a child process while k is on, counts each frame for the floor's
 // port (as Recv would return it) and releases it.
 func (c *xskConn) serve(k *sink) error {
 	var s spinner
 	for {
-		n := c.q.Receive(c.rx[:])
-		if n == 0 {
-			c.q.Complete()
-			c.q.Refill()
-			if err := c.rxWait(&s, c.b.deadline); err != nil {
-				return err
-			}
-			continue
+		n, err := c.receiveWait(&s)
+		if err != nil {
+			return err
 		}
 		if k == nil || !k.on.Load() {
 			if err := c.echoBatch(n); err != nil {
