@@ -133,13 +133,13 @@ func TestHeldData(t *testing.T) {
 	}
 }
 
-// TestVethHeldFrames is checkHeld over veth: at MTU 1500, at 9000, where
-// each datagram is held in the several UMEM frames it arrived in, and with
-// a queue that holds only 24 frames. The unread data never leaves the
+// TestVethHeldFrames is checkHeld over veth: at MTU 1500; at 9000 and
+// 65000, where each datagram is held in the several UMEM frames it
+// arrived in (3 and 17); and with a queue that holds only 24 frames. The unread data never leaves the
 // kernel without a frame to receive into: the fill ring was never found
 // empty.
 func TestVethHeldFrames(t *testing.T) {
-	for _, c := range []struct{ mtu, hold int }{{1500, 0}, {9000, 0}, {1500, 24}} {
+	for _, c := range []struct{ mtu, hold int }{{1500, 0}, {9000, 0}, {65000, 0}, {1500, 24}} {
 		t.Run(fmt.Sprintf("mtu=%d/hold=%d", c.mtu, c.hold), func(t *testing.T) {
 			testutil.Privileged(t)
 			bed := testbed.New(t, testbed.Options{MTU: c.mtu})
