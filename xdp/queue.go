@@ -46,9 +46,9 @@ type Queue struct {
 	fillAddrs, compAddrs           []uint64
 	rxDescs, txDescs               []Desc
 
-	// Waiting: in Go's netpoller on a duplicate of the socket (np), or,
-	// where the netpoller cannot take it, in poll(2) on the socket and the
-	// wake eventfd.
+	// Waiting: in Go's netpoller on an epoll instance of the socket (np),
+	// or, where the netpoller cannot take it, in poll(2) on the socket and
+	// the wake eventfd.
 	np   *npWait
 	wake *os.File
 	pfds [2]unix.PollFd
@@ -129,16 +129,24 @@ func Open(cfg Config) (_ *Queue, err error) {
 	return q, nil
 }
 
-// openNetpoll registers a duplicate of the socket with Go's netpoller. It
-// is not an error when that fails: Wait then uses poll(2).
+// openNetpoll hands Go's netpoller an epoll instance of the queue's own
+// that watches the socket for received frames only. The netpoller would
+// watch the socket itself for writing too, edge-triggered: then every
+// transmitted frame, when the kernel frees its copy, wakes a thread idle
+// in epoll_wait, whose look at the socket (in copy mode that look drives
+// transmission, xsk_poll) waits for the lock the kick in progress holds.
+// It is not an error when this fails: Wait then uses poll(2).
 func (q *Queue) openNetpoll() {
-	nfd, err := unix.FcntlInt(uintptr(q.fd), unix.F_DUPFD_CLOEXEC, 0)
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return
 	}
-	// The socket's file status is shared with fd; every call sdx makes on
-	// it (sendto and recvfrom kicks) is non-blocking already.
-	q.np, _ = newNPWait(nfd, "xdp-socket", q.rx.Filled)
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(q.fd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, q.fd, &ev); err != nil {
+		unix.Close(epfd)
+		return
+	}
+	q.np, _ = newNPWait(epfd, "xdp-socket-epoll", q.rx.Filled)
 }
 
 func (q *Queue) initRings() {
