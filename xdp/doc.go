@@ -45,10 +45,9 @@
 //     by kicking again;
 //   - its GetDescs walks the whole frame table to find free frames, past
 //     every frame parked on the fill ring; here a free stack is O(1);
-//   - it has no need_wakeup, so it kicks on every Transmit; here a
-//     zero-copy socket is bound with XDP_USE_NEED_WAKEUP and the driver is
-//     kicked only when it asks (copy mode needs the kick every time, and
-//     is bound without, for the reason bindBest gives);
+//   - it has no need_wakeup, so it kicks on every Transmit; here the socket
+//     is bound with XDP_USE_NEED_WAKEUP and the kernel is kicked only when
+//     it asks;
 //   - it cannot open a socket inside another network namespace.
 //
 // BenchmarkLoop runs the same transmit/receive loop through both over one

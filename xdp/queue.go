@@ -23,19 +23,16 @@ import (
 // Receive, Transmit, Kick, Complete, Wait and Close, and it alone touches the
 // rings and the pool. Wake and Mode may be called from any goroutine.
 type Queue struct {
-	cfg  Config
-	fd   int
-	umem []byte
-	pool *Pool
-	mode Mode
-	// wakeups: bound with need_wakeup (zero-copy; see bindBest). Without
-	// it every Kick makes the system call and no receive needs one.
-	wakeups bool
-	zcErr   error // why the zero-copy bind was refused; nil if granted or not tried
-	sg      bool  // bound with XDP_USE_SG: a packet may span several frames
-	sgErr   error // why multi-buffer was refused where the MTU needs it
-	ifMTU   int   // the interface's MTU at Open
-	shift   uint  // log2(FrameSize)
+	cfg   Config
+	fd    int
+	umem  []byte
+	pool  *Pool
+	mode  Mode
+	zcErr error // why the zero-copy bind was refused; nil if granted or not tried
+	sg    bool  // bound with XDP_USE_SG: a packet may span several frames
+	sgErr error // why multi-buffer was refused where the MTU needs it
+	ifMTU int   // the interface's MTU at Open
+	shift uint  // log2(FrameSize)
 
 	// The rings shared with the kernel. For fill and tx only we update the
 	// producer and only the kernel the consumer; for rx and completion the
@@ -397,7 +394,7 @@ func (q *Queue) Transmit(descs []Desc) int {
 // completed; it is counted in TxDropped. A downed or vanished interface
 // returns a *LinkError, which matches ENETDOWN.
 func (q *Queue) Kick() error {
-	if q.wakeups && !q.needWakeup(q.txMap) {
+	if !q.needWakeup(q.txMap) {
 		return nil
 	}
 	size := uint32(q.cfg.TxSize)
@@ -449,10 +446,8 @@ func (q *Queue) Complete() int {
 // not yet completed.
 func (q *Queue) TxPending() int { return q.pool.Count(PlaceTx) + q.lentTx }
 
-// needWakeup reports whether the kernel asks, through ring m's flag, to
-// be woken for it; a socket bound without need_wakeup never asks.
 func (q *Queue) needWakeup(m mapping) bool {
-	return q.wakeups && atomic.LoadUint32(m.flag)&unix.XDP_RING_NEED_WAKEUP != 0
+	return atomic.LoadUint32(m.flag)&unix.XDP_RING_NEED_WAKEUP != 0
 }
 
 // Wait blocks until the rx ring has frames, Wake is called, or the timeout

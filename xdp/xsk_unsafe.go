@@ -127,15 +127,7 @@ func (q *Queue) setup(ifindex int) error {
 // first, where the driver offers it, then copy mode (veth always refuses
 // zero-copy); with multi-buffer frames (XDP_USE_SG) first when the MTU
 // needs them, then without. The refusals are kept for the reports.
-//
-// Zero-copy binds use need_wakeup, so the driver is kicked only when it
-// asks. Copy mode does not: there the kernel transmits only inside a
-// system call, so every transmit needs a kick either way, and with
-// need_wakeup a poll of the socket transmits too. Go's netpoller polls it
-// (epoll_wait, from an idle P looking for work) whenever a frame has
-// arrived, and so ran the tx ring against the owner's own kick, one
-// spinning on the socket's mutex while the other sent: a fifth of the CPU
-// of a bulk stream on veth. Without need_wakeup only sendto transmits.
+// Every bind uses need_wakeup.
 func (q *Queue) bindBest(ifindex int) error {
 	c := &q.cfg
 	sg := q.needsMultiBuffer()
@@ -147,7 +139,7 @@ func (q *Queue) bindBest(ifindex int) error {
 		if try.zc && zcRefused || try.sg && (!sg || q.sgErr != nil) {
 			continue
 		}
-		flags := uint16(unix.XDP_COPY)
+		flags := uint16(unix.XDP_USE_NEED_WAKEUP | unix.XDP_COPY)
 		if try.zc {
 			flags = unix.XDP_USE_NEED_WAKEUP | unix.XDP_ZEROCOPY
 		}
@@ -158,7 +150,6 @@ func (q *Queue) bindBest(ifindex int) error {
 		switch {
 		case err == nil:
 			q.sg = try.sg
-			q.wakeups = flags&unix.XDP_USE_NEED_WAKEUP != 0
 			if try.zc {
 				q.zcErr = nil
 			}
