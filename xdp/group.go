@@ -23,7 +23,8 @@ import (
 type Group struct {
 	qs []*Queue
 
-	ep *npWait // the netpoller wait on an epoll instance of every queue's socket
+	ep   *npWait // the netpoller wait on an epoll instance of every queue's socket
+	epfd int     // that instance
 
 	// The poll(2) fallback.
 	pfds []unix.PollFd // the queues' sockets, then the wake eventfd
@@ -61,7 +62,15 @@ func (g *Group) openNetpoll() {
 			return
 		}
 	}
-	g.ep, _ = newNPWait(epfd, "xdp-group", g.filled)
+	if g.ep, err = newNPWait(epfd, "xdp-group", g.filled); err != nil {
+		return
+	}
+	// The queues stop and start its watch as they send and wait (see
+	// Queue.watch).
+	g.epfd = epfd
+	for _, q := range g.qs {
+		q.addWatcher(epfd)
+	}
 }
 
 // filled reports whether any queue's rx ring holds frames.
@@ -80,6 +89,9 @@ func (g *Group) filled() bool {
 func (g *Group) Wait(timeout time.Duration) (woken bool, err error) {
 	if g.ep == nil {
 		return g.waitPoll(timeout)
+	}
+	for _, q := range g.qs {
+		q.watch(true)
 	}
 	woken, expired, err := g.ep.wait(timeout)
 	if woken || expired || err != nil || g.filled() {
@@ -142,6 +154,9 @@ func (g *Group) Close() error {
 	}
 	var errs []error
 	if g.ep != nil {
+		for _, q := range g.qs {
+			q.dropWatcher(g.epfd)
+		}
 		errs = append(errs, g.ep.close())
 	}
 	errs = append(errs, g.wake.Close())

@@ -102,3 +102,88 @@ func b2i(b bool) int {
 	}
 	return 0
 }
+
+// TestWaitAfterBatch: a queue that has just kicked a full batch no longer
+// has the netpoller watching its socket (Queue.watch); a frame that
+// arrives then, or while the next Wait is parked, still ends that Wait,
+// alone and in a Group.
+func TestWaitAfterBatch(t *testing.T) {
+	testutil.Privileged(t)
+	testutil.CheckFDs(t)
+	bed := testbed.New(t, testbed.Options{})
+	_, as := openAll(t, &bed.A, 1)
+	_, bs := openAll(t, &bed.B, 1)
+	a, b := as[0], bs[0]
+	ab := frame.Flow{
+		Src: frame.Endpoint{MAC: [6]byte(bed.A.MAC), IP: bed.A.Addr, Port: 40000},
+		Dst: frame.Endpoint{MAC: [6]byte(bed.B.MAC), IP: bed.B.Addr, Port: testPort},
+	}
+	ba := ab.Reverse()
+	ba.Dst.Port = testPort // the steer program's
+	g, err := xdp.NewGroup(as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	var descs [64]xdp.Desc
+	toA := func() {
+		if send(b, &ba, 2, 0, 1) != 1 {
+			t.Fatal("nothing sent from b")
+		}
+		if err := b.Kick(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round, c := range []struct {
+		name   string
+		wait   func() (bool, error)
+		during bool
+	}{
+		{"queue, frame before", func() (bool, error) { return a.Wait(-1) }, false},
+		{"queue, frame during", func() (bool, error) { return a.Wait(-1) }, true},
+		{"group, frame before", func() (bool, error) { return g.Wait(-1) }, false},
+		{"group, frame during", func() (bool, error) { return g.Wait(-1) }, true},
+	} {
+		if got := send(a, &ab, 1, uint64(round), 32); got != 32 {
+			t.Fatalf("%s: %d of 32 frames built", c.name, got)
+		}
+		if err := a.Kick(); err != nil {
+			t.Fatal(err)
+		}
+		if !c.during {
+			toA()
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.wait()
+			done <- err
+		}()
+		if c.during {
+			time.Sleep(20 * time.Millisecond) // most likely parked by now
+			toA()
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("%s: Wait: %v", c.name, err)
+			}
+		case <-time.After(5 * time.Second):
+			a.Wake()
+			g.Wake()
+			<-done
+			t.Fatalf("%s: a frame arrived after a batch, and Wait did not end", c.name)
+		}
+		if n := a.Receive(descs[:]); n == 0 {
+			t.Fatalf("%s: Wait ended with nothing received", c.name)
+		} else {
+			a.ReleasePacket(descs[:n])
+		}
+		for n := b.Receive(descs[:]); n > 0; n = b.Receive(descs[:]) {
+			b.ReleasePacket(descs[:n])
+		}
+		a.Complete()
+		a.Refill()
+		b.Complete()
+		b.Refill()
+	}
+}

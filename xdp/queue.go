@@ -46,9 +46,13 @@ type Queue struct {
 	// Waiting: in Go's netpoller on an epoll instance of the socket (np),
 	// or, where the netpoller cannot take it, in poll(2) on the socket and
 	// the wake eventfd.
-	np   *npWait
-	wake *os.File
-	pfds [2]unix.PollFd
+	np *npWait
+	// watchers are the epoll instances watching the socket: np's, and
+	// a Group's; watching, whether they watch it now (see watch).
+	watchers []int
+	watching bool
+	wake     *os.File
+	pfds     [2]unix.PollFd
 
 	// Lent frames (Config.LentFrames): how many are on the tx ring or in
 	// the kernel, and whom to tell when one comes back.
@@ -143,7 +147,51 @@ func (q *Queue) openNetpoll() {
 		unix.Close(epfd)
 		return
 	}
-	q.np, _ = newNPWait(epfd, "xdp-socket-epoll", q.rx.Filled)
+	if q.np, err = newNPWait(epfd, "xdp-socket-epoll", q.rx.Filled); err == nil {
+		q.addWatcher(epfd)
+	}
+}
+
+// addWatcher and dropWatcher keep the list of epoll instances watching
+// the socket for input; an instance added watches as the others do.
+func (q *Queue) addWatcher(epfd int) {
+	if len(q.watchers) == 0 {
+		q.watching = true
+	} else if !q.watching {
+		unix.EpollCtl(epfd, unix.EPOLL_CTL_MOD, q.fd, &unix.EpollEvent{})
+	}
+	q.watchers = append(q.watchers, epfd)
+}
+
+func (q *Queue) dropWatcher(epfd int) {
+	for i, w := range q.watchers {
+		if w == epfd {
+			q.watchers = append(q.watchers[:i], q.watchers[i+1:]...)
+			return
+		}
+	}
+}
+
+// watch has the epoll instance watch the socket for input (on), or
+// stop (off). While it watches, every frame that arrives has a thread
+// idle in epoll_wait look at the socket, and in copy mode that look
+// transmits what is on the tx ring, under the socket's mutex: against a
+// kick of a full batch in progress, it spins on that mutex for the whole
+// batch. So the socket is watched only while the owner waits (Wait), and
+// not while it sends batches (Kick). Turning the watch on looks at the
+// socket once, so frames that came meanwhile still end the next Wait.
+func (q *Queue) watch(on bool) {
+	if len(q.watchers) == 0 || q.watching == on {
+		return
+	}
+	var ev unix.EpollEvent
+	if on {
+		ev = unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(q.fd)}
+	}
+	for _, w := range q.watchers {
+		unix.EpollCtl(w, unix.EPOLL_CTL_MOD, q.fd, &ev)
+	}
+	q.watching = on
 }
 
 func (q *Queue) initRings() {
@@ -398,6 +446,9 @@ func (q *Queue) Kick() error {
 		return nil
 	}
 	size := uint32(q.cfg.TxSize)
+	if q.watching && size-q.tx.Free() >= quietBatch {
+		q.watch(false)
+	}
 	for tries := 0; tries < maxKicks && q.tx.Free() < size; tries++ {
 		q.stats.Kicks++
 		switch errno := q.kick(); errno {
@@ -413,6 +464,12 @@ func (q *Queue) Kick() error {
 	}
 	return nil
 }
+
+// quietBatch is the smallest kick for which the socket stops being watched
+// (see watch): a batch long enough that a look at the socket waiting for
+// it costs more than the two epoll_ctl calls; a message of a few frames
+// does not pay them.
+const quietBatch = 16
 
 // maxKicks bounds the sendto calls of one Kick, so a driver that keeps
 // answering busy cannot hold the poller.
@@ -457,6 +514,7 @@ func (q *Queue) Wait(timeout time.Duration) (woken bool, err error) {
 	if q.np == nil {
 		return q.waitPoll(timeout)
 	}
+	q.watch(true)
 	woken, expired, err := q.np.wait(timeout)
 	if woken || expired || err != nil || q.rx.Filled() {
 		return woken, err
