@@ -172,7 +172,7 @@ func (q *Queue) dropWatcher(epfd int) {
 	}
 }
 
-// watch has the epoll instance watch the socket for input (on), or
+// watch has the epoll instances watch the socket for input (on), or
 // stop (off). While it watches, every frame that arrives has a thread
 // idle in epoll_wait look at the socket, and in copy mode that look
 // transmits what is on the tx ring, under the socket's mutex: against a
