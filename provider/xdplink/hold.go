@@ -28,11 +28,13 @@ func holdFrames(n int, fc xdp.Config) (int, error) {
 }
 
 // holding is the datagram Receive is handing to fn, for Hold.
+// Its payload's pieces are the parsed payload, then more, as fn gets
+// them, each in the next descriptor of the chain.
 type holding struct {
-	lq     *linkQueue
-	descs  []xdp.Desc // its chain
-	pieces [][]byte   // its payload's pieces, as fn gets them
-	kept   int        // the first kept descriptors of the chain are held
+	lq    *linkQueue
+	descs []xdp.Desc // its chain
+	more  [][]byte
+	kept  int // the first kept descriptors of the chain are held
 }
 
 // Hold keeps the UMEM frames of the datagram Receive is handing to fn,
@@ -40,11 +42,16 @@ type holding struct {
 // when the queue holds its share already, or outside fn.
 func (l *Link) Hold(hs []uint32) []uint32 {
 	c := &l.cur
-	if c.lq == nil || c.kept > 0 || c.lq.held+len(c.pieces) > c.lq.holdCap {
+	pieces := 1 + len(c.more)
+	if c.lq == nil || c.kept > 0 || c.lq.held+pieces > c.lq.holdCap {
 		return hs
 	}
 	q := c.lq.q
-	for j, p := range c.pieces {
+	for j := range pieces {
+		p := l.parsed.Payload
+		if j > 0 {
+			p = c.more[j-1]
+		}
 		d := c.descs[j]
 		f := q.FrameOf(d)
 		// Where the piece begins in its frame: Data slices to the
@@ -53,7 +60,7 @@ func (l *Link) Hold(hs []uint32) []uint32 {
 		c.lq.heldAt[f] = heldPiece{off: uint16(off), n: uint16(len(p))}
 		hs = append(hs, uint32(c.lq.idx)<<queueShift|f)
 	}
-	c.kept = len(c.pieces)
+	c.kept = pieces
 	c.lq.held += c.kept
 	l.held.add(uint64(c.kept))
 	return hs

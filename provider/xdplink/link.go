@@ -120,7 +120,6 @@ type Link struct {
 
 	descs   [64]xdp.Desc                // received, being handed to fn
 	more    [xdp.MaxPacketFrames][]byte // a multi-buffer frame's pieces after the first
-	plist   [][]byte                    // every piece of the frame fn has, for Hold
 	cur     holding                     // the frame fn has (hold.go)
 	held    counter                     // frames the provider holds, over the queues
 	parsed  frame.Parsed

@@ -81,7 +81,7 @@ func (l *Link) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, payl
 					k, h := flowOf(l.parsed.Flow.Src.IP, l.parsed.Payload, true)
 					l.flows.put(k, h, uint8(qi))
 				}
-				l.cur = holding{lq: lq, descs: l.descs[i : i+k], pieces: l.pieceList(more)}
+				l.cur = holding{lq: lq, descs: l.descs[i : i+k], more: more}
 				fn(l.parsed.Flow.Src.IP, l.parsed.Payload, more)
 				got++
 			}
@@ -97,14 +97,6 @@ func (l *Link) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, payl
 	}
 	q.Refill()
 	return got
-}
-
-// pieceList is the payload's pieces, the first and more, for Hold.
-func (l *Link) pieceList(more [][]byte) [][]byte {
-	ps := append(l.plist[:0], l.parsed.Payload)
-	ps = append(ps, more...)
-	l.plist = ps
-	return ps
 }
 
 // pieces parses the multi-buffer frame whose chain begins descs into
