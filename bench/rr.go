@@ -132,10 +132,7 @@ func transact(c Conn, dc DatagramConn, kind Kind, out, in []byte, seq uint64, st
 	if part > 0 {
 		return transactParts(c.(Batcher), dc, out, in, seq, start, part)
 	}
-	binary.LittleEndian.PutUint64(out, seq)
-	if len(out) >= 16 {
-		binary.LittleEndian.PutUint64(out[8:], uint64(len(out))) // see transactParts
-	}
+	stamp(out, seq, len(out))
 	if err := c.Send(out); err != nil {
 		return false, err
 	}
@@ -170,16 +167,22 @@ func awaitEcho(dc DatagramConn, in []byte, seq uint64, start time.Time, n int) (
 	return true, nil
 }
 
+// stamp begins p, a message or a frame of one, with the transaction's
+// sequence number and, where it has room, the message's length n (for
+// xsk-floor-sf's server).
+func stamp(p []byte, seq uint64, n int) {
+	binary.LittleEndian.PutUint64(p, seq)
+	if len(p) >= 16 {
+		binary.LittleEndian.PutUint64(p[8:], uint64(n))
+	}
+}
+
 // transactParts is transact for a message sent as frames of part bytes,
-// each beginning with seq and, where it has room, the message's length
-// (for xsk-floor-sf's server).
+// each stamped.
 func transactParts(b Batcher, dc DatagramConn, out, in []byte, seq uint64, start time.Time, part int) (bool, error) {
 	for off := 0; off < len(out); off += part {
 		p := out[off:min(off+part, len(out))]
-		binary.LittleEndian.PutUint64(p, seq)
-		if len(p) >= 16 {
-			binary.LittleEndian.PutUint64(p[8:], uint64(len(out)))
-		}
+		stamp(p, seq, len(out))
 		if err := b.Queue(p); err != nil {
 			return false, err
 		}

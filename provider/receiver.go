@@ -256,11 +256,12 @@ func (e *engine) onData(ep *endpoint, seq uint64, p pieces, req bool) {
 		return
 	}
 	ep.rcv.dupIn = 0
-	h0 := seq // where the datagram's data began: p is whole while seq is here
+	whole := true // p as the link handed it over (see hold)
 	if seq < ep.rcv.rcvNxt {
 		p.skip(int(ep.rcv.rcvNxt - seq))
 		seq = ep.rcv.rcvNxt
 		n = p.len()
+		whole = false
 	}
 	if end > max(ep.rcv.lastEdge, ep.rcv.rcvNxt) || (ep.rcv.finPending && end > ep.rcv.finSeq) || ep.rcv.eof {
 		e.st.dropOutOfWindow.Add(1)
@@ -268,7 +269,6 @@ func (e *engine) onData(ep *endpoint, seq uint64, p pieces, req bool) {
 		return
 	}
 	if seq == ep.rcv.rcvNxt {
-		whole := seq == h0
 		took := e.deliver(ep, &p)
 		if took < n && !(took == 0 && whole && e.hold(ep, p)) &&
 			!e.appendInOrder(ep, p) && (!e.renege(ep) || !e.appendInOrder(ep, p)) {

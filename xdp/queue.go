@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -164,11 +165,8 @@ func (q *Queue) addWatcher(epfd int) {
 }
 
 func (q *Queue) dropWatcher(epfd int) {
-	for i, w := range q.watchers {
-		if w == epfd {
-			q.watchers = append(q.watchers[:i], q.watchers[i+1:]...)
-			return
-		}
+	if i := slices.Index(q.watchers, epfd); i >= 0 {
+		q.watchers = slices.Delete(q.watchers, i, i+1)
 	}
 }
 
