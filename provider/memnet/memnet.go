@@ -309,7 +309,12 @@ type Link struct {
 	// heldFree lists the free handles.
 	held     [][]byte
 	heldFree []uint32
-	released [][]byte     // given back, for the network at the next Receive
+	// Given back by Release, for the network at the next Receive; after
+	// Close (relShut) Release hands them back itself. Under relMu, which
+	// is taken after net.mu, never before.
+	relMu    sync.Mutex
+	released [][]byte
+	relShut  bool
 	nHeld    atomic.Int64 // written by the poller, read by anyone (Held)
 	holdCap  int
 	ce       bool // the datagram being handed to Receive's fn was marked CE
@@ -581,21 +586,33 @@ func (l *Link) Data(h uint32) []byte { return l.held[h] }
 
 // Release gives back the datagram held with handle h. Its buffer goes
 // back to the network with the next Receive's, under the lock that takes
-// anyway.
+// anyway; after Close, at once.
 func (l *Link) Release(h uint32) {
-	l.released = append(l.released, l.held[h])
+	b := l.held[h]
 	l.held[h] = nil
 	l.heldFree = append(l.heldFree, h)
 	l.nHeld.Add(-1)
+	l.relMu.Lock()
+	if !l.relShut {
+		l.released = append(l.released, b)
+		l.relMu.Unlock()
+		return
+	}
+	l.relMu.Unlock()
+	l.net.mu.Lock()
+	l.net.putBufLocked(b)
+	l.net.mu.Unlock()
 }
 
 // putReleasedLocked gives the network the buffers Release gave back.
 func (l *Link) putReleasedLocked() {
+	l.relMu.Lock()
 	for i, b := range l.released {
 		l.net.putBufLocked(b)
 		l.released[i] = nil
 	}
 	l.released = l.released[:0]
+	l.relMu.Unlock()
 }
 
 // HoldCap is the most datagrams the link holds at once.
@@ -650,23 +667,20 @@ func (l *Link) Wake() {
 }
 
 // Close takes the host off the network for good and frees what it held.
-// It is idempotent. Datagrams still held (see Hold) are freed too, and
-// reported as an error: their holder should have released them.
+// It is idempotent. It reports datagrams still held (see Hold) as an
+// error: their holder should have released them first. They stay the
+// holder's, and go back to the network when it releases them.
 func (l *Link) Close() error {
 	n := l.net
 	n.mu.Lock()
 	var err error
 	if k := l.nHeld.Load(); k > 0 {
 		err = fmt.Errorf("memnet: %s closed with %d datagrams held", l.addr, k)
-		for h, b := range l.held {
-			if b != nil {
-				n.putBufLocked(b)
-				l.held[h] = nil
-			}
-		}
-		l.nHeld.Store(0)
 	}
 	l.putReleasedLocked()
+	l.relMu.Lock()
+	l.relShut = true
+	l.relMu.Unlock()
 	if !l.closed {
 		l.closed = true
 		for i := range l.in.Len() {
