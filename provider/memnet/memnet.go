@@ -677,10 +677,13 @@ func (l *Link) Close() error {
 	if k := l.nHeld.Load(); k > 0 {
 		err = fmt.Errorf("memnet: %s closed with %d datagrams held", l.addr, k)
 	}
-	l.putReleasedLocked()
+	// Shut first, then flush: a Release from now on hands its buffer
+	// back itself (once we let go of n.mu), and none is left behind in
+	// released.
 	l.relMu.Lock()
 	l.relShut = true
 	l.relMu.Unlock()
+	l.putReleasedLocked()
 	if !l.closed {
 		l.closed = true
 		for i := range l.in.Len() {
