@@ -58,6 +58,13 @@ func (l *Link) unreachable(b []byte) bool {
 	case l.unanswerable(u.From):
 		l.ctr.spoofed.bump()
 	default:
+		if l.in != nil {
+			src, dst, _ := wire.Ports(u.Quoted)
+			if to := l.owner(u.From, src, dst); to != l.shard {
+				l.forward(to, u.From, u.Quoted, nil, 0, true)
+				return true
+			}
+		}
 		l.ctr.unreach.bump()
 		if l.unreach != nil {
 			l.unreach(u.From, u.Quoted)

@@ -98,6 +98,10 @@ func (c *Config) queueIDs() []int {
 // link.
 type Link struct {
 	cfg   Config
+	shard int     // this link's index among sh.links
+	sh    *shared // the interface's shards; one for New's link
+	in    *inbox  // frames other shards forwarded; nil with one shard
+	woke  uint64  // shards forward handed frames to, to wake
 	steer *xdp.Steering
 	qs    []*linkQueue
 	group *xdp.Group // waits on every queue; nil with one queue
@@ -163,61 +167,38 @@ type linkQueue struct {
 
 // New attaches the steer program to the interface, opens its queues and
 // registers them with the program.
-func New(cfg Config) (_ *Link, err error) {
+func New(cfg Config) (*Link, error) {
+	ls, err := NewShards(cfg, 1)
+	if err != nil {
+		return nil, err
+	}
+	return ls[0], nil
+}
+
+// NewShards is New for n pollers: it attaches the steer program once and
+// splits the queues among n links, link i taking every n-th queue from
+// the i-th, so that each link has a poller of its own. A flow belongs to
+// the link ShardOf names; a link hands a frame of another's flow to that
+// one (see shard.go). Config.LendBuffers and Config.HoldFrames apply to
+// each link. The links close one by one; the last detaches the program.
+func NewShards(cfg Config, n int) (_ []*Link, err error) {
+	if n < 1 || n > MaxShards {
+		return nil, configErr("%d shards: from 1 to %d", n, MaxShards)
+	}
 	if cfg.Port == 0 {
 		cfg.Port = wire.DefaultUDPPort
 	}
-	l := &Link{cfg: cfg, born: time.Now(), pending: make(map[netip.Addr][]pendingFrame)}
-	defer func() {
-		if err != nil {
-			l.Close()
-		}
-	}()
-	var ifindex int
-	err = sys.InNetns(cfg.Netns, func() error {
-		ifi, err := net.InterfaceByName(cfg.Interface)
-		if err != nil {
-			return err
-		}
-		addrs, err := ifi.Addrs()
-		if err != nil {
-			return err
-		}
-		for _, a := range addrs {
-			p, err := netip.ParsePrefix(a.String())
-			if err != nil || !p.Addr().Is4() {
-				continue
-			}
-			l.own = append(l.own, p.Addr())
-			if !l.local.IP.IsValid() && (!cfg.Addr.IsValid() || cfg.Addr == p.Addr()) {
-				l.local.IP, l.subnet = p.Addr(), p.Masked()
-			}
-		}
-		if !l.local.IP.IsValid() {
-			if cfg.Addr.IsValid() {
-				return fmt.Errorf("%v is not an IPv4 address of %s", cfg.Addr, cfg.Interface)
-			}
-			return fmt.Errorf("no IPv4 address on %s", cfg.Interface)
-		}
-		if len(ifi.HardwareAddr) != 6 {
-			return fmt.Errorf("%s is not an Ethernet interface", cfg.Interface)
-		}
-		l.local.MAC = [6]byte(ifi.HardwareAddr)
-		l.local.Port = cfg.Port
-		l.mtu = ifi.MTU - frame.IPv4Len - frame.UDPLen
-		ifindex = ifi.Index
-		return nil
-	})
-	if err != nil {
+	var info ifaceInfo
+	if err := sys.InNetns(cfg.Netns, func() error { return info.learn(cfg) }); err != nil {
 		return nil, fmt.Errorf("xdplink: %s: %w", cfg.Interface, err)
 	}
 	ids := cfg.queueIDs()
 	if ids == nil {
-		n, err := xdp.RxQueues(cfg.Netns, cfg.Interface)
+		nq, err := xdp.RxQueues(cfg.Netns, cfg.Interface)
 		if err != nil {
 			return nil, fmt.Errorf("xdplink: %s: %w", cfg.Interface, err)
 		}
-		for id := range min(n, bpf.MaxQueues) {
+		for id := range min(nq, bpf.MaxQueues) {
 			ids = append(ids, id)
 		}
 	}
@@ -226,6 +207,105 @@ func New(cfg Config) (_ *Link, err error) {
 			return nil, configErr("Config.Queues %v: queue %d twice", ids, id)
 		}
 	}
+	if len(ids) < n {
+		return nil, configErr("%d shards need a queue each; %s serves %d (Config.Queues, or the interface's rx queues)", n, cfg.Interface, len(ids))
+	}
+	sh := &shared{links: make([]*Link, n)}
+	born := time.Now()
+	for i := range n {
+		sh.links[i] = &Link{cfg: cfg, born: born, pending: make(map[netip.Addr][]pendingFrame), shard: i, sh: sh,
+			local: info.local, subnet: info.subnet, own: info.own, mtu: info.mtu}
+		if n > 1 {
+			sh.links[i].in = newInbox(info.mtu)
+		}
+	}
+	defer func() {
+		if err != nil {
+			for _, l := range sh.links {
+				l.Close()
+			}
+		}
+	}()
+	// The queues before the program: a queue another stack holds says
+	// so (EBUSY, "another sdx stack") before the attach would fail less
+	// clearly.
+	for i, l := range sh.links {
+		var mine []int
+		for j := i; j < len(ids); j += n {
+			mine = append(mine, ids[j])
+		}
+		if err := l.openQueues(mine); err != nil {
+			return nil, err
+		}
+	}
+	steer, err := xdp.AttachSteer(xdp.SteerConfig{Netns: cfg.Netns, Interface: cfg.Interface, Port: cfg.Port, Mode: cfg.XDPMode,
+		Serve: []netip.Addr{info.local.IP}})
+	if err != nil {
+		return nil, err
+	}
+	sh.steer = steer
+	mtu := info.mtu
+	for _, l := range sh.links {
+		if err := l.start(steer, info.ifindex); err != nil {
+			return nil, err
+		}
+		mtu = min(mtu, l.mtu)
+	}
+	// Every shard carries the same datagrams: a peer sees one MTU.
+	for _, l := range sh.links {
+		l.mtu, l.info.MTU = mtu, mtu
+	}
+	return sh.links, nil
+}
+
+// ifaceInfo is what a link learns of its interface, in its namespace.
+type ifaceInfo struct {
+	local   frame.Endpoint
+	subnet  netip.Prefix
+	own     []netip.Addr
+	mtu     int
+	ifindex int
+}
+
+func (f *ifaceInfo) learn(cfg Config) error {
+	ifi, err := net.InterfaceByName(cfg.Interface)
+	if err != nil {
+		return err
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		p, err := netip.ParsePrefix(a.String())
+		if err != nil || !p.Addr().Is4() {
+			continue
+		}
+		f.own = append(f.own, p.Addr())
+		if !f.local.IP.IsValid() && (!cfg.Addr.IsValid() || cfg.Addr == p.Addr()) {
+			f.local.IP, f.subnet = p.Addr(), p.Masked()
+		}
+	}
+	if !f.local.IP.IsValid() {
+		if cfg.Addr.IsValid() {
+			return fmt.Errorf("%v is not an IPv4 address of %s", cfg.Addr, cfg.Interface)
+		}
+		return fmt.Errorf("no IPv4 address on %s", cfg.Interface)
+	}
+	if len(ifi.HardwareAddr) != 6 {
+		return fmt.Errorf("%s is not an Ethernet interface", cfg.Interface)
+	}
+	f.local.MAC = [6]byte(ifi.HardwareAddr)
+	f.local.Port = cfg.Port
+	f.mtu = ifi.MTU - frame.IPv4Len - frame.UDPLen
+	f.ifindex = ifi.Index
+	return nil
+}
+
+// openQueues opens the link's queues, ids, with their share of the lent
+// buffers.
+func (l *Link) openQueues(ids []int) error {
+	cfg := l.cfg
 	// Each buffer lent takes the frames a datagram of the interface's
 	// MTU takes, whatever the link's MTU turns out to be below.
 	fs := cfg.Frames.FrameSize
@@ -240,26 +320,23 @@ func New(cfg Config) (_ *Link, err error) {
 	if lend > 0 {
 		l.lentPer = (lend + len(ids) - 1) / len(ids)
 		if max := xdp.MaxLentFrames / l.lentFrames * len(ids); lend > max {
-			return nil, configErr("Config.LendBuffers %d: at most %d on %s", lend, max, cfg.Interface)
+			return configErr("Config.LendBuffers %d: at most %d on %s", lend, max, cfg.Interface)
 		}
 	}
-	// The queues before the program: a queue another stack holds says
-	// so (EBUSY, "another sdx stack") before the attach would fail less
-	// clearly.
 	for _, id := range ids {
 		fc := cfg.Frames
 		fc.Netns, fc.Interface, fc.Queue = cfg.Netns, cfg.Interface, id
 		fc.LentFrames = l.lentPer * l.lentFrames
 		q, err := xdp.Open(fc)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		lq := &linkQueue{id: id, idx: len(l.qs), q: q, report: q.ModeReport()}
 		l.qmu.Lock()
 		l.qs = append(l.qs, lq)
 		l.qmu.Unlock()
 		if lq.holdCap, err = holdFrames(cfg.HoldFrames, q.Config()); err != nil {
-			return nil, err
+			return err
 		}
 		lq.heldAt = make([]heldPiece, q.Config().NumFrames)
 		// A received frame must fit what the queue receives: one
@@ -269,17 +346,19 @@ func New(cfg Config) (_ *Link, err error) {
 			l.mtu = max
 		}
 	}
-	steer, err := xdp.AttachSteer(xdp.SteerConfig{Netns: cfg.Netns, Interface: cfg.Interface, Port: cfg.Port, Mode: cfg.XDPMode,
-		Serve: []netip.Addr{l.local.IP}})
-	if err != nil {
-		return nil, err
-	}
+	return nil
+}
+
+// start registers the link's queues with the attached program steer and
+// readies the rest: multi-buffer frames, lent buffers, the wait over its
+// queues, the neighbour cache.
+func (l *Link) start(steer *xdp.Steering, ifindex int) (err error) {
 	l.qmu.Lock()
 	l.steer = steer
 	l.qmu.Unlock()
 	for _, lq := range l.qs {
 		if err = l.steer.Register(lq.q); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	l.info.MultiBuffer, l.info.MultiBufferFallback = l.multiBuffer()
@@ -300,11 +379,11 @@ func New(cfg Config) (_ *Link, err error) {
 			qs[i] = lq.q
 		}
 		if l.group, err = xdp.NewGroup(qs); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if l.res, err = xdp.NewResolver(cfg.Netns, ifindex); err != nil {
-		return nil, err
+	if l.res, err = xdp.NewResolver(l.cfg.Netns, ifindex); err != nil {
+		return err
 	}
 	l.neigh = neigh.New(l.res)
 	l.neigh.Refuse = l.unanswerable
@@ -313,7 +392,7 @@ func New(cfg Config) (_ *Link, err error) {
 	l.info.XDPFrags = l.steer.Frags()
 	l.info.XDPFallback = l.steer.Fallback()
 	l.info.FrameSize = l.qs[0].q.FrameSize()
-	return l, nil
+	return nil
 }
 
 // multiBuffer reports whether the link carries frames of several UMEM
@@ -369,6 +448,9 @@ func (l *Link) SetSteered(on bool) error {
 // Wait blocks until a frame arrives on any queue, Wake is called, or
 // timeout passes.
 func (l *Link) Wait(timeout time.Duration) error {
+	if l.in.pending() {
+		return nil
+	}
 	if l.neigh.Resolving() > 0 && (timeout < 0 || timeout > neigh.PollEvery) {
 		timeout = neigh.PollEvery // look at the kernel's answer soon
 	}
@@ -408,8 +490,8 @@ func (l *Link) Close() error {
 		}
 		lq.ntx = 0
 	}
-	if l.steer != nil {
-		errs = append(errs, l.steer.Close())
+	if l.sh != nil {
+		errs = append(errs, l.sh.leave(l))
 	}
 	if l.group != nil {
 		errs = append(errs, l.group.Close())

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	"github.com/sdx-project/sdx/internal/frame"
+	"github.com/sdx-project/sdx/internal/wire"
 	"github.com/sdx-project/sdx/xdp"
 )
 
@@ -20,10 +21,17 @@ func (l *Link) Receive(max int, fn func(peer netip.Addr, payload []byte, more []
 	if l.neigh.Resolving() > 0 {
 		l.resolvePending()
 	}
-	if len(l.qs) == 1 {
-		return l.receive(l.qs[0], 0, max, fn)
-	}
 	got := 0
+	if l.in.pending() {
+		got = l.drainInbox(max, fn)
+	}
+	if len(l.qs) == 1 {
+		got += l.receive(l.qs[0], 0, max-got, fn)
+		if l.woke != 0 {
+			l.wakeOwners()
+		}
+		return got
+	}
 	for i := range l.qs {
 		if got >= max {
 			break
@@ -32,6 +40,9 @@ func (l *Link) Receive(max int, fn func(peer netip.Addr, payload []byte, more []
 		got += l.receive(l.qs[qi], qi, max-got, fn)
 	}
 	l.rr = (l.rr + 1) % len(l.qs)
+	if l.woke != 0 {
+		l.wakeOwners()
+	}
 	return got
 }
 
@@ -74,6 +85,8 @@ func (l *Link) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, payl
 				l.ctr.notOurs.bump()
 			case l.unanswerable(l.parsed.Flow.Src.IP):
 				l.ctr.spoofed.bump()
+			case l.in != nil && l.foreign(l.parsed.Flow.Src.IP, l.parsed.Payload, more):
+				got++
 			default:
 				l.ctr.received.bump()
 				if len(l.qs) > 1 {
@@ -97,6 +110,18 @@ func (l *Link) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, payl
 	}
 	q.Refill()
 	return got
+}
+
+// foreign forwards a received datagram of another shard's flow to that
+// shard and reports true; false when the flow is this link's.
+func (l *Link) foreign(peer netip.Addr, payload []byte, more [][]byte) bool {
+	src, dst, _ := wire.Ports(payload)
+	to := l.owner(peer, dst, src)
+	if to == l.shard {
+		return false
+	}
+	l.forward(to, peer, payload, more, l.parsed.Flow.ECN, false)
+	return true
 }
 
 // pieces parses the multi-buffer frame whose chain begins descs into

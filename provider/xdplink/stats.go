@@ -33,6 +33,10 @@ type Counters struct {
 	// Held is how many frames the provider holds now, keeping received
 	// data for its reader (see Hold), over the queues.
 	Held uint64
+	// Forwarded counts frames of another shard's flows handed to that
+	// shard (see NewShards); ForwardDropped, those its full inbox
+	// refused.
+	Forwarded, ForwardDropped uint64
 }
 
 // counter is a count the poller alone writes and any goroutine reads:
@@ -47,6 +51,7 @@ func (c *counter) add(n uint64) { c.Store(c.Load() + n) }
 type counters struct {
 	sent, received, notOurs, malformed, unresolved, pending, noFrames counter
 	inPlace, copied, spoofed, refused, unreach                        counter
+	forwarded, forwardDropped                                         counter
 }
 
 // Counters returns the link's counters; any goroutine.
@@ -57,7 +62,7 @@ func (l *Link) Counters() Counters {
 		Unresolved: c.unresolved.Load(), Pending: c.pending.Load(), NoFrames: c.noFrames.Load(),
 		InPlace: c.inPlace.Load(), Copied: c.copied.Load(),
 		Spoofed: c.spoofed.Load(), Refused: c.refused.Load(), Unreach: c.unreach.Load(),
-		Held: l.held.Load(),
+		Held: l.held.Load(), Forwarded: c.forwarded.Load(), ForwardDropped: c.forwardDropped.Load(),
 	}
 }
 
