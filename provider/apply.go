@@ -81,6 +81,10 @@ func (p *Provider) apply(o *op) {
 		p.snapshot(o.snap)
 		p.complete(o, 0, nil)
 		return
+	case opPeerGone:
+		e.peerGone(o.addr.Addr(), o.ctx)
+		p.complete(o, 0, nil)
+		return
 	case opDup:
 		sock := p.resolve(o.s)
 		if sock == nil {

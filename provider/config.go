@@ -3,6 +3,7 @@ package provider
 import (
 	"fmt"
 	"math/bits"
+	"net/netip"
 	"time"
 
 	"github.com/sdx-project/sdx/internal/wire"
@@ -198,6 +199,27 @@ type Config struct {
 	// Seed seeds the generator of connection tokens and ephemeral ports;
 	// nil draws it from crypto/rand. Tests set it for repeatable runs.
 	Seed *[32]byte
+
+	// Incarnation is the number this stack announces to its peers, so
+	// that they can tell it restarted (see PeerTimeout); zero draws one.
+	// The providers of one stack's shards share one, so that a peer sees
+	// them as the one stack they are.
+	Incarnation uint64
+
+	// Owns, if set, says which flows the provider may make connections
+	// of: a connect binds only an ephemeral port lport for which
+	// Owns(lport, peer) holds, and refuses a socket bound to another one
+	// with ErrAddrNotAvail. Each provider of a sharded link sets it to
+	// the flows of its shard (xdplink.ShardOf), which alone reach it.
+	Owns func(lport uint16, peer netip.AddrPort) bool
+
+	// PeerGone, if set, is called on the poller when an ICMP port
+	// unreachable shows that the stack at peer is gone, after the
+	// provider has failed its own connections to it; inc is the
+	// incarnation they were made with (0: unknown). It must not block. A
+	// stack with several pollers passes it on to the other providers'
+	// PeerGone, whose connections the ICMP did not name.
+	PeerGone func(peer netip.Addr, inc uint64)
 }
 
 func (c *Config) setDefaults() {
@@ -326,5 +348,8 @@ func (c *Config) engineConfig() engineConfig {
 		Reno:       c.Congestion == CongestionNewReno,
 
 		PeerTimeout: max(min(c.PeerTimeout, c.Timeout), 0),
+		Incarnation: c.Incarnation,
+		Owns:        c.Owns,
+		PeerGone:    c.PeerGone,
 	}
 }

@@ -236,14 +236,24 @@ func (e *engine) releaseHeld() {
 }
 
 func (e *engine) bind(ep *endpoint, port uint16) error {
+	return e.bindFor(ep, port, netip.AddrPort{})
+}
+
+// bindFor is bind; an ephemeral port for a connection to peer (valid) is
+// one whose flow the engine owns (engineConfig.Owns).
+func (e *engine) bindFor(ep *endpoint, port uint16, peer netip.AddrPort) error {
 	if ep.state != stateClosed {
 		return ErrInvalid
 	}
 	if port == 0 {
+		owns := e.cfg.Owns
+		if !peer.IsValid() {
+			owns = nil
+		}
 		start := ephemeralLo + e.rng.IntN(ephemeralHi-ephemeralLo+1)
 		for i := range ephemeralHi - ephemeralLo + 1 {
 			p := uint16(ephemeralLo + (start-ephemeralLo+i)%(ephemeralHi-ephemeralLo+1))
-			if e.ports[p] == nil {
+			if e.ports[p] == nil && (owns == nil || owns(p, peer)) {
 				port = p
 				break
 			}

@@ -21,10 +21,13 @@ type engineConfig struct {
 
 	InitialRTO, MinRTO, MaxRTO time.Duration
 	AckDelay                   time.Duration
-	Timeout                    time.Duration // dead-peer bound
-	Pacing                     bool          // spread a window over the round trip (see paceGap)
-	Reno                       bool          // NewReno's congestion window, not CUBIC's
-	PeerTimeout                time.Duration // liveness bound of a peer stack with heartbeats; 0: no heartbeats
+	Timeout                    time.Duration                                // dead-peer bound
+	Pacing                     bool                                         // spread a window over the round trip (see paceGap)
+	Reno                       bool                                         // NewReno's congestion window, not CUBIC's
+	PeerTimeout                time.Duration                                // liveness bound of a peer stack with heartbeats; 0: no heartbeats
+	Incarnation                uint64                                       // announced to peers; 0: drawn at start
+	Owns                       func(lport uint16, peer netip.AddrPort) bool // the flows connect may make; nil: all
+	PeerGone                   func(peer netip.Addr, inc uint64)            // told when an ICMP ends a peer
 }
 
 func defaultEngineConfig() engineConfig {
@@ -100,6 +103,7 @@ type engineStats struct {
 	deadPeers, sendErrors, tooBig                        counter
 	unreachIn, dropUnreach                               counter
 	heartbeatsOut, heartbeatsIn, peerRestarts, peersDead counter
+	peersGone                                            counter
 	// Congestion control (cc.go).
 	lossReductions, ecnReductions, spuriousRTOs counter
 	ceIn, ceEchoed, ecnConns                    counter
@@ -221,6 +225,9 @@ func newEngine(link Link, cfg engineConfig, seed [32]byte) (*engine, error) {
 	}
 	e.cookies = newCookieMAC(key)
 	e.inc = e.rng.Uint64() | 1
+	if cfg.Incarnation != 0 {
+		e.inc = cfg.Incarnation
+	}
 	return e, nil
 }
 

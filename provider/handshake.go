@@ -16,10 +16,13 @@ import (
 func (e *engine) connect(ep *endpoint, to netip.AddrPort) error {
 	switch ep.state {
 	case stateClosed:
-		if err := e.bind(ep, 0); err != nil {
+		if err := e.bindFor(ep, 0, to); err != nil {
 			return err
 		}
 	case stateBound:
+		if e.cfg.Owns != nil && !e.cfg.Owns(ep.lport, to) {
+			return ErrAddrNotAvail
+		}
 	case stateConnecting:
 		return ErrAlready
 	case stateHalfOpen, stateEstablished:

@@ -172,6 +172,7 @@ const (
 	opCancel   // withdraw target, a pending direct op
 	opWaitEnd  // complete when the connection's end matches arg (End bits)
 	opSnapshot // fill snap with every connection's figures (snapshot.go)
+	opPeerGone // fail the connections to addr's incarnation ctx (PeerGone)
 )
 
 // op is one request to the poller: a verb's arguments, its progress while

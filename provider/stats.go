@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"reflect"
 	"time"
 )
 
@@ -80,6 +81,10 @@ type Stats struct {
 	// Unreachables counts ICMP port unreachables that named a live
 	// connection (ids, ports, token) and failed it: its peer's stack is gone.
 	Unreachables uint64
+	// PeersGone counts peers another poller of the stack found gone by
+	// such an ICMP, whose connections here were reset with them
+	// (Config.PeerGone).
+	PeersGone uint64
 	// Peer stacks (see Config.PeerTimeout): heartbeats sent and
 	// received; peers declared dead for silence (their connections are
 	// counted in DeadPeers); peers found restarted (a new incarnation),
@@ -173,6 +178,7 @@ func (p *Provider) Stats() Stats {
 		HeartbeatsIn:      st.heartbeatsIn.Load(),
 		PeersDead:         st.peersDead.Load(),
 		PeerRestarts:      st.peerRestarts.Load(),
+		PeersGone:         st.peersGone.Load(),
 		LossReductions:    st.lossReductions.Load(),
 		ECNReductions:     st.ecnReductions.Load(),
 		SpuriousRTOs:      st.spuriousRTOs.Load(),
@@ -250,3 +256,26 @@ func connInfo(ep *endpoint) ConnInfo {
 
 // limitName names the sender's limit codes (sender.limit).
 var limitName = [...]Limit{limitNone: LimitNone, limitCredit: LimitWindow, limitCwnd: LimitCwnd, limitPool: LimitPool, limitPace: LimitPace}
+
+// Add returns the sum of s and o, field by field, as for the providers of
+// one stack's pollers; MTU, the same for both, stays s's.
+func (s Stats) Add(o Stats) Stats {
+	addFields(reflect.ValueOf(&s).Elem(), reflect.ValueOf(o))
+	s.MTU -= o.MTU
+	return s
+}
+
+// addFields adds o's integer fields, also those of nested structs, to v's.
+func addFields(v, o reflect.Value) {
+	for i := range v.NumField() {
+		f, g := v.Field(i), o.Field(i)
+		switch f.Kind() {
+		case reflect.Int, reflect.Int64:
+			f.SetInt(f.Int() + g.Int())
+		case reflect.Uint64:
+			f.SetUint(f.Uint() + g.Uint())
+		case reflect.Struct:
+			addFields(f, g)
+		}
+	}
+}

@@ -63,5 +63,44 @@ func (e *engine) unreachable(peer netip.Addr, q []byte) {
 			return ErrConnReset
 		}, false)
 	}
+	inc := ep.peerInc
 	e.fail(ep, err)
+	if e.cfg.PeerGone != nil {
+		e.cfg.PeerGone(peer, inc)
+	}
+}
+
+// peerGone fails the established connections to peer made with
+// incarnation inc (any, when 0): another of the stack's pollers learned
+// that the peer's stack is gone (engineConfig.PeerGone). Connections
+// still connecting are left to their own connects, which the same ICMP
+// answers.
+func (e *engine) peerGone(peer netip.Addr, inc uint64) {
+	p := e.peers[peer]
+	if p == nil {
+		return
+	}
+	e.st.peersGone.Add(1)
+	e.failPeer(p, func(c *endpoint) error {
+		if c.state.synchronized() && (inc == 0 || c.peerInc == inc || c.peerInc == 0) {
+			return ErrConnReset
+		}
+		return nil
+	}, false)
+}
+
+// PeerGone resets the established connections to peer's stack made with
+// its incarnation inc (any, when 0), as an ICMP port unreachable naming
+// one of them would: another provider of the same stack learned that
+// the stack at peer is gone (see Config.PeerGone). Connections still
+// connecting are left to their connects. Any goroutine but a poller's:
+// it waits for this provider's poller.
+func (p *Provider) PeerGone(peer netip.Addr, inc uint64) error {
+	if !p.enter() {
+		return ErrNetDown
+	}
+	o := p.getOp(opPeerGone, 0)
+	o.addr, o.ctx = netip.AddrPortFrom(peer, 0), inc
+	p.call(o)
+	return p.result(o)
 }
