@@ -215,6 +215,7 @@ type result struct {
 // cres (before it signals cdone) and the atomic peerFIN.
 type sconn struct {
 	st     *Stack
+	shard  int // of st.shards: its provider is p
 	p      *provider.Provider
 	sock   provider.Socket
 	handle uint64
@@ -256,17 +257,19 @@ type sconn struct {
 	probe   *probe
 }
 
-func newSConn(st *Stack, sock provider.Socket) *sconn {
+func newSConn(sh *stackShard, sock provider.Socket) *sconn {
+	st := sh.st
 	c := &sconn{
 		st:       st,
-		p:        st.p,
+		shard:    sh.i,
+		p:        sh.p,
 		sock:     sock,
 		closedCh: make(chan struct{}),
 		cdone:    make(chan struct{}, 1),
 		rmu:      newChanMutex(),
 		wmu:      newChanMutex(),
-		rw:       st.p.NewWaiter(),
-		ww:       st.p.NewWaiter(),
+		rw:       sh.p.NewWaiter(),
+		ww:       sh.p.NewWaiter(),
 	}
 	c.rdl.w, c.wdl.w = c.rw, c.ww
 	c.linger.Store(-1)
@@ -282,7 +285,9 @@ func (c *sconn) start(local, peer netip.AddrPort) error {
 	return c.p.EventSelect(c.sock, provider.FDClose, c.onEvent)
 }
 
-func (c *sconn) ctx(tag uint64) uint64 { return c.handle<<ctxShift | tag }
+func (c *sconn) ctx(tag uint64) uint64 {
+	return c.handle<<ctxShift | uint64(c.shard)<<shardShift | tag
+}
 
 // complete runs on the poller: the connect's completion.
 func (c *sconn) complete(cp provider.Completion) {

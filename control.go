@@ -65,10 +65,14 @@ func (s *Stack) untrackTCP(c *Conn) {
 // (provider.ConnStats), so nothing here touches the data path.
 func (s *Stack) controlReply(cmd string) control.Reply {
 	var r control.Reply
-	st := s.p.Stats()
-	conns, err := s.p.ConnStats()
-	if err != nil {
-		return control.Reply{Error: err.Error()}
+	st := s.Stats()
+	var conns []provider.ConnStats
+	for _, sh := range s.shards {
+		cs, err := sh.p.ConnStats()
+		if err != nil {
+			return control.Reply{Error: err.Error()}
+		}
+		conns = append(conns, cs...)
 	}
 	tcps := s.tcpList()
 	r.Stack = s.describe(st, conns, len(tcps))
@@ -182,6 +186,9 @@ func (s *Stack) captureStream(req control.Request, w io.Writer, done <-chan stru
 	}
 	if s.xl == nil {
 		return reply(control.Reply{Error: "this stack's link records no frames (only an AF_XDP link does)"})
+	}
+	if len(s.shards) > 1 {
+		return reply(control.Reply{Error: "capture records one poller's queues; this stack has several (Config.Pollers)"})
 	}
 	c, err := s.xl.StartCapture(0, req.Snaplen)
 	if err != nil {

@@ -28,15 +28,15 @@ const (
 	kvPort   = 7000
 )
 
-// serverChild is a server process on its own stack (the child "serve NS
-// IF", see runChild): it serves calls on kvPort until it is killed, or
-// its standard input closes.
-func serverChild(ns, ifname string) int {
+// serverChild is a server process on its own stack with pollers pollers
+// (the child "serve NS IF POLLERS", see runChild): it serves calls on
+// kvPort until it is killed, or its standard input closes.
+func serverChild(ns, ifname string, pollers int) int {
 	go func() {
 		io.Copy(io.Discard, os.Stdin)
 		os.Exit(0)
 	}()
-	st, err := NewStack(Config{Netns: ns, Interface: ifname})
+	st, err := NewStack(Config{Netns: ns, Interface: ifname, Pollers: pollers})
 	if err != nil {
 		fmt.Println("error:", err)
 		return 1
@@ -69,11 +69,12 @@ func serverChild(ns, ifname string) int {
 	}
 }
 
-// startServer starts the server process on bed's host B and waits until
-// it listens; the test kills it at the end if it still runs.
-func startServer(t *testing.T, bed *testbed.Bed) *testutil.Child {
+// startServer starts the server process on bed's host B, with as many
+// pollers as st has, and waits until it listens; the test kills it at the
+// end if it still runs.
+func startServer(t *testing.T, bed *testbed.Bed, st *Stack) *testutil.Child {
 	t.Helper()
-	cmd := startChild(t, "serve "+bed.B.NS+" "+bed.B.If)
+	cmd := startChild(t, fmt.Sprintf("serve %s %s %d", bed.B.NS, bed.B.If, len(st.shards)))
 	if line, _ := cmd.Out.ReadString('\n'); line != "listening\n" {
 		t.Fatalf("server: %q", line)
 	}
@@ -136,7 +137,7 @@ func quantiles(ds []time.Duration) (p50, p99, mx time.Duration) {
 // connections to it from st, each checked with a ping.
 func servePool(t *testing.T, bed *testbed.Bed, st *Stack) (*testutil.Child, []net.Conn) {
 	t.Helper()
-	cmd := startServer(t, bed)
+	cmd := startServer(t, bed, st)
 	conns := dialPool(t, st, netip.AddrPortFrom(bed.B.Addr, kvPort).String(), 64)
 	for _, c := range conns {
 		if err := call(c, callPing); err != nil {
@@ -223,19 +224,24 @@ func runKill(t *testing.T, bed *testbed.Bed, st *Stack, beforeKill func()) []tim
 // with SIGKILL: every call fails within 1 s, with the kernel's default
 // ICMP rate limits; and again with every ICMP from the server's host
 // dropped (a blackhole route to the client in the server's namespace), so
-// that only the heartbeat finds the death.
+// that only the heartbeat finds the death; and with two pollers at each
+// end, each of which learns of the death for its own connections.
 func TestVethDeadPeerPool(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	for _, c := range []struct {
 		name     string
 		dropICMP bool
+		pollers  int
 	}{
-		{"default ICMP rate limits", false},
-		{"ICMP dropped", true},
+		{"default ICMP rate limits", false, 1},
+		{"ICMP dropped", true, 1},
+		{"two pollers", false, 2},
+		{"two pollers, ICMP dropped", true, 2},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			bed := vethBed(t)
-			st := vethStack(t, &bed.A)
+			testutil.Privileged(t)
+			bed := testbed.New(t, testbed.Options{Queues: c.pollers})
+			st := vethStack(t, &bed.A, func(cfg *Config) { cfg.Pollers = c.pollers })
 			var beforeKill func()
 			if c.dropICMP {
 				// In B's namespace only, from just before the kill: no
@@ -250,11 +256,16 @@ func TestVethDeadPeerPool(t *testing.T) {
 			}
 			failed := runKill(t, bed, st, beforeKill)
 			p50, p99, mx := quantiles(failed)
-			s := st.Provider().Stats()
+			s := st.Stats()
 			t.Logf("%d calls failed after the kill: p50 %v, p99 %v, max %v (port unreachables taken %d, heartbeats out %d)",
 				len(failed), p50.Round(time.Millisecond/10), p99.Round(time.Millisecond/10), mx.Round(time.Millisecond/10), s.Unreachables, s.HeartbeatsOut)
 			if c.dropICMP && s.Unreachables != 0 {
 				t.Errorf("%d port unreachables arrived with ICMP dropped", s.Unreachables)
+			}
+			// With ICMP, the first port unreachable ends every call, on
+			// every poller, long before the heartbeat would.
+			if pt := 800 * time.Millisecond; !c.dropICMP && mx >= pt/2 {
+				t.Errorf("the last call failed %v after the kill: a poller waited for the heartbeat (%v)", mx, pt)
 			}
 		})
 	}
@@ -272,7 +283,7 @@ func TestVethRestartedPeerPool(t *testing.T) {
 	addr := netip.AddrPortFrom(bed.B.Addr, kvPort).String()
 	kill(t, cmd)
 	restarted := time.Now()
-	startServer(t, bed)
+	startServer(t, bed, st)
 	t.Logf("server back %v after the kill", time.Since(restarted).Round(time.Millisecond))
 
 	dropped, failed := 0, 0

@@ -205,13 +205,14 @@ func addrOf(address string) net.Addr {
 // answer, for probe (when positive) or for ctx; it returns errNoAnswer when
 // the probe time passes.
 func (s *Stack) dialSDX(ctx context.Context, dst netip.AddrPort, probe time.Duration) (*Conn, error) {
-	p := s.p
+	sh := s.shardFor()
+	p := sh.p
 	sock, err := p.Socket()
 	if err != nil {
 		return nil, err
 	}
-	c := newSConn(s, sock)
-	if err := p.PostConnect(sock, dst, s.cq, c.ctx(tagConnect)); err != nil {
+	c := newSConn(sh, sock)
+	if err := p.PostConnect(sock, dst, sh.cq, c.ctx(tagConnect)); err != nil {
 		c.abort()
 		return nil, err
 	}

@@ -82,7 +82,7 @@ func (lc *ListenConfig) listen(ctx context.Context, network, address string) (*L
 	}
 	l := &Listener{
 		st:     st,
-		sdxc:   make(chan provider.Completion, 1),
+		sdxc:   make(chan provider.Completion, len(st.shards)),
 		tcpc:   make(chan net.Conn),
 		tcperr: make(chan error, 1),
 		closed: make(chan struct{}),
@@ -144,12 +144,30 @@ func (l *Listener) listenTCP(ctx context.Context, ap netip.AddrPort, keepAlive t
 	})
 }
 
-// listenSDX binds and listens on the provider.
+// listenSDX binds and listens on every shard's provider, on one port: the
+// first one's choice when ap's is 0.
 func (l *Listener) listenSDX(ap netip.AddrPort) error {
-	p := l.st.p
+	l.socks = make([]provider.Socket, 0, len(l.st.shards))
+	l.aposted = make([]bool, len(l.st.shards))
+	for _, sh := range l.st.shards {
+		s, port, err := listenOn(sh.p, ap)
+		if err != nil {
+			l.closeSDX()
+			l.socks = nil
+			return err
+		}
+		l.socks = append(l.socks, s)
+		ap = netip.AddrPortFrom(ap.Addr(), port)
+	}
+	l.addr = net.TCPAddrFromAddrPort(ap)
+	return nil
+}
+
+// listenOn makes a listening socket of p's on ap and returns its port.
+func listenOn(p *provider.Provider, ap netip.AddrPort) (provider.Socket, uint16, error) {
 	s, err := p.Socket()
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
 	err = p.Bind(s, ap)
 	if err == nil {
@@ -161,31 +179,37 @@ func (l *Listener) listenSDX(ap netip.AddrPort) error {
 	}
 	if err != nil {
 		p.CloseSocket(s)
-		return err
+		return 0, 0, err
 	}
-	l.sock = s
-	l.addr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(ap.Addr(), local.Port()))
-	return nil
+	return s, local.Port(), nil
+}
+
+// closeSDX closes the listening sockets; each completes its posted accept
+// (aborted) before it returns.
+func (l *Listener) closeSDX() {
+	for i, s := range l.socks {
+		l.st.shards[i].p.CloseSocket(s)
+	}
 }
 
 // Listener accepts sdx connections and, unless ListenConfig.DisableFallback,
 // kernel TCP connections on the same address and port, merged into one
 // Accept. Its methods may be called from any goroutine.
 //
-// The provider side keeps at most one accept posted; its completion waits
-// in sdxc for an Accept call. A goroutine (routineAcceptTCP) accepts from
+// The provider side keeps at most one accept posted on each poller's
+// listening socket; a completion waits in sdxc for an Accept call. A goroutine (routineAcceptTCP) accepts from
 // the kernel listener and hands each connection over through tcpc.
 type Listener struct {
 	st     *Stack
-	sock   provider.Socket  // 0: no sdx side
-	tcp    *net.TCPListener // nil: no kernel side
+	socks  []provider.Socket // one per shard; nil: no sdx side
+	tcp    *net.TCPListener  // nil: no kernel side
 	addr   *net.TCPAddr
 	handle uint64
 
 	mu      sync.Mutex // protects aposted
-	aposted bool       // an accept is posted and its completion not taken
+	aposted []bool     // per shard: an accept is posted and its completion not taken
 
-	sdxc   chan provider.Completion // cap 1: the posted accept's completion
+	sdxc   chan provider.Completion // a shard's posted accept's completion
 	tcpc   chan net.Conn
 	tcperr chan error // cap 1: the kernel listener failed
 	closed chan struct{}
@@ -212,7 +236,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 		select {
 		case c := <-l.sdxc:
 			l.mu.Lock()
-			l.aposted = false
+			l.aposted[shardOf(c.Context)] = false
 			l.mu.Unlock()
 			if c.Err != nil {
 				return nil, l.opErr(l.acceptErr(c.Err))
@@ -236,23 +260,23 @@ func (l *Listener) Accept() (net.Conn, error) {
 	}
 }
 
-// postAccept keeps one accept posted on the provider's listener.
+// postAccept keeps one accept posted on each shard's listening socket.
 func (l *Listener) postAccept() error {
-	if l.sock == 0 {
-		return nil
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.aposted || closed(l.closed) {
-		return nil
-	}
-	if err := l.st.p.PostAccept(l.sock, l.st.cq, l.handle<<ctxShift|tagAccept); err != nil {
-		if l.st.closed.Load() {
-			return ErrStackClosed
+	for i, s := range l.socks {
+		if l.aposted[i] || closed(l.closed) {
+			continue
 		}
-		return err
+		sh := l.st.shards[i]
+		if err := sh.p.PostAccept(s, sh.cq, l.handle<<ctxShift|uint64(i)<<shardShift|tagAccept); err != nil {
+			if l.st.closed.Load() {
+				return ErrStackClosed
+			}
+			return err
+		}
+		l.aposted[i] = true
 	}
-	l.aposted = true
 	return nil
 }
 
@@ -269,7 +293,7 @@ func (l *Listener) acceptErr(err error) error {
 
 // acceptedSDX makes a Conn of a successful accept's completion.
 func (l *Listener) acceptedSDX(c provider.Completion) (*Conn, error) {
-	s := newSConn(l.st, c.Accepted)
+	s := newSConn(l.st.shards[shardOf(c.Context)], c.Accepted)
 	local := netip.AddrPortFrom(l.st.addr, uint16(l.addr.Port))
 	if err := s.start(local, c.Peer); err != nil {
 		s.abort()
@@ -332,18 +356,13 @@ func (l *Listener) shut() bool {
 		if l.tcp != nil {
 			l.tcp.Close()
 		}
-		if l.sock != 0 {
-			// Completes the posted accept (aborted) before it returns.
-			l.st.p.CloseSocket(l.sock)
-		}
+		l.closeSDX()
 		l.wg.Wait()
-		// An accept that completed with a connection nobody took.
-		select {
-		case c := <-l.sdxc:
-			if c.Err == nil {
-				l.st.p.CloseSocket(c.Accepted)
+		// Accepts that completed with a connection nobody took.
+		for len(l.sdxc) > 0 {
+			if c := <-l.sdxc; c.Err == nil {
+				l.st.shards[shardOf(c.Context)].p.CloseSocket(c.Accepted)
 			}
-		default:
 		}
 		if l.handle != 0 {
 			l.st.unregister(l.handle)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync"
@@ -100,6 +101,17 @@ type Config struct {
 	// DefaultControlDir (/run/sdx).
 	NoControl  bool
 	ControlDir string
+
+	// Pollers is how many pollers serve the stack's connections (default
+	// 1). With n > 1 the interface's queues (Queues, or all of them) are
+	// split among n providers, each with a poller, queues and buffers of
+	// its own, and a connection lives in the one its flow's hash names
+	// (xdplink.ShardOf), so that n connections can keep up to n cores
+	// busy. A peer with the same number of pollers and queues finds every
+	// frame on the queue of its poller; elsewhere frames that arrive on
+	// another poller's queue are copied over to it. It needs at least n
+	// queues; not with Link (docs/SWITCH.md, "Several pollers").
+	Pollers int
 }
 
 // Stack is the switch's handle on one SAN service provider: a provider on
@@ -116,9 +128,10 @@ type Config struct {
 // the queue.
 type Stack struct {
 	cfg     Config
+	shards  []*stackShard // one per poller
 	p       *provider.Provider
-	xl      *xdplink.Link // the AF_XDP link; nil for a Link stack
-	cq      *provider.CompletionQueue
+	xl      *xdplink.Link // shards[0]'s
+	pick    atomic.Uint32 // the shard of the next dial
 	addr    netip.Addr
 	prefix  netip.Prefix
 	kernel  bool // fallback dials and TCP listeners are possible
@@ -151,6 +164,16 @@ type Stack struct {
 	tcpConns map[*Conn]struct{}
 }
 
+// stackShard is one poller's provider with its link and its completion
+// queue, for connects and accepts.
+type stackShard struct {
+	i  int
+	st *Stack
+	p  *provider.Provider
+	xl *xdplink.Link // nil for a Link stack
+	cq *provider.CompletionQueue
+}
+
 // handler receives the completions of operations posted with its handle.
 // complete runs on the poller: it must not block or call blocking
 // provider verbs.
@@ -158,12 +181,17 @@ type handler interface {
 	complete(c provider.Completion)
 }
 
-// Completion contexts carry the handle in the high bits and a tag.
+// Completion contexts carry the handle in the high bits, then the
+// shard, then a tag.
 const (
 	ctxShift   = 8
+	shardShift = 2
 	tagConnect = 1
 	tagAccept  = 2
 )
+
+// shardOf is the shard a completion context names.
+func shardOf(ctx uint64) int { return int(ctx & (1<<ctxShift - 1) >> shardShift) }
 
 // NewStack starts a provider on the interface of cfg (or on cfg.Link) and
 // returns the stack. Package-level Dial and Listen use the open stacks;
@@ -183,28 +211,48 @@ func NewStack(cfg Config) (_ *Stack, err error) {
 		listeners: make(map[*Listener]struct{}),
 		tcpConns:  make(map[*Conn]struct{}),
 	}
-	link := cfg.Link
-	if link == nil {
+	n := max(cfg.Pollers, 1)
+	switch {
+	case n > xdplink.MaxShards:
+		return nil, fmt.Errorf("%w: Config.Pollers %d: at most %d", ErrConfig, n, xdplink.MaxShards)
+	case n > 1 && cfg.Link != nil:
+		return nil, fmt.Errorf("%w: Config.Pollers %d needs an interface, not Config.Link", ErrConfig, n)
+	}
+	links := []provider.Link{cfg.Link}
+	var xls []*xdplink.Link
+	if cfg.Link == nil {
 		if cfg.Interface == "" {
 			return nil, errors.New("sdx: Config.Interface is required (or Config.Link)")
 		}
-		xl, err := xdplink.New(xdplink.Config{
+		xls, err = xdplink.NewShards(xdplink.Config{
 			Netns: cfg.Netns, Interface: cfg.Interface, Queues: cfg.Queues, Queue: cfg.Queue, Port: cfg.Port,
 			Addr: cfg.Addr, XDPMode: cfg.XDPMode, Frames: xdp.Config{SingleBuffer: cfg.SingleBuffer},
 			// The whole pool in the UMEM, sent from in place.
 			LendBuffers: cfg.Provider.Buffers,
-		})
+		}, n)
 		if err != nil {
+			if n > 1 && errors.Is(err, xdplink.ErrConfig) {
+				return nil, fmt.Errorf("%w: Config.Pollers %d: %w", ErrConfig, n, err)
+			}
 			return nil, fmt.Errorf("sdx: %w", err)
 		}
-		link, s.xl = xl, xl
-		s.addr = xl.LocalAddr()
+		links = links[:0]
+		for _, xl := range xls {
+			links = append(links, xl)
+		}
+		s.xl = xls[0]
+		s.addr = s.xl.LocalAddr()
+		closeLinks := func() {
+			for _, xl := range xls {
+				xl.Close()
+			}
+		}
 		if err := s.interfaceInfo(); err != nil {
-			xl.Close()
+			closeLinks()
 			return nil, err
 		}
 		if s.res, err = xdp.NewResolver(cfg.Netns, s.ifindex); err != nil {
-			xl.Close()
+			closeLinks()
 			return nil, fmt.Errorf("sdx: %w", err)
 		}
 		s.kernel = true
@@ -212,7 +260,7 @@ func NewStack(cfg Config) (_ *Stack, err error) {
 		if !cfg.Prefix.IsValid() {
 			return nil, errors.New("sdx: Config.Prefix is required with Config.Link")
 		}
-		s.addr = link.LocalAddr()
+		s.addr = cfg.Link.LocalAddr()
 		s.prefix = cfg.Prefix.Masked()
 	}
 	defer func() {
@@ -221,28 +269,72 @@ func NewStack(cfg Config) (_ *Stack, err error) {
 		}
 	}()
 	pc := cfg.Provider
-	pc.Link = link
 	if pc.Mode == provider.PollDefault {
 		pc.Mode = DefaultPollMode
 	}
-	if s.p, err = provider.Startup(pc); err != nil {
-		link.Close()
-		return nil, fmt.Errorf("sdx: %w", err)
+	if n > 1 {
+		// One stack to its peers: they see one incarnation.
+		pc.Incarnation = rand.Uint64() | 1
 	}
 	maxSockets := pc.MaxSockets
 	if maxSockets <= 0 {
 		maxSockets = 4096 // the provider's default
 	}
-	// A connection posts at most its connect, a listener one accept; data
-	// moves through the direct verbs.
-	if s.cq, err = s.p.NewCompletionQueue(pow2(maxSockets), s.onCompletion); err != nil {
-		s.p.Cleanup()
-		return nil, fmt.Errorf("sdx: %w", err)
+	for i, link := range links {
+		sh := &stackShard{i: i, st: s}
+		if xls != nil {
+			sh.xl = xls[i]
+		}
+		if err = s.startShard(sh, pc, link, n, maxSockets); err != nil {
+			for _, o := range s.shards {
+				o.p.Cleanup()
+			}
+			for _, l := range links[i+1:] {
+				l.Close()
+			}
+			return nil, err
+		}
+		s.shards = append(s.shards, sh)
 	}
+	s.p = s.shards[0].p
 	s.pollMode = pc.Mode
 	register(s)
 	s.startControl()
 	return s, nil
+}
+
+// startShard starts shard sh's provider on link, one of n, and its
+// completion queue; on failure link is closed.
+func (s *Stack) startShard(sh *stackShard, pc provider.Config, link provider.Link, n, maxSockets int) error {
+	pc.Link = link
+	if n > 1 {
+		i := sh.i
+		pc.Owns = func(lport uint16, peer netip.AddrPort) bool {
+			return xdplink.ShardOf(netip.AddrPortFrom(s.addr, lport), peer, n) == i
+		}
+		// The ICMP that tells one poller the peer's stack is gone
+		// names its connections only: the others hear it from here,
+		// off the poller, which must not wait for theirs.
+		pc.PeerGone = func(peer netip.Addr, inc uint64) {
+			for _, o := range s.shards {
+				if o.i != i {
+					go o.p.PeerGone(peer, inc)
+				}
+			}
+		}
+	}
+	var err error
+	if sh.p, err = provider.Startup(pc); err != nil {
+		link.Close()
+		return fmt.Errorf("sdx: %w", err)
+	}
+	// A connection posts at most its connect, a listener one accept; data
+	// moves through the direct verbs.
+	if sh.cq, err = sh.p.NewCompletionQueue(pow2(maxSockets), sh.onCompletion); err != nil {
+		sh.p.Cleanup()
+		return fmt.Errorf("sdx: %w", err)
+	}
+	return nil
 }
 
 // interfaceInfo learns the interface's index and the prefix of its
@@ -285,17 +377,51 @@ func (s *Stack) Addr() netip.Addr { return s.addr }
 // Link stack).
 func (s *Stack) Prefix() netip.Prefix { return s.prefix }
 
-// Provider returns the stack's provider, for its counters (Stats).
+// Provider returns the stack's provider, for its counters (Stats); with
+// several pollers, the first one's (see Providers).
 func (s *Stack) Provider() *provider.Provider { return s.p }
 
+// Providers returns the providers of the stack's pollers, one each
+// (Config.Pollers).
+func (s *Stack) Providers() []*provider.Provider {
+	ps := make([]*provider.Provider, len(s.shards))
+	for i, sh := range s.shards {
+		ps[i] = sh.p
+	}
+	return ps
+}
+
+// Stats returns the provider's counters, summed over the stack's pollers.
+func (s *Stack) Stats() provider.Stats {
+	st := s.p.Stats()
+	for _, sh := range s.shards[1:] {
+		st = st.Add(sh.p.Stats())
+	}
+	return st
+}
+
+// shardFor picks the shard of the next dial: each in turn.
+func (s *Stack) shardFor() *stackShard {
+	if len(s.shards) == 1 {
+		return s.shards[0]
+	}
+	return s.shards[int(s.pick.Add(1))%len(s.shards)]
+}
+
 // LinkStats reports how the stack's AF_XDP link is attached and its
-// queues' counters; any goroutine. A stack on a Config.Link reports only
-// its MTU.
+// queues' counters, those of every poller's queues; any goroutine. A
+// stack on a Config.Link reports only its MTU.
 func (s *Stack) LinkStats() xdplink.Stats {
 	if s.xl == nil {
 		return xdplink.Stats{MTU: s.p.Stats().MTU}
 	}
-	return s.xl.Stats()
+	ls := s.xl.Stats()
+	for _, sh := range s.shards[1:] {
+		o := sh.xl.Stats()
+		ls.Queues = append(ls.Queues, o.Queues...)
+		ls.Kernel = ls.Kernel.Add(o.Kernel)
+	}
+	return ls
 }
 
 // String names the stack by namespace, interface and address.
@@ -355,7 +481,11 @@ func (s *Stack) Close() error {
 	if s.ctl != nil {
 		s.ctl.Close()
 	}
-	err := s.p.Cleanup()
+	var errs []error
+	for _, sh := range s.shards {
+		errs = append(errs, sh.p.Cleanup())
+	}
+	err := errors.Join(errs...)
 	if s.res != nil {
 		s.res.Close()
 	}
@@ -408,11 +538,12 @@ func (s *Stack) unregister(id uint64) {
 }
 
 // onCompletion is the completion queue's notify function; it runs on the
-// poller. The queue is consumed only here, so the completion just queued
-// is the one Poll takes, which frees its slot at once.
-func (s *Stack) onCompletion(c provider.Completion) {
+// shard's poller. The queue is consumed only here, so the completion just
+// queued is the one Poll takes, which frees its slot at once.
+func (sh *stackShard) onCompletion(c provider.Completion) {
 	var drop [1]provider.Completion
-	s.cq.Poll(drop[:])
+	sh.cq.Poll(drop[:])
+	s := sh.st
 	s.hmu.RLock()
 	h := s.handles[c.Context>>ctxShift]
 	s.hmu.RUnlock()

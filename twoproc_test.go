@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,14 +28,19 @@ func TestMain(m *testing.M) { testutil.ChildMain(m, childEnv, runChild) }
 //     to PEER, "ready" on stdout, then a Read parked on it until the
 //     parent closes the connection; it reports how the Read ended and
 //     waits for stdin to close.
-//   - "serve NS IF": the dead-peer tests' server (serverChild).
+//   - "serve NS IF POLLERS": the dead-peer tests' server (serverChild).
 func runChild(spec string) int {
 	f := strings.Fields(spec)
-	if len(f) == 3 && f[0] == "serve" {
-		return serverChild(f[1], f[2])
+	if len(f) == 4 && f[0] == "serve" {
+		n, err := strconv.Atoi(f[3])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		return serverChild(f[1], f[2], n)
 	}
 	if len(f) != 5 || f[0] != "parkread" {
-		fmt.Fprintf(os.Stderr, "%s=%q: want parkread NS IF ADDR PEER, or serve NS IF\n", childEnv, spec)
+		fmt.Fprintf(os.Stderr, "%s=%q: want parkread NS IF ADDR PEER, or serve NS IF POLLERS\n", childEnv, spec)
 		return 2
 	}
 	addr, err := netip.ParseAddr(f[3])

@@ -138,7 +138,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect reads the stack's counters and sends them.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	s := c.st.Provider().Stats()
+	s := c.st.Stats()
 	for _, x := range c.d.counters {
 		ch <- prometheus.MustNewConstMetric(x.d, prometheus.CounterValue, float64(x.v(&s)))
 	}
