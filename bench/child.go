@@ -128,7 +128,7 @@ func serveChild(ctx context.Context, spec string, in io.Reader, out io.Writer) (
 	var ready string
 	stream := true
 	switch base {
-	case "sdx-conn", "tcp-gonet":
+	case "sdx-conn", "sdx-conn-2poll", "tcp-gonet":
 		stop, r, err := serveStreams(base, &host, k)
 		if err != nil {
 			return err
@@ -203,8 +203,8 @@ func serveStreams(base string, host *testbed.Host, k *sink) (stop func(), ready 
 		}
 	}()
 	switch base {
-	case "sdx-conn":
-		st, err := openStack(host, 0, nil)
+	case "sdx-conn", "sdx-conn-2poll":
+		st, err := openStack(host, 0, nil, connPollers(base))
 		if err != nil {
 			return nil, "", err
 		}

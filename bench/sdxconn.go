@@ -20,13 +20,16 @@ import (
 // using net; the provider polls in the stack's default mode (sdx-conn:
 // sdx.DefaultPollMode) or in the mode named (sdx-conn-adaptive). The
 // stacks serve every queue of the interface, or queue 0 alone
-// (sdx-conn-1q), to compare the two on a testbed with several queues.
+// (sdx-conn-1q), to compare the two on a testbed with several queues;
+// sdx-conn-2poll serves them with two pollers (sdx.Config.Pollers), on a
+// testbed with at least two queues (sdxbench -queues 2).
 type sdxConnSystem struct {
-	name   string
-	mode   provider.PollMode
-	queues []int // the queues the stacks serve; nil: every queue
-	h      *Hosts
-	st     [2]*sdx.Stack // on A, on B
+	name    string
+	mode    provider.PollMode
+	queues  []int // the queues the stacks serve; nil: every queue
+	pollers int
+	h       *Hosts
+	st      [2]*sdx.Stack // on A, on B
 
 	xdpMode, xskMode string
 }
@@ -36,6 +39,7 @@ func newSwitchSystem(name string, mode provider.PollMode) *sdxConnSystem {
 }
 
 func (s *sdxConnSystem) Name() string                     { return s.name }
+func (s *sdxConnSystem) Queues() int                      { return max(s.pollers, 1) }
 func (*sdxConnSystem) Kind() Kind                         { return Stream }
 func (*sdxConnSystem) MaxMessage(int) int                 { return 0 }
 func (*sdxConnSystem) Pinned() bool                       { return false }
@@ -49,7 +53,7 @@ func (s *sdxConnSystem) Open(h *Hosts) (err error) {
 		}
 	}()
 	for i, host := range []*testbed.Host{&h.A, &h.B} {
-		if s.st[i], err = openStack(host, s.mode, s.queues); err != nil {
+		if s.st[i], err = openStack(host, s.mode, s.queues, s.pollers); err != nil {
 			return err
 		}
 		if i == 0 {
@@ -67,13 +71,14 @@ func (s *sdxConnSystem) Open(h *Hosts) (err error) {
 // for measuring what serving it costs while nobody reads it.
 const NoControlEnv = "SDXBENCH_NO_CONTROL"
 
-// openStack starts a stack on host, retrying the short EBUSY that follows
-// the close of a previous socket on the same queue.
-func openStack(host *testbed.Host, mode provider.PollMode, queues []int) (*sdx.Stack, error) {
+// openStack starts a stack with pollers pollers on host, retrying the
+// short EBUSY that follows the close of a previous socket on the same
+// queue.
+func openStack(host *testbed.Host, mode provider.PollMode, queues []int, pollers int) (*sdx.Stack, error) {
 	deadline := time.Now().Add(busyRetry)
 	noControl := os.Getenv(NoControlEnv) == "1"
 	for {
-		st, err := sdx.NewStack(sdx.Config{Netns: host.NS, Interface: host.If, Queues: queues, Provider: provider.Config{Mode: mode}, NoControl: noControl})
+		st, err := sdx.NewStack(sdx.Config{Netns: host.NS, Interface: host.If, Queues: queues, Pollers: pollers, Provider: provider.Config{Mode: mode}, NoControl: noControl})
 		if err == nil || !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
 			return st, err
 		}

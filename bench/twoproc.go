@@ -274,11 +274,20 @@ type twoProcSystem struct {
 	echo, web, sink, closer netip.AddrPort
 }
 
+// connPollers is the pollers of the stacks of sdx-conn system base.
+func connPollers(base string) int {
+	if base == "sdx-conn-2poll" {
+		return 2
+	}
+	return 1
+}
+
 func newTwoProc(base string) *twoProcSystem {
 	return &twoProcSystem{name: base + "-2p", base: base}
 }
 
 func (s *twoProcSystem) Name() string     { return s.name }
+func (s *twoProcSystem) Queues() int      { return connPollers(s.base) }
 func (*twoProcSystem) Kind() Kind         { return Stream }
 func (*twoProcSystem) MaxMessage(int) int { return 0 }
 func (*twoProcSystem) Pinned() bool       { return false }
@@ -290,8 +299,8 @@ func (s *twoProcSystem) Open(h *Hosts) (err error) {
 			err = errors.Join(fmt.Errorf("%s: %w", s.name, err), s.Close())
 		}
 	}()
-	if s.base == "sdx-conn" {
-		if s.st, err = openStack(&h.A, 0, nil); err != nil {
+	if strings.HasPrefix(s.base, "sdx-conn") {
+		if s.st, err = openStack(&h.A, 0, nil, connPollers(s.base)); err != nil {
 			return err
 		}
 	}

@@ -80,6 +80,19 @@ func Specs(mtu int) []Spec {
 // Applies reports whether spec can run over sys on a link of the given
 // MTU, and if not, why.
 func Applies(sys System, spec Spec, mtu int) (bool, string) {
+	return AppliesOn(sys, spec, mtu, 1)
+}
+
+// MultiQueue is a System that needs several rx/tx queues at each end.
+type MultiQueue interface {
+	Queues() int // the fewest queues it runs on
+}
+
+// AppliesOn is Applies on a testbed with queues queues at each end.
+func AppliesOn(sys System, spec Spec, mtu, queues int) (bool, string) {
+	if m, ok := sys.(MultiQueue); ok && m.Queues() > queues {
+		return false, fmt.Sprintf("needs %d queues at each end (sdxbench -queues %d)", m.Queues(), m.Queues())
+	}
 	switch spec.Workload {
 	case RR, MsgRate:
 		_, split := sys.(Flooder)

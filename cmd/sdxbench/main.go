@@ -415,7 +415,7 @@ func run(ctx context.Context, o *options) (_ *Report, err error) {
 			if len(o.workloads) > 0 && !slices.Contains(o.workloads, string(spec.Workload)) {
 				continue
 			}
-			if ok, why := bench.Applies(sys, spec, mtu); !ok {
+			if ok, why := bench.AppliesOn(sys, spec, mtu, max(rep.Env.Queues, 1)); !ok {
 				rep.skip(sys.Name(), spec, why)
 				continue
 			}

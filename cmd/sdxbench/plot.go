@@ -46,6 +46,7 @@ var (
 	green      = color.RGBA{0, 158, 115, 255}
 	black      = color.RGBA{0, 0, 0, 255}
 	grey       = color.RGBA{120, 120, 120, 255}
+	yellow     = color.RGBA{240, 228, 66, 255}
 
 	solid   []float64
 	dashed  = []float64{14, 6}
@@ -65,6 +66,8 @@ var systemStyle = map[string]style{
 	"sdx-conn-adaptive": {vermillion, dashed},
 	"sdx-conn-1q":       {vermillion, dotted},
 	"sdx-conn-2p":       {purple, long},
+	"sdx-conn-2poll":    {yellow, dotted},
+	"sdx-conn-2poll-2p": {yellow, long},
 	"sdx-busy":          {orange, dashDot},
 	"sdx-adaptive":      {orange, short},
 	"tcp-gonet":         {blue, solid},
