@@ -119,7 +119,7 @@ func (s *Stack) describe(st provider.Stats, conns []provider.ConnStats, tcp int)
 		PID: os.Getpid(), Socket: s.ControlPath(), Netns: s.cfg.Netns, Interface: s.cfg.Interface,
 		Addr: s.addr, Prefix: s.prefix, Port: s.cfg.Port, MTU: st.MTU,
 		XDPFrags: ls.XDPFrags, XDPFallback: ls.XDPFallback, MultiBuffer: ls.MultiBuffer,
-		PollMode: s.pollMode.String(), TCPConns: tcp, Fallbacks: s.fallbackNames(),
+		PollMode: s.pollMode.String(), Pollers: len(s.shards), TCPConns: tcp, Fallbacks: s.fallbackNames(),
 		Queues: []control.Queue{},
 	}
 	if d.Port == 0 {

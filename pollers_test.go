@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sdx-project/sdx/internal/control"
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/internal/testutil"
 	"github.com/sdx-project/sdx/provider"
@@ -110,6 +111,9 @@ func TestPollersSplitConnections(t *testing.T) {
 		}
 		if st := s.Stats(); st.DatagramsIn != s.Providers()[0].Stats().DatagramsIn+s.Providers()[1].Stats().DatagramsIn {
 			t.Errorf("%v: Stats is not the pollers' sum", s.Addr())
+		}
+		if r := s.controlReply(control.CmdCounters); r.Stack == nil || r.Stack.Pollers != 2 || len(r.Stack.Queues) != mqQueues {
+			t.Errorf("%v: sdx stat reports %+v", s.Addr(), r.Stack)
 		}
 		noSocketFrames(t, s)
 	}

@@ -21,15 +21,19 @@ func openSystem(t *testing.T, name string, subnet uint8) (bench.System, *bench.H
 	if runtime.NumCPU() < 2 {
 		testutil.SkipOrFail(t, "needs two CPUs")
 	}
-	bed := testbed.New(t, testbed.Options{Subnet: subnet})
-	if err := bed.Neighbours(); err != nil {
-		t.Fatal(err)
-	}
-	h := &bench.Hosts{A: bed.A, B: bed.B, ClientCPU: 0, ServerCPU: 1}
 	sys, ok := bench.Lookup(name)
 	if !ok {
 		t.Fatalf("no system %q", name)
 	}
+	queues := 1
+	if m, ok := sys.(bench.MultiQueue); ok {
+		queues = m.Queues()
+	}
+	bed := testbed.New(t, testbed.Options{Subnet: subnet, Queues: queues})
+	if err := bed.Neighbours(); err != nil {
+		t.Fatal(err)
+	}
+	h := &bench.Hosts{A: bed.A, B: bed.B, ClientCPU: 0, ServerCPU: 1}
 	if err := sys.Open(h); err != nil {
 		t.Fatal(err)
 	}
@@ -89,9 +93,10 @@ func TestFloorParked(t *testing.T) {
 
 // TestTwoProcOneWay runs the stream systems' one-way workloads and the
 // connection rate against the child's sink and closer: every message and
-// every whole 64 KiB chunk sent arrives and is counted there.
+// every whole 64 KiB chunk sent arrives and is counted there. The stacks
+// of sdx-conn-2poll-2p have two pollers each, on a veth of two queues.
 func TestTwoProcOneWay(t *testing.T) {
-	for i, name := range []string{"tcp-gonet-2p", "sdx-conn-2p"} {
+	for i, name := range []string{"tcp-gonet-2p", "sdx-conn-2p", "sdx-conn-2poll-2p"} {
 		t.Run(name, func(t *testing.T) {
 			sys, h := openSystem(t, name, uint8(68+i))
 			for _, spec := range []bench.Spec{
@@ -100,7 +105,11 @@ func TestTwoProcOneWay(t *testing.T) {
 				{Workload: bench.Bulk, Size: bench.BulkChunk, Conns: 4},
 				{Workload: bench.ConnRate, Conns: 1},
 			} {
-				if ok, why := bench.Applies(sys, spec, 1500); !ok {
+				queues, err := h.Queues()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ok, why := bench.AppliesOn(sys, spec, 1500, queues); !ok {
 					t.Errorf("%s: does not apply: %s", spec, why)
 					continue
 				}

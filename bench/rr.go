@@ -210,11 +210,11 @@ type Pinger struct {
 // everything ends after limit at the latest.
 func StartPinger(ctx context.Context, sys System, h *Hosts, size int, limit time.Duration) (*Pinger, error) {
 	spec := Spec{Workload: RR, Size: size, Conns: 1}
-	mtu, err := h.MTU()
+	ok, why, err := h.applies(sys, spec)
 	if err != nil {
 		return nil, err
 	}
-	if ok, why := Applies(sys, spec, mtu); !ok || size < 8 {
+	if !ok || size < 8 {
 		return nil, fmt.Errorf("bench: %s over %s: %s", spec, sys.Name(), why)
 	}
 	r := &runner{sys: sys, h: h, b: NewBound(ctx, limit), s: &Sample{Spec: spec}}

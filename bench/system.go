@@ -10,6 +10,7 @@ import (
 
 	"github.com/sdx-project/sdx/internal/testbed"
 	"github.com/sdx-project/sdx/provider"
+	"github.com/sdx-project/sdx/xdp"
 )
 
 // Hosts are the two ends every system runs between: the client in A, the
@@ -59,6 +60,35 @@ func (h *Hosts) MTU() (int, error) {
 		}
 	}
 	return mtu, nil
+}
+
+// Queues returns the fewer of the two interfaces' rx queues.
+func (h *Hosts) Queues() (int, error) {
+	n := 0
+	for _, x := range []*testbed.Host{&h.A, &h.B} {
+		q, err := xdp.RxQueues(x.NS, x.If)
+		if err != nil {
+			return 0, fmt.Errorf("bench: queues of %s/%s: %w", x.NS, x.If, err)
+		}
+		if n == 0 || q < n {
+			n = q
+		}
+	}
+	return n, nil
+}
+
+// applies is AppliesOn on h.
+func (h *Hosts) applies(sys System, spec Spec) (bool, string, error) {
+	mtu, err := h.MTU()
+	if err != nil {
+		return false, "", err
+	}
+	queues, err := h.Queues()
+	if err != nil {
+		return false, "", err
+	}
+	ok, why := AppliesOn(sys, spec, mtu, queues)
+	return ok, why, nil
 }
 
 // Kind says how a system carries messages.

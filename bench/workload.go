@@ -239,11 +239,11 @@ func Run(ctx context.Context, sys System, h *Hosts, spec Spec, bud Budget) (*Sam
 }
 
 func run(ctx context.Context, sys System, h *Hosts, spec Spec, bud Budget, count bool) (*Sample, error) {
-	mtu, err := h.MTU()
+	ok, why, err := h.applies(sys, spec)
 	if err != nil {
 		return nil, err
 	}
-	if ok, why := Applies(sys, spec, mtu); !ok {
+	if !ok {
 		return nil, fmt.Errorf("bench: %s over %s: %s", spec, sys.Name(), why)
 	}
 	b := NewBound(ctx, bud.Setup+bud.Limit)

@@ -177,7 +177,11 @@ func printStacks(w io.Writer, rs []control.Reply) {
 		if s.MultiBuffer {
 			mb = ", multi-buffer"
 		}
-		fmt.Fprintf(w, "  %s%s, polling %s\n", xdp, mb, s.PollMode)
+		pollers := ""
+		if s.Pollers > 1 {
+			pollers = fmt.Sprintf(", %d pollers", s.Pollers)
+		}
+		fmt.Fprintf(w, "  %s%s, polling %s%s\n", xdp, mb, s.PollMode, pollers)
 		for _, q := range s.Queues {
 			why := ""
 			if q.ZeroCopyRefused != "" {

@@ -65,6 +65,7 @@ type Stack struct {
 	XDPFallback string            `json:"xdp_fallback,omitempty"`
 	MultiBuffer bool              `json:"multi_buffer"`
 	PollMode    string            `json:"poll_mode"`
+	Pollers     int               `json:"pollers"` // Config.Pollers: each serves a share of Queues
 	Queues      []Queue           `json:"queues"`
 	Conns       int               `json:"conns"`     // sdx connections, listeners not counted
 	TCPConns    int               `json:"tcp_conns"` // open kernel TCP connections it dialled or accepted
