@@ -30,16 +30,25 @@ func BenchmarkRR(b *testing.B) {
 	if runtime.NumCPU() < 2 {
 		b.Skip("needs two CPUs: the client and the server spin on one each")
 	}
-	bed := testbed.New(b, testbed.Options{Subnet: 61})
-	if err := bed.Neighbours(); err != nil {
-		b.Fatal(err)
+	// A testbed of one queue each end, and one of two for the systems
+	// that need them (sdx-conn-2poll).
+	var hs [2]*bench.Hosts
+	for i, opt := range []testbed.Options{{Subnet: 61}, {Subnet: 63, Queues: 2}} {
+		bed := testbed.New(b, opt)
+		if err := bed.Neighbours(); err != nil {
+			b.Fatal(err)
+		}
+		hs[i] = &bench.Hosts{A: bed.A, B: bed.B, ClientCPU: 0, ServerCPU: 1}
 	}
-	h := &bench.Hosts{A: bed.A, B: bed.B, ClientCPU: 0, ServerCPU: 1}
-	mtu, err := h.MTU()
+	mtu, err := hs[0].MTU()
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, sys := range bench.Systems() {
+		h := hs[0]
+		if m, ok := sys.(bench.MultiQueue); ok && m.Queues() > 1 {
+			h = hs[1]
+		}
 		b.Run(sys.Name(), func(b *testing.B) {
 			if err := sys.Open(h); err != nil {
 				b.Fatal(err)
@@ -50,7 +59,7 @@ func BenchmarkRR(b *testing.B) {
 				}
 			})
 			for _, size := range []int{64, 1024, 16384} {
-				if ok, _ := bench.Applies(sys, bench.Spec{Workload: bench.RR, Size: size}, mtu); !ok {
+				if ok, _ := bench.AppliesOn(sys, bench.Spec{Workload: bench.RR, Size: size}, mtu, 2); !ok {
 					continue
 				}
 				b.Run(bench.SizeString(size), func(b *testing.B) { benchRR(b, sys, h, size) })
