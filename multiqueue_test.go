@@ -174,40 +174,7 @@ func TestConnectionsSpreadOverQueues(t *testing.T) {
 	bed := testbed.New(t, testbed.Options{Queues: mqQueues})
 	a, b := mqStack(t, &bed.A, nil), mqStack(t, &bed.B, nil)
 	ln, stop := echoListener(t, b)
-
-	const conns = 64
-	var cs []net.Conn
-	d := Dialer{Stack: a, ProbeTimeout: testProbe}
-	for i := range conns {
-		c, err := d.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Errorf("dial %d: %v", i, err)
-			break
-		}
-		cs = append(cs, c)
-		if p := c.(*Conn).Path(); p != PathSDX {
-			t.Errorf("connection %d: path %s, want %s", i, p, PathSDX)
-		}
-	}
-	errs := make(chan error, conns)
-	var cw sync.WaitGroup
-	for i, c := range cs {
-		cw.Add(1)
-		go func() {
-			defer cw.Done()
-			if err := exchange(c, uint64(i), 16<<10); err != nil {
-				errs <- fmt.Errorf("connection %d: %w", i, err)
-			}
-		}()
-	}
-	cw.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	for _, c := range cs {
-		c.Close()
-	}
+	exchangeAll(t, a, ln, 64, 16<<10)
 	stop()
 
 	for _, s := range []*Stack{a, b} {
