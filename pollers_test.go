@@ -1,10 +1,13 @@
 package sdx
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -186,4 +189,58 @@ func TestPollersConfig(t *testing.T) {
 	// The interface is free again: a stack with both pollers opens.
 	s := pollerStack(t, &bed.A, 2)
 	closeStack(t, s)
+}
+
+// TestPollersStackClose: closing a stack with two pollers resets every
+// connection on both: each of the peer's parked reads fails with
+// ECONNRESET, and both stacks account for every frame when they close.
+func TestPollersStackClose(t *testing.T) {
+	testutil.Privileged(t)
+	testutil.CheckGoroutines(t)
+	testutil.CheckFDs(t)
+	bed := testbed.New(t, testbed.Options{Queues: 2})
+	a, b := pollerStack(t, &bed.A, 2), pollerStack(t, &bed.B, 2)
+	defer closeStack(t, b)
+	ln, err := (&ListenConfig{Stack: b, DisableFallback: true}).Listen(context.Background(), "tcp", netip.AddrPortFrom(b.Addr(), 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const conns = 8
+	d := Dialer{Stack: a, DisableFallback: true}
+	var reads []<-chan error
+	for range conns {
+		c, err := d.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		reads = append(reads, parkedRead(s, 1, 0))
+	}
+	time.Sleep(50 * time.Millisecond) // the reads park
+	for i, p := range a.Providers() {
+		if n := len(mustConnStats(t, p)); n == 0 {
+			t.Errorf("poller %d of the closing stack holds no connection of the %d", i, conns)
+		}
+	}
+	closeStack(t, a)
+	for i, r := range reads {
+		if err := <-r; !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("connection %d: the peer's read ended with %v, want ECONNRESET", i, err)
+		}
+	}
+}
+
+func mustConnStats(t *testing.T, p *provider.Provider) []provider.ConnStats {
+	t.Helper()
+	cs, err := p.ConnStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
 }
