@@ -82,3 +82,18 @@ func TestInbox(t *testing.T) {
 		t.Errorf("the next datagram came out %v", big.data(d))
 	}
 }
+
+// TestInboxAllocs: handing a frame to another shard allocates nothing.
+func TestInboxAllocs(t *testing.T) {
+	in := newInbox(1500)
+	peer := netip.MustParseAddr("198.18.0.9")
+	payload, more := make([]byte, 1000), [][]byte{make([]byte, 400)}
+	if n := testing.AllocsPerRun(1000, func() {
+		in.put(peer, payload, more, 0, false)
+		d, _ := in.peek()
+		_ = in.data(d)
+		in.pop()
+	}); n != 0 {
+		t.Errorf("%.1f allocations per frame handed over", n)
+	}
+}
