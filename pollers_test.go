@@ -244,3 +244,39 @@ func mustConnStats(t *testing.T, p *provider.Provider) []provider.ConnStats {
 	}
 	return cs
 }
+
+// TestPollersQueueHeld: a stack with two pollers whose second poller's
+// queue another stack holds fails with EBUSY and gives back what its
+// first poller had opened. The holding stack keeps working, and once it
+// closes, a stack with two pollers opens both queues and reaches a peer.
+func TestPollersQueueHeld(t *testing.T) {
+	testutil.Privileged(t)
+	testutil.CheckGoroutines(t)
+	testutil.CheckFDs(t)
+	bed := testbed.New(t, testbed.Options{Queues: 2})
+	b := pollerStack(t, &bed.B, 1)
+	defer closeStack(t, b)
+	ln, stop := echoListener(t, b)
+	defer stop()
+
+	held, err := NewStack(Config{Netns: bed.A.NS, Interface: bed.A.If, Queues: []int{1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := NewStack(Config{Netns: bed.A.NS, Interface: bed.A.If, Pollers: 2})
+	if err == nil {
+		st.Close()
+		closeStack(t, held)
+		t.Fatal("a stack on a held queue started")
+	}
+	if !errors.Is(err, syscall.EBUSY) {
+		t.Errorf("stack on a held queue: %v, want EBUSY", err)
+	}
+	exchangeAll(t, held, ln, 2, 4<<10)
+	closeStack(t, held)
+
+	a := pollerStack(t, &bed.A, 2)
+	defer closeStack(t, a)
+	exchangeAll(t, a, ln, 4, 4<<10)
+	busyPollers(t, a)
+}
