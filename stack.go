@@ -115,14 +115,16 @@ type Config struct {
 }
 
 // Stack is the switch's handle on one SAN service provider: a provider on
-// an interface, the interface's address and subnet, and the network
-// namespace for the kernel TCP side. Dialers and listeners use it; it is
-// safe for use by any goroutine.
+// an interface (one per poller, Config.Pollers, each on its share of the
+// queues), the interface's address and subnet, and the network namespace
+// for the kernel TCP side. Dialers and listeners use it; it is safe for
+// use by any goroutine.
 //
-// A Stack owns the provider's one completion queue, for connects and
-// accepts. Completions are consumed on the poller, in the queue's notify
-// function, and handed to the connection or listener named by the
-// completion's context (a handle), which is woken through a channel.
+// A Stack owns each provider's one completion queue, for connects and
+// accepts. Completions are consumed on that provider's poller, in the
+// queue's notify function, and handed to the connection or listener
+// named by the completion's context (a handle, and the shard), which is
+// woken through a channel.
 // Nothing that runs there takes a lock that is held across a provider
 // call. Connections move data through the provider's direct verbs, not
 // the queue.
