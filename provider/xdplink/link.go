@@ -4,7 +4,11 @@
 // peers' Ethernet addresses. It satisfies provider.Link, provider.ECNLink,
 // provider.Lender and provider.Holder without importing package provider.
 //
-// By concern: link.go opens and closes the link; send.go builds frames
+// NewShards opens several such links on one interface, one per poller,
+// each on a share of its queues.
+//
+// By concern: link.go opens and closes the link; shard.go names the
+// shard of each flow and hands frames between shards; send.go builds frames
 // and picks the queue each goes out on; lend.go lends UMEM frames to the
 // provider's buffer pool and sends from them in place; receive.go hands
 // received frames up; hold.go keeps received frames for their reader,
