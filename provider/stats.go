@@ -260,8 +260,9 @@ var limitName = [...]Limit{limitNone: LimitNone, limitCredit: LimitWindow, limit
 // Add returns the sum of s and o, field by field, as for the providers of
 // one stack's pollers; MTU, the same for both, stays s's.
 func (s Stats) Add(o Stats) Stats {
+	mtu := s.MTU
 	addFields(reflect.ValueOf(&s).Elem(), reflect.ValueOf(o))
-	s.MTU -= o.MTU
+	s.MTU = mtu
 	return s
 }
 

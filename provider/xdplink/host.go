@@ -59,9 +59,9 @@ func (l *Link) unreachable(b []byte) bool {
 		l.ctr.spoofed.bump()
 	default:
 		if l.in != nil {
+			// The quote went from our sdx port src to the peer's dst.
 			src, dst, _ := wire.Ports(u.Quoted)
-			if to := l.owner(u.From, src, dst); to != l.shard {
-				l.forward(to, u.From, u.Quoted, nil, 0, true)
+			if l.handOver(u.From, src, dst, u.Quoted, nil, 0, true) {
 				return true
 			}
 		}

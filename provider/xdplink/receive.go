@@ -4,7 +4,6 @@ import (
 	"net/netip"
 
 	"github.com/sdx-project/sdx/internal/frame"
-	"github.com/sdx-project/sdx/internal/wire"
 	"github.com/sdx-project/sdx/xdp"
 )
 
@@ -85,7 +84,7 @@ func (l *Link) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, payl
 				l.ctr.notOurs.bump()
 			case l.unanswerable(l.parsed.Flow.Src.IP):
 				l.ctr.spoofed.bump()
-			case l.in != nil && l.foreign(l.parsed.Flow.Src.IP, l.parsed.Payload, more):
+			case l.in != nil && l.handOverReceived(more):
 				got++
 			default:
 				l.ctr.received.bump()
@@ -110,18 +109,6 @@ func (l *Link) receive(lq *linkQueue, qi, max int, fn func(peer netip.Addr, payl
 	}
 	q.Refill()
 	return got
-}
-
-// foreign forwards a received datagram of another shard's flow to that
-// shard and reports true; false when the flow is this link's.
-func (l *Link) foreign(peer netip.Addr, payload []byte, more [][]byte) bool {
-	src, dst, _ := wire.Ports(payload)
-	to := l.owner(peer, dst, src)
-	if to == l.shard {
-		return false
-	}
-	l.forward(to, peer, payload, more, l.parsed.Flow.ECN, false)
-	return true
 }
 
 // pieces parses the multi-buffer frame whose chain begins descs into

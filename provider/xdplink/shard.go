@@ -2,6 +2,7 @@ package xdplink
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -87,33 +88,37 @@ func (sh *shared) leave(l *Link) error {
 	return nil
 }
 
-// owner returns the shard of the flow of a datagram between this host's
-// sdx port lport and peer's rport.
-func (l *Link) owner(peer netip.Addr, lport, rport uint16) int {
-	return ShardOf(netip.AddrPortFrom(l.local.IP, lport), netip.AddrPortFrom(peer, rport), len(l.sh.links))
-}
-
-// forward copies a datagram of another shard's flow into that shard's
-// inbox; a full inbox drops it, as a full rx ring would, and the protocol
+// handOver copies a datagram of another shard's flow, between this
+// host's sdx port lport and peer's rport, into that shard's inbox and
+// reports true; false, doing nothing, when the flow is this link's. A full
+// inbox drops the datagram, as a full rx ring would, and the protocol
 // retransmits. icmp says it is the quoted datagram of an ICMP port
 // unreachable (see SetUnreachable), not a received one.
-func (l *Link) forward(to int, peer netip.Addr, payload []byte, more [][]byte, ecn uint8, icmp bool) {
+func (l *Link) handOver(peer netip.Addr, lport, rport uint16, payload []byte, more [][]byte, ecn uint8, icmp bool) bool {
+	to := ShardOf(netip.AddrPortFrom(l.local.IP, lport), netip.AddrPortFrom(peer, rport), len(l.sh.links))
+	if to == l.shard {
+		return false
+	}
 	if l.sh.links[to].in.put(peer, payload, more, ecn, icmp) {
 		l.ctr.forwarded.bump()
 		l.woke |= 1 << to
-		return
+	} else {
+		l.ctr.forwardDropped.bump()
 	}
-	l.ctr.forwardDropped.bump()
+	return true
 }
 
-// wakeOwners wakes the shards forward handed frames to since the last call.
+// handOverReceived is handOver for the datagram Receive parsed, which
+// came from the peer's sdx port src to ours, dst.
+func (l *Link) handOverReceived(more [][]byte) bool {
+	src, dst, _ := wire.Ports(l.parsed.Payload)
+	return l.handOver(l.parsed.Flow.Src.IP, dst, src, l.parsed.Payload, more, l.parsed.Flow.ECN, false)
+}
+
+// wakeOwners wakes the shards handOver gave frames to since the last call.
 func (l *Link) wakeOwners() {
 	for w := l.woke; w != 0; w &= w - 1 {
-		i := 0
-		for w>>i&1 == 0 {
-			i++
-		}
-		l.sh.links[i].Wake()
+		l.sh.links[bits.TrailingZeros64(w)].Wake()
 	}
 	l.woke = 0
 }
