@@ -29,14 +29,7 @@ func flowOf(peer netip.Addr, datagram []byte, received bool) (flowKey, uint32) {
 func flowFor(peer netip.Addr, local, remote uint16) (flowKey, uint32) {
 	a := peer.As4()
 	k := flowKey(binary.BigEndian.Uint32(a[:]))<<32 | flowKey(local)<<16 | flowKey(remote)
-	// A 64-bit finaliser (splitmix64): every input bit moves the hash.
-	x := uint64(k)
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return k, uint32(x)
+	return k, uint32(mix(uint64(k)))
 }
 
 // flowSlots is the size of a flowTable: a power of two.

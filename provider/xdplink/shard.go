@@ -53,10 +53,6 @@ func mix(x uint64) uint64 {
 	return x
 }
 
-// Shard returns the link's index among its interface's shards, and how
-// many there are.
-func (l *Link) Shard() (i, n int) { return l.shard, len(l.sh.links) }
-
 // shared is what the shards of an interface share: the program, and each
 // other, to hand frames over.
 type shared struct {
