@@ -225,7 +225,7 @@ func runKill(t *testing.T, bed *testbed.Bed, st *Stack, beforeKill func()) []tim
 // ICMP rate limits; and again with every ICMP from the server's host
 // dropped (a blackhole route to the client in the server's namespace), so
 // that only the heartbeat finds the death; and with two pollers at each
-// end, each of which learns of the death for its own connections.
+// end, where the poller an ICMP reaches passes the death on to the other.
 func TestVethDeadPeerPool(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	for _, c := range []struct {
